@@ -1,0 +1,105 @@
+"""Shared fixtures: one real Redis per test session, an isolated town per test.
+
+The session server is started through the project's own embedded-server code
+(:class:`tinytown.embedded.EmbeddedServer`). Each test gets a town directory whose
+``tinytown.toml`` points at that server and carries a unique town name, so tests never see each
+other's keys. Environment variables that would change configuration are cleared for every test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tinytown.config import load_config
+from tinytown.embedded import EmbeddedServer
+from tinytown.store import Town
+
+CONFIG_ENV = (
+    "REDIS_URL", "TINYTOWN_REDIS_PASSWORD", "TINYTOWN_TOWN_DIR", "TINYTOWN_TOWN_NAME",
+    "TINYTOWN_REST_BIND", "TINYTOWN_REST_PORT", "TINYTOWN_AGENT_CLI", "TINYTOWN_AGENT_ID",
+    "TINYTOWN_AGENT_NAME", "TINYTOWN_TASK_ID", "TINYTOWN_URL", "TINYTOWN_BOOTSTRAP_API_KEY",
+)  # fmt: skip
+
+BIN_DIR = Path(sys.executable).parent
+
+
+def tt_executable() -> str:
+    """The installed ``tt`` console script of this interpreter's environment."""
+    path = BIN_DIR / "tt"
+    return str(path) if path.exists() else shutil.which("tt") or "tt"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in CONFIG_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """A real Redis for the session, on a unix socket, started by the project's own code."""
+    root = tmp_path_factory.mktemp("redis")
+    (root / "tinytown.toml").write_text('name = "session-redis"\n')
+    server = EmbeddedServer(load_config(root, env={}))
+    server.ensure_running()
+    yield server.target.url
+    server.stop()
+
+
+def write_town(root: Path, redis_url: str, *, top: str = "", tables: str = "") -> Path:
+    """Write ``tinytown.toml``: a unique town name on the session Redis.
+
+    ``top`` adds top-level keys (``max_agents = 3``); ``tables`` adds TOML tables after
+    ``[redis]`` (``"[agent]\nidle_timeout_secs = 1"``).
+    """
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    text = f'name = "{name}"\n{top}\n\n[redis]\nurl = "{redis_url}"\n\n{tables}\n'
+    (root / "tinytown.toml").write_text(text)
+    return root
+
+
+@pytest.fixture
+def town_dir(tmp_path, redis_url) -> Path:
+    """An isolated town (unique name) on the session Redis."""
+    return write_town(tmp_path, redis_url)
+
+
+@pytest.fixture
+def config(town_dir):
+    return load_config(town_dir, env={})
+
+
+@pytest.fixture
+def town(config):
+    t = Town.connect(config)
+    yield t
+    t.redis.close()
+
+
+@pytest.fixture
+def run_tt(town_dir):
+    """Run the real ``tt`` console script in the test's town; returns CompletedProcess."""
+
+    def run(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 60):
+        full_env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
+        full_env.update(env or {})
+        return subprocess.run(
+            [tt_executable(), *args], cwd=cwd or town_dir, env=full_env,
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    return run

@@ -1,0 +1,148 @@
+"""Task records: creation writes record, indexes and docket entry; transitions keep indexes exact."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tinytown.errors import InvalidTransition, NotFound
+from tinytown.keys import TASK_STATES
+
+
+def index_members(town, state):
+    return set(town.redis.zrange(town.keys.tasks_in_state(state), 0, -1))
+
+
+def assert_indexes_exact(town):
+    """Every task is in exactly the index of its recorded state, and the counts add up."""
+    all_ids = set(town.redis.zrange(town.keys.tasks, 0, -1))
+    seen = set()
+    for state in TASK_STATES:
+        members = index_members(town, state)
+        assert not (members & seen), f"ids in two state indexes: {members & seen}"
+        seen |= members
+        for tid in members:
+            assert town.redis.hget(town.keys.task(tid), "state") == state
+    assert seen == all_ids
+    pending = set(town.redis.lrange(town.keys.backlog, 0, -1))
+    assert pending == index_members(town, "pending")
+
+
+def test_add_writes_record_index_backlog_and_docket_entry(town):
+    task = town.tasks.add("write the parser", tags=["backend"])
+    stored = town.tasks.get(task.id)
+    assert stored.state == "pending" and stored.tags == ["backend"] and stored.attempts == 0
+    assert town.redis.lrange(town.keys.backlog, 0, -1) == [task.id]
+    entries = town.redis.xrange(town.keys.docket)
+    assert [e[1]["task_id"] for e in entries] == [task.id]
+    assert entries[0][1]["type"] == "task_assign"
+    groups = town.redis.xinfo_groups(town.keys.docket)
+    assert [g["name"] for g in groups] == ["workers"]
+    assert_indexes_exact(town)
+
+
+def test_add_for_an_agent_goes_to_its_own_docket_not_the_backlog(town):
+    agent = town.agents.register("alice", "claude")
+    task = town.tasks.add("fix the bug", agent_id=agent.id)
+    assert town.tasks.get(task.id).state == "assigned"
+    assert town.redis.llen(town.keys.backlog) == 0
+    assert town.redis.xlen(town.keys.docket) == 0
+    assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.agent_docket(agent.id))] == [task.id]
+    assert_indexes_exact(town)
+
+
+def test_optional_worker_fields_round_trip(town):
+    task = town.tasks.add("x", repo="/srv/repo.git", base_branch="main", push=True, cli="codex")
+    stored = town.tasks.get(task.id)
+    assert (stored.repo, stored.base_branch, stored.push, stored.cli) == ("/srv/repo.git", "main", True, "codex")
+
+
+def test_claim_moves_a_backlog_task_to_the_agent_and_its_docket(town):
+    agent = town.agents.register("bob", "claude")
+    task = town.tasks.add("claim me")
+    town.tasks.assign(task.id, agent.id)
+    stored = town.tasks.get(task.id)
+    assert stored.state == "assigned" and stored.assigned_to == agent.id
+    assert town.redis.llen(town.keys.backlog) == 0
+    assert town.redis.xlen(town.keys.agent_docket(agent.id)) == 1
+    assert_indexes_exact(town)
+
+
+def test_full_lifecycle_keeps_indexes_exact(town):
+    tasks = [town.tasks.add(f"t{i}") for i in range(5)]
+    town.tasks.transition(tasks[0].id, "running", allowed_from=("pending",))
+    town.tasks.complete(tasks[0].id, "done")
+    town.tasks.fail(tasks[1].id, "broke")
+    town.tasks.cancel(tasks[2].id, "not needed")
+    town.tasks.transition(tasks[3].id, "running", allowed_from=("pending",), incr_attempts=True)
+    town.tasks.transition(tasks[3].id, "pending", allowed_from=("running",), delete_fields=("assigned_to",))
+    counts = town.tasks.counts()
+    assert counts == {"pending": 2, "assigned": 0, "running": 0, "completed": 1, "failed": 1, "cancelled": 1}
+    assert town.tasks.get(tasks[3].id).attempts == 1
+    assert town.redis.lrange(town.keys.backlog, 0, -1) == [tasks[4].id, tasks[3].id]
+    assert_indexes_exact(town)
+
+
+def test_completing_a_terminal_task_is_refused_and_writes_nothing(town):
+    task = town.tasks.add("once")
+    town.tasks.complete(task.id, "first")
+    before = town.redis.hgetall(town.keys.task(task.id))
+    with pytest.raises(InvalidTransition, match="is completed"):
+        town.tasks.complete(task.id, "second")
+    assert town.redis.hgetall(town.keys.task(task.id)) == before
+
+
+def test_complete_requiring_an_assignee_refuses_another_agent(town):
+    task = town.tasks.add("mine")
+    a = town.agents.register("a1", "claude")
+    town.tasks.assign(task.id, a.id)
+    with pytest.raises(InvalidTransition, match="another agent"):
+        town.tasks.complete(task.id, "x", agent_id="00000000-0000-4000-8000-000000000000")
+    assert town.tasks.get(task.id).state == "assigned"
+
+
+def test_unknown_task_is_not_found(town):
+    with pytest.raises(NotFound):
+        town.tasks.get("9f0c2f4e-0000-4000-8000-000000000000")
+    with pytest.raises(NotFound):
+        town.tasks.complete("9f0c2f4e-0000-4000-8000-000000000000")
+
+
+def test_remove_from_backlog_deletes_record_and_every_index(town):
+    task = town.tasks.add("drop me")
+    town.tasks.remove_from_backlog(task.id)
+    assert town.tasks.find(task.id) is None
+    assert town.redis.zcard(town.keys.tasks) == 0
+    assert town.redis.llen(town.keys.backlog) == 0
+    assert_indexes_exact(town)
+
+
+def test_remove_refuses_a_task_that_is_no_longer_pending(town):
+    task = town.tasks.add("busy")
+    town.tasks.transition(task.id, "running", allowed_from=("pending",))
+    with pytest.raises(InvalidTransition):
+        town.tasks.remove_from_backlog(task.id)
+    assert town.tasks.get(task.id).state == "running"
+
+
+def test_concurrent_claims_of_one_task_succeed_exactly_once(town):
+    task = town.tasks.add("contested")
+    outcomes = []
+
+    def claim(n):
+        outcomes.append(town.tasks.transition(task.id, "running", allowed_from=("pending",)).ok)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count(True) == 1
+    assert_indexes_exact(town)
+
+
+def test_list_pages_by_state_with_total(town):
+    ids = [town.tasks.add(f"t{i}").id for i in range(7)]
+    page, total = town.tasks.list("pending", offset=2, limit=3)
+    assert total == 7 and [t.id for t in page] == ids[2:5]

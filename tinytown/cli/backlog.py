@@ -1,0 +1,87 @@
+"""``tt backlog add|list|remove|claim``: the unassigned work any idle worker takes."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_json_flag, guard_redis, open_town, print_json, print_table, short
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backlog", help="add, list, remove or claim unassigned tasks",
+                       description="The backlog: pending tasks that the first idle worker takes.")
+    bsub = p.add_subparsers(dest="backlog_command", metavar="ACTION", required=True)
+
+    a = bsub.add_parser("add", help="add a task to the backlog (and the shared docket)",
+                        description="Create a pending task; any idle worker picks it up at once.")
+    a.add_argument("description", help="what the coding agent should do")
+    a.add_argument("--tags", default="", help="comma-separated tags, e.g. backend,urgent")
+    a.add_argument("--repo", help="git repository (URL or path) the worker clones for this task")
+    a.add_argument("--base-branch", help="branch to start from (default: the repository's default)")
+    a.add_argument("--push", action="store_true", help="push the task branch when done")
+    a.add_argument("--cli", help="coding CLI for this task (default: the town's default_cli)")
+    add_json_flag(a)
+    a.set_defaults(func=cmd_add)
+
+    ls = bsub.add_parser("list", help="list backlog tasks, oldest first")
+    ls.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
+    ls.add_argument("--offset", type=int, default=0, help="skip this many first")
+    add_json_flag(ls)
+    ls.set_defaults(func=cmd_list)
+
+    rm = bsub.add_parser("remove", help="delete a pending task from the backlog")
+    rm.add_argument("task_id")
+    rm.set_defaults(func=cmd_remove)
+
+    c = bsub.add_parser("claim", help="assign a backlog task to one agent")
+    c.add_argument("task_id")
+    c.add_argument("agent", help="agent id, name, nickname or short id")
+    c.set_defaults(func=cmd_claim)
+
+
+@guard_redis
+def cmd_add(args: argparse.Namespace) -> int:
+    town = open_town(args)
+    tags = [t.strip() for t in args.tags.split(",") if t.strip()]
+    task = town.tasks.add(
+        args.description, tags=tags, repo=args.repo, base_branch=args.base_branch, push=args.push, cli=args.cli
+    )
+    if args.json:
+        print_json(task.to_json())
+    else:
+        print(f"Added task {task.id} to the backlog")
+    return 0
+
+
+@guard_redis
+def cmd_list(args: argparse.Namespace) -> int:
+    town = open_town(args)
+    ids, total = town.tasks.backlog(offset=max(args.offset, 0), limit=max(args.limit, 0))
+    tasks = [t for t in town.tasks.many(ids) if t is not None]
+    if args.json:
+        print_json({"backlog": [t.to_json() for t in tasks], "count": total})
+        return 0
+    if not tasks:
+        print("Backlog is empty")
+        return 0
+    print_table([[t.id, ",".join(t.tags), short(t.description)] for t in tasks], ["TASK", "TAGS", "DESCRIPTION"])
+    if total > len(tasks):
+        print(f"({len(tasks)} of {total} shown)")
+    return 0
+
+
+@guard_redis
+def cmd_remove(args: argparse.Namespace) -> int:
+    town = open_town(args)
+    town.tasks.remove_from_backlog(args.task_id)
+    print(f"Removed task {args.task_id} from the backlog")
+    return 0
+
+
+@guard_redis
+def cmd_claim(args: argparse.Namespace) -> int:
+    town = open_town(args)
+    agent = town.agents.resolve(args.agent)
+    town.tasks.assign(args.task_id, agent.id)
+    print(f"Assigned task {args.task_id} to {agent.name} ({agent.id})")
+    return 0

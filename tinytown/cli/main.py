@@ -1,0 +1,64 @@
+"""``tt``: operate a town from the shell.
+
+Exit codes (also in the README): 0 success; 1 the command failed (e.g. a task in the wrong
+state); 2 bad command line; 3 invalid configuration; 4 Redis unreachable, refusing the
+credentials or too old; 5 the named task, agent or mission does not exist; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .. import __version__
+from ..errors import ExitStatus, TinytownError
+from . import auth, backlog, redis_cmd, task, town
+
+COMMAND_GROUPS = (town, backlog, task, auth, redis_cmd)
+
+EPILOG = """exit codes:
+  0    success
+  1    the command failed (e.g. a task in the wrong state)
+  2    bad command line
+  3    invalid configuration (tinytown.toml or an environment override)
+  4    Redis unreachable, refused the credentials, or older than 7.0
+  5    the named task, agent or mission does not exist
+  130  interrupted
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tt",
+        description="Operate a Tinytown town: its Redis, backlog, tasks and API keys.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tt {__version__}")
+    parser.add_argument(
+        "-t", "--town", metavar="DIR",
+        help="town directory (default: $TINYTOWN_TOWN_DIR, else the current directory)",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in COMMAND_GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TinytownError as err:
+        print(f"tt: error: {err}", file=sys.stderr)
+        return int(err.exit_status)
+    except KeyboardInterrupt:
+        return int(ExitStatus.INTERRUPTED)
+    except BrokenPipeError:
+        return int(ExitStatus.SUCCESS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

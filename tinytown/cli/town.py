@@ -1,0 +1,140 @@
+"""``tt init`` and ``tt status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .. import defaults
+from ..clis import PRESETS
+from ..config import default_town_name, load_config, town_dir
+from ..errors import ConfigError, TinytownError
+from ..redis_url import resolve_target
+from .common import add_json_flag, guard_redis, open_town, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "init", help="create tinytown.toml in the town directory",
+        description="Write tinytown.toml (with every coding-CLI preset) and ignore .tt/ in .gitignore. "
+        "Nothing else is needed: Redis starts on first use.",
+    )  # fmt: skip
+    p.add_argument("--name", help="town name; namespaces Redis keys (default: the directory name)")
+    p.add_argument("--cli", default=defaults.DEFAULT_CLI, help="default coding CLI (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing tinytown.toml")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser(
+        "status", help="show the town: Redis, agents and tasks by state",
+        description="Connect to the town (starting its own Redis if needed) and summarise it.",
+    )  # fmt: skip
+    add_json_flag(p)
+    p.set_defaults(func=cmd_status)
+
+
+def toml_string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def render_config(name: str, default_cli: str) -> str:
+    clis = "\n".join(
+        f"[agent_clis.{toml_string(n) if '-' in n else n}]\ncommand = {toml_string(c)}\n" for n, c in PRESETS.items()
+    )
+    return f"""# Tinytown town configuration. Every key is optional; see README.md "Configuration".
+name = {toml_string(name)}
+default_cli = {toml_string(default_cli)}
+max_agents = {defaults.MAX_AGENTS}
+
+[redis]
+# With no url, the town runs its own Redis on a unix socket. REDIS_URL overrides this table.
+use_socket = true
+socket_path = "{defaults.REDIS_SOCKET_PATH}"
+persist = false
+
+[townhall]
+bind = "{defaults.TOWNHALL_BIND}"
+rest_port = {defaults.TOWNHALL_PORT}
+request_timeout_ms = {defaults.TOWNHALL_REQUEST_TIMEOUT_MS}
+
+[townhall.auth]
+mode = "none"
+
+[agent]
+idle_timeout_secs = {defaults.IDLE_TIMEOUT_SECS}
+heartbeat_interval_secs = {defaults.HEARTBEAT_INTERVAL_SECS}
+claim_timeout_secs = {defaults.CLAIM_TIMEOUT_SECS}
+max_attempts = {defaults.MAX_ATTEMPTS}
+task_timeout_secs = {defaults.TASK_TIMEOUT_SECS}
+drain_timeout_secs = {defaults.DRAIN_TIMEOUT_SECS}
+
+# Coding CLIs: each reads the prompt on stdin. Add your own with command, workdir and env.
+{clis}"""
+
+
+def ignore_runtime_dir(root: Path) -> bool:
+    """Append ``.tt/`` to ``.gitignore`` unless it is already ignored. Returns True if written."""
+    path = root / ".gitignore"
+    lines = path.read_text().splitlines() if path.exists() else []
+    if any(line.strip() in (".tt", ".tt/", "/.tt", "/.tt/") for line in lines):
+        return False
+    prefix = "" if not lines or path.read_text().endswith("\n") else "\n"
+    with path.open("a") as fh:
+        fh.write(f"{prefix}.tt/\n")
+    return True
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    root = town_dir(args.town)
+    if not root.is_dir():
+        raise TinytownError(f"town directory {root} does not exist")
+    path = root / defaults.CONFIG_FILENAME
+    if path.exists() and not args.force:
+        raise TinytownError(f"{path} already exists; use --force to overwrite it")
+    name = args.name or default_town_name(root)
+    text = render_config(name, args.cli)
+    path.write_text(text)
+    try:
+        load_config(root)  # never leave a file behind that the town itself would reject
+    except ConfigError:
+        path.unlink()
+        raise
+    ignored = ignore_runtime_dir(root)
+    print(f"Initialised town {name!r} in {root}")
+    print(f"  wrote {path}" + ("\n  added .tt/ to .gitignore" if ignored else ""))
+    print("  next: gunicorn -c python:tinytown.gunicorn_conf townhall:app   (starts Redis on first use)")
+    return 0
+
+
+@guard_redis
+def cmd_status(args: argparse.Namespace) -> int:
+    town = open_town(args)
+    info = town.redis.info("server")
+    agents = town.agents.all()
+    task_counts = town.tasks.counts()
+    _, backlog_len = town.tasks.backlog(limit=0)
+    data = {
+        "name": town.config.name,
+        "root": str(town.config.root),
+        "redis_url": resolve_target(town.config).display,
+        "redis_version": info.get("redis_version"),
+        "agent_count": len(agents),
+        "agents": [
+            {"id": a.id, "name": a.name, "state": a.state, "current_task": a.current_task, "last_heartbeat": a.last_heartbeat}
+            for a in agents
+        ],
+        "tasks": task_counts,
+        "backlog": backlog_len,
+    }
+    if args.json:
+        print_json(data)
+        return 0
+    print(f"Town {data['name']}  ({data['root']})")
+    print(f"Redis {data['redis_url']}  version {data['redis_version']}")
+    print(f"Agents: {len(agents)}")
+    for a in agents:
+        task = f"  task {a.current_task}" if a.current_task else ""
+        print(f"  {a.name:<20} {a.state:<9} {a.id}{task}")
+    print("Tasks:  " + "  ".join(f"{s} {n}" for s, n in task_counts.items()))
+    print(f"Backlog: {backlog_len}")
+    return 0

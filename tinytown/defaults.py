@@ -1,0 +1,60 @@
+"""Every default in one place, each with its unit in its name.
+
+Operational advice sits next to the value; the README's configuration reference mirrors this
+module.
+"""
+
+# --- town -------------------------------------------------------------------------------------
+CONFIG_FILENAME = "tinytown.toml"
+RUNTIME_DIRNAME = ".tt"
+DEFAULT_CLI = "claude"
+MAX_AGENTS = 10
+
+# --- redis ------------------------------------------------------------------------------------
+REDIS_SOCKET_PATH = ".tt/redis.sock"
+REDIS_PIDFILE = ".tt/redis.pid"
+REDIS_LOGFILE = ".tt/redis.log"
+REDIS_AOF_PATH = ".tt/redis.aof"
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+REDIS_BIND = "127.0.0.1"
+REDIS_MIN_VERSION = (7, 0)
+REDIS_CONNECT_TIMEOUT_SECS = 5.0
+REDIS_READY_TIMEOUT_SECS = 10.0  # how long to wait for a just-started embedded server
+REDIS_READY_POLL_SECS = 0.05
+REDIS_STOP_TIMEOUT_SECS = 10.0
+
+# --- townhall ---------------------------------------------------------------------------------
+TOWNHALL_BIND = "127.0.0.1"
+TOWNHALL_PORT = 8080
+TOWNHALL_REQUEST_TIMEOUT_MS = 30_000
+TOWNHALL_WORKERS = 2
+TOWNHALL_MAX_BODY_BYTES = 1024 * 1024
+OIDC_CLOCK_SKEW_SECS = 60
+
+# --- agent worker -----------------------------------------------------------------------------
+# 300 s matches KEDA's cooldown and Semaphore's idle default; coding agents that are slow to
+# start may want more. 0 disables the idle exit.
+IDLE_TIMEOUT_SECS = 300
+# "Dead" = no heartbeat for DEAD_AFTER_HEARTBEATS intervals.
+HEARTBEAT_INTERVAL_SECS = 5
+DEAD_AFTER_HEARTBEATS = 3
+# A pending docket entry idle longer than this, held by an agent whose heartbeat is stale, is
+# taken over by another worker. Live workers refresh their own entries well within it.
+CLAIM_TIMEOUT_SECS = 60
+MAX_ATTEMPTS = 3
+TASK_TIMEOUT_SECS = 3600
+# docker stop waits 10 s, Kubernetes 30 s by default; raise the orchestrator's grace period too.
+DRAIN_TIMEOUT_SECS = 25
+RESULT_TAIL_BYTES = 4096
+
+# --- docket (Redis Streams) -------------------------------------------------------------------
+DOCKET_GROUP = "workers"
+DOCKET_MAXLEN = 100_000  # approximate trim of acknowledged history
+
+# --- auth -------------------------------------------------------------------------------------
+ARGON2_MEMORY_KIB = 19456
+ARGON2_TIME_COST = 2
+ARGON2_PARALLELISM = 1
+ARGON2_HASH_LEN_BYTES = 32
+ARGON2_SALT_LEN_BYTES = 16

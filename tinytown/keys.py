@@ -1,0 +1,139 @@
+"""Every Redis key name Tinytown uses. Nothing else in the code spells ``tt:``.
+
+Names follow upstream tinytown (``tt:<town>:…``, upstream spec §4.1) where the concept is the
+same, so its ``redis-cli`` recipes keep working. The index keys are ours: they keep agents,
+tasks by state and missions listable and countable without ``KEYS`` or ``SCAN``.
+
+| Key | Type | Holds |
+|---|---|---|
+| ``agent:<id>`` | hash | agent record |
+| ``agents`` | set | every agent id |
+| ``agents:state:<state>`` | set | agent ids in that state |
+| ``inbox:<id>`` / ``urgent:<id>`` | list | JSON messages for the agent |
+| ``activity:<id>`` | list | last activity lines |
+| ``stop:<id>`` | string | graceful stop flag |
+| ``task:<id>`` | hash | task record |
+| ``tasks`` | zset | every task id, scored by creation time (µs) |
+| ``tasks:state:<state>`` | zset | task ids in that state, scored by creation time (µs) |
+| ``backlog`` | list | unassigned pending task ids, FIFO (upstream-compatible) |
+| ``docket:tasks`` | stream | the shared docket, consumer group ``workers`` |
+| ``docket:agent:<id>`` | stream | tasks aimed at one agent, same group |
+| ``docket:events`` / ``events`` | stream | lifecycle events |
+| ``mission:<id>`` … | string/hash | mission documents (upstream §4.7) |
+| ``missions`` | zset | every mission id, scored by creation time (µs) |
+| ``mission:active`` | set | active mission ids |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "tt"
+
+AGENT_STATES = ("cold", "starting", "idle", "working", "paused", "draining", "stopped", "error")
+TASK_STATES = ("pending", "assigned", "running", "completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names of one town."""
+
+    town: str
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((PREFIX, self.town, *parts))
+
+    # -- agents -----------------------------------------------------------------------------
+    def agent(self, agent_id: str) -> str:
+        return self._k("agent", agent_id)
+
+    @property
+    def agents(self) -> str:
+        return self._k("agents")
+
+    def agents_in_state(self, state: str) -> str:
+        return self._k("agents", "state", state)
+
+    def inbox(self, agent_id: str) -> str:
+        return self._k("inbox", agent_id)
+
+    def urgent(self, agent_id: str) -> str:
+        return self._k("urgent", agent_id)
+
+    def activity(self, agent_id: str) -> str:
+        return self._k("activity", agent_id)
+
+    def stop(self, agent_id: str) -> str:
+        return self._k("stop", agent_id)
+
+    # -- tasks ------------------------------------------------------------------------------
+    def task(self, task_id: str) -> str:
+        return self._k("task", task_id)
+
+    @property
+    def tasks(self) -> str:
+        return self._k("tasks")
+
+    def tasks_in_state(self, state: str) -> str:
+        return self._k("tasks", "state", state)
+
+    @property
+    def backlog(self) -> str:
+        return self._k("backlog")
+
+    # -- docket and events ------------------------------------------------------------------
+    @property
+    def docket(self) -> str:
+        return self._k("docket", "tasks")
+
+    def agent_docket(self, agent_id: str) -> str:
+        return self._k("docket", "agent", agent_id)
+
+    @property
+    def docket_events(self) -> str:
+        return self._k("docket", "events")
+
+    @property
+    def events(self) -> str:
+        return self._k("events")
+
+    def agent_events(self, agent_id: str) -> str:
+        return self._k("events", "agent", agent_id)
+
+    def mission_event_stream(self, mission_id: str) -> str:
+        return self._k("events", "mission", mission_id)
+
+    @property
+    def broadcast(self) -> str:
+        return self._k("broadcast")
+
+    # -- missions ---------------------------------------------------------------------------
+    def mission(self, mission_id: str) -> str:
+        return self._k("mission", mission_id)
+
+    @property
+    def missions(self) -> str:
+        return self._k("missions")
+
+    @property
+    def missions_active(self) -> str:
+        return self._k("mission", "active")
+
+    def mission_work(self, mission_id: str) -> str:
+        return self._k("mission", mission_id, "work")
+
+    def mission_watch(self, mission_id: str) -> str:
+        return self._k("mission", mission_id, "watch")
+
+    def mission_log(self, mission_id: str) -> str:
+        return self._k("mission", mission_id, "events")
+
+    def mission_control(self, mission_id: str) -> str:
+        return self._k("mission", mission_id, "control")
+
+    def mission_dispatch_lock(self, mission_id: str) -> str:
+        return self._k("mission", mission_id, "dispatch_lock")
+
+    def town_pattern(self) -> str:
+        """``tt:<town>:*`` — for tests and ``tt reset`` only, never a hot path."""
+        return self._k("*")

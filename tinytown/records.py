@@ -1,0 +1,209 @@
+"""Agent and task records and their encodings in Redis hashes (upstream spec §4.2–4.3).
+
+States are lowercase in Redis, capitalised in REST JSON (``"Idle"``) and lowercase in metric
+labels. Hash timestamps are RFC 3339 with ``+00:00``; readers also accept ``Z``. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+
+from .keys import AGENT_STATES, TASK_STATES
+
+SUPERVISOR_ID = "00000000-0000-0000-0000-000000000001"
+RESERVED_AGENT_NAMES = ("supervisor", "conductor")
+TERMINAL_TASK_STATES = ("completed", "failed", "cancelled")
+ACTIVE_AGENT_STATES = ("starting", "idle", "working", "paused", "draining")
+TERMINAL_AGENT_STATES = ("stopped", "error", "cold")
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_rfc3339(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).isoformat()
+
+
+def parse_rfc3339(text: str | None) -> datetime | None:
+    """Accepts ``+00:00`` and ``Z`` forms and up to nanosecond fractions; None if unparseable."""
+    if not text:
+        return None
+    t = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    if "." in t:  # Python parses at most 6 fraction digits; upstream writes 9
+        head, _, rest = t.partition(".")
+        digits = "".join(c for c in rest if c.isdigit())
+        t = f"{head}.{digits[:6]}{rest[len(digits):]}"
+    try:
+        ts = datetime.fromisoformat(t)
+    except ValueError:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def epoch_us(ts: datetime) -> int:
+    return int(ts.timestamp() * 1_000_000)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except (ValueError, AttributeError, TypeError):
+        return False
+
+
+def rest_state(state: str) -> str:
+    """``"idle"`` → ``"Idle"`` (REST JSON form)."""
+    return state.capitalize()
+
+
+@dataclass
+class Task:
+    id: str
+    description: str
+    state: str = "pending"
+    created_at: str = ""
+    updated_at: str = ""
+    tags: list[str] = field(default_factory=list)
+    assigned_to: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    result: str | None = None
+    parent_id: str | None = None
+    # Tinytown for Python: delivery and workspace fields.
+    attempts: int = 0
+    repo: str | None = None
+    base_branch: str | None = None
+    push: bool = False
+    cli: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_TASK_STATES
+
+    def to_hash(self) -> dict[str, str]:
+        """Field → string, omitting empty optionals (they are HDEL'd, never stored empty)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "tags":
+                out["tags"] = json.dumps(value)
+            elif f.name == "push":
+                if value:
+                    out["push"] = "true"
+            elif f.name == "attempts":
+                out["attempts"] = str(value)
+            else:
+                out[f.name] = str(value)
+        return out
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> "Task":
+        state = data.get("state", "pending")
+        if state == "in_flight":
+            state = "running"
+        if state not in TASK_STATES:
+            state = "pending"
+        try:
+            tags = json.loads(data.get("tags") or "[]")
+        except ValueError:
+            tags = []
+        try:
+            attempts = int(data.get("attempts") or 0)
+        except ValueError:
+            attempts = 0
+        return cls(
+            id=data.get("id", ""),
+            description=data.get("description", ""),
+            state=state,
+            created_at=data.get("created_at", ""),
+            updated_at=data.get("updated_at", ""),
+            tags=tags if isinstance(tags, list) else [],
+            assigned_to=data.get("assigned_to") or None,
+            started_at=data.get("started_at") or None,
+            completed_at=data.get("completed_at") or None,
+            result=data.get("result"),
+            parent_id=data.get("parent_id") or None,
+            attempts=attempts,
+            repo=data.get("repo") or None,
+            base_branch=data.get("base_branch") or None,
+            push=data.get("push") == "true",
+            cli=data.get("cli") or None,
+            branch=data.get("branch") or None,
+            commit=data.get("commit") or None,
+        )
+
+    def to_json(self) -> dict:
+        """The REST shape: capitalised state, tags as a list, everything else as stored."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["state"] = rest_state(self.state)
+        return out
+
+
+@dataclass
+class Agent:
+    id: str
+    name: str
+    agent_type: str = "worker"
+    state: str = "starting"
+    cli: str = ""
+    created_at: str = ""
+    last_heartbeat: str = ""
+    last_active_at: str = ""
+    tasks_completed: int = 0
+    rounds_completed: int = 0
+    spawn_mode: str = "fresh"
+    current_task: str | None = None
+    nickname: str | None = None
+    role_id: str | None = None
+    parent_agent_id: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_AGENT_STATES
+
+    def to_hash(self) -> dict[str, str]:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> "Agent":
+        state = data.get("state", "starting")
+        created = data.get("created_at", "")
+
+        def count(name: str) -> int:
+            try:
+                return int(data.get(name) or 0)
+            except ValueError:
+                return 0
+
+        return cls(
+            id=data.get("id", ""),
+            name=data.get("name", ""),
+            agent_type=data.get("agent_type", "worker"),
+            state=state if state in AGENT_STATES else "starting",
+            cli=data.get("cli", ""),
+            created_at=created,
+            last_heartbeat=data.get("last_heartbeat", ""),
+            last_active_at=data.get("last_active_at") or created,
+            tasks_completed=count("tasks_completed"),
+            rounds_completed=count("rounds_completed"),
+            spawn_mode=data.get("spawn_mode", "fresh"),
+            current_task=data.get("current_task") or None,
+            nickname=data.get("nickname") or None,
+            role_id=data.get("role_id") or None,
+            parent_agent_id=data.get("parent_agent_id") or None,
+        )
+
+    def short_id(self) -> str:
+        return self.id[:4]

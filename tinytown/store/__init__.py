@@ -1,0 +1,38 @@
+"""Redis records and their atomic state transitions.
+
+``Town`` is the one object the API, the CLI and the worker hold: the config, a verified Redis
+client, the town's key names and the stores over them. Each state change updates the record and
+its index sets in one Lua script, so counts stay exact under concurrency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from ..config import Config
+from ..keys import Keys
+from .agents import AgentStore
+from .tasks import TaskStore
+
+
+@dataclass
+class Town:
+    config: Config
+    redis: redis.Redis
+
+    def __post_init__(self) -> None:
+        self.keys = Keys(self.config.name)
+        self.tasks = TaskStore(self.redis, self.keys)
+        self.agents = AgentStore(self.redis, self.keys)
+
+    @classmethod
+    def connect(cls, config: Config, *, start_server: bool = True) -> "Town":
+        """Connect (starting the embedded server when it is the town's own) and verify Redis."""
+        from ..connection import connect
+
+        return cls(config, connect(config, start_server=start_server))
+
+
+__all__ = ["Town", "TaskStore", "AgentStore"]

@@ -1,0 +1,246 @@
+"""Task records: create (with their docket entry), read, list by state, and transitions.
+
+A task is ``pending`` (unassigned, in the backlog and on the shared docket), ``assigned`` (aimed
+at one agent, on that agent's docket), ``running``, then ``completed``, ``failed`` or
+``cancelled``. Every transition is one Lua script that checks the current state, updates the
+record and moves the id between the per-state index sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import redis
+
+from .. import defaults
+from ..errors import InvalidTransition, NotFound
+from ..keys import TASK_STATES, Keys
+from ..records import Task, epoch_us, new_id, now, to_rfc3339
+from .scripts import TASK_DELETE, TASK_TRANSITION
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The outcome of a guarded transition: ``ok`` and the state it moved from."""
+
+    status: str  # ok | missing | state | owner
+    old_state: str
+    entry_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def ensure_group(r: redis.Redis, stream: str) -> None:
+    """Create the ``workers`` group on ``stream`` (from its first entry), if missing."""
+    try:
+        r.xgroup_create(stream, defaults.DOCKET_GROUP, id="0", mkstream=True)
+    except redis.ResponseError as err:
+        if "BUSYGROUP" not in str(err):
+            raise
+
+
+def docket_fields(task: Task, to: str = "") -> dict[str, str]:
+    """Docket entry fields, in upstream's RAK-compatible layout (spec §4.6)."""
+    return {
+        "task_id": task.id,
+        "type": "task_assign",
+        "message": task.description,
+        "priority": "normal",
+        "from": "supervisor",
+        "to": to,
+        "timestamp": to_rfc3339(now()),
+    }
+
+
+class TaskStore:
+    def __init__(self, r: redis.Redis, keys: Keys):
+        self.r, self.keys = r, keys
+        self._transition = r.register_script(TASK_TRANSITION)
+        self._delete = r.register_script(TASK_DELETE)
+        self._groups_ready: set[str] = set()
+
+    # -- create -----------------------------------------------------------------------------
+
+    def _ensure_group(self, stream: str) -> None:
+        if stream not in self._groups_ready:
+            ensure_group(self.r, stream)
+            self._groups_ready.add(stream)
+
+    def add(
+        self,
+        description: str,
+        *,
+        tags: Sequence[str] = (),
+        agent_id: str | None = None,
+        repo: str | None = None,
+        base_branch: str | None = None,
+        push: bool = False,
+        cli: str | None = None,
+        parent_id: str | None = None,
+    ) -> Task:
+        """Create a task and its docket entry in one transaction.
+
+        Without ``agent_id`` it is ``pending``: in the backlog and on the shared docket, for any
+        idle worker. With ``agent_id`` it is ``assigned`` and goes on that agent's own docket.
+        """
+        created = now()
+        ts = to_rfc3339(created)
+        task = Task(
+            id=new_id(), description=description, state="assigned" if agent_id else "pending",
+            created_at=ts, updated_at=ts, tags=list(tags), assigned_to=agent_id, parent_id=parent_id,
+            repo=repo, base_branch=base_branch, push=push, cli=cli,
+        )  # fmt: skip
+        stream = self.keys.agent_docket(agent_id) if agent_id else self.keys.docket
+        self._ensure_group(stream)
+        score = epoch_us(created)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.keys.task(task.id), mapping=task.to_hash())
+        pipe.zadd(self.keys.tasks, {task.id: score})
+        pipe.zadd(self.keys.tasks_in_state(task.state), {task.id: score})
+        if not agent_id:
+            pipe.rpush(self.keys.backlog, task.id)
+        pipe.xadd(stream, docket_fields(task, agent_id or ""), maxlen=defaults.DOCKET_MAXLEN, approximate=True)
+        pipe.execute()
+        return task
+
+    # -- read -------------------------------------------------------------------------------
+
+    def find(self, task_id: str) -> Task | None:
+        data = self.r.hgetall(self.keys.task(task_id))
+        return Task.from_hash(data) if data else None
+
+    def get(self, task_id: str) -> Task:
+        task = self.find(task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    def many(self, task_ids: Iterable[str]) -> list[Task | None]:
+        """Records for ids in one round trip; None where a record is missing."""
+        pipe = self.r.pipeline(transaction=False)
+        ids = list(task_ids)
+        for tid in ids:
+            pipe.hgetall(self.keys.task(tid))
+        return [Task.from_hash(d) if d else None for d in pipe.execute()] if ids else []
+
+    def list(self, state: str | None = None, *, offset: int = 0, limit: int = 100) -> tuple[list[Task], int]:
+        """Tasks oldest first (optionally one state), a page of them, and the total count."""
+        key = self.keys.tasks_in_state(state) if state else self.keys.tasks
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrange(key, offset, offset + limit - 1)
+        pipe.zcard(key)
+        ids, total = pipe.execute()
+        return [t for t in self.many(ids) if t is not None], total
+
+    def counts(self) -> dict[str, int]:
+        """Number of tasks in each state (``ZCARD`` per index: O(1) each)."""
+        pipe = self.r.pipeline(transaction=False)
+        for state in TASK_STATES:
+            pipe.zcard(self.keys.tasks_in_state(state))
+        return dict(zip(TASK_STATES, pipe.execute()))
+
+    def backlog(self, *, offset: int = 0, limit: int = 100) -> tuple[list[str], int]:
+        """Unassigned pending task ids in FIFO order, and how many there are."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lrange(self.keys.backlog, offset, offset + limit - 1)
+        pipe.llen(self.keys.backlog)
+        ids, total = pipe.execute()
+        return ids, total
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def transition(
+        self,
+        task_id: str,
+        new_state: str,
+        *,
+        allowed_from: Iterable[str] | None = None,
+        set_fields: dict[str, str] | None = None,
+        delete_fields: Iterable[str] = (),
+        assignee: str = "",
+        incr_attempts: bool = False,
+        dispatch_to: str | None = None,
+    ) -> Transition:
+        """Move a task to ``new_state`` if its current state is in ``allowed_from`` (None: any).
+
+        ``assignee`` requires ``assigned_to`` to equal it. ``dispatch_to`` (an agent id) adds an
+        entry for the task on that agent's docket in the same atomic step.
+        """
+        if new_state not in TASK_STATES:
+            raise ValueError(f"unknown task state {new_state!r}")
+        allowed = "*" if allowed_from is None else "," + ",".join(allowed_from) + ","
+        set_fields = set_fields or {}
+        delete_fields = list(delete_fields)
+        stream = self.keys.agent_docket(dispatch_to) if dispatch_to else self.keys.docket
+        xfields: list[str] = []
+        if dispatch_to:
+            self._ensure_group(stream)
+            task = self.find(task_id)
+            if task is not None:
+                for k, v in docket_fields(task, dispatch_to).items():
+                    xfields += [k, v]
+        keys = [self.keys.task(task_id), self.keys.tasks, self.keys.backlog, stream]
+        keys += [self.keys.tasks_in_state(s) for s in TASK_STATES]
+        args: list[str] = [task_id, allowed, new_state, to_rfc3339(now()), assignee, "1" if incr_attempts else "0"]
+        args += [str(len(xfields) // 2), str(len(set_fields)), str(len(delete_fields))]
+        args += xfields
+        for k, v in set_fields.items():
+            args += [k, v]
+        args += delete_fields
+        status, old, *rest = self._transition(keys=keys, args=args)
+        return Transition(status, old, rest[0] if rest else "")
+
+    def _require(self, result: Transition, task_id: str, action: str) -> Transition:
+        if result.status == "missing":
+            raise NotFound(f"task {task_id} not found")
+        if result.status == "state":
+            raise InvalidTransition("task", task_id, result.old_state, action)
+        if result.status == "owner":
+            raise InvalidTransition("task", task_id, "assigned to another agent", action)
+        return result
+
+    def assign(self, task_id: str, agent_id: str) -> Transition:
+        """Claim a pending backlog task for one agent: it moves to that agent's docket."""
+        result = self.transition(
+            task_id, "assigned", allowed_from=("pending",), set_fields={"assigned_to": agent_id},
+            dispatch_to=agent_id,
+        )  # fmt: skip
+        return self._require(result, task_id, "claimed (only pending backlog tasks can be)")
+
+    def complete(self, task_id: str, result: str = "", *, agent_id: str = "") -> Transition:
+        """Mark a live task completed with its result."""
+        outcome = self.transition(
+            task_id, "completed", allowed_from=("pending", "assigned", "running"), assignee=agent_id,
+            set_fields={"result": result, "completed_at": to_rfc3339(now())},
+        )  # fmt: skip
+        return self._require(outcome, task_id, "completed")
+
+    def fail(self, task_id: str, reason: str, *, agent_id: str = "") -> Transition:
+        """Mark a live task failed with the reason; it stays listed under ``failed``."""
+        outcome = self.transition(
+            task_id, "failed", allowed_from=("pending", "assigned", "running"), assignee=agent_id,
+            set_fields={"result": reason, "completed_at": to_rfc3339(now())},
+        )  # fmt: skip
+        return self._require(outcome, task_id, "failed")
+
+    def cancel(self, task_id: str, reason: str) -> Transition:
+        outcome = self.transition(
+            task_id, "cancelled", allowed_from=("pending", "assigned", "running"),
+            set_fields={"result": reason, "completed_at": to_rfc3339(now())},
+        )  # fmt: skip
+        return self._require(outcome, task_id, "cancelled")
+
+    def remove_from_backlog(self, task_id: str) -> None:
+        """Delete a pending task. Its docket entry stays; a worker that reads it skips and acks it."""
+        status, old = self._delete(
+            keys=[self.keys.task(task_id), self.keys.tasks, self.keys.backlog]
+            + [self.keys.tasks_in_state(s) for s in TASK_STATES],
+            args=[task_id, "pending"],
+        )
+        if status == "missing":
+            raise NotFound(f"task {task_id} not found in backlog")
+        if status == "state":
+            raise InvalidTransition("task", task_id, old, "removed from the backlog (it is not pending)")
