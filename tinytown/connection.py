@@ -90,7 +90,13 @@ def verify(client: redis.Redis, target: RedisTarget) -> str:
 
 
 def _auth_message(shown: str, err: Exception, target: RedisTarget) -> str:
-    reason = "WRONGPASS" if "WRONGPASS" in str(err) else "NOAUTH" if "NOAUTH" in str(err) else "authentication failed"
+    text = str(err)
+    if "WRONGPASS" in text or "invalid username-password" in text or "invalid password" in text:
+        reason = "WRONGPASS"  # redis-py strips the error code from the message
+    elif "NOAUTH" in text or "Authentication required" in text:
+        reason = "NOAUTH"
+    else:
+        reason = "authentication failed"
     return (
         f"Redis at {shown} refused the credentials ({reason}): "
         f"{redact_text(str(err), target.url)}; check the password in REDIS_URL, "

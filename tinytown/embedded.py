@@ -83,6 +83,20 @@ def find_server_binary() -> ServerBinary:
     return ServerBinary(path, version, "valkey")
 
 
+def process_alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped by its parent) is not alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
 class EmbeddedServer:
     """The managed server of one town (unix socket, or loopback TCP when ``use_socket = false``)."""
 
@@ -124,13 +138,7 @@ class EmbeddedServer:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return pid
+        return pid if process_alive(pid) else None
 
     def status(self) -> ServerStatus:
         pid, up = self.pid(), self.answers()

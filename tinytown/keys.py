@@ -2,7 +2,7 @@
 
 Names follow upstream tinytown (``tt:<town>:…``, upstream spec §4.1) where the concept is the
 same, so its ``redis-cli`` recipes keep working. The index keys are ours: they keep agents,
-tasks by state and missions listable and countable without ``KEYS`` or ``SCAN``.
+tasks by state and missions listable and countable without scanning the key space.
 
 | Key | Type | Holds |
 |---|---|---|

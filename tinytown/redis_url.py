@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from .config import Config
 
@@ -86,6 +86,6 @@ def redact_text(text: str, url: str) -> str:
         password = None
     text = text.replace(url, redact_url(url))
     if password:
-        for secret in {password, quote(password, safe="")}:
+        for secret in sorted({password, unquote(password), quote(unquote(password), safe="")}, key=len, reverse=True):
             text = text.replace(secret, REDACTED)
     return text

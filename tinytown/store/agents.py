@@ -91,7 +91,7 @@ class AgentStore:
         return agent
 
     def all(self) -> list[Agent]:
-        """Every registered agent, from the ``agents`` index (one pipeline, no KEYS)."""
+        """Every registered agent, from the ``agents`` index (one pipeline, no key-space scan)."""
         ids = sorted(self.r.smembers(self.keys.agents))
         if not ids:
             return []

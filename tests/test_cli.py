@@ -1,0 +1,146 @@
+"""The ``tt`` CLI through its real console script: output, files written and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+
+import pytest
+from argon2 import PasswordHasher
+
+from tinytown.cli.main import build_parser
+from tinytown.config import load_config
+
+from .old_redis import closed_port
+
+
+def command_paths(parser: argparse.ArgumentParser, prefix=()):
+    """Every command path of the parser, e.g. ("backlog", "add")."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from command_paths(sub, (*prefix, name))
+
+
+ALL_COMMANDS = sorted(set(command_paths(build_parser())))
+
+
+@pytest.mark.parametrize("path", ALL_COMMANDS, ids=[" ".join(p) for p in ALL_COMMANDS])
+def test_every_command_has_help(run_tt, path):
+    result = run_tt(*path, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: tt")
+    assert len(result.stdout.splitlines()) >= 3
+
+
+def test_top_level_help_documents_exit_codes(run_tt):
+    out = run_tt("--help").stdout
+    for line in ("0    success", "3    invalid configuration", "4    Redis unreachable", "5    the named task"):
+        assert line in out
+
+
+def test_init_writes_a_loadable_config_with_presets_and_ignores_runtime_dir(run_tt, tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / ".gitignore").write_text("node_modules/")
+    result = run_tt("--town", str(root), "init", "--name", "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = tomllib.loads((root / "tinytown.toml").read_text())
+    assert data["name"] == "demo" and data["agent_clis"]["codex-mini"]["command"].startswith("codex exec")
+    assert load_config(root, env={}).agent.claim_timeout_secs == 60
+    assert (root / ".gitignore").read_text() == "node_modules/\n.tt/\n"
+    again = run_tt("--town", str(root), "init", cwd=tmp_path)
+    assert again.returncode == 1 and "already exists; use --force" in again.stderr
+    assert (root / ".gitignore").read_text().count(".tt/") == 1
+
+
+def test_init_uses_the_directory_name_by_default(run_tt, tmp_path):
+    root = tmp_path / "web app"
+    root.mkdir()
+    assert run_tt("init", cwd=root).returncode == 0
+    assert tomllib.loads((root / "tinytown.toml").read_text())["name"] == "web-app"
+
+
+def test_backlog_add_list_remove(run_tt, town):
+    added = run_tt("backlog", "add", "write docs", "--tags", "docs,urgent", "--repo", "/srv/r.git", "--push", "--json")
+    assert added.returncode == 0, added.stderr
+    task = json.loads(added.stdout)
+    assert task["state"] == "Pending" and task["tags"] == ["docs", "urgent"] and task["push"] is True
+    listed = json.loads(run_tt("backlog", "list", "--json").stdout)
+    assert listed["count"] == 1 and listed["backlog"][0]["id"] == task["id"]
+    text = run_tt("backlog", "list").stdout
+    assert task["id"] in text and "docs,urgent" in text
+    removed = run_tt("backlog", "remove", task["id"])
+    assert removed.returncode == 0 and town.tasks.find(task["id"]) is None
+    assert run_tt("backlog", "list").stdout.strip() == "Backlog is empty"
+
+
+def test_task_show_list_and_complete(run_tt, town):
+    task = town.tasks.add("ship it")
+    shown = json.loads(run_tt("task", "show", task.id, "--json").stdout)
+    assert shown["description"] == "ship it" and shown["state"] == "Pending"
+    assert task.id in run_tt("task", "list", "--state", "pending").stdout
+    done = run_tt("task", "complete", task.id, "--result", "shipped")
+    assert done.returncode == 0, done.stderr
+    stored = town.tasks.get(task.id)
+    assert (stored.state, stored.result) == ("completed", "shipped")
+    assert run_tt("task", "list", "--state", "pending").stdout.strip() == "No tasks in state pending"
+
+
+def test_task_complete_reads_the_task_id_from_the_environment(run_tt, town):
+    task = town.tasks.add("from a coding CLI")
+    result = run_tt("task", "complete", "--result", "ok", env={"TINYTOWN_TASK_ID": task.id})
+    assert result.returncode == 0 and town.tasks.get(task.id).state == "completed"
+
+
+def test_completing_twice_fails_with_exit_1_and_keeps_the_result(run_tt, town):
+    task = town.tasks.add("once")
+    run_tt("task", "complete", task.id, "--result", "first")
+    again = run_tt("task", "complete", task.id, "--result", "second")
+    assert again.returncode == 1 and "is completed; it cannot be completed" in again.stderr
+    assert town.tasks.get(task.id).result == "first"
+
+
+def test_unknown_task_exits_5(run_tt):
+    result = run_tt("task", "show", "3c9a3a52-0000-4000-8000-000000000000")
+    assert result.returncode == 5 and "not found" in result.stderr
+
+
+def test_status_summarises_the_town(run_tt, town):
+    town.tasks.add("a")
+    town.agents.register("w1", "claude")
+    data = json.loads(run_tt("status", "--json").stdout)
+    assert data["name"] == town.config.name and data["agent_count"] == 1
+    assert data["tasks"]["pending"] == 1 and data["backlog"] == 1
+
+
+def test_invalid_config_exits_3_naming_the_key(run_tt, town_dir):
+    (town_dir / "tinytown.toml").write_text("[agent]\nmax_attempts = 0\n")
+    result = run_tt("status")
+    assert result.returncode == 3
+    assert "agent.max_attempts = 0 is invalid; expected an integer ≥ 1" in result.stderr
+
+
+def test_unreachable_redis_exits_4_with_the_password_redacted(run_tt):
+    result = run_tt("status", env={"REDIS_URL": f"redis://:pa55word@127.0.0.1:{closed_port()}/0"})
+    assert result.returncode == 4
+    assert "cannot reach Redis at redis://:****@127.0.0.1" in result.stderr and "pa55word" not in result.stderr
+
+
+def test_auth_gen_key_prints_a_key_that_verifies_against_its_hash(run_tt):
+    result = run_tt("auth", "gen-key")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    key = lines[lines.index("API Key (store securely, shown only once):") + 1]
+    phc = lines[lines.index("API Key Hash (add to tinytown.toml):") + 1]
+    assert len(key) == 64 and all(c in "0123456789abcdef" for c in key)
+    assert phc.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert PasswordHasher().verify(phc, key)
+    assert f'api_key_hash = "{phc}"' in result.stdout
+
+
+def test_bad_arguments_exit_2(run_tt):
+    assert run_tt("backlog").returncode == 2
+    assert run_tt("task", "list", "--state", "sleeping").returncode == 2

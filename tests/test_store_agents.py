@@ -1,0 +1,90 @@
+"""Agent records: registration, adoption, references, state indexes, heartbeats."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinytown.errors import InvalidTransition, NotFound, TinytownError
+from tinytown.keys import AGENT_STATES
+
+
+def assert_agent_indexes_exact(town):
+    ids = town.redis.smembers(town.keys.agents)
+    seen = set()
+    for state in AGENT_STATES:
+        members = town.redis.smembers(town.keys.agents_in_state(state))
+        assert not (members & seen)
+        seen |= members
+        for agent_id in members:
+            assert town.redis.hget(town.keys.agent(agent_id), "state") == state
+    assert seen == ids
+
+
+def test_register_writes_record_indexes_and_its_docket_group(town):
+    agent = town.agents.register("alice", "claude", role_id="backend")
+    stored = town.agents.get(agent.id)
+    assert (stored.name, stored.state, stored.cli, stored.role_id) == ("alice", "starting", "claude", "backend")
+    assert stored.nickname and stored.created_at == stored.last_heartbeat
+    assert town.agents.counts()["starting"] == 1
+    assert [g["name"] for g in town.redis.xinfo_groups(town.keys.agent_docket(agent.id))] == ["workers"]
+    assert_agent_indexes_exact(town)
+
+
+def test_register_with_a_known_id_adopts_the_record(town):
+    first = town.agents.register("w1", "claude")
+    town.agents.set_state(first.id, "stopped", tasks_completed="4")
+    again = town.agents.register("w1", "codex", agent_id=first.id)
+    assert again.id == first.id and again.state == "starting" and again.cli == "codex"
+    assert again.tasks_completed == 4 and again.created_at == first.created_at
+    assert town.redis.scard(town.keys.agents) == 1
+    assert_agent_indexes_exact(town)
+
+
+def test_register_with_a_new_id_uses_it(town):
+    agent = town.agents.register("w2", "claude", agent_id="6f1c1b8e-2d7a-4a53-9d5e-0a1b2c3d4e5f")
+    assert town.agents.get("6f1c1b8e-2d7a-4a53-9d5e-0a1b2c3d4e5f").name == "w2"
+    assert agent.id == "6f1c1b8e-2d7a-4a53-9d5e-0a1b2c3d4e5f"
+
+
+@pytest.mark.parametrize("name", ["supervisor", "Conductor"])
+def test_reserved_names_are_refused(town, name):
+    with pytest.raises(TinytownError, match="reserved"):
+        town.agents.register(name, "claude")
+    assert town.redis.scard(town.keys.agents) == 0
+
+
+def test_resolve_by_id_name_nickname_and_short_id(town):
+    agent = town.agents.register("Builder", "claude", nickname="Dot")
+    for ref in (agent.id, "builder", "dot", agent.id[:4]):
+        assert town.agents.resolve(ref).id == agent.id
+    with pytest.raises(NotFound):
+        town.agents.resolve("nobody")
+
+
+def test_ambiguous_name_prefers_the_one_live_agent_else_fails(town):
+    old = town.agents.register("twin", "claude")
+    town.agents.set_state(old.id, "stopped")
+    new = town.agents.register("twin", "claude")
+    assert town.agents.resolve("twin").id == new.id
+    town.agents.register("twin", "claude")
+    with pytest.raises(TinytownError, match="ambiguous"):
+        town.agents.resolve("twin")
+
+
+def test_state_changes_keep_indexes_exact_and_guards_hold(town):
+    agent = town.agents.register("w", "claude")
+    assert town.agents.set_state(agent.id, "idle") == "starting"
+    town.agents.set_state(agent.id, "working", allowed_from=("idle",), current_task="t1")
+    with pytest.raises(InvalidTransition):
+        town.agents.set_state(agent.id, "working", allowed_from=("idle",))
+    assert town.agents.get(agent.id).current_task == "t1"
+    assert town.agents.counts()["working"] == 1 and town.agents.counts()["idle"] == 0
+    assert_agent_indexes_exact(town)
+
+
+def test_heartbeat_never_recreates_a_deleted_agent(town):
+    agent = town.agents.register("gone", "claude")
+    town.agents.delete(agent.id)
+    assert town.agents.heartbeat(agent.id) is False
+    assert not town.redis.exists(town.keys.agent(agent.id))
+    assert_agent_indexes_exact(town)
