@@ -1,0 +1,1797 @@
+"""Tinytown scaler: turns townhall's scaling signal into agent-worker containers on Docker.
+
+Each pass reads ``GET /api/scaling`` and ``GET /v1/agents`` from townhall, lists this town's worker
+containers on every outpost (a Docker engine: the local one, or remote ones over ``tcp://`` with
+TLS or ``ssh://``), and then:
+
+- **starts** workers until the live count reaches ``desired_agents`` clamped to
+  [``min_workers``, ``max_workers``], on the first outpost in preference order that has room, whose
+  circuit breaker is closed, and that keeps the hourly cost under ``cost_cap_hourly``;
+- **drains** (SIGTERM) an *idle* surplus worker only when the signal says ``scale_down`` or
+  ``scale_to_zero``, the surplus has lasted ``scale_down_after_passes`` passes and
+  ``scale_down_cooldown_secs`` have passed since the last start. A worker that is Working, Starting
+  or holds a task is never touched: workers retire themselves when idle (exit 0);
+- **restarts** a running worker whose agent missed its heartbeat window (``unhealthy_after_secs``)
+  or is in Error for ``restart_after_failures`` passes in a row; if the restart fails (or the
+  container has used up ``max_restarts``), it marks the container in the state file, stops
+  counting it as capacity and runs the notification hook;
+- **removes** exited workers, keeping the newest ``keep_exited`` per outpost for their logs.
+
+If the signal is unreachable, not 200 or malformed, the pass does nothing at all. Containers are
+found by their labels only (``tinytown.town``, ``tinytown.role=agent-worker``,
+``tinytown.outpost``, ``tinytown.agent_id``); each new one gets a fresh UUID as
+``TINYTOWN_AGENT_ID`` so it maps to exactly one agent record.
+
+Configuration: command-line flags, then ``TINYTOWN_SCALER_<KEY>`` environment variables, then a
+TOML file (``--config``), then the defaults below; ``python scaler.py --help`` lists every key and
+``python scaler.py config`` prints the resolved configuration. Outposts are configured only in
+the TOML file (``[[outposts]]``); without any, one outpost ``local`` uses the local engine
+(``DOCKER_HOST`` or the default socket). Cooldowns, circuit breakers and health counters live in a
+small JSON state file, so ``--once`` from cron behaves like the loop. See ``docs/scaler.md``.
+
+Modes: ``run`` (default; loops every ``interval_secs`` until SIGTERM/SIGINT, or one pass with
+``--once``), ``status`` (this town's containers, agents and cost) and ``config``. ``--dry-run``
+prints the plan and changes nothing; ``--json`` prints one JSON object per pass on stdout.
+Logs go to stderr, one ``key=value`` line per event.
+
+Exit codes (``ExitStatus``): 0 success (the loop always ends with 0 on SIGTERM/SIGINT); 2 bad
+command line; 3 bad configuration; 4 townhall unavailable: scaling signal or agent list
+unreachable, non-200 or malformed (``--once``); 5 Docker unavailable: every outpost failed
+(``--once``); 130 interrupted. The loop never exits on 4 or 5: it logs and retries next interval.
+
+Only the standard library, ``requests`` and ``docker`` are imported, so this file can be copied
+onto a VM alone (Python >= 3.11). Sections, in order: defaults, logging, configuration, pure
+policy (plain data in, decisions out; tested without Docker or HTTP), townhall client, Docker
+outposts, notifications, reconcile (the ``Scaler`` class), ``status``, command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import enum
+import fcntl
+import importlib.util
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import docker
+import docker.errors
+import docker.tls
+import docker.types
+import requests
+
+
+class ExitStatus(enum.IntEnum):
+    """Exit codes of ``scaler.py``; scripts and systemd units may rely on these numbers."""
+
+    SUCCESS = 0
+    USAGE = 2  # bad command line (argparse's own code)
+    CONFIG_ERROR = 3  # a flag, environment variable or TOML key has an invalid value
+    TOWNHALL_UNAVAILABLE = 4  # /api/scaling or /v1/agents unreachable, non-200 or malformed
+    DOCKER_UNAVAILABLE = 5  # every outpost failed (unreachable, or every start refused)
+    INTERRUPTED = 130  # Ctrl-C during --once or status
+
+
+# --- defaults (every one with its unit in its name) ---------------------------------------------
+TOWNHALL_URL = "http://127.0.0.1:8080"
+MIN_WORKERS = 0
+MAX_WORKERS = 10
+INTERVAL_SECS = 10.0  # Buildkite's scaler polls every 10 s; Nomad evaluates every 10 s
+# Scale up at once, scale down slowly (peers: 5 min in KEDA, HPA and Nomad).
+SCALE_DOWN_COOLDOWN_SECS = 300.0
+SCALE_DOWN_AFTER_PASSES = 3  # a surplus must persist this many passes in a row (hysteresis)
+KEEP_EXITED_PER_OUTPOST = 3
+# Workers heartbeat every 5 s; 90 s is Docker HEALTHCHECK's 30 s x 3 and Gas Town's "3 missed".
+UNHEALTHY_AFTER_SECS = 90.0
+RESTART_AFTER_FAILURES = 3
+MAX_RESTARTS_PER_CONTAINER = 3  # then mark it and notify instead of restarting forever
+START_GRACE_SECS = 120.0  # a younger (or just restarted) container is not judged
+RESTART_TIMEOUT_SECS = 30.0  # docker restart: SIGTERM, then SIGKILL after this (drain is 25 s)
+BREAKER_BACKOFF_SECS = 30.0
+BREAKER_BACKOFF_MAX_SECS = 600.0
+HTTP_TIMEOUT_SECS = 5.0
+DOCKER_TIMEOUT_SECS = 30.0
+NOTIFY_TIMEOUT_SECS = 10.0
+LOCAL_OUTPOST = "local"
+STATE_FILE = "tinytown-scaler/state.json"  # under $XDG_STATE_HOME, else ~/.local/state
+STATE_VERSION = 1
+
+ENV_PREFIX = "TINYTOWN_SCALER_"
+ROLE = "agent-worker"
+LABEL_TOWN = "tinytown.town"
+LABEL_ROLE = "tinytown.role"
+LABEL_OUTPOST = "tinytown.outpost"
+LABEL_AGENT_ID = "tinytown.agent_id"
+LABEL_STARTED_AT = "tinytown.started_at"
+LABEL_COST_PER_HOUR = "tinytown.cost_per_hour"
+LIVE_STATUSES = frozenset({"created", "running", "restarting", "paused"})
+EXITED_STATUSES = frozenset({"exited", "dead"})
+AGENT_STATES = frozenset(
+    {"Starting", "Idle", "Working", "Paused", "Draining", "Stopped", "Error", "Cold"}
+)
+RECOMMENDATIONS = ("scale_up", "steady", "scale_down", "scale_to_zero")
+DOWN_RECOMMENDATIONS = frozenset({"scale_down", "scale_to_zero"})
+RESERVED_ENV = frozenset({"TINYTOWN_AGENT_ID", "TINYTOWN_AGENT_NAME"})
+SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# ================================================================================================
+# Logging: one key=value line per event, on stderr
+# ================================================================================================
+_verbose = False
+
+
+def log(level: str, event: str, **fields: Any) -> None:
+    if level == "debug" and not _verbose:
+        return
+    parts = [f"ts={iso(time.time())}", f"level={level}", f"event={event}"]
+    for key, value in fields.items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        if not text or re.search(r'[\s"=]', text):
+            text = json.dumps(text)
+        parts.append(f"{key}={text}")
+    print(" ".join(parts), file=sys.stderr, flush=True)
+
+
+def iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+_RFC3339_RE = re.compile(
+    r"^(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:\d\d)$"
+)
+
+
+def parse_rfc3339(text: str) -> float | None:
+    """Epoch seconds of an RFC 3339 time (``Z`` or offset, any fraction); None if it is not one."""
+    match = _RFC3339_RE.match(text)
+    if not match:
+        return None
+    date, clock, fraction, zone = match.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    try:
+        moment = dt.datetime.fromisoformat(f"{date}T{clock}{zone}")
+    except ValueError:
+        return None
+    return moment.timestamp() + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+# ================================================================================================
+# Configuration: flags > TINYTOWN_SCALER_* environment > TOML file > defaults
+# ================================================================================================
+class ConfigError(Exception):
+    """Invalid configuration; the message names the key, the value and the expected form."""
+
+
+@dataclass(frozen=True)
+class Outpost:
+    """A Docker engine that may run workers. Order in the config = preference."""
+
+    name: str = LOCAL_OUTPOST
+    docker_host: str | None = None  # None: the local engine (DOCKER_HOST or the default socket)
+    max_workers: int = MAX_WORKERS
+    cost_per_hour: float = 0.0
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_verify: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    url: str = TOWNHALL_URL
+    api_key: str | None = None
+    api_key_file: str | None = None
+    townhall_ca_file: str | None = None
+    town: str | None = None
+    image: str | None = None
+    command: str | None = None
+    network: str | None = None
+    volumes: tuple[str, ...] = ()
+    workspace: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    pass_env: tuple[str, ...] = ()
+    min_workers: int = MIN_WORKERS
+    max_workers: int = MAX_WORKERS
+    interval_secs: float = INTERVAL_SECS
+    scale_down_cooldown_secs: float = SCALE_DOWN_COOLDOWN_SECS
+    scale_down_after_passes: int = SCALE_DOWN_AFTER_PASSES
+    keep_exited: int = KEEP_EXITED_PER_OUTPOST
+    unhealthy_after_secs: float = UNHEALTHY_AFTER_SECS
+    restart_after_failures: int = RESTART_AFTER_FAILURES
+    max_restarts: int = MAX_RESTARTS_PER_CONTAINER
+    start_grace_secs: float = START_GRACE_SECS
+    restart_timeout_secs: float = RESTART_TIMEOUT_SECS
+    breaker_backoff_secs: float = BREAKER_BACKOFF_SECS
+    breaker_backoff_max_secs: float = BREAKER_BACKOFF_MAX_SECS
+    cost_cap_hourly: float | None = None
+    state_file: str | None = None
+    notify_command: str | None = None
+    notify_webhook: str | None = None
+    http_timeout_secs: float = HTTP_TIMEOUT_SECS
+    docker_timeout_secs: float = DOCKER_TIMEOUT_SECS
+    outposts: tuple[Outpost, ...] = (Outpost(),)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: its Config field, TOML table, type and help line."""
+
+    key: str
+    kind: str  # str | int | float | list | map
+    group: str
+    help: str
+    section: str = ""  # TOML table ("" = top level)
+    metavar: str | None = None
+    minimum: float | None = None
+    flag: str | None = None  # default --key-with-dashes
+    from_env: bool = True
+
+    @property
+    def env(self) -> str | None:
+        return ENV_PREFIX + self.key.upper() if self.from_env else None
+
+    @property
+    def option(self) -> str:
+        return self.flag or "--" + self.key.replace("_", "-")
+
+
+SETTINGS = (
+    Setting("url", "str", "townhall", "townhall base URL", metavar="URL"),
+    Setting("api_key", "str", "townhall", "API key with scope town.read (prefer --api-key-file)",
+            metavar="KEY"),
+    Setting("api_key_file", "str", "townhall", "file holding the API key", metavar="PATH"),
+    Setting("townhall_ca_file", "str", "townhall", "CA bundle to verify townhall's TLS certificate",
+            metavar="PATH"),
+    Setting("town", "str", "townhall", "expected town name; a townhall serving another town is "
+            "refused (default: the signal's town)", metavar="NAME"),
+    Setting("image", "str", "container", "worker image, already on each outpost (never pulled)",
+            section="container", metavar="IMAGE"),
+    Setting("command", "str", "container", "override the image's command (split like a shell)",
+            section="container", metavar="CMD"),
+    Setting("network", "str", "container", "Docker network for workers", section="container",
+            metavar="NAME"),
+    Setting("volumes", "list", "container", "extra mount SOURCE:/path[:ro], repeatable (env: "
+            "comma-separated)", section="container", metavar="SPEC", flag="--volume"),
+    Setting("workspace", "str", "container", "give each worker its own anonymous volume at this "
+            "path, removed with the container", section="container", metavar="PATH"),
+    Setting("env", "map", "container", "set KEY=VALUE in workers, repeatable (TOML: "
+            "[container.env])", section="container", metavar="KEY=VALUE", from_env=False),
+    Setting("pass_env", "list", "container", "pass this variable from the scaler's environment, "
+            "e.g. REDIS_URL, repeatable", section="container", metavar="NAME"),
+    Setting("min_workers", "int", "scaling", "fewest workers kept running", minimum=0,
+            metavar="N"),
+    Setting("max_workers", "int", "scaling", "most workers across all outposts", minimum=0,
+            metavar="N"),
+    Setting("interval_secs", "float", "scaling", "seconds between passes in the loop",
+            minimum=0.1, metavar="SECS"),
+    Setting("scale_down_cooldown_secs", "float", "scaling", "no drain until this long after the "
+            "last start", minimum=0, metavar="SECS"),
+    Setting("scale_down_after_passes", "int", "scaling", "a surplus must persist this many "
+            "passes before a drain", minimum=1, metavar="N"),
+    Setting("keep_exited", "int", "scaling", "exited workers kept per outpost for their logs",
+            minimum=0, metavar="N"),
+    Setting("cost_cap_hourly", "float", "scaling", "no start that would take the hourly cost of "
+            "live workers above this (default: no cap)", minimum=0, metavar="AMOUNT"),
+    Setting("unhealthy_after_secs", "float", "health", "a heartbeat older than this is a failure",
+            minimum=1, metavar="SECS"),
+    Setting("restart_after_failures", "int", "health", "consecutive failures before a restart",
+            minimum=1, metavar="N"),
+    Setting("max_restarts", "int", "health", "health restarts per container before it is marked "
+            "and notified instead", minimum=0, metavar="N"),
+    Setting("start_grace_secs", "float", "health", "containers younger than this (or restarted "
+            "since) are not judged", minimum=0, metavar="SECS"),
+    Setting("restart_timeout_secs", "float", "health", "docker restart waits this long after "
+            "SIGTERM before SIGKILL", minimum=0, metavar="SECS"),
+    Setting("notify_command", "str", "health", "run on a failed restart; event JSON on stdin",
+            metavar="CMD"),
+    Setting("notify_webhook", "str", "health", "POST the event JSON to this URL", metavar="URL"),
+    Setting("breaker_backoff_secs", "float", "outposts", "skip a failed outpost this long, "
+            "doubling per failure", minimum=0, metavar="SECS"),
+    Setting("breaker_backoff_max_secs", "float", "outposts", "longest breaker backoff",
+            minimum=0, metavar="SECS"),
+    Setting("docker_timeout_secs", "float", "outposts", "timeout of each Docker API call",
+            minimum=1, metavar="SECS"),
+    Setting("http_timeout_secs", "float", "townhall", "timeout of each townhall request",
+            minimum=0.1, metavar="SECS"),
+    Setting("state_file", "str", "state", "JSON state: cooldowns, breakers, health counters "
+            "(default: $XDG_STATE_HOME/" + STATE_FILE + ")", metavar="PATH"),
+)
+SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
+OUTPOST_KEYS = {f.name for f in dataclasses.fields(Outpost)}
+EXPECTED = {
+    "str": "a non-empty string",
+    "int": "a whole number",
+    "float": "a number",
+    "list": "a list of strings",
+    "map": "a table of NAME = \"value\" strings",
+}
+
+
+def _invalid(key: str, value: Any, source: str, expected: str) -> ConfigError:
+    return ConfigError(f"invalid {key}={value!r} (from {source}): expected {expected}")
+
+
+def coerce(setting: Setting, value: Any, source: str) -> Any:
+    """Turn a raw value (a string from a flag or env, or a TOML value) into the setting's type."""
+    key, kind = setting.key, setting.kind
+    expected = EXPECTED[kind]
+    if setting.minimum is not None:
+        expected += f" >= {setting.minimum:g}"
+    if kind == "str":
+        if not isinstance(value, str) or not value.strip():
+            raise _invalid(key, value, source, expected)
+        return value.strip()
+    if kind in ("int", "float"):
+        number: float
+        if isinstance(value, str):
+            try:
+                number = int(value) if kind == "int" else float(value)
+            except ValueError:
+                raise _invalid(key, value, source, expected) from None
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _invalid(key, value, source, expected)
+        elif kind == "int" and not isinstance(value, int):
+            raise _invalid(key, value, source, expected)
+        else:
+            number = value
+        if not math.isfinite(number) or (setting.minimum is not None and number < setting.minimum):
+            raise _invalid(key, value, source, expected)
+        return int(number) if kind == "int" else float(number)
+    if kind == "list":
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise _invalid(key, value, source, expected)
+        return [v.strip() for v in value]
+    # map: a TOML table, or a list of KEY=VALUE strings from --env
+    if isinstance(value, list):
+        pairs = {}
+        for item in value:
+            name, sep, val = item.partition("=")
+            if not sep:
+                raise _invalid(key, item, source, "KEY=VALUE")
+            pairs[name.strip()] = val
+        value = pairs
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _invalid(key, value, source, expected)
+    return dict(value)
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}; check --config or "
+                          f"{ENV_PREFIX}CONFIG") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+
+
+def flatten_toml(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], list[Any]]:
+    """Settings found in the file (keyed like Config) and its raw ``[[outposts]]`` tables."""
+    known_top = {s.key for s in SETTINGS if not s.section} | {"outposts", "container"}
+    known_container = {s.key for s in SETTINGS if s.section == "container"}
+    for key in doc:
+        if key not in known_top:
+            raise ConfigError(f"unknown key {key!r} in {path}; known keys: "
+                              f"{', '.join(sorted(known_top))}")
+    container = doc.get("container", {})
+    if not isinstance(container, dict):
+        raise _invalid("container", container, path, "a [container] table")
+    for key in container:
+        if key not in known_container:
+            raise ConfigError(f"unknown key 'container.{key}' in {path}; known keys: "
+                              f"{', '.join(sorted(known_container))}")
+    values = {k: v for k, v in doc.items() if k not in ("outposts", "container")}
+    values.update(container)
+    outposts = doc.get("outposts", [])
+    if not isinstance(outposts, list):
+        raise _invalid("outposts", outposts, path, "[[outposts]] tables")
+    return values, outposts
+
+
+def parse_outposts(raw: list[Any], source: str, max_workers: int) -> tuple[Outpost, ...]:
+    if not raw:
+        return (Outpost(max_workers=max_workers),)
+    outposts: list[Outpost] = []
+    for index, table in enumerate(raw):
+        where = f"outposts[{index}]"
+        if not isinstance(table, dict):
+            raise _invalid(where, table, source, "a table")
+        unknown = set(table) - OUTPOST_KEYS
+        if unknown:
+            raise ConfigError(f"unknown key {sorted(unknown)[0]!r} in {where} of {source}; known "
+                              f"keys: {', '.join(sorted(OUTPOST_KEYS))}")
+        name = table.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise _invalid(f"{where}.name", name, source, "letters, digits, '.', '_' or '-'")
+        if any(o.name == name for o in outposts):
+            raise _invalid(f"{where}.name", name, source, "a name not used by another outpost")
+        host = table.get("docker_host")
+        if host is not None and (not isinstance(host, str) or
+                                 not re.match(r"^(unix|tcp|ssh)://.", host)):
+            raise _invalid(f"{where}.docker_host", host, source,
+                           "unix:///path, tcp://host:port or ssh://user@host")
+        mw = coerce(Setting("max_workers", "int", "", "", minimum=0),
+                    table.get("max_workers", max_workers), f"{source} {where}")
+        cost = coerce(Setting("cost_per_hour", "float", "", "", minimum=0),
+                      table.get("cost_per_hour", 0.0), f"{source} {where}")
+        tls = {}
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            value = table.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not os.path.isfile(os.path.expanduser(value)):
+                raise _invalid(f"{where}.{key}", value, source, "the path of an existing file")
+            if not (host or "").startswith("tcp://"):
+                raise _invalid(f"{where}.{key}", value, source, "TLS files only with tcp://")
+            tls[key] = os.path.expanduser(value)
+        if ("tls_cert" in tls) != ("tls_key" in tls):
+            raise _invalid(f"{where}.tls_cert", table.get("tls_cert"), source,
+                           "tls_cert and tls_key together")
+        if host and host.startswith("ssh://") and importlib.util.find_spec("paramiko") is None:
+            raise _invalid(f"{where}.docker_host", host, source, "an installed paramiko for "
+                           "ssh:// (the Docker SDK needs it): pip install 'docker[ssh]'")
+        verify = table.get("tls_verify", True)
+        if not isinstance(verify, bool):
+            raise _invalid(f"{where}.tls_verify", verify, source, "true or false")
+        outposts.append(Outpost(name, host, mw, cost, tls_verify=verify, **tls))
+    return tuple(outposts)
+
+
+def load_config(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+    """Resolve every setting. ``flags`` maps setting keys to values given on the command line."""
+    config_path = flags.get("config") or environ.get(ENV_PREFIX + "CONFIG")
+    file_values: dict[str, Any] = {}
+    raw_outposts: list[Any] = []
+    if config_path:
+        file_values, raw_outposts = flatten_toml(read_toml(config_path), config_path)
+    # Layers from lowest to highest precedence: (source name, values).
+    layers: list[tuple[str, dict[str, Any]]] = [(str(config_path), file_values)]
+    env_layer = {s.key: environ[s.env] for s in SETTINGS if s.env and environ.get(s.env)}
+    layers.append(("the environment", env_layer))
+    layers.append(("the command line", {k: v for k, v in flags.items()
+                                         if k in SETTINGS_BY_KEY and v not in (None, [])}))
+
+    resolved: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # where each value came from, for messages
+    rank: dict[str, int] = {}  # which layer it came from: 0 file, 1 environment, 2 command line
+    for layer, (source, values) in enumerate(layers):
+        for key, raw in values.items():
+            setting = SETTINGS_BY_KEY[key]
+            where = setting.env if source == "the environment" else (
+                setting.option if source == "the command line" else source)
+            value = coerce(setting, raw, where)
+            if setting.kind == "list":  # lists add up across layers
+                value = list(dict.fromkeys([*resolved.get(key, []), *value]))
+            elif setting.kind == "map":  # maps merge; the higher layer wins per name
+                value = {**resolved.get(key, {}), **value}
+            resolved[key] = value
+            origin[key], rank[key] = where, layer
+
+    # api_key and api_key_file are one choice: the higher layer wins; both in one layer is an error.
+    if "api_key" in resolved and "api_key_file" in resolved:
+        if rank["api_key"] == rank["api_key_file"]:
+            raise ConfigError(f"both api_key and api_key_file are set ({origin['api_key']} and "
+                              f"{origin['api_key_file']}); set only one")
+        resolved.pop("api_key_file" if rank["api_key"] > rank["api_key_file"] else "api_key")
+    if "api_key_file" in resolved:
+        path = os.path.expanduser(resolved["api_key_file"])
+        try:
+            resolved["api_key"] = Path(path).read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"cannot read api_key_file={path!r} (from "
+                              f"{origin['api_key_file']}): {err.strerror}") from None
+        if not resolved["api_key"]:
+            raise ConfigError(f"api_key_file={path!r} is empty; it should hold the API key")
+
+    for key in ("volumes", "pass_env"):
+        if key in resolved:
+            resolved[key] = tuple(resolved[key])
+    max_workers = resolved.get("max_workers", MAX_WORKERS)
+    config = Config(**resolved,
+                    outposts=parse_outposts(raw_outposts, str(config_path), max_workers))
+    validate(config, origin)
+    return config
+
+
+def validate(config: Config, origin: Mapping[str, str]) -> None:
+    """Checks that span keys or need more than a type; raises ConfigError naming the key."""
+
+    def where(key: str) -> str:
+        return origin.get(key, "the defaults")
+
+    if not re.match(r"^https?://[^/\s]+", config.url):
+        raise _invalid("url", config.url, where("url"), "http://host:port or https://host:port")
+    if config.min_workers > config.max_workers:
+        raise _invalid("min_workers", config.min_workers, where("min_workers"),
+                       f"at most max_workers ({config.max_workers})")
+    if config.breaker_backoff_max_secs < config.breaker_backoff_secs:
+        raise _invalid("breaker_backoff_max_secs", config.breaker_backoff_max_secs,
+                       where("breaker_backoff_max_secs"), "at least breaker_backoff_secs")
+    if config.town is not None and not NAME_RE.match(config.town):
+        raise _invalid("town", config.town, where("town"), "a town name (letters, digits, ._-)")
+    if config.notify_webhook and not re.match(r"^https?://", config.notify_webhook):
+        raise _invalid("notify_webhook", config.notify_webhook, where("notify_webhook"),
+                       "an http:// or https:// URL")
+    for spec in config.volumes:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/") or (
+                len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise _invalid("volumes", spec, where("volumes"), "SOURCE:/container/path[:ro|rw]")
+    if config.workspace is not None and not config.workspace.startswith("/"):
+        raise _invalid("workspace", config.workspace, where("workspace"), "an absolute path")
+    for key, names in (("env", config.env), ("pass_env", config.pass_env)):
+        for name in names:
+            if not ENV_NAME_RE.match(name):
+                raise _invalid(key, name, where(key), "a variable name like REDIS_URL")
+            if name in RESERVED_ENV:
+                raise _invalid(key, name, where(key), "no TINYTOWN_AGENT_ID or "
+                               "TINYTOWN_AGENT_NAME: the scaler sets those per container")
+    for name in ("townhall_ca_file",):
+        value = getattr(config, name)
+        if value is not None and not os.path.isfile(os.path.expanduser(value)):
+            raise _invalid(name, value, where(name), "the path of an existing file")
+    if config.command is not None:
+        try:
+            shlex.split(config.command)
+        except ValueError as err:
+            raise _invalid("command", config.command, where("command"), f"shell words ({err})")
+
+
+def state_path(config: Config, environ: Mapping[str, str]) -> Path:
+    if config.state_file:
+        return Path(os.path.expanduser(config.state_file))
+    base = environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / STATE_FILE
+
+
+def redact_value(name: str, value: str) -> str:
+    """Hide secrets: values of secret-looking names, and passwords inside URLs."""
+    if SECRET_NAME_RE.search(name):
+        return "****"
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1****@", value)
+
+
+def config_summary(config: Config) -> dict[str, Any]:
+    data = dataclasses.asdict(config)
+    data["api_key"] = "****" if config.api_key else None
+    data["env"] = {k: redact_value(k, v) for k, v in config.env.items()}
+    return data
+
+
+# ================================================================================================
+# Pure policy: plain data in, decisions out. No Docker, no HTTP, no clock (``now`` is passed in).
+# ================================================================================================
+class Malformed(ValueError):
+    """A townhall response that does not match the contract; its message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Signal:
+    town: str
+    timestamp: str
+    queue_depth: int
+    pending_tasks: int
+    in_flight_tasks: int
+    active_agents: int
+    cold_agents: int
+    desired_agents: int
+    max_agents: int
+    scaling_recommendation: str
+    idle_agents: int | None = None
+    busy_agents: int | None = None
+
+
+SIGNAL_COUNTS = ("queue_depth", "pending_tasks", "in_flight_tasks", "active_agents",
+                 "cold_agents", "desired_agents", "max_agents")
+
+
+def _count(body: Mapping[str, Any], key: str, required: bool = True) -> int | None:
+    if key not in body and not required:
+        return None
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Malformed(f"{key}={value!r}: expected a whole number >= 0")
+    return value
+
+
+def parse_signal(body: Any) -> Signal:
+    """Validate a ``GET /api/scaling`` body strictly; raise Malformed on anything unexpected.
+
+    ``idle_agents`` and ``busy_agents`` are this project's additions: checked when present, not
+    required, so an upstream townhall still drives the scaler.
+    """
+    if not isinstance(body, dict):
+        raise Malformed(f"expected a JSON object, got {type(body).__name__}")
+    town = body.get("town")
+    if not isinstance(town, str) or not town:
+        raise Malformed(f"town={town!r}: expected a non-empty string")
+    stamp = body.get("timestamp")
+    if not isinstance(stamp, str) or parse_rfc3339(stamp) is None:
+        raise Malformed(f"timestamp={stamp!r}: expected an RFC 3339 time")
+    counts = {key: _count(body, key) for key in SIGNAL_COUNTS}
+    recommendation = body.get("scaling_recommendation")
+    if recommendation not in RECOMMENDATIONS:
+        raise Malformed(f"scaling_recommendation={recommendation!r}: expected one of "
+                        f"{', '.join(RECOMMENDATIONS)}")
+    return Signal(town, stamp, **counts, scaling_recommendation=recommendation,
+                  idle_agents=_count(body, "idle_agents", required=False),
+                  busy_agents=_count(body, "busy_agents", required=False))
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    state: str
+    current_task: str | None
+    last_heartbeat: float | None  # epoch seconds
+    name: str | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.state in ("Working", "Starting") or self.current_task is not None
+
+
+def parse_agents(body: Any) -> dict[str, Agent]:
+    """Validate a ``GET /v1/agents`` body; raise Malformed if any agent is not as the contract says.
+
+    ``current_task`` and ``last_heartbeat`` must be present (they may be null): without them
+    nobody can tell a busy or dead worker from an idle one.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("agents"), list):
+        raise Malformed("expected an object with an 'agents' list")
+    agents: dict[str, Agent] = {}
+    for index, item in enumerate(body["agents"]):
+        if not isinstance(item, dict):
+            raise Malformed(f"agents[{index}]: expected an object")
+        agent_id, state = item.get("id"), item.get("state")
+        if not isinstance(agent_id, str) or not agent_id:
+            raise Malformed(f"agents[{index}].id={agent_id!r}: expected a non-empty string")
+        if state not in AGENT_STATES:
+            raise Malformed(f"agents[{index}].state={state!r}: expected one of "
+                            f"{', '.join(sorted(AGENT_STATES))}")
+        for key in ("current_task", "last_heartbeat"):
+            if key not in item or not (item[key] is None or isinstance(item[key], str)):
+                raise Malformed(f"agents[{index}].{key}={item.get(key)!r}: expected a string or "
+                                "null")
+        heartbeat = None
+        if item["last_heartbeat"] is not None:
+            heartbeat = parse_rfc3339(item["last_heartbeat"])
+            if heartbeat is None:
+                raise Malformed(f"agents[{index}].last_heartbeat={item['last_heartbeat']!r}: "
+                                "expected an RFC 3339 time")
+        name = item.get("name") if isinstance(item.get("name"), str) else None
+        agents[agent_id] = Agent(agent_id, state, item["current_task"] or None, heartbeat, name)
+    return agents
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One worker container as Docker reports it, reduced to what the policy needs."""
+
+    container_id: str
+    name: str
+    outpost: str
+    agent_id: str | None
+    status: str  # Docker's: created, running, restarting, paused, exited, dead, removing
+    started_at: float | None  # from the tinytown.started_at label, else the creation time
+    cost_per_hour: float = 0.0
+    finished_at: float | None = None  # known only after a full inspect
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+    def age_secs(self, now: float) -> float | None:
+        return None if self.started_at is None else max(0.0, now - self.started_at)
+
+    def cost_so_far(self, now: float) -> float:
+        if self.started_at is None:
+            return 0.0
+        end = now if self.live or self.finished_at is None else self.finished_at
+        return max(0.0, end - self.started_at) / 3600.0 * self.cost_per_hour
+
+
+def worker_from_attrs(attrs: Mapping[str, Any], outpost: Outpost) -> Worker:
+    """Build a Worker from ``docker ps`` (sparse) or ``docker inspect`` (full) attributes."""
+    labels = attrs.get("Labels") or (attrs.get("Config") or {}).get("Labels") or {}
+    state = attrs.get("State")
+    status = state.get("Status", "") if isinstance(state, dict) else str(state or "")
+    name = attrs.get("Name") or ((attrs.get("Names") or [""])[0])
+    created = attrs.get("Created")
+    created_at = float(created) if isinstance(created, (int, float)) else (
+        parse_rfc3339(created) if isinstance(created, str) else None)
+    started_at = parse_rfc3339(labels.get(LABEL_STARTED_AT, "")) or created_at
+    finished_at = None
+    if isinstance(state, dict) and isinstance(state.get("FinishedAt"), str):
+        finished = parse_rfc3339(state["FinishedAt"])
+        finished_at = finished if finished and finished > 0 else None  # 0001-01-01 = never
+    try:
+        cost = float(labels.get(LABEL_COST_PER_HOUR, outpost.cost_per_hour))
+    except ValueError:
+        cost = outpost.cost_per_hour
+    return Worker(attrs.get("Id", ""), name.lstrip("/"), labels.get(LABEL_OUTPOST, outpost.name),
+                  labels.get(LABEL_AGENT_ID) or None, status, started_at, cost, finished_at)
+
+
+def clamp_target(desired: int, min_workers: int, max_workers: int) -> int:
+    return max(min_workers, min(desired, max_workers))
+
+
+# --- circuit breaker per outpost --------------------------------------------------------------
+@dataclass(frozen=True)
+class Breaker:
+    failures: int = 0
+    open_until: float = 0.0  # epoch seconds; the outpost is skipped before this
+    last_error: str | None = None
+
+    def is_open(self, now: float) -> bool:
+        return now < self.open_until
+
+    def failed(self, now: float, error: str, backoff_secs: float, max_secs: float) -> Breaker:
+        """One more failure: skip the outpost for a backoff that doubles per failure, capped."""
+        failures = self.failures + 1
+        backoff = min(backoff_secs * 2 ** min(failures - 1, 30), max_secs)
+        return Breaker(failures, now + backoff, error)
+
+    def succeeded(self) -> Breaker:
+        return Breaker()
+
+
+# --- where new workers go -------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutpostView:
+    """An outpost as this pass sees it."""
+
+    name: str
+    max_workers: int
+    cost_per_hour: float
+    available: bool  # reachable this pass and its breaker closed
+    live: int  # live workers seen on it
+
+
+@dataclass(frozen=True)
+class Placement:
+    outposts: tuple[str, ...]  # one entry per new worker, in start order
+    unplaced: int = 0
+    reason: str | None = None  # why some could not be placed
+
+
+def choose_outposts(count: int, outposts: Sequence[OutpostView], hourly_cost: float,
+                    cost_cap_hourly: float | None) -> Placement:
+    """Place ``count`` new workers: each on the first outpost, in preference order, that is
+    available, below its ``max_workers`` and whose price keeps the fleet within the cost cap."""
+    live = {o.name: o.live for o in outposts}
+    chosen: list[str] = []
+    reason = None
+    for _ in range(count):
+        pick = None
+        blocked_by_cost = False
+        for o in outposts:
+            if not o.available or live[o.name] >= o.max_workers:
+                continue
+            over_cap = cost_cap_hourly is not None and \
+                hourly_cost + o.cost_per_hour > cost_cap_hourly + 1e-9
+            if over_cap:
+                blocked_by_cost = True
+                continue
+            pick = o
+            break
+        if pick is None:
+            if blocked_by_cost:
+                reason = f"cost cap reached: {hourly_cost:.4f}/h of {cost_cap_hourly:g}/h in use"
+            elif any(o.available for o in outposts):
+                reason = "all available outposts at max_workers"
+            else:
+                reason = "no outpost available (unreachable or circuit breaker open)"
+            break
+        chosen.append(pick.name)
+        live[pick.name] += 1
+        hourly_cost += pick.cost_per_hour
+    return Placement(tuple(chosen), count - len(chosen), reason)
+
+
+# --- scale-down: cooldown, hysteresis, never a busy worker -----------------------------------
+@dataclass(frozen=True)
+class ScaleDownGate:
+    allowed: bool
+    surplus_passes: int  # consecutive passes with a surplus and a down signal, this one included
+    reason: str
+
+
+def scale_down_gate(recommendation: str, surplus: int, surplus_passes: int,
+                    last_scale_up_at: float | None, now: float, cooldown_secs: float,
+                    after_passes: int) -> ScaleDownGate:
+    """May this pass drain surplus workers? Only on a down signal that has lasted
+    ``after_passes`` passes in a row, and not within ``cooldown_secs`` of the last start."""
+    if surplus <= 0:
+        return ScaleDownGate(False, 0, "no surplus")
+    if recommendation not in DOWN_RECOMMENDATIONS:
+        return ScaleDownGate(False, 0, f"signal says {recommendation}")
+    passes = surplus_passes + 1
+    if last_scale_up_at is not None and now - last_scale_up_at < cooldown_secs:
+        left = cooldown_secs - (now - last_scale_up_at)
+        return ScaleDownGate(False, passes, f"cooldown: {left:.0f}s left since the last start")
+    if passes < after_passes:
+        return ScaleDownGate(False, passes, f"surplus seen {passes}/{after_passes} passes")
+    return ScaleDownGate(True, passes, f"surplus {surplus} for {passes} passes")
+
+
+def drain_candidates(workers: Iterable[Worker], agents: Mapping[str, Agent], surplus: int,
+                     outpost_order: Sequence[str]) -> list[Worker]:
+    """Up to ``surplus`` running workers whose agent is Idle with no task, least preferred outpost
+    first, oldest first. An agent that is unknown, busy, starting or draining is never chosen."""
+    rank = {name: i for i, name in enumerate(outpost_order)}
+    idle = [
+        w for w in workers
+        if w.status == "running" and w.agent_id in agents
+        and agents[w.agent_id].state == "Idle" and not agents[w.agent_id].busy
+    ]
+    idle.sort(key=lambda w: (-rank.get(w.outpost, len(rank)), w.started_at or 0.0))
+    return idle[:max(0, surplus)]
+
+
+# --- health ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    judged: bool
+    healthy: bool
+    reason: str
+
+
+def health_verdict(worker: Worker, agent: Agent | None, now: float, unhealthy_after_secs: float,
+                   start_grace_secs: float, quiet_since: float | None = None) -> Verdict:
+    """Judge one container against its agent's record. A container is not judged within
+    ``start_grace_secs`` of its start or of ``quiet_since`` (its last restart or drain request)."""
+    if worker.status != "running":
+        return Verdict(False, True, f"container {worker.status}")
+    since = max(worker.started_at or 0.0, quiet_since or 0.0)
+    if now - since < start_grace_secs:
+        return Verdict(False, True, "within start grace")
+    if agent is None:
+        return Verdict(True, False, "agent not registered")
+    if agent.state == "Error":
+        return Verdict(True, False, "agent state Error")
+    if agent.last_heartbeat is None:
+        return Verdict(True, False, "no heartbeat")
+    age = now - agent.last_heartbeat
+    if age > unhealthy_after_secs:
+        return Verdict(True, False, f"heartbeat {age:.0f}s old")
+    return Verdict(True, True, "ok")
+
+
+def next_failure_count(previous: int, verdict: Verdict) -> int:
+    """Consecutive failures after this verdict: +1 on a failure, 0 when healthy, unchanged when
+    not judged."""
+    if not verdict.judged:
+        return previous
+    return 0 if verdict.healthy else previous + 1
+
+
+def exited_to_remove(workers: Iterable[Worker], keep: int) -> list[Worker]:
+    """Exited workers beyond the newest ``keep`` on each outpost."""
+    by_outpost: dict[str, list[Worker]] = {}
+    for w in workers:
+        if w.status in EXITED_STATUSES:
+            by_outpost.setdefault(w.outpost, []).append(w)
+    doomed = []
+    for exited in by_outpost.values():
+        exited.sort(key=lambda w: w.started_at or 0.0, reverse=True)
+        doomed.extend(exited[keep:])
+    return doomed
+
+
+# --- what the scaler remembers between passes (the state file) -------------------------------
+@dataclass
+class ContainerMemory:
+    outpost: str
+    health_failures: int = 0
+    restarts: int = 0
+    restarted_at: float | None = None
+    drain_requested_at: float | None = None
+    marked_error_at: float | None = None
+    marked_reason: str | None = None
+
+
+@dataclass
+class State:
+    town: str | None = None
+    last_scale_up_at: float | None = None
+    surplus_passes: int = 0
+    removed_cost: float = 0.0  # cost of workers already removed, accumulated
+    breakers: dict[str, Breaker] = field(default_factory=dict)
+    last_seen_hourly: dict[str, float] = field(default_factory=dict)  # per outpost
+    containers: dict[str, ContainerMemory] = field(default_factory=dict)
+
+    def reset(self, town: str | None) -> None:
+        """Forget everything: this memory belonged to another town."""
+        self.__dict__.update(dataclasses.asdict(State(town=town)))
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "updated_at": now,
+            "town": self.town,
+            "last_scale_up_at": self.last_scale_up_at,
+            "surplus_passes": self.surplus_passes,
+            "removed_cost": round(self.removed_cost, 6),
+            "outposts": {
+                name: {**dataclasses.asdict(b), "last_seen_hourly": self.last_seen_hourly.get(name)}
+                for name, b in self.breakers.items()
+            },
+            "containers": {cid: dataclasses.asdict(m) for cid, m in self.containers.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> State:
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"state version {data.get('version')!r}, expected {STATE_VERSION}")
+        state = cls(data.get("town"), data.get("last_scale_up_at"),
+                    int(data.get("surplus_passes", 0)), float(data.get("removed_cost", 0.0)))
+        for name, b in (data.get("outposts") or {}).items():
+            hourly = b.pop("last_seen_hourly", None)
+            state.breakers[name] = Breaker(**b)
+            if hourly is not None:
+                state.last_seen_hourly[name] = float(hourly)
+        for cid, m in (data.get("containers") or {}).items():
+            state.containers[cid] = ContainerMemory(**m)
+        return state
+
+
+# --- one pass, decided --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    target: int
+    live: int  # live workers counted toward the target (those marked in error are not)
+    placement: Placement
+    gate: ScaleDownGate
+    drains: tuple[Worker, ...]
+    restarts: tuple[Worker, ...]
+    give_up: tuple[tuple[Worker, str], ...]  # failing too often after restarts: mark and notify
+    removals: tuple[Worker, ...]
+    health_failures: Mapping[str, int]  # container id -> consecutive failures after this pass
+    verdicts: Mapping[str, Verdict]
+    agents_known: bool
+
+    @property
+    def shortfall(self) -> int:
+        return max(0, self.target - self.live)
+
+    @property
+    def surplus(self) -> int:
+        return max(0, self.live - self.target)
+
+
+def hourly_cost(workers: Iterable[Worker]) -> float:
+    return sum(w.cost_per_hour for w in workers if w.live)
+
+
+def plan_pass(config: Config, signal_: Signal, agents: Mapping[str, Agent] | None,
+              workers: Sequence[Worker], outposts: Sequence[OutpostView], state: State,
+              now: float, unseen_hourly: float = 0.0) -> Plan:
+    """Decide one pass. ``agents`` is None when the agent list was unavailable: then nothing is
+    drained and nobody is judged. ``unseen_hourly`` is the last known hourly cost of outposts not
+    seen this pass, counted against the cost cap so a network blip cannot double the spend."""
+    target = clamp_target(signal_.desired_agents, config.min_workers, config.max_workers)
+    live = [w for w in workers if w.live]
+    # A container marked in error, or asked to drain, still costs money and takes its outpost's
+    # room, but it will do no more work: it does not count toward the target.
+    leaving = {cid for cid, m in state.containers.items()
+               if m.marked_error_at is not None or m.drain_requested_at is not None}
+    serving = [w for w in live if w.container_id not in leaving]
+    placement = choose_outposts(max(0, target - len(serving)), outposts,
+                                hourly_cost(live) + unseen_hourly, config.cost_cap_hourly)
+
+    surplus = max(0, len(serving) - target)
+    gate = scale_down_gate(signal_.scaling_recommendation, surplus, state.surplus_passes,
+                           state.last_scale_up_at, now, config.scale_down_cooldown_secs,
+                           config.scale_down_after_passes)
+    drains: list[Worker] = []
+    if agents is None and gate.allowed:
+        gate = ScaleDownGate(False, gate.surplus_passes, "agent list unavailable")
+    elif gate.allowed:
+        drains = drain_candidates(serving, agents or {}, surplus, [o.name for o in outposts])
+
+    failures: dict[str, int] = {}
+    verdicts: dict[str, Verdict] = {}
+    restarts: list[Worker] = []
+    give_up: list[tuple[Worker, str]] = []
+    if agents is not None:
+        drained_now = {w.container_id for w in drains}
+        for w in live:
+            memory = state.containers.get(w.container_id) or ContainerMemory(w.outpost)
+            if memory.marked_error_at is not None or w.container_id in drained_now:
+                continue
+            quiet_since = max(memory.restarted_at or 0.0, memory.drain_requested_at or 0.0)
+            verdict = health_verdict(w, agents.get(w.agent_id or ""), now,
+                                     config.unhealthy_after_secs, config.start_grace_secs,
+                                     quiet_since or None)
+            verdicts[w.container_id] = verdict
+            count = next_failure_count(memory.health_failures, verdict)
+            failures[w.container_id] = count
+            if count >= config.restart_after_failures:
+                if memory.restarts >= config.max_restarts:
+                    give_up.append((w, f"{verdict.reason} after {memory.restarts} restarts"))
+                else:
+                    restarts.append(w)
+
+    return Plan(target, len(serving), placement, gate, tuple(drains), tuple(restarts),
+                tuple(give_up), tuple(exited_to_remove(workers, config.keep_exited)), failures,
+                verdicts, agents is not None)
+
+
+# ================================================================================================
+# Townhall client
+# ================================================================================================
+class TownhallError(Exception):
+    """Townhall unreachable, not 200, or its answer malformed; the message says which and why."""
+
+
+class Townhall:
+    def __init__(self, config: Config):
+        self.base = config.url.rstrip("/")
+        self.timeout = config.http_timeout_secs
+        self.session = requests.Session()
+        self.session.headers["Accept"] = "application/json"
+        if config.api_key:
+            self.session.headers["Authorization"] = f"Bearer {config.api_key}"
+        if config.townhall_ca_file:
+            self.session.verify = os.path.expanduser(config.townhall_ca_file)
+
+    def _get(self, path: str) -> Any:
+        url = self.base + path
+        try:
+            response = self.session.get(url, timeout=self.timeout)
+        except requests.RequestException as err:
+            raise TownhallError(f"GET {url} failed ({short_reason(err)}); is townhall running "
+                                "and is --url right?") from None
+        if response.status_code != 200:
+            hint = " (check the API key and its town.read scope)" \
+                if response.status_code in (401, 403) else ""
+            raise TownhallError(f"GET {url} answered {response.status_code}{hint}: "
+                                f"{response.text[:200]!r}")
+        try:
+            return response.json()
+        except ValueError:
+            raise TownhallError(f"GET {url} answered 200 with a body that is not JSON: "
+                                f"{response.text[:200]!r}") from None
+
+    def scaling_signal(self) -> Signal:
+        body = self._get("/api/scaling")
+        try:
+            return parse_signal(body)
+        except Malformed as err:
+            raise TownhallError(f"GET {self.base}/api/scaling is malformed: {err}") from None
+
+    def agents(self) -> dict[str, Agent]:
+        body = self._get("/v1/agents")
+        try:
+            return parse_agents(body)
+        except Malformed as err:
+            raise TownhallError(f"GET {self.base}/v1/agents is malformed: {err}") from None
+
+
+# ================================================================================================
+# Docker outposts
+# ================================================================================================
+class OutpostError(Exception):
+    pass
+
+
+def short_reason(err: Exception) -> str:
+    """The useful part of a requests or Docker SDK error: its errno text when there is one."""
+    text = str(err)
+    errno = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+    if errno:
+        return errno.group(0).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {first}"[:300]
+
+
+class DockerOutpost:
+    """One outpost's Docker engine. Every call raises OutpostError with a readable reason."""
+
+    def __init__(self, outpost: Outpost, timeout_secs: float):
+        self.outpost = outpost
+        self.timeout = int(math.ceil(timeout_secs))
+        self._client: docker.DockerClient | None = None
+
+    @property
+    def name(self) -> str:
+        return self.outpost.name
+
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            o = self.outpost
+            try:
+                if o.docker_host is None:
+                    self._client = docker.from_env(timeout=self.timeout)
+                else:
+                    tls = None
+                    if o.tls_ca or o.tls_cert:
+                        cert = (o.tls_cert, o.tls_key) if o.tls_cert else None
+                        tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=o.tls_ca,
+                                                   verify=o.tls_verify)
+                    # use_ssh_client: the system ssh binary, so paramiko is not needed.
+                    self._client = docker.DockerClient(
+                        base_url=o.docker_host, tls=tls or False, timeout=self.timeout,
+                        use_ssh_client=o.docker_host.startswith("ssh://"))
+            except Exception as err:  # the SDK raises DockerException, OSError, ValueError…
+                raise OutpostError(f"cannot reach Docker at {o.docker_host or 'the local engine'}"
+                                   f": {short_reason(err)}") from None
+        return self._client
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OutpostError:
+            raise
+        except Exception as err:
+            if not isinstance(err, docker.errors.NotFound):
+                self._client = None  # reconnect next time
+            raise OutpostError(f"{what} on outpost {self.name}: {short_reason(err)}") from None
+
+    def list_workers(self, town: str | None, full: bool = False) -> list[Worker]:
+        labels = [f"{LABEL_ROLE}={ROLE}", f"{LABEL_OUTPOST}={self.name}"]
+        if town:
+            labels.append(f"{LABEL_TOWN}={town}")
+        containers = self._call("list containers", lambda: self.client().containers.list(
+            all=True, filters={"label": labels}, sparse=not full, ignore_removed=True))
+        return [worker_from_attrs(c.attrs, self.outpost) for c in containers]
+
+    def start_worker(self, config: Config, town: str, now: float,
+                     environ: Mapping[str, str]) -> tuple[str, str, str]:
+        """Create and start one worker; returns (container id, container name, agent id)."""
+        agent_id = str(uuid.uuid4())
+        short = agent_id[:8]
+        name = f"tt-{town}-{self.name}-{short}"
+        env = {k: environ[k] for k in config.pass_env if k in environ}
+        env.update(config.env)
+        env.setdefault("TINYTOWN_TOWN_NAME", town)
+        env.update(TINYTOWN_AGENT_ID=agent_id, TINYTOWN_AGENT_NAME=f"{self.name}-{short}",
+                   TINYTOWN_OUTPOST=self.name)
+        labels = {LABEL_TOWN: town, LABEL_ROLE: ROLE, LABEL_OUTPOST: self.name,
+                  LABEL_AGENT_ID: agent_id, LABEL_STARTED_AT: iso(now),
+                  LABEL_COST_PER_HOUR: f"{self.outpost.cost_per_hour:g}"}
+        mounts = [docker.types.Mount(target=config.workspace, source=None, type="volume")] \
+            if config.workspace else []
+        volumes = {}
+        for spec in config.volumes:
+            source, target, *mode = spec.split(":")
+            volumes[source] = {"bind": target, "mode": mode[0] if mode else "rw"}
+        kwargs: dict[str, Any] = dict(
+            name=name, labels=labels, environment=env, detach=True, mounts=mounts,
+            volumes=volumes, restart_policy={"Name": "no"}, network=config.network)
+        if config.command:
+            kwargs["command"] = shlex.split(config.command)
+        client = self.client()
+        container = self._call("create container", client.containers.create, config.image,
+                               **kwargs)
+        try:
+            self._call("start container", container.start)
+        except OutpostError:
+            with contextlib.suppress(Exception):
+                container.remove(force=True, v=True)
+            raise
+        return container.id, name, agent_id
+
+    def drain(self, container_id: str) -> None:
+        container = self._call("get container", self.client().containers.get, container_id)
+        self._call("SIGTERM container", container.kill, signal="SIGTERM")
+
+    def restart(self, container_id: str, timeout_secs: float) -> None:
+        container = self._call("get container", self.client().containers.get, container_id)
+        self._call("restart container", container.restart, timeout=int(timeout_secs))
+
+    def remove(self, container_id: str) -> Worker | None:
+        """Remove an exited container (and its anonymous workspace volume); returns it as last
+        inspected, for its cost."""
+        container = self._call("get container", self.client().containers.get, container_id)
+        worker = worker_from_attrs(container.attrs, self.outpost)
+        self._call("remove container", container.remove, v=True)
+        return worker
+
+
+# ================================================================================================
+# Notifications
+# ================================================================================================
+def notify(config: Config, event: dict[str, Any]) -> None:
+    """Run the notification hook(s); failures are logged, never raised."""
+    payload = json.dumps(event)
+    if config.notify_command:
+        env = {**os.environ, "TINYTOWN_EVENT": event["event"],
+               "TINYTOWN_TOWN": event.get("town") or "", "TINYTOWN_OUTPOST": event.get("outpost")
+               or "", "TINYTOWN_CONTAINER_ID": event.get("container_id") or "",
+               "TINYTOWN_AGENT_ID": event.get("agent_id") or ""}
+        try:
+            done = subprocess.run(shlex.split(config.notify_command), input=payload, text=True,
+                                  env=env, timeout=NOTIFY_TIMEOUT_SECS, capture_output=True)
+            if done.returncode != 0:
+                log("warning", "notify_command_failed", exit_code=done.returncode,
+                    stderr=done.stderr[-300:])
+        except (OSError, subprocess.SubprocessError) as err:
+            log("warning", "notify_command_failed", error=str(err))
+    if config.notify_webhook:
+        try:
+            response = requests.post(config.notify_webhook, data=payload,
+                                     headers={"Content-Type": "application/json"},
+                                     timeout=NOTIFY_TIMEOUT_SECS)
+            if response.status_code >= 300:
+                log("warning", "notify_webhook_failed", status=response.status_code)
+        except requests.RequestException as err:
+            log("warning", "notify_webhook_failed", error=str(err))
+
+
+# ================================================================================================
+# Reconcile: one pass of reading, planning and acting
+# ================================================================================================
+def load_state(path: Path, town: str | None) -> State:
+    try:
+        data = json.loads(path.read_text())
+        state = State.from_json(data)
+    except FileNotFoundError:
+        return State(town=town)
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        log("warning", "state_unreadable", path=str(path), error=str(err),
+            action="starting from empty state")
+        return State(town=town)
+    if town and state.town and state.town != town:
+        log("warning", "state_other_town", path=str(path), state_town=state.town, town=town,
+            action="starting from empty state")
+        return State(town=town)
+    return state
+
+
+def save_state(path: Path, state: State, now: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(state.to_json(now), fh, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def pass_lock(path: Path):
+    """Yields True when this process holds the pass lock, False when another pass holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@dataclass
+class Report:
+    """What a pass did; printed as one JSON line with --json."""
+
+    exit_status: ExitStatus = ExitStatus.SUCCESS
+    town: str | None = None
+    error: str | None = None
+    signal: Signal | None = None
+    plan: dict[str, Any] | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    outposts: list[dict[str, Any]] = field(default_factory=list)
+    cost: dict[str, Any] | None = None
+
+    def to_json(self, now: float, dry_run: bool) -> dict[str, Any]:
+        return {"ts": iso(now), "town": self.town, "dry_run": dry_run,
+                "exit_code": int(self.exit_status), "error": self.error,
+                "signal": dataclasses.asdict(self.signal) if self.signal else None,
+                "plan": self.plan, "actions": self.actions, "outposts": self.outposts,
+                "cost": self.cost}
+
+
+def _worker_ref(w: Worker) -> dict[str, Any]:
+    return {"container_id": w.container_id[:12], "name": w.name, "outpost": w.outpost,
+            "agent_id": w.agent_id}
+
+
+class Scaler:
+    """Holds the clients and the state between passes; ``run_pass`` is one reconcile."""
+
+    def __init__(self, config: Config, environ: Mapping[str, str], dry_run: bool = False):
+        self.config = config
+        self.environ = environ
+        self.dry_run = dry_run
+        self.townhall = Townhall(config)
+        self.outposts = [DockerOutpost(o, config.docker_timeout_secs) for o in config.outposts]
+        self.state_file = state_path(config, environ)
+        self.memory: State | None = None  # kept across passes only in --dry-run
+
+    def run_pass(self, now: float) -> Report:
+        if self.dry_run:
+            if self.memory is None:
+                self.memory = load_state(self.state_file, self.config.town)
+            return self._pass(self.memory, now)
+        try:
+            with pass_lock(self.state_file) as held:
+                if not held:
+                    log("warning", "pass_skipped", reason="another scaler pass holds the lock",
+                        lock=str(self.state_file) + ".lock")
+                    return Report(error="another scaler pass holds the lock")
+                state = load_state(self.state_file, self.config.town)
+                report = self._pass(state, now)
+                save_state(self.state_file, state, now)
+                return report
+        except OSError as err:
+            message = (f"state file {self.state_file}: {err.strerror or err}; set --state-file "
+                       f"or {ENV_PREFIX}STATE_FILE to a writable path")
+            log("error", "state_file_unwritable", error=message)
+            return Report(exit_status=ExitStatus.CONFIG_ERROR, error=message)
+
+    def _pass(self, state: State, now: float) -> Report:
+        config = self.config
+        report = Report(town=config.town)
+        # 1. The signal. Without a valid one nothing at all is done.
+        try:
+            sig = self.townhall.scaling_signal()
+            if config.town and sig.town != config.town:
+                raise TownhallError(f"townhall at {config.url} serves town {sig.town!r}, not the "
+                                    f"configured town {config.town!r}")
+        except TownhallError as err:
+            log("error", "signal_unavailable", reason=str(err), action="nothing changed")
+            report.error, report.exit_status = str(err), ExitStatus.TOWNHALL_UNAVAILABLE
+            return report
+        report.signal, report.town = sig, sig.town
+        if state.town != sig.town:
+            state.reset(sig.town)  # another town's memory must not steer this one
+
+        # 2. What runs where. An outpost whose breaker is open is not contacted.
+        workers, views, unseen_hourly = self._survey(state, sig.town, now, report)
+        if not any(v.available for v in views):
+            report.error = "no outpost reachable"
+            report.exit_status = ExitStatus.DOCKER_UNAVAILABLE
+            log("error", "docker_unavailable", reason="every outpost failed or is in backoff",
+                action="nothing changed")
+            return report
+
+        # 3. The agents, for busy checks and health. Without them: starts only.
+        agents: dict[str, Agent] | None
+        try:
+            agents = self.townhall.agents()
+        except TownhallError as err:
+            agents = None
+            report.error = str(err)
+            report.exit_status = ExitStatus.TOWNHALL_UNAVAILABLE
+            log("warning", "agents_unavailable", reason=str(err),
+                action="starting workers only: no drains, no health checks")
+
+        # 4. Decide, then act.
+        plan = plan_pass(config, sig, agents, workers, views, state, now, unseen_hourly)
+        report.plan = self._describe(plan)
+        state.surplus_passes = plan.gate.surplus_passes
+        outpost_of = {w.container_id: w.outpost for w in workers}
+        for cid, count in plan.health_failures.items():
+            memory = state.containers.setdefault(cid, ContainerMemory(outpost_of[cid]))
+            if count > memory.health_failures:
+                log("warning", "worker_unhealthy", container=cid[:12], failures=count,
+                    reason=plan.verdicts[cid].reason)
+            memory.health_failures = count
+        if not self.dry_run:
+            started = self._start(plan, views, workers, state, sig.town, now, report,
+                                  unseen_hourly)
+            if plan.shortfall and not started and report.actions:
+                report.error = "every start attempt failed"
+                report.exit_status = ExitStatus.DOCKER_UNAVAILABLE
+            self._drain(plan, state, now, report)
+            self._restart(plan, state, now, report, sig.town)
+            self._remove(plan, state, report)
+        report.cost = self._cost(workers, state, now)
+        return report
+
+    def _survey(self, state: State, town: str, now: float,
+                report: Report) -> tuple[list[Worker], list[OutpostView], float]:
+        """List workers on every outpost whose breaker is closed, updating the breakers.
+
+        Returns the workers, one view per outpost, and the last known hourly cost of the outposts
+        that could not be seen."""
+        workers: list[Worker] = []
+        views: list[OutpostView] = []
+        unseen_hourly = 0.0
+        config = self.config
+        for outpost in self.outposts:
+            o = outpost.outpost
+            breaker = state.breakers.get(o.name, Breaker())
+            entry = {"name": o.name, "max_workers": o.max_workers,
+                     "cost_per_hour": o.cost_per_hour, "reachable": None, "live": None,
+                     "breaker_failures": breaker.failures, "error": breaker.last_error,
+                     "breaker_open_until": iso(breaker.open_until) if breaker.failures else None}
+            report.outposts.append(entry)
+            found = None
+            if not breaker.is_open(now):
+                try:
+                    found = outpost.list_workers(town)
+                except OutpostError as err:
+                    breaker = breaker.failed(now, str(err), config.breaker_backoff_secs,
+                                             config.breaker_backoff_max_secs)
+                    state.breakers[o.name] = breaker
+                    log("warning", "outpost_unreachable", outpost=o.name, error=str(err),
+                        retry_at=iso(breaker.open_until))
+                    entry.update(reachable=False, error=str(err), breaker_failures=breaker.failures,
+                                 breaker_open_until=iso(breaker.open_until))
+            if found is None:
+                unseen_hourly += state.last_seen_hourly.get(o.name, 0.0)
+                views.append(OutpostView(o.name, o.max_workers, o.cost_per_hour, False, 0))
+                continue
+            if breaker.failures:
+                log("info", "outpost_recovered", outpost=o.name)
+            state.breakers[o.name] = breaker.succeeded()
+            state.last_seen_hourly[o.name] = hourly_cost(found)
+            live = sum(1 for w in found if w.live)
+            entry.update(reachable=True, live=live, error=None, breaker_failures=0,
+                         breaker_open_until=None)
+            views.append(OutpostView(o.name, o.max_workers, o.cost_per_hour, True, live))
+            workers.extend(found)
+        self._forget_gone(state, workers, {v.name for v in views if v.available})
+        return workers, views, unseen_hourly
+
+    def _forget_gone(self, state: State, workers: Sequence[Worker], seen: set[str]) -> None:
+        present = {w.container_id for w in workers}
+        for cid, memory in list(state.containers.items()):
+            if memory.outpost in seen and cid not in present:
+                del state.containers[cid]
+        for name in list(state.breakers):
+            if name not in {o.name for o in self.outposts}:
+                del state.breakers[name]
+                state.last_seen_hourly.pop(name, None)
+
+    def _describe(self, plan: Plan) -> dict[str, Any]:
+        return {
+            "target": plan.target, "live": plan.live, "shortfall": plan.shortfall,
+            "surplus": plan.surplus, "starts": list(plan.placement.outposts),
+            "unplaced": plan.placement.unplaced, "unplaced_reason": plan.placement.reason,
+            "scale_down": {"allowed": plan.gate.allowed, "reason": plan.gate.reason,
+                           "surplus_passes": plan.gate.surplus_passes},
+            "drains": [_worker_ref(w) for w in plan.drains],
+            "restarts": [_worker_ref(w) for w in plan.restarts],
+            "give_up": [{**_worker_ref(w), "reason": r} for w, r in plan.give_up],
+            "removals": [_worker_ref(w) for w in plan.removals],
+            "health_checked": plan.agents_known,
+        }
+
+    def _start(self, plan: Plan, views: list[OutpostView], workers: list[Worker], state: State,
+               town: str, now: float, report: Report, unseen_hourly: float) -> int:
+        if plan.placement.unplaced:
+            log("warning", "start_limited", wanted=plan.shortfall,
+                placed=len(plan.placement.outposts), reason=plan.placement.reason)
+        by_name = {o.name: o for o in self.outposts}
+        started = 0
+        hourly = hourly_cost(workers) + unseen_hourly
+        for _ in range(plan.shortfall):
+            # Re-place each start: a failed outpost drops out and the next one is tried.
+            pick = choose_outposts(1, views, hourly, self.config.cost_cap_hourly)
+            if not pick.outposts:
+                break
+            name = pick.outposts[0]
+            outpost = by_name[name]
+            index = next(i for i, v in enumerate(views) if v.name == name)
+            try:
+                cid, cname, agent_id = outpost.start_worker(self.config, town, time.time(),
+                                                            self.environ)
+            except OutpostError as err:
+                breaker = state.breakers.get(name, Breaker()).failed(
+                    now, str(err), self.config.breaker_backoff_secs,
+                    self.config.breaker_backoff_max_secs)
+                state.breakers[name] = breaker
+                views[index] = dataclasses.replace(views[index], available=False)
+                log("error", "start_failed", outpost=name, error=str(err),
+                    retry_at=iso(breaker.open_until))
+                report.actions.append({"action": "start", "outpost": name, "ok": False,
+                                       "error": str(err)})
+                continue
+            started += 1
+            hourly += outpost.outpost.cost_per_hour
+            state.last_seen_hourly[name] = state.last_seen_hourly.get(name, 0.0) + \
+                outpost.outpost.cost_per_hour
+            views[index] = dataclasses.replace(views[index], live=views[index].live + 1)
+            state.last_scale_up_at = now
+            state.containers[cid] = ContainerMemory(name)
+            log("info", "worker_started", outpost=name, container=cid[:12], name=cname,
+                agent_id=agent_id)
+            report.actions.append({"action": "start", "outpost": name, "ok": True,
+                                   "container_id": cid[:12], "name": cname,
+                                   "agent_id": agent_id})
+        return started
+
+    def _drain(self, plan: Plan, state: State, now: float, report: Report) -> None:
+        if plan.drains:
+            state.surplus_passes = 0  # the next drain needs a fresh run of surplus passes
+        for w in plan.drains:
+            outpost = next(o for o in self.outposts if o.name == w.outpost)
+            try:
+                outpost.drain(w.container_id)
+            except OutpostError as err:
+                log("error", "drain_failed", container=w.container_id[:12], error=str(err))
+                report.actions.append({"action": "drain", **_worker_ref(w), "ok": False,
+                                       "error": str(err)})
+                continue
+            state.containers.setdefault(w.container_id, ContainerMemory(w.outpost)) \
+                .drain_requested_at = now
+            log("info", "worker_drain_requested", container=w.container_id[:12],
+                agent_id=w.agent_id, outpost=w.outpost, reason=plan.gate.reason)
+            report.actions.append({"action": "drain", **_worker_ref(w), "ok": True})
+
+    def _restart(self, plan: Plan, state: State, now: float, report: Report, town: str) -> None:
+        for w, reason in plan.give_up:
+            self._mark_error(w, state, now, report, town, reason, None)
+        for w in plan.restarts:
+            memory = state.containers.setdefault(w.container_id, ContainerMemory(w.outpost))
+            reason = plan.verdicts[w.container_id].reason
+            outpost = next(o for o in self.outposts if o.name == w.outpost)
+            try:
+                outpost.restart(w.container_id, self.config.restart_timeout_secs)
+            except OutpostError as err:
+                self._mark_error(w, state, now, report, town, reason, str(err))
+                continue
+            memory.restarts += 1
+            memory.restarted_at, memory.health_failures = time.time(), 0
+            memory.drain_requested_at = None  # a fresh worker process: it serves again
+            log("warning", "worker_restarted", container=w.container_id[:12],
+                agent_id=w.agent_id, outpost=w.outpost, reason=reason, restarts=memory.restarts)
+            report.actions.append({"action": "restart", **_worker_ref(w), "ok": True,
+                                   "reason": reason})
+
+    def _mark_error(self, w: Worker, state: State, now: float, report: Report, town: str,
+                    reason: str, error: str | None) -> None:
+        memory = state.containers.setdefault(w.container_id, ContainerMemory(w.outpost))
+        memory.marked_error_at, memory.marked_reason = now, error or reason
+        event = {"event": "worker_restart_failed" if error else "worker_restarts_exhausted",
+                 "town": town, "outpost": w.outpost, "container_id": w.container_id,
+                 "container_name": w.name, "agent_id": w.agent_id, "reason": reason,
+                 "error": error, "restarts": memory.restarts, "timestamp": iso(now)}
+        log("error", event["event"], container=w.container_id[:12], agent_id=w.agent_id,
+            outpost=w.outpost, reason=reason, error=error)
+        report.actions.append({"action": "mark_error", **_worker_ref(w), "ok": True,
+                               "reason": reason, "error": error})
+        notify(self.config, event)
+
+    def _remove(self, plan: Plan, state: State, report: Report) -> None:
+        for w in plan.removals:
+            outpost = next(o for o in self.outposts if o.name == w.outpost)
+            try:
+                gone = outpost.remove(w.container_id)
+            except OutpostError as err:
+                log("warning", "remove_failed", container=w.container_id[:12], error=str(err))
+                report.actions.append({"action": "remove", **_worker_ref(w), "ok": False,
+                                       "error": str(err)})
+                continue
+            state.removed_cost += (gone or w).cost_so_far(time.time())
+            state.containers.pop(w.container_id, None)
+            log("info", "worker_removed", container=w.container_id[:12], agent_id=w.agent_id,
+                outpost=w.outpost)
+            report.actions.append({"action": "remove", **_worker_ref(w), "ok": True})
+
+    def _cost(self, workers: Sequence[Worker], state: State, now: float) -> dict[str, Any]:
+        """Hourly rate (last seen on every outpost, this pass's starts included) and cost so far."""
+        live = [w for w in workers if w.live]
+        return {"hourly": round(sum(state.last_seen_hourly.values()), 6),
+                "cap_hourly": self.config.cost_cap_hourly,
+                "live_so_far": round(sum(w.cost_so_far(now) for w in live), 6),
+                "removed_total": round(state.removed_cost, 6)}
+
+
+# ================================================================================================
+# status
+# ================================================================================================
+def run_status(config: Config, environ: Mapping[str, str], as_json: bool) -> ExitStatus:
+    townhall = Townhall(config)
+    now = time.time()
+    town, agents, townhall_error = config.town, None, None
+    try:
+        town = town or townhall.scaling_signal().town
+        agents = townhall.agents()
+    except TownhallError as err:
+        townhall_error = str(err)
+        log("warning", "townhall_unavailable", reason=str(err), action="agent states unknown")
+    rows, outposts, workers = [], [], []
+    for o in config.outposts:
+        outpost = DockerOutpost(o, config.docker_timeout_secs)
+        try:
+            found = outpost.list_workers(town, full=True)
+        except OutpostError as err:
+            outposts.append({"name": o.name, "reachable": False, "error": str(err)})
+            log("warning", "outpost_unreachable", outpost=o.name, error=str(err))
+            continue
+        outposts.append({"name": o.name, "reachable": True, "live": sum(w.live for w in found),
+                         "max_workers": o.max_workers, "cost_per_hour": o.cost_per_hour})
+        workers.extend(found)
+        for w in found:
+            agent = (agents or {}).get(w.agent_id or "")
+            rows.append({**_worker_ref(w), "status": w.status,
+                         "agent_state": agent.state if agent else (
+                             "unknown" if agents is None else "unregistered"),
+                         "current_task": agent.current_task if agent else None,
+                         "age_secs": round(w.age_secs(now) or 0),
+                         "cost_so_far": round(w.cost_so_far(now), 6)})
+    state = load_state(state_path(config, environ), town)
+    live_count = sum(w.live for w in workers)
+    cost = {"hourly": round(hourly_cost(workers), 6), "cap_hourly": config.cost_cap_hourly,
+            "so_far": round(sum(w.cost_so_far(now) for w in workers), 6),
+            "removed_total": round(state.removed_cost, 6)}
+    if as_json:
+        print(json.dumps({"ts": iso(now), "town": town, "townhall_error": townhall_error,
+                          "containers": rows, "outposts": outposts, "cost": cost}))
+    else:
+        print(f"town {town or '(any)'}: {live_count} live, {len(workers) - live_count} "
+              f"not live; {cost['hourly']:.4f}/h; {cost['so_far']:.4f} so far, "
+              f"{cost['removed_total']:.4f} for removed workers")
+        header = ("CONTAINER", "OUTPOST", "STATUS", "AGENT_ID", "AGENT_STATE", "AGE", "COST")
+        table = [header] + [(r["name"], r["outpost"], r["status"], r["agent_id"] or "-",
+                             r["agent_state"], f"{r['age_secs'] // 60}m", f"{r['cost_so_far']:.4f}")
+                            for r in rows]
+        widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+        for row in table:
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        for o in outposts:
+            if not o["reachable"]:
+                print(f"outpost {o['name']}: unreachable ({o['error']})")
+    if not any(o["reachable"] for o in outposts):
+        return ExitStatus.DOCKER_UNAVAILABLE
+    return ExitStatus.SUCCESS
+
+
+# ================================================================================================
+# Command line
+# ================================================================================================
+GROUPS = {
+    "townhall": "townhall (the scaling signal and agent list)",
+    "container": "worker containers",
+    "scaling": "scaling",
+    "health": "health checks",
+    "outposts": "outposts (list them in the TOML file as [[outposts]])",
+    "state": "state",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scaler.py",
+        description="Start and retire Tinytown agent-worker containers from townhall's "
+                    "/api/scaling signal. Precedence: flags > TINYTOWN_SCALER_* environment > "
+                    "TOML file (--config) > defaults.",
+        epilog="exit codes: 0 success, 2 bad command line, 3 bad configuration, 4 townhall "
+               "unavailable (--once), 5 Docker unavailable (--once), 130 interrupted. "
+               "See docs/scaler.md.")
+    parser.add_argument("subcommand", nargs="?", choices=("run", "status", "config"),
+                        default="run", metavar="{run,status,config}",
+                        help="run: reconcile (default); status: list this town's containers; "
+                             "config: print the resolved configuration")
+    modes = parser.add_argument_group("modes")
+    modes.add_argument("--config", metavar="PATH",
+                       help=f"TOML file with the settings below [env {ENV_PREFIX}CONFIG]")
+    modes.add_argument("--once", action="store_true", help="one pass, then exit (for cron)")
+    modes.add_argument("--dry-run", action="store_true",
+                       help="compute and print the plan; change nothing, not even the state file")
+    modes.add_argument("--json", action="store_true",
+                       help="print one JSON object per pass (or for status) on stdout")
+    modes.add_argument("-v", "--verbose", action="store_true", help="log debug events too")
+    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
+    defaults = Config()
+    for s in SETTINGS:
+        default = getattr(defaults, s.key)
+        where = [f"env {s.env}"] if s.env else []
+        where.append(f"TOML {s.section + '.' if s.section else ''}{s.key}")
+        if default not in (None, (), {}):
+            where.append(f"default {default:g}" if isinstance(default, float) else
+                         f"default {default}")
+        kwargs: dict[str, Any] = dict(dest=s.key, metavar=s.metavar,
+                                      help=f"{s.help} [{'; '.join(where)}]")
+        if s.kind in ("list", "map"):
+            kwargs["action"] = "append"
+        groups[s.group].add_argument(s.option, **kwargs)
+    return parser
+
+
+def run_loop(scaler: Scaler, interval_secs: float, as_json: bool) -> ExitStatus:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # a second signal: stop now
+        log("info", "stopping", signal=signal.Signals(signum).name,
+            action="finishing the current pass")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log("info", "loop_started", interval_secs=interval_secs, url=scaler.config.url,
+        outposts=",".join(o.name for o in scaler.outposts), dry_run=scaler.dry_run)
+    while not stop.is_set():
+        began = time.monotonic()
+        try:
+            emit(scaler.run_pass(time.time()), as_json, scaler.dry_run)
+        except Exception as err:  # a bug or a surprise must not end the loop: log, retry
+            log("error", "pass_failed", error=f"{type(err).__name__}: {err}")
+        stop.wait(max(0.0, interval_secs - (time.monotonic() - began)))
+    log("info", "loop_stopped")
+    return ExitStatus.SUCCESS
+
+
+def emit(report: Report, as_json: bool, dry_run: bool) -> None:
+    now = time.time()
+    if as_json:
+        print(json.dumps(report.to_json(now, dry_run)), flush=True)
+    elif dry_run:
+        plan = report.plan
+        if plan is None:
+            print(f"plan: none ({report.error})", flush=True)
+        else:
+            print(f"plan: target={plan['target']} live={plan['live']} "
+                  f"start={','.join(plan['starts']) or '-'} "
+                  f"drain={len(plan['drains'])} ({plan['scale_down']['reason']}) "
+                  f"restart={len(plan['restarts'])} remove={len(plan['removals'])}"
+                  + (f" unplaced={plan['unplaced']} ({plan['unplaced_reason']})"
+                     if plan["unplaced"] else ""), flush=True)
+    if report.actions or report.error:
+        log("info", "pass_done", town=report.town, actions=len(report.actions),
+            exit_code=int(report.exit_status))
+    else:
+        log("debug", "pass_done", town=report.town, actions=0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    global _verbose
+    args = build_parser().parse_args(argv)
+    _verbose = args.verbose
+    flags = {s.key: getattr(args, s.key) for s in SETTINGS}
+    flags["config"] = args.config
+    environ = dict(os.environ)
+    try:
+        config = load_config(flags, environ)
+        if args.subcommand == "run" and not config.image:
+            raise ConfigError(f"image is not set: pass --image, set {ENV_PREFIX}IMAGE or "
+                              "[container] image in the config file")
+    except ConfigError as err:
+        print(f"scaler.py: configuration error: {err}", file=sys.stderr)
+        return ExitStatus.CONFIG_ERROR
+    try:
+        if args.subcommand == "config":
+            print(json.dumps(config_summary(config), indent=2))
+            return ExitStatus.SUCCESS
+        if args.subcommand == "status":
+            return run_status(config, environ, args.json)
+        if "REDIS_URL" not in config.env and "REDIS_URL" not in config.pass_env:
+            log("warning", "no_redis_url", hint="workers get no REDIS_URL from the scaler; pass "
+                "--pass-env REDIS_URL or --env REDIS_URL=... unless the image sets it")
+        scaler = Scaler(config, environ, dry_run=args.dry_run)
+        if not args.once:
+            return run_loop(scaler, config.interval_secs, args.json)
+        report = scaler.run_pass(time.time())
+        emit(report, args.json, args.dry_run)
+        return report.exit_status
+    except KeyboardInterrupt:
+        log("warning", "interrupted")
+        return ExitStatus.INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

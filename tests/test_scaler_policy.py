@@ -1,0 +1,469 @@
+"""The scaler's pure policy, as a specification: plain data in, decisions out.
+
+No Docker, no HTTP and no clock: every function takes ``now``. What needs a real engine (starting,
+draining, restarting and removing containers) is covered by the Docker integration tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import scaler
+from scaler import (
+    Agent,
+    Breaker,
+    Config,
+    ContainerMemory,
+    Malformed,
+    OutpostView,
+    State,
+    Worker,
+)
+
+NOW = 1_800_000_000.0
+HOUR = 3600.0
+
+
+def signal_body(**overrides):
+    body = {
+        "town": "demo", "timestamp": "2027-01-15T08:00:00Z", "queue_depth": 2,
+        "pending_tasks": 2, "in_flight_tasks": 0, "active_agents": 0, "cold_agents": 0,
+        "desired_agents": 2, "max_agents": 10, "scaling_recommendation": "scale_up",
+        "idle_agents": 0, "busy_agents": 0,
+    }  # fmt: skip
+    body.update(overrides)
+    return body
+
+
+def signal(**overrides) -> scaler.Signal:
+    return scaler.parse_signal(signal_body(**overrides))
+
+
+def worker(n: int, outpost: str = "local", status: str = "running", age_secs: float = HOUR,
+           cost: float = 0.0) -> Worker:
+    return Worker(f"c{n}", f"tt-demo-{outpost}-{n}", outpost, f"a{n}", status, NOW - age_secs,
+                  cost)
+
+
+def agent(n: int, state: str = "Idle", task: str | None = None,
+          heartbeat_age_secs: float | None = 1.0) -> Agent:
+    beat = None if heartbeat_age_secs is None else NOW - heartbeat_age_secs
+    return Agent(f"a{n}", state, task, beat)
+
+
+def view(name: str, live: int = 0, max_workers: int = 10, cost: float = 0.0,
+         available: bool = True) -> OutpostView:
+    return OutpostView(name, max_workers, cost, available, live)
+
+
+# --- the scaling signal ----------------------------------------------------------------------
+def test_a_valid_signal_parses():
+    sig = signal()
+    assert (sig.town, sig.desired_agents, sig.scaling_recommendation) == ("demo", 2, "scale_up")
+
+
+def test_a_signal_without_idle_and_busy_agents_parses_so_upstream_townhall_works():
+    body = signal_body()
+    del body["idle_agents"], body["busy_agents"]
+    assert scaler.parse_signal(body).idle_agents is None
+
+
+@pytest.mark.parametrize("field", [
+    "town", "timestamp", "queue_depth", "pending_tasks", "in_flight_tasks", "active_agents",
+    "cold_agents", "desired_agents", "max_agents", "scaling_recommendation",
+])  # fmt: skip
+def test_a_signal_missing_a_field_is_malformed(field):
+    body = signal_body()
+    del body[field]
+    with pytest.raises(Malformed, match=field):
+        scaler.parse_signal(body)
+
+
+@pytest.mark.parametrize("value", [True, -1, 2.0, "2", None])
+def test_a_count_that_is_not_a_whole_number_at_least_zero_is_malformed(value):
+    with pytest.raises(Malformed, match="desired_agents"):
+        scaler.parse_signal(signal_body(desired_agents=value))
+
+
+def test_an_unknown_recommendation_is_malformed():
+    with pytest.raises(Malformed, match="scaling_recommendation"):
+        scaler.parse_signal(signal_body(scaling_recommendation="scale_sideways"))
+
+
+def test_a_timestamp_that_is_not_rfc3339_is_malformed():
+    with pytest.raises(Malformed, match="timestamp"):
+        scaler.parse_signal(signal_body(timestamp="yesterday"))
+
+
+def test_a_present_but_wrong_extra_field_is_malformed():
+    with pytest.raises(Malformed, match="idle_agents"):
+        scaler.parse_signal(signal_body(idle_agents="none"))
+
+
+@pytest.mark.parametrize("body", [[], "scale_up", None, 3])
+def test_a_body_that_is_not_an_object_is_malformed(body):
+    with pytest.raises(Malformed):
+        scaler.parse_signal(body)
+
+
+# --- the agent list --------------------------------------------------------------------------
+def agents_body(*items):
+    return {"agents": list(items), "count": len(items)}
+
+
+def agent_item(**overrides):
+    item = {"id": "a1", "name": "w1", "nickname": None, "role_id": "worker",
+            "parent_agent_id": None, "spawn_mode": "fresh", "cli": "claude", "state": "Idle",
+            "current_scope": None, "current_task": None,
+            "last_heartbeat": "2027-01-15T08:00:00.123456+00:00"}
+    item.update(overrides)
+    return item
+
+
+def test_heartbeats_with_z_or_offset_parse_to_the_same_moment():
+    agents = scaler.parse_agents(agents_body(
+        agent_item(id="a1", last_heartbeat="2027-01-15T08:00:00Z"),
+        agent_item(id="a2", last_heartbeat="2027-01-15T09:00:00+01:00"),
+    ))
+    assert agents["a1"].last_heartbeat == agents["a2"].last_heartbeat
+
+
+def test_an_agent_without_current_task_is_malformed_because_busy_cannot_be_told():
+    item = agent_item()
+    del item["current_task"]
+    with pytest.raises(Malformed, match="current_task"):
+        scaler.parse_agents(agents_body(item))
+
+
+def test_a_lowercase_agent_state_is_malformed():
+    with pytest.raises(Malformed, match="state"):
+        scaler.parse_agents(agents_body(agent_item(state="idle")))
+
+
+def test_an_unparseable_heartbeat_is_malformed():
+    with pytest.raises(Malformed, match="last_heartbeat"):
+        scaler.parse_agents(agents_body(agent_item(last_heartbeat="5 seconds ago")))
+
+
+def test_a_null_heartbeat_is_allowed():
+    assert scaler.parse_agents(agents_body(agent_item(last_heartbeat=None)))["a1"]\
+        .last_heartbeat is None
+
+
+# --- times and containers --------------------------------------------------------------------
+def test_docker_nanosecond_times_parse():
+    assert scaler.parse_rfc3339("2027-01-15T08:00:00.123456789Z") == pytest.approx(
+        scaler.parse_rfc3339("2027-01-15T08:00:00Z") + 0.123456789)
+
+
+def test_a_worker_from_docker_ps_attributes_reads_labels_and_status():
+    attrs = {"Id": "abc", "Names": ["/tt-demo-local-1"], "State": "running", "Created": 100,
+             "Labels": {"tinytown.outpost": "local", "tinytown.agent_id": "a1",
+                        "tinytown.started_at": "2027-01-15T08:00:00Z",
+                        "tinytown.cost_per_hour": "0.5"}}
+    w = scaler.worker_from_attrs(attrs, scaler.Outpost())
+    assert (w.name, w.agent_id, w.status, w.cost_per_hour) == ("tt-demo-local-1", "a1",
+                                                               "running", 0.5)
+    assert w.started_at == scaler.parse_rfc3339("2027-01-15T08:00:00Z")
+
+
+def test_a_worker_from_docker_inspect_attributes_knows_when_it_finished():
+    attrs = {"Id": "abc", "Name": "/w", "Created": "2027-01-15T08:00:00.5Z",
+             "State": {"Status": "exited", "FinishedAt": "2027-01-15T09:00:00.000000001Z"},
+             "Config": {"Labels": {"tinytown.started_at": "2027-01-15T08:00:00Z"}}}
+    w = scaler.worker_from_attrs(attrs, scaler.Outpost(cost_per_hour=2.0))
+    assert w.status == "exited" and not w.live
+    assert w.cost_so_far(NOW) == pytest.approx(2.0)
+
+
+def test_cost_so_far_of_a_live_worker_runs_until_now():
+    assert worker(1, age_secs=1800, cost=0.5).cost_so_far(NOW) == pytest.approx(0.25)
+
+
+# --- target ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("desired, expected", [(0, 1), (3, 3), (9, 5)])
+def test_target_is_desired_agents_clamped_to_min_and_max(desired, expected):
+    assert scaler.clamp_target(desired, 1, 5) == expected
+
+
+def test_target_is_zero_when_nothing_is_wanted_and_min_is_zero():
+    assert scaler.clamp_target(0, 0, 10) == 0
+
+
+# --- where new workers go --------------------------------------------------------------------
+def test_new_workers_fill_the_first_outpost_then_overflow_to_the_next():
+    placement = scaler.choose_outposts(3, [view("vm", live=1, max_workers=2), view("cloud")],
+                                       0.0, None)
+    assert placement.outposts == ("vm", "cloud", "cloud")
+    assert placement.unplaced == 0
+
+
+def test_an_outpost_whose_breaker_is_open_is_skipped():
+    placement = scaler.choose_outposts(1, [view("vm", available=False), view("cloud")], 0.0, None)
+    assert placement.outposts == ("cloud",)
+
+
+def test_starts_stop_before_the_cost_cap_would_be_exceeded():
+    placement = scaler.choose_outposts(5, [view("cloud", cost=0.5)], 0.5, 2.0)
+    assert placement.outposts == ("cloud", "cloud", "cloud")
+    assert placement.unplaced == 2
+    assert "cost cap" in placement.reason
+
+
+def test_a_start_the_cap_allows_exactly_is_made():
+    assert scaler.choose_outposts(1, [view("cloud", cost=0.1)], 0.2, 0.3).outposts == ("cloud",)
+
+
+def test_under_the_cost_cap_a_cheaper_later_outpost_still_takes_the_start():
+    placement = scaler.choose_outposts(1, [view("big", cost=1.0), view("small", cost=0.1)],
+                                       0.0, 0.5)
+    assert placement.outposts == ("small",)
+
+
+def test_when_every_outpost_is_full_the_reason_says_so():
+    placement = scaler.choose_outposts(1, [view("vm", live=2, max_workers=2)], 0.0, None)
+    assert placement.unplaced == 1
+    assert "max_workers" in placement.reason
+
+
+def test_when_no_outpost_is_available_the_reason_says_so():
+    placement = scaler.choose_outposts(2, [view("vm", available=False)], 0.0, None)
+    assert placement.outposts == ()
+    assert "no outpost available" in placement.reason
+
+
+# --- circuit breaker -------------------------------------------------------------------------
+def test_a_failure_opens_the_breaker_for_the_backoff():
+    b = Breaker().failed(NOW, "refused", 30, 600)
+    assert b.is_open(NOW + 29) and not b.is_open(NOW + 30)
+
+
+def test_the_backoff_doubles_per_failure_up_to_the_cap():
+    b = Breaker()
+    backoffs = []
+    for _ in range(7):
+        b = b.failed(NOW, "refused", 30, 600)
+        backoffs.append(b.open_until - NOW)
+    assert backoffs == [30, 60, 120, 240, 480, 600, 600]
+
+
+def test_a_success_closes_the_breaker():
+    b = Breaker().failed(NOW, "refused", 30, 600).succeeded()
+    assert not b.is_open(NOW) and b.failures == 0
+
+
+# --- scale-down gate: signal, cooldown, hysteresis -------------------------------------------
+def gate(recommendation="scale_down", surplus=1, passes=5, last_up=None, now=NOW,
+         cooldown=300, after=3):
+    return scaler.scale_down_gate(recommendation, surplus, passes, last_up, now, cooldown, after)
+
+
+@pytest.mark.parametrize("recommendation", ["scale_up", "steady"])
+def test_no_drain_unless_the_signal_says_scale_down_or_scale_to_zero(recommendation):
+    result = gate(recommendation)
+    assert not result.allowed and result.surplus_passes == 0
+
+
+@pytest.mark.parametrize("recommendation", ["scale_down", "scale_to_zero"])
+def test_a_lasting_surplus_on_a_down_signal_may_drain(recommendation):
+    assert gate(recommendation).allowed
+
+
+def test_a_surplus_must_persist_for_the_configured_passes():
+    assert [gate(passes=p).allowed for p in (0, 1, 2)] == [False, False, True]
+
+
+def test_no_drain_within_the_cooldown_after_a_start():
+    assert not gate(last_up=NOW - 299).allowed
+    assert gate(last_up=NOW - 300).allowed
+
+
+def test_jitter_between_scale_down_and_steady_never_drains():
+    passes, drained = 0, False
+    for recommendation in ["scale_down", "steady"] * 10:
+        result = gate(recommendation, passes=passes)
+        passes, drained = result.surplus_passes, drained or result.allowed
+    assert not drained
+
+
+def test_a_surplus_that_vanishes_resets_the_count():
+    assert gate(surplus=0, passes=2).surplus_passes == 0
+
+
+# --- which worker may be drained -------------------------------------------------------------
+def test_only_idle_workers_without_a_task_are_drained():
+    workers = [worker(n) for n in range(1, 7)]
+    agents = {a.id: a for a in [agent(1, "Working", "t1"), agent(2, "Starting"),
+                                agent(3, "Idle", "t3"), agent(4, "Draining"),
+                                agent(5, "Paused"), agent(6, "Idle")]}
+    assert [w.container_id for w in scaler.drain_candidates(workers, agents, 6, ["local"])] \
+        == ["c6"]
+
+
+def test_a_worker_whose_agent_is_unknown_is_never_drained():
+    assert scaler.drain_candidates([worker(1)], {}, 1, ["local"]) == []
+
+
+def test_no_more_workers_are_drained_than_the_surplus():
+    workers = [worker(n) for n in range(1, 4)]
+    agents = {f"a{n}": agent(n) for n in range(1, 4)}
+    assert len(scaler.drain_candidates(workers, agents, 2, ["local"])) == 2
+
+
+def test_the_least_preferred_outpost_is_drained_first():
+    workers = [worker(1, "vm"), worker(2, "cloud")]
+    agents = {"a1": agent(1), "a2": agent(2)}
+    drained = scaler.drain_candidates(workers, agents, 1, ["vm", "cloud"])
+    assert [w.outpost for w in drained] == ["cloud"]
+
+
+# --- health ----------------------------------------------------------------------------------
+def verdict(w=None, a="default", quiet_since=None):
+    w = w or worker(1)
+    a = agent(1) if a == "default" else a
+    return scaler.health_verdict(w, a, NOW, 90, 120, quiet_since)
+
+
+def test_a_fresh_heartbeat_is_healthy():
+    assert verdict().healthy
+
+
+def test_a_heartbeat_older_than_the_window_is_a_failure():
+    v = verdict(a=agent(1, heartbeat_age_secs=91))
+    assert v.judged and not v.healthy and "heartbeat" in v.reason
+
+
+def test_an_agent_in_error_is_a_failure_even_with_a_fresh_heartbeat():
+    assert not verdict(a=agent(1, "Error")).healthy
+
+
+def test_a_missing_agent_or_heartbeat_is_a_failure():
+    assert not verdict(a=None).healthy
+    assert not verdict(a=agent(1, heartbeat_age_secs=None)).healthy
+
+
+def test_a_container_within_its_start_grace_is_not_judged():
+    assert not verdict(worker(1, age_secs=60), a=None).judged
+
+
+def test_a_just_restarted_container_is_not_judged():
+    assert not verdict(a=None, quiet_since=NOW - 10).judged
+
+
+def test_failures_count_up_reset_when_healthy_and_hold_when_not_judged():
+    fail, ok, skip = (scaler.Verdict(True, False, "x"), scaler.Verdict(True, True, "ok"),
+                      scaler.Verdict(False, True, "young"))
+    assert scaler.next_failure_count(2, fail) == 3
+    assert scaler.next_failure_count(2, ok) == 0
+    assert scaler.next_failure_count(2, skip) == 2
+
+
+# --- exited containers -----------------------------------------------------------------------
+def test_exited_workers_beyond_the_newest_k_per_outpost_are_removed():
+    workers = [worker(n, "vm", "exited", age_secs=n * 60) for n in range(1, 6)]
+    workers += [worker(9, "cloud", "exited"), worker(10, "vm", "running", age_secs=99_999)]
+    doomed = scaler.exited_to_remove(workers, 3)
+    assert sorted(w.container_id for w in doomed) == ["c4", "c5"]
+
+
+# --- a whole pass ----------------------------------------------------------------------------
+def plan(sig=None, agents="idle", workers=(), outposts=None, state=None, **config):
+    workers = list(workers)
+    if agents == "idle":
+        agents = {w.agent_id: agent(int(w.agent_id[1:])) for w in workers}
+    outposts = outposts or [view("local", live=sum(w.live for w in workers))]
+    return scaler.plan_pass(Config(**config), sig or signal(), agents, workers, outposts,
+                            state or State(town="demo"), NOW)
+
+
+def test_a_pass_starts_the_shortfall():
+    p = plan(signal(desired_agents=3), workers=[worker(1)])
+    assert p.placement.outposts == ("local", "local")
+
+
+def test_a_pass_keeps_min_workers_even_when_the_signal_says_scale_to_zero():
+    p = plan(signal(desired_agents=0, scaling_recommendation="scale_to_zero"), min_workers=1)
+    assert p.placement.outposts == ("local",)
+
+
+def test_a_pass_never_starts_beyond_max_workers():
+    p = plan(signal(desired_agents=50), max_workers=4)
+    assert len(p.placement.outposts) == 4
+
+
+def test_a_pass_drains_an_idle_surplus_worker_after_the_gate_opens():
+    state = State(town="demo", surplus_passes=2)
+    p = plan(signal(desired_agents=0, scaling_recommendation="scale_to_zero"),
+             workers=[worker(1)], state=state, scale_down_cooldown_secs=0)
+    assert [w.container_id for w in p.drains] == ["c1"]
+
+
+def test_a_pass_never_drains_a_busy_worker_even_on_scale_to_zero():
+    state = State(town="demo", surplus_passes=10)
+    p = plan(signal(desired_agents=0, scaling_recommendation="scale_to_zero"),
+             agents={"a1": agent(1, "Working", "t1")}, workers=[worker(1)], state=state,
+             scale_down_cooldown_secs=0)
+    assert p.gate.allowed and p.drains == ()
+
+
+def test_a_pass_without_the_agent_list_drains_nobody_and_judges_nobody():
+    state = State(town="demo", surplus_passes=10)
+    p = plan(signal(desired_agents=0, scaling_recommendation="scale_to_zero"), agents=None,
+             workers=[worker(1)], state=state, scale_down_cooldown_secs=0)
+    assert p.drains == () and p.restarts == () and p.verdicts == {}
+    assert p.gate.reason == "agent list unavailable"
+
+
+def test_a_worker_asked_to_drain_does_not_count_so_no_second_worker_is_drained():
+    state = State(town="demo", surplus_passes=10,
+                  containers={"c1": ContainerMemory("local", drain_requested_at=NOW - 5)})
+    p = plan(signal(desired_agents=1, scaling_recommendation="scale_down"),
+             workers=[worker(1), worker(2)], state=state, scale_down_cooldown_secs=0)
+    assert p.live == 1 and p.drains == ()
+
+
+def test_the_third_consecutive_health_failure_restarts_the_container():
+    state = State(town="demo", containers={"c1": ContainerMemory("local", health_failures=2)})
+    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[worker(1)], state=state)
+    assert [w.container_id for w in p.restarts] == ["c1"]
+    assert p.health_failures["c1"] == 3
+
+
+def test_the_second_consecutive_failure_does_not_restart_yet():
+    state = State(town="demo", containers={"c1": ContainerMemory("local", health_failures=1)})
+    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[worker(1)], state=state)
+    assert p.restarts == () and p.health_failures["c1"] == 2
+
+
+def test_a_container_out_of_restarts_is_given_up_instead_of_restarted_again():
+    state = State(town="demo", containers={
+        "c1": ContainerMemory("local", health_failures=2, restarts=3, restarted_at=NOW - 600)})
+    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[worker(1)], state=state)
+    assert p.restarts == ()
+    assert [w.container_id for w, _ in p.give_up] == ["c1"]
+
+
+def test_a_container_marked_in_error_is_replaced_and_not_judged_again():
+    state = State(town="demo",
+                  containers={"c1": ContainerMemory("local", marked_error_at=NOW - 60)})
+    p = plan(signal(desired_agents=1), agents={}, workers=[worker(1)], state=state)
+    assert p.placement.outposts == ("local",)
+    assert "c1" not in p.verdicts
+
+
+def test_the_cost_of_unseen_outposts_counts_against_the_cap():
+    p = scaler.plan_pass(Config(cost_cap_hourly=1.0), signal(desired_agents=2), {}, [],
+                         [view("cloud", cost=0.5)], State(town="demo"), NOW, unseen_hourly=0.6)
+    assert p.placement.unplaced == 2
+
+
+# --- the state file --------------------------------------------------------------------------
+def test_state_survives_a_round_trip_through_json():
+    state = State(town="demo", last_scale_up_at=NOW, surplus_passes=2, removed_cost=1.5,
+                  breakers={"vm": Breaker(2, NOW + 60, "refused")},
+                  last_seen_hourly={"vm": 0.5},
+                  containers={"c1": ContainerMemory("vm", health_failures=1, restarts=1)})
+    again = State.from_json(json.loads(json.dumps(state.to_json(NOW))))
+    assert again == state
