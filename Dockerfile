@@ -1,0 +1,90 @@
+# Tinytown images: one file, two targets.
+#
+#   scripts/build-wheelhouse                                  # wheels into .docker-wheels/
+#   docker build --target townhall     -t tinytown-townhall .
+#   docker build --target agent-worker -t tinytown-agent-worker .
+#
+# Nothing is fetched from a package index during the build: pip installs exactly the wheels in
+# .docker-wheels/ (--no-index). Builds work where the builder has no route to PyPI (CI,
+# air-gapped hosts) and ship what the wheelhouse pinned. Rebuild the wheelhouse after changing
+# the package or its dependencies.
+#
+# BASE_IMAGE: production uses python:3.11-slim unchanged. CI, which cannot pull images, passes
+# --build-arg BASE_IMAGE=tinytown-base:bookworm, a debootstrap image made by
+# .ci/docker-engine.sh (python3 3.11.2 at /usr/bin, with git and tini preinstalled).
+#
+# PID 1 is tini in both targets. The worker's coding CLI spawns its own children (node, git,
+# shells); when they are orphaned they are re-parented to PID 1, and only an init reaps them.
+# An image-level init also holds under Kubernetes and Cloud Run, which have no `docker run
+# --init`. tini forwards SIGTERM, so the worker's own SIGTERM handling (drain, hand back, exit 0)
+# and gunicorn's graceful shutdown work unchanged. tini is installed by apt only when the base
+# lacks it, so the CI base never touches the network.
+#
+# No HEALTHCHECK here: which port and scheme the townhall serves (tinytown.toml, TLS) is only
+# known at run time. compose.yaml probes /livez for its known setup; Kubernetes and Cloud Run
+# use their own probes. A worker's health is its heartbeat in Redis, read by the scaler.
+ARG BASE_IMAGE=python:3.11-slim
+
+# --- venv: the package and its dependencies, from the wheelhouse only --------------------------
+FROM ${BASE_IMAGE} AS venv
+COPY .docker-wheels/ /tmp/wheels/
+# `python3 -m venv`, not a path: python3 is /usr/local/bin in python:*-slim, /usr/bin in Debian.
+RUN python3 -m venv /opt/tinytown \
+ && /opt/tinytown/bin/pip install --no-cache-dir --no-index --disable-pip-version-check \
+        --find-links=/tmp/wheels /tmp/wheels/*.whl
+
+# --- runtime: what both images share --------------------------------------------------------------
+FROM ${BASE_IMAGE} AS runtime
+# PATH spelled out rather than extended: an imported base image has no PATH to extend.
+ENV PATH=/opt/tinytown/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TINYTOWN_TOWN_DIR=/workspace
+RUN if ! command -v tini >/dev/null; then \
+        apt-get update \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends tini \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && groupadd --gid 10001 tinytown \
+ && useradd --uid 10001 --gid 10001 --home-dir /home/tinytown --create-home --shell /bin/bash tinytown \
+ && install -d -o 10001 -g 10001 /workspace
+COPY --from=venv /opt/tinytown /opt/tinytown
+WORKDIR /workspace
+ENTRYPOINT ["tini", "--"]
+# Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
+
+# --- townhall: REST API, probes, metrics, scaling signal ------------------------------------------
+FROM runtime AS townhall
+# A container listening on its own loopback is unreachable; bind all interfaces, which makes the
+# townhall refuse to start without auth (TINYTOWN_BOOTSTRAP_API_KEY=1 or a configured key).
+ENV TINYTOWN_REST_BIND=0.0.0.0 \
+    TINYTOWN_REST_PORT=8080
+EXPOSE 8080
+CMD ["gunicorn", "-c", "python:tinytown.gunicorn_conf", "townhall:app"]
+
+# --- agent-worker: takes tasks, runs the coding CLI, exits when idle -------------------------------
+# No coding CLI is installed: add yours in a derived image, e.g.
+#   FROM tinytown-agent-worker
+#   USER root
+#   RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \
+#    && npm install -g @anthropic-ai/claude-code && rm -rf /var/lib/apt/lists/*
+#   USER 10001:10001
+FROM runtime AS agent-worker
+USER root
+# git: the worker commits and pushes task work. The system identity is a fallback that the
+# task's or the user's git config overrides; safe.directory because workspace volumes are often
+# owned by another uid, which git otherwise refuses to touch.
+RUN if ! command -v git >/dev/null; then \
+        apt-get update \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git ca-certificates \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && git config --system user.name "Tinytown agent" \
+ && git config --system user.email "agent@tinytown.invalid" \
+ && git config --system --add safe.directory '*'
+USER 10001:10001
+# -P: do not put the working directory on sys.path, so a workspace that happens to hold a
+# tinytown/ or agent_worker.py (a checkout of this repo) cannot shadow the installed code.
+CMD ["python", "-P", "-m", "agent_worker"]

@@ -1,0 +1,113 @@
+"""Docker engine access for tests: find the engine, build the project's images, clean up.
+
+Images built here are labelled ``tinytown.test=1``; label containers the same way so that
+``remove_test_artifacts`` finds both. The engine and the base image come from
+``bash .ci/docker-engine.sh``; nothing here pulls from a registry.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import docker.errors
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WHEEL_DIR = REPO_ROOT / ".docker-wheels"
+BASE_IMAGE = os.environ.get("TINYTOWN_BASE_IMAGE", "tinytown-base:bookworm")
+TEST_LABEL = "tinytown.test"
+TEST_LABELS = {TEST_LABEL: "1"}
+ENGINE_SETUP_HINT = "run `bash .ci/docker-engine.sh` as root to install and start it"
+
+# What goes into the wheels; a change to any of these makes the wheelhouse stale.
+_PACKAGE_SOURCES = ("setup.cfg", "setup.py", "pyproject.toml", "townhall.py", "agent_worker.py", "scaler.py")
+_PACKAGE_DIRS = ("tinytown",)
+
+
+def docker_client_or_skip_reason() -> docker.DockerClient | str:
+    """A client for the local engine, or a sentence saying why there is none (for pytest.skip)."""
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        return f"no Docker engine reachable ({exc}); {ENGINE_SETUP_HINT}"
+    return client
+
+
+def _newest_source_mtime() -> float:
+    paths = [REPO_ROOT / name for name in _PACKAGE_SOURCES]
+    for folder in _PACKAGE_DIRS:
+        paths.extend(p for p in (REPO_ROOT / folder).rglob("*") if "__pycache__" not in p.parts)
+    return max((p.stat().st_mtime for p in paths if p.is_file()), default=0.0)
+
+
+def wheelhouse_is_stale() -> bool:
+    """True when .docker-wheels/ is missing or older than any package source."""
+    wheels = list(WHEEL_DIR.glob("*.whl"))
+    if not wheels:
+        return True
+    return min(w.stat().st_mtime for w in wheels) < _newest_source_mtime()
+
+
+def ensure_wheelhouse() -> None:
+    """Run scripts/build-wheelhouse with this interpreter when the wheelhouse is stale."""
+    if not wheelhouse_is_stale():
+        return
+    result = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "build-wheelhouse")],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)},
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"scripts/build-wheelhouse failed (exit {result.returncode}):\n{result.stdout}{result.stderr}")
+
+
+def build_image(target: str, tag: str, client: docker.DockerClient | None = None) -> str:
+    """Build Dockerfile target ``target`` on the local base image as ``tag``; return the image id.
+
+    Raises RuntimeError carrying the build log when the build fails.
+    """
+    client = client or docker.from_env(timeout=600)
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        raise RuntimeError(f"base image {BASE_IMAGE} is missing; {ENGINE_SETUP_HINT}") from None
+    ensure_wheelhouse()
+    try:
+        image, _log = client.images.build(
+            path=str(REPO_ROOT),
+            target=target,
+            tag=tag,
+            buildargs={"BASE_IMAGE": BASE_IMAGE},
+            labels=TEST_LABELS,
+            pull=False,
+            rm=True,
+            forcerm=True,
+        )
+    except docker.errors.BuildError as exc:
+        log = "".join(chunk.get("stream", "") or chunk.get("error", "") for chunk in exc.build_log)
+        raise RuntimeError(f"docker build --target {target} failed: {exc.msg}\n{log}") from None
+    except docker.errors.APIError as exc:  # the daemon refused the build before it started
+        raise RuntimeError(f"docker build --target {target} refused: {exc.explanation}") from None
+    return image.id
+
+
+def remove_test_artifacts(client: docker.DockerClient) -> None:
+    """Force-remove every container, then every image, labelled tinytown.test=1.
+
+    That includes other concurrent test runs' on a shared engine: call it at session end in CI,
+    and remove by name where runs may overlap.
+    """
+    label_filter = {"label": f"{TEST_LABEL}=1"}
+    for container in client.containers.list(all=True, filters=label_filter):
+        container.remove(force=True)
+    for image in client.images.list(filters=label_filter):
+        try:
+            client.images.remove(image.id, force=True)
+        except docker.errors.NotFound:
+            pass  # already gone with a tag removed just before
