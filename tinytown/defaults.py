@@ -31,6 +31,20 @@ TOWNHALL_REQUEST_TIMEOUT_MS = 30_000
 TOWNHALL_WORKERS = 2
 TOWNHALL_MAX_BODY_BYTES = 1024 * 1024
 OIDC_CLOCK_SKEW_SECS = 60
+TOWNHALL_RETRY_AFTER_SECS = 5  # Retry-After on 503 when Redis is unreachable
+TOWNHALL_PAGE_LIMIT = 100  # default page size of list routes
+TOWNHALL_PAGE_LIMIT_MAX = 1000
+TOWNHALL_INBOX_PEEK = 100  # messages shown by the inbox route (upstream: first 100)
+TOWNHALL_API_KEY_FILENAME = ".townhall-api-key"  # container bootstrap writes the raw key here
+# A successful Argon2 verification is remembered this long under a keyed digest of the key, so
+# steady traffic pays Argon2 (~tens of ms) once per key per process per window, not per request.
+API_KEY_CACHE_TTL_SECS = 60
+API_KEY_CACHE_MAX_ENTRIES = 1024
+# OIDC: the JWKS document is cached; an unknown kid refetches it, at most once per interval.
+JWKS_CACHE_TTL_SECS = 300
+JWKS_MIN_REFETCH_INTERVAL_SECS = 10
+JWKS_FETCH_TIMEOUT_SECS = 5
+DISPATCHER_FRESH_SECS = 90  # /ready reports the dispatcher "running" if it ticked this recently
 
 # --- agent worker -----------------------------------------------------------------------------
 # 300 s matches KEDA's cooldown and Semaphore's idle default; coding agents that are slow to
@@ -47,6 +61,17 @@ TASK_TIMEOUT_SECS = 3600
 # docker stop waits 10 s, Kubernetes 30 s by default; raise the orchestrator's grace period too.
 DRAIN_TIMEOUT_SECS = 25
 RESULT_TAIL_BYTES = 4096
+# A stopped CLI gets SIGTERM on its whole process group, then SIGKILL after this grace.
+CLI_STOP_GRACE_SECS = 5
+# How often a worker waiting on its CLI wakes to check signals and the task timeout.
+CLI_POLL_SECS = 0.2
+# A worker that loses Redis retries with exponential backoff (first → max) and exits with
+# code 4 after this long without a connection; `agent_worker.py --redis-retry-secs` overrides.
+REDIS_RETRY_SECS = 60
+REDIS_BACKOFF_FIRST_SECS = 0.1
+REDIS_BACKOFF_MAX_SECS = 5.0
+TASK_LOG_DIR = ".tt/logs/tasks"  # one log file per task: <task id>.log, appended per attempt
+GIT_TIMEOUT_SECS = 600
 
 # --- docket (Redis Streams) -------------------------------------------------------------------
 DOCKET_GROUP = "workers"

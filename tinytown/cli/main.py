@@ -13,9 +13,9 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import ExitStatus, TinytownError
-from . import auth, backlog, redis_cmd, task, town
+from . import auth, backlog, redis_cmd, task, town, worker
 
-COMMAND_GROUPS = (town, backlog, task, auth, redis_cmd)
+COMMAND_GROUPS = (town, backlog, task, auth, redis_cmd, worker)
 
 EPILOG = """exit codes:
   0    success

@@ -163,11 +163,13 @@ class TaskStore:
         assignee: str = "",
         incr_attempts: bool = False,
         dispatch_to: str | None = None,
+        redispatch: bool = False,
     ) -> Transition:
         """Move a task to ``new_state`` if its current state is in ``allowed_from`` (None: any).
 
         ``assignee`` requires ``assigned_to`` to equal it. ``dispatch_to`` (an agent id) adds an
-        entry for the task on that agent's docket in the same atomic step.
+        entry for the task on that agent's docket in the same atomic step; ``redispatch`` does
+        the same on the shared docket.
         """
         if new_state not in TASK_STATES:
             raise ValueError(f"unknown task state {new_state!r}")
@@ -176,11 +178,11 @@ class TaskStore:
         delete_fields = list(delete_fields)
         stream = self.keys.agent_docket(dispatch_to) if dispatch_to else self.keys.docket
         xfields: list[str] = []
-        if dispatch_to:
+        if dispatch_to or redispatch:
             self._ensure_group(stream)
             task = self.find(task_id)
             if task is not None:
-                for k, v in docket_fields(task, dispatch_to).items():
+                for k, v in docket_fields(task, dispatch_to or "").items():
                     xfields += [k, v]
         keys = [self.keys.task(task_id), self.keys.tasks, self.keys.backlog, stream]
         keys += [self.keys.tasks_in_state(s) for s in TASK_STATES]
@@ -232,6 +234,38 @@ class TaskStore:
             set_fields={"result": reason, "completed_at": to_rfc3339(now())},
         )  # fmt: skip
         return self._require(outcome, task_id, "cancelled")
+
+    def requeue(
+        self, task_id: str, *, allowed_from: Iterable[str] = ("assigned", "running"), assignee: str = "",
+        to_agent: str | None = None,
+    ) -> Transition:  # fmt: skip
+        """Put a live task back to work with a fresh docket entry, in one atomic step.
+
+        With ``to_agent`` it is ``assigned`` to that agent (its own docket); otherwise it is
+        ``pending`` again: unassigned, at the end of the backlog and on the shared docket.
+        ``assignee`` requires the current ``assigned_to`` to equal it. Old docket entries of
+        the task are left alone: whoever reads one finds the task moved on and skips it.
+        """
+        if to_agent:
+            return self.transition(
+                task_id, "assigned", allowed_from=allowed_from, assignee=assignee,
+                set_fields={"assigned_to": to_agent}, delete_fields=("started_at",), dispatch_to=to_agent,
+            )  # fmt: skip
+        return self.transition(
+            task_id, "pending", allowed_from=allowed_from, assignee=assignee,
+            delete_fields=("assigned_to", "started_at"), redispatch=True,
+        )  # fmt: skip
+
+    def delete(self, task_id: str) -> str:
+        """Delete a task in any state from its record and every index. Returns the old state."""
+        status, old = self._delete(
+            keys=[self.keys.task(task_id), self.keys.tasks, self.keys.backlog]
+            + [self.keys.tasks_in_state(s) for s in TASK_STATES],
+            args=[task_id, ""],
+        )
+        if status == "missing":
+            raise NotFound(f"task {task_id} not found")
+        return old
 
     def remove_from_backlog(self, task_id: str) -> None:
         """Delete a pending task. Its docket entry stays; a worker that reads it skips and acks it."""

@@ -1,0 +1,640 @@
+#!/usr/bin/env python3
+"""One Tinytown agent worker: take a task the moment it arrives, run a coding CLI on it, leave when idle.
+
+    python agent_worker.py [--town DIR] [--redis-retry-secs N]
+
+DELIVERY IS AT-LEAST-ONCE: A TASK MAY RUN MORE THAN ONCE. No task is lost — a docket entry is
+acknowledged only after the task's final state is written, and entries held by a worker that
+died are taken over by another once they have been idle for ``claim_timeout_secs`` and the
+holder's heartbeat is stale. The price is that a task whose worker died (or was stopped past its
+drain timeout) runs again from the start, on the same git branch when it has a repository. Write
+tasks so that running them twice is harmless. Each run counts as an attempt; past
+``max_attempts`` the task is marked failed with the reason and stays listed, never dropped.
+
+The lifecycle, as agent states in Redis (functions below follow it top to bottom)::
+
+    Starting ──▶ Idle ⇄ Working ──▶ Draining ──▶ Stopped
+
+- Starting: register, or adopt the record named by ``TINYTOWN_AGENT_ID``; name from
+  ``TINYTOWN_AGENT_NAME``, else the host name.
+- Idle: one blocking ``XREADGROUP`` over the shared docket and the agent's own stream. A heartbeat
+  thread writes ``last_heartbeat`` every ``heartbeat_interval_secs``, in every state.
+- Working: one Lua call takes the task (``running``, ``started_at``, attempts + 1), then the
+  coding CLI runs with the prompt on stdin, in the task's git workspace if it has a ``repo``.
+  Exit 0 → completed (unless the CLI reported through ``tt task complete``/REST itself);
+  non-zero or ``task_timeout_secs`` → retried, then failed.
+- Draining → Stopped: after ``idle_timeout_secs`` with nothing to do (0 disables), on SIGTERM or
+  SIGINT, on a ``shutdown`` inbox message, or when the agent is stopped through ``tt``/REST.
+  A running task gets ``drain_timeout_secs`` to finish; after that the CLI is stopped, work in
+  progress is committed and pushed (tasks with a repository) and the entry is left for reclaim.
+  A second signal exits at once.
+
+Exit codes (``tinytown.errors.ExitStatus``):
+
+    0    clean: idle timeout, drained after a signal, shutdown message, stop request
+    1    an unexpected error (a bug; logged with its traceback); a held task is left for reclaim
+    3    bad configuration (tinytown.toml, environment, agent id or name)
+    4    Redis unreachable after --redis-retry-secs of retries (a restart within that is survived)
+    130  a second SIGTERM/SIGINT: stopped at once, a held task is left for reclaim
+
+The coding CLI sees ``TINYTOWN_AGENT_ID``, ``TINYTOWN_AGENT_NAME``, ``TINYTOWN_TASK_ID``,
+``TINYTOWN_TASK_ATTEMPT``, ``TINYTOWN_URL`` and ``TINYTOWN_TOWN_DIR``, plus its preset's ``env``.
+Its output goes to ``.tt/logs/tasks/<task id>.log``; the last 4 KiB become the task's result.
+Logs: one ``key=value`` line per event on stderr, each with the agent id (and task id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from tinytown import defaults, messages, workspace
+from tinytown.clis import INSTRUCTION_FILE_FLAG, resolve_cli
+from tinytown.config import Config, load_config
+from tinytown.docket import Claim, Docket, Entry
+from tinytown.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
+from tinytown.prompt import build_prompt
+from tinytown.records import Task, now, to_rfc3339
+from tinytown.recovery import recover_silent_workers
+from tinytown.store import Town
+
+LIVE_STATES = ("starting", "idle", "working", "paused", "draining")
+_QUOTE_CHARS = ' ="\n'
+
+
+class RedisGone(Exception):
+    """Redis stayed unreachable for longer than the retry budget."""
+
+
+@dataclass
+class Outcome:
+    """How one CLI run ended."""
+
+    exit_code: int | None = None
+    timed_out: bool = False
+    handed_back: bool = False  # stopped by a drain timeout: the entry is left for reclaim
+    error: str = ""  # the CLI could not be started, or its workspace could not be prepared
+    tail: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not (self.timed_out or self.handed_back or self.error)
+
+    def reason(self, config: Config) -> str:
+        if self.error:
+            return self.error
+        if self.timed_out:
+            return f"timed out after {config.agent.task_timeout_secs} s (task_timeout_secs); its process group was stopped"
+        return f"the coding CLI exited with code {self.exit_code}"
+
+
+def log(event: str, **fields) -> None:
+    """One structured line per event: ``ts=… event=… key=value …`` (values with spaces quoted)."""
+    parts = [f"ts={to_rfc3339(now())}", f"event={event}"]
+    for key, value in fields.items():
+        if value is None or value == "":
+            continue
+        text = str(value)
+        plain = text and not any(c in text for c in _QUOTE_CHARS)
+        parts.append(f"{key}={text if plain else json.dumps(text)}")
+    # One write(2) per line: safe inside a signal handler, and threads never interleave lines.
+    os.write(sys.stderr.fileno(), (" ".join(parts) + "\n").encode("utf-8", errors="replace"))
+
+
+class Worker:
+    def __init__(self, config: Config, *, redis_retry_secs: float = defaults.REDIS_RETRY_SECS):
+        self.config = config
+        self.agent_cfg = config.agent
+        self.redis_retry_secs = redis_retry_secs
+        self.name = os.environ.get("TINYTOWN_AGENT_NAME") or socket.gethostname()
+        self.agent_id = os.environ.get("TINYTOWN_AGENT_ID", "").strip().lower() or None
+        self.town: Town | None = None
+        self.reader: redis.Redis | None = None  # the blocking read's own connection
+        self.docket: Docket | None = None
+        self.stopping: str = ""  # why the worker is draining ("" while it is not)
+        self.paused = False  # set by an operator (tt/REST interrupt): take no new work
+        self.signals = 0
+        self.idle_since = time.monotonic()
+        self.held: Entry | None = None  # the entry whose task is running; kept fresh by heartbeats
+        self.proc: subprocess.Popen | None = None
+        self.reader_client_id: int | None = None
+        self.wake = threading.Event()
+        self.finished = threading.Event()
+        self.last_controls = self.last_sweep = self.last_forget = 0.0
+
+    def log(self, event: str, **fields) -> None:
+        log(event, agent=self.agent_id, name=self.name, **fields)
+
+    # == lifecycle ==============================================================================
+
+    def run(self) -> int:
+        """Start, serve until told or idle, stop. Returns the process exit code."""
+        try:
+            self.connect()
+            self.register()
+            self.install_signal_handlers()
+            threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True).start()
+            reason = self.serve()
+            self.stop(reason)
+            self.log("exit", reason=reason, code=0)
+            return int(ExitStatus.SUCCESS)
+        except RedisGone as err:
+            self.log("exit", reason="redis_unreachable", code=int(ExitStatus.REDIS_UNAVAILABLE), detail=str(err))
+            return int(ExitStatus.REDIS_UNAVAILABLE)
+        except TinytownError as err:  # a reserved name or a bad TINYTOWN_AGENT_ID
+            self.log("exit", reason="bad_config", code=int(ExitStatus.CONFIG_ERROR), detail=str(err))
+            return int(ExitStatus.CONFIG_ERROR)
+        except Exception as err:  # a bug: say so in one line, then the traceback; a held entry stays for reclaim
+            self.log("exit", reason="unexpected_error", code=int(ExitStatus.FAILURE), detail=repr(err),
+                     task=self.held.task_id if self.held else None)  # fmt: skip
+            traceback.print_exc()
+            return int(ExitStatus.FAILURE)
+        finally:
+            self.finished.set()
+            self.wake.set()
+
+    # -- Starting ---------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect (starting the town's own Redis if it is ours), retrying with backoff."""
+        self.town = self.with_redis("connect", self._connect_once)
+        # The blocking read gets a connection of its own, so the heartbeat thread can
+        # CLIENT UNBLOCK it when a signal asks the worker to drain.
+        self.reader = redis.Redis(connection_pool=self.town.redis.connection_pool, single_connection_client=True)
+
+    def _connect_once(self) -> Town:
+        try:
+            return Town.connect(self.config)
+        except RedisUnavailable as err:  # refused credentials or a too-old server: retrying may help (restart)
+            raise redis.ConnectionError(str(err)) from None
+
+    def register(self) -> None:
+        cli = resolve_cli(None, self.config).name
+        agent = self.with_redis("register", self.town.agents.register, self.name, cli, agent_id=self.agent_id)
+        self.agent_id = agent.id
+        self.docket = Docket(self.town, agent.id, reader=self.reader)
+        self.with_redis("ensure_groups", self.docket.ensure_groups)
+        self.log("agent_state", state="starting", cli=cli, town=self.config.name, adopted=bool(os.environ.get("TINYTOWN_AGENT_ID")))
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+
+    def on_signal(self, signum: int, _frame) -> None:
+        self.signals += 1
+        name = signal.Signals(signum).name
+        if self.signals > 1:  # second signal: out now; a held entry stays for reclaim
+            if self.proc is not None and self.proc.poll() is None:
+                _kill_group(self.proc, signal.SIGKILL)
+            log("exit", agent=self.agent_id, name=self.name, reason="second_signal", signal=name,
+                code=int(ExitStatus.INTERRUPTED), task=self.held.task_id if self.held else None)  # fmt: skip
+            os._exit(int(ExitStatus.INTERRUPTED))
+        self.stopping = self.stopping or f"signal_{name.lower()}"
+        log("drain_requested", agent=self.agent_id, name=self.name, signal=name)
+        self.wake.set()  # the heartbeat thread unblocks the read (no Redis calls in a handler)
+
+    # -- Idle ⇄ Working ---------------------------------------------------------------------
+
+    def serve(self) -> str:
+        """Take tasks until a stop reason comes up; returns that reason."""
+        self.with_redis("resume", self.resume_held_entries)
+        self.set_state("idle", allowed_from=("starting",))
+        while True:
+            reason = self.stopping or self.due_checks()
+            if reason:
+                return reason
+            if self.paused:
+                self.wake.wait(self.agent_cfg.heartbeat_interval_secs)
+                continue
+            entry = self.next_entry()
+            if entry is not None and self.stopping:  # the signal raced the read: give it back
+                self.with_redis("release", self.docket.release, entry)
+                continue
+            if entry is not None:
+                self.work_on(entry)
+                continue
+            if self.agent_cfg.idle_timeout_secs and time.monotonic() - self.idle_since >= self.agent_cfg.idle_timeout_secs:
+                self.log("idle_timeout", idle_secs=self.agent_cfg.idle_timeout_secs)
+                return "idle_timeout"
+
+    def due_checks(self) -> str:
+        """Every heartbeat interval, between reads: control messages, then dead workers' entries."""
+        t = time.monotonic()
+        interval = self.agent_cfg.heartbeat_interval_secs
+        if t - self.last_controls >= interval:
+            self.last_controls = t
+            reason = self.with_redis("controls", self.check_controls)
+            if reason:
+                return reason
+        if t - self.last_sweep >= interval and not self.paused:
+            self.last_sweep = t
+            entry = self.with_redis("reclaim", self.docket.reclaim_one)
+            if entry is not None:
+                self.log("entry_reclaimed", task=entry.task_id, entry=entry.entry_id, holder=entry.reclaimed_from)
+                self.last_sweep = 0.0  # look for more right after this one
+                self.work_on(entry)
+        if t - self.last_forget >= self.agent_cfg.claim_timeout_secs:
+            self.last_forget = t
+            returned = self.with_redis("recover", recover_silent_workers, self.town)
+            if returned:
+                self.log("directed_tasks_returned", count=returned)
+            for consumer in self.with_redis("forget", self.docket.forget_dead_consumers):
+                self.log("consumer_removed", consumer=consumer)
+        return ""
+
+    def check_controls(self) -> str:
+        """Stop flag, external state changes (kill, close, pause) and ``shutdown`` messages."""
+        keys, r = self.town.keys, self.town.redis
+        pipe = r.pipeline(transaction=False)
+        pipe.get(keys.stop(self.agent_id))
+        pipe.hget(keys.agent(self.agent_id), "state")
+        pipe.lrange(keys.urgent(self.agent_id), 0, 99)
+        pipe.lrange(keys.inbox(self.agent_id), 0, 99)
+        stop_flag, state, urgent, normal = pipe.execute()
+        if stop_flag:
+            r.delete(keys.stop(self.agent_id))
+            return "stop_requested"
+        if state is None:  # the record was deleted (or Redis came back empty): register again
+            self.log("agent_record_missing")
+            self.register()
+            self.set_state("idle", allowed_from=("starting",))
+        elif state in ("stopped", "draining", "error", "cold"):
+            return "stop_requested"
+        was_paused, self.paused = self.paused, state == "paused"
+        if self.paused and not was_paused:
+            self.log("agent_paused")
+        if was_paused and not self.paused:
+            self.log("agent_resumed", state=state)
+            self.idle_since = time.monotonic()
+        for list_key, raws in ((keys.urgent(self.agent_id), urgent), (keys.inbox(self.agent_id), normal)):
+            for raw in raws:
+                if messages.decode(raw).get("type") == "shutdown":
+                    r.lrem(list_key, 1, raw)
+                    return "shutdown_message"
+        return ""
+
+    def next_entry(self) -> Entry | None:
+        """Block on the docket until an entry arrives, the heartbeat interval passes, or a signal."""
+        block_secs = self.agent_cfg.heartbeat_interval_secs
+        if self.agent_cfg.idle_timeout_secs:
+            left = self.agent_cfg.idle_timeout_secs - (time.monotonic() - self.idle_since)
+            block_secs = max(0.001, min(block_secs, left))
+        try:
+            if self.reader_client_id is None:
+                self.reader_client_id = self.reader.client_id()
+            return self.docket.read(int(block_secs * 1000))
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            self.reader_client_id = None
+            self.wait_for_redis("read", err)
+            self.with_redis("resume", self.resume_held_entries)  # a reply lost in the outage
+        except redis.ResponseError as err:
+            if "NOGROUP" not in str(err):
+                raise
+            self.log("docket_group_missing", detail=str(err))  # Redis came back empty
+            self.with_redis("ensure_groups", self.docket.ensure_groups)
+        return None
+
+    def resume_held_entries(self) -> None:
+        """Entries this agent id received and never acknowledged: a restart, or a lost reply."""
+        for entry in self.docket.held_by_me():
+            if self.held is not None and entry.entry_id == self.held.entry_id:
+                continue
+            self.log("entry_resumed", task=entry.task_id, entry=entry.entry_id)
+            self.work_on(entry)
+
+    # -- Working ----------------------------------------------------------------------------
+
+    def work_on(self, entry: Entry) -> None:
+        """Take the entry's task, run the CLI on it, write the final state, then acknowledge."""
+        claim = self.take(entry)
+        task = claim.task
+        if task is None:
+            self.with_redis("ack", self.docket.ack, entry)
+            self.log("entry_skipped", task=entry.task_id, entry=entry.entry_id, reason=claim.reason)
+            return
+        self.held = entry
+        self.set_state("working", allowed_from=("idle", "starting", "paused"), current_task=task.id,
+                       last_active_at=to_rfc3339(now()))  # fmt: skip
+        self.log("task_started", task=task.id, attempt=task.attempts, started_at=task.started_at,
+                 source="agent" if entry.directed else "docket", reclaimed_from=entry.reclaimed_from)  # fmt: skip
+        inbox = self.with_redis("inbox", messages.drain, self.town, self.agent_id)
+        if any(m.get("type") == "shutdown" for m in inbox):
+            self.stopping = self.stopping or "shutdown_message"
+        outcome, ws = self.run_task(task, inbox)
+        if outcome.handed_back:
+            self.hand_back(task, ws)
+            return
+        fields = self.close_workspace(task, ws, outcome)
+        self.finish(entry, task, outcome, fields)
+
+    def take(self, entry: Entry) -> Claim:
+        """The atomic claim; after a lost reply, the task record says whether it happened."""
+        try:
+            return self.docket.claim(entry)
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            self.wait_for_redis("claim", err)
+            task = self.with_redis("claim_check", self.town.tasks.find, entry.task_id)
+            if task is not None and task.state == "running" and task.assigned_to == self.agent_id:
+                return Claim(task)
+            return self.with_redis("claim", self.docket.claim, entry)
+
+    def run_task(self, task: Task, inbox: list[dict]) -> tuple[Outcome, workspace.Workspace | None]:
+        """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
+        ws = None
+        if task.repo:
+            try:
+                ws = workspace.open_workspace(self.config.path(self.agent_cfg.workspace_dir), task, self.config.root)
+                self.log("workspace_ready", task=task.id, path=ws.path, branch=ws.branch, continued=ws.continued)
+                self.with_redis("record_branch", self.town.tasks.transition, task.id, "running", allowed_from=("running",),
+                                assignee=self.agent_id, set_fields={"branch": ws.branch})  # fmt: skip
+            except TinytownError as err:
+                return Outcome(error=f"workspace: {err}"), None
+        return self.run_cli(task, inbox, ws), ws
+
+    def run_cli(self, task: Task, inbox: list[dict], ws: workspace.Workspace | None) -> Outcome:
+        """Run the CLI as its own process group, prompt on stdin, output to the task's log file."""
+        cli = resolve_cli(task.cli or None, self.config)
+        cwd = ws.path if ws else self.config.root
+        if cli.workdir:
+            cwd = Path(cli.workdir) if Path(cli.workdir).is_absolute() else cwd / cli.workdir
+        log_dir = self.config.path(defaults.TASK_LOG_DIR)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        prompt_path = log_dir / f"{task.id}.prompt.md"
+        prompt_path.write_text(build_prompt(
+            task, agent_name=self.name, town_name=self.config.name, townhall_url=self.townhall_url(),
+            messages=inbox, workdir=str(cwd), branch=ws.branch if ws else "",
+        ))  # fmt: skip
+        command, stdin_path = cli.command, prompt_path
+        if cli.name in INSTRUCTION_FILE_FLAG:
+            command, stdin_path = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}", None
+        env = {**os.environ, **cli.env, "TINYTOWN_AGENT_ID": self.agent_id, "TINYTOWN_AGENT_NAME": self.name,
+               "TINYTOWN_TASK_ID": task.id, "TINYTOWN_TASK_ATTEMPT": str(task.attempts),
+               "TINYTOWN_URL": self.townhall_url(), "TINYTOWN_TOWN_DIR": str(self.config.root)}  # fmt: skip
+        log_path = log_dir / f"{task.id}.log"
+        if self.stopping:  # told to leave while the workspace was being prepared: do not start
+            prompt_path.unlink(missing_ok=True)
+            return Outcome(handed_back=True)
+        with open(log_path, "ab") as out:
+            out.write(f"=== attempt {task.attempts} by {self.name} ({self.agent_id}) at {to_rfc3339(now())}: {cli.name}\n".encode())
+            out.flush()
+            start_offset = out.tell()
+            try:
+                with open(stdin_path or os.devnull, "rb") as stdin:
+                    self.proc = subprocess.Popen(["sh", "-c", command], cwd=cwd, env=env, stdin=stdin,
+                                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            except OSError as err:
+                return Outcome(error=f"could not start the coding CLI {cli.name!r} in {cwd}: {err}")
+            self.log("cli_started", task=task.id, cli=cli.name, pid=self.proc.pid, cwd=cwd, log=log_path)
+            outcome = self.wait_for_cli(task)
+            self.proc = None
+        prompt_path.unlink(missing_ok=True)
+        outcome.tail = _tail(log_path, start_offset)
+        self.log("cli_exited", task=task.id, exit_code=outcome.exit_code, timed_out=outcome.timed_out,
+                 handed_back=outcome.handed_back)  # fmt: skip
+        return outcome
+
+    def wait_for_cli(self, task: Task) -> Outcome:
+        """Wait for the CLI; stop its process group on the task timeout or a drain timeout."""
+        deadline = time.monotonic() + self.agent_cfg.task_timeout_secs
+        drain_deadline = None
+        exited = threading.Event()  # a blocking wait in a thread wakes us the moment the CLI exits
+        threading.Thread(target=lambda p=self.proc: (p.wait(), exited.set()), name="cli-wait", daemon=True).start()
+        while True:
+            if exited.wait(defaults.CLI_POLL_SECS):
+                return Outcome(exit_code=self.proc.wait())
+            t = time.monotonic()
+            if self.stopping and drain_deadline is None:
+                drain_deadline = t + self.agent_cfg.drain_timeout_secs
+                self.set_state("draining", allowed_from=("working",))
+                self.log("draining", task=task.id, reason=self.stopping, drain_timeout_secs=self.agent_cfg.drain_timeout_secs)
+            if t >= deadline or (drain_deadline is not None and t >= drain_deadline):
+                timed_out = t >= deadline
+                self.log("cli_stopping", task=task.id, pid=self.proc.pid, reason="task_timeout" if timed_out else "drain_timeout")
+                code = _stop_group(self.proc)
+                return Outcome(exit_code=code, timed_out=timed_out, handed_back=not timed_out)
+
+    def close_workspace(self, task: Task, ws: workspace.Workspace | None, outcome: Outcome) -> dict[str, str]:
+        """Commit what the CLI left (push when asked); the fields to record on the task."""
+        if ws is None:
+            return {}
+        try:
+            head = workspace.finish(ws, task, agent_name=self.name, push=task.push)
+            self.log("workspace_committed", task=task.id, branch=ws.branch, commit=head, pushed=task.push)
+            return {"branch": ws.branch, "commit": head}
+        except TinytownError as err:
+            outcome.error = outcome.error or f"workspace: {err}"
+            self.log("workspace_failed", task=task.id, detail=str(err))
+            return {"branch": ws.branch}
+        finally:
+            ws.close()
+
+    def finish(self, entry: Entry, task: Task, outcome: Outcome, fields: dict[str, str]) -> None:
+        """Write the task's final state for this attempt, then (only then) acknowledge the entry."""
+        tasks, me = self.town.tasks, self.agent_id
+        stamp = {"completed_at": to_rfc3339(now()), **fields}
+        if outcome.succeeded:
+            result = self.with_redis("complete", tasks.transition, task.id, "completed", allowed_from=("running",),
+                                     assignee=me, set_fields={"result": outcome.tail, **stamp})  # fmt: skip
+            final = "completed"
+        elif task.attempts >= self.agent_cfg.max_attempts:
+            reason = (f"failed after {task.attempts} attempts (max_attempts = {self.agent_cfg.max_attempts}); "
+                      f"last attempt: {outcome.reason(self.config)}")  # fmt: skip
+            result = self.with_redis("fail", tasks.transition, task.id, "failed", allowed_from=("running",),
+                                     assignee=me, set_fields={"result": f"{reason}\n{outcome.tail}".rstrip(), **stamp})  # fmt: skip
+            final = "failed"
+        else:
+            result = self.with_redis("requeue", tasks.requeue, task.id, allowed_from=("running",), assignee=me,
+                                     to_agent=me if entry.directed else None)  # fmt: skip
+            final = "retry"
+        if not result.ok:  # the CLI reported through tt/REST, or the task was cancelled or taken over
+            current = self.with_redis("reread", tasks.find, task.id)
+            final = f"kept:{current.state if current else 'missing'}"
+            if fields and current is not None and current.assigned_to == me:
+                self.with_redis("record_commit", tasks.transition, task.id, current.state,
+                                allowed_from=(current.state,), assignee=me, set_fields=fields)  # fmt: skip
+        self.with_redis("ack", self.docket.ack, entry)
+        self.held = None
+        completed = final == "completed" or final == "kept:completed"
+        self.after_task(completed)
+        self.log("task_finished", task=task.id, attempt=task.attempts, outcome=final,
+                 reason=None if outcome.succeeded else outcome.reason(self.config), **fields)  # fmt: skip
+
+    def hand_back(self, task: Task, ws: workspace.Workspace | None) -> None:
+        """Drain timeout: push work in progress and leave the entry held, for another worker to reclaim."""
+        if ws is not None:
+            try:
+                head = workspace.finish(ws, task, agent_name=self.name, push=True, wip=True)
+                self.with_redis("record_wip", self.town.tasks.transition, task.id, "running", allowed_from=("running",),
+                                assignee=self.agent_id, set_fields={"branch": ws.branch, "commit": head})  # fmt: skip
+                self.log("wip_pushed", task=task.id, branch=ws.branch, commit=head)
+            except TinytownError as err:
+                self.log("wip_push_failed", task=task.id, detail=str(err))
+            finally:
+                ws.close()
+        self.log("task_handed_back", task=task.id, entry=self.held.entry_id if self.held else None,
+                 attempt=task.attempts, reason="drain_timeout")  # fmt: skip
+        self.held = None  # stop refreshing it: it becomes reclaimable after claim_timeout_secs
+
+    def after_task(self, completed: bool) -> None:
+        keys, r = self.town.keys, self.town.redis
+
+        def update():
+            pipe = r.pipeline(transaction=False)
+            pipe.hincrby(keys.agent(self.agent_id), "rounds_completed", 1)
+            if completed:
+                pipe.hincrby(keys.agent(self.agent_id), "tasks_completed", 1)
+            pipe.execute()
+
+        self.with_redis("counters", update)
+        self.set_state("idle", allowed_from=("working",), delete=("current_task",), last_active_at=to_rfc3339(now()))
+        self.idle_since = time.monotonic()
+
+    # -- Draining → Stopped -----------------------------------------------------------------
+
+    def stop(self, reason: str) -> None:
+        """Idle → Draining → Stopped. A task handed back keeps ``current_task`` for ``tt recover``."""
+        self.set_state("draining", allowed_from=("starting", "idle", "working", "paused"), reason=reason)
+        self.set_state("stopped", allowed_from=LIVE_STATES, reason=reason, last_heartbeat=to_rfc3339(now()))
+        self.finished.set()
+
+    # == around the lifecycle ===================================================================
+
+    def set_state(self, state: str, *, allowed_from=None, delete=(), reason: str | None = None, **fields: str) -> None:
+        """Move this agent to ``state`` (only from ``allowed_from``, so a pause or kill is not overwritten)."""
+        result = self.with_redis(f"state_{state}", self.town.agents.update, self.agent_id, state,
+                                 allowed_from=allowed_from, set_fields=fields, delete_fields=delete)  # fmt: skip
+        if result.ok and result.old_state != state:
+            self.log("agent_state", state=state, previous=result.old_state, reason=reason)
+
+    def heartbeat_loop(self) -> None:
+        """Every interval: ``last_heartbeat``, and keep the held entry fresh so it is not reclaimed."""
+        failing = False
+        while not self.finished.is_set():
+            self.wake.wait(self.agent_cfg.heartbeat_interval_secs)
+            self.wake.clear()
+            if self.finished.is_set():
+                return
+            try:
+                if self.stopping and self.reader_client_id is not None:
+                    self.town.redis.client_unblock(self.reader_client_id)
+                self.town.agents.heartbeat(self.agent_id)
+                held = self.held
+                if held is not None and not self.docket.keep_alive(held):
+                    self.log("entry_lost", task=held.task_id, entry=held.entry_id)
+                if failing:
+                    self.log("heartbeat_resumed")
+                failing = False
+            except redis.RedisError as err:
+                if not failing:
+                    self.log("heartbeat_failed", detail=str(err))
+                failing = True
+
+    def with_redis(self, step: str, fn, *args, **kwargs):
+        """Call ``fn``; while Redis is unreachable, retry with backoff until the retry budget ends.
+
+        Draining without Redis waits no longer than ``drain_timeout_secs``. Raises RedisGone.
+        """
+        since, delay = None, defaults.REDIS_BACKOFF_FIRST_SECS
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                if since is None:
+                    since = time.monotonic()
+                    self.log("redis_unavailable", step=step, detail=str(err), retry_secs=self.redis_retry_secs)
+                budget = min(self.redis_retry_secs, self.agent_cfg.drain_timeout_secs) if self.stopping else self.redis_retry_secs
+                if time.monotonic() - since >= budget:
+                    raise RedisGone(f"no answer from Redis for {budget:.0f} s (last error: {err})") from None
+                time.sleep(delay)
+                delay = min(delay * 2, defaults.REDIS_BACKOFF_MAX_SECS)
+                continue
+            if since is not None:
+                self.log("redis_reconnected", step=step, after_secs=round(time.monotonic() - since, 2))
+            return result
+
+    def wait_for_redis(self, step: str, err: Exception) -> None:
+        """After ``err`` broke a call that must not simply be repeated: wait until PING answers."""
+        self.log("redis_error", step=step, detail=str(err))
+        self.with_redis(step, self.town.redis.ping)
+
+    def townhall_url(self) -> str:
+        if os.environ.get("TINYTOWN_URL"):
+            return os.environ["TINYTOWN_URL"]
+        th = self.config.townhall
+        host = "127.0.0.1" if th.bind in ("0.0.0.0", "::", "") else th.bind
+        scheme = "https" if th.tls.enabled else "http"
+        return f"{scheme}://{host}:{th.rest_port}"
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_group(proc: subprocess.Popen) -> int | None:
+    """SIGTERM the CLI's whole process group; SIGKILL what is left of it after the grace period.
+
+    The group outlives ``sh`` (its leader), so wait for every member, not only the leader.
+    """
+    _kill_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + defaults.CLI_STOP_GRACE_SECS
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader so it does not count as a member
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    _kill_group(proc, signal.SIGKILL)
+    return proc.wait()
+
+
+def _tail(path: Path, start: int) -> str:
+    """The last RESULT_TAIL_BYTES of this attempt's output."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(start, size - defaults.RESULT_TAIL_BYTES))
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="agent_worker.py",
+        description="Run one Tinytown agent worker (at-least-once delivery; see the module docstring).",
+        epilog="exit codes: 0 clean (idle exit included), 1 unexpected error, 3 bad configuration, 4 Redis unreachable "
+        "after retries, 130 second signal",
+    )  # fmt: skip
+    parser.add_argument("--town", metavar="DIR", help="town directory (default: $TINYTOWN_TOWN_DIR, else .)")
+    parser.add_argument("--redis-retry-secs", type=float, default=defaults.REDIS_RETRY_SECS, metavar="N",
+                        help="exit with code 4 after Redis is unreachable this long (default: %(default)s)")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.town)
+    except ConfigError as err:
+        log("exit", reason="bad_config", code=int(ExitStatus.CONFIG_ERROR), detail=str(err))
+        return int(ExitStatus.CONFIG_ERROR)
+    return Worker(config, redis_retry_secs=args.redis_retry_secs).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Dispatch benchmark: agent_worker vs RQ's SimpleWorker, side by side on one real Redis.
+
+    pip install -e '.[bench]'          # RQ is a benchmark-only extra
+    python bench/bench_dispatch.py [--samples 200] [--tasks 300] [--json]
+
+What it measures, in one run on one embedded Redis (the town's own, on a unix socket):
+
+- submit→start latency: the submitter's clock just before it submits, to the task's
+  ``started_at`` (agent_worker: written by the claim, just before the CLI starts; RQ: the job's
+  ``started_at``, written just before the job function runs). One task at a time, each worker
+  idle and blocked when it arrives; samples alternate between the two systems.
+- throughput of no-op tasks, one and two workers: N tasks submitted at once, first submit to the
+  last completion. agent_worker runs the CLI ``true`` (a real process per task); the RQ job runs
+  ``subprocess.run(["true"])``, so both start one process per task.
+
+Every wait is bounded (``--timeout-secs``); workers are stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tinytown.config import load_config  # noqa: E402
+from tinytown.embedded import EmbeddedServer  # noqa: E402
+from tinytown.records import parse_rfc3339  # noqa: E402
+from tinytown.store import Town  # noqa: E402
+
+RQ_QUEUE = "tt-bench"
+RQ_JOB = "bench_dispatch.run_true"  # by name: the RQ worker imports it from bench/
+POLL_SECS = 0.001
+
+
+def run_true() -> None:
+    """The RQ job: start one no-op process, like agent_worker's CLI `true`."""
+    subprocess.run(["true"], check=True)
+
+
+# -- set-up ------------------------------------------------------------------------------------
+
+
+def make_town(root: Path) -> Town:
+    (root / "tinytown.toml").write_text(
+        'name = "bench"\ndefault_cli = "noop"\n\n[agent]\nidle_timeout_secs = 0\n'
+        'heartbeat_interval_secs = 5\nclaim_timeout_secs = 60\n\n[agent_clis.noop]\ncommand = "true"\n'
+    )
+    return Town.connect(load_config(root, env={}))
+
+
+def start_tt_worker(root: Path, n: int, log_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "TINYTOWN_AGENT_NAME": f"bench-{n}"}
+    env.pop("REDIS_URL", None)
+    with open(log_dir / f"tt-worker-{n}.log", "w") as log:
+        return subprocess.Popen([sys.executable, str(ROOT / "agent_worker.py"), "--town", str(root)],
+                                env=env, stdout=log, stderr=log)  # fmt: skip
+
+
+def start_rq_worker(url: str, n: int, log_dir: Path) -> subprocess.Popen:
+    code = (
+        "import redis, rq; from rq.worker import SimpleWorker;"
+        f"r = redis.Redis.from_url({url!r});"
+        f"SimpleWorker([rq.Queue({RQ_QUEUE!r}, connection=r)], connection=r, name='rq-bench-{n}').work(logging_level='WARNING')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}
+    with open(log_dir / f"rq-worker-{n}.log", "w") as log:
+        return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=log)
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(POLL_SECS)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_tt_idle(town: Town, count: int, timeout: float) -> None:
+    wait_for(lambda: town.agents.counts()["idle"] >= count, timeout, f"{count} idle agent_worker(s)")
+
+
+def wait_rq_idle(r, count: int, timeout: float) -> None:
+    from rq import Worker
+
+    wait_for(lambda: sum(1 for w in Worker.all(connection=r) if w.get_state() == "idle") >= count, timeout,
+             f"{count} idle RQ worker(s)")  # fmt: skip
+
+
+# -- measurements ------------------------------------------------------------------------------
+
+
+def tt_latency(town: Town, timeout: float) -> tuple[float, float]:
+    """(submit→started_at, created_at→started_at) in seconds."""
+    submitted = time.time()
+    task = town.tasks.add("noop")
+    done = wait_for(lambda: (t := town.tasks.find(task.id)) and t.terminal and t, timeout, "a task")
+    started = parse_rfc3339(done.started_at).timestamp()
+    return started - submitted, started - parse_rfc3339(done.created_at).timestamp()
+
+
+def rq_latency(queue, timeout: float) -> tuple[float, float]:
+    """(submit→started_at, enqueued_at→started_at) in seconds."""
+    submitted = time.time()
+    job = queue.enqueue(RQ_JOB)
+    wait_for(lambda: job.get_status(refresh=True) in ("finished", "failed"), timeout, "an RQ job")
+    job.refresh()
+    started = job.started_at.replace(tzinfo=timezone.utc).timestamp()
+    return started - submitted, started - job.enqueued_at.replace(tzinfo=timezone.utc).timestamp()
+
+
+def tt_throughput(town: Town, n: int, timeout: float) -> float:
+    before = town.tasks.counts()["completed"]
+    start = time.time()
+    ids = [town.tasks.add("noop").id for _ in range(n)]
+    wait_for(lambda: town.tasks.counts()["completed"] >= before + n, timeout, f"{n} tasks")
+    last = max(parse_rfc3339(t.completed_at).timestamp() for t in town.tasks.many(ids))
+    return n / (last - start)
+
+
+def rq_throughput(queue, n: int, timeout: float) -> float:
+    from rq.registry import FinishedJobRegistry
+
+    registry = FinishedJobRegistry(queue=queue)
+    before = registry.count
+    start = time.time()
+    jobs = [queue.enqueue(RQ_JOB) for _ in range(n)]
+    wait_for(lambda: registry.count >= before + n, timeout, f"{n} RQ jobs")
+    for j in jobs:
+        j.refresh()
+    last = max(j.ended_at.replace(tzinfo=timezone.utc).timestamp() for j in jobs)
+    return n / (last - start)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=200, help="latency samples per system")
+    parser.add_argument("--tasks", type=int, default=300, help="tasks per throughput run")
+    parser.add_argument("--timeout-secs", type=float, default=60.0, help="bound on every wait")
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    args = parser.parse_args()
+    import redis
+    from rq import Queue
+
+    root = Path(tempfile.mkdtemp(prefix="ttb-", dir="/tmp"))
+    town = make_town(root)
+    server = EmbeddedServer(town.config)
+    url = server.target.url
+    r = redis.Redis.from_url(url)
+    queue = Queue(RQ_QUEUE, connection=r)
+    procs: list[subprocess.Popen] = []
+    try:
+        procs += [start_tt_worker(root, 1, root), start_rq_worker(url, 1, root)]
+        wait_tt_idle(town, 1, args.timeout_secs)
+        wait_rq_idle(r, 1, args.timeout_secs)
+        for _ in range(5):  # warm-up, not recorded
+            tt_latency(town, args.timeout_secs)
+            rq_latency(queue, args.timeout_secs)
+        lat = {"agent_worker": [], "rq": []}
+        rec = {"agent_worker": [], "rq": []}
+        for _ in range(args.samples):  # alternate, so both see the same machine noise
+            for name, measure, target in (("agent_worker", tt_latency, town), ("rq", rq_latency, queue)):
+                total, from_record = measure(target, args.timeout_secs)
+                lat[name].append(total)
+                rec[name].append(from_record)
+            time.sleep(0.002)
+        thr = {"agent_worker": {}, "rq": {}}
+        thr["agent_worker"][1] = tt_throughput(town, args.tasks, args.timeout_secs)
+        thr["rq"][1] = rq_throughput(queue, args.tasks, args.timeout_secs)
+        procs += [start_tt_worker(root, 2, root), start_rq_worker(url, 2, root)]
+        wait_tt_idle(town, 2, args.timeout_secs)
+        wait_rq_idle(r, 2, args.timeout_secs)
+        thr["agent_worker"][2] = tt_throughput(town, args.tasks, args.timeout_secs)
+        thr["rq"][2] = rq_throughput(queue, args.tasks, args.timeout_secs)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    ms = {k: [v * 1000 for v in vals] for k, vals in lat.items()}
+    rec_ms = {k: [v * 1000 for v in vals] for k, vals in rec.items()}
+    result = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "redis": f"embedded {server.target.display}",
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "samples": args.samples,
+        "tasks": args.tasks,
+        "latency_ms": {k: {"p50": round(statistics.median(v), 3), "p99": round(pct(v, 99), 3),
+                           "min": round(min(v), 3)} for k, v in ms.items()},  # fmt: skip
+        "record_to_start_ms": {k: {"p50": round(statistics.median(v), 3), "p99": round(pct(v, 99), 3)}
+                               for k, v in rec_ms.items()},  # fmt: skip
+        "throughput_tasks_per_sec": {k: {str(w): round(x, 1) for w, x in v.items()} for k, v in thr.items()},
+    }
+    result["p50_ratio_rq_over_agent_worker"] = round(
+        result["latency_ms"]["rq"]["p50"] / result["latency_ms"]["agent_worker"]["p50"], 2
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    lm, tp = result["latency_ms"], result["throughput_tasks_per_sec"]
+    print(f"{result['when']}  {result['cpus']} CPUs  Python {result['python']}  {result['redis']}")
+    print(f"{'':14}{'p50 ms':>9}{'p99 ms':>9}{'1 worker/s':>12}{'2 workers/s':>13}")
+    for k in ("agent_worker", "rq"):
+        print(f"{k:14}{lm[k]['p50']:>9.3f}{lm[k]['p99']:>9.3f}{tp[k]['1']:>12.1f}{tp[k]['2']:>13.1f}")
+    print(f"RQ p50 / agent_worker p50 = {result['p50_ratio_rq_over_agent_worker']}x")
+    rm = result["record_to_start_ms"]
+    print("record→start p50 (created_at / enqueued_at → started_at): "
+          f"agent_worker {rm['agent_worker']['p50']:.3f} ms, rq {rm['rq']['p50']:.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

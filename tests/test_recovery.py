@@ -1,0 +1,240 @@
+"""Recovering work from dead agents: recover, reclaim (never discards), orphan tasks, and their tt commands."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from tinytown import messages
+from tinytown.config import load_config
+from tinytown.docket import Docket
+from tinytown.errors import InvalidTransition
+from tinytown.records import now, to_rfc3339
+from tinytown.recovery import orphan_tasks, reclaim, recover
+from tinytown.store import Town
+
+from .conftest import write_town
+
+AGENT = "[agent]\nheartbeat_interval_secs = 1\nclaim_timeout_secs = 2\nmax_attempts = 2\n"
+LONG_AGO = to_rfc3339(now() - timedelta(minutes=5))
+
+
+@pytest.fixture
+def town_dir(tmp_path, redis_url):
+    return write_town(tmp_path, redis_url, tables=AGENT)
+
+
+@pytest.fixture
+def town(town_dir):
+    t = Town.connect(load_config(town_dir, env={}))
+    yield t
+    t.redis.close()
+
+
+def worker(town, name, state="working"):
+    """An agent that read and claimed the next entry (shared docket, or its own stream)."""
+    agent = town.agents.register(name, "fake")
+    town.agents.update(agent.id, state)
+    d = Docket(town, agent.id)
+    d.ensure_groups()
+    return agent, d
+
+
+def silence(town, agent_id):
+    town.agents.update(agent_id, set_fields={"last_heartbeat": LONG_AGO})
+
+
+def shared_pending(town):
+    return town.redis.xpending(town.keys.docket, "workers")["pending"]
+
+
+# -- recover ---------------------------------------------------------------------------------------
+
+
+def test_recover_stops_silent_agents_and_returns_their_task_to_the_backlog(town):
+    dead, d = worker(town, "dead")
+    live, _ = worker(town, "live", state="idle")
+    task = town.tasks.add("half done")
+    d.claim(d.read(100))
+    silence(town, dead.id)
+
+    result = recover(town)
+
+    assert result == {"checked": 2, "recovered": 1, "agents": ["dead"], "reclaimed": 1}
+    assert town.agents.get(dead.id).state == "stopped"
+    assert town.agents.get(live.id).state == "idle"
+    back = town.tasks.get(task.id)
+    assert back.state == "pending" and back.assigned_to is None and back.attempts == 1
+    assert town.redis.lrange(town.keys.backlog, 0, -1) == [task.id]
+    assert shared_pending(town) == 0  # old entry acknowledged, a fresh one is unread
+    assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.docket)] == [task.id, task.id]
+    assert dead.id not in {c["name"] for c in town.redis.xinfo_consumers(town.keys.docket, "workers")}
+
+
+def test_recover_returns_a_held_directed_task_and_fails_one_past_max_attempts(town):
+    dead, d = worker(town, "dead")
+    directed = town.tasks.add("for dead", agent_id=dead.id)
+    d.claim(d.read(100))
+    worn = town.tasks.add("worn out")
+    d.claim(d.read(100))
+    town.redis.hset(town.keys.task(worn.id), "attempts", 2)
+    silence(town, dead.id)
+
+    assert recover(town)["reclaimed"] == 2
+
+    assert town.tasks.get(directed.id).state == "pending"
+    failed = town.tasks.get(worn.id)
+    assert failed.state == "failed" and "failed after 2 attempts" in failed.result
+
+
+def test_recover_returns_the_task_a_drained_worker_left_behind(town):
+    drained, d = worker(town, "drained")
+    task = town.tasks.add("handed back")
+    d.claim(d.read(100))
+    town.agents.update(drained.id, "stopped", set_fields={"current_task": task.id})
+
+    result = recover(town)
+
+    assert result["recovered"] == 0 and result["reclaimed"] == 1
+    assert town.tasks.get(task.id).state == "pending"
+
+
+def test_recover_leaves_live_agents_and_their_work_alone(town):
+    live, d = worker(town, "live")
+    task = town.tasks.add("in progress")
+    d.claim(d.read(100))
+    assert recover(town) == {"checked": 1, "recovered": 0, "agents": [], "reclaimed": 0}
+    assert town.tasks.get(task.id).state == "running" and shared_pending(town) == 1
+
+
+# -- reclaim ---------------------------------------------------------------------------------------
+
+
+def stopped_agent_with_work(town):
+    agent = town.agents.register("gone", "fake")
+    directed = town.tasks.add("directed work", agent_id=agent.id)
+    messages.send(town, agent.id, "please also fix the docs")  # a task message
+    messages.send(town, agent.id, "fyi: CI is slow", kind="info")
+    town.agents.update(agent.id, "stopped")
+    return agent, directed
+
+
+def test_reclaim_without_a_destination_only_lists_and_discards_nothing(town):
+    agent, directed = stopped_agent_with_work(town)
+
+    result = reclaim(town)
+
+    assert result["destination"] == "Listed" and result["reclaimed"] == 3
+    assert {m["outcome"] for m in result["messages"]} == {"listed"}
+    assert town.redis.llen(town.keys.inbox(agent.id)) == 2
+    assert town.tasks.get(directed.id).state == "assigned"
+
+
+def test_reclaim_to_the_backlog_moves_tasks_and_keeps_other_messages(town):
+    agent, directed = stopped_agent_with_work(town)
+
+    result = reclaim(town, to_backlog=True)
+
+    assert result["destination"] == "Backlog" and result["reclaimed"] == 2
+    assert town.tasks.get(directed.id).state == "pending"
+    backlog = [t.description for t in town.tasks.many(town.tasks.backlog()[0])]
+    assert sorted(backlog) == ["directed work", "please also fix the docs"]
+    left = [m["type"] for m in messages.peek(town, agent.id)[0]]
+    assert left == ["informational"]  # a backlog holds tasks; the note stays where it was
+    assert {m["summary"]: m["outcome"] for m in result["messages"]}["fyi: CI is slow"] == "kept"
+
+
+def test_reclaim_to_an_agent_moves_messages_and_reassigns_directed_tasks(town):
+    agent, directed = stopped_agent_with_work(town)
+    target = town.agents.register("heir", "fake")
+
+    result = reclaim(town, to_agent="heir")
+
+    assert result["destination"] == 'Agent("heir")' and result["reclaimed"] == 3
+    moved = town.tasks.get(directed.id)
+    assert moved.state == "assigned" and moved.assigned_to == target.id
+    assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.agent_docket(target.id))] == [directed.id]
+    assert town.redis.llen(town.keys.inbox(agent.id)) == 0
+    assert [m["to"] for m in messages.peek(town, target.id)[0]] == [target.id, target.id]
+
+
+def test_reclaim_refuses_a_running_agent_and_two_destinations(town):
+    town.agents.register("busy", "fake")
+    with pytest.raises(InvalidTransition):
+        reclaim(town, from_agent="busy", to_backlog=True)
+    with pytest.raises(ValueError):
+        reclaim(town, to_backlog=True, to_agent="busy")
+
+
+# -- orphan tasks ----------------------------------------------------------------------------------
+
+
+def orphans_setup(town):
+    stopped = town.agents.register("stopped-one", "fake")
+    on_stopped = town.tasks.add("a", agent_id=stopped.id)
+    town.agents.update(stopped.id, "stopped")
+    ghost = town.agents.register("ghost", "fake")
+    on_ghost = town.tasks.add("b", agent_id=ghost.id)
+    town.agents.delete(ghost.id)
+    live = town.agents.register("live", "fake")
+    town.tasks.add("c", agent_id=live.id)
+    return on_stopped, on_ghost
+
+
+def test_orphan_tasks_lists_tasks_of_missing_and_terminal_agents(town):
+    on_stopped, on_ghost = orphans_setup(town)
+    result = orphan_tasks(town)
+    assert result["action"] == "list" and result["count"] == 2
+    reasons = {o["task_id"]: o["reason"] for o in result["orphans"]}
+    assert reasons == {on_stopped.id: "agent_terminal", on_ghost.id: "agent_missing"}
+
+
+@pytest.mark.parametrize("action", ["to_backlog", "backlog"])
+def test_orphan_tasks_to_backlog_requeues_them(town, action):
+    on_stopped, on_ghost = orphans_setup(town)
+    assert orphan_tasks(town, action)["count"] == 2
+    assert {town.tasks.get(i).state for i in (on_stopped.id, on_ghost.id)} == {"pending"}
+    assert orphan_tasks(town)["count"] == 0
+
+
+def test_orphan_tasks_cancel_and_delete(town):
+    on_stopped, on_ghost = orphans_setup(town)
+    orphan_tasks(town, "cancel")
+    assert town.tasks.get(on_ghost.id).result == "Cancelled: assignee no longer exists"
+    assert town.tasks.get(on_stopped.id).result == "Cancelled: assignee is in a terminal state"
+    again = orphans_setup(town)
+    orphan_tasks(town, "delete")
+    assert all(town.tasks.find(t.id) is None for t in again)
+
+
+def test_orphan_tasks_rejects_an_unknown_action(town):
+    with pytest.raises(ValueError, match="unknown action 'purge'"):
+        orphan_tasks(town, "purge")
+
+
+# -- tt commands -----------------------------------------------------------------------------------
+
+
+def test_tt_send_and_inbox(town, run_tt):
+    town.agents.register("bob", "fake")
+    sent = run_tt("send", "bob", "look at issue 7", "--kind", "query", "--json")
+    assert sent.returncode == 0, sent.stderr
+    shown = json.loads(run_tt("inbox", "bob", "--json").stdout)
+    assert shown["total"] == 1 and shown["messages"][0]["type"] == "query"
+    assert shown["messages"][0]["summary"] == "look at issue 7"
+
+
+def test_tt_recover_and_reclaim_print_json(town, run_tt):
+    dead, d = worker(town, "dead")
+    town.tasks.add("x")
+    d.claim(d.read(100))
+    silence(town, dead.id)
+    recovered = json.loads(run_tt("recover", "--json").stdout)
+    assert recovered == {"checked": 1, "recovered": 1, "agents": ["dead"], "reclaimed": 1}
+    listed = run_tt("reclaim", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout)["destination"] == "Listed"
+    orphans = json.loads(run_tt("reclaim", "--orphan-tasks", "--json").stdout)
+    assert orphans["action"] == "list"
+    assert run_tt("reclaim", "--cancel").returncode == 2

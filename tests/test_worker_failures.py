@@ -1,0 +1,136 @@
+"""Failures through real worker processes: retries, max_attempts, a killed worker, task timeout."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from .test_worker_dispatch import acked, open_town, wait_terminal
+from .worker_support import kill_recorded_groups, poll, read_records, worker_town, workers  # noqa: F401
+
+
+def starts(records):
+    return [r for r in read_records(records) if r["event"] == "start"]
+
+
+def test_a_failing_task_is_retried_then_failed_with_the_reason_and_stays_listed(worker_town, workers, tmp_path):
+    root = worker_town(max_attempts=3)
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    workers.start(root)
+
+    task = town.tasks.add(f"[record {records}] [print boom] [exit 2]")
+    done = wait_terminal(town, task.id)
+
+    assert done.state == "failed" and done.attempts == 3
+    assert "failed after 3 attempts" in done.result and "exited with code 2" in done.result
+    assert "boom" in done.result  # the output's tail is kept
+    assert [r["attempt"] for r in starts(records)] == ["1", "2", "3"]
+    assert task.id in town.redis.zrange(town.keys.tasks_in_state("failed"), 0, -1)
+    assert acked(town, town.keys.docket)
+
+
+def test_a_task_that_fails_once_completes_on_its_second_attempt(worker_town, workers, tmp_path):
+    root = worker_town(max_attempts=3)
+    town = open_town(root)
+    workers.start(root)
+    task = town.tasks.add("[exit-first 1] [print second time lucky]")
+    done = wait_terminal(town, task.id)
+    assert (done.state, done.attempts) == ("completed", 2)
+    assert "second time lucky" in done.result
+
+
+def test_a_directed_task_is_retried_on_the_same_agent(worker_town, workers, tmp_path):
+    root = worker_town(max_attempts=2)
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    target, other = workers.start(root, name="target"), workers.start(root, name="other")
+    other.wait_event("agent_state", state="idle")
+    task = town.tasks.add(f"[record {records}] [exit 1]", agent_id=target.agent_id)
+    assert wait_terminal(town, task.id).state == "failed"
+    assert {r["agent"] for r in starts(records)} == {target.agent_id}
+    assert len(starts(records)) == 2
+
+
+def test_what_the_cli_reports_itself_is_kept(worker_town, workers, tmp_path):
+    root = worker_town(max_attempts=3)
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    workers.start(root)
+
+    completed = town.tasks.add("[complete] [exit 0]")
+    gave_up = town.tasks.add(f"[record {records}] [fail-via-api] [exit 1]")
+
+    assert wait_terminal(town, completed.id).result == "reported by the fake CLI"
+    failed = wait_terminal(town, gave_up.id)
+    assert (failed.state, failed.result) == ("failed", "the fake CLI gave up")
+    assert len(starts(records)) == 1  # reported failed: not retried
+
+
+def test_a_worker_killed_mid_task_loses_no_task(worker_town, workers, tmp_path):
+    root = worker_town(claim_timeout_secs=2, heartbeat_interval_secs=1)
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    doomed = workers.start(root, name="doomed")
+    doomed.wait_event("agent_state", state="idle")
+    victim = town.tasks.add(f"[record {records}] [sleep-first 30] [print finished]")
+    doomed.wait_event("task_started", task=victim.id)
+    others = [town.tasks.add(f"[record {records}] [print other {i}]") for i in range(5)]
+
+    os.kill(doomed.pid, signal.SIGKILL)  # the worker dies …
+    doomed.wait_exit()
+    kill_recorded_groups(records)  # … and its CLI with it, as when a container dies
+    survivor = workers.start(root, name="survivor")
+
+    for t in [victim, *others]:
+        assert wait_terminal(town, t.id, timeout=30).state == "completed"
+    done = town.tasks.get(victim.id)
+    assert done.assigned_to == survivor.agent_id and done.attempts == 2
+    assert "finished" in done.result
+    reclaimed = survivor.wait_event("entry_reclaimed", task=victim.id)
+    assert reclaimed["holder"] == doomed.agent_id
+    assert acked(town, town.keys.docket)
+    # the dead consumer leaves the group once it holds nothing
+    poll(lambda: doomed.agent_id not in {c["name"] for c in town.redis.xinfo_consumers(town.keys.docket, "workers")},
+         timeout=10, message="dead consumer removal")  # fmt: skip
+
+
+def test_task_timeout_stops_the_whole_process_group_and_counts_as_a_failed_attempt(worker_town, workers, tmp_path):
+    root = worker_town(task_timeout_secs=1, max_attempts=1)
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    workers.start(root)
+
+    task = town.tasks.add(f"[record {records}] [child] [ignore-term] [sleep 60]")
+    done = wait_terminal(town, task.id, timeout=20)
+
+    assert done.state == "failed" and "timed out after 1 s" in done.result
+    child = next(r["child_pid"] for r in read_records(records) if r["event"] == "child")
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return open(f"/proc/{pid}/stat").read().split()[2] == "Z"  # a zombie awaiting its reaper
+
+    assert poll(lambda: gone(child), timeout=5, message="the CLI's child to be killed")
+
+
+def test_a_directed_task_of_a_killed_worker_goes_back_to_the_backlog_for_others(worker_town, workers, tmp_path):
+    root = worker_town(claim_timeout_secs=2, heartbeat_interval_secs=1)
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    doomed = workers.start(root, name="doomed")
+    doomed.wait_event("agent_state", state="idle")
+    task = town.tasks.add(f"[record {records}] [sleep-first 30] [print finished]", agent_id=doomed.agent_id)
+    doomed.wait_event("task_started", task=task.id)
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.wait_exit()
+    kill_recorded_groups(records)
+
+    survivor = workers.start(root, name="survivor")
+
+    done = wait_terminal(town, task.id, timeout=30)
+    assert done.state == "completed" and done.assigned_to == survivor.agent_id and done.attempts == 2
+    assert survivor.wait_event("directed_tasks_returned")["count"] == "1"

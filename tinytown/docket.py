@@ -1,0 +1,314 @@
+"""The docket's consume side: how a worker takes, keeps, finishes and reclaims tasks.
+
+Producers (``TaskStore.add``, ``assign``, ``requeue``) put one entry per dispatch on a Redis
+stream: the shared docket ``docket:tasks`` for backlog work, or ``docket:agent:<id>`` for work
+aimed at one agent. Both streams have the consumer group ``workers``; a worker's consumer name
+is its agent id, so an entry's holder can be matched to an agent and its heartbeat.
+
+Delivery is **at-least-once**. An entry is acknowledged (``XACK``) only after the task's final
+state for that attempt is written. The task record, not the entry, decides who runs it: taking
+a task is one guarded Lua transition of the record, so an entry whose task was removed, taken
+elsewhere or already finished is skipped and acknowledged. Entries a dead worker held are taken
+over (``XAUTOCLAIM``) once they have been idle longer than ``claim_timeout_secs`` and their holder's heartbeat is
+stale; a live worker resets its entry's idle time on every heartbeat, so a task still being
+worked is never taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import redis
+
+from . import defaults
+from .config import Config
+from .records import Agent, Task, now, parse_rfc3339, to_rfc3339
+from .store import Town
+from .store.tasks import ensure_group
+
+GROUP = defaults.DOCKET_GROUP
+
+# Hand an entry back to its stream: a copy goes to the end (for any reader), the original is
+# acknowledged. Used when one XREADGROUP over two streams returned an entry from each.
+# KEYS: 1 stream; ARGV: 1 group, 2 entry id. Returns the new entry id ('' if the entry is gone).
+_RELEASE = """
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+local new = ''
+if #e > 0 then new = redis.call('XADD', KEYS[1], '*', unpack(e[1][2])) end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return new
+"""
+
+# Remove a consumer from the group only if it holds nothing, atomically (DELCONSUMER would
+# otherwise drop the entries it holds from the pending list, and with them their reclaim).
+# KEYS: 1 stream; ARGV: 1 group, 2 consumer. Returns 1 if removed.
+_FORGET_CONSUMER = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# Take over one entry from the holder judged dead: only if that holder still holds it and it
+# is still idle past the claim timeout, then XAUTOCLAIM from exactly that id (COUNT 1, so
+# nothing else moves). KEYS: 1 stream; ARGV: 1 group, 2 new consumer, 3 min idle ms,
+# 4 entry id, 5 dead holder. Returns the entry's fields as a flat list ({} when not taken).
+_TAKE_OVER = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], ARGV[4], 1, ARGV[5])
+if #p == 0 then return {} end
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', 1)
+local e = r[2][1]
+if e == nil or e[1] ~= ARGV[4] or not e[2] then return {} end
+return e[2]
+"""
+
+# Reset the idle time of an entry this consumer still holds (XCLAIM … JUSTID by its holder),
+# and never take back one that was handed to another consumer meanwhile.
+# KEYS: 1 stream; ARGV: 1 group, 2 consumer, 3 entry id. Returns 1 if still held.
+_KEEP_ALIVE = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One docket entry held by this worker."""
+
+    stream: str
+    entry_id: str
+    task_id: str
+    directed: bool  # from the agent's own stream
+    reclaimed_from: str = ""  # the dead holder's agent id, when taken over
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of taking an entry's task: the task to run, or why the entry is skipped."""
+
+    task: Task | None
+    reason: str = ""  # when task is None: missing | state:<state> | owner | attempts
+
+
+def dead_after_secs(config: Config) -> float:
+    return defaults.DEAD_AFTER_HEARTBEATS * config.agent.heartbeat_interval_secs
+
+
+def heartbeat_age_secs(agent: Agent, at: datetime | None = None) -> float:
+    beat = parse_rfc3339(agent.last_heartbeat)
+    if beat is None:
+        return float("inf")
+    return ((at or now()) - beat).total_seconds()
+
+
+def is_dead(agent: Agent | None, config: Config, at: datetime | None = None) -> bool:
+    """A missing or terminal agent, or one with no heartbeat for DEAD_AFTER_HEARTBEATS intervals."""
+    if agent is None or not agent.active:
+        return True
+    return heartbeat_age_secs(agent, at) > dead_after_secs(config)
+
+
+def held_entries(r: redis.Redis, stream: str, consumer: str, *, min_idle_ms: int = 0, count: int = 100) -> list[tuple[str, int]]:
+    """``(entry id, idle ms)`` of entries ``consumer`` holds on ``stream`` (oldest first)."""
+    try:
+        rows = r.xpending_range(stream, GROUP, min="-", max="+", count=count, consumername=consumer, idle=min_idle_ms or None)
+    except redis.ResponseError as err:  # no stream or no group: nothing held
+        if "NOGROUP" in str(err):
+            return []
+        raise
+    return [(row["message_id"], int(row["time_since_delivered"])) for row in rows]
+
+
+def holders(r: redis.Redis, stream: str) -> dict[str, int]:
+    """Consumer → number of entries it holds on ``stream`` (``XPENDING`` summary)."""
+    try:
+        summary = r.xpending(stream, GROUP)
+    except redis.ResponseError as err:
+        if "NOGROUP" in str(err):
+            return {}
+        raise
+    return {c["name"]: int(c["pending"]) for c in summary.get("consumers") or []}
+
+
+def forget_consumer(r: redis.Redis, stream: str, consumer: str) -> bool:
+    """Remove ``consumer`` from the group on ``stream`` if it holds nothing (atomic check)."""
+    try:
+        return bool(r.register_script(_FORGET_CONSUMER)(keys=[stream], args=[GROUP, consumer]))
+    except redis.ResponseError:  # no such stream or group
+        return False
+
+
+def entry_task_id(r: redis.Redis, stream: str, entry_id: str) -> str | None:
+    rows = r.xrange(stream, entry_id, entry_id)
+    return rows[0][1].get("task_id") if rows else None
+
+
+class Docket:
+    """One worker's view of the docket: its own stream and the shared one."""
+
+    def __init__(self, town: Town, agent_id: str, reader: redis.Redis | None = None):
+        self.town, self.r, self.keys = town, town.redis, town.keys
+        self.config = town.config
+        self.agent_id = agent_id
+        self.own, self.shared = self.keys.agent_docket(agent_id), self.keys.docket
+        # The blocking read gets its own connection so another thread can CLIENT UNBLOCK it.
+        self.reader = reader or self.r
+        self._release = self.r.register_script(_RELEASE)
+        self._keep_alive = self.r.register_script(_KEEP_ALIVE)
+        self._take_over = self.r.register_script(_TAKE_OVER)
+
+    def ensure_groups(self) -> None:
+        ensure_group(self.r, self.own)
+        ensure_group(self.r, self.shared)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _entries(self, reply) -> list[Entry]:
+        out = []
+        for stream, rows in reply or []:
+            for entry_id, fields in rows:
+                if fields is None:  # a held entry deleted from the stream: nothing to run
+                    self.r.xack(stream, GROUP, entry_id)
+                    continue
+                out.append(Entry(stream, entry_id, fields.get("task_id", ""), stream == self.own))
+        return out
+
+    def read(self, block_ms: int) -> Entry | None:
+        """Wait up to ``block_ms`` for the next entry from this agent's stream or the shared one.
+
+        One ``XREADGROUP`` covers both (own stream first). When it returns an entry from each,
+        the second is handed back at once so another idle worker can take it.
+        """
+        reply = self.reader.xreadgroup(
+            GROUP, self.agent_id, {self.own: ">", self.shared: ">"}, count=1, block=max(block_ms, 1)
+        )
+        entries = self._entries(reply)
+        for extra in entries[1:]:
+            self.release(extra)
+        return entries[0] if entries else None
+
+    def held_by_me(self) -> list[Entry]:
+        """Entries this agent id received before and never acknowledged (a restarted worker)."""
+        reply = self.r.xreadgroup(GROUP, self.agent_id, {self.own: "0", self.shared: "0"}, count=100)
+        return [
+            Entry(e.stream, e.entry_id, e.task_id, e.directed, reclaimed_from=self.agent_id)
+            for e in self._entries(reply)
+        ]  # fmt: skip
+
+    def release(self, entry: Entry) -> str:
+        """Hand an untouched entry back: a copy at the end of its stream, the original acked."""
+        return self._release(keys=[entry.stream], args=[GROUP, entry.entry_id])
+
+    # -- taking the task --------------------------------------------------------------------
+
+    def claim(self, entry: Entry) -> Claim:
+        """Take the entry's task for this agent: state ``running``, ``started_at`` now, attempts + 1.
+
+        The hot path is one Lua call. A shared-docket entry takes a ``pending`` task; an entry
+        on the agent's own stream takes a task ``assigned`` to this agent; a taken-over entry
+        also takes the task its dead holder was running.
+        """
+        if entry.reclaimed_from:
+            return self._claim_reclaimed(entry)
+        fields = {"assigned_to": self.agent_id, "started_at": to_rfc3339(now())}
+        if entry.directed:
+            result = self.town.tasks.transition(
+                entry.task_id, "running", allowed_from=("assigned",), assignee=self.agent_id,
+                set_fields=fields, incr_attempts=True,
+            )  # fmt: skip
+        else:
+            result = self.town.tasks.transition(
+                entry.task_id, "running", allowed_from=("pending",), set_fields=fields, incr_attempts=True
+            )
+        if not result.ok:
+            return Claim(None, result.status if result.status != "state" else f"state:{result.old_state}")
+        task = self.town.tasks.find(entry.task_id)
+        return Claim(task, "" if task else "missing")
+
+    def _claim_reclaimed(self, entry: Entry) -> Claim:
+        task = self.town.tasks.find(entry.task_id)
+        if task is None:
+            return Claim(None, "missing")
+        holder = entry.reclaimed_from
+        if task.state == "pending" and not entry.directed:
+            allowed, assignee = ("pending",), ""
+        elif task.state in ("running", "assigned") and task.assigned_to == holder:
+            allowed, assignee = (task.state,), holder
+        else:
+            return Claim(None, f"state:{task.state}")
+        if task.attempts >= self.config.agent.max_attempts:
+            reason = (
+                f"failed after {task.attempts} attempts (max_attempts = {self.config.agent.max_attempts}); "
+                f"the last one ended when worker {holder} stopped without finishing it"
+            )
+            self.town.tasks.transition(
+                task.id, "failed", allowed_from=allowed, assignee=assignee,
+                set_fields={"result": reason, "completed_at": to_rfc3339(now())},
+            )  # fmt: skip
+            return Claim(None, "attempts")
+        fields = {"assigned_to": self.agent_id, "started_at": to_rfc3339(now())}
+        result = self.town.tasks.transition(
+            task.id, "running", allowed_from=allowed, assignee=assignee, set_fields=fields, incr_attempts=True
+        )
+        if not result.ok:
+            return Claim(None, result.status if result.status != "state" else f"state:{result.old_state}")
+        return Claim(self.town.tasks.find(task.id))
+
+    # -- while the task runs, and after -----------------------------------------------------
+
+    def keep_alive(self, entry: Entry) -> bool:
+        """Reset the entry's idle time (``XCLAIM … JUSTID`` by its holder). False if no longer held."""
+        return bool(self._keep_alive(keys=[entry.stream], args=[GROUP, self.agent_id, entry.entry_id]))
+
+    def ack(self, entry: Entry) -> None:
+        """Acknowledge: call only after the task's final state for this attempt is written."""
+        self.r.xack(entry.stream, GROUP, entry.entry_id)
+
+    # -- taking over from dead workers ------------------------------------------------------
+
+    def reclaim_one(self) -> Entry | None:
+        """Take over one shared-docket entry whose holder is dead, if any.
+
+        Candidates are entries idle longer than ``claim_timeout_secs`` (``XPENDING … IDLE``);
+        one is taken only if its holder's agent is missing, terminal or has a stale heartbeat. The
+        take-over itself is ``XAUTOCLAIM`` from exactly that entry, in one script that first checks
+        the same holder still has it idle, so a holder that refreshed it in the meantime keeps it.
+        """
+        min_idle_ms = self.config.agent.claim_timeout_secs * 1000
+        try:
+            rows = self.r.xpending_range(self.shared, GROUP, min="-", max="+", count=20, idle=min_idle_ms)
+        except redis.ResponseError as err:
+            if "NOGROUP" in str(err):
+                return None
+            raise
+        verdicts: dict[str, bool] = {}
+        for row in rows:
+            holder = row["consumer"]
+            if holder == self.agent_id:
+                continue
+            if holder not in verdicts:
+                verdicts[holder] = is_dead(self.town.agents.find(holder), self.config)
+            if not verdicts[holder]:
+                continue
+            entry_id = row["message_id"]
+            flat = self._take_over(keys=[self.shared], args=[GROUP, self.agent_id, min_idle_ms, entry_id, holder])
+            if flat:
+                fields = dict(zip(flat[::2], flat[1::2]))
+                return Entry(self.shared, entry_id, fields.get("task_id", ""), False, reclaimed_from=holder)
+        return None
+
+    def forget_dead_consumers(self) -> list[str]:
+        """Remove consumers of the shared docket that hold nothing and whose agent is dead."""
+        removed = []
+        try:
+            consumers = self.r.xinfo_consumers(self.shared, GROUP)
+        except redis.ResponseError:
+            return removed
+        for c in consumers:
+            name = c["name"]
+            if name == self.agent_id or int(c.get("pending", 0)) > 0:
+                continue
+            if is_dead(self.town.agents.find(name), self.config) and forget_consumer(self.r, self.shared, name):
+                removed.append(name)
+        return removed

@@ -1,0 +1,276 @@
+"""Recovering work from dead agents: ``tt recover``, ``tt reclaim`` and their REST routes.
+
+- :func:`recover` marks agents with a stale heartbeat ``stopped`` and returns every docket entry
+  a dead agent still holds to work (its task back to the backlog, or failed past
+  ``max_attempts``).
+- :func:`reclaim` moves the inbox messages and directed tasks of terminal agents to the backlog
+  or to another agent. It never discards a message: with no destination it only lists, and a
+  message that cannot go where asked stays where it is.
+- :func:`orphan_tasks` finds live tasks assigned to an agent that is gone or terminal.
+- :func:`recover_silent_workers` is the part idle workers run on their own: directed tasks a
+  dead agent holds go back to the backlog.
+
+"Dead" is judged by heartbeats (``DEAD_AFTER_HEARTBEATS`` missed intervals), never by files on
+the caller's disk. These are operator actions, not hot paths: they read the agent index.
+"""
+
+from __future__ import annotations
+
+import json
+
+from . import messages as inbox
+from .docket import GROUP, entry_task_id, forget_consumer, held_entries, holders, is_dead
+from .errors import InvalidTransition
+from .records import ACTIVE_AGENT_STATES, Agent, now, to_rfc3339
+from .store import Town
+
+ORPHAN_ACTIONS = ("list", "to_backlog", "backlog", "cancel", "delete")
+_HELD_ENTRIES_PER_PASS = 1000
+
+# KEYS: 1 source list, 2 destination list; ARGV: 1 raw message, 2 rewritten message, 3 urgent.
+_MOVE_MESSAGE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if ARGV[3] == '1' then redis.call('LPUSH', KEYS[2], ARGV[2]) else redis.call('RPUSH', KEYS[2], ARGV[2]) end
+return 1
+"""
+
+
+def _activity(town: Town, agent_id: str, line: str) -> None:
+    """Upstream's activity log: newest first, ten lines, an hour."""
+    key = town.keys.activity(agent_id)
+    pipe = town.redis.pipeline(transaction=False)
+    pipe.lpush(key, f"[{to_rfc3339(now())}] {line}")
+    pipe.ltrim(key, 0, 9)
+    pipe.expire(key, 3600)
+    pipe.execute()
+
+
+def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: int = 0) -> int:
+    """Give back every entry ``holder`` holds on ``stream`` (idle at least ``min_idle_ms``).
+
+    Returns how many tasks went back.
+    Each task goes back to the backlog with a fresh shared-docket entry (or is failed when it
+    used up ``max_attempts``), then the old entry is acknowledged — in that order, so a crash in
+    between leaves a duplicate entry, never a lost task.
+    """
+    returned = 0
+    max_attempts = town.config.agent.max_attempts
+    for entry_id, _idle in held_entries(town.redis, stream, holder, min_idle_ms=min_idle_ms, count=_HELD_ENTRIES_PER_PASS):
+        task_id = entry_task_id(town.redis, stream, entry_id)
+        task = town.tasks.find(task_id) if task_id else None
+        if task is not None and not task.terminal:
+            owned = task.state == "pending" or task.assigned_to == holder
+            if owned and task.state == "running" and task.attempts >= max_attempts:
+                reason = (
+                    f"failed after {task.attempts} attempts (max_attempts = {max_attempts}); "
+                    f"the last one ended when worker {holder} stopped without finishing it"
+                )
+                if town.tasks.transition(
+                    task.id, "failed", allowed_from=("running",), assignee=holder,
+                    set_fields={"result": reason, "completed_at": to_rfc3339(now())},
+                ).ok:  # fmt: skip
+                    returned += 1
+            elif owned:
+                assignee = "" if task.state == "pending" else holder
+                if town.tasks.requeue(task.id, allowed_from=(task.state,), assignee=assignee).ok:
+                    returned += 1
+        town.redis.xack(stream, GROUP, entry_id)
+    return returned
+
+
+def _live_agents(town: Town) -> list[Agent]:
+    pipe = town.redis.pipeline(transaction=False)
+    for state in ACTIVE_AGENT_STATES:
+        pipe.smembers(town.keys.agents_in_state(state))
+    ids = sorted(set().union(*pipe.execute()))
+    found = [town.agents.find(i) for i in ids]
+    return [a for a in found if a is not None and a.active]
+
+
+def recover(town: Town) -> dict:
+    """Stop agents whose heartbeat is stale and return the work every dead agent holds.
+
+    Returns ``{"checked": n, "recovered": n, "agents": [names], "reclaimed": n}``: agents
+    examined, agents marked stopped, their names, and tasks returned to work (or failed past
+    ``max_attempts``).
+    """
+    config = town.config
+    live = _live_agents(town)
+    stopped: list[Agent] = []
+    for agent in live:
+        if is_dead(agent, config):
+            result = town.agents.update(agent.id, "stopped", allowed_from=ACTIVE_AGENT_STATES)
+            if result.ok:
+                age = "never" if not agent.last_heartbeat else agent.last_heartbeat
+                _activity(town, agent.id, f"recovered: no heartbeat since {age}; marked stopped")
+                stopped.append(agent)
+    alive = {a.id for a in live} - {a.id for a in stopped}
+
+    reclaimed = 0
+    for holder in holders(town.redis, town.keys.docket):
+        if holder not in alive and is_dead(town.agents.find(holder), config):
+            reclaimed += return_held_entries(town, town.keys.docket, holder)
+            forget_consumer(town.redis, town.keys.docket, holder)  # dead consumers leave the group
+    for agent in stopped:
+        reclaimed += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id)
+    for agent in town.agents.all():  # terminal agents that left entries behind (drain timeout)
+        if agent.id not in alive and not agent.active and agent.current_task:
+            reclaimed += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id)
+            town.agents.update(agent.id, delete_fields=("current_task",))
+    return {"checked": len(live), "recovered": len(stopped), "agents": [a.name for a in stopped], "reclaimed": reclaimed}
+
+
+def recover_silent_workers(town: Town) -> int:
+    """What idle workers run every ``claim_timeout_secs``: return the directed tasks that
+    live-state agents with a stale heartbeat hold on their own streams (no other worker reads
+    those), once idle longer than ``claim_timeout_secs``. Their shared-docket entries are taken
+    over by :meth:`Docket.reclaim_one`. Agent states are left to ``tt recover`` (a worker never
+    stops another). Reads only the agent state indexes. Returns how many tasks went back.
+    """
+    config = town.config
+    min_idle_ms = config.agent.claim_timeout_secs * 1000
+    returned = 0
+    for agent in _live_agents(town):
+        if is_dead(agent, config):
+            returned += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id, min_idle_ms=min_idle_ms)
+    return returned
+
+
+# -- reclaim: inbox messages and directed tasks of terminal agents ----------------------------
+
+
+def _directed_tasks(town: Town, agent_ids: set[str]) -> list:
+    """Live tasks (assigned or running) whose assignee is one of ``agent_ids``."""
+    out = []
+    for state in ("assigned", "running"):
+        ids = town.redis.zrange(town.keys.tasks_in_state(state), 0, -1)
+        out += [t for t in town.tasks.many(ids) if t is not None and t.assigned_to in agent_ids]
+    return out
+
+
+def _move_message(town: Town, list_key: str, raw: str, target: Agent, urgent: bool) -> bool:
+    """Move one message to the target's inbox atomically; False if it was no longer there."""
+    message = inbox.decode(raw)
+    message["to"] = target.id
+    dest = town.keys.urgent(target.id) if urgent else town.keys.inbox(target.id)
+    move = town.redis.register_script(_MOVE_MESSAGE)
+    return bool(move(keys=[list_key, dest], args=[raw, json.dumps(message), "1" if urgent else "0"]))
+
+
+def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None, from_agent: str | None = None) -> dict:
+    """Move the work of terminal agents (or of ``from_agent``) to the backlog or another agent.
+
+    Directed tasks (``assigned``/``running`` to the agent) go back to the backlog or are
+    re-assigned to ``to_agent``. Inbox messages move to ``to_agent``; with ``to_backlog`` a
+    ``task`` message becomes a backlog task and a ``task_assign`` message requeues its task,
+    while other messages stay in the inbox (a backlog holds tasks, not conversation). With
+    neither destination nothing moves: everything is listed.
+
+    Returns ``{"reclaimed": n, "destination": "Backlog" | 'Agent("<name>")' | "Listed",
+    "messages": [{"agent", "kind", "id", "type", "summary", "outcome"}]}`` where ``reclaimed``
+    counts what moved (what would move, when listing).
+    """
+    if to_backlog and to_agent:
+        raise ValueError("choose one destination: to_backlog or to_agent, not both")
+    target = town.agents.resolve(to_agent) if to_agent else None
+    if from_agent:
+        source = town.agents.resolve(from_agent)
+        if source.active:
+            raise InvalidTransition("agent", source.name, source.state, "reclaimed from while it runs (stop it first)")
+        sources = [source]
+    else:
+        sources = [a for a in town.agents.all() if not a.active]
+    sources = [a for a in sources if target is None or a.id != target.id]
+    destination = "Backlog" if to_backlog else f'Agent("{target.name}")' if target else "Listed"
+    names = {a.id: a.name for a in sources}
+    items: list[dict] = []
+
+    for task in _directed_tasks(town, set(names)):
+        item = {"agent": names[task.assigned_to], "kind": "task", "id": task.id, "type": "task",
+                "summary": task.description, "outcome": "listed"}  # fmt: skip
+        if to_backlog or target:
+            moved = town.tasks.requeue(
+                task.id, allowed_from=(task.state,), assignee=task.assigned_to, to_agent=target.id if target else None
+            ).ok
+            item["outcome"] = ("moved" if target else "to_backlog") if moved else "kept"
+        items.append(item)
+
+    for agent in sources:
+        for urgent, list_key in ((True, town.keys.urgent(agent.id)), (False, town.keys.inbox(agent.id))):
+            for raw in town.redis.lrange(list_key, 0, -1):
+                message = inbox.decode(raw)
+                kind, summary = inbox.summarize(message)
+                item = {"agent": agent.name, "kind": "message", "id": message.get("id", ""), "type": kind,
+                        "summary": summary, "outcome": "listed"}  # fmt: skip
+                if target:
+                    item["outcome"] = "moved" if _move_message(town, list_key, raw, target, urgent) else "kept"
+                elif to_backlog:
+                    item["outcome"] = _message_to_backlog(town, agent, list_key, raw, message)
+                items.append(item)
+
+    if to_backlog or target:
+        reclaimed = sum(1 for i in items if i["outcome"] in ("moved", "to_backlog"))
+    else:
+        reclaimed = len(items)
+    return {"reclaimed": reclaimed, "destination": destination, "messages": items}
+
+
+def _message_to_backlog(town: Town, agent: Agent, list_key: str, raw: str, message: dict) -> str:
+    """A ``task`` message becomes a backlog task; a ``task_assign`` requeues its task; others stay."""
+    kind = message.get("type")
+    if kind == "task" and message.get("description"):
+        # Remove first: if the message is already gone someone else moved it; never duplicate.
+        if not town.redis.lrem(list_key, 1, raw):
+            return "kept"
+        town.tasks.add(str(message["description"]), tags=["reclaimed"])
+        return "to_backlog"
+    if kind == "task_assign" and message.get("task_id"):
+        task = town.tasks.find(str(message["task_id"]))
+        if task is None or task.terminal:
+            return "kept"
+        if task.state != "pending":
+            if not town.tasks.requeue(task.id, allowed_from=(task.state,), assignee=task.assigned_to or "").ok:
+                return "kept"
+        town.redis.lrem(list_key, 1, raw)
+        return "to_backlog"
+    return "kept"
+
+
+# -- orphan tasks ------------------------------------------------------------------------------
+
+
+def orphan_tasks(town: Town, action: str = "list") -> dict:
+    """Live tasks assigned to an agent that is missing or terminal, and what to do with them.
+
+    ``action``: ``list`` (default), ``to_backlog``/``backlog`` (requeue: pending, unassigned,
+    fresh shared-docket entry), ``cancel`` (with the reason) or ``delete``. Raises ValueError for
+    any other action. Returns ``{"action", "count", "orphans": [{"task_id", "assigned_to",
+    "state", "reason": "agent_missing" | "agent_terminal"}]}``.
+    """
+    if action not in ORPHAN_ACTIONS:
+        raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ORPHAN_ACTIONS)}")
+    orphans = []
+    verdicts: dict[str, str | None] = {}
+    for state in ("pending", "assigned", "running"):
+        ids = town.redis.zrange(town.keys.tasks_in_state(state), 0, -1)
+        for task in town.tasks.many(ids):
+            if task is None or not task.assigned_to:
+                continue
+            if task.assigned_to not in verdicts:
+                agent = town.agents.find(task.assigned_to)
+                verdicts[task.assigned_to] = "agent_missing" if agent is None else None if agent.active else "agent_terminal"
+            reason = verdicts[task.assigned_to]
+            if reason:
+                orphans.append({"task_id": task.id, "assigned_to": task.assigned_to, "state": task.state, "reason": reason})
+    for o in orphans:
+        if action in ("to_backlog", "backlog"):
+            town.tasks.requeue(o["task_id"], allowed_from=(o["state"],), assignee=o["assigned_to"])
+        elif action == "cancel":
+            why = "assignee no longer exists" if o["reason"] == "agent_missing" else "assignee is in a terminal state"
+            town.tasks.transition(
+                o["task_id"], "cancelled", allowed_from=(o["state"],), assignee=o["assigned_to"],
+                set_fields={"result": f"Cancelled: {why}", "completed_at": to_rfc3339(now())},
+            )  # fmt: skip
+        elif action == "delete":
+            town.tasks.delete(o["task_id"])
+    return {"action": action, "count": len(orphans), "orphans": orphans}
