@@ -47,6 +47,10 @@ class Keys:
     def agent(self, agent_id: str) -> str:
         return self._k("agent", agent_id)
 
+    def agent_field(self, field: str) -> str:
+        """``tt:<town>:agent:*-><field>``: a ``SORT … GET`` pattern reading one field of each agent."""
+        return self._k("agent", "*") + "->" + field
+
     @property
     def agents(self) -> str:
         return self._k("agents")

@@ -1,4 +1,10 @@
-"""Townhall's Flask application: ``create_app(config)`` builds it from blueprints."""
+"""Townhall's Flask application: ``create_app(config)`` builds it from blueprints.
+
+Blueprints follow the scope groups: ``public`` (no auth: probes, metrics, scaling, the spec),
+``read`` (``town.read``), ``write`` (``town.write``), ``manage`` (``agent.manage``). Errors are
+problem details (:mod:`.problems`), bodies are checked by :mod:`.validation`, and auth and the
+audit log live in :mod:`.access`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,36 @@ import time
 
 from flask import Flask
 
+from ..auth import Authenticator
 from ..config import Config
 from ..store import Town
+from ..store.missions import MissionStore
+from .access import install_audit
+from .manage import manage
+from .problems import register_error_handlers
 from .public import public
+from .read import read
+from .write import write
+
+BLUEPRINTS = (public, read, write, manage)
 
 
-def create_app(config: Config, town: Town | None = None) -> Flask:
-    """The townhall app for ``config``; connects to (and if needed starts) the town's Redis."""
-    app = Flask("townhall")
-    app.config["TOWN"] = town or Town.connect(config)
+def create_app(config: Config, town: Town | None = None, **auth_options) -> Flask:
+    """The townhall app for ``config``; connects to (and if needed starts) the town's Redis.
+
+    ``auth_options`` go to :class:`tinytown.auth.Authenticator` (e.g. ``cache_ttl_secs=0`` to
+    measure Argon2 without the verification cache).
+    """
+    app = Flask("townhall", static_folder=None)
     app.config["STARTED_MONOTONIC"] = time.monotonic()
-    app.register_blueprint(public)
+    app.config["TOWN"] = town = town or Town.connect(config)
+    app.config["MISSIONS"] = getattr(town, "missions", None) or MissionStore(town.redis, town.keys)
+    app.config["AUTHENTICATOR"] = Authenticator(config.townhall.auth, **auth_options)
+    app.config["MAX_CONTENT_LENGTH"] = config.townhall.max_body_bytes
+    app.json.sort_keys = False
+    app.url_map.strict_slashes = False
+    register_error_handlers(app)
+    install_audit(app)
+    for bp in BLUEPRINTS:
+        app.register_blueprint(bp)
     return app

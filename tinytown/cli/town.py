@@ -84,6 +84,22 @@ def ignore_runtime_dir(root: Path) -> bool:
     return True
 
 
+GUNICORN_SHIM = """\
+# Written by `tt init`: plain `gunicorn townhall:app` run in this directory applies [townhall]
+# from tinytown.toml (bind, port, workers, timeouts, TLS) and townhall's start-up rules.
+from tinytown.gunicorn_conf import *  # noqa: F401,F403
+"""
+
+
+def write_gunicorn_shim(root: Path) -> Path | None:
+    """``gunicorn.conf.py`` (gunicorn reads it from the working directory by default), if absent."""
+    path = root / "gunicorn.conf.py"
+    if path.exists():
+        return None
+    path.write_text(GUNICORN_SHIM)
+    return path
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     root = town_dir(args.town)
     if not root.is_dir():
@@ -100,8 +116,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         path.unlink()
         raise
     ignored = ignore_runtime_dir(root)
+    shim = write_gunicorn_shim(root)
     print(f"Initialised town {name!r} in {root}")
-    print(f"  wrote {path}" + ("\n  added .tt/ to .gitignore" if ignored else ""))
+    print(f"  wrote {path}" + (f"\n  wrote {shim}" if shim else "") + ("\n  added .tt/ to .gitignore" if ignored else ""))
     print("  next: gunicorn -c python:tinytown.gunicorn_conf townhall:app   (starts Redis on first use)")
     return 0
 

@@ -1,0 +1,84 @@
+"""/metrics: upstream's names, HELP texts and order, values from Redis at scrape time, 503 body."""
+
+from __future__ import annotations
+
+import re
+
+from tinytown import messages
+from tinytown.api import create_app
+from tinytown.config import load_config
+from tinytown.connection import make_client
+from tinytown.metrics import HELP
+from tinytown.store import Town
+
+from .api_support import SpecClient, app, client  # noqa: F401 - fixtures
+
+ORDER = [
+    "tinytown_up", "tinytown_ready", "tinytown_agents_total", "tinytown_tasks_pending",
+    "tinytown_tasks_completed_total", "tinytown_missions_active", "tinytown_redis_latency_seconds",
+    "tinytown_backlog_tasks", "tinytown_tasks_assigned_pending", "tinytown_urgent_messages",
+]  # fmt: skip
+
+
+def parse(text: str) -> dict[str, float]:
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_series_names_help_texts_and_order_are_upstreams(client):
+    resp = client.get("/metrics")
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = resp.get_data(as_text=True)
+    helps = re.findall(r"^# HELP (\S+) (.*)$", text, re.M)
+    assert [name for name, _ in helps] == ORDER
+    for name, help_text in helps:
+        assert help_text == HELP[name.removesuffix("_total") if name.endswith("completed_total") else name]
+    assert re.search(r"^# TYPE tinytown_tasks_completed_total counter$", text, re.M)
+
+
+def test_values_come_from_the_towns_indexes(client, town):
+    alice = town.agents.register("alice", "claude")
+    bob = town.agents.register("bob", "claude")
+    town.agents.set_state(alice.id, "idle")
+    town.tasks.add("backlog 1")
+    town.tasks.add("backlog 2")
+    town.tasks.add("for bob", agent_id=bob.id)
+    done = town.tasks.add("done")
+    town.tasks.complete(done.id, "ok")
+    messages.send(town, bob.id, "now", urgent=True)
+    client.post("/v1/missions", json={"objectives": [{"type": "doc", "path": "x.md"}]})
+    v = parse(client.get("/metrics").get_data(as_text=True))
+    assert v['tinytown_agents_total{state="idle"}'] == 1 and v['tinytown_agents_total{state="starting"}'] == 1
+    assert 'tinytown_agents_total{state="working"}' not in v  # only states with agents
+    assert (v["tinytown_backlog_tasks"], v["tinytown_tasks_assigned_pending"], v["tinytown_tasks_pending"]) == (2, 1, 3)
+    assert v["tinytown_tasks_completed_total"] == 1 and v["tinytown_missions_active"] == 1
+    assert v["tinytown_urgent_messages"] == 1 and v["tinytown_up"] == 1 and v["tinytown_ready"] == 1
+    assert 0 < v["tinytown_redis_latency_seconds"] < 1
+
+
+def test_two_app_instances_report_the_same_numbers(town):
+    """Like two gunicorn workers: nothing is per-process, both read Redis at scrape time."""
+    one, two = SpecClient(create_app(town.config, town=town)), SpecClient(create_app(town.config, town=town))
+    one.post("/v1/backlog", json={"description": "x"})
+    a, b = parse(one.get("/metrics").get_data(as_text=True)), parse(two.get("/metrics").get_data(as_text=True))
+    a.pop("tinytown_redis_latency_seconds"), b.pop("tinytown_redis_latency_seconds")
+    assert a == b and a["tinytown_backlog_tasks"] == 1
+
+
+def test_unreachable_redis_gives_upstreams_503_body(tmp_path):
+    (tmp_path / "tinytown.toml").write_text('name = "down"\n[redis]\nurl = "redis://127.0.0.1:1/0"\n')
+    config = load_config(tmp_path, env={})
+    client = SpecClient(create_app(config, town=Town(config, make_client(config))))
+    resp = client.get("/metrics")
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 503
+    values = parse(text)
+    assert values.pop("tinytown_up") == 1 and values.pop("tinytown_ready") == 0
+    assert set(values.values()) == {0} and not any(k.startswith("tinytown_agents_total") for k in values)
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("# tinytown_metrics_error ") and "Connection refused" in last

@@ -1,0 +1,55 @@
+"""What the route modules share: the town, agent references and JSON shapes of records."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from ..records import SUPERVISOR_ID, Agent, Task, rest_state
+from ..store import Town
+from ..store.missions import MissionStore
+from .validation import uuid_param
+
+SUPERVISOR_ALIASES = ("supervisor", "conductor")
+
+
+def town() -> Town:
+    return current_app.config["TOWN"]
+
+
+def missions() -> MissionStore:
+    return current_app.config["MISSIONS"]
+
+
+def agent_id_for(ref: str, *, allow_supervisor: bool = False) -> tuple[str, Agent | None]:
+    """An agent reference (UUID, name, nickname, short id) → its id and record; 404 if unknown."""
+    if allow_supervisor and (ref.strip().lower() in SUPERVISOR_ALIASES or ref.strip().lower() == SUPERVISOR_ID):
+        return SUPERVISOR_ID, None
+    agent = town().agents.resolve(ref)
+    return agent.id, agent
+
+
+def valid_mission_id(value: str) -> str:
+    return uuid_param(value, "mission id")
+
+
+def agent_json(agent: Agent, current_scope: str | None) -> dict:
+    return {
+        "id": agent.id, "name": agent.name, "nickname": agent.nickname, "role_id": agent.role_id,
+        "parent_agent_id": agent.parent_agent_id, "spawn_mode": agent.spawn_mode, "cli": agent.cli,
+        "state": rest_state(agent.state), "current_scope": current_scope,
+    }  # fmt: skip
+
+
+def task_json(task: Task) -> dict:
+    return task.to_json()
+
+
+def current_scopes(agents: list[Agent]) -> dict[str, str]:
+    """Description of each agent's ``current_task`` (one pipelined read)."""
+    ids = [a.current_task for a in agents if a.current_task]
+    if not ids:
+        return {}
+    pipe = town().redis.pipeline(transaction=False)
+    for tid in ids:
+        pipe.hget(town().keys.task(tid), "description")
+    return {tid: desc for tid, desc in zip(ids, pipe.execute()) if desc is not None}

@@ -1,0 +1,100 @@
+"""Problem details (RFC 9457): every error townhall returns, and the handlers that make them.
+
+Each body is ``application/problem+json`` with ``type``, ``title``, ``status``, ``detail`` and,
+where one field of the request is at fault, ``field``. Auth failures additionally carry
+upstream's constant ``error`` text, so clients of either shape keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+
+import redis
+from flask import Flask, Response, current_app
+from werkzeug.exceptions import HTTPException
+
+from .. import defaults
+from ..errors import InvalidTransition, NotFound, TinytownError
+from ..redis_url import redact_text, resolve_target
+
+PROBLEM_TYPE = "https://tinytown.dev/errors/{status}"
+log = logging.getLogger("tinytown.townhall")
+
+
+class Problem(Exception):
+    """Raise anywhere in a request to answer with a problem document."""
+
+    def __init__(self, status: int, detail: str, *, field: str | None = None, headers: dict | None = None, **extra):
+        super().__init__(detail)
+        self.status, self.detail, self.field = status, detail, field
+        self.headers, self.extra = headers or {}, extra
+
+
+def problem(status: int, detail: str, *, field: str | None = None, headers: dict | None = None, **extra) -> Response:
+    body = {
+        "type": PROBLEM_TYPE.format(status=status),
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    resp = Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    for name, value in (headers or {}).items():
+        resp.headers[name] = value
+    return resp
+
+
+def redis_detail(err: Exception) -> str:
+    """What went wrong with Redis, naming it with its password redacted."""
+    target = resolve_target(current_app.config["TOWN"].config)
+    url, shown = target.url, target.display
+    return f"Redis at {shown} is unreachable: {redact_text(str(err), url)}; retry shortly"
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(Problem)
+    def _problem(err: Problem):
+        return problem(err.status, err.detail, field=err.field, headers=err.headers, **err.extra)
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException):
+        detail = err.description or HTTPStatus(err.code or 500).phrase
+        if err.code == 413:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            detail = f"request body is larger than the limit of {limit} bytes ([townhall].max_body_bytes)"
+        elif err.code == 404:
+            detail = "no such route; see /openapi.yaml for the API"
+        headers = {}
+        if err.code == 405 and err.valid_methods:
+            headers["Allow"] = ", ".join(sorted(err.valid_methods))
+            detail = f"method not allowed; this route accepts {headers['Allow']}"
+        return problem(err.code or 500, detail, headers=headers)
+
+    @app.errorhandler(NotFound)
+    def _not_found(err: NotFound):
+        return problem(404, str(err))
+
+    @app.errorhandler(InvalidTransition)
+    def _conflict(err: InvalidTransition):
+        return problem(409, str(err))
+
+    @app.errorhandler(TinytownError)
+    def _bad_request(err: TinytownError):
+        return problem(400, str(err))
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def _redis_down(err: Exception):
+        log.warning("event=redis_unavailable detail=%s", json.dumps(redis_detail(err)))
+        return problem(503, redis_detail(err), headers={"Retry-After": str(defaults.TOWNHALL_RETRY_AFTER_SECS)})
+
+    @app.errorhandler(Exception)
+    def _internal(err: Exception):
+        if isinstance(err, HTTPException):
+            return _http(err)
+        log.exception("event=internal_error")
+        return problem(500, "internal error; the townhall log has the details")

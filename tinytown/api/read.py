@@ -1,0 +1,178 @@
+"""Read routes (scope ``town.read``): town, agents, tasks, backlog, inboxes, missions."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from .. import defaults, messages
+from ..keys import TASK_STATES
+from ..redis_url import resolve_target
+from ..store.missions import WORK_STATUSES
+from .access import protect
+from .common import agent_id_for, agent_json, current_scopes, valid_mission_id, missions, task_json, town
+from .problems import Problem
+from .validation import page, query_bool, query_int, uuid_param
+
+read = Blueprint("read", __name__)
+protect(read, "town.read")
+
+
+@read.get("/v1/town")
+def town_info():
+    cfg = town().config
+    return {"name": cfg.name, "root": str(cfg.root), "redis_url": resolve_target(cfg).display}
+
+
+@read.get("/v1/status")
+def status():
+    """Town and every agent with its inbox lengths (``deep`` accepted and ignored, as upstream)."""
+    t = town()
+    agents = t.agents.all()
+    scopes = current_scopes(agents)
+    pipe = t.redis.pipeline(transaction=False)
+    for a in agents:
+        pipe.llen(t.keys.inbox(a.id))
+        pipe.llen(t.keys.urgent(a.id))
+    lengths = pipe.execute() if agents else []
+    rows = []
+    for i, a in enumerate(agents):
+        row = agent_json(a, scopes.get(a.current_task or ""))
+        row.update(rounds_completed=a.rounds_completed, tasks_completed=a.tasks_completed,
+                   inbox_len=lengths[2 * i], urgent_len=lengths[2 * i + 1])  # fmt: skip
+        rows.append(row)
+    info = town_info()
+    return {**info, "agent_count": len(rows), "agents": rows}
+
+
+@read.get("/v1/agents")
+def list_agents():
+    agents = town().agents.all()
+    scopes = current_scopes(agents)
+    rows = [
+        {**agent_json(a, scopes.get(a.current_task or "")), "last_heartbeat": a.last_heartbeat or None,
+         "current_task": a.current_task}
+        for a in agents
+    ]  # fmt: skip
+    return {"agents": rows, "count": len(rows)}
+
+
+@read.get("/v1/tasks")
+def list_tasks():
+    state = request.args.get("state")
+    if state is not None:
+        state = state.lower()
+        if state not in TASK_STATES:
+            raise Problem(422, f"query parameter 'state' must be one of {', '.join(TASK_STATES)}, got {request.args['state']!r}", field="state")
+    offset, limit = page()
+    tasks, total = town().tasks.list(state, offset=offset, limit=limit)
+    return {"tasks": [task_json(t) for t in tasks], "count": len(tasks), "total": total, "offset": offset, "limit": limit}
+
+
+@read.get("/v1/tasks/pending")
+def pending_tasks():
+    """Tasks assigned to an agent and not yet started (upstream listed inbox task messages)."""
+    t = town()
+    offset, limit = page()
+    tasks, total = t.tasks.list("assigned", offset=offset, limit=limit)
+    names = {}
+    ids = sorted({task.assigned_to for task in tasks if task.assigned_to})
+    if ids:
+        pipe = t.redis.pipeline(transaction=False)
+        for agent_id in ids:
+            pipe.hget(t.keys.agent(agent_id), "name")
+        names = dict(zip(ids, pipe.execute()))
+    rows = [
+        {"task_id": task.id, "description": task.description, "agent_id": task.assigned_to,
+         "agent_name": names.get(task.assigned_to or "")}
+        for task in tasks
+    ]  # fmt: skip
+    return {"tasks": rows, "count": total}
+
+
+@read.get("/v1/tasks/<task_id>")
+def get_task(task_id: str):
+    return task_json(town().tasks.get(uuid_param(task_id, "task id")))
+
+
+@read.get("/v1/backlog")
+def backlog():
+    t = town()
+    offset, limit = page()
+    ids, total = t.tasks.backlog(offset=offset, limit=limit)
+    rows = []
+    for tid, task in zip(ids, t.tasks.many(ids)):
+        if task is None:
+            rows.append({"task_id": tid, "description": "(task record not found)", "tags": []})
+        else:
+            rows.append({"task_id": tid, "description": task.description, "tags": task.tags})
+    return {"backlog": rows, "count": total}
+
+
+@read.route("/v1/agents/<agent>/inbox", methods=["GET", "POST"])
+def inbox(agent: str):
+    """The first 100 regular messages (peeked, not consumed) and both inbox lengths."""
+    agent_id, _ = agent_id_for(agent, allow_supervisor=True)
+    msgs, total, urgent = messages.peek(town(), agent_id, defaults.TOWNHALL_INBOX_PEEK)
+    rows = []
+    for m in msgs:
+        kind, summary = messages.summarize(m)
+        rows.append({"id": m.get("id", ""), "from": m.get("from", ""), "type": kind, "summary": summary})
+    return {"agent": agent, "total": total, "urgent": urgent, "messages": rows}
+
+
+# -- missions ---------------------------------------------------------------------------------
+
+
+@read.get("/v1/missions")
+def list_missions():
+    offset, limit = page()
+    found, total = missions().list(active_only=query_bool("active_only"), offset=offset, limit=limit)
+    return {"missions": [m.data for m in found], "count": len(found), "total": total}
+
+
+@read.get("/v1/missions/<mission_id>")
+def show_mission(mission_id: str):
+    mid = valid_mission_id(mission_id)
+    store = missions()
+    mission = store.get(mid)
+    return {
+        "mission": mission.data,
+        "work_items": store.work_items(mid) if query_bool("include_work", True) else [],
+        "watches": store.watches(mid) if query_bool("include_watches", True) else [],
+        "events": store.events(mid) if query_bool("include_events", False) else [],
+        "summary": store.summary(mid),
+    }
+
+
+@read.get("/v1/missions/<mission_id>/work")
+def mission_work(mission_id: str):
+    mid = valid_mission_id(mission_id)
+    status = request.args.get("status")
+    if status is not None and status not in WORK_STATUSES:
+        raise Problem(422, f"query parameter 'status' must be one of {', '.join(WORK_STATUSES)}", field="status")
+    missions().get(mid)
+    items = missions().work_items(mid, status)
+    return {"work_items": items, "count": len(items)}
+
+
+@read.get("/v1/missions/<mission_id>/work/<work_item_id>")
+def mission_work_item(mission_id: str, work_item_id: str):
+    mid = valid_mission_id(mission_id)
+    missions().get(mid)
+    return missions().work_item(mid, work_item_id)
+
+
+@read.get("/v1/missions/<mission_id>/watches")
+def mission_watches(mission_id: str):
+    mid = valid_mission_id(mission_id)
+    missions().get(mid)
+    watches = missions().watches(mid)
+    return {"watches": watches, "count": len(watches)}
+
+
+@read.get("/v1/missions/<mission_id>/events")
+def mission_events(mission_id: str):
+    mid = valid_mission_id(mission_id)
+    missions().get(mid)
+    events = missions().events(mid, query_int("limit", 50, 1, 100))
+    return {"events": events, "count": len(events)}

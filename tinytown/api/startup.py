@@ -1,0 +1,191 @@
+"""Townhall's start-up rules (upstream §9.1, made real) and the container key bootstrap.
+
+Refuses to start, with the fix in the message, when:
+
+- a non-loopback address is bound with ``[townhall.auth] mode = "none"``;
+- ``[townhall.tls]`` is enabled and its ``cert_file``/``key_file`` is unset, missing or unreadable;
+- ``[townhall.mtls]`` is enabled or required without a readable ``ca_file`` (mTLS needs TLS).
+
+Container bootstrap: bound to a non-loopback address with no auth configured and
+``TINYTOWN_BOOTSTRAP_API_KEY=1``, townhall generates an API key, writes its Argon2id hash into
+``tinytown.toml`` (``mode = "api_key"``) and the raw key to ``.townhall-api-key`` (mode 0600,
+or ``TINYTOWN_TOWNHALL_API_KEY_PATH``). Concurrent workers serialise on a lock file, so exactly
+one key is made.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .. import defaults
+from ..apikeys import generate_key, hash_key
+from ..config import Config, load_config
+from ..errors import ConfigError
+from ..redis_url import is_loopback
+
+log = logging.getLogger("tinytown.townhall")
+
+
+def bind_host(address: str) -> str:
+    """The host part of a gunicorn bind (``host:port``, ``[v6]:port``, ``unix:/path``)."""
+    if address.startswith(("unix:", "fd://")):
+        return "unix"
+    if address.startswith("["):
+        return address[1:].split("]", 1)[0]
+    return address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+
+
+def is_local_bind(host: str) -> bool:
+    return host == "unix" or is_loopback(host)
+
+
+def _readable(config: Config, value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = config.path(value)
+    return path if path.is_file() and os.access(path, os.R_OK) else None
+
+
+def startup_errors(config: Config, binds: Iterable[str] | None = None) -> list[str]:
+    """Every reason townhall must not start, each with its fix (empty: fine to start)."""
+    th = config.townhall
+    hosts = [bind_host(b) for b in binds] if binds is not None else [th.bind]
+    errors = []
+    exposed = [h for h in hosts if not is_local_bind(h)]
+    if exposed and th.auth.mode == "none":
+        errors.append(
+            f"townhall would listen on {exposed[0]} (not loopback) with [townhall.auth] mode = \"none\": "
+            "anyone who can reach it could drive the town. Set mode = \"api_key\" with a hash from "
+            "`tt auth gen-key` (or mode = \"oidc\"), or bind 127.0.0.1 ([townhall] bind / TINYTOWN_REST_BIND)"
+        )
+    if th.tls.enabled:
+        for key in ("cert_file", "key_file"):
+            value = getattr(th.tls, key)
+            if _readable(config, value) is None:
+                shown = config.path(value) if value else "unset"
+                errors.append(f"[townhall.tls] {key} is {shown} but TLS is enabled: set it to a readable PEM file")
+    if th.mtls.enabled or th.mtls.required:
+        if not th.tls.enabled:
+            errors.append("[townhall.mtls] is on but [townhall.tls] enabled = false: mTLS needs TLS; enable it with cert_file and key_file")
+        if _readable(config, th.mtls.ca_file) is None:
+            shown = config.path(th.mtls.ca_file) if th.mtls.ca_file else "unset"
+            errors.append(f"[townhall.mtls] ca_file is {shown}: set it to a readable PEM bundle of the CAs that sign client certificates")
+    return errors
+
+
+def startup_warnings(config: Config, binds: Iterable[str] | None = None) -> list[str]:
+    th = config.townhall
+    hosts = [bind_host(b) for b in binds] if binds is not None else [th.bind]
+    if th.auth.mode == "api_key" and any(not is_local_bind(h) for h in hosts) and not th.tls.enabled:
+        return ["API keys travel in clear text without [townhall.tls]; enable TLS or terminate it in front of townhall"]
+    return []
+
+
+def check_startup(config: Config, binds: Iterable[str] | None = None) -> None:
+    """Raise :class:`ConfigError` listing every start-up rule broken; log the warnings."""
+    binds = list(binds) if binds is not None else None
+    for warning in startup_warnings(config, binds):
+        log.warning("event=startup_warning detail=%s", warning)
+    errors = startup_errors(config, binds)
+    if errors:
+        raise ConfigError("townhall refuses to start: " + "; ".join(errors))
+
+
+# --- container bootstrap ----------------------------------------------------------------------
+
+
+def set_auth_in_toml(text: str, phc: str) -> str:
+    """``tinytown.toml`` text with ``mode = "api_key"`` and ``api_key_hash`` under ``[townhall.auth]``."""
+    lines = text.splitlines()
+    wanted = {"mode": '"api_key"', "api_key_hash": f'"{phc}"'}
+    start = next((i for i, line in enumerate(lines) if line.strip() == "[townhall.auth]"), None)
+    if start is None:
+        block = ["", "[townhall.auth]"] + [f"{k} = {v}" for k, v in wanted.items()]
+        return "\n".join(lines + block) + "\n"
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    section = lines[start + 1 : end]
+    for key, value in wanted.items():
+        pattern = re.compile(rf"^\s*{key}\s*=")
+        for i, line in enumerate(section):
+            if pattern.match(line):
+                section[i] = f"{key} = {value}"
+                break
+        else:
+            section.insert(0, f"{key} = {value}")
+    return "\n".join(lines[: start + 1] + section + lines[end:]) + "\n"
+
+
+def key_file_path(config: Config, env: Mapping[str, str]) -> Path:
+    custom = env.get("TINYTOWN_TOWNHALL_API_KEY_PATH")
+    return Path(custom) if custom else config.root / defaults.TOWNHALL_API_KEY_FILENAME
+
+
+def bootstrap_api_key(config: Config, env: Mapping[str, str] | None = None, binds: Iterable[str] | None = None) -> Config:
+    """Make and configure an API key if the container bootstrap applies; returns the config to use."""
+    env = os.environ if env is None else env
+    hosts = [bind_host(b) for b in binds] if binds is not None else [config.townhall.bind]
+    if env.get("TINYTOWN_BOOTSTRAP_API_KEY") != "1" or config.townhall.auth.mode != "none":
+        return config
+    if all(is_local_bind(h) for h in hosts):
+        return config
+    config.runtime_dir.mkdir(parents=True, exist_ok=True)
+    with open(config.runtime_dir / "bootstrap.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = load_config(config.root, env)
+        if current.townhall.auth.mode != "none":
+            return current  # another worker got here first
+        key = generate_key()
+        path = config.root / defaults.CONFIG_FILENAME
+        text = path.read_text(encoding="utf-8") if path.exists() else f'name = "{config.name}"\n'
+        key_path = key_file_path(config, env)
+        key_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        os.chmod(key_path, 0o600)
+        tmp = path.with_suffix(".toml.tmp")
+        tmp.write_text(set_auth_in_toml(text, hash_key(key)), encoding="utf-8")
+        os.replace(tmp, path)
+        log.warning("event=api_key_bootstrapped key_file=%s detail=%s", key_path,
+                    "generated an API key for this non-loopback townhall; its hash is in tinytown.toml")  # fmt: skip
+        return load_config(config.root, env)
+
+
+def gunicorn_command_binds(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> list[str] | None:
+    """Addresses given to gunicorn with ``-b``/``--bind`` (argv or ``GUNICORN_CMD_ARGS``), if any.
+
+    Lets the app check the real bind even when gunicorn runs without this project's config
+    module; None when this is not gunicorn or no bind was given on the command line.
+    """
+    import shlex
+    import sys
+
+    argv = sys.argv if argv is None else argv
+    env = os.environ if env is None else env
+    if not argv or not Path(argv[0]).name.startswith("gunicorn"):
+        return None
+    from gunicorn.config import Config as GunicornConfig
+
+    parser = GunicornConfig().parser()
+    binds: list[str] = []
+    for args in (shlex.split(env.get("GUNICORN_CMD_ARGS", "")), argv[1:]):
+        try:
+            parsed, _ = parser.parse_known_args(args)
+        except SystemExit:
+            continue
+        binds += parsed.bind or []
+    return binds or None
+
+
+def townhall_config(root=None, env: Mapping[str, str] | None = None, binds: Iterable[str] | None = None) -> Config:
+    """Load the town's config for townhall: bootstrap a key if asked, then enforce the rules."""
+    env = os.environ if env is None else env
+    binds = list(binds) if binds is not None else None
+    config = bootstrap_api_key(load_config(root, env), env, binds)
+    check_startup(config, binds)
+    return config

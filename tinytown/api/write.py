@@ -1,0 +1,181 @@
+"""Write routes (scope ``town.write``): tasks, backlog, messages, mission records."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from .. import messages
+from ..records import SUPERVISOR_ID
+from ..store.missions import WORK_STATUSES
+from .access import protect
+from .common import agent_id_for, valid_mission_id, missions, task_json, town
+from .problems import Problem
+from .validation import field, json_body, uuid_param
+
+write = Blueprint("write", __name__)
+protect(write, "town.write")
+
+
+def _task_options(body: dict) -> dict:
+    """The optional task fields a worker understands."""
+    return {
+        "tags": field(body, "tags", list, default=[]),
+        "repo": field(body, "repo", str),
+        "base_branch": field(body, "base_branch", str),
+        "push": field(body, "push", bool, default=False),
+        "cli": field(body, "cli", str),
+    }
+
+
+@write.post("/v1/tasks/assign")
+def assign_task():
+    body = json_body()
+    ref = field(body, "agent", str, required=True, nonempty=True)
+    description = field(body, "task", str, required=True, nonempty=True)
+    options = _task_options(body)
+    agent_id, _ = agent_id_for(ref)
+    task = town().tasks.add(description, agent_id=agent_id, **options)
+    return {"task_id": task.id, "agent_id": agent_id, "agent_name": ref}, 201
+
+
+@write.post("/v1/backlog")
+def add_backlog():
+    body = json_body()
+    description = field(body, "description", str, required=True, nonempty=True)
+    task = town().tasks.add(description, **_task_options(body))
+    return {"task_id": task.id, "description": task.description}, 201
+
+
+@write.post("/v1/backlog/<task_id>/claim")
+def claim(task_id: str):
+    task_id = uuid_param(task_id, "task id")
+    ref = field(json_body(), "agent", str, required=True, nonempty=True)
+    agent_id, _ = agent_id_for(ref)
+    if town().tasks.find(task_id) is None:
+        raise Problem(404, f"Task {task_id} not found in backlog")
+    town().tasks.assign(task_id, agent_id)
+    return {"task_id": task_id, "agent_id": agent_id, "agent_name": ref}
+
+
+@write.post("/v1/backlog/assign-all")
+def assign_all():
+    ref = field(json_body(), "agent", str, required=True, nonempty=True)
+    agent_id, _ = agent_id_for(ref)
+    t = town()
+    assigned = []
+    ids, _ = t.tasks.backlog(limit=2**31)
+    for tid in ids:
+        if t.tasks.transition(tid, "assigned", allowed_from=("pending",), set_fields={"assigned_to": agent_id},
+                              dispatch_to=agent_id).ok:  # fmt: skip
+            assigned.append(tid)
+    return {"assigned": len(assigned), "tasks": assigned}
+
+
+@write.delete("/v1/backlog/<task_id>")
+def remove_backlog(task_id: str):
+    task_id = uuid_param(task_id, "task id")
+    task = town().tasks.find(task_id)
+    if task is None or task.state != "pending":
+        raise Problem(404, f"Task {task_id} not found in backlog")
+    town().tasks.remove_from_backlog(task_id)
+    return {"removed": True, "task_id": task_id}
+
+
+@write.post("/v1/tasks/<task_id>/complete")
+def complete_task(task_id: str):
+    """A coding CLI (or anyone) reports success; ``agent`` optionally guards the assignee."""
+    task_id = uuid_param(task_id, "task id")
+    body = json_body(optional=True)
+    result = field(body, "result", str, default="")
+    agent_ref = field(body, "agent", str)
+    agent_id = agent_id_for(agent_ref)[0] if agent_ref else ""
+    town().tasks.complete(task_id, result, agent_id=agent_id)
+    return task_json(town().tasks.get(task_id))
+
+
+@write.post("/v1/tasks/<task_id>/fail")
+def fail_task(task_id: str):
+    task_id = uuid_param(task_id, "task id")
+    body = json_body(optional=True)
+    reason = field(body, "reason", str, default="") or field(body, "error", str, default="") or "Marked failed via API"
+    agent_ref = field(body, "agent", str)
+    agent_id = agent_id_for(agent_ref)[0] if agent_ref else ""
+    town().tasks.fail(task_id, reason, agent_id=agent_id)
+    return task_json(town().tasks.get(task_id))
+
+
+@write.post("/v1/messages/send")
+def send_message():
+    body = json_body()
+    to_ref = field(body, "to", str, required=True, nonempty=True)
+    text = field(body, "message", str, required=True)
+    kind = field(body, "kind", str, default="task")
+    from_ref = field(body, "from", str)
+    urgent = field(body, "urgent", bool, default=False)
+    to_id, _ = agent_id_for(to_ref, allow_supervisor=True)
+    sender = agent_id_for(from_ref, allow_supervisor=True)[0] if from_ref else SUPERVISOR_ID
+    if kind not in ("task", "query", "info", "ack"):
+        kind = "task"  # upstream: an unknown kind is a task
+    message = messages.send(town(), to_id, text, kind=kind, sender=sender, urgent=urgent)
+    return {"message_id": message["id"], "to_agent": to_id, "urgent": urgent}, 201
+
+
+# -- mission records --------------------------------------------------------------------------
+
+
+def _objective(i: int, value) -> dict:
+    name = f"objectives[{i}]"
+    if not isinstance(value, dict) or value.get("type") not in ("issue", "doc"):
+        raise Problem(422, f"field {name!r} must be an object with type \"issue\" or \"doc\"", field=name)
+    if value["type"] == "doc":
+        path = field(value, "path", str, required=True, nonempty=True)
+        return {"type": "doc", "path": path}
+    for key, kind in (("owner", str), ("repo", str), ("number", int)):
+        if not isinstance(value.get(key), kind) or isinstance(value.get(key), bool):
+            raise Problem(422, f"field '{name}.{key}' is required for an issue objective", field=f"{name}.{key}")
+    return {"type": "issue", "owner": value["owner"], "repo": value["repo"], "number": value["number"]}
+
+
+def _policy(body: dict) -> dict:
+    raw = body.get("policy") or {}
+    if not isinstance(raw, dict):
+        raise Problem(422, "field 'policy' must be an object", field="policy")
+    policy = {}
+    for key, kind in (("max_parallel_items", int), ("reviewer_required", bool), ("auto_merge", bool), ("watch_interval_secs", int)):
+        value = field(raw, key, kind)
+        if value is not None:
+            if kind is int and value < 1:
+                raise Problem(422, f"field 'policy.{key}' must be at least 1", field=f"policy.{key}")
+            policy[key] = value
+    return policy
+
+
+@write.post("/v1/missions")
+def start_mission():
+    body = json_body()
+    raw = body.get("objectives")
+    if not isinstance(raw, list) or not raw:
+        raise Problem(422, "field 'objectives' must be a non-empty array of issue or doc references", field="objectives")
+    objectives = [_objective(i, v) for i, v in enumerate(raw)]
+    mission = missions().create(objectives, _policy(body))
+    return {"mission_id": mission.id, "state": mission.state, "objective_count": len(objectives)}, 201
+
+
+@write.patch("/v1/missions/<mission_id>/work/<work_item_id>")
+def update_work_item(mission_id: str, work_item_id: str):
+    mid = valid_mission_id(mission_id)
+    body = json_body()
+    status = field(body, "status", str)
+    if status is not None and status not in WORK_STATUSES:
+        raise Problem(422, f"field 'status' must be one of {', '.join(WORK_STATUSES)}", field="status")
+    artifacts = field(body, "artifacts", list)
+    return missions().update_work_item(mid, work_item_id, status=status, artifacts=artifacts)
+
+
+@write.post("/v1/missions/<mission_id>/watches/<watch_id>/snooze")
+def snooze_watch(mission_id: str, watch_id: str):
+    mid = valid_mission_id(mission_id)
+    duration = field(json_body(), "duration_secs", int, required=True)
+    if duration < 60:
+        raise Problem(422, "field 'duration_secs' must be at least 60", field="duration_secs")
+    return missions().snooze_watch(mid, watch_id, duration)

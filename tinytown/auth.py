@@ -1,0 +1,219 @@
+"""Who is calling, and what they may do: API keys (Argon2id) and OIDC bearer tokens.
+
+Scopes are ``town.read``, ``town.write``, ``agent.manage`` and ``admin`` (implies all). An API key
+with no scopes configured has all of them (upstream §11); an OIDC token has exactly the scopes it
+carries in ``scope`` (space-separated) or ``scp`` (list or string).
+
+API keys are checked against the upstream single ``api_key_hash`` (principal ``api_key``) and every
+named ``[[townhall.auth.keys]]`` entry (principal = its name), so a key can be rotated by adding
+the new one, moving clients, then removing the old one. Argon2 costs tens of milliseconds by
+design; a successful verification is remembered for ``API_KEY_CACHE_TTL_SECS`` under an HMAC of
+the raw key with a random per-process secret, so the cache never holds a key or anything that
+can be checked against one offline. Failures are never cached.
+
+No Flask here; :mod:`tinytown.api.access` wires this into requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import jwt
+import requests
+
+from . import defaults
+from .apikeys import verify_key
+from .config import SCOPES, AuthConfig
+
+ALL_SCOPES = frozenset(SCOPES)
+OIDC_ALGORITHMS = ("RS256", "ES256")
+
+# Upstream's constant auth error texts (§9.2).
+AUTH_REQUIRED = "Authentication required"
+INVALID_CREDENTIALS = "Invalid credentials"
+INSUFFICIENT = "Insufficient permissions"
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+LOCAL = Principal("local", ALL_SCOPES)
+
+
+class AuthError(Exception):
+    """401 or 403 with upstream's constant ``error`` text and a specific ``detail``."""
+
+    def __init__(self, status: int, error: str, detail: str):
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def normalize_scopes(values) -> frozenset[str]:
+    """Known scopes from a token or config; ``town:read`` spellings accepted, others ignored."""
+    return frozenset(s.replace(":", ".") for s in values if s.replace(":", ".") in ALL_SCOPES)
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+class ApiKeyVerifier:
+    def __init__(
+        self,
+        auth: AuthConfig,
+        *,
+        cache_ttl_secs: float = defaults.API_KEY_CACHE_TTL_SECS,
+        max_entries: int = defaults.API_KEY_CACHE_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.keys: list[tuple[str, str, frozenset[str]]] = []
+        if auth.api_key_hash:
+            self.keys.append(("api_key", auth.api_key_hash, frozenset(auth.api_key_scopes) or ALL_SCOPES))
+        for key in auth.keys:
+            self.keys.append((key.name, key.hash, frozenset(key.scopes) or ALL_SCOPES))
+        self.cache_ttl_secs, self.max_entries, self.clock = cache_ttl_secs, max_entries, clock
+        self._secret = secrets.token_bytes(32)
+        self._cache: dict[bytes, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, raw_key: str) -> Principal:
+        if not self.keys:
+            raise AuthError(401, AUTH_REQUIRED, "no API key is configured; run `tt auth gen-key` and set [townhall.auth]")
+        digest = hmac.new(self._secret, raw_key.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        now = self.clock()
+        if self.cache_ttl_secs > 0:
+            hit = self._cache.get(digest)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        for name, phc, scopes in self.keys:
+            if verify_key(phc, raw_key):
+                principal = Principal(name, scopes)
+                if self.cache_ttl_secs > 0:
+                    with self._lock:
+                        while len(self._cache) >= self.max_entries:
+                            self._cache.pop(next(iter(self._cache)))
+                        self._cache[digest] = (now + self.cache_ttl_secs, principal)
+                return principal
+        raise AuthError(401, INVALID_CREDENTIALS, "the API key does not match any configured key")
+
+
+# --- OIDC -------------------------------------------------------------------------------------
+
+
+def _fetch_jwks(url: str) -> dict:
+    resp = requests.get(url, timeout=defaults.JWKS_FETCH_TIMEOUT_SECS)
+    resp.raise_for_status()
+    return resp.json()
+
+
+class OidcVerifier:
+    """Bearer JWTs (RS256, ES256) checked against the issuer's JWKS, issuer, audience and expiry."""
+
+    def __init__(
+        self,
+        auth: AuthConfig,
+        *,
+        fetch: Callable[[str], dict] = _fetch_jwks,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.auth, self.fetch, self.clock = auth, fetch, clock
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+
+    def _refresh(self, *, force: bool) -> None:
+        now = self.clock()
+        with self._lock:
+            age = None if self._fetched_at is None else now - self._fetched_at
+            if age is not None and (age < defaults.JWKS_MIN_REFETCH_INTERVAL_SECS or (not force and age < defaults.JWKS_CACHE_TTL_SECS)):
+                return
+            try:
+                data = self.fetch(self.auth.jwks_url)
+                keyset = jwt.PyJWKSet.from_dict(data)
+            except (requests.RequestException, ValueError, jwt.PyJWKSetError) as err:
+                if self._keys:  # keep serving with the keys we have
+                    self._fetched_at = now
+                    return
+                raise AuthError(401, INVALID_CREDENTIALS, f"cannot load the issuer's keys from {self.auth.jwks_url}: {err}") from None
+            self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
+            self._fetched_at = now
+
+    def _key_for(self, kid: str | None) -> jwt.PyJWK:
+        self._refresh(force=False)
+        if kid not in self._keys:
+            self._refresh(force=True)  # key rotation: an unknown kid refetches (rate-limited)
+        if kid not in self._keys:
+            raise AuthError(401, INVALID_CREDENTIALS, f"token key id {kid!r} is not in the issuer's JWKS")
+        return self._keys[kid]
+
+    def authenticate(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as err:
+            raise AuthError(401, INVALID_CREDENTIALS, f"not a JWT: {err}") from None
+        alg = header.get("alg")
+        if alg not in OIDC_ALGORITHMS:
+            raise AuthError(401, INVALID_CREDENTIALS, f"token algorithm {alg!r} is not accepted (RS256, ES256)")
+        key = self._key_for(header.get("kid"))
+        try:
+            claims = jwt.decode(
+                token, key.key, algorithms=[alg], audience=self.auth.audience, issuer=self.auth.issuer,
+                leeway=self.auth.clock_skew_seconds, options={"require": ["exp", "iss", "aud", "sub"]},
+            )  # fmt: skip
+        except jwt.InvalidTokenError as err:
+            raise AuthError(401, INVALID_CREDENTIALS, f"token rejected: {err}") from None
+        raw = claims.get("scope", claims.get("scp", ""))
+        values = raw.split() if isinstance(raw, str) else [str(v) for v in raw] if isinstance(raw, list) else []
+        missing = [s for s in self.auth.required_scopes if s not in normalize_scopes(values)]
+        if missing:
+            raise AuthError(403, INSUFFICIENT, f"token lacks required scope(s): {', '.join(missing)}")
+        return Principal(str(claims["sub"]), normalize_scopes(values))
+
+
+# --- the request side -------------------------------------------------------------------------
+
+
+def credential(authorization: str | None, x_api_key: str | None) -> str | None:
+    """``Authorization: Bearer <x>`` first, then ``X-API-Key`` (upstream §11)."""
+    if authorization and authorization.startswith("Bearer "):
+        value = authorization[len("Bearer ") :].strip()
+        if value:
+            return value
+    if x_api_key and x_api_key.strip():
+        return x_api_key.strip()
+    return None
+
+
+class Authenticator:
+    """The configured mode: ``none`` (everyone is ``local`` with all scopes), ``api_key``, ``oidc``."""
+
+    def __init__(self, auth: AuthConfig, **kwargs):
+        self.mode = auth.mode
+        self.api_keys = ApiKeyVerifier(auth, **kwargs) if auth.mode == "api_key" else None
+        self.oidc = OidcVerifier(auth) if auth.mode == "oidc" else None
+
+    def authenticate(self, authorization: str | None, x_api_key: str | None) -> Principal:
+        if self.mode == "none":
+            return LOCAL
+        token = credential(authorization, x_api_key)
+        if token is None:
+            raise AuthError(401, AUTH_REQUIRED, "send Authorization: Bearer <key or token> or X-API-Key: <key>")
+        if self.oidc is not None:
+            return self.oidc.authenticate(token)
+        return self.api_keys.authenticate(token)
+
+
+def audit_line(**fields) -> str:
+    return json.dumps({"event": "audit", **fields}, separators=(",", ":"))
