@@ -1,0 +1,414 @@
+"""scaler.py against a real Docker engine, a real townhall (gunicorn), real Redis and the real
+agent-worker image built from this repository's Dockerfile.
+
+Every test gets its own town (a unique name, so the containers the scaler starts carry their own
+``tinytown.town`` label), its own townhall process and scaler state file, on one managed Redis
+over TCP shared by the module. Workers run with host networking and reach that Redis on
+127.0.0.1; their coding CLI is ``tests/fake_cli.py`` (``[sleep N]`` in a task description makes
+it take N seconds). Passes run in-process through ``Scaler.run_pass`` or as ``python scaler.py
+--once`` where the exit code or the printed JSON is the behaviour under test.
+
+Skipped only when no Docker engine answers (``bash .ci/docker-engine.sh`` starts one; CI does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+import requests
+
+from tinytown.records import parse_rfc3339
+
+from .docker_support import build_image, docker_client_or_skip_reason
+from .scaler_stack import ScalerTown, TcpRedis, free_port
+from .worker_support import poll
+
+pytestmark = pytest.mark.docker
+
+IMAGE = f"tinytown-agent-worker:scaler-test-{os.getpid()}"
+TASK_DONE_TIMEOUT_SECS = 60.0
+IDLE_EXIT_TIMEOUT_SECS = 30.0
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine():
+    client = docker_client_or_skip_reason()
+    if isinstance(client, str):
+        pytest.skip(client)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def worker_image(engine):
+    """The agent-worker image, built once for this module (labelled tinytown.test=1)."""
+    build_image("agent-worker", IMAGE)
+    yield IMAGE
+    try:
+        engine.images.remove(IMAGE, force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+@pytest.fixture(scope="module")
+def tcp_redis(tmp_path_factory):
+    redis = TcpRedis(tmp_path_factory.mktemp("scaler-redis")).start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture
+def make_town(tmp_path, engine, worker_image, tcp_redis):
+    """Factory: a started town (townhall up); its containers are removed by label afterwards."""
+    towns: list[ScalerTown] = []
+
+    def make(**agent) -> ScalerTown:
+        town = ScalerTown(tmp_path / f"town{len(towns) + 1}", tcp_redis.url, worker_image, agent)
+        towns.append(town)
+        return town.start()
+
+    yield make
+    for town in towns:
+        town.stop(engine)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def local_docker_host() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def write_outposts(path: Path, *outposts: dict) -> Path:
+    lines = []
+    for outpost in outposts:
+        lines.append("[[outposts]]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in outpost.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def one_pass(scaler):
+    return scaler.run_pass(time.time())
+
+
+def started(report) -> list[dict]:
+    return [a for a in report.actions if a["action"] == "start"]
+
+
+def wait_task(town: ScalerTown, task_id: str, state: str, timeout: float = TASK_DONE_TIMEOUT_SECS):
+    def reached():
+        task = town.town.tasks.get(task_id)
+        return task if task.state == state else None
+
+    return poll(reached, timeout=timeout, message=f"task {task_id} to be {state}")
+
+
+def statuses(town: ScalerTown, engine) -> dict[str, str]:
+    return {c.id: c.status for c in town.containers(engine)}
+
+
+def wait_exited(town: ScalerTown, engine, count: int, timeout: float = IDLE_EXIT_TIMEOUT_SECS):
+    def exited():
+        found = [c for c in town.containers(engine) if c.status == "exited"]
+        return found if len(found) >= count else None
+
+    return poll(exited, timeout=timeout, message=f"{count} container(s) to exit")
+
+
+def agent_of(container) -> str:
+    return container.labels["tinytown.agent_id"]
+
+
+def stop_worker_process(container) -> int:
+    """SIGSTOP the worker inside a running container (tini's child): the container stays
+    ``running`` while its heartbeats stop, like a hung worker. Returns the host PID."""
+    container.reload()
+    init_pid = container.attrs["State"]["Pid"]
+    children = Path(f"/proc/{init_pid}/task/{init_pid}/children").read_text().split()
+    assert children, f"container {container.name} has no worker process under its init"
+    pid = int(children[0])
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def recommendation(town: ScalerTown) -> str:
+    return requests.get(town.townhall.url + "/api/scaling", timeout=5).json()["scaling_recommendation"]
+
+
+def heartbeat_age_secs(town: ScalerTown, agent_id: str) -> float:
+    agent = town.town.agents.get(agent_id)
+    return time.time() - parse_rfc3339(agent.last_heartbeat).timestamp()
+
+
+# --- scale from zero, back to zero -------------------------------------------------------------
+
+
+def test_tasks_arriving_with_zero_workers_start_one_container_each_and_the_tasks_complete(make_town, engine):
+    town = make_town()
+    tasks = [town.town.tasks.add(f"task {i} [sleep 1]") for i in range(2)]
+    assert town.containers(engine) == []
+
+    report = one_pass(town.scaler())
+
+    assert report.exit_status == 0, report.error
+    assert [(a["outpost"], a["ok"]) for a in started(report)] == [("local", True), ("local", True)]
+    containers = town.containers(engine)
+    assert len(containers) == 2
+    for c in containers:
+        assert c.labels["tinytown.role"] == "agent-worker"
+        assert c.labels["tinytown.outpost"] == "local"
+    agent_ids = {agent_of(c) for c in containers}
+    assert agent_ids == {a["agent_id"] for a in started(report)}
+    for task in tasks:
+        done = wait_task(town, task.id, "completed")
+        assert done.assigned_to in agent_ids  # run by a worker the scaler started
+
+
+def test_idle_workers_exit_zero_by_themselves_and_exited_containers_beyond_keep_are_removed(make_town, engine):
+    town = make_town()  # idle_timeout_secs = 3
+    tasks = [town.town.tasks.add(f"task {i} [sleep 0]") for i in range(2)]
+    assert len(started(one_pass(town.scaler()))) == 2
+    for task in tasks:
+        wait_task(town, task.id, "completed")
+
+    exited = wait_exited(town, engine, 2)
+    assert [c.attrs["State"]["ExitCode"] for c in exited] == [0, 0]
+    assert {town.town.agents.get(agent_of(c)).state for c in exited} == {"stopped"}
+
+    report = one_pass(town.scaler(keep_exited=1))
+
+    assert report.exit_status == 0, report.error
+    removed = [a["container_id"] for a in report.actions if a["action"] == "remove" and a["ok"]]
+    assert len(removed) == 1 and started(report) == []
+    left = town.containers(engine)
+    assert len(left) == 1 and left[0].id[:12] not in removed
+
+    report = one_pass(town.scaler(keep_exited=0))
+    assert [a["action"] for a in report.actions] == ["remove"]
+    assert town.containers(engine) == []
+
+
+# --- safety ------------------------------------------------------------------------------------
+
+
+def test_a_worker_holding_a_task_is_never_drained_even_when_the_scaler_wants_zero(make_town, engine):
+    town = make_town(idle_timeout_secs=60)  # the idle worker stays until it is drained
+    long = town.town.tasks.add("long [sleep 12]")
+    short = town.town.tasks.add("short [sleep 0]")
+    assert len(started(one_pass(town.scaler()))) == 2
+    wait_task(town, short.id, "completed")
+    busy_agent = wait_task(town, long.id, "running").assigned_to
+    busy = next(c for c in town.containers(engine) if agent_of(c) == busy_agent)
+    idle = next(c for c in town.containers(engine) if agent_of(c) != busy_agent)
+    poll(lambda: recommendation(town) == "scale_down", timeout=10,
+             message="townhall to recommend scale_down (1 task in flight, 2 agents)")
+
+    # Target 0, no cooldown, no hysteresis: the most eager scale-down there is.
+    eager = town.scaler(max_workers=0, scale_down_cooldown_secs=0, scale_down_after_passes=1)
+    drained = []
+    for _ in range(3):
+        report = one_pass(eager)
+        drained += [a["container_id"] for a in report.actions if a["action"] == "drain"]
+        busy.reload()
+        assert busy.status == "running"
+        time.sleep(0.5)
+
+    assert town.town.tasks.get(long.id).state == "running"  # it was busy through every pass
+    assert drained == [idle.id[:12]]  # the idle one, once
+    done = wait_task(town, long.id, "completed")
+    assert done.assigned_to == busy_agent and done.attempts == 1  # never interrupted
+    idle.reload()
+    assert idle.status == "exited" and idle.attrs["State"]["ExitCode"] == 0  # drained cleanly
+
+
+def test_townhall_down_means_nothing_is_started_drained_or_removed_and_once_exits_4(make_town, engine):
+    town = make_town()
+    long = town.town.tasks.add("long [sleep 120]")
+    town.town.tasks.add("short [sleep 0]")
+    assert len(started(one_pass(town.scaler()))) == 2
+    wait_task(town, long.id, "running")
+    wait_exited(town, engine, 1)  # the other worker idled out
+    town.town.tasks.add("one more")  # would need a start
+    before = statuses(town, engine)
+    assert sorted(before.values()) == ["exited", "running"]
+
+    town.townhall.stop()
+    # Settings that would remove the exited container, drain or restart the running one and
+    # start another if the pass acted at all.
+    result = town.cli("--once", "--json", *town.cli_args(
+        keep_exited=0, max_workers=0, scale_down_cooldown_secs=0, scale_down_after_passes=1,
+        start_grace_secs=0, unhealthy_after_secs=1, restart_after_failures=1))
+
+    assert result.returncode == 4, result.stderr
+    line = json.loads(result.stdout)
+    assert line["actions"] == [] and line["plan"] is None
+    assert "/api/scaling" in line["error"]
+    assert "event=signal_unavailable" in result.stderr
+    assert statuses(town, engine) == before
+
+
+# --- outposts ----------------------------------------------------------------------------------
+
+
+def test_an_unreachable_outpost_is_skipped_by_its_breaker_and_the_next_one_takes_the_start(make_town, engine, tmp_path):
+    town = make_town()
+    config = write_outposts(
+        tmp_path / "outposts.toml",
+        {"name": "gone", "docker_host": f"tcp://127.0.0.1:{free_port()}", "max_workers": 5},
+        {"name": "local", "docker_host": local_docker_host(), "max_workers": 5},
+    )
+    task = town.town.tasks.add("task [sleep 30]")
+
+    report = one_pass(town.scaler(config))
+
+    assert report.exit_status == 0, report.error
+    assert [(a["outpost"], a["ok"]) for a in started(report)] == [("local", True)]
+    gone = report.outposts[0]
+    assert (gone["name"], gone["reachable"], gone["breaker_failures"]) == ("gone", False, 1)
+    assert gone["breaker_open_until"] is not None
+    assert [c.labels["tinytown.outpost"] for c in town.containers(engine)] == ["local"]
+    wait_task(town, task.id, "running")
+
+    town.town.tasks.add("another [sleep 0]")  # the first worker is busy: a second one is due
+    report = one_pass(town.scaler(config))  # within the backoff: not even contacted
+    assert report.outposts[0]["reachable"] is None and report.outposts[1]["reachable"] is True
+    assert [a["outpost"] for a in started(report)] == ["local"]
+
+
+def test_the_first_outpost_takes_new_workers_until_its_max_workers_then_the_next(make_town, engine, tmp_path):
+    town = make_town()
+    config = write_outposts(
+        tmp_path / "outposts.toml",
+        {"name": "near", "docker_host": local_docker_host(), "max_workers": 1},
+        {"name": "far", "docker_host": local_docker_host(), "max_workers": 5},
+    )
+    for i in range(3):
+        town.town.tasks.add(f"task {i} [sleep 5]")
+
+    report = one_pass(town.scaler(config))
+
+    assert report.exit_status == 0, report.error
+    assert [a["outpost"] for a in started(report)] == ["near", "far", "far"]
+    by_outpost = sorted(c.labels["tinytown.outpost"] for c in town.containers(engine))
+    assert by_outpost == ["far", "far", "near"]
+    assert [(o["name"], o["live"]) for o in report.outposts] == [("near", 0), ("far", 0)]
+    report = one_pass(town.scaler(config))  # counted now: full, nothing more to start
+    assert [(o["name"], o["live"]) for o in report.outposts] == [("near", 1), ("far", 2)]
+    assert started(report) == []
+
+
+# --- cost --------------------------------------------------------------------------------------
+
+
+def test_the_cost_cap_stops_new_starts_and_json_and_status_report_the_cost(make_town, engine, tmp_path):
+    town = make_town()
+    config = write_outposts(tmp_path / "priced.toml",
+                            {"name": "local", "max_workers": 5, "cost_per_hour": 1.5})
+    for i in range(3):
+        town.town.tasks.add(f"task {i} [sleep 60]")
+    args = town.cli_args(config, cost_cap_hourly=3.0)
+
+    first = town.cli("--once", "--json", *args)
+
+    assert first.returncode == 0, first.stderr
+    line = json.loads(first.stdout)
+    assert [a["action"] for a in line["actions"]] == ["start", "start"]
+    assert line["plan"]["unplaced"] == 1
+    assert line["plan"]["unplaced_reason"].startswith("cost cap reached")
+    assert line["cost"]["hourly"] == 3.0 and line["cost"]["cap_hourly"] == 3.0
+    assert len(town.containers(engine)) == 2
+    assert {c.labels["tinytown.cost_per_hour"] for c in town.containers(engine)} == {"1.5"}
+
+    again = json.loads(town.cli("--once", "--json", *args).stdout)
+    assert again["actions"] == [] and again["plan"]["unplaced"] == 1
+    assert len(town.containers(engine)) == 2
+
+    poll(lambda: town.town.tasks.counts().get("running") == 2, timeout=20,
+             message="both workers to take a task")
+    status = town.cli("status", "--json", *args)
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["cost"]["hourly"] == 3.0 and report["cost"]["cap_hourly"] == 3.0
+    assert len(report["containers"]) == 2
+    assert all(row["cost_so_far"] >= 0 and row["agent_state"] == "Working" for row in report["containers"])
+
+
+# --- health ------------------------------------------------------------------------------------
+
+HEALTH = {"start_grace_secs": 1, "unhealthy_after_secs": 2, "restart_after_failures": 3,
+          "restart_timeout_secs": 1}
+
+
+def a_hung_worker(town: ScalerTown, engine, **settings):
+    """One worker that finished its task and then stopped heartbeating (its process stopped)."""
+    task = town.town.tasks.add("task [sleep 0]")
+    assert len(started(one_pass(town.scaler(**settings)))) == 1
+    wait_task(town, task.id, "completed")
+    (container,) = town.containers(engine)
+    stop_worker_process(container)
+    poll(lambda: heartbeat_age_secs(town, agent_of(container)) > HEALTH["unhealthy_after_secs"] + 0.5,
+             timeout=10, message="the heartbeat to go stale")
+    return container
+
+
+def test_a_worker_that_stops_heartbeating_is_restarted_after_three_failing_passes(make_town, engine):
+    town = make_town(idle_timeout_secs=120)
+    container = a_hung_worker(town, engine)
+    container.reload()
+    first_start = container.attrs["State"]["StartedAt"]
+    scaler = town.scaler(**HEALTH)
+
+    for failing in (1, 2):
+        report = one_pass(scaler)
+        assert report.plan["restarts"] == [] and report.actions == [], f"pass {failing}"
+
+    report = one_pass(scaler)
+
+    assert [(a["action"], a["ok"], a["container_id"]) for a in report.actions] == \
+        [("restart", True, container.id[:12])]
+    container.reload()
+    assert container.status == "running" and container.attrs["State"]["StartedAt"] != first_start
+    poll(lambda: heartbeat_age_secs(town, agent_of(container)) < 1.5
+             and town.town.agents.get(agent_of(container)).state == "idle", timeout=20,
+             message="the restarted worker to serve (Idle, heartbeating) again")
+
+
+def test_a_failed_restart_marks_the_worker_and_runs_the_notify_command(make_town, engine, tmp_path):
+    town = make_town(idle_timeout_secs=120)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    event_file, env_file = tmp_path / "event.json", tmp_path / "event.env"
+    settings = {**HEALTH, "volumes": town.settings()["volumes"] + [f"{extra}:/extra"],
+                "notify_command": f"sh -c 'cat > {event_file}; printf %s \"$TINYTOWN_EVENT\" > {env_file}'"}
+    container = a_hung_worker(town, engine, **settings)
+    # The container can no longer start: its mount source became a file.
+    extra.rmdir()
+    extra.write_text("not a directory\n")
+    scaler = town.scaler(**settings)
+
+    reports = [one_pass(scaler) for _ in range(3)]
+
+    assert [a["action"] for r in reports[:2] for a in r.actions] == []
+    (action,) = reports[2].actions
+    assert (action["action"], action["container_id"]) == ("mark_error", container.id[:12])
+    assert "restart container" in action["error"]
+    event = json.loads(event_file.read_text())
+    assert event["event"] == env_file.read_text() == "worker_restart_failed"
+    assert (event["container_id"], event["agent_id"], event["town"]) == \
+        (container.id, agent_of(container), town.name)
+
+    after = one_pass(scaler)  # marked: neither judged nor restarted again, nor counted as live
+    assert after.plan["restarts"] == [] and after.plan["live"] == 0
+    assert [a["action"] for a in after.actions] == []
