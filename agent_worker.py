@@ -86,16 +86,19 @@ class Outcome:
     exit_code: int | None = None
     timed_out: bool = False
     handed_back: bool = False  # stopped by a drain timeout: the entry is left for reclaim
+    cancelled: bool = False  # the task was cancelled (tt/REST) while it ran: its CLI was stopped
     error: str = ""  # the CLI could not be started, or its workspace could not be prepared
     tail: str = ""
 
     @property
     def succeeded(self) -> bool:
-        return self.exit_code == 0 and not (self.timed_out or self.handed_back or self.error)
+        return self.exit_code == 0 and not (self.timed_out or self.handed_back or self.cancelled or self.error)
 
     def reason(self, config: Config) -> str:
         if self.error:
             return self.error
+        if self.cancelled:
+            return "cancelled while it ran; its process group was stopped"
         if self.timed_out:
             return f"timed out after {config.agent.task_timeout_secs} s (task_timeout_secs); its process group was stopped"
         return f"the coding CLI exited with code {self.exit_code}"
@@ -129,6 +132,7 @@ class Worker:
         self.signals = 0
         self.idle_since = time.monotonic()
         self.held: Entry | None = None  # the entry whose task is running; kept fresh by heartbeats
+        self.cancelled_task = ""  # set by the heartbeat thread when the running task is cancelled
         self.proc: subprocess.Popen | None = None
         self.reader_client_id: int | None = None
         self.wake = threading.Event()
@@ -359,7 +363,7 @@ class Worker:
                 ws = workspace.open_workspace(self.config.path(self.agent_cfg.workspace_dir), task, self.config.root)
                 self.log("workspace_ready", task=task.id, path=ws.path, branch=ws.branch, continued=ws.continued)
                 self.with_redis("record_branch", self.town.tasks.transition, task.id, "running", allowed_from=("running",),
-                                assignee=self.agent_id, set_fields={"branch": ws.branch})  # fmt: skip
+                                assignee=self.agent_id, set_fields={"branch": ws.branch, "started_at": to_rfc3339(now())})  # fmt: skip
             except TinytownError as err:
                 return Outcome(error=f"workspace: {err}"), None
         return self.run_cli(task, inbox, ws), ws
@@ -415,6 +419,9 @@ class Worker:
         while True:
             if exited.wait(defaults.CLI_POLL_SECS):
                 return Outcome(exit_code=self.proc.wait())
+            if self.cancelled_task == task.id:
+                self.log("cli_stopping", task=task.id, pid=self.proc.pid, reason="task_cancelled")
+                return Outcome(exit_code=_stop_group(self.proc), cancelled=True)
             t = time.monotonic()
             if self.stopping and drain_deadline is None:
                 drain_deadline = t + self.agent_cfg.drain_timeout_secs
@@ -534,6 +541,8 @@ class Worker:
                 held = self.held
                 if held is not None and not self.docket.keep_alive(held):
                     self.log("entry_lost", task=held.task_id, entry=held.entry_id)
+                if held is not None and self.town.tasks.state_of(held.task_id) in ("cancelled", None):
+                    self.cancelled_task = held.task_id  # wait_for_cli stops the CLI
                 if failing:
                     self.log("heartbeat_resumed")
                 failing = False

@@ -159,6 +159,17 @@ def test_complete_and_fail_report_a_task_outcome(client, town):
     assert town.tasks.counts()["completed"] == 1 and town.tasks.counts()["failed"] == 1
 
 
+def test_cancel_stops_a_live_task_for_good(client, town):
+    task = town.tasks.add("no longer wanted")
+    body = client.post(f"/v1/tasks/{task.id}/cancel", json={"reason": "duplicate of #7"}).get_json()
+    assert body["state"] == "Cancelled" and body["result"] == "duplicate of #7"
+    assert town.tasks.counts()["cancelled"] == 1 and town.tasks.counts()["pending"] == 0
+    again = client.post(f"/v1/tasks/{task.id}/cancel")
+    assert again.status_code == 409 and town.tasks.get(task.id).result == "duplicate of #7"
+    assert client.post(f"/v1/tasks/{uuid.uuid4()}/cancel").status_code == 404
+    assert client.post(f"/v1/tasks/{town.tasks.add('x').id}/cancel", json={"reason": 7}).status_code == 422
+
+
 def test_complete_without_a_body_is_accepted(client, town):
     task = town.tasks.add("a")
     assert client.post(f"/v1/tasks/{task.id}/complete").status_code == 200

@@ -103,6 +103,16 @@ def test_completing_twice_fails_with_exit_1_and_keeps_the_result(run_tt, town):
     assert town.tasks.get(task.id).result == "first"
 
 
+def test_task_cancel_takes_it_off_the_backlog_with_the_reason(run_tt, town):
+    task = town.tasks.add("not any more")
+    result = run_tt("task", "cancel", task.id, "--reason", "superseded")
+    assert result.returncode == 0, result.stderr
+    stored = town.tasks.get(task.id)
+    assert (stored.state, stored.result) == ("cancelled", "superseded")
+    assert task.id not in run_tt("backlog", "list").stdout
+    assert run_tt("task", "cancel", task.id).returncode == 1
+
+
 def test_unknown_task_exits_5(run_tt):
     result = run_tt("task", "show", "3c9a3a52-0000-4000-8000-000000000000")
     assert result.returncode == 5 and "not found" in result.stderr

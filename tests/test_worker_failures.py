@@ -6,7 +6,7 @@ import os
 import signal
 
 from .test_worker_dispatch import acked, open_town, wait_terminal
-from .worker_support import kill_recorded_groups, poll, read_records, worker_town, workers  # noqa: F401
+from .worker_support import kill_recorded_groups, poll, process_gone, read_records, worker_town, workers  # noqa: F401
 
 
 def starts(records):
@@ -106,15 +106,29 @@ def test_task_timeout_stops_the_whole_process_group_and_counts_as_a_failed_attem
 
     assert done.state == "failed" and "timed out after 1 s" in done.result
     child = next(r["child_pid"] for r in read_records(records) if r["event"] == "child")
+    assert poll(lambda: process_gone(child), timeout=5, message="the CLI's child to be killed")
 
-    def gone(pid):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return open(f"/proc/{pid}/stat").read().split()[2] == "Z"  # a zombie awaiting its reaper
 
-    assert poll(lambda: gone(child), timeout=5, message="the CLI's child to be killed")
+def test_cancelling_a_running_task_stops_its_cli_and_the_worker_goes_on(worker_town, workers, tmp_path):
+    root = worker_town(heartbeat_interval_secs=1)
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    worker = workers.start(root)
+    task = town.tasks.add(f"[record {records}] [child] [sleep 60]")
+    worker.wait_event("task_started", task=task.id)
+
+    town.tasks.cancel(task.id, "not needed any more")
+
+    finished = worker.wait_event("task_finished", task=task.id, timeout=10)
+    assert finished["outcome"] == "kept:cancelled"
+    runs = read_records(records)
+    cli = next(r["pid"] for r in runs if r["event"] == "start")
+    child = next(r["child_pid"] for r in runs if r["event"] == "child")
+    assert poll(lambda: process_gone(cli) and process_gone(child), timeout=5, message="the CLI's group to be stopped")
+    assert town.tasks.get(task.id).state == "cancelled"  # the worker does not overwrite it
+    assert acked(town, town.keys.docket)
+    nxt = town.tasks.add(f"[record {records}]")
+    assert wait_terminal(town, nxt.id).state == "completed"
 
 
 def test_a_directed_task_of_a_killed_worker_goes_back_to_the_backlog_for_others(worker_town, workers, tmp_path):

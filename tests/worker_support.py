@@ -60,6 +60,18 @@ def poll(check, *, timeout: float = 15.0, interval: float = 0.05, message: str =
         time.sleep(interval)
 
 
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` no longer runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 class WorkerProc:
     def __init__(self, popen: subprocess.Popen, log_path: Path):
         self.popen, self.log_path = popen, log_path

@@ -104,6 +104,15 @@ def fail_task(task_id: str):
     return task_json(town().tasks.get(task_id))
 
 
+@write.post("/v1/tasks/<task_id>/cancel")
+def cancel_task(task_id: str):
+    """Stop a task for good; a worker running it stops its CLI within one heartbeat interval."""
+    task_id = uuid_param(task_id, "task id")
+    reason = field(json_body(optional=True), "reason", str, default="") or "Cancelled via API"
+    town().tasks.cancel(task_id, reason)
+    return task_json(town().tasks.get(task_id))
+
+
 @write.post("/v1/messages/send")
 def send_message():
     body = json_body()

@@ -1,4 +1,4 @@
-"""``tt task show|list|complete|fail``: one task's record, and how a coding CLI reports back."""
+"""``tt task show|list|complete|fail|cancel``: one task's record, how a coding CLI reports back, and cancelling."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .common import add_json_flag, guard_redis, open_town, print_json, print_tab
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("task", help="show, list, complete or fail tasks")
+    p = sub.add_parser("task", help="show, list, complete, fail or cancel tasks")
     tsub = p.add_subparsers(dest="task_command", metavar="ACTION", required=True)
 
     s = tsub.add_parser("show", help="print one task's record")
@@ -36,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("task_id", nargs="?", help=help_id)
     f.add_argument("--reason", required=True, help="why it failed")
     f.set_defaults(func=cmd_fail)
+
+    x = tsub.add_parser("cancel", help="cancel a task; a worker running it stops its CLI within a heartbeat")
+    x.add_argument("task_id")
+    x.add_argument("--reason", default="Cancelled via tt", help="why (default: %(default)s)")
+    x.set_defaults(func=cmd_cancel)
 
 
 def _task_id(args: argparse.Namespace) -> str:
@@ -87,4 +92,11 @@ def cmd_fail(args: argparse.Namespace) -> int:
     task_id = _task_id(args)
     open_town(args).tasks.fail(task_id, args.reason)
     print(f"Task {task_id} failed: {args.reason}")
+    return 0
+
+
+@guard_redis
+def cmd_cancel(args: argparse.Namespace) -> int:
+    open_town(args).tasks.cancel(args.task_id, args.reason)
+    print(f"Task {args.task_id} cancelled: {args.reason}")
     return 0

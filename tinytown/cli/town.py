@@ -119,7 +119,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     shim = write_gunicorn_shim(root)
     print(f"Initialised town {name!r} in {root}")
     print(f"  wrote {path}" + (f"\n  wrote {shim}" if shim else "") + ("\n  added .tt/ to .gitignore" if ignored else ""))
-    print("  next: gunicorn -c python:tinytown.gunicorn_conf townhall:app   (starts Redis on first use)")
+    print("  next: gunicorn townhall:app   (townhall; starts the town's Redis on first use)")
+    print("        python -m agent_worker   (a worker; exits after [agent] idle_timeout_secs)")
     return 0
 
 

@@ -112,6 +112,10 @@ class TaskStore:
         data = self.r.hgetall(self.keys.task(task_id))
         return Task.from_hash(data) if data else None
 
+    def state_of(self, task_id: str) -> str | None:
+        """The task's state alone (one ``HGET``); None when the task does not exist."""
+        return self.r.hget(self.keys.task(task_id), "state")
+
     def get(self, task_id: str) -> Task:
         task = self.find(task_id)
         if task is None:
@@ -229,6 +233,8 @@ class TaskStore:
         return self._require(outcome, task_id, "failed")
 
     def cancel(self, task_id: str, reason: str) -> Transition:
+        """Mark a live task cancelled with the reason. A worker running it stops its CLI within one
+        heartbeat interval and leaves the state as it is; a queued docket entry is skipped."""
         outcome = self.transition(
             task_id, "cancelled", allowed_from=("pending", "assigned", "running"),
             set_fields={"result": reason, "completed_at": to_rfc3339(now())},
