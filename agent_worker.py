@@ -19,8 +19,9 @@ The lifecycle, as agent states in Redis (functions below follow it top to bottom
   ``TINYTOWN_AGENT_NAME``, else the host name.
 - Idle: one blocking ``XREADGROUP`` over the shared docket and the agent's own stream. A heartbeat
   thread writes ``last_heartbeat`` every ``heartbeat_interval_secs``, in every state.
-- Working: one Lua call takes the task (``running``, ``started_at``, attempts + 1), then the
-  coding CLI runs with the prompt on stdin, in the task's git workspace if it has a ``repo``.
+- Working: one round trip takes the task (a guarded Lua transition: ``running``, attempts + 1)
+  and reads the inbox; then the coding CLI runs with the prompt on stdin, in the task's git
+  workspace if it has a ``repo``. ``started_at`` is the moment just before the CLI starts.
   Exit 0 → completed (unless the CLI reported through ``tt task complete``/REST itself);
   non-zero or ``task_timeout_secs`` → retried, then failed.
 - Draining → Stopped: after ``idle_timeout_secs`` with nothing to do (0 disables), on SIGTERM or
@@ -70,6 +71,7 @@ from tinytown.prompt import build_prompt
 from tinytown.records import Task, now, to_rfc3339
 from tinytown.recovery import recover_silent_workers
 from tinytown.store import Town
+from tinytown.store.scripts import execute_pipelined
 
 LIVE_STATES = ("starting", "idle", "working", "paused", "draining")
 _QUOTE_CHARS = ' ="\n'
@@ -77,6 +79,17 @@ _QUOTE_CHARS = ' ="\n'
 
 class RedisGone(Exception):
     """Redis stayed unreachable for longer than the retry budget."""
+
+
+@dataclass
+class Inbox:
+    """The messages read with the claim: ``(list key, raw message)`` pairs, urgent ones first."""
+
+    raw: list[tuple[str, str]]
+
+    @property
+    def messages(self) -> list[dict]:
+        return [messages.decode(m) for _, m in self.raw]
 
 
 @dataclass
@@ -191,6 +204,12 @@ class Worker:
         self.agent_id = agent.id
         self.docket = Docket(self.town, agent.id, reader=self.reader)
         self.with_redis("ensure_groups", self.docket.ensure_groups)
+        self.inbox_keys = (self.town.keys.urgent(agent.id), self.town.keys.inbox(agent.id))  # urgent first
+        # Computed once: what every task's CLI gets besides its task id and attempt.
+        self.base_env = {**os.environ, "TINYTOWN_AGENT_ID": agent.id, "TINYTOWN_AGENT_NAME": self.name,
+                         "TINYTOWN_URL": self.townhall_url(), "TINYTOWN_TOWN_DIR": str(self.config.root)}  # fmt: skip
+        self.log_dir = self.config.path(defaults.TASK_LOG_DIR)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log("agent_state", state="starting", cli=cli, town=self.config.name, adopted=bool(os.environ.get("TINYTOWN_AGENT_ID")))
 
     def install_signal_handlers(self) -> None:
@@ -330,12 +349,11 @@ class Worker:
             self.log("entry_skipped", task=entry.task_id, entry=entry.entry_id, reason=claim.reason)
             return
         self.held = entry
-        self.set_state("working", allowed_from=("idle", "starting", "paused"), current_task=task.id,
-                       last_active_at=to_rfc3339(now()))  # fmt: skip
-        self.log("task_started", task=task.id, attempt=task.attempts, started_at=task.started_at,
+        self.log("task_started", task=task.id, attempt=task.attempts,
                  source="agent" if entry.directed else "docket", reclaimed_from=entry.reclaimed_from)  # fmt: skip
-        inbox = self.with_redis("inbox", messages.drain, self.town, self.agent_id)
-        if any(m.get("type") == "shutdown" for m in inbox):
+        # The inbox was read with the claim; the messages leave it once the CLI has them.
+        inbox = Inbox([(key, raw) for key, raws in zip(self.inbox_keys, claim.peeked) for raw in raws])
+        if any(m.get("type") == "shutdown" for m in inbox.messages):
             self.stopping = self.stopping or "shutdown_message"
         outcome, ws = self.run_task(task, inbox)
         if outcome.handed_back:
@@ -347,7 +365,7 @@ class Worker:
     def take(self, entry: Entry) -> Claim:
         """The atomic claim; after a lost reply, the task record says whether it happened."""
         try:
-            return self.docket.claim(entry)
+            return self.docket.claim(entry, peek=(self.town.keys.urgent(self.agent_id), self.town.keys.inbox(self.agent_id)))
         except (redis.ConnectionError, redis.TimeoutError) as err:
             self.wait_for_redis("claim", err)
             task = self.with_redis("claim_check", self.town.tasks.find, entry.task_id)
@@ -355,60 +373,85 @@ class Worker:
                 return Claim(task)
             return self.with_redis("claim", self.docket.claim, entry)
 
-    def run_task(self, task: Task, inbox: list[dict]) -> tuple[Outcome, workspace.Workspace | None]:
+    def run_task(self, task: Task, inbox: Inbox) -> tuple[Outcome, workspace.Workspace | None]:
         """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
         ws = None
         if task.repo:
+            self.set_state("working", allowed_from=("idle", "starting", "paused"), current_task=task.id,
+                           last_active_at=to_rfc3339(now()))  # fmt: skip
             try:
                 ws = workspace.open_workspace(self.config.path(self.agent_cfg.workspace_dir), task, self.config.root)
                 self.log("workspace_ready", task=task.id, path=ws.path, branch=ws.branch, continued=ws.continued)
                 self.with_redis("record_branch", self.town.tasks.transition, task.id, "running", allowed_from=("running",),
-                                assignee=self.agent_id, set_fields={"branch": ws.branch, "started_at": to_rfc3339(now())})  # fmt: skip
+                                assignee=self.agent_id, set_fields={"branch": ws.branch})  # fmt: skip
             except TinytownError as err:
                 return Outcome(error=f"workspace: {err}"), None
         return self.run_cli(task, inbox, ws), ws
 
-    def run_cli(self, task: Task, inbox: list[dict], ws: workspace.Workspace | None) -> Outcome:
-        """Run the CLI as its own process group, prompt on stdin, output to the task's log file."""
+    def run_cli(self, task: Task, inbox: Inbox, ws: workspace.Workspace | None) -> Outcome:
+        """Run the CLI as its own process group, prompt on stdin, output to the task's log file.
+
+        Everything between the claim and the CLI's start is in-process work; the task's
+        ``started_at``, the agent's ``working`` state and the inbox clean-up are written in one
+        round trip right after the process exists.
+        """
         cli = resolve_cli(task.cli or None, self.config)
         cwd = ws.path if ws else self.config.root
         if cli.workdir:
             cwd = Path(cli.workdir) if Path(cli.workdir).is_absolute() else cwd / cli.workdir
-        log_dir = self.config.path(defaults.TASK_LOG_DIR)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        prompt_path = log_dir / f"{task.id}.prompt.md"
-        prompt_path.write_text(build_prompt(
-            task, agent_name=self.name, town_name=self.config.name, townhall_url=self.townhall_url(),
-            messages=inbox, workdir=str(cwd), branch=ws.branch if ws else "",
-        ))  # fmt: skip
-        command, stdin_path = cli.command, prompt_path
-        if cli.name in INSTRUCTION_FILE_FLAG:
-            command, stdin_path = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}", None
-        env = {**os.environ, **cli.env, "TINYTOWN_AGENT_ID": self.agent_id, "TINYTOWN_AGENT_NAME": self.name,
-               "TINYTOWN_TASK_ID": task.id, "TINYTOWN_TASK_ATTEMPT": str(task.attempts),
-               "TINYTOWN_URL": self.townhall_url(), "TINYTOWN_TOWN_DIR": str(self.config.root)}  # fmt: skip
-        log_path = log_dir / f"{task.id}.log"
+        prompt = build_prompt(
+            task, agent_name=self.name, town_name=self.config.name, townhall_url=self.base_env["TINYTOWN_URL"],
+            messages=inbox.messages, workdir=str(cwd), branch=ws.branch if ws else "",
+        ).encode()  # fmt: skip
+        command, prompt_path = cli.command, None
+        if cli.name in INSTRUCTION_FILE_FLAG:  # e.g. auggie: the prompt in a file, not on stdin
+            prompt_path = self.log_dir / f"{task.id}.prompt.md"
+            prompt_path.write_bytes(prompt)
+            command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
+        env = {**self.base_env, **cli.env, "TINYTOWN_TASK_ID": task.id, "TINYTOWN_TASK_ATTEMPT": str(task.attempts)}
+        log_path = self.log_dir / f"{task.id}.log"
         if self.stopping:  # told to leave while the workspace was being prepared: do not start
-            prompt_path.unlink(missing_ok=True)
             return Outcome(handed_back=True)
         with open(log_path, "ab") as out:
             out.write(f"=== attempt {task.attempts} by {self.name} ({self.agent_id}) at {to_rfc3339(now())}: {cli.name}\n".encode())
             out.flush()
             start_offset = out.tell()
             try:
-                with open(stdin_path or os.devnull, "rb") as stdin:
-                    self.proc = subprocess.Popen(["sh", "-c", command], cwd=cwd, env=env, stdin=stdin,
-                                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                started_at = to_rfc3339(now())  # the task's started_at: just before the CLI starts
+                self.proc = subprocess.Popen(["sh", "-c", command], cwd=cwd, env=env,
+                                             stdin=subprocess.DEVNULL if prompt_path else subprocess.PIPE,
+                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
             except OSError as err:
                 return Outcome(error=f"could not start the coding CLI {cli.name!r} in {cwd}: {err}")
-            self.log("cli_started", task=task.id, cli=cli.name, pid=self.proc.pid, cwd=cwd, log=log_path)
+            if not prompt_path:
+                threading.Thread(target=_feed, args=(self.proc.stdin, prompt), name="prompt", daemon=True).start()
+            self.with_redis("cli_started", self.cli_started, task, started_at, inbox)
+            self.log("cli_started", task=task.id, started_at=started_at, cli=cli.name, pid=self.proc.pid,
+                     cwd=cwd, log=log_path)  # fmt: skip
             outcome = self.wait_for_cli(task)
             self.proc = None
-        prompt_path.unlink(missing_ok=True)
+        if prompt_path:
+            prompt_path.unlink(missing_ok=True)
         outcome.tail = _tail(log_path, start_offset)
         self.log("cli_exited", task=task.id, exit_code=outcome.exit_code, timed_out=outcome.timed_out,
                  handed_back=outcome.handed_back)  # fmt: skip
         return outcome
+
+    def cli_started(self, task: Task, started_at: str, inbox: Inbox) -> None:
+        """One round trip once the CLI runs: ``started_at``, agent ``working``, messages taken."""
+        tasks, agents = self.town.tasks, self.town.agents
+
+        def build(pipe):
+            tasks.queue_transition(pipe, task.id, "running", allowed_from=("running",), assignee=self.agent_id,
+                                   set_fields={"started_at": started_at})  # fmt: skip
+            agents.queue_update(pipe, self.agent_id, "working", allowed_from=("idle", "starting", "paused", "working"),
+                                set_fields={"current_task": task.id, "last_active_at": started_at})  # fmt: skip
+            for key, raw in inbox.raw:
+                pipe.lrem(key, 1, raw)
+
+        _, (status, old), *_ = execute_pipelined(self.town.redis, build, tasks.scripts + agents.scripts)
+        if status == "ok" and old != "working":
+            self.log("agent_state", state="working", previous=old, reason="task")
 
     def wait_for_cli(self, task: Task) -> Outcome:
         """Wait for the CLI; stop its process group on the task timeout or a drain timeout."""
@@ -611,6 +654,15 @@ def _stop_group(proc: subprocess.Popen) -> int | None:
         time.sleep(0.05)
     _kill_group(proc, signal.SIGKILL)
     return proc.wait()
+
+
+def _feed(stdin, prompt: bytes) -> None:
+    """Write the prompt to the CLI's stdin and close it (a CLI that never reads it is fine)."""
+    try:
+        stdin.write(prompt)
+        stdin.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass
 
 
 def _tail(path: Path, start: int) -> str:

@@ -25,7 +25,8 @@ from . import defaults
 from .config import Config
 from .records import Agent, Task, now, parse_rfc3339, to_rfc3339
 from .store import Town
-from .store.tasks import ensure_group
+from .store.scripts import execute_pipelined
+from .store.tasks import ensure_group, parse_transition
 
 GROUP = defaults.DOCKET_GROUP
 
@@ -89,6 +90,7 @@ class Claim:
 
     task: Task | None
     reason: str = ""  # when task is None: missing | state:<state> | owner | attempts
+    peeked: tuple[list[str], ...] = ()  # the lists asked for with ``peek``, read in the same round trip
 
 
 def dead_after_secs(config: Config) -> float:
@@ -202,29 +204,31 @@ class Docket:
 
     # -- taking the task --------------------------------------------------------------------
 
-    def claim(self, entry: Entry) -> Claim:
+    def claim(self, entry: Entry, peek: tuple[str, ...] = ()) -> Claim:
         """Take the entry's task for this agent: state ``running``, ``started_at`` now, attempts + 1.
 
-        The hot path is one Lua call. A shared-docket entry takes a ``pending`` task; an entry
-        on the agent's own stream takes a task ``assigned`` to this agent; a taken-over entry
-        also takes the task its dead holder was running.
+        The hot path is one round trip: the guarded Lua transition, which returns the task's
+        record, plus an ``LRANGE`` of each list in ``peek`` (the worker's inbox), read-only. A
+        shared-docket entry takes a ``pending`` task; an entry on the agent's own stream takes a
+        task ``assigned`` to this agent; a taken-over entry also takes the task its dead holder
+        was running (without the peek).
         """
         if entry.reclaimed_from:
             return self._claim_reclaimed(entry)
         fields = {"assigned_to": self.agent_id, "started_at": to_rfc3339(now())}
-        if entry.directed:
-            result = self.town.tasks.transition(
-                entry.task_id, "running", allowed_from=("assigned",), assignee=self.agent_id,
-                set_fields=fields, incr_attempts=True,
-            )  # fmt: skip
-        else:
-            result = self.town.tasks.transition(
-                entry.task_id, "running", allowed_from=("pending",), set_fields=fields, incr_attempts=True
-            )
+        guard = {"allowed_from": ("assigned",), "assignee": self.agent_id} if entry.directed else {"allowed_from": ("pending",)}
+        tasks = self.town.tasks
+
+        def build(pipe):
+            tasks.queue_transition(pipe, entry.task_id, "running", set_fields=fields, incr_attempts=True, **guard)
+            for key in peek:
+                pipe.lrange(key, 0, -1)
+
+        reply, *lists = execute_pipelined(self.r, build, tasks.scripts)
+        result = parse_transition(reply)
         if not result.ok:
             return Claim(None, result.status if result.status != "state" else f"state:{result.old_state}")
-        task = self.town.tasks.find(entry.task_id)
-        return Claim(task, "" if task else "missing")
+        return Claim(Task.from_hash(result.record), peeked=tuple(lists))
 
     def _claim_reclaimed(self, entry: Entry) -> Claim:
         task = self.town.tasks.find(entry.task_id)

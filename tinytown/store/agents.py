@@ -9,7 +9,7 @@ import redis
 from ..errors import InvalidTransition, NotFound, TinytownError
 from ..keys import AGENT_STATES, Keys
 from ..records import RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id, now, to_rfc3339
-from .scripts import AGENT_UPDATE
+from .scripts import AGENT_UPDATE, queue_script
 from .tasks import Transition, ensure_group
 
 # Deterministic nicknames (upstream picks from 400 names by the id's first two bytes).
@@ -34,6 +34,7 @@ class AgentStore:
     def __init__(self, r: redis.Redis, keys: Keys):
         self.r, self.keys = r, keys
         self._update = r.register_script(AGENT_UPDATE)
+        self.scripts = (self._update,)  # for scripts.execute_pipelined after a cache loss
 
     # -- create -----------------------------------------------------------------------------
 
@@ -133,7 +134,18 @@ class AgentStore:
 
     # -- changes ----------------------------------------------------------------------------
 
-    def update(
+    def update(self, agent_id: str, new_state: str | None = None, **options) -> Transition:
+        """Set fields and (optionally) the state, keeping the per-state sets exact."""
+        keys, args = self.update_request(agent_id, new_state, **options)
+        return Transition(*self._update(keys=keys, args=args))
+
+    def queue_update(self, pipe, agent_id: str, new_state: str | None = None, **options) -> None:
+        """Queue an :meth:`update` on ``pipe`` (see ``scripts.execute_pipelined``); its reply is
+        ``[status, old state]``."""
+        keys, args = self.update_request(agent_id, new_state, **options)
+        queue_script(pipe, self._update, keys, args)
+
+    def update_request(
         self,
         agent_id: str,
         new_state: str | None = None,
@@ -141,8 +153,8 @@ class AgentStore:
         allowed_from: Iterable[str] | None = None,
         set_fields: dict[str, str] | None = None,
         delete_fields: Iterable[str] = (),
-    ) -> Transition:
-        """Set fields and (optionally) the state, keeping the per-state sets exact."""
+    ) -> tuple[list[str], list[str]]:
+        """The update script's keys and arguments."""
         if new_state is not None and new_state not in AGENT_STATES:
             raise ValueError(f"unknown agent state {new_state!r}")
         allowed = "*" if allowed_from is None else "," + ",".join(allowed_from) + ","
@@ -153,8 +165,7 @@ class AgentStore:
             args += [k, v]
         args += delete_fields
         keys = [self.keys.agent(agent_id)] + [self.keys.agents_in_state(s) for s in AGENT_STATES]
-        status, old = self._update(keys=keys, args=args)
-        return Transition(status, old)
+        return keys, args
 
     def set_state(self, agent_id: str, state: str, *, allowed_from: Iterable[str] | None = None, **fields: str) -> str:
         """Change state (and fields); returns the previous state. Raises if missing or not allowed."""

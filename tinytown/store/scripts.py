@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import redis
+
 from ..keys import AGENT_STATES, TASK_STATES
 
 
@@ -13,7 +15,8 @@ def _state_table(states: tuple[str, ...], first_key: int) -> str:
 # ARGV: 1 task id, 2 allowed from-states as ",a,b," or "*", 3 new state, 4 now (RFC 3339),
 #       5 required assignee ("" = any), 6 incr attempts (0/1), 7 dispatch entry fields count
 #       (0 = no XADD), 8 fields-to-set count, 9 fields-to-delete count, then the pairs/names.
-# Returns {status, old_state[, stream entry id]}; status is ok | missing | state | owner.
+# Returns {status, old_state[, stream entry id, the task hash as a flat list]}; status is
+# ok | missing | state | owner.
 TASK_TRANSITION = """
 local idx = %s
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
@@ -45,7 +48,7 @@ if old == 'pending' and new ~= 'pending' then redis.call('LREM', KEYS[3], 1, id)
 if new == 'pending' and old ~= 'pending' then redis.call('RPUSH', KEYS[3], id) end
 local entry = ''
 if n_xadd > 0 then entry = redis.call('XADD', KEYS[4], '*', unpack(xfields)) end
-return {'ok', old, entry}
+return {'ok', old, entry, redis.call('HGETALL', KEYS[1])}
 """ % _state_table(TASK_STATES, 5)
 
 
@@ -87,3 +90,29 @@ if new ~= '' and new ~= old then
 end
 return {'ok', old}
 """ % _state_table(AGENT_STATES, 2)
+
+
+def execute_pipelined(r: redis.Redis, build, scripts) -> list:
+    """Run the commands ``build(pipe)`` queues in one round trip; returns their replies.
+
+    Scripts go in as plain ``EVALSHA`` (:func:`queue_script`): redis-py would otherwise ask
+    ``SCRIPT EXISTS`` first, a second round trip on every call. If Redis lost its script cache
+    (a restart), ``scripts`` are loaded and the pipeline runs once more, so its commands must be
+    safe to repeat.
+    """
+    for attempt in (1, 2):
+        pipe = r.pipeline(transaction=False)
+        build(pipe)
+        try:
+            return pipe.execute()
+        except redis.exceptions.NoScriptError:
+            if attempt == 2:
+                raise
+            for script in scripts:
+                r.script_load(script.script)
+    raise AssertionError("unreachable")
+
+
+def queue_script(pipe, script, keys: list[str], args: list) -> None:
+    """Queue ``script`` on ``pipe`` as a bare ``EVALSHA`` (see :func:`execute_pipelined`)."""
+    pipe.evalsha(script.sha, len(keys), *keys, *args)

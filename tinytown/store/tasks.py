@@ -17,7 +17,7 @@ from .. import defaults
 from ..errors import InvalidTransition, NotFound
 from ..keys import TASK_STATES, Keys
 from ..records import Task, epoch_us, new_id, now, to_rfc3339
-from .scripts import TASK_DELETE, TASK_TRANSITION
+from .scripts import TASK_DELETE, TASK_TRANSITION, queue_script
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,20 @@ class Transition:
     status: str  # ok | missing | state | owner
     old_state: str
     entry_id: str = ""
+    record: dict[str, str] | None = None  # the task's hash after a successful transition
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+def parse_transition(reply: list) -> Transition:
+    """The transition script's reply: ``{status, old[, entry id, flat task hash]}``."""
+    status, old, *rest = reply
+    if not rest:
+        return Transition(status, old)
+    flat = rest[1]
+    return Transition(status, old, rest[0], dict(zip(flat[::2], flat[1::2])))
 
 
 def ensure_group(r: redis.Redis, stream: str) -> None:
@@ -59,6 +69,7 @@ class TaskStore:
     def __init__(self, r: redis.Redis, keys: Keys):
         self.r, self.keys = r, keys
         self._transition = r.register_script(TASK_TRANSITION)
+        self.scripts = (self._transition,)  # for scripts.execute_pipelined after a cache loss
         self._delete = r.register_script(TASK_DELETE)
         self._groups_ready: set[str] = set()
 
@@ -156,7 +167,23 @@ class TaskStore:
 
     # -- transitions ------------------------------------------------------------------------
 
-    def transition(
+    def transition(self, task_id: str, new_state: str, **options) -> Transition:
+        """Move a task to ``new_state`` if its current state is in ``allowed_from`` (None: any).
+
+        ``assignee`` requires ``assigned_to`` to equal it. ``dispatch_to`` (an agent id) adds an
+        entry for the task on that agent's docket in the same atomic step; ``redispatch`` does
+        the same on the shared docket. Options as :meth:`transition_request`.
+        """
+        keys, args = self.transition_request(task_id, new_state, **options)
+        return parse_transition(self._transition(keys=keys, args=args))
+
+    def queue_transition(self, pipe, task_id: str, new_state: str, **options) -> None:
+        """Queue a :meth:`transition` on ``pipe`` (see ``scripts.execute_pipelined``); its reply
+        goes through :func:`parse_transition`."""
+        keys, args = self.transition_request(task_id, new_state, **options)
+        queue_script(pipe, self._transition, keys, args)
+
+    def transition_request(
         self,
         task_id: str,
         new_state: str,
@@ -168,13 +195,8 @@ class TaskStore:
         incr_attempts: bool = False,
         dispatch_to: str | None = None,
         redispatch: bool = False,
-    ) -> Transition:
-        """Move a task to ``new_state`` if its current state is in ``allowed_from`` (None: any).
-
-        ``assignee`` requires ``assigned_to`` to equal it. ``dispatch_to`` (an agent id) adds an
-        entry for the task on that agent's docket in the same atomic step; ``redispatch`` does
-        the same on the shared docket.
-        """
+    ) -> tuple[list[str], list[str]]:
+        """The transition script's keys and arguments."""
         if new_state not in TASK_STATES:
             raise ValueError(f"unknown task state {new_state!r}")
         allowed = "*" if allowed_from is None else "," + ",".join(allowed_from) + ","
@@ -196,8 +218,7 @@ class TaskStore:
         for k, v in set_fields.items():
             args += [k, v]
         args += delete_fields
-        status, old, *rest = self._transition(keys=keys, args=args)
-        return Transition(status, old, rest[0] if rest else "")
+        return keys, args
 
     def _require(self, result: Transition, task_id: str, action: str) -> Transition:
         if result.status == "missing":
