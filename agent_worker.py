@@ -69,7 +69,7 @@ from tinytown.docket import Claim, Docket, Entry
 from tinytown.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
 from tinytown.prompt import build_prompt
 from tinytown.records import Task, now, to_rfc3339
-from tinytown.recovery import recover_silent_workers
+from tinytown.recovery import recover_silent_workers, return_held_entries
 from tinytown.store import Town
 from tinytown.store.scripts import execute_pipelined
 
@@ -523,7 +523,12 @@ class Worker:
                  reason=None if outcome.succeeded else outcome.reason(self.config), **fields)  # fmt: skip
 
     def hand_back(self, task: Task, ws: workspace.Workspace | None) -> None:
-        """Drain timeout: push work in progress and leave the entry held, for another worker to reclaim."""
+        """Drain timeout: push work in progress, then hand the task back.
+
+        A shared-docket entry stays held, for another worker to take over once it has been idle
+        ``claim_timeout_secs``. An entry on this agent's own stream has no other reader, so its
+        task goes back to the backlog at once (or is failed past ``max_attempts``).
+        """
         if ws is not None:
             try:
                 head = workspace.finish(ws, task, agent_name=self.name, push=True, wip=True)
@@ -534,9 +539,13 @@ class Worker:
                 self.log("wip_push_failed", task=task.id, detail=str(err))
             finally:
                 ws.close()
-        self.log("task_handed_back", task=task.id, entry=self.held.entry_id if self.held else None,
-                 attempt=task.attempts, reason="drain_timeout")  # fmt: skip
-        self.held = None  # stop refreshing it: it becomes reclaimable after claim_timeout_secs
+        entry, to = self.held, "reclaim"
+        if entry is not None and entry.directed:
+            self.with_redis("hand_back", return_held_entries, self.town, entry.stream, self.agent_id)
+            to = "backlog"
+        self.log("task_handed_back", task=task.id, entry=entry.entry_id if entry else None,
+                 attempt=task.attempts, reason="drain_timeout", to=to)  # fmt: skip
+        self.held = None  # stop refreshing it: a shared entry becomes reclaimable after claim_timeout_secs
 
     def after_task(self, completed: bool) -> None:
         keys, r = self.town.keys, self.town.redis

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WHEEL_DIR = REPO_ROOT / ".docker-wheels"
@@ -28,12 +29,19 @@ _PACKAGE_DIRS = ("tinytown",)
 
 
 def docker_client_or_skip_reason() -> docker.DockerClient | str:
-    """A client for the local engine, or a sentence saying why there is none (for pytest.skip)."""
+    """A client for the local engine, or a sentence saying why there is none (for pytest.skip).
+
+    With ``TINYTOWN_REQUIRE_DOCKER=1`` (set by ``.ci/run``) a missing engine fails the tests
+    instead: CI must run them, not skip them.
+    """
     try:
         client = docker.from_env(timeout=30)
         client.ping()
     except docker.errors.DockerException as exc:
-        return f"no Docker engine reachable ({exc}); {ENGINE_SETUP_HINT}"
+        reason = f"no Docker engine reachable ({exc}); {ENGINE_SETUP_HINT}"
+        if os.environ.get("TINYTOWN_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"TINYTOWN_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
+        return reason
     return client
 
 

@@ -15,6 +15,7 @@ It reads the prompt on stdin like they do, and does what markers in the task des
     [sleep SECS]          sleep
     [sleep-first SECS]    sleep only on the first attempt
     [print TEXT]          print TEXT
+    [lines N]             print N numbered lines ("output line 00000" …)
     [exit CODE]           exit with CODE (default 0)
     [exit-first CODE]     exit with CODE only on the first attempt
 
@@ -89,6 +90,10 @@ def main() -> int:
             time.sleep(float(arg))
         elif name == "print":
             print(arg, flush=True)
+        elif name == "lines":
+            for i in range(int(arg)):
+                print(f"output line {i:05d}", flush=False)
+            sys.stdout.flush()
         elif name == "exit" or (name == "exit-first" and first_attempt):
             code = int(arg or 0)
     for path in records:

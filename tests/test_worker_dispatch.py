@@ -205,3 +205,17 @@ def test_a_long_task_is_not_taken_over_while_its_worker_lives(worker_town, worke
     assert wait_terminal(town, task.id).state == "completed"
     assert [r["agent"] for r in read_records(records) if r["event"] == "start"] == [busy.agent_id]
     assert not idle.events("entry_reclaimed")
+
+
+def test_the_result_keeps_the_last_4_kib_of_output_and_the_log_keeps_it_all(worker_town, workers):
+    root = worker_town()
+    town = open_town(root)
+    workers.start(root)
+
+    task = town.tasks.add("[lines 1000]")  # ~18 KiB of output
+    done = wait_terminal(town, task.id)
+
+    assert done.state == "completed"
+    assert len(done.result.encode()) <= 4096 and done.result.rstrip().endswith("output line 00999")
+    log = (root / ".tt" / "logs" / "tasks" / f"{task.id}.log").read_text()
+    assert "output line 00000" in log and "output line 00999" in log

@@ -84,6 +84,25 @@ def test_sigterm_past_the_drain_timeout_stops_the_cli_and_leaves_the_task_for_an
     assert [r["attempt"] for r in read_records(records) if r["event"] == "start"] == ["1", "2"]
 
 
+def test_a_directed_task_past_the_drain_timeout_goes_back_to_the_backlog_at_once(worker_town, workers, tmp_path):
+    root = worker_town(drain_timeout_secs=1, claim_timeout_secs=60)  # reclaim would take a minute
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    first = workers.start(root, name="first")
+    first.wait_event("agent_state", state="idle")
+    task = town.tasks.add(f"[record {records}] [sleep-first 60] [print second attempt]", agent_id=first.agent_id)
+    first.wait_event("cli_started", task=task.id)
+
+    first.signal(signal.SIGTERM)
+
+    assert first.wait_exit(timeout=15) == 0
+    assert first.events("task_handed_back")[0]["to"] == "backlog"
+    assert pending_entries(town, town.keys.agent_docket(first.agent_id)) == 0
+    second = workers.start(root, name="second")
+    done = wait_terminal(town, task.id, timeout=15)
+    assert done.state == "completed" and done.assigned_to == second.agent_id and done.attempts == 2
+
+
 def test_a_second_signal_exits_at_once(worker_town, workers):
     root = worker_town(drain_timeout_secs=30)
     town = open_town(root)
