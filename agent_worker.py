@@ -25,7 +25,8 @@ The lifecycle, as agent states in Redis (functions below follow it top to bottom
   Exit 0 → completed (unless the CLI reported through ``tt task complete``/REST itself);
   non-zero or ``task_timeout_secs`` → retried, then failed.
 - Draining → Stopped: after ``idle_timeout_secs`` with nothing to do (0 disables), on SIGTERM or
-  SIGINT, on a ``shutdown`` inbox message, or when the agent is stopped through ``tt``/REST.
+  SIGINT, on a ``shutdown`` inbox message (``tt send --kind shutdown``), or when the agent is
+  stopped through REST (``POST /v1/agents/{agent}/kill``; checked between tasks).
   A running task gets ``drain_timeout_secs`` to finish; after that the CLI is stopped, work in
   progress is committed and pushed (tasks with a repository) and the entry is left for reclaim.
   A second signal exits at once.
