@@ -325,10 +325,12 @@ class Worker:
             self.wait_for_redis("read", err)
             self.with_redis("resume", self.resume_held_entries)  # a reply lost in the outage
         except redis.ResponseError as err:
-            if "NOGROUP" not in str(err):
+            # NOGROUP: Redis came back empty; UNBLOCKED: a stream was deleted under the read.
+            if "NOGROUP" not in str(err) and "UNBLOCKED" not in str(err):
                 raise
-            self.log("docket_group_missing", detail=str(err))  # Redis came back empty
+            self.log("docket_group_missing", detail=str(err))
             self.with_redis("ensure_groups", self.docket.ensure_groups)
+            self.last_controls = 0.0  # and check the agent record at once
         return None
 
     def resume_held_entries(self) -> None:

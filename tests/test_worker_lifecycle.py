@@ -198,6 +198,28 @@ def test_bad_configuration_exits_3(tmp_path, redis_url, workers):
     assert exit_line["reason"] == "bad_config" and "idle_timeout_secs" in exit_line["detail"]
 
 
+def test_an_idle_worker_recovers_when_redis_comes_back_empty(tmp_path, workers):
+    # A town of its own: its data is wiped, as after a restart without persistence.
+    root = write_worker_town(tmp_path / "wiped", None, heartbeat_interval_secs=1)
+    server = EmbeddedServer(load_config(root, env={}))
+    try:
+        town = open_town(root)
+        worker = workers.start(root)
+        worker.wait_event("agent_state", state="idle")
+
+        town.redis.flushall()
+
+        worker.wait_event("agent_record_missing", timeout=10)  # registers again, same id
+        task = town.tasks.add("[print after the wipe]")
+        done = wait_terminal(town, task.id, timeout=15)
+        assert done.state == "completed" and done.assigned_to == worker.agent_id
+        assert worker.alive()
+        town.redis.close()
+    finally:
+        workers.stop_all()
+        server.stop()
+
+
 def test_unreachable_redis_exits_4_after_the_retry_budget(tmp_path, workers):
     from .conftest import free_port
 
