@@ -1,12 +1,24 @@
 """Townhall: the always-on REST API of a town, as a WSGI app for gunicorn.
 
-    gunicorn townhall:app          (in a town made by `tt init`: its gunicorn.conf.py applies [townhall])
     gunicorn -c python:tinytown.gunicorn_conf townhall:app
+    gunicorn townhall:app          (in a town made by `tt init`: its gunicorn.conf.py applies [townhall])
 
-Refuses to start on a non-loopback bind without auth, or with unreadable TLS files.
+Refuses to start on a non-loopback bind without auth, with unreadable TLS files, or with TLS on
+under a gunicorn that does not apply [townhall] (exit 3); or when Redis cannot be used (exit 4).
 """
 
 from tinytown.api import create_app
-from tinytown.api.startup import gunicorn_command_binds, townhall_config
+from tinytown.api.startup import (
+    check_gunicorn_settings,
+    gunicorn_command_binds,
+    refuse_to_start,
+    townhall_config,
+)
+from tinytown.errors import TinytownError
 
-app = create_app(townhall_config(binds=gunicorn_command_binds()))
+try:
+    _config = townhall_config(binds=gunicorn_command_binds())
+    check_gunicorn_settings(_config)
+    app = create_app(_config)
+except TinytownError as err:
+    refuse_to_start(err)

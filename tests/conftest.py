@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tinytown.config import load_config
 from tinytown.embedded import EmbeddedServer
@@ -41,6 +42,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Path:
+    """Certificates made here: ``ca.pem`` signs ``server.pem``/``server-key.pem`` (127.0.0.1,
+    localhost), ``client-cert.pem``/``client-key.pem`` and ``client.pem`` (key and chain in one);
+    ``stranger.pem`` is signed by another CA."""
+    root = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    server.cert_chain_pems[0].write_to_path(root / "server.pem")
+    server.private_key_pem.write_to_path(root / "server-key.pem")
+    ca.cert_pem.write_to_path(root / "ca.pem")
+    client = ca.issue_cert("ci-client@example")
+    client.private_key_and_cert_chain_pem.write_to_path(root / "client.pem")
+    client.cert_chain_pems[0].write_to_path(root / "client-cert.pem")
+    client.private_key_pem.write_to_path(root / "client-key.pem")
+    trustme.CA().issue_cert("stranger@example").private_key_and_cert_chain_pem.write_to_path(root / "stranger.pem")
+    return root
 
 
 @pytest.fixture(autouse=True)

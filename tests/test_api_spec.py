@@ -30,6 +30,23 @@ def test_the_spec_is_valid_openapi_3_1():
     validate(SPEC)
 
 
+def null_mapping_values(node, path=()):
+    """Paths of every mapping value that YAML read as null (e.g. an unquoted ``a, b: c``)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if value is None:
+                yield (*path, key)
+            else:
+                yield from null_mapping_values(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from null_mapping_values(value, (*path, i))
+
+
+def test_no_mapping_in_the_spec_has_a_null_value():
+    assert list(null_mapping_values(SPEC)) == []
+
+
 def test_app_routes_and_spec_paths_are_the_same_set(app):
     assert {p for p, _ in app_operations(app)} == set(SPEC["paths"])
     assert app_operations(app) == spec_operations()

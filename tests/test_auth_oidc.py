@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import threading
 import time
 
@@ -79,13 +80,25 @@ def token(key, alg="RS256", kid="rsa-1", **claims) -> str:
 
 
 @pytest.fixture
-def oidc_client(tmp_path, redis_url, jwks):
-    tables = (f'[townhall.auth]\nmode = "oidc"\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\n'
-              f'jwks_url = "{jwks.url}"\nclock_skew_seconds = 30\n')  # fmt: skip
-    write_town(tmp_path, redis_url, tables=tables)
-    town = Town.connect(load_config(tmp_path, env={}))
-    yield SpecClient(create_app(town.config, town=town))
-    town.redis.close()
+def oidc_app(tmp_path, redis_url, jwks):
+    """``make(extra_auth_lines)``: a townhall in OIDC mode against the loopback JWKS."""
+    towns = []
+
+    def make(extra: str = "") -> SpecClient:
+        tables = (f'[townhall.auth]\nmode = "oidc"\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\n'
+                  f'jwks_url = "{jwks.url}"\nclock_skew_seconds = 30\n{extra}')  # fmt: skip
+        write_town(tmp_path, redis_url, tables=tables)
+        towns.append(Town.connect(load_config(tmp_path, env={})))
+        return SpecClient(create_app(towns[-1].config, town=towns[-1]))
+
+    yield make
+    for town in towns:
+        town.redis.close()
+
+
+@pytest.fixture
+def oidc_client(oidc_app):
+    return oidc_app()
 
 
 def bearer(tok: str) -> dict:
@@ -141,6 +154,24 @@ def test_hs256_and_unsigned_tokens_are_refused(oidc_client):
     assert resp.status_code == 401 and "HS256" in resp.get_json()["detail"]
     assert oidc_client.get("/v1/town", headers=bearer("not.a.jwt")).status_code == 401
     assert oidc_client.get("/v1/town").get_json()["error"] == "Authentication required"
+
+
+@pytest.mark.parametrize("alg, kid", [("RS256", "ec-1"), ("ES256", "rsa-1")])
+def test_a_token_whose_algorithm_does_not_match_its_key_is_401(oidc_client, rsa_key, ec_key, alg, kid):
+    tok = token(rsa_key if alg == "RS256" else ec_key, alg=alg, kid=kid, scope="town.read")
+    resp = oidc_client.get("/v1/town", headers=bearer(tok))
+    body = resp.get_json()
+    assert resp.status_code == 401 and body["error"] == "Invalid credentials"
+    assert "does not match key" in body["detail"]
+
+
+def test_a_403_for_missing_required_scopes_is_audited_under_the_token_subject(oidc_app, rsa_key, caplog):
+    client = oidc_app('required_scopes = ["town.read"]\n')
+    caplog.set_level(logging.INFO, logger="tinytown.audit")
+    resp = client.post("/v1/backlog", json={"description": "x"}, headers=bearer(token(rsa_key, scope="town.write")))
+    assert resp.status_code == 403 and resp.get_json()["error"] == "Insufficient permissions"
+    audits = [json.loads(r.getMessage()) for r in caplog.records if r.name == "tinytown.audit"]
+    assert [(a["principal"], a["status"], a["result"]) for a in audits] == [("ci-bot", 403, "denied")]
 
 
 def test_the_jwks_is_cached_across_requests(oidc_client, rsa_key, jwks):

@@ -9,30 +9,38 @@ import tomllib
 import pytest
 from argon2 import PasswordHasher
 
+from tinytown.cli.common import config_of, guard_redis
 from tinytown.cli.main import build_parser
 from tinytown.config import load_config
+from tinytown.connection import make_client
+from tinytown.errors import RedisUnavailable
 
 from .old_redis import closed_port
 
 
-def command_paths(parser: argparse.ArgumentParser, prefix=()):
-    """Every command path of the parser, e.g. ("backlog", "add")."""
+def command_parsers(parser: argparse.ArgumentParser, prefix=()):
+    """Every command path of the parser with its sub-parser, e.g. (("backlog", "add"), <parser>)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
-                yield (*prefix, name)
-                yield from command_paths(sub, (*prefix, name))
+                yield (*prefix, name), sub
+                yield from command_parsers(sub, (*prefix, name))
 
 
-ALL_COMMANDS = sorted(set(command_paths(build_parser())))
+PARSERS = dict(command_parsers(build_parser()))
+ALL_COMMANDS = sorted(PARSERS)
 
 
 @pytest.mark.parametrize("path", ALL_COMMANDS, ids=[" ".join(p) for p in ALL_COMMANDS])
-def test_every_command_has_help(run_tt, path):
+def test_every_command_has_help_with_a_description_and_help_for_each_argument(run_tt, path):
     result = run_tt(*path, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: tt")
-    assert len(result.stdout.splitlines()) >= 3
+    parser = PARSERS[path]
+    assert parser.description, f"tt {' '.join(path)} has no description="
+    assert " ".join(parser.description.split()) in " ".join(result.stdout.split())
+    positionals = [a for a in parser._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+    assert [a.dest for a in positionals if not a.help] == []
 
 
 def test_top_level_help_documents_exit_codes(run_tt):
@@ -137,6 +145,22 @@ def test_unreachable_redis_exits_4_with_the_password_redacted(run_tt):
     result = run_tt("status", env={"REDIS_URL": f"redis://:pa55word@127.0.0.1:{closed_port()}/0"})
     assert result.returncode == 4
     assert "cannot reach Redis at redis://:****@127.0.0.1" in result.stderr and "pa55word" not in result.stderr
+
+
+def test_a_redis_error_mid_command_is_exit_4_without_the_password(tmp_path, monkeypatch):
+    """redis-py's own error text goes through redaction too, whatever the password matches in it."""
+    port = closed_port()
+    monkeypatch.setenv("REDIS_URL", f"redis://:refused@127.0.0.1:{port}/0")  # as in "Connection refused"
+
+    @guard_redis
+    def command(args):
+        return make_client(config_of(args)).ping()  # a real redis-py error from a real closed port
+
+    with pytest.raises(RedisUnavailable) as err:
+        command(argparse.Namespace(town=str(tmp_path)))
+    assert err.value.exit_status == 4
+    assert str(err.value).startswith(f"lost Redis at redis://:****@127.0.0.1:{port}/0: ")
+    assert "refused" not in str(err.value)
 
 
 def test_auth_gen_key_prints_a_key_that_verifies_against_its_hash(run_tt):

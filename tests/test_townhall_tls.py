@@ -1,4 +1,5 @@
-"""TLS and mTLS served by a real gunicorn, with certificates made here; start-up refusals."""
+"""TLS and mTLS served by a real gunicorn, with certificates made here; start-up refusals and
+their exit codes (3 configuration, 4 Redis); gunicorn run without the project's config module."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import requests
-import trustme
 
 from .conftest import BIN_DIR, CONFIG_ENV, free_port, tt_executable, write_town
+from .old_redis import closed_port
 
 GUNICORN = str(BIN_DIR / "gunicorn")
 
@@ -47,19 +48,6 @@ def wait_until_serving(proc: subprocess.Popen, url: str, timeout: float = 30, **
         except requests.ConnectionError:
             time.sleep(0.1)
     pytest.fail(f"townhall did not answer on {url}")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    server.cert_chain_pems[0].write_to_path(root / "server.pem")
-    server.private_key_pem.write_to_path(root / "server-key.pem")
-    ca.cert_pem.write_to_path(root / "ca.pem")
-    ca.issue_cert("ci-client@example").private_key_and_cert_chain_pem.write_to_path(root / "client.pem")
-    trustme.CA().issue_cert("stranger@example").private_key_and_cert_chain_pem.write_to_path(root / "stranger.pem")
-    return root
 
 
 def tls_town(tmp_path, redis_url, pki, port, mtls: str = "") -> Path:
@@ -129,7 +117,8 @@ def test_plain_gunicorn_in_a_tt_init_town_honours_townhall_config(tmp_path, redi
         resp = wait_until_serving(proc, f"http://127.0.0.1:{port}/v1/town")
         assert resp.status_code == 200 and resp.json()["name"] == "shim"
     finally:
-        stop(proc)
+        out = stop(proc)
+    assert "without tinytown.gunicorn_conf" not in out
 
 
 def test_plain_gunicorn_without_config_still_refuses_an_exposed_bind(tmp_path, redis_url):
@@ -140,3 +129,48 @@ def test_plain_gunicorn_without_config_still_refuses_an_exposed_bind(tmp_path, r
     finally:
         out = stop(proc)
     assert proc.returncode != 0 and "refuses to start" in out
+
+
+def exit_of(proc: subprocess.Popen) -> tuple[int, str]:
+    """The exit status and output of a gunicorn expected to refuse to start."""
+    try:
+        proc.wait(timeout=30)
+    finally:
+        out = stop(proc)  # never leaves one serving when the test fails
+    return proc.returncode, out
+
+
+def test_invalid_tinytown_toml_exits_3_naming_the_key(tmp_path):
+    (tmp_path / "tinytown.toml").write_text('name = "bad"\n[agent]\nmax_attempts = 0\n')
+    code, out = exit_of(start(tmp_path, "-c", "python:tinytown.gunicorn_conf", "townhall:app"))
+    assert code == 3, out
+    assert "agent.max_attempts = 0 is invalid" in out and "Traceback" not in out
+
+
+def test_unreachable_redis_exits_4_before_workers_boot_without_the_password(tmp_path):
+    write_town(tmp_path, "redis://unused", tables=f"[townhall]\nrest_port = {free_port()}\n")
+    env = {"REDIS_URL": f"redis://:s3cret-pw@127.0.0.1:{closed_port()}/0"}
+    code, out = exit_of(start(tmp_path, "-c", "python:tinytown.gunicorn_conf", "townhall:app", env=env))
+    assert code == 4, out
+    assert "townhall: cannot reach Redis at redis://:****@127.0.0.1" in out
+    assert "s3cret-pw" not in out and "Traceback" not in out and "Booting worker" not in out
+
+
+def test_plain_gunicorn_without_config_refuses_tls_it_would_not_serve(tmp_path, redis_url, pki):
+    tls_town(tmp_path, redis_url, pki, free_port())
+    code, out = exit_of(start(tmp_path, "-b", f"127.0.0.1:{free_port()}", "-w", "1", "townhall:app"))
+    assert code == 3, out
+    assert "plain HTTP" in out and "-c python:tinytown.gunicorn_conf" in out and "tt init" in out
+    assert "Traceback" not in out
+
+
+def test_plain_gunicorn_without_config_warns_that_its_own_flags_apply(tmp_path, redis_url):
+    write_town(tmp_path, redis_url)
+    port = free_port()
+    proc = start(tmp_path, "-b", f"127.0.0.1:{port}", "-w", "1", "townhall:app")
+    try:
+        assert wait_until_serving(proc, f"http://127.0.0.1:{port}/health").status_code == 200
+    finally:
+        out = stop(proc)
+    warnings = [line for line in out.splitlines() if "without tinytown.gunicorn_conf" in line]
+    assert len(warnings) == 1 and "gunicorn's own flags" in warnings[0] and "tt init" in warnings[0]

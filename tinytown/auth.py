@@ -54,11 +54,15 @@ LOCAL = Principal("local", ALL_SCOPES)
 
 
 class AuthError(Exception):
-    """401 or 403 with upstream's constant ``error`` text and a specific ``detail``."""
+    """401 or 403 with upstream's constant ``error`` text and a specific ``detail``.
 
-    def __init__(self, status: int, error: str, detail: str):
+    ``principal`` is set when the caller was identified but is not allowed (a 403), so the
+    audit line names who was denied.
+    """
+
+    def __init__(self, status: int, error: str, detail: str, principal: Principal | None = None):
         super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
+        self.status, self.error, self.detail, self.principal = status, error, detail, principal
 
 
 def normalize_scopes(values) -> frozenset[str]:
@@ -166,20 +170,24 @@ class OidcVerifier:
         alg = header.get("alg")
         if alg not in OIDC_ALGORITHMS:
             raise AuthError(401, INVALID_CREDENTIALS, f"token algorithm {alg!r} is not accepted (RS256, ES256)")
-        key = self._key_for(header.get("kid"))
+        kid = header.get("kid")
+        key = self._key_for(kid)
+        if key.algorithm_name != alg:  # e.g. an RS256 header naming an EC key
+            raise AuthError(401, INVALID_CREDENTIALS, f"token algorithm {alg} does not match key {kid!r} ({key.algorithm_name})")
         try:
             claims = jwt.decode(
                 token, key.key, algorithms=[alg], audience=self.auth.audience, issuer=self.auth.issuer,
                 leeway=self.auth.clock_skew_seconds, options={"require": ["exp", "iss", "aud", "sub"]},
             )  # fmt: skip
-        except jwt.InvalidTokenError as err:
+        except (jwt.PyJWTError, TypeError, ValueError) as err:  # the library's key errors are not all PyJWTError
             raise AuthError(401, INVALID_CREDENTIALS, f"token rejected: {err}") from None
         raw = claims.get("scope", claims.get("scp", ""))
         values = raw.split() if isinstance(raw, str) else [str(v) for v in raw] if isinstance(raw, list) else []
-        missing = [s for s in self.auth.required_scopes if s not in normalize_scopes(values)]
+        principal = Principal(str(claims["sub"]), normalize_scopes(values))
+        missing = [s for s in self.auth.required_scopes if s not in principal.scopes]
         if missing:
-            raise AuthError(403, INSUFFICIENT, f"token lacks required scope(s): {', '.join(missing)}")
-        return Principal(str(claims["sub"]), normalize_scopes(values))
+            raise AuthError(403, INSUFFICIENT, f"token lacks required scope(s): {', '.join(missing)}", principal)
+        return principal
 
 
 # --- the request side -------------------------------------------------------------------------

@@ -7,7 +7,8 @@ fails at start with a message that names the key, the value and the expected for
 Environment overrides (they win over the file):
 
 - ``REDIS_URL`` — an explicit Redis URL; Tinytown then never starts a server.
-- ``TINYTOWN_REDIS_PASSWORD`` — password for a TCP Redis built from ``[redis]`` host and port.
+- ``TINYTOWN_REDIS_PASSWORD`` — password for a TCP Redis built from ``[redis]`` host and port,
+  or for a ``REDIS_URL`` that carries none.
 - ``TINYTOWN_TOWN_NAME`` — the town name when the file sets none.
 - ``TINYTOWN_REST_BIND`` / ``TINYTOWN_REST_PORT`` — townhall's bind address and port.
 - ``TINYTOWN_AGENT_CLI`` — the default coding CLI (``default_cli``).

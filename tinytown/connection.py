@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -39,7 +40,7 @@ def client_options(config: Config, target: RedisTarget) -> dict[str, Any]:
         "health_check_interval": 30,
     }
     if r.url:  # an explicit URL carries its own credentials unless the env/file adds them
-        if r.password and ":" not in target.url.split("://", 1)[1].split("@", 1)[0]:
+        if r.password and urlsplit(target.url).password is None:
             opts["password"] = r.password
             if r.username:
                 opts["username"] = r.username

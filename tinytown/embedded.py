@@ -24,6 +24,7 @@ import redis
 
 from . import defaults
 from .config import Config
+from .connection import client_options
 from .errors import RedisUnavailable
 from .redis_url import resolve_target
 
@@ -116,7 +117,9 @@ class EmbeddedServer:
     # -- probes -----------------------------------------------------------------------------
 
     def _client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.target.url, socket_connect_timeout=1, socket_timeout=2)
+        """A short-timeout probe client, with the town's TLS files in ``tls_enabled`` mode."""
+        options = {**client_options(self.config, self.target), "socket_connect_timeout": 1, "socket_timeout": 2}
+        return redis.Redis.from_url(self.target.url, **options)
 
     def answers(self) -> bool:
         """True when a server answers PING on the town's endpoint."""
@@ -214,10 +217,11 @@ class EmbeddedServer:
                 )
             return cmd + ["--unixsocket", str(self.socket), "--unixsocketperm", "700", "--port", "0"]
         if r.tls_enabled:
-            cmd += ["--port", "0", "--tls-port", str(r.port)]
-            cmd += ["--tls-cert-file", r.tls_cert or "", "--tls-key-file", r.tls_key or ""]
-            if r.tls_ca_cert:
-                cmd += ["--tls-ca-cert-file", r.tls_ca_cert]
+            # Absolute paths: --dir makes the server's working directory .tt/, not the town.
+            cert, key, ca = (str(self.config.path(v)) if v else "" for v in (r.tls_cert, r.tls_key, r.tls_ca_cert))
+            cmd += ["--port", "0", "--tls-port", str(r.port), "--tls-cert-file", cert, "--tls-key-file", key]
+            if ca:
+                cmd += ["--tls-ca-cert-file", ca]
             else:
                 cmd += ["--tls-auth-clients", "no"]
         else:

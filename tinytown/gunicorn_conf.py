@@ -7,18 +7,21 @@ Reads ``tinytown.toml`` from ``$TINYTOWN_TOWN_DIR`` or the current directory: bi
 workers, timeouts, TLS (``certfile``/``keyfile``) and mTLS (``ca_certs``, client certificate
 required when ``[townhall.mtls] required = true``). Flags on the gunicorn command line still win;
 the start-up rules are checked against the addresses actually bound, in the master, before any
-worker starts: a non-loopback bind without auth, or unreadable TLS files, stop it with exit
-status 3 and the fix in the message.
+worker starts. An invalid ``tinytown.toml``, a non-loopback bind without auth or unreadable TLS
+files stop it with exit status 3; a Redis that cannot be reached, refuses the credentials or is
+older than 7.0 with exit status 4 — each with a one-line reason on stderr.
 """
 
 import ssl
-import sys
 
+from tinytown.api.startup import refuse_to_start
 from tinytown.config import load_config
-from tinytown.errors import ConfigError, ExitStatus
-from tinytown.redis_url import resolve_target
+from tinytown.errors import TinytownError
 
-_config = load_config()
+try:
+    _config = load_config()
+except TinytownError as err:  # gunicorn would report it as "Error: …" and exit 1
+    refuse_to_start(err)
 _th = _config.townhall
 
 _host = f"[{_th.bind}]" if ":" in _th.bind else _th.bind
@@ -43,15 +46,12 @@ if _th.mtls.enabled or _th.mtls.required:
 
 
 def on_starting(server):
-    """In the master, once: bootstrap a key if asked, enforce the start-up rules, start Redis."""
+    """In the master, once, before any worker boots: bootstrap a key if asked, enforce the
+    start-up rules, start the town's own Redis if needed and check that Redis answers."""
     from tinytown.api.startup import townhall_config
+    from tinytown.connection import connect
 
     try:
-        config = townhall_config(binds=server.cfg.bind)
-    except ConfigError as err:
-        print(f"townhall: {err}", file=sys.stderr, flush=True)
-        sys.exit(ExitStatus.CONFIG_ERROR)
-    if resolve_target(config).managed:
-        from tinytown.embedded import EmbeddedServer
-
-        EmbeddedServer(config).ensure_running()
+        connect(townhall_config(binds=server.cfg.bind)).close()
+    except TinytownError as err:  # ConfigError → 3, RedisUnavailable → 4
+        refuse_to_start(err)

@@ -35,6 +35,8 @@ def protect(bp: Blueprint, scope: str) -> None:
         try:
             principal = authenticator.authenticate(request.headers.get("Authorization"), request.headers.get("X-API-Key"))
         except AuthError as err:
+            if err.principal is not None:  # identified but refused: audit under who it was
+                g.principal = err.principal
             return _denied(err)
         g.principal = principal
         if not principal.allows(scope):

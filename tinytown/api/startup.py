@@ -4,7 +4,13 @@ Refuses to start, with the fix in the message, when:
 
 - a non-loopback address is bound with ``[townhall.auth] mode = "none"``;
 - ``[townhall.tls]`` is enabled and its ``cert_file``/``key_file`` is unset, missing or unreadable;
-- ``[townhall.mtls]`` is enabled or required without a readable ``ca_file`` (mTLS needs TLS).
+- ``[townhall.mtls]`` is enabled or required without a readable ``ca_file`` (mTLS needs TLS);
+- gunicorn runs without :mod:`tinytown.gunicorn_conf` (so ``[townhall]`` is not applied) while
+  TLS or mTLS is on: it would serve plain HTTP. Without TLS it only warns that gunicorn's own
+  flags decide bind, port and workers.
+
+A refusal is one line on stderr and an exit status from :class:`tinytown.errors.ExitStatus`:
+3 for configuration, 4 for a Redis that cannot be used.
 
 Container bootstrap: bound to a non-loopback address with no auth configured and
 ``TINYTOWN_BOOTSTRAP_API_KEY=1``, townhall generates an API key, writes its Argon2id hash into
@@ -19,16 +25,31 @@ import fcntl
 import logging
 import os
 import re
+import sys
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NoReturn
 
 from .. import defaults
 from ..apikeys import generate_key, hash_key
 from ..config import Config, load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, TinytownError
 from ..redis_url import is_loopback
 
 log = logging.getLogger("tinytown.townhall")
+GUNICORN_CONFIG_MODULE = "tinytown.gunicorn_conf"
+RUN_WITH_CONFIG = (
+    "run `gunicorn -c python:tinytown.gunicorn_conf townhall:app`, or `tt init` in the town "
+    "directory to write the gunicorn.conf.py that plain `gunicorn townhall:app` reads"
+)
+
+
+def refuse_to_start(err: TinytownError) -> NoReturn:
+    """Print ``townhall: <reason>`` on stderr and exit with the error's status (no traceback).
+
+    Messages about Redis are redacted where they are made (:mod:`tinytown.connection`).
+    """
+    print(f"townhall: {err}", file=sys.stderr, flush=True)
+    sys.exit(int(err.exit_status))
 
 
 def bind_host(address: str) -> str:
@@ -156,6 +177,34 @@ def bootstrap_api_key(config: Config, env: Mapping[str, str] | None = None, bind
         return load_config(config.root, env)
 
 
+def under_gunicorn(argv: list[str] | None = None) -> bool:
+    """True in a process started as ``gunicorn …`` (its workers keep the master's argv)."""
+    argv = sys.argv if argv is None else argv
+    return bool(argv) and Path(argv[0]).name.startswith("gunicorn")
+
+
+def check_gunicorn_settings(config: Config, argv: list[str] | None = None) -> None:
+    """Under gunicorn without :mod:`tinytown.gunicorn_conf`, ``[townhall]`` is not applied.
+
+    With TLS or mTLS on that would serve plain HTTP: raise :class:`ConfigError`. Otherwise log
+    one warning that gunicorn's own flags decide bind, port and workers.
+    """
+    if not under_gunicorn(argv) or GUNICORN_CONFIG_MODULE in sys.modules:
+        return
+    th = config.townhall
+    if th.tls.enabled or th.mtls.enabled or th.mtls.required:
+        raise ConfigError(
+            "townhall refuses to start: [townhall.tls] or [townhall.mtls] is on, but gunicorn was "
+            "started without tinytown.gunicorn_conf, so it would serve plain HTTP on its own bind; "
+            + RUN_WITH_CONFIG
+        )
+    log.warning(
+        "event=startup_warning detail=gunicorn runs without tinytown.gunicorn_conf: [townhall] bind, "
+        "rest_port, workers and timeouts are not applied; gunicorn's own flags (-b, -w, -t) decide "
+        "them. To apply [townhall], %s", RUN_WITH_CONFIG,
+    )  # fmt: skip
+
+
 def gunicorn_command_binds(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> list[str] | None:
     """Addresses given to gunicorn with ``-b``/``--bind`` (argv or ``GUNICORN_CMD_ARGS``), if any.
 
@@ -163,11 +212,10 @@ def gunicorn_command_binds(argv: list[str] | None = None, env: Mapping[str, str]
     module; None when this is not gunicorn or no bind was given on the command line.
     """
     import shlex
-    import sys
 
     argv = sys.argv if argv is None else argv
     env = os.environ if env is None else env
-    if not argv or not Path(argv[0]).name.startswith("gunicorn"):
+    if not under_gunicorn(argv):
         return None
     from gunicorn.config import Config as GunicornConfig
 

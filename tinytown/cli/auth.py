@@ -8,7 +8,8 @@ from ..apikeys import gen_key_text, generate_key, hash_key
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("auth", help="API keys for townhall")
+    p = sub.add_parser("auth", help="API keys for townhall",
+                       description="API keys for townhall's [townhall.auth] mode = \"api_key\".")
     asub = p.add_subparsers(dest="auth_command", metavar="ACTION", required=True)
     g = asub.add_parser(
         "gen-key", help="generate an API key and its Argon2id hash",

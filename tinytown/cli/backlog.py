@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_json_flag, guard_redis, open_town, print_json, print_table, short
+from .common import TASK_ID_HELP, add_json_flag, guard_redis, open_town, print_json, print_table, short
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,18 +23,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(a)
     a.set_defaults(func=cmd_add)
 
-    ls = bsub.add_parser("list", help="list backlog tasks, oldest first")
+    ls = bsub.add_parser("list", help="list backlog tasks, oldest first",
+                         description="List the pending tasks no worker has taken yet, oldest first.")
     ls.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
     ls.add_argument("--offset", type=int, default=0, help="skip this many first")
     add_json_flag(ls)
     ls.set_defaults(func=cmd_list)
 
-    rm = bsub.add_parser("remove", help="delete a pending task from the backlog")
-    rm.add_argument("task_id")
+    rm = bsub.add_parser("remove", help="delete a pending task from the backlog",
+                         description="Delete a pending task; a task that is assigned, running or "
+                         "finished is refused (exit 1).")
+    rm.add_argument("task_id", help=TASK_ID_HELP)
     rm.set_defaults(func=cmd_remove)
 
-    c = bsub.add_parser("claim", help="assign a backlog task to one agent")
-    c.add_argument("task_id")
+    c = bsub.add_parser("claim", help="assign a backlog task to one agent",
+                        description="Assign a pending backlog task to one agent: it moves from the "
+                        "shared docket to that agent's own.")
+    c.add_argument("task_id", help=TASK_ID_HELP)
     c.add_argument("agent", help="agent id, name, nickname or short id")
     c.set_defaults(func=cmd_claim)
 

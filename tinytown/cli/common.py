@@ -11,8 +11,10 @@ import redis
 
 from ..config import Config, load_config
 from ..errors import RedisUnavailable
-from ..redis_url import resolve_target
+from ..redis_url import redact_text, resolve_target
 from ..store import Town
+
+TASK_ID_HELP = "task id (as printed by `tt backlog add` or `tt task list`)"
 
 
 def config_of(args: argparse.Namespace) -> Config:
@@ -32,7 +34,7 @@ def guard_redis(func):
             return func(args)
         except (redis.ConnectionError, redis.TimeoutError) as err:
             target = resolve_target(config_of(args))
-            raise RedisUnavailable(f"lost Redis at {target.display}: {err}") from None
+            raise RedisUnavailable(f"lost Redis at {target.display}: {redact_text(str(err), target.url)}") from None
 
     wrapper.__doc__ = func.__doc__
     return wrapper

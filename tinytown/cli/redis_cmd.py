@@ -19,9 +19,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "these commands only report on it.",
     )  # fmt: skip
     rsub = p.add_subparsers(dest="redis_command", metavar="ACTION", required=True)
-    rsub.add_parser("start", help="start the server unless it already answers").set_defaults(func=cmd_start)
-    rsub.add_parser("stop", help="stop the server, saving an RDB snapshot").set_defaults(func=cmd_stop)
-    s = rsub.add_parser("status", help="is it answering? (exit 0 if so, 4 if not)")
+    rsub.add_parser(
+        "start", help="start the server unless it already answers",
+        description="Start the town's own server (every tt command and worker also does on first "
+        "use); a server that already answers is reused.",
+    ).set_defaults(func=cmd_start)  # fmt: skip
+    rsub.add_parser(
+        "stop", help="stop the server, saving an RDB snapshot",
+        description="Stop the town's own server with SHUTDOWN, saving an RDB snapshot "
+        "(SIGTERM to the pid in .tt/redis.pid if it does not answer).",
+    ).set_defaults(func=cmd_stop)  # fmt: skip
+    s = rsub.add_parser("status", help="is it answering? (exit 0 if so, 4 if not)",
+                        description="Report whether the town's Redis (its own or an external one) answers: "
+                        "exit 0 if it does, 4 if not.")
     add_json_flag(s)
     s.set_defaults(func=cmd_status)
 

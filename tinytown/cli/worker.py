@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(s)
     s.set_defaults(func=cmd_send)
 
-    i = sub.add_parser("inbox", help="show an agent's pending messages (without taking them)")
+    i = sub.add_parser("inbox", help="show an agent's pending messages (without taking them)",
+                       description="Peek at an agent's inbox: counts and a summary of each message; "
+                       "nothing is removed.")
     i.add_argument("agent", help="agent id, name, nickname or short id")
     add_json_flag(i)
     i.set_defaults(func=cmd_inbox)
