@@ -6,15 +6,23 @@ TLS or ``ssh://``), and then:
 
 - **starts** workers until the live count reaches ``desired_agents`` clamped to
   [``min_workers``, ``max_workers``], on the first outpost in preference order that has room, whose
-  circuit breaker is closed, and that keeps the hourly cost under ``cost_cap_hourly``;
+  circuit breaker is closed, that is not holding starts after a crash loop, and that keeps the
+  hourly cost under ``cost_cap_hourly``. Workers share one named volume per outpost,
+  ``tinytown-<town>-workspace`` at ``/workspace/.tt`` (git checkouts and task logs), which the
+  scaler creates and never removes;
 - **drains** (SIGTERM) an *idle* surplus worker only when the signal says ``scale_down`` or
   ``scale_to_zero``, the surplus has lasted ``scale_down_after_passes`` passes and
   ``scale_down_cooldown_secs`` have passed since the last start. A worker that is Working, Starting
-  or holds a task is never touched: workers retire themselves when idle (exit 0);
+  or holds a task is never touched, and the agent list is read again just before each SIGTERM:
+  workers retire themselves when idle (exit 0);
 - **restarts** a running worker whose agent missed its heartbeat window (``unhealthy_after_secs``)
   or is in Error for ``restart_after_failures`` passes in a row; if the restart fails (or the
   container has used up ``max_restarts``), it marks the container in the state file, stops
   counting it as capacity and runs the notification hook;
+- **holds starts** on an outpost whose workers exited non-zero within ``quick_exit_secs`` of
+  starting ``crash_loop_after_exits`` times in a row (bad configuration, Redis unreachable), for
+  the breaker backoff, and runs the notification hook once with the exit code and the last log
+  lines;
 - **removes** exited workers, keeping the newest ``keep_exited`` per outpost for their logs.
 
 If the signal is unreachable, not 200 or malformed, the pass does nothing at all. Containers are
@@ -34,10 +42,12 @@ Modes: ``run`` (default; loops every ``interval_secs`` until SIGTERM/SIGINT, or 
 prints the plan and changes nothing; ``--json`` prints one JSON object per pass on stdout.
 Logs go to stderr, one ``key=value`` line per event.
 
-Exit codes (``ExitStatus``): 0 success (the loop always ends with 0 on SIGTERM/SIGINT); 2 bad
-command line; 3 bad configuration; 4 townhall unavailable: scaling signal or agent list
-unreachable, non-200 or malformed (``--once``); 5 Docker unavailable: every outpost failed
-(``--once``); 130 interrupted. The loop never exits on 4 or 5: it logs and retries next interval.
+Exit codes (``ExitStatus``): 0 success, and the loop's end on SIGTERM or SIGINT (it finishes the
+current pass first); 2 bad command line; 3 bad configuration; 4 townhall unavailable: scaling
+signal or agent list unreachable, non-200 or malformed (``--once``); 5 Docker unavailable: every
+outpost failed (``--once``); 130 interrupted: Ctrl-C during ``--once`` or ``status``, or a second
+SIGTERM/SIGINT while the loop finishes its pass. The loop never exits on 4 or 5: it logs and
+retries next interval.
 
 Only the standard library, ``requests`` and ``docker`` are imported, so this file can be copied
 onto a VM alone (Python >= 3.11). Sections, in order: defaults, logging, configuration, pure
@@ -86,7 +96,7 @@ class ExitStatus(enum.IntEnum):
     CONFIG_ERROR = 3  # a flag, environment variable or TOML key has an invalid value
     TOWNHALL_UNAVAILABLE = 4  # /api/scaling or /v1/agents unreachable, non-200 or malformed
     DOCKER_UNAVAILABLE = 5  # every outpost failed (unreachable, or every start refused)
-    INTERRUPTED = 130  # Ctrl-C during --once or status
+    INTERRUPTED = 130  # Ctrl-C during --once or status; a second signal in the loop
 
 
 # --- defaults (every one with its unit in its name) ---------------------------------------------
@@ -106,6 +116,18 @@ START_GRACE_SECS = 120.0  # a younger (or just restarted) container is not judge
 RESTART_TIMEOUT_SECS = 30.0  # docker restart: SIGTERM, then SIGKILL after this (drain is 25 s)
 BREAKER_BACKOFF_SECS = 30.0
 BREAKER_BACKOFF_MAX_SECS = 600.0
+# A worker that exits non-zero this soon after starting is crashing, not finishing: bad
+# configuration exits 3 at once, Redis unreachable exits 4 after the worker's 60 s of retries.
+QUICK_EXIT_SECS = 120.0
+CRASH_LOOP_AFTER_EXITS = 3  # quick non-zero exits in a row that hold starts on an outpost
+CRASH_LOG_LINES = 20  # log lines of the last crashed worker sent with the notification
+# The worker image's town directory is /workspace and [agent] workspace_dir is .tt/workspace
+# under it; the volume covers all of .tt (checkouts and task logs) because Docker would create a
+# missing /workspace/.tt as root, where the worker (uid 10001) could not write its logs.
+WORKSPACE_MOUNT = "/workspace/.tt"
+WORKSPACE_VOLUME = "tinytown-{town}-workspace"
+NO_WORKSPACE_VOLUME = "none"
+WORKSPACE_INIT_MOUNT = "/tinytown-workspace"
 HTTP_TIMEOUT_SECS = 5.0
 DOCKER_TIMEOUT_SECS = 30.0
 NOTIFY_TIMEOUT_SECS = 10.0
@@ -115,6 +137,8 @@ STATE_VERSION = 1
 
 ENV_PREFIX = "TINYTOWN_SCALER_"
 ROLE = "agent-worker"
+ROLE_WORKSPACE = "workspace"  # the shared workspace volume
+ROLE_WORKSPACE_INIT = "workspace-init"  # the one-off container that hands it to the image's user
 LABEL_TOWN = "tinytown.town"
 LABEL_ROLE = "tinytown.role"
 LABEL_OUTPOST = "tinytown.outpost"
@@ -131,6 +155,7 @@ DOWN_RECOMMENDATIONS = frozenset({"scale_down", "scale_to_zero"})
 RESERVED_ENV = frozenset({"TINYTOWN_AGENT_ID", "TINYTOWN_AGENT_NAME"})
 SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")  # Docker's rule
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # ================================================================================================
@@ -208,7 +233,8 @@ class Config:
     command: str | None = None
     network: str | None = None
     volumes: tuple[str, ...] = ()
-    workspace: str | None = None
+    workspace: str = WORKSPACE_MOUNT
+    workspace_volume: str = WORKSPACE_VOLUME
     env: Mapping[str, str] = field(default_factory=dict)
     pass_env: tuple[str, ...] = ()
     min_workers: int = MIN_WORKERS
@@ -224,6 +250,8 @@ class Config:
     restart_timeout_secs: float = RESTART_TIMEOUT_SECS
     breaker_backoff_secs: float = BREAKER_BACKOFF_SECS
     breaker_backoff_max_secs: float = BREAKER_BACKOFF_MAX_SECS
+    crash_loop_after_exits: int = CRASH_LOOP_AFTER_EXITS
+    quick_exit_secs: float = QUICK_EXIT_SECS
     cost_cap_hourly: float | None = None
     state_file: str | None = None
     notify_command: str | None = None
@@ -273,8 +301,11 @@ SETTINGS = (
             metavar="NAME"),
     Setting("volumes", "list", "container", "extra mount SOURCE:/path[:ro], repeatable (env: "
             "comma-separated)", section="container", metavar="SPEC", flag="--volume"),
-    Setting("workspace", "str", "container", "give each worker its own anonymous volume at this "
-            "path, removed with the container", section="container", metavar="PATH"),
+    Setting("workspace", "str", "container", "where workers mount the workspace volume; must "
+            "contain the worker's [agent] workspace_dir", section="container", metavar="PATH"),
+    Setting("workspace_volume", "str", "container", "named volume every worker of the town "
+            "shares on an outpost, created by the scaler and never removed; {town} is replaced, "
+            f"'{NO_WORKSPACE_VOLUME}' mounts none", section="container", metavar="NAME"),
     Setting("env", "map", "container", "set KEY=VALUE in workers, repeatable (TOML: "
             "[container.env])", section="container", metavar="KEY=VALUE", from_env=False),
     Setting("pass_env", "list", "container", "pass this variable from the scaler's environment, "
@@ -303,8 +334,12 @@ SETTINGS = (
             "since) are not judged", minimum=0, metavar="SECS"),
     Setting("restart_timeout_secs", "float", "health", "docker restart waits this long after "
             "SIGTERM before SIGKILL", minimum=0, metavar="SECS"),
-    Setting("notify_command", "str", "health", "run on a failed restart; event JSON on stdin",
-            metavar="CMD"),
+    Setting("crash_loop_after_exits", "int", "health", "quick non-zero exits in a row that hold "
+            "starts on an outpost for the breaker backoff (0: never)", minimum=0, metavar="N"),
+    Setting("quick_exit_secs", "float", "health", "a non-zero exit this soon after the start "
+            "counts toward a crash loop", minimum=0, metavar="SECS"),
+    Setting("notify_command", "str", "health", "run on a failed restart or a crash loop; event "
+            "JSON on stdin", metavar="CMD"),
     Setting("notify_webhook", "str", "health", "POST the event JSON to this URL", metavar="URL"),
     Setting("breaker_backoff_secs", "float", "outposts", "skip a failed outpost this long, "
             "doubling per failure", minimum=0, metavar="SECS"),
@@ -541,8 +576,23 @@ def validate(config: Config, origin: Mapping[str, str]) -> None:
         if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/") or (
                 len(parts) == 3 and parts[2] not in ("ro", "rw")):
             raise _invalid("volumes", spec, where("volumes"), "SOURCE:/container/path[:ro|rw]")
-    if config.workspace is not None and not config.workspace.startswith("/"):
+    if not config.workspace.startswith("/"):
         raise _invalid("workspace", config.workspace, where("workspace"), "an absolute path")
+    if config.workspace_volume != NO_WORKSPACE_VOLUME:
+        try:
+            sample = config.workspace_volume.format(town="t")
+        except (KeyError, IndexError, ValueError):
+            sample = ""
+        if not VOLUME_NAME_RE.match(sample):
+            raise _invalid("workspace_volume", config.workspace_volume, where("workspace_volume"),
+                           f"a volume name (letters, digits, _.-; {{town}} allowed) or "
+                           f"'{NO_WORKSPACE_VOLUME}'")
+        clash = [spec for spec in config.volumes
+                 if spec.split(":")[1].rstrip("/") == config.workspace.rstrip("/")]
+        if clash:
+            raise _invalid("volumes", clash[0], where("volumes"), f"no mount at {config.workspace}"
+                           f", where the workspace volume goes: change workspace, or set "
+                           f"workspace_volume = '{NO_WORKSPACE_VOLUME}'")
     for key, names in (("env", config.env), ("pass_env", config.pass_env)):
         for name in names:
             if not ENV_NAME_RE.match(name):
@@ -559,6 +609,13 @@ def validate(config: Config, origin: Mapping[str, str]) -> None:
             shlex.split(config.command)
         except ValueError as err:
             raise _invalid("command", config.command, where("command"), f"shell words ({err})")
+
+
+def workspace_volume_name(config: Config, town: str) -> str | None:
+    """The town's shared workspace volume, or None when workers get none."""
+    if config.workspace_volume == NO_WORKSPACE_VOLUME:
+        return None
+    return config.workspace_volume.format(town=town)
 
 
 def state_path(config: Config, environ: Mapping[str, str]) -> Path:
@@ -700,6 +757,8 @@ class Worker:
     started_at: float | None  # from the tinytown.started_at label, else the creation time
     cost_per_hour: float = 0.0
     finished_at: float | None = None  # known only after a full inspect
+    exit_code: int | None = None  # known only after a full inspect of an exited container
+    ran_secs: float | None = None  # its last run, start to finish (full inspect only)
 
     @property
     def live(self) -> bool:
@@ -725,16 +784,22 @@ def worker_from_attrs(attrs: Mapping[str, Any], outpost: Outpost) -> Worker:
     created_at = float(created) if isinstance(created, (int, float)) else (
         parse_rfc3339(created) if isinstance(created, str) else None)
     started_at = parse_rfc3339(labels.get(LABEL_STARTED_AT, "")) or created_at
-    finished_at = None
-    if isinstance(state, dict) and isinstance(state.get("FinishedAt"), str):
-        finished = parse_rfc3339(state["FinishedAt"])
+    finished_at = exit_code = ran_secs = None
+    if isinstance(state, dict):
+        finished = parse_rfc3339(state.get("FinishedAt") or "")
         finished_at = finished if finished and finished > 0 else None  # 0001-01-01 = never
+        last_start = parse_rfc3339(state.get("StartedAt") or "")
+        if status in EXITED_STATUSES and isinstance(state.get("ExitCode"), int):
+            exit_code = state["ExitCode"]
+            if finished_at and last_start and last_start > 0:
+                ran_secs = max(0.0, finished_at - last_start)
     try:
         cost = float(labels.get(LABEL_COST_PER_HOUR, outpost.cost_per_hour))
     except ValueError:
         cost = outpost.cost_per_hour
     return Worker(attrs.get("Id", ""), name.lstrip("/"), labels.get(LABEL_OUTPOST, outpost.name),
-                  labels.get(LABEL_AGENT_ID) or None, status, started_at, cost, finished_at)
+                  labels.get(LABEL_AGENT_ID) or None, status, started_at, cost, finished_at,
+                  exit_code, ran_secs)
 
 
 def clamp_target(desired: int, min_workers: int, max_workers: int) -> int:
@@ -771,6 +836,7 @@ class OutpostView:
     cost_per_hour: float
     available: bool  # reachable this pass and its breaker closed
     live: int  # live workers seen on it
+    hold: str | None = None  # why it takes no new workers now (a crash loop), if it does not
 
 
 @dataclass(frozen=True)
@@ -790,7 +856,11 @@ def choose_outposts(count: int, outposts: Sequence[OutpostView], hourly_cost: fl
     for _ in range(count):
         pick = None
         blocked_by_cost = False
+        held = []
         for o in outposts:
+            if o.available and o.hold:
+                held.append(f"{o.name} holds starts ({o.hold})")
+                continue
             if not o.available or live[o.name] >= o.max_workers:
                 continue
             over_cap = cost_cap_hourly is not None and \
@@ -803,6 +873,8 @@ def choose_outposts(count: int, outposts: Sequence[OutpostView], hourly_cost: fl
         if pick is None:
             if blocked_by_cost:
                 reason = f"cost cap reached: {hourly_cost:.4f}/h of {cost_cap_hourly:g}/h in use"
+            elif held:
+                reason = "; ".join(held)
             elif any(o.available for o in outposts):
                 reason = "all available outposts at max_workers"
             else:
@@ -840,16 +912,23 @@ def scale_down_gate(recommendation: str, surplus: int, surplus_passes: int,
     return ScaleDownGate(True, passes, f"surplus {surplus} for {passes} passes")
 
 
+def drain_veto(agent: Agent | None) -> str | None:
+    """Why this agent's worker must not be drained, or None when it is Idle with no task."""
+    if agent is None:
+        return "agent not registered"
+    if agent.state != "Idle" or agent.busy:
+        return f"agent {agent.state}" + (f" with task {agent.current_task}"
+                                         if agent.current_task else "")
+    return None
+
+
 def drain_candidates(workers: Iterable[Worker], agents: Mapping[str, Agent], surplus: int,
                      outpost_order: Sequence[str]) -> list[Worker]:
     """Up to ``surplus`` running workers whose agent is Idle with no task, least preferred outpost
     first, oldest first. An agent that is unknown, busy, starting or draining is never chosen."""
     rank = {name: i for i, name in enumerate(outpost_order)}
-    idle = [
-        w for w in workers
-        if w.status == "running" and w.agent_id in agents
-        and agents[w.agent_id].state == "Idle" and not agents[w.agent_id].busy
-    ]
+    idle = [w for w in workers
+            if w.status == "running" and drain_veto(agents.get(w.agent_id or "")) is None]
     idle.sort(key=lambda w: (-rank.get(w.outpost, len(rank)), w.started_at or 0.0))
     return idle[:max(0, surplus)]
 
@@ -904,6 +983,60 @@ def exited_to_remove(workers: Iterable[Worker], keep: int) -> list[Worker]:
     return doomed
 
 
+# --- crash loops: workers that die right after starting ----------------------------------------
+@dataclass(frozen=True)
+class CrashWatch:
+    """One outpost's quick non-zero exits in a row, and the hold on new starts they opened."""
+
+    streak: int = 0
+    hold: Breaker = field(default_factory=Breaker)  # open: no new workers on this outpost
+    last_exit_code: int | None = None
+
+
+def is_crash(worker: Worker, quick_exit_secs: float) -> bool:
+    """A non-zero exit within ``quick_exit_secs`` of the start. Exit 0 (idle exit, drain) never
+    is, nor is a failure after a long run."""
+    return (worker.exit_code not in (None, 0) and worker.ran_secs is not None
+            and worker.ran_secs < quick_exit_secs)
+
+
+def watch_exits(watch: CrashWatch, exits: Iterable[Worker], now: float, after_exits: int,
+                quick_exit_secs: float, backoff_secs: float,
+                max_secs: float) -> tuple[CrashWatch, Worker | None]:
+    """Count exits seen for the first time, oldest first. A crash adds one to the streak and
+    anything else resets it (and lifts the hold). When the streak reaches ``after_exits`` and no
+    hold is open, a hold opens for the breaker backoff, doubling per hold in one crash loop.
+    Returns the new watch and the exit that opened a hold this time, if one did."""
+    opened = None
+    if after_exits <= 0:
+        return watch, None
+    for w in sorted(exits, key=lambda w: w.finished_at or 0.0):
+        if not is_crash(w, quick_exit_secs):
+            watch, opened = CrashWatch(), None
+            continue
+        hold = watch.hold
+        streak = watch.streak + 1
+        if streak >= after_exits and not hold.is_open(now):
+            hold = hold.failed(now, f"{streak} workers in a row exited within "
+                               f"{quick_exit_secs:g}s, the last with code {w.exit_code}",
+                               backoff_secs, max_secs)
+            opened = w
+        watch = CrashWatch(streak, hold, w.exit_code)
+    return watch, opened
+
+
+def crash_limited(view: OutpostView, watch: CrashWatch, now: float,
+                  after_exits: int) -> OutpostView:
+    """The outpost as placement should see it: held while the hold is open; after it, in a crash
+    loop still, one new worker per pass as a trial."""
+    if watch.hold.is_open(now):
+        return dataclasses.replace(view, hold=f"{watch.hold.last_error}; until "
+                                              f"{iso(watch.hold.open_until)}")
+    if after_exits and watch.streak >= after_exits:
+        return dataclasses.replace(view, max_workers=min(view.max_workers, view.live + 1))
+    return view
+
+
 # --- what the scaler remembers between passes (the state file) -------------------------------
 @dataclass
 class ContainerMemory:
@@ -914,6 +1047,7 @@ class ContainerMemory:
     drain_requested_at: float | None = None
     marked_error_at: float | None = None
     marked_reason: str | None = None
+    exit_counted: bool = False  # its exit has been counted toward a crash loop
 
 
 @dataclass
@@ -925,6 +1059,7 @@ class State:
     breakers: dict[str, Breaker] = field(default_factory=dict)
     last_seen_hourly: dict[str, float] = field(default_factory=dict)  # per outpost
     containers: dict[str, ContainerMemory] = field(default_factory=dict)
+    crash_loops: dict[str, CrashWatch] = field(default_factory=dict)  # per outpost
 
     def reset(self, town: str | None) -> None:
         """Forget everything: this memory belonged to another town."""
@@ -943,6 +1078,7 @@ class State:
                 for name, b in self.breakers.items()
             },
             "containers": {cid: dataclasses.asdict(m) for cid, m in self.containers.items()},
+            "crash_loops": {name: dataclasses.asdict(w) for name, w in self.crash_loops.items()},
         }
 
     @classmethod
@@ -958,6 +1094,9 @@ class State:
                 state.last_seen_hourly[name] = float(hourly)
         for cid, m in (data.get("containers") or {}).items():
             state.containers[cid] = ContainerMemory(**m)
+        for name, w in (data.get("crash_loops") or {}).items():
+            state.crash_loops[name] = CrashWatch(w["streak"], Breaker(**w["hold"]),
+                                                 w.get("last_exit_code"))
         return state
 
 
@@ -1144,7 +1283,8 @@ class DockerOutpost:
                                    f": {short_reason(err)}") from None
         return self._client
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn, *args, missing_ok: bool = False, **kwargs):
+        """``fn(*args, **kwargs)``; with ``missing_ok``, None when Docker answers 404."""
         try:
             return fn(*args, **kwargs)
         except OutpostError:
@@ -1152,6 +1292,8 @@ class DockerOutpost:
         except Exception as err:
             if not isinstance(err, docker.errors.NotFound):
                 self._client = None  # reconnect next time
+            elif missing_ok:
+                return None
             raise OutpostError(f"{what} on outpost {self.name}: {short_reason(err)}") from None
 
     def list_workers(self, town: str | None, full: bool = False) -> list[Worker]:
@@ -1160,7 +1302,15 @@ class DockerOutpost:
             labels.append(f"{LABEL_TOWN}={town}")
         containers = self._call("list containers", lambda: self.client().containers.list(
             all=True, filters={"label": labels}, sparse=not full, ignore_removed=True))
-        return [worker_from_attrs(c.attrs, self.outpost) for c in containers]
+        workers = []
+        for c in containers:
+            if not full and c.attrs.get("State") in EXITED_STATUSES:
+                # Only an inspect tells its exit code and how long it ran (crash loops).
+                self._call("inspect container", c.reload, missing_ok=True)
+                if not isinstance(c.attrs.get("State"), dict):
+                    continue  # removed meanwhile
+            workers.append(worker_from_attrs(c.attrs, self.outpost))
+        return workers
 
     def start_worker(self, config: Config, town: str, now: float,
                      environ: Mapping[str, str]) -> tuple[str, str, str]:
@@ -1176,8 +1326,12 @@ class DockerOutpost:
         labels = {LABEL_TOWN: town, LABEL_ROLE: ROLE, LABEL_OUTPOST: self.name,
                   LABEL_AGENT_ID: agent_id, LABEL_STARTED_AT: iso(now),
                   LABEL_COST_PER_HOUR: f"{self.outpost.cost_per_hour:g}"}
-        mounts = [docker.types.Mount(target=config.workspace, source=None, type="volume")] \
-            if config.workspace else []
+        mounts = []
+        volume = workspace_volume_name(config, town)
+        if volume:
+            self.ensure_workspace_volume(volume, config.image, town)
+            mounts.append(docker.types.Mount(target=config.workspace, source=volume,
+                                             type="volume"))
         volumes = {}
         for spec in config.volumes:
             source, target, *mode = spec.split(":")
@@ -1198,6 +1352,57 @@ class DockerOutpost:
             raise
         return container.id, name, agent_id
 
+    def ensure_workspace_volume(self, name: str, image: str, town: str) -> None:
+        """Create the town's shared workspace volume on this engine if it is missing, owned by
+        the image's user: a new volume's root belongs to root, and the worker runs as 10001.
+        Checked before every start: Docker would silently create a deleted one owned by root."""
+        client = self.client()
+        if self._call("inspect volume", client.volumes.get, name, missing_ok=True) is None:
+            image_config = self._call("inspect image", client.images.get, image).attrs.get("Config")
+            user = (image_config or {}).get("User") or ""
+            labels = {LABEL_TOWN: town, LABEL_ROLE: ROLE_WORKSPACE, LABEL_OUTPOST: self.name}
+            volume = self._call("create volume", client.volumes.create, name=name, labels=labels)
+            try:
+                if user.split(":")[0] not in ("", "0", "root"):
+                    self._hand_over(volume.name, image, user, {**labels,
+                                                               LABEL_ROLE: ROLE_WORKSPACE_INIT})
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    volume.remove(force=True)  # so that the next start tries again
+                raise
+            log("info", "workspace_volume_created", outpost=self.name, volume=name, owner=user)
+
+    def _hand_over(self, volume: str, image: str, user: str, labels: dict[str, str]) -> None:
+        """``chown USER`` the volume's root in a one-off root container of the worker image."""
+        container = self._call(
+            "create workspace-init container", self.client().containers.create, image,
+            entrypoint=["chown", user, WORKSPACE_INIT_MOUNT], user="0",
+            labels=labels, network_mode="none", detach=True,
+            mounts=[docker.types.Mount(target=WORKSPACE_INIT_MOUNT, source=volume,
+                                       type="volume")])
+        try:
+            self._call("start workspace-init container", container.start)
+            code = self._call("wait for workspace-init container", container.wait,
+                              timeout=self.timeout).get("StatusCode")
+            if code != 0:
+                output = self._call("read workspace-init logs", container.logs).decode(
+                    errors="replace").strip()
+                raise OutpostError(f"chown {user} of workspace volume {volume} on outpost "
+                                   f"{self.name} exited {code}: {output[-300:]}")
+        finally:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+    def log_tail(self, container_id: str, lines: int) -> str | None:
+        """The last ``lines`` lines a container wrote (stdout and stderr), None if unreadable:
+        best effort, for a notification."""
+        try:
+            container = self.client().containers.get(container_id)
+            return container.logs(tail=lines).decode(errors="replace")
+        except (docker.errors.DockerException, requests.RequestException) as err:
+            log("warning", "logs_unreadable", container=container_id[:12], error=short_reason(err))
+            return None
+
     def drain(self, container_id: str) -> None:
         container = self._call("get container", self.client().containers.get, container_id)
         self._call("SIGTERM container", container.kill, signal="SIGTERM")
@@ -1207,8 +1412,8 @@ class DockerOutpost:
         self._call("restart container", container.restart, timeout=int(timeout_secs))
 
     def remove(self, container_id: str) -> Worker | None:
-        """Remove an exited container (and its anonymous workspace volume); returns it as last
-        inspected, for its cost."""
+        """Remove an exited container (and any anonymous volume; never the named workspace
+        volume); returns it as last inspected, for its cost."""
         container = self._call("get container", self.client().containers.get, container_id)
         worker = worker_from_attrs(container.attrs, self.outpost)
         self._call("remove container", container.remove, v=True)
@@ -1374,6 +1579,8 @@ class Scaler:
                 action="nothing changed")
             return report
 
+        views = self._watch_crashes(workers, views, state, sig.town, now, report)
+
         # 3. The agents, for busy checks and health. Without them: starts only.
         agents: dict[str, Agent] | None
         try:
@@ -1454,6 +1661,62 @@ class Scaler:
         self._forget_gone(state, workers, {v.name for v in views if v.available})
         return workers, views, unseen_hourly
 
+    def _watch_crashes(self, workers: Sequence[Worker], views: list[OutpostView], state: State,
+                       town: str, now: float, report: Report) -> list[OutpostView]:
+        """Count exits not seen before; hold starts on an outpost whose workers crash-loop and
+        notify once per crash loop. Returns the views with holds and trial limits applied."""
+        config = self.config
+        limited = []
+        for view, entry in zip(views, report.outposts):
+            watch = state.crash_loops.get(view.name, CrashWatch())
+            if view.available:
+                fresh = []
+                for w in workers:
+                    if w.outpost != view.name or w.status not in EXITED_STATUSES:
+                        continue
+                    memory = state.containers.setdefault(w.container_id,
+                                                         ContainerMemory(w.outpost))
+                    # A worker the scaler drained or gave up on did not crash by itself.
+                    if not memory.exit_counted and memory.drain_requested_at is None \
+                            and memory.marked_error_at is None:
+                        fresh.append(w)
+                    memory.exit_counted = True
+                watch, opened = watch_exits(
+                    watch, fresh, now, config.crash_loop_after_exits, config.quick_exit_secs,
+                    config.breaker_backoff_secs, config.breaker_backoff_max_secs)
+                if opened is not None:
+                    self._hold_starts(view.name, watch, opened, town, now, report)
+                if watch == CrashWatch():
+                    state.crash_loops.pop(view.name, None)
+                else:
+                    state.crash_loops[view.name] = watch
+            entry.update(crash_exits=watch.streak, starts_held_until=iso(watch.hold.open_until)
+                         if watch.hold.is_open(now) else None)
+            limited.append(crash_limited(view, watch, now, config.crash_loop_after_exits))
+        return limited
+
+    def _hold_starts(self, outpost: str, watch: CrashWatch, w: Worker, town: str, now: float,
+                     report: Report) -> None:
+        hold = watch.hold
+        log("error", "outpost_crash_loop", outpost=outpost, exits=watch.streak,
+            exit_code=w.exit_code, container=w.container_id[:12],
+            held_until=iso(hold.open_until))
+        if self.dry_run:
+            return  # the plan says why nothing starts there; a dry run notifies nobody
+        report.actions.append({"action": "hold_starts", **_worker_ref(w), "ok": True,
+                               "exit_code": w.exit_code, "exits": watch.streak,
+                               "until": iso(hold.open_until)})
+        if hold.failures > 1:
+            return  # one notification per crash loop
+        by_name = {o.name: o for o in self.outposts}
+        notify(self.config, {
+            "event": "outpost_crash_loop", "town": town, "outpost": outpost,
+            "container_id": w.container_id, "container_name": w.name, "agent_id": w.agent_id,
+            "exit_code": w.exit_code, "exits": watch.streak, "reason": hold.last_error,
+            "held_until": iso(hold.open_until),
+            "log_tail": by_name[outpost].log_tail(w.container_id, CRASH_LOG_LINES),
+            "timestamp": iso(now)})
+
     def _forget_gone(self, state: State, workers: Sequence[Worker], seen: set[str]) -> None:
         present = {w.container_id for w in workers}
         for cid, memory in list(state.containers.items()):
@@ -1526,6 +1789,17 @@ class Scaler:
         if plan.drains:
             state.surplus_passes = 0  # the next drain needs a fresh run of surplus passes
         for w in plan.drains:
+            # The plan's agent list is seconds old: an Idle worker may have taken a task since.
+            try:
+                veto = drain_veto(self.townhall.agents().get(w.agent_id or ""))
+            except TownhallError as err:
+                veto = f"agent list unavailable: {err}"
+            if veto:
+                log("info", "drain_skipped", container=w.container_id[:12], agent_id=w.agent_id,
+                    outpost=w.outpost, reason=veto)
+                report.actions.append({"action": "drain_skipped", **_worker_ref(w), "ok": True,
+                                       "reason": veto})
+                continue
             outpost = next(o for o in self.outposts if o.name == w.outpost)
             try:
                 outpost.drain(w.container_id)
@@ -1612,27 +1886,33 @@ def run_status(config: Config, environ: Mapping[str, str], as_json: bool) -> Exi
     except TownhallError as err:
         townhall_error = str(err)
         log("warning", "townhall_unavailable", reason=str(err), action="agent states unknown")
+    state = load_state(state_path(config, environ), town)
     rows, outposts, workers = [], [], []
     for o in config.outposts:
         outpost = DockerOutpost(o, config.docker_timeout_secs)
+        hold = state.crash_loops.get(o.name, CrashWatch()).hold
+        held = {"starts_held_until": iso(hold.open_until), "hold_reason": hold.last_error} \
+            if hold.is_open(now) else {"starts_held_until": None}
         try:
             found = outpost.list_workers(town, full=True)
         except OutpostError as err:
-            outposts.append({"name": o.name, "reachable": False, "error": str(err)})
+            outposts.append({"name": o.name, "reachable": False, "error": str(err), **held})
             log("warning", "outpost_unreachable", outpost=o.name, error=str(err))
             continue
         outposts.append({"name": o.name, "reachable": True, "live": sum(w.live for w in found),
-                         "max_workers": o.max_workers, "cost_per_hour": o.cost_per_hour})
+                         "max_workers": o.max_workers, "cost_per_hour": o.cost_per_hour, **held})
         workers.extend(found)
         for w in found:
             agent = (agents or {}).get(w.agent_id or "")
+            memory = state.containers.get(w.container_id)
+            marked = {"at": iso(memory.marked_error_at), "reason": memory.marked_reason} \
+                if memory and memory.marked_error_at is not None else None
             rows.append({**_worker_ref(w), "status": w.status,
                          "agent_state": agent.state if agent else (
                              "unknown" if agents is None else "unregistered"),
                          "current_task": agent.current_task if agent else None,
                          "age_secs": round(w.age_secs(now) or 0),
-                         "cost_so_far": round(w.cost_so_far(now), 6)})
-    state = load_state(state_path(config, environ), town)
+                         "cost_so_far": round(w.cost_so_far(now), 6), "marked_error": marked})
     live_count = sum(w.live for w in workers)
     cost = {"hourly": round(hourly_cost(workers), 6), "cap_hourly": config.cost_cap_hourly,
             "so_far": round(sum(w.cost_so_far(now) for w in workers), 6),
@@ -1651,9 +1931,17 @@ def run_status(config: Config, environ: Mapping[str, str], as_json: bool) -> Exi
         widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
         for row in table:
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        for r in rows:
+            if r["marked_error"]:
+                print(f"{r['name']}: marked in error at {r['marked_error']['at']} "
+                      f"({r['marked_error']['reason']}); not counted as a worker. Read "
+                      f"`docker logs {r['name']}`, then `docker rm -f {r['name']}`")
         for o in outposts:
             if not o["reachable"]:
                 print(f"outpost {o['name']}: unreachable ({o['error']})")
+            if o["starts_held_until"]:
+                print(f"outpost {o['name']}: no new workers until {o['starts_held_until']} "
+                      f"({o['hold_reason']})")
     if not any(o["reachable"] for o in outposts):
         return ExitStatus.DOCKER_UNAVAILABLE
     return ExitStatus.SUCCESS

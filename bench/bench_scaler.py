@@ -45,7 +45,8 @@ import docker  # noqa: E402
 import docker.errors  # noqa: E402
 
 from tests.docker_support import build_image  # noqa: E402
-from tests.scaler_stack import SCALER, ScalerTown, TcpRedis, wait_for  # noqa: E402
+from tests.scaler_stack import SCALER, ScalerTown, TcpRedis  # noqa: E402
+from tests.worker_support import poll as wait_for  # noqa: E402
 from tinytown.records import parse_rfc3339  # noqa: E402
 
 IMAGE = f"tinytown-agent-worker:bench-{os.getpid()}"
@@ -107,6 +108,7 @@ def one_round(town: ScalerTown, client, args) -> dict:
     wait_for(lambda: not town.containers(client), timeout=args.round_timeout_secs,
              interval=POLL_SECS, message="no container left")
     zero_all = time.time()
+    started = next(t for t in done if t.id == first.id)  # its final started_at: when the CLI started
     created = epoch(started.created_at)
     return {
         "scale_from_zero": round(epoch(started.started_at) - created, 3),

@@ -1,12 +1,12 @@
 """``python scaler.py`` as a real process: help, configuration, exit codes, safety without Docker.
 
-Townhall is either a closed localhost port or a tiny real HTTP server from ``http.server``;
-outposts that must fail point at a closed localhost port. Nothing here needs a Docker engine.
+Townhall is either a closed localhost port or a tiny real HTTP server from ``http.server``
+(``FakeTownhall``); outposts that must fail point at a closed localhost port. Nothing here needs
+a Docker engine.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
@@ -16,11 +16,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import scaler
+
+from .scaler_stack import FakeTownhall
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALER = str(ROOT / "scaler.py")
@@ -58,35 +61,6 @@ def dead_outpost_config(tmp_path) -> Path:
     path.write_text(f'[[outposts]]\nname = "nowhere"\ndocker_host = '
                     f'"tcp://127.0.0.1:{closed_port()}"\n')
     return path
-
-
-class FakeTownhall:
-    """A real HTTP server answering each path with a fixed status and JSON body."""
-
-    def __init__(self):
-        self.routes: dict[str, tuple[int, object]] = {}
-        routes = self.routes
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                status, body = routes.get(self.path, (404, {"title": "Not Found"}))
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -230,6 +204,24 @@ def test_container_env_merges_across_layers_with_the_flag_winning(tmp_path):
     assert config["pass_env"] == ["REDIS_URL", "GIT_TOKEN"]
 
 
+def test_workers_share_a_workspace_volume_named_for_the_town_by_default():
+    config = json.loads(run("config").stdout)
+    assert (config["workspace"], config["workspace_volume"]) == \
+        ("/workspace/.tt", "tinytown-{town}-workspace")
+
+
+def test_a_workspace_volume_name_docker_would_refuse_exits_3():
+    result = run("--workspace-volume", "shared workspace", "config")
+    assert result.returncode == 3 and "workspace_volume='shared workspace'" in result.stderr
+
+
+def test_a_mount_where_the_workspace_volume_goes_exits_3_saying_how_to_opt_out():
+    result = run("--volume", "/srv/checkouts:/workspace/.tt", "config")
+    assert result.returncode == 3 and "workspace_volume = 'none'" in result.stderr
+    assert run("--volume", "/srv/checkouts:/workspace/.tt", "--workspace-volume", "none",
+               "config").returncode == 0
+
+
 def test_the_api_key_file_is_read_and_the_key_never_printed(tmp_path):
     key = tmp_path / "key"
     key.write_text("tt_secret_value\n")
@@ -352,6 +344,30 @@ def test_the_loop_survives_an_unreachable_townhall_and_sigterm_ends_it_with_0(st
         assert all(json.loads(line)["exit_code"] == 4 for line in lines)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.communicate()
+
+
+def test_a_second_signal_during_a_pass_ends_the_loop_at_once_with_130(townhall, state_file):
+    townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
+    townhall.delays["/api/scaling"] = 60  # the pass hangs reading the signal
+    proc = subprocess.Popen(
+        [sys.executable, SCALER, "--image", "worker:1", "--url", townhall.url,
+         "--http-timeout-secs", "120", "--state-file", str(state_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    watchdog = threading.Timer(30, proc.kill)
+    watchdog.start()
+    try:
+        while "/api/scaling" not in townhall.gets:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        while "event=stopping" not in proc.stderr.readline():  # the first one was heard
+            pass
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == scaler.ExitStatus.INTERRUPTED == 130
     finally:
         watchdog.cancel()
         proc.kill()

@@ -8,6 +8,11 @@ over TCP shared by the module. Workers run with host networking and reach that R
 it take N seconds). Passes run in-process through ``Scaler.run_pass`` or as ``python scaler.py
 --once`` where the exit code or the printed JSON is the behaviour under test.
 
+Where a test needs townhall to say something on cue (an agent that turns busy between the plan
+and the drain, a container whose agent is missing) it uses a ``FakeTown``: a canned townhall over
+real HTTP, which also receives the notification webhook, and workers that are a plain command in
+the worker image (``sleep 300``, ``exit 3``).
+
 Skipped only when no Docker engine answers (``bash .ci/docker-engine.sh`` starts one; CI does).
 """
 
@@ -27,7 +32,7 @@ import requests
 from tinytown.records import parse_rfc3339
 
 from .docker_support import build_image, docker_client_or_skip_reason
-from .scaler_stack import ScalerTown, TcpRedis, free_port
+from .scaler_stack import FakeTown, ScalerTown, TcpRedis, agent_item, free_port
 from .worker_support import poll
 
 pytestmark = pytest.mark.docker
@@ -82,6 +87,22 @@ def make_town(tmp_path, engine, worker_image, tcp_redis):
         town.stop(engine)
 
 
+@pytest.fixture
+def fake_town(tmp_path, engine, worker_image):
+    """Factory: a FakeTown whose workers run ``command``; its containers and volumes are removed
+    by label afterwards."""
+    towns: list[FakeTown] = []
+
+    def make(command: str = "sleep 300") -> FakeTown:
+        town = FakeTown(tmp_path / f"fake{len(towns) + 1}", worker_image, command)
+        towns.append(town)
+        return town
+
+    yield make
+    for town in towns:
+        town.stop(engine)
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -119,7 +140,7 @@ def statuses(town: ScalerTown, engine) -> dict[str, str]:
     return {c.id: c.status for c in town.containers(engine)}
 
 
-def wait_exited(town: ScalerTown, engine, count: int, timeout: float = IDLE_EXIT_TIMEOUT_SECS):
+def wait_exited(town, engine, count: int, timeout: float = IDLE_EXIT_TIMEOUT_SECS):
     def exited():
         found = [c for c in town.containers(engine) if c.status == "exited"]
         return found if len(found) >= count else None
@@ -200,6 +221,51 @@ def test_idle_workers_exit_zero_by_themselves_and_exited_containers_beyond_keep_
     assert town.containers(engine) == []
 
 
+def test_dry_run_prints_the_starts_it_would_make_and_creates_nothing(make_town, engine):
+    town = make_town()
+    for i in range(2):
+        town.town.tasks.add(f"task {i}")
+
+    text = town.cli("--once", "--dry-run", *town.cli_args())
+    line = town.cli("--once", "--dry-run", "--json", *town.cli_args())
+
+    assert text.returncode == 0, text.stderr
+    assert "plan: target=2 live=0 start=local,local drain=0" in text.stdout
+    assert line.returncode == 0, line.stderr
+    report = json.loads(line.stdout)
+    assert (report["dry_run"], report["plan"]["starts"], report["actions"]) == \
+        (True, ["local", "local"], [])
+    assert town.containers(engine) == [] and town.volumes(engine) == []
+    assert not town.state_file.exists()
+
+
+# --- the shared workspace volume ---------------------------------------------------------------
+
+
+def test_workers_share_the_towns_workspace_volume_which_outlives_each_of_them(fake_town, engine):
+    # Each worker appends its agent id to a file in the workspace, prints it and exits 0.
+    town = fake_town("sh -c 'echo $TINYTOWN_AGENT_ID >> /workspace/.tt/seen; "
+                     "cat /workspace/.tt/seen'")
+    town.signal(desired=1)
+    scaler = town.scaler(workspace_volume=None, keep_exited=0)  # None: the default volume
+
+    (first,) = started(one_pass(scaler))
+    wait_exited(town, engine, 1)
+    report = one_pass(scaler)  # removes the first container, starts a second
+    (second,) = started(report)
+    assert [a["container_id"] for a in report.actions if a["action"] == "remove"] == \
+        [first["container_id"]]
+    (container,) = wait_exited(town, engine, 1)
+
+    assert container.attrs["State"]["ExitCode"] == 0
+    assert container.logs().decode().split() == [first["agent_id"], second["agent_id"]]
+    (volume,) = town.volumes(engine)
+    assert volume.name == f"tinytown-{town.name}-workspace"
+    assert volume.attrs["Labels"]["tinytown.role"] == "workspace"
+    assert [(m["Name"], m["Destination"]) for m in container.attrs["Mounts"]] == \
+        [(volume.name, "/workspace/.tt")]
+
+
 # --- safety ------------------------------------------------------------------------------------
 
 
@@ -257,6 +323,24 @@ def test_townhall_down_means_nothing_is_started_drained_or_removed_and_once_exit
     assert "/api/scaling" in line["error"]
     assert "event=signal_unavailable" in result.stderr
     assert statuses(town, engine) == before
+
+
+def test_a_worker_that_takes_a_task_between_the_plan_and_the_drain_is_not_drained(fake_town, engine):
+    town = fake_town()
+    town.signal(desired=1)
+    (start,) = started(one_pass(town.scaler()))
+    agent_id = start["agent_id"]
+    town.signal(desired=0, recommendation="scale_to_zero")
+    # The plan's read sees it Idle; the read just before SIGTERM sees it Working.
+    town.agents([agent_item(agent_id)], [agent_item(agent_id, "Working", "t-1")])
+
+    report = one_pass(town.scaler(scale_down_cooldown_secs=0, scale_down_after_passes=1))
+
+    assert [w["agent_id"] for w in report.plan["drains"]] == [agent_id]  # the plan chose it
+    assert [(a["action"], a["reason"]) for a in report.actions] == \
+        [("drain_skipped", "agent Working with task t-1")]
+    (container,) = town.containers(engine)
+    assert container.status == "running"
 
 
 # --- outposts ----------------------------------------------------------------------------------
@@ -412,3 +496,76 @@ def test_a_failed_restart_marks_the_worker_and_runs_the_notify_command(make_town
     after = one_pass(scaler)  # marked: neither judged nor restarted again, nor counted as live
     assert after.plan["restarts"] == [] and after.plan["live"] == 0
     assert [a["action"] for a in after.actions] == []
+
+
+def a_worker_given_up_on(town: FakeTown, **settings):
+    """One running container whose agent townhall does not know, given up on at once: with no
+    restarts allowed, the first failed health check marks it in error and notifies."""
+    town.signal(desired=1)
+    (start,) = started(one_pass(town.scaler(**settings)))
+    eager = {"start_grace_secs": 0, "restart_after_failures": 1, "max_restarts": 0, **settings}
+    report = one_pass(town.scaler(**eager))
+    assert [a["action"] for a in report.actions] == ["mark_error"], report.actions
+    return start, eager
+
+
+def test_status_shows_a_worker_marked_in_error_in_text_and_json(fake_town, engine):
+    town = fake_town()
+    start, settings = a_worker_given_up_on(town)
+
+    text = town.cli("status", *town.cli_args(**settings))
+    as_json = town.cli("status", "--json", *town.cli_args(**settings))
+
+    assert text.returncode == as_json.returncode == 0, text.stderr
+    (row,) = json.loads(as_json.stdout)["containers"]
+    assert row["container_id"] == start["container_id"]
+    assert row["marked_error"]["reason"] == "agent not registered after 0 restarts"
+    assert f"{start['name']}: marked in error at " in text.stdout
+    assert "agent not registered after 0 restarts" in text.stdout
+    assert f"docker rm -f {start['name']}" in text.stdout
+
+
+def test_a_worker_given_up_on_is_posted_to_the_notify_webhook(fake_town, engine):
+    town = fake_town()
+    start, _ = a_worker_given_up_on(town, notify_webhook=town.townhall.url + "/hook")
+
+    ((path, headers, body),) = town.townhall.posts
+    assert path == "/hook" and headers["Content-Type"] == "application/json"
+    event = json.loads(body)
+    assert {k: event[k] for k in ("event", "town", "outpost", "container_name", "agent_id",
+                                  "reason", "error", "restarts")} == {
+        "event": "worker_restarts_exhausted", "town": town.name, "outpost": "local",
+        "container_name": start["name"], "agent_id": start["agent_id"],
+        "reason": "agent not registered after 0 restarts", "error": None, "restarts": 0}
+    assert event["container_id"].startswith(start["container_id"])
+    assert parse_rfc3339(event["timestamp"])
+
+
+# --- crash loops -------------------------------------------------------------------------------
+
+
+def test_workers_exiting_3_at_start_hold_starts_on_the_outpost_and_notify_once(fake_town, engine):
+    town = fake_town("sh -c 'echo \"configuration error: no [redis] url\" >&2; exit 3'")
+    town.signal(desired=3)
+    scaler = town.scaler(notify_webhook=town.townhall.url + "/hook")
+    assert len(started(one_pass(scaler))) == 3
+    exited = wait_exited(town, engine, 3)
+    assert {c.attrs["State"]["ExitCode"] for c in exited} == {3}
+
+    report = one_pass(scaler)
+
+    assert started(report) == []
+    (hold,) = report.actions
+    assert (hold["action"], hold["exit_code"], hold["exits"]) == ("hold_starts", 3, 3)
+    assert report.plan["unplaced"] == 3
+    assert report.plan["unplaced_reason"].startswith("local holds starts (3 workers in a row")
+    assert report.outposts[0]["starts_held_until"] == hold["until"]
+    ((_, _, body),) = town.townhall.posts
+    event = json.loads(body)
+    assert (event["event"], event["outpost"], event["exit_code"], event["exits"]) == \
+        ("outpost_crash_loop", "local", 3, 3)
+    assert "configuration error: no [redis] url" in event["log_tail"]
+
+    again = one_pass(scaler)  # still held: no start, no second notification
+    assert again.actions == [] and len(town.townhall.posts) == 1
+    assert len(town.containers(engine)) == 3

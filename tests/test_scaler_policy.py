@@ -16,6 +16,7 @@ from scaler import (
     Breaker,
     Config,
     ContainerMemory,
+    CrashWatch,
     Malformed,
     OutpostView,
     State,
@@ -54,8 +55,8 @@ def agent(n: int, state: str = "Idle", task: str | None = None,
 
 
 def view(name: str, live: int = 0, max_workers: int = 10, cost: float = 0.0,
-         available: bool = True) -> OutpostView:
-    return OutpostView(name, max_workers, cost, available, live)
+         available: bool = True, hold: str | None = None) -> OutpostView:
+    return OutpostView(name, max_workers, cost, available, live, hold)
 
 
 # --- the scaling signal ----------------------------------------------------------------------
@@ -178,6 +179,14 @@ def test_a_worker_from_docker_inspect_attributes_knows_when_it_finished():
     assert w.cost_so_far(NOW) == pytest.approx(2.0)
 
 
+def test_an_exited_worker_from_docker_inspect_knows_its_exit_code_and_how_long_it_ran():
+    attrs = {"Id": "abc", "Name": "/w", "Created": "2027-01-15T08:00:00Z",
+             "State": {"Status": "exited", "ExitCode": 3, "StartedAt": "2027-01-15T08:00:01Z",
+                       "FinishedAt": "2027-01-15T08:00:03.5Z"}}
+    w = scaler.worker_from_attrs(attrs, scaler.Outpost())
+    assert (w.exit_code, w.ran_secs) == (3, 2.5)
+
+
 def test_cost_so_far_of_a_live_worker_runs_until_now():
     assert worker(1, age_secs=1800, cost=0.5).cost_so_far(NOW) == pytest.approx(0.25)
 
@@ -226,6 +235,19 @@ def test_when_every_outpost_is_full_the_reason_says_so():
     placement = scaler.choose_outposts(1, [view("vm", live=2, max_workers=2)], 0.0, None)
     assert placement.unplaced == 1
     assert "max_workers" in placement.reason
+
+
+def test_an_outpost_holding_starts_is_skipped_and_the_next_one_takes_the_start():
+    placement = scaler.choose_outposts(1, [view("vm", hold="crash loop"), view("cloud")],
+                                       0.0, None)
+    assert placement.outposts == ("cloud",)
+
+
+def test_when_the_only_outpost_holds_starts_the_reason_says_why():
+    placement = scaler.choose_outposts(1, [view("vm", hold="3 workers in a row exited")], 0.0,
+                                       None)
+    assert placement.unplaced == 1
+    assert placement.reason == "vm holds starts (3 workers in a row exited)"
 
 
 def test_when_no_outpost_is_available_the_reason_says_so():
@@ -302,6 +324,12 @@ def test_only_idle_workers_without_a_task_are_drained():
         == ["c6"]
 
 
+def test_the_drain_veto_lets_only_an_idle_agent_without_a_task_be_drained():
+    assert scaler.drain_veto(agent(1)) is None
+    assert scaler.drain_veto(agent(1, "Working", "t1")) == "agent Working with task t1"
+    assert scaler.drain_veto(None) == "agent not registered"
+
+
 def test_a_worker_whose_agent_is_unknown_is_never_drained():
     assert scaler.drain_candidates([worker(1)], {}, 1, ["local"]) == []
 
@@ -366,6 +394,75 @@ def test_exited_workers_beyond_the_newest_k_per_outpost_are_removed():
     workers += [worker(9, "cloud", "exited"), worker(10, "vm", "running", age_secs=99_999)]
     doomed = scaler.exited_to_remove(workers, 3)
     assert sorted(w.container_id for w in doomed) == ["c4", "c5"]
+
+
+# --- crash loops -----------------------------------------------------------------------------
+QUICK = 120.0
+
+
+def exited(n: int, code: int, ran_secs: float = 1.0, outpost: str = "local") -> Worker:
+    return Worker(f"c{n}", f"tt-demo-{outpost}-{n}", outpost, f"a{n}", "exited", NOW - 60, 0.0,
+                  finished_at=NOW - 60 + n, exit_code=code, ran_secs=ran_secs)
+
+
+def watch(exits, previous=None, now=NOW, after=3):
+    return scaler.watch_exits(previous or CrashWatch(), exits, now, after, QUICK, 30, 600)
+
+
+def test_only_a_quick_non_zero_exit_is_a_crash():
+    assert scaler.is_crash(exited(1, 3), QUICK)
+    assert scaler.is_crash(exited(1, 4, ran_secs=65), QUICK)  # Redis unreachable after retries
+    assert not scaler.is_crash(exited(1, 0), QUICK)  # idle exit
+    assert not scaler.is_crash(exited(1, 137, ran_secs=3 * HOUR), QUICK)
+
+
+def test_three_quick_non_zero_exits_in_a_row_hold_starts_for_the_breaker_backoff():
+    result, opened = watch([exited(1, 3), exited(2, 3), exited(3, 3)])
+    assert opened.container_id == "c3" and result.streak == 3 and result.last_exit_code == 3
+    assert result.hold.is_open(NOW + 29) and not result.hold.is_open(NOW + 30)
+    assert "exited within 120s, the last with code 3" in result.hold.last_error
+
+
+def test_two_quick_exits_do_not_hold_starts_yet():
+    result, opened = watch([exited(1, 3), exited(2, 3)])
+    assert opened is None and result.streak == 2 and not result.hold.is_open(NOW)
+
+
+def test_an_exit_0_between_crashes_starts_the_count_again():
+    result, opened = watch([exited(1, 3), exited(2, 3), exited(3, 0), exited(4, 3)])
+    assert opened is None and result.streak == 1
+
+
+def test_exits_are_counted_in_the_order_they_happened():
+    result, _ = watch([exited(3, 0), exited(1, 3), exited(2, 3)])
+    assert result.streak == 0  # the exit 0 came last
+
+
+def test_a_crash_after_the_hold_holds_again_for_twice_as_long():
+    first, _ = watch([exited(n, 3) for n in (1, 2, 3)])
+    later = NOW + 31
+    again, opened = watch([exited(4, 4)], previous=first, now=later)
+    assert opened.container_id == "c4" and again.hold.failures == 2
+    assert again.hold.open_until == later + 60
+
+
+def test_crash_loop_after_exits_0_never_holds():
+    result, opened = watch([exited(n, 3) for n in range(1, 10)], after=0)
+    assert opened is None and not result.hold.is_open(NOW)
+
+
+def test_an_outpost_in_a_held_crash_loop_takes_no_worker():
+    held, _ = watch([exited(n, 3) for n in (1, 2, 3)])
+    limited = scaler.crash_limited(view("local"), held, NOW, 3)
+    assert limited.hold and "code 3" in limited.hold
+    assert scaler.choose_outposts(2, [limited], 0.0, None).outposts == ()
+
+
+def test_after_the_hold_an_outpost_still_in_a_crash_loop_takes_one_trial_worker_per_pass():
+    held, _ = watch([exited(n, 3) for n in (1, 2, 3)])
+    limited = scaler.crash_limited(view("local", live=1), held, NOW + 31, 3)
+    assert limited.hold is None
+    assert scaler.choose_outposts(3, [limited], 0.0, None).outposts == ("local",)
 
 
 # --- a whole pass ----------------------------------------------------------------------------
@@ -464,6 +561,8 @@ def test_state_survives_a_round_trip_through_json():
     state = State(town="demo", last_scale_up_at=NOW, surplus_passes=2, removed_cost=1.5,
                   breakers={"vm": Breaker(2, NOW + 60, "refused")},
                   last_seen_hourly={"vm": 0.5},
-                  containers={"c1": ContainerMemory("vm", health_failures=1, restarts=1)})
+                  containers={"c1": ContainerMemory("vm", health_failures=1, restarts=1,
+                                                    exit_counted=True)},
+                  crash_loops={"vm": CrashWatch(3, Breaker(1, NOW + 30, "exited"), 3)})
     again = State.from_json(json.loads(json.dumps(state.to_json(NOW))))
     assert again == state
