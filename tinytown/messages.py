@@ -1,8 +1,8 @@
 """Agent inbox messages (upstream spec §4.4): JSON documents on per-agent Redis lists.
 
 Normal messages are ``RPUSH``ed to ``inbox:<id>`` (FIFO); urgent ones ``LPUSH``ed to
-``urgent:<id>``. A worker drains both into its next prompt; a ``shutdown`` message makes it drain
-and exit. :func:`build_message` and :func:`summarize` are pure.
+``urgent:<id>``. A worker reads both with its next claim, puts them into that task's prompt and
+removes them once the CLI runs; a ``shutdown`` message makes it drain and exit. :func:`build_message` and :func:`summarize` are pure.
 """
 
 from __future__ import annotations
@@ -105,13 +105,3 @@ def peek(town, agent_id: str, limit: int = 100) -> tuple[list[dict], int, int]:
     pipe.llen(town.keys.urgent(agent_id))
     raw, total, urgent = pipe.execute()
     return [decode(m) for m in raw], total, urgent
-
-
-def drain(town, agent_id: str) -> list[dict]:
-    """Take every pending message, urgent ones first, in one atomic step."""
-    pipe = town.redis.pipeline(transaction=True)
-    pipe.lrange(town.keys.urgent(agent_id), 0, -1)
-    pipe.lrange(town.keys.inbox(agent_id), 0, -1)
-    pipe.delete(town.keys.urgent(agent_id), town.keys.inbox(agent_id))
-    urgent, normal, _ = pipe.execute()
-    return [decode(m) for m in urgent + normal]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from .. import messages
-from ..records import SUPERVISOR_ID
+from ..records import SUPERVISOR_ID, Task
 from ..store.missions import WORK_STATUSES
 from .access import protect
 from .common import agent_id_for, valid_mission_id, missions, task_json, town
@@ -81,16 +81,24 @@ def remove_backlog(task_id: str):
     return {"removed": True, "task_id": task_id}
 
 
+def _guard_agent(body: dict | None) -> str:
+    """The optional ``agent`` a report names: it must be the task's assignee (id, or "" = any)."""
+    agent_ref = field(body, "agent", str)
+    return agent_id_for(agent_ref)[0] if agent_ref else ""
+
+
+def _reported(transition) -> dict:
+    """The task as the transition left it (the script returns the record: no second read)."""
+    return task_json(Task.from_hash(transition.record))
+
+
 @write.post("/v1/tasks/<task_id>/complete")
 def complete_task(task_id: str):
     """A coding CLI (or anyone) reports success; ``agent`` optionally guards the assignee."""
     task_id = uuid_param(task_id, "task id")
     body = json_body(optional=True)
     result = field(body, "result", str, default="")
-    agent_ref = field(body, "agent", str)
-    agent_id = agent_id_for(agent_ref)[0] if agent_ref else ""
-    town().tasks.complete(task_id, result, agent_id=agent_id)
-    return task_json(town().tasks.get(task_id))
+    return _reported(town().tasks.complete(task_id, result, agent_id=_guard_agent(body)))
 
 
 @write.post("/v1/tasks/<task_id>/fail")
@@ -98,10 +106,7 @@ def fail_task(task_id: str):
     task_id = uuid_param(task_id, "task id")
     body = json_body(optional=True)
     reason = field(body, "reason", str, default="") or field(body, "error", str, default="") or "Marked failed via API"
-    agent_ref = field(body, "agent", str)
-    agent_id = agent_id_for(agent_ref)[0] if agent_ref else ""
-    town().tasks.fail(task_id, reason, agent_id=agent_id)
-    return task_json(town().tasks.get(task_id))
+    return _reported(town().tasks.fail(task_id, reason, agent_id=_guard_agent(body)))
 
 
 @write.post("/v1/tasks/<task_id>/cancel")
@@ -109,8 +114,7 @@ def cancel_task(task_id: str):
     """Stop a task for good; a worker running it stops its CLI within one heartbeat interval."""
     task_id = uuid_param(task_id, "task id")
     reason = field(json_body(optional=True), "reason", str, default="") or "Cancelled via API"
-    town().tasks.cancel(task_id, reason)
-    return task_json(town().tasks.get(task_id))
+    return _reported(town().tasks.cancel(task_id, reason))
 
 
 @write.post("/v1/messages/send")
