@@ -48,6 +48,7 @@ Logs: one ``key=value`` line per event on stderr, each with the agent id (and ta
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -66,13 +67,14 @@ import redis
 from tinytown import defaults, messages, workspace
 from tinytown.clis import INSTRUCTION_FILE_FLAG, resolve_cli
 from tinytown.config import Config, load_config
-from tinytown.docket import Claim, Docket, Entry
+from tinytown.docket import Claim, Delivery, Docket, Entry
 from tinytown.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
 from tinytown.prompt import build_prompt
 from tinytown.records import Task, now, to_rfc3339
 from tinytown.recovery import recover_silent_workers, return_held_entries
 from tinytown.store import Town
 from tinytown.store.scripts import execute_pipelined
+from tinytown.tasklog import TaskLogs
 
 LIVE_STATES = ("starting", "idle", "working", "paused", "draining")
 _QUOTE_CHARS = ' ="\n'
@@ -148,6 +150,7 @@ class Worker:
         self.held: Entry | None = None  # the entry whose task is running; kept fresh by heartbeats
         self.cancelled_task = ""  # set by the heartbeat thread when the running task is cancelled
         self.proc: subprocess.Popen | None = None
+        self.logs = TaskLogs(config.path(defaults.TASK_LOG_DIR))
         self.reader_client_id: int | None = None
         self.wake = threading.Event()
         self.finished = threading.Event()
@@ -181,6 +184,7 @@ class Worker:
             traceback.print_exc()
             return int(ExitStatus.FAILURE)
         finally:
+            self.logs.close()
             self.finished.set()
             self.wake.set()
 
@@ -209,8 +213,6 @@ class Worker:
         # Computed once: what every task's CLI gets besides its task id and attempt.
         self.base_env = {**os.environ, "TINYTOWN_AGENT_ID": agent.id, "TINYTOWN_AGENT_NAME": self.name,
                          "TINYTOWN_URL": self.townhall_url(), "TINYTOWN_TOWN_DIR": str(self.config.root)}  # fmt: skip
-        self.log_dir = self.config.path(defaults.TASK_LOG_DIR)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log("agent_state", state="starting", cli=cli, town=self.config.name, adopted=bool(os.environ.get("TINYTOWN_AGENT_ID")))
 
     def install_signal_handlers(self) -> None:
@@ -243,12 +245,15 @@ class Worker:
             if self.paused:
                 self.wake.wait(self.agent_cfg.heartbeat_interval_secs)
                 continue
-            entry = self.next_entry()
-            if entry is not None and self.stopping:  # the signal raced the read: give it back
-                self.with_redis("release", self.docket.release, entry)
-                continue
-            if entry is not None:
-                self.work_on(entry)
+            self.logs.prepare()  # the next task's log file, created while idle
+            delivery = self.next_delivery()
+            for entry, why in delivery.skipped if delivery else ():
+                self.log("entry_skipped", task=entry.task_id, entry=entry.entry_id, reason=why)
+            if delivery is not None and delivery.entry is not None:
+                if self.stopping:  # the signal raced the read
+                    self.give_back(delivery)
+                else:
+                    self.work_on(delivery.entry, delivery.claim)
                 continue
             if self.agent_cfg.idle_timeout_secs and time.monotonic() - self.idle_since >= self.agent_cfg.idle_timeout_secs:
                 self.log("idle_timeout", idle_secs=self.agent_cfg.idle_timeout_secs)
@@ -310,8 +315,9 @@ class Worker:
                     return "shutdown_message"
         return ""
 
-    def next_entry(self) -> Entry | None:
-        """Block on the docket until an entry arrives, the heartbeat interval passes, or a signal."""
+    def next_delivery(self) -> Delivery | None:
+        """Block on the docket until an entry arrives (its task taken with the read), the
+        heartbeat interval passes, or a signal."""
         block_secs = self.agent_cfg.heartbeat_interval_secs
         if self.agent_cfg.idle_timeout_secs:
             left = self.agent_cfg.idle_timeout_secs - (time.monotonic() - self.idle_since)
@@ -320,7 +326,7 @@ class Worker:
             if self.reader_client_id is None:
                 self.reader_client_id = self.reader.client_id()
             return self.docket.read(int(block_secs * 1000))
-        except (redis.ConnectionError, redis.TimeoutError) as err:
+        except (redis.ConnectionError, redis.TimeoutError) as err:  # held entries, if any, are resumed
             self.reader_client_id = None
             self.wait_for_redis("read", err)
             self.with_redis("resume", self.resume_held_entries)  # a reply lost in the outage
@@ -343,22 +349,24 @@ class Worker:
 
     # -- Working ----------------------------------------------------------------------------
 
-    def work_on(self, entry: Entry) -> None:
-        """Take the entry's task, run the CLI on it, write the final state, then acknowledge."""
-        claim = self.take(entry)
+    def work_on(self, entry: Entry, claim: Claim | None = None) -> None:
+        """Take the entry's task (unless the read took it), run the CLI on it, write the final
+        state, then acknowledge."""
+        claim = claim or self.take(entry)
         task = claim.task
         if task is None:
             self.with_redis("ack", self.docket.ack, entry)
             self.log("entry_skipped", task=entry.task_id, entry=entry.entry_id, reason=claim.reason)
             return
         self.held = entry
-        self.log("task_started", task=task.id, attempt=task.attempts,
-                 source="agent" if entry.directed else "docket", reclaimed_from=entry.reclaimed_from)  # fmt: skip
+        # Logged before a workspace is prepared, else right after the CLI starts (off its path).
+        announce = functools.partial(self.log, "task_started", task=task.id, attempt=task.attempts,
+                                     source="agent" if entry.directed else "docket", reclaimed_from=entry.reclaimed_from)  # fmt: skip
         # The inbox was read with the claim; the messages leave it once the CLI has them.
         inbox = Inbox([(key, raw) for key, raws in zip(self.inbox_keys, claim.peeked) for raw in raws])
         if any(m.get("type") == "shutdown" for m in inbox.messages):
             self.stopping = self.stopping or "shutdown_message"
-        outcome, ws = self.run_task(task, inbox)
+        outcome, ws = self.run_task(task, inbox, announce)
         if outcome.handed_back:
             self.hand_back(task, ws)
             return
@@ -368,7 +376,7 @@ class Worker:
     def take(self, entry: Entry) -> Claim:
         """The atomic claim; after a lost reply, the task record says whether it happened."""
         try:
-            return self.docket.claim(entry, peek=(self.town.keys.urgent(self.agent_id), self.town.keys.inbox(self.agent_id)))
+            return self.docket.claim(entry)
         except (redis.ConnectionError, redis.TimeoutError) as err:
             self.wait_for_redis("claim", err)
             task = self.with_redis("claim_check", self.town.tasks.find, entry.task_id)
@@ -376,10 +384,21 @@ class Worker:
                 return Claim(task)
             return self.with_redis("claim", self.docket.claim, entry)
 
-    def run_task(self, task: Task, inbox: Inbox) -> tuple[Outcome, workspace.Workspace | None]:
+    def give_back(self, delivery: Delivery) -> None:
+        """A task the read took just as the worker was told to stop: back to the backlog at once,
+        the attempt not counted, the entry acknowledged."""
+        task = delivery.claim.task
+        self.with_redis("give_back", self.town.tasks.requeue, task.id, allowed_from=("running",), assignee=self.agent_id,
+                        attempts=task.attempts - 1)  # fmt: skip
+        self.with_redis("ack", self.docket.ack, delivery.entry)
+        self.log("task_given_back", task=task.id, entry=delivery.entry.entry_id, reason=self.stopping)
+
+    def run_task(self, task: Task, inbox: Inbox, announce) -> tuple[Outcome, workspace.Workspace | None]:
         """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
         ws = None
         if task.repo:
+            announce()
+            announce = None
             self.set_state("working", allowed_from=("idle", "starting", "paused"), current_task=task.id,
                            last_active_at=to_rfc3339(now()))  # fmt: skip
             try:
@@ -389,9 +408,9 @@ class Worker:
                                 assignee=self.agent_id, set_fields={"branch": ws.branch})  # fmt: skip
             except TinytownError as err:
                 return Outcome(error=f"workspace: {err}"), None
-        return self.run_cli(task, inbox, ws), ws
+        return self.run_cli(task, inbox, ws, announce), ws
 
-    def run_cli(self, task: Task, inbox: Inbox, ws: workspace.Workspace | None) -> Outcome:
+    def run_cli(self, task: Task, inbox: Inbox, ws: workspace.Workspace | None, announce=None) -> Outcome:
         """Run the CLI as its own process group, prompt on stdin, output to the task's log file.
 
         Everything between the claim and the CLI's start is in-process work; the task's
@@ -408,34 +427,40 @@ class Worker:
         ).encode()  # fmt: skip
         command, prompt_path = cli.command, None
         if cli.name in INSTRUCTION_FILE_FLAG:  # e.g. auggie: the prompt in a file, not on stdin
-            prompt_path = self.log_dir / f"{task.id}.prompt.md"
+            prompt_path = self.logs.folder / f"{task.id}.prompt.md"
             prompt_path.write_bytes(prompt)
             command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
         env = {**self.base_env, **cli.env, "TINYTOWN_TASK_ID": task.id, "TINYTOWN_TASK_ATTEMPT": str(task.attempts)}
-        log_path = self.log_dir / f"{task.id}.log"
         if self.stopping:  # told to leave while the workspace was being prepared: do not start
+            if announce is not None:
+                announce()
             return Outcome(handed_back=True)
-        with open(log_path, "ab") as out:
-            out.write(f"=== attempt {task.attempts} by {self.name} ({self.agent_id}) at {to_rfc3339(now())}: {cli.name}\n".encode())
-            out.flush()
-            start_offset = out.tell()
+        out = self.logs.open(task.id, first_attempt=task.attempts == 1)
+        try:
+            out.write_header(f"=== attempt {task.attempts} by {self.name} ({self.agent_id}) at {to_rfc3339(now())}: {cli.name}\n")
             try:
                 started_at = to_rfc3339(now())  # the task's started_at: just before the CLI starts
                 self.proc = subprocess.Popen(["sh", "-c", command], cwd=cwd, env=env,
                                              stdin=subprocess.DEVNULL if prompt_path else subprocess.PIPE,
-                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                             stdout=out.fd, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
             except OSError as err:
                 return Outcome(error=f"could not start the coding CLI {cli.name!r} in {cwd}: {err}")
+            finally:
+                out.name()
+                if announce is not None:
+                    announce()
             if not prompt_path:
                 threading.Thread(target=_feed, args=(self.proc.stdin, prompt), name="prompt", daemon=True).start()
             self.with_redis("cli_started", self.cli_started, task, started_at, inbox)
             self.log("cli_started", task=task.id, started_at=started_at, cli=cli.name, pid=self.proc.pid,
-                     cwd=cwd, log=log_path)  # fmt: skip
+                     cwd=cwd, log=out.path)  # fmt: skip
             outcome = self.wait_for_cli(task)
             self.proc = None
-        if prompt_path:
-            prompt_path.unlink(missing_ok=True)
-        outcome.tail = _tail(log_path, start_offset)
+            outcome.tail = out.tail()
+        finally:
+            out.close()
+            if prompt_path:
+                prompt_path.unlink(missing_ok=True)
         self.log("cli_exited", task=task.id, exit_code=outcome.exit_code, timed_out=outcome.timed_out,
                  handed_back=outcome.handed_back)  # fmt: skip
         return outcome
@@ -675,15 +700,6 @@ def _feed(stdin, prompt: bytes) -> None:
         stdin.close()
     except (BrokenPipeError, ValueError, OSError):
         pass
-
-
-def _tail(path: Path, start: int) -> str:
-    """The last RESULT_TAIL_BYTES of this attempt's output."""
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(start, size - defaults.RESULT_TAIL_BYTES))
-        return fh.read().decode("utf-8", errors="replace")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

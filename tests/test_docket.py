@@ -1,4 +1,5 @@
-"""The docket's consume side against real Redis: read, claim, keep-alive, reclaim, dead consumers."""
+"""The docket's consume side against real Redis: read (which claims), claim, keep-alive, reclaim,
+dead consumers."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from tinytown.config import load_config
-from tinytown.docket import Docket, holders, is_dead
-from tinytown.records import Agent, now, to_rfc3339
+from tinytown.docket import Docket, Entry, holders, is_dead
+from tinytown.records import Agent, now, parse_rfc3339, to_rfc3339
 from tinytown.store import Town
 
 from .conftest import write_town
@@ -50,14 +51,25 @@ def test_is_dead_means_missing_terminal_or_silent_for_several_heartbeats(town):
     assert is_dead(Agent(id="a", name="a", state="working", last_heartbeat=to_rfc3339(now() - timedelta(seconds=4))), cfg)
 
 
+def entry_of(town, task, *, directed=False, agent_id=""):
+    """The docket entry a task's creation added (without reading, so no claim is made)."""
+    stream = town.keys.agent_docket(agent_id) if directed else town.keys.docket
+    for entry_id, fields in town.redis.xrange(stream):
+        if fields["task_id"] == task.id:
+            return Entry(stream, entry_id, task.id, directed)
+    raise AssertionError(f"no entry for {task.id}")
+
+
 def test_one_read_covers_the_agents_own_stream_and_the_shared_docket(town):
     d = docket_for(town, "reader")
     shared = town.tasks.add("for anyone")
-    entry = d.read(100)
-    assert (entry.task_id, entry.directed) == (shared.id, False)
+    got = d.read(100)
+    assert (got.entry.task_id, got.entry.directed) == (shared.id, False)
+    d.ack(got.entry)
     directed = town.tasks.add("for me", agent_id=d.agent_id)
-    entry = d.read(100)
-    assert (entry.task_id, entry.directed) == (directed.id, True)
+    got = d.read(100)
+    assert (got.entry.task_id, got.entry.directed) == (directed.id, True)
+    d.ack(got.entry)
     assert d.read(10) is None
 
 
@@ -68,15 +80,75 @@ def test_when_both_streams_have_an_entry_the_second_is_handed_back_for_others(to
 
     first = d.read(100)
 
-    assert first.task_id == directed.id  # own stream first
+    assert first.entry.task_id == directed.id and first.claim.task.id == directed.id  # own stream first
     assert town.redis.xpending(town.keys.docket, "workers")["pending"] == 0  # the other went back
-    assert other.read(100).task_id == shared.id  # … and another worker gets it
+    assert other.read(100).claim.task.id == shared.id  # … and another worker gets it
+    assert town.tasks.get(shared.id).assigned_to == other.agent_id
+
+
+def test_the_read_takes_the_task_in_the_same_round_trip_with_the_agents_messages(town):
+    d = docket_for(town, "w")
+    town.redis.rpush(town.keys.inbox(d.agent_id), '{"type": "info", "body": "hello"}')
+    task = town.tasks.add("x")
+
+    got = d.read(100)
+
+    claim = got.claim
+    assert claim.task.id == task.id and claim.task.state == "running" and claim.task.assigned_to == d.agent_id
+    assert claim.task.attempts == 1 and parse_rfc3339(claim.task.started_at) is not None
+    assert abs((parse_rfc3339(claim.task.updated_at) - now()).total_seconds()) < 5  # the Redis clock, as RFC 3339
+    assert claim.peeked == ([], ['{"type": "info", "body": "hello"}'])  # read, not taken: the CLI start takes them
+    assert town.redis.lrange(town.keys.backlog, 0, -1) == []
+    assert town.tasks.get(task.id).state == "running"
+    assert town.tasks.counts()["running"] == 1 and town.tasks.counts()["pending"] == 0
+
+
+def test_the_read_skips_and_acknowledges_entries_of_removed_finished_or_reassigned_tasks(town):
+    d, other = docket_for(town, "w"), docket_for(town, "other")
+    removed = town.tasks.add("gone")
+    town.tasks.remove_from_backlog(removed.id)
+    got = d.read(100)
+    assert got.entry is None and [(e.task_id, why) for e, why in got.skipped] == [(removed.id, "missing")]
+    taken = town.tasks.add("taken")
+    town.tasks.complete(taken.id, "done elsewhere")
+    assert [why for _, why in d.read(100).skipped] == ["state:completed"]
+    moved = town.tasks.add("for w", agent_id=d.agent_id)
+    town.tasks.requeue(moved.id, to_agent=other.agent_id)  # reassigned before w read it
+    assert [why for _, why in d.read(100).skipped] == ["owner"]
+    assert holders(town.redis, town.keys.docket) == {} and holders(town.redis, town.keys.agent_docket(d.agent_id)) == {}
+
+
+def test_an_entry_whose_task_already_runs_for_this_agent_is_left_held_for_resuming(town):
+    d = docket_for(town, "w")
+    task = town.tasks.add("x")
+    first = d.read(100)  # … and say its reply was lost: the task runs for w, its entry is held
+    later = town.tasks.add("y")
+
+    got = d.read(100)
+
+    assert got.claim.task.id == later.id and got.skipped == ()
+    assert [e.entry_id for e in d.held_by_me()] == [first.entry.entry_id, got.entry.entry_id]
+    resumed = d.claim(d.held_by_me()[0])
+    assert resumed.task.id == task.id and resumed.task.attempts == 2
+
+
+def test_a_lost_script_cache_is_reloaded_and_the_delivered_entry_still_taken(town):
+    d = docket_for(town, "w")
+    town.redis.script_flush()
+    task = town.tasks.add("x")
+    assert d.read(100).claim.task.id == task.id
+
+
+def test_a_read_without_entries_leaves_everything_untouched(town):
+    d = docket_for(town, "w")
+    assert d.read(5) is None
+    assert holders(town.redis, town.keys.docket) == {}
 
 
 def test_claim_takes_a_pending_task_in_one_step(town):
     d = docket_for(town, "w")
     task = town.tasks.add("x")
-    claim = d.claim(d.read(100))
+    claim = d.claim(entry_of(town, task))
     assert claim.task.state == "running" and claim.task.assigned_to == d.agent_id
     assert claim.task.attempts == 1 and claim.task.started_at
     assert town.redis.lrange(town.keys.backlog, 0, -1) == []
@@ -87,24 +159,23 @@ def test_claim_skips_a_removed_task_and_one_taken_elsewhere(town):
     d = docket_for(town, "w")
     removed = town.tasks.add("gone")
     town.tasks.remove_from_backlog(removed.id)
-    assert d.claim(d.read(100)).reason == "missing"
+    assert d.claim(entry_of(town, removed)).reason == "missing"
     taken = town.tasks.add("taken")
     town.tasks.complete(taken.id, "done elsewhere")
-    assert d.claim(d.read(100)).reason == "state:completed"
+    assert d.claim(entry_of(town, taken)).reason == "state:completed"
 
 
 def test_an_entry_on_another_agents_stream_cannot_take_its_task(town):
     mine, theirs = docket_for(town, "mine"), docket_for(town, "theirs")
     task = town.tasks.add("for theirs", agent_id=theirs.agent_id)
-    entry = theirs.read(100)
-    forged = type(entry)(entry.stream, entry.entry_id, task.id, True)
-    assert mine.claim(forged).reason == "owner"
+    entry = entry_of(town, task, directed=True, agent_id=theirs.agent_id)
+    assert mine.claim(entry).reason == "owner"
     assert theirs.claim(entry).task is not None
 
 
 def test_of_many_concurrent_claims_of_one_task_exactly_one_wins(town):
     task = town.tasks.add("contested")
-    entry = docket_for(town, "first").read(100)
+    entry = entry_of(town, task)
     dockets = [docket_for(town, f"w{i}") for i in range(8)]
     results, barrier = [], threading.Barrier(len(dockets))
 
@@ -124,7 +195,7 @@ def test_of_many_concurrent_claims_of_one_task_exactly_one_wins(town):
 def test_keep_alive_resets_idle_time_and_never_takes_back_a_reclaimed_entry(town):
     d, thief = docket_for(town, "holder"), docket_for(town, "thief")
     town.tasks.add("x")
-    entry = d.read(100)
+    entry = d.read(100).entry
     make_idle(town, town.keys.docket, entry.entry_id, d.agent_id)
     assert d.keep_alive(entry)
     idle = town.redis.xpending_range(town.keys.docket, "workers", "-", "+", 1)[0]["time_since_delivered"]
@@ -138,9 +209,7 @@ def test_reclaim_takes_only_old_entries_of_dead_holders(town):
     live, dead, rescuer = docket_for(town, "live"), docket_for(town, "dead"), docket_for(town, "rescuer")
     town.tasks.add("a")
     town.tasks.add("b")
-    held_live, held_dead = live.read(100), dead.read(100)
-    live.claim(held_live)
-    dead.claim(held_dead)
+    held_live, held_dead = live.read(100).entry, dead.read(100).entry  # each read takes its task
     assert rescuer.reclaim_one() is None  # neither is idle long enough
     make_idle(town, town.keys.docket, held_live.entry_id, live.agent_id)
     make_idle(town, town.keys.docket, held_dead.entry_id, dead.agent_id)
@@ -159,8 +228,7 @@ def test_reclaim_takes_only_old_entries_of_dead_holders(town):
 def test_a_reclaimed_task_past_max_attempts_is_failed_with_the_reason(town):
     dead, rescuer = docket_for(town, "dead"), docket_for(town, "rescuer")
     task = town.tasks.add("keeps killing its worker")
-    entry = dead.read(100)
-    dead.claim(entry)
+    entry = dead.read(100).entry
     town.redis.hset(town.keys.task(task.id), "attempts", 2)  # max_attempts = 2
     make_idle(town, town.keys.docket, entry.entry_id, dead.agent_id)
     kill(town, dead.agent_id)
@@ -177,7 +245,7 @@ def test_dead_consumers_that_hold_nothing_leave_the_group(town):
     town.tasks.add("x")
     town.tasks.add("y")
     holder.read(100)
-    empty.ack(empty.read(100))  # a consumer that once held an entry and finished it
+    empty.ack(empty.read(100).entry)  # a consumer that once held an entry and finished it
     kill(town, holder.agent_id)
     kill(town, empty.agent_id)
 

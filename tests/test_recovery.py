@@ -57,7 +57,7 @@ def test_recover_stops_silent_agents_and_returns_their_task_to_the_backlog(town)
     dead, d = worker(town, "dead")
     live, _ = worker(town, "live", state="idle")
     task = town.tasks.add("half done")
-    d.claim(d.read(100))
+    d.read(100)  # the read takes the task
     silence(town, dead.id)
 
     result = recover(town)
@@ -76,9 +76,9 @@ def test_recover_stops_silent_agents_and_returns_their_task_to_the_backlog(town)
 def test_recover_returns_a_held_directed_task_and_fails_one_past_max_attempts(town):
     dead, d = worker(town, "dead")
     directed = town.tasks.add("for dead", agent_id=dead.id)
-    d.claim(d.read(100))
+    d.read(100)  # the read takes the task
     worn = town.tasks.add("worn out")
-    d.claim(d.read(100))
+    d.read(100)  # the read takes the task
     town.redis.hset(town.keys.task(worn.id), "attempts", 2)
     silence(town, dead.id)
 
@@ -92,7 +92,7 @@ def test_recover_returns_a_held_directed_task_and_fails_one_past_max_attempts(to
 def test_recover_returns_the_task_a_drained_worker_left_behind(town):
     drained, d = worker(town, "drained")
     task = town.tasks.add("handed back")
-    d.claim(d.read(100))
+    d.read(100)  # the read takes the task
     town.agents.update(drained.id, "stopped", set_fields={"current_task": task.id})
 
     result = recover(town)
@@ -104,7 +104,7 @@ def test_recover_returns_the_task_a_drained_worker_left_behind(town):
 def test_recover_leaves_live_agents_and_their_work_alone(town):
     live, d = worker(town, "live")
     task = town.tasks.add("in progress")
-    d.claim(d.read(100))
+    d.read(100)  # the read takes the task
     assert recover(town) == {"checked": 1, "recovered": 0, "agents": [], "reclaimed": 0}
     assert town.tasks.get(task.id).state == "running" and shared_pending(town) == 1
 
@@ -229,7 +229,7 @@ def test_tt_send_and_inbox(town, run_tt):
 def test_tt_recover_and_reclaim_print_json(town, run_tt):
     dead, d = worker(town, "dead")
     town.tasks.add("x")
-    d.claim(d.read(100))
+    d.read(100)  # the read takes the task
     silence(town, dead.id)
     recovered = json.loads(run_tt("recover", "--json").stdout)
     assert recovered == {"checked": 1, "recovered": 1, "agents": ["dead"], "reclaimed": 1}

@@ -146,3 +146,26 @@ def test_list_pages_by_state_with_total(town):
     ids = [town.tasks.add(f"t{i}").id for i in range(7)]
     page, total = town.tasks.list("pending", offset=2, limit=3)
     assert total == 7 and [t.id for t in page] == ids[2:5]
+
+
+def test_add_stores_the_record_field_for_field_in_one_step(town):
+    task = town.tasks.add("ship it", tags=["a", "b"], repo="/srv/repo.git", base_branch="main", push=True, cli="fake")
+    assert town.redis.hgetall(town.keys.task(task.id)) == task.to_hash()
+    assert town.redis.zscore(town.keys.tasks, task.id) == town.redis.zscore(town.keys.tasks_in_state("pending"), task.id)
+    assert_indexes_exact(town)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["1970-01-01T00:00:00", "1999-12-31T23:59:59", "2000-02-29T12:00:00", "2024-02-29T23:59:59",
+     "2026-11-23T19:00:01", "2100-02-28T00:00:00", "2100-03-01T00:00:00", "2400-02-29T06:07:08"],
+)  # fmt: skip
+def test_the_lua_clock_writes_rfc3339_as_python_does(town, stamp):
+    from datetime import datetime, timezone
+
+    from tinytown.store.scripts import _NOW_FUNCTION
+
+    when = datetime.fromisoformat(stamp).replace(microsecond=654321, tzinfo=timezone.utc)
+    secs = int(when.timestamp())
+    text = town.redis.eval(_NOW_FUNCTION + "return rfc3339(tonumber(ARGV[1]), tonumber(ARGV[2]))", 0, secs, 654321)
+    assert text == when.isoformat()

@@ -252,3 +252,31 @@ def test_an_idle_worker_survives_a_restart_of_the_towns_own_redis(tmp_path, work
     finally:
         workers.stop_all()
         server.stop()
+
+
+def test_a_task_the_read_took_just_as_a_stop_signal_came_goes_back_at_once_uncounted(worker_town):
+    """The serve loop's answer to a signal racing the read, driven in-process for determinism."""
+    import agent_worker
+
+    root = worker_town()
+    town = open_town(root)
+    worker = agent_worker.Worker(load_config(root, env={}))
+    worker.connect()
+    worker.register()
+    try:
+        task = town.tasks.add("arrives with the signal")
+        worker.stopping = "signal"
+        delivery = worker.next_delivery()
+        assert delivery.claim.task.id == task.id and town.tasks.get(task.id).attempts == 1  # the read took it
+
+        worker.give_back(delivery)
+
+        back = town.tasks.get(task.id)
+        assert (back.state, back.attempts, back.assigned_to, back.started_at) == ("pending", 0, None, None)
+        assert town.redis.lrange(town.keys.backlog, 0, -1) == [task.id]
+        assert pending_entries(town, town.keys.docket) == 0  # its entry acknowledged …
+        assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.docket)] == [task.id, task.id]  # … a fresh one queued
+    finally:
+        worker.logs.close()
+        worker.reader.close()
+        town.redis.close()

@@ -25,8 +25,9 @@ from . import defaults
 from .config import Config
 from .records import Agent, Task, now, parse_rfc3339, to_rfc3339
 from .store import Town
-from .store.scripts import execute_pipelined
-from .store.tasks import ensure_group, parse_transition
+from .keys import TASK_STATES
+from .store.scripts import DOCKET_CLAIM
+from .store.tasks import ensure_group
 
 GROUP = defaults.DOCKET_GROUP
 
@@ -90,7 +91,17 @@ class Claim:
 
     task: Task | None
     reason: str = ""  # when task is None: missing | state:<state> | owner | attempts
-    peeked: tuple[list[str], ...] = ()  # the lists asked for with ``peek``, read in the same round trip
+    peeked: tuple[list[str], ...] = ()  # the agent's urgent and inbox lists, read with the claim
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one read brought: the entry whose task this worker has taken (with the read), and
+    the entries it skipped."""
+
+    entry: Entry | None
+    claim: Claim | None
+    skipped: tuple[tuple[Entry, str], ...] = ()  # (entry, reason), acknowledged already
 
 
 def dead_after_secs(config: Config) -> float:
@@ -154,11 +165,17 @@ class Docket:
         self.config = town.config
         self.agent_id = agent_id
         self.own, self.shared = self.keys.agent_docket(agent_id), self.keys.docket
-        # The blocking read gets its own connection so another thread can CLIENT UNBLOCK it.
-        self.reader = reader or self.r
+        # The blocking read (and the claim sent behind it) needs a connection of its own, which
+        # also lets another thread CLIENT UNBLOCK it.
+        self.reader = reader or redis.Redis(connection_pool=self.r.connection_pool, single_connection_client=True)
         self._release = self.r.register_script(_RELEASE)
         self._keep_alive = self.r.register_script(_KEEP_ALIVE)
         self._take_over = self.r.register_script(_TAKE_OVER)
+        self._claim_delivered = self.r.register_script(DOCKET_CLAIM)
+        k = self.keys
+        self._claim_keys = [self.own, self.shared, k.tasks, k.backlog, k.urgent(agent_id), k.inbox(agent_id)]
+        self._claim_keys += [k.tasks_in_state(s) for s in TASK_STATES]
+        self._claim_args = [GROUP, agent_id, k.task_prefix]
 
     def ensure_groups(self) -> None:
         ensure_group(self.r, self.own)
@@ -176,19 +193,48 @@ class Docket:
                 out.append(Entry(stream, entry_id, fields.get("task_id", ""), stream == self.own))
         return out
 
-    def read(self, block_ms: int) -> Entry | None:
-        """Wait up to ``block_ms`` for the next entry from this agent's stream or the shared one.
+    def read(self, block_ms: int) -> Delivery | None:
+        """Wait up to ``block_ms`` for the next entry from this agent's stream or the shared one,
+        and take its task — one round trip in all.
 
-        One ``XREADGROUP`` covers both (own stream first). When it returns an entry from each,
-        the second is handed back at once so another idle worker can take it.
+        One ``XREADGROUP`` covers both streams (own first). The claim script
+        (``scripts.DOCKET_CLAIM``) is sent on the same connection right behind it, so Redis runs
+        it the moment the read is served, before the worker wakes. When the read returns an
+        entry from each stream, the one not taken is handed back at once so another idle worker
+        can take it. Returns None when nothing came.
         """
-        reply = self.reader.xreadgroup(
-            GROUP, self.agent_id, {self.own: ">", self.shared: ">"}, count=1, block=max(block_ms, 1)
-        )
-        entries = self._entries(reply)
-        for extra in entries[1:]:
-            self.release(extra)
-        return entries[0] if entries else None
+        conn, r = self.reader.connection, self.reader
+        read = ("XREADGROUP", "GROUP", GROUP, self.agent_id, "COUNT", 1, "BLOCK", max(block_ms, 1),
+                "STREAMS", self.own, self.shared, ">", ">")  # fmt: skip
+        claim = ("EVALSHA", self._claim_delivered.sha, len(self._claim_keys), *self._claim_keys, *self._claim_args)
+        conn.send_packed_command(conn.pack_commands([read, claim]))
+        read_error = None
+        try:
+            reply = r.parse_response(conn, "XREADGROUP")
+        except redis.ResponseError as err:  # NOGROUP or UNBLOCKED; the claim's reply follows all the same
+            reply, read_error = None, err
+        try:
+            claimed = r.parse_response(conn, "EVALSHA")
+        except redis.exceptions.NoScriptError:  # Redis lost its script cache: load it and claim now
+            claimed = self._claim_delivered(keys=self._claim_keys, args=self._claim_args)
+        if read_error is not None:
+            raise read_error
+        return self._delivery(self._entries(reply), claimed)
+
+    def _delivery(self, delivered: list[Entry], claimed: list) -> Delivery | None:
+        status, stream, entry_id, task_id, record, urgent, inbox, flat = claimed
+        skipped = tuple(
+            (Entry(s, e, t, s == self.own), reason)
+            for s, e, t, reason in zip(flat[::4], flat[1::4], flat[2::4], flat[3::4])
+        )  # fmt: skip
+        handled = {(e.stream, e.entry_id) for e, _ in skipped} | {(stream, entry_id)}
+        for extra in delivered:
+            if (extra.stream, extra.entry_id) not in handled:
+                self.release(extra)
+        if status == "none":
+            return Delivery(None, None, skipped) if skipped else None
+        task = Task.from_hash(dict(zip(record[::2], record[1::2])))
+        return Delivery(Entry(stream, entry_id, task_id, stream == self.own), Claim(task, peeked=(urgent, inbox)), skipped)
 
     def held_by_me(self) -> list[Entry]:
         """Entries this agent id received before and never acknowledged (a restarted worker)."""
@@ -204,31 +250,24 @@ class Docket:
 
     # -- taking the task --------------------------------------------------------------------
 
-    def claim(self, entry: Entry, peek: tuple[str, ...] = ()) -> Claim:
+    def claim(self, entry: Entry) -> Claim:
         """Take the entry's task for this agent: state ``running``, ``started_at`` now, attempts + 1.
 
-        The hot path is one round trip: the guarded Lua transition, which returns the task's
-        record, plus an ``LRANGE`` of each list in ``peek`` (the worker's inbox), read-only. A
-        shared-docket entry takes a ``pending`` task; an entry on the agent's own stream takes a
-        task ``assigned`` to this agent; a taken-over entry also takes the task its dead holder
-        was running (without the peek).
+        :meth:`read` already claims what it delivers; this is for entries got otherwise: held
+        from before a restart or a lost reply (:meth:`held_by_me`), or taken over from a dead
+        worker. A shared-docket
+        entry takes a ``pending`` task; an entry on the agent's own stream takes a task
+        ``assigned`` to this agent; a held or taken-over entry also takes the task its holder
+        was running.
         """
         if entry.reclaimed_from:
             return self._claim_reclaimed(entry)
         fields = {"assigned_to": self.agent_id, "started_at": to_rfc3339(now())}
         guard = {"allowed_from": ("assigned",), "assignee": self.agent_id} if entry.directed else {"allowed_from": ("pending",)}
-        tasks = self.town.tasks
-
-        def build(pipe):
-            tasks.queue_transition(pipe, entry.task_id, "running", set_fields=fields, incr_attempts=True, **guard)
-            for key in peek:
-                pipe.lrange(key, 0, -1)
-
-        reply, *lists = execute_pipelined(self.r, build, tasks.scripts)
-        result = parse_transition(reply)
+        result = self.town.tasks.transition(entry.task_id, "running", set_fields=fields, incr_attempts=True, **guard)
         if not result.ok:
             return Claim(None, result.status if result.status != "state" else f"state:{result.old_state}")
-        return Claim(Task.from_hash(result.record), peeked=tuple(lists))
+        return Claim(Task.from_hash(result.record))
 
     def _claim_reclaimed(self, entry: Entry) -> Claim:
         task = self.town.tasks.find(entry.task_id)

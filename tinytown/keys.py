@@ -75,6 +75,11 @@ class Keys:
         return self._k("task", task_id)
 
     @property
+    def task_prefix(self) -> str:
+        """What ``task(id)`` puts before the id: for a Lua script that finds task ids itself."""
+        return self._k("task", "")
+
+    @property
     def tasks(self) -> str:
         return self._k("tasks")
 

@@ -11,45 +11,149 @@ def _state_table(states: tuple[str, ...], first_key: int) -> str:
     return "{" + ", ".join(f'["{s}"] = KEYS[{first_key + i}]' for i, s in enumerate(states)) + "}"
 
 
-# KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4 dispatch stream, 5.. one zset per task state
-# ARGV: 1 task id, 2 allowed from-states as ",a,b," or "*", 3 new state, 4 now (RFC 3339),
-#       5 required assignee ("" = any), 6 incr attempts (0/1), 7 dispatch entry fields count
-#       (0 = no XADD), 8 fields-to-set count, 9 fields-to-delete count, then the pairs/names.
+# The task transition, as a Lua function that more than one script calls.
+# K: {task hash, tasks zset, backlog list, dispatch stream}; idx: state → index zset;
+# A: 1 task id, 2 allowed from-states as ",a,b," or "*", 3 new state, 4 now (RFC 3339),
+#    5 required assignee ("" = any), 6 incr attempts (0/1), 7 dispatch entry fields count
+#    (0 = no XADD), 8 fields-to-set count, 9 fields-to-delete count, then the pairs/names.
 # Returns {status, old_state[, stream entry id, the task hash as a flat list]}; status is
 # ok | missing | state | owner.
-TASK_TRANSITION = """
-local idx = %s
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
-local id, allowed, new, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local old = redis.call('HGET', KEYS[1], 'state') or 'pending'
-if old == 'in_flight' then old = 'running' end
-if allowed ~= '*' and not string.find(allowed, ',' .. old .. ',', 1, true) then
-  return {'state', old}
+_TRANSITION_FUNCTION = """
+local function transition(K, idx, A)
+  if redis.call('EXISTS', K[1]) == 0 then return {'missing', ''} end
+  local id, allowed, new, ts = A[1], A[2], A[3], A[4]
+  local old = redis.call('HGET', K[1], 'state') or 'pending'
+  if old == 'in_flight' then old = 'running' end
+  if allowed ~= '*' and not string.find(allowed, ',' .. old .. ',', 1, true) then
+    return {'state', old}
+  end
+  if A[5] ~= '' and redis.call('HGET', K[1], 'assigned_to') ~= A[5] then
+    return {'owner', old}
+  end
+  local n_xadd, n_set, n_del = tonumber(A[7]), tonumber(A[8]), tonumber(A[9])
+  local i = 10
+  local xfields = {}
+  for _ = 1, n_xadd do
+    xfields[#xfields + 1] = A[i]; xfields[#xfields + 1] = A[i + 1]; i = i + 2
+  end
+  for _ = 1, n_set do redis.call('HSET', K[1], A[i], A[i + 1]); i = i + 2 end
+  for _ = 1, n_del do redis.call('HDEL', K[1], A[i]); i = i + 1 end
+  redis.call('HSET', K[1], 'state', new, 'updated_at', ts)
+  if A[6] == '1' then redis.call('HINCRBY', K[1], 'attempts', 1) end
+  local score = redis.call('ZSCORE', K[2], id) or 0
+  if old ~= new then
+    if idx[old] then redis.call('ZREM', idx[old], id) end
+    redis.call('ZADD', idx[new], score, id)
+  end
+  if old == 'pending' and new ~= 'pending' then redis.call('LREM', K[3], 1, id) end
+  if new == 'pending' and old ~= 'pending' then redis.call('RPUSH', K[3], id) end
+  local entry = ''
+  if n_xadd > 0 then entry = redis.call('XADD', K[4], '*', unpack(xfields)) end
+  return {'ok', old, entry, redis.call('HGETALL', K[1])}
 end
-if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'assigned_to') ~= ARGV[5] then
-  return {'owner', old}
+"""
+
+# The Redis clock as RFC 3339 UTC with microseconds, as records.to_rfc3339 writes it (with a
+# fraction always). Days to civil date after Howard Hinnant's ``civil_from_days``.
+_NOW_FUNCTION = """
+local function rfc3339(secs, usec)
+  local days = math.floor(secs / 86400)
+  local rem = secs - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00', y, m, d,
+    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, usec)
 end
-local n_xadd, n_set, n_del = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local i = 10
-local xfields = {}
-for _ = 1, n_xadd do
-  xfields[#xfields + 1] = ARGV[i]; xfields[#xfields + 1] = ARGV[i + 1]; i = i + 2
+local function rfc3339_now()
+  local t = redis.call('TIME')
+  return rfc3339(tonumber(t[1]), tonumber(t[2]))
 end
-for _ = 1, n_set do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2 end
-for _ = 1, n_del do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
-redis.call('HSET', KEYS[1], 'state', new, 'updated_at', ts)
-if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
-local score = redis.call('ZSCORE', KEYS[2], id) or 0
-if old ~= new then
-  if idx[old] then redis.call('ZREM', idx[old], id) end
-  redis.call('ZADD', idx[new], score, id)
+"""
+
+# KEYS: 1 task hash, 2 tasks zset, 3 the zset of its state, 4 backlog list, 5 docket stream
+# ARGV: 1 task id, 2 score, 3 into the backlog (0/1), 4 docket MAXLEN (approximate), 5 number of
+#       record field pairs, then those pairs, then the entry's field pairs.
+# Returns the entry id.
+TASK_ADD = """
+local id, score, n = ARGV[1], ARGV[2], tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * n))
+redis.call('ZADD', KEYS[2], score, id)
+redis.call('ZADD', KEYS[3], score, id)
+if ARGV[3] == '1' then redis.call('RPUSH', KEYS[4], id) end
+return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 6 + 2 * n, #ARGV))
+"""
+
+# KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4 dispatch stream, 5.. one zset per task state
+# ARGV: as A of the transition function above.
+TASK_TRANSITION = (
+    "local idx = %s\n" % _state_table(TASK_STATES, 5)
+    + _TRANSITION_FUNCTION
+    + "return transition({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, idx, ARGV)\n"
+)
+
+# A worker's claim of what its blocking XREADGROUP just delivered, sent right behind that read
+# so that Redis runs it the moment the read is served: the entry and its task are taken before
+# the worker even wakes, one round trip in all. It looks at the entries this consumer holds,
+# its own stream first (oldest first): an entry whose task it can take (own stream: ``assigned``
+# to it; shared docket: ``pending``) is claimed — ``running``, ``assigned_to``, ``started_at``,
+# attempts + 1 — and the agent's two inbox lists are read with it; an entry whose task is gone,
+# finished or someone else's is acknowledged and reported as skipped; an entry whose task is
+# already ``running`` for this agent (a reply lost earlier, which the worker resumes) is left.
+# KEYS: 1 own stream, 2 shared docket, 3 tasks zset, 4 backlog list, 5 urgent list, 6 inbox
+#       list, 7.. one zset per task state
+# ARGV: 1 group, 2 consumer (the agent id), 3 task hash key prefix
+# Returns {status, stream, entry id, task id, task hash (flat), urgent, inbox, skipped} with
+# status ok | none and skipped a flat list of (stream, entry id, task id, reason).
+DOCKET_CLAIM = (
+    "local idx = %s\n" % _state_table(TASK_STATES, 7)
+    + _TRANSITION_FUNCTION
+    + _NOW_FUNCTION
+    + """
+local group, me, prefix = ARGV[1], ARGV[2], ARGV[3]
+local ts = rfc3339_now()
+local skipped = {}
+for s = 1, 2 do
+  local stream = KEYS[s]
+  local ok, rows = pcall(redis.call, 'XPENDING', stream, group, '-', '+', 10, me)
+  if ok then
+    for _, row in ipairs(rows) do
+      local eid, task_id = row[1], ''
+      local e = redis.call('XRANGE', stream, eid, eid)
+      if #e > 0 then
+        local f = e[1][2]
+        for i = 1, #f, 2 do if f[i] == 'task_id' then task_id = f[i + 1] end end
+      end
+      local r = {'missing', ''}
+      if task_id ~= '' then
+        local allowed, assignee = ',pending,', ''
+        if s == 1 then allowed, assignee = ',assigned,', me end
+        r = transition({prefix .. task_id, KEYS[3], KEYS[4], stream}, idx,
+          {task_id, allowed, 'running', ts, assignee, '1', '0', '2', '0', 'assigned_to', me, 'started_at', ts})
+      end
+      if r[1] == 'ok' then
+        return {'ok', stream, eid, task_id, r[4], redis.call('LRANGE', KEYS[5], 0, -1),
+          redis.call('LRANGE', KEYS[6], 0, -1), skipped}
+      end
+      -- a task already running for this agent (a reply lost earlier) is left held, for resuming
+      if r[2] ~= 'running' or redis.call('HGET', prefix .. task_id, 'assigned_to') ~= me then
+        redis.call('XACK', stream, group, eid)
+        local reason = r[1]
+        if reason == 'state' then reason = 'state:' .. r[2] end
+        for _, v in ipairs({stream, eid, task_id, reason}) do skipped[#skipped + 1] = v end
+      end
+    end
+  end
 end
-if old == 'pending' and new ~= 'pending' then redis.call('LREM', KEYS[3], 1, id) end
-if new == 'pending' and old ~= 'pending' then redis.call('RPUSH', KEYS[3], id) end
-local entry = ''
-if n_xadd > 0 then entry = redis.call('XADD', KEYS[4], '*', unpack(xfields)) end
-return {'ok', old, entry, redis.call('HGETALL', KEYS[1])}
-""" % _state_table(TASK_STATES, 5)
+return {'none', '', '', '', {}, {}, {}, skipped}
+"""
+)
 
 
 # KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4.. one zset per task state

@@ -17,7 +17,7 @@ from .. import defaults
 from ..errors import InvalidTransition, NotFound
 from ..keys import TASK_STATES, Keys
 from ..records import Task, epoch_us, new_id, now, to_rfc3339
-from .scripts import TASK_DELETE, TASK_TRANSITION, queue_script
+from .scripts import TASK_ADD, TASK_DELETE, TASK_TRANSITION, queue_script
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class TaskStore:
         self._transition = r.register_script(TASK_TRANSITION)
         self.scripts = (self._transition,)  # for scripts.execute_pipelined after a cache loss
         self._delete = r.register_script(TASK_DELETE)
+        self._add = r.register_script(TASK_ADD)
         self._groups_ready: set[str] = set()
 
     # -- create -----------------------------------------------------------------------------
@@ -92,7 +93,7 @@ class TaskStore:
         cli: str | None = None,
         parent_id: str | None = None,
     ) -> Task:
-        """Create a task and its docket entry in one transaction.
+        """Create a task and its docket entry in one atomic step (``scripts.TASK_ADD``).
 
         Without ``agent_id`` it is ``pending``: in the backlog and on the shared docket, for any
         idle worker. With ``agent_id`` it is ``assigned`` and goes on that agent's own docket.
@@ -106,15 +107,11 @@ class TaskStore:
         )  # fmt: skip
         stream = self.keys.agent_docket(agent_id) if agent_id else self.keys.docket
         self._ensure_group(stream)
-        score = epoch_us(created)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self.keys.task(task.id), mapping=task.to_hash())
-        pipe.zadd(self.keys.tasks, {task.id: score})
-        pipe.zadd(self.keys.tasks_in_state(task.state), {task.id: score})
-        if not agent_id:
-            pipe.rpush(self.keys.backlog, task.id)
-        pipe.xadd(stream, docket_fields(task, agent_id or ""), maxlen=defaults.DOCKET_MAXLEN, approximate=True)
-        pipe.execute()
+        record = [x for pair in task.to_hash().items() for x in pair]
+        entry = [x for pair in docket_fields(task, agent_id or "").items() for x in pair]
+        keys = [self.keys.task(task.id), self.keys.tasks, self.keys.tasks_in_state(task.state), self.keys.backlog, stream]
+        args = [task.id, epoch_us(created), "0" if agent_id else "1", defaults.DOCKET_MAXLEN, len(record) // 2]
+        self._add(keys=keys, args=args + record + entry)
         return task
 
     # -- read -------------------------------------------------------------------------------
@@ -264,22 +261,24 @@ class TaskStore:
 
     def requeue(
         self, task_id: str, *, allowed_from: Iterable[str] = ("assigned", "running"), assignee: str = "",
-        to_agent: str | None = None,
+        to_agent: str | None = None, attempts: int | None = None,
     ) -> Transition:  # fmt: skip
         """Put a live task back to work with a fresh docket entry, in one atomic step.
 
         With ``to_agent`` it is ``assigned`` to that agent (its own docket); otherwise it is
         ``pending`` again: unassigned, at the end of the backlog and on the shared docket.
-        ``assignee`` requires the current ``assigned_to`` to equal it. Old docket entries of
-        the task are left alone: whoever reads one finds the task moved on and skips it.
+        ``assignee`` requires the current ``assigned_to`` to equal it; ``attempts`` sets the
+        attempt count (a claim undone before its CLI started). Old docket entries of the task
+        are left alone: whoever reads one finds the task moved on and skips it.
         """
+        counted = {} if attempts is None else {"attempts": str(attempts)}
         if to_agent:
             return self.transition(
                 task_id, "assigned", allowed_from=allowed_from, assignee=assignee,
-                set_fields={"assigned_to": to_agent}, delete_fields=("started_at",), dispatch_to=to_agent,
+                set_fields={"assigned_to": to_agent, **counted}, delete_fields=("started_at",), dispatch_to=to_agent,
             )  # fmt: skip
         return self.transition(
-            task_id, "pending", allowed_from=allowed_from, assignee=assignee,
+            task_id, "pending", allowed_from=allowed_from, assignee=assignee, set_fields=counted,
             delete_fields=("assigned_to", "started_at"), redispatch=True,
         )  # fmt: skip
 
