@@ -413,22 +413,23 @@ class Worker:
     def run_cli(self, task: Task, inbox: Inbox, ws: workspace.Workspace | None, announce=None) -> Outcome:
         """Run the CLI as its own process group, prompt on stdin, output to the task's log file.
 
-        Everything between the claim and the CLI's start is in-process work; the task's
-        ``started_at``, the agent's ``working`` state and the inbox clean-up are written in one
-        round trip right after the process exists.
+        Only what the process needs in order to exist comes before it; the prompt (on stdin) is
+        written after, and the task's ``started_at``, the agent's ``working`` state and the inbox
+        clean-up go in one round trip right after the process exists.
         """
         cli = resolve_cli(task.cli or None, self.config)
         cwd = ws.path if ws else self.config.root
         if cli.workdir:
             cwd = Path(cli.workdir) if Path(cli.workdir).is_absolute() else cwd / cli.workdir
-        prompt = build_prompt(
-            task, agent_name=self.name, town_name=self.config.name, townhall_url=self.base_env["TINYTOWN_URL"],
-            messages=inbox.messages, workdir=str(cwd), branch=ws.branch if ws else "",
-        ).encode()  # fmt: skip
+        prompt = functools.partial(
+            build_prompt, task, agent_name=self.name, town_name=self.config.name,
+            townhall_url=self.base_env["TINYTOWN_URL"], messages=inbox.messages, workdir=str(cwd),
+            branch=ws.branch if ws else "",
+        )  # fmt: skip
         command, prompt_path = cli.command, None
         if cli.name in INSTRUCTION_FILE_FLAG:  # e.g. auggie: the prompt in a file, not on stdin
             prompt_path = self.logs.folder / f"{task.id}.prompt.md"
-            prompt_path.write_bytes(prompt)
+            prompt_path.write_bytes(prompt().encode())
             command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
         env = {**self.base_env, **cli.env, "TINYTOWN_TASK_ID": task.id, "TINYTOWN_TASK_ATTEMPT": str(task.attempts)}
         if self.stopping:  # told to leave while the workspace was being prepared: do not start
@@ -449,8 +450,8 @@ class Worker:
                 out.name()
                 if announce is not None:
                     announce()
-            if not prompt_path:
-                threading.Thread(target=_feed, args=(self.proc.stdin, prompt), name="prompt", daemon=True).start()
+            if not prompt_path:  # on stdin, written once the process exists
+                threading.Thread(target=_feed, args=(self.proc.stdin, prompt().encode()), name="prompt", daemon=True).start()
             self.with_redis("cli_started", self.cli_started, task, started_at, inbox)
             self.log("cli_started", task=task.id, started_at=started_at, cli=cli.name, pid=self.proc.pid,
                      cwd=cwd, log=out.path)  # fmt: skip

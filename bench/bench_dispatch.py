@@ -16,6 +16,11 @@ What it measures, in one run on one embedded Redis (the town's own, on a unix so
   last completion. agent_worker runs the CLI ``true`` (a real process per task); the RQ job runs
   ``subprocess.run(["true"])``, so both start one process per task.
 
+``--floor`` adds a third column measured the same way: a bare Python reader blocked in
+``XREADGROUP`` on a stream of its own, which notes its clock the moment an ``XADD`` wakes it — no
+record, no claim, no process. It is the floor for any Redis-stream dispatcher written in Python on
+this machine, under the same noise.
+
 Every wait is bounded (``--timeout-secs``); workers are stopped by PID at the end.
 """
 
@@ -38,11 +43,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tinytown.config import load_config  # noqa: E402
-from tinytown.embedded import EmbeddedServer  # noqa: E402
+from tinytown.embedded import EmbeddedServer, find_server_binary  # noqa: E402
 from tinytown.records import parse_rfc3339  # noqa: E402
 from tinytown.store import Town  # noqa: E402
 
 RQ_QUEUE = "tt-bench"
+FLOOR_STREAM = "tt-bench-floor"
 RQ_JOB = "bench_dispatch.run_true"  # by name: the RQ worker imports it from bench/
 POLL_SECS = 0.001
 
@@ -80,6 +86,45 @@ def start_tt_worker(root: Path, n: int, log_dir: Path) -> subprocess.Popen:
     with open(log_dir / f"tt-worker-{n}.log", "w") as log:
         return subprocess.Popen([sys.executable, str(ROOT / "agent_worker.py"), "--town", str(root)],
                                 env=env, stdout=log, stderr=log)  # fmt: skip
+
+
+FLOOR_READER = """
+import sys, time, redis
+r = redis.Redis.from_url(sys.argv[1], decode_responses=True)
+stream = sys.argv[2]
+try:
+    r.xgroup_create(stream, "g", id="$", mkstream=True)
+except redis.ResponseError:
+    pass
+print("ready", flush=True)
+while True:
+    reply = r.xreadgroup("g", "c", {stream: ">"}, count=1, block=1000)
+    if not reply:
+        continue
+    rows = reply[stream][0] if isinstance(reply, dict) else reply[0][1]
+    woke = time.time()
+    entry_id, fields = rows[0]
+    if "stop" in fields:
+        break
+    r.set(stream + ":" + fields["n"], repr(woke))
+    r.xack(stream, "g", entry_id)
+"""
+
+
+def start_floor_reader(url: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", FLOOR_READER, url, FLOOR_STREAM], stdout=subprocess.PIPE, text=True)
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError("the floor reader did not start")
+    return proc
+
+
+def floor_latency(r, timeout: float) -> tuple[float, float]:
+    """(XADD → the bare reader's wake-up, 0) in seconds."""
+    submitted = time.time()
+    n = repr(submitted)
+    r.xadd(FLOOR_STREAM, {"n": n})
+    woke = wait_for(lambda: r.get(f"{FLOOR_STREAM}:{n}"), timeout, "the floor reader")
+    return float(woke) - submitted, 0.0
 
 
 def start_rq_worker(url: str, n: int, log_dir: Path) -> subprocess.Popen:
@@ -170,6 +215,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=300, help="tasks per throughput run")
     parser.add_argument("--timeout-secs", type=float, default=60.0, help="bound on every wait")
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--floor", action="store_true", help="also measure a bare XREADGROUP reader (the floor)")
     args = parser.parse_args()
     import redis
     from rq import Queue
@@ -183,15 +229,19 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     try:
         procs += [start_tt_worker(root, 1, root), start_rq_worker(url, 1, root)]
+        systems = [("agent_worker", tt_latency, town), ("rq", rq_latency, queue)]
+        if args.floor:
+            procs.append(start_floor_reader(url))
+            systems.append(("floor", floor_latency, r))
         wait_tt_idle(town, 1, args.timeout_secs)
         wait_rq_idle(r, 1, args.timeout_secs)
         for _ in range(5):  # warm-up, not recorded
-            tt_latency(town, args.timeout_secs)
-            rq_latency(queue, args.timeout_secs)
-        lat = {"agent_worker": [], "rq": []}
-        rec = {"agent_worker": [], "rq": []}
-        for _ in range(args.samples):  # alternate, so both see the same machine noise
-            for name, measure, target in (("agent_worker", tt_latency, town), ("rq", rq_latency, queue)):
+            for _, measure, target in systems:
+                measure(target, args.timeout_secs)
+        lat = {name: [] for name, _, _ in systems}
+        rec = {name: [] for name, _, _ in systems}
+        for _ in range(args.samples):  # alternate, so all see the same machine noise
+            for name, measure, target in systems:
                 total, reference = measure(target, args.timeout_secs)
                 lat[name].append(total)
                 rec[name].append(reference)
@@ -205,6 +255,8 @@ def main() -> int:
         thr["agent_worker"][2] = tt_throughput(town, args.tasks, args.timeout_secs)
         thr["rq"][2] = rq_throughput(queue, args.tasks, args.timeout_secs)
     finally:
+        if args.floor:
+            r.xadd(FLOOR_STREAM, {"stop": "1"})
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -219,7 +271,7 @@ def main() -> int:
     rec_ms = {k: [v * 1000 for v in vals] for k, vals in rec.items()}
     result = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "redis": f"embedded {server.target.display}",
+        "redis": f"embedded {find_server_binary().flavour} {find_server_binary().version_text} on {server.target.display}",
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "samples": args.samples,
@@ -228,7 +280,7 @@ def main() -> int:
                            "min": round(min(v), 3)} for k, v in ms.items()},  # fmt: skip
         # agent_worker: created_at → started_at; RQ: submit → its own started_at (before the job runs)
         "reference_ms": {k: {"p50": round(statistics.median(v), 3), "p99": round(pct(v, 99), 3)}
-                               for k, v in rec_ms.items()},  # fmt: skip
+                               for k, v in rec_ms.items() if k != "floor"},  # fmt: skip
         "throughput_tasks_per_sec": {k: {str(w): round(x, 1) for w, x in v.items()} for k, v in thr.items()},
     }
     result["p50_ratio_rq_over_agent_worker"] = round(
@@ -243,6 +295,8 @@ def main() -> int:
     for k in ("agent_worker", "rq"):
         print(f"{k:14}{lm[k]['p50']:>9.3f}{lm[k]['p99']:>9.3f}{tp[k]['1']:>12.1f}{tp[k]['2']:>13.1f}")
     print(f"RQ p50 / agent_worker p50 = {result['p50_ratio_rq_over_agent_worker']}x")
+    if "floor" in lm:
+        print(f"{'floor':14}{lm['floor']['p50']:>9.3f}{lm['floor']['p99']:>9.3f}   (bare XADD → XREADGROUP wake-up)")
     rm = result["reference_ms"]
     print(f"also: agent_worker created_at→started_at p50 {rm['agent_worker']['p50']:.3f} ms; "
           f"RQ submit→its own started_at p50 {rm['rq']['p50']:.3f} ms")

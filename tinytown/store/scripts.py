@@ -108,7 +108,8 @@ TASK_TRANSITION = (
 # already ``running`` for this agent (a reply lost earlier, which the worker resumes) is left.
 # KEYS: 1 own stream, 2 shared docket, 3 tasks zset, 4 backlog list, 5 urgent list, 6 inbox
 #       list, 7.. one zset per task state
-# ARGV: 1 group, 2 consumer (the agent id), 3 task hash key prefix
+# ARGV: 1 group, 2 consumer (the agent id), 3 task hash key prefix (the script builds the task's
+#       key itself, as it learns the id from the entry: one Redis, not a cluster, as everywhere here)
 # Returns {status, stream, entry id, task id, task hash (flat), urgent, inbox, skipped} with
 # status ok | none and skipped a flat list of (stream, entry id, task id, reason).
 DOCKET_CLAIM = (
