@@ -247,6 +247,10 @@ class Worker:
                 continue
             self.logs.prepare()  # the next task's log file, created while idle
             delivery = self.next_delivery()
+            if delivery is not None and delivery.refused:  # stopped or paused from outside: look now
+                self.log("delivery_refused", agent_state=delivery.refused)
+                self.last_controls = 0.0
+                continue
             for entry, why in delivery.skipped if delivery else ():
                 self.log("entry_skipped", task=entry.task_id, entry=entry.entry_id, reason=why)
             if delivery is not None and delivery.entry is not None:

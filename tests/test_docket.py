@@ -132,6 +132,20 @@ def test_an_entry_whose_task_already_runs_for_this_agent_is_left_held_for_resumi
     assert resumed.task.id == task.id and resumed.task.attempts == 2
 
 
+@pytest.mark.parametrize("state", ["paused", "stopped", "draining"])
+def test_an_agent_told_to_take_no_work_takes_none_and_what_came_goes_back(town, state):
+    d, other = docket_for(town, "w"), docket_for(town, "other")
+    town.agents.update(d.agent_id, state)
+    task = town.tasks.add("arrives as the agent is paused or stopped")
+
+    got = d.read(100)
+
+    assert (got.entry, got.claim, got.refused) == (None, None, state)
+    assert town.tasks.get(task.id).state == "pending" and town.tasks.get(task.id).attempts == 0
+    assert holders(town.redis, town.keys.docket) == {}  # handed back at once …
+    assert other.read(100).claim.task.id == task.id  # … for another worker
+
+
 def test_a_lost_script_cache_is_reloaded_and_the_delivered_entry_still_taken(town):
     d = docket_for(town, "w")
     town.redis.script_flush()

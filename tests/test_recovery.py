@@ -89,6 +89,33 @@ def test_recover_returns_a_held_directed_task_and_fails_one_past_max_attempts(to
     assert failed.state == "failed" and "failed after 2 attempts" in failed.result
 
 
+def test_recover_leaves_the_task_of_an_agent_killed_while_its_worker_still_runs_it(town):
+    killed, d = worker(town, "killed")
+    task = town.tasks.add("long job")
+    d.read(100)  # the worker took it and runs it
+    town.redis.set(town.keys.stop(killed.id), "1")  # POST /v1/agents/{agent}/kill: stop flag …
+    town.agents.update(killed.id, "stopped", set_fields={"current_task": task.id})  # … and stopped at once
+
+    assert recover(town)["reclaimed"] == 0  # its heartbeat is fresh: the worker is finishing
+
+    assert town.tasks.get(task.id).state == "running" and shared_pending(town) == 1
+    town.redis.delete(town.keys.stop(killed.id))  # the worker took the stop request and left …
+    assert recover(town)["reclaimed"] == 1  # … so what it still holds goes back
+    assert town.tasks.get(task.id).state == "pending"
+
+
+def test_a_killed_agent_whose_heartbeat_went_stale_loses_its_task_to_recover(town):
+    killed, d = worker(town, "killed")
+    task = town.tasks.add("job")
+    d.read(100)
+    town.redis.set(town.keys.stop(killed.id), "1")
+    town.agents.update(killed.id, "stopped")
+    silence(town, killed.id)  # the worker died after the kill
+
+    assert recover(town)["reclaimed"] == 1
+    assert town.tasks.get(task.id).state == "pending"
+
+
 def test_recover_returns_the_task_a_drained_worker_left_behind(town):
     drained, d = worker(town, "drained")
     task = town.tasks.add("handed back")

@@ -161,6 +161,22 @@ def test_a_paused_worker_takes_no_work_until_resumed(worker_town, workers):
     assert wait_terminal(town, task.id).state == "completed"
 
 
+def test_a_worker_paused_while_it_waits_on_the_docket_does_not_take_what_arrives(worker_town, workers):
+    root = worker_town()
+    town = open_town(root)
+    worker = workers.start(root)
+    worker.wait_event("agent_state", state="idle")
+    town.agents.update(worker.agent_id, "paused")
+    task = town.tasks.add("[print arrives before the worker looked at its state]")  # no wait: the read takes it in
+
+    worker.wait_event("agent_paused", timeout=5)
+    assert not poll_quiet(lambda: town.tasks.get(task.id).state != "pending", secs=1.5)
+    assert town.tasks.get(task.id).attempts == 0
+    town.agents.update(worker.agent_id, "idle")
+
+    assert wait_terminal(town, task.id).state == "completed"
+
+
 def poll_quiet(check, secs):
     """True if ``check`` becomes true within ``secs`` (for asserting that something does NOT happen)."""
     import time

@@ -31,6 +31,10 @@ from .store.tasks import ensure_group
 
 GROUP = defaults.DOCKET_GROUP
 
+# An agent in one of these states takes no new work: a read delivers, the claim refuses, and the
+# entries go back for other workers (stopped or drained from outside, paused by an operator).
+NO_NEW_WORK_STATES = ("stopped", "draining", "error", "cold", "paused")
+
 # Hand an entry back to its stream: a copy goes to the end (for any reader), the original is
 # acknowledged. Used when one XREADGROUP over two streams returned an entry from each.
 # KEYS: 1 stream; ARGV: 1 group, 2 entry id. Returns the new entry id ('' if the entry is gone).
@@ -102,6 +106,7 @@ class Delivery:
     entry: Entry | None
     claim: Claim | None
     skipped: tuple[tuple[Entry, str], ...] = ()  # (entry, reason), acknowledged already
+    refused: str = ""  # the agent's state, when it says take no work (what came went back)
 
 
 def dead_after_secs(config: Config) -> float:
@@ -173,9 +178,9 @@ class Docket:
         self._take_over = self.r.register_script(_TAKE_OVER)
         self._claim_delivered = self.r.register_script(DOCKET_CLAIM)
         k = self.keys
-        self._claim_keys = [self.own, self.shared, k.tasks, k.backlog, k.urgent(agent_id), k.inbox(agent_id)]
+        self._claim_keys = [self.own, self.shared, k.tasks, k.backlog, k.urgent(agent_id), k.inbox(agent_id), k.agent(agent_id)]
         self._claim_keys += [k.tasks_in_state(s) for s in TASK_STATES]
-        self._claim_args = [GROUP, agent_id, k.task_prefix]
+        self._claim_args = [GROUP, agent_id, k.task_prefix, "," + ",".join(NO_NEW_WORK_STATES) + ","]
 
     def ensure_groups(self) -> None:
         ensure_group(self.r, self.own)
@@ -199,9 +204,9 @@ class Docket:
 
         One ``XREADGROUP`` covers both streams (own first). The claim script
         (``scripts.DOCKET_CLAIM``) is sent on the same connection right behind it, so Redis runs
-        it the moment the read is served, before the worker wakes. When the read returns an
-        entry from each stream, the one not taken is handed back at once so another idle worker
-        can take it. Returns None when nothing came.
+        it the moment the read is served, before the worker wakes. What came and was not taken
+        (an entry from each stream, or the agent's record says take no work) is handed back at
+        once for another idle worker. Returns None when nothing came.
         """
         conn, r = self.reader.connection, self.reader
         read = ("XREADGROUP", "GROUP", GROUP, self.agent_id, "COUNT", 1, "BLOCK", max(block_ms, 1),
@@ -231,6 +236,8 @@ class Docket:
         for extra in delivered:
             if (extra.stream, extra.entry_id) not in handled:
                 self.release(extra)
+        if status.startswith("refused:"):
+            return Delivery(None, None, refused=status.partition(":")[2])
         if status == "none":
             return Delivery(None, None, skipped) if skipped else None
         task = Task.from_hash(dict(zip(record[::2], record[1::2])))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 
 from . import messages as inbox
-from .docket import GROUP, entry_task_id, forget_consumer, held_entries, holders, is_dead
+from .docket import GROUP, dead_after_secs, entry_task_id, forget_consumer, heartbeat_age_secs, held_entries, holders, is_dead
 from .errors import InvalidTransition
 from .records import ACTIVE_AGENT_STATES, Agent, now, to_rfc3339
 from .store import Town
@@ -108,16 +108,26 @@ def recover(town: Town) -> dict:
 
     reclaimed = 0
     for holder in holders(town.redis, town.keys.docket):
-        if holder not in alive and is_dead(town.agents.find(holder), config):
+        agent = town.agents.find(holder)
+        if holder not in alive and is_dead(agent, config) and not still_finishing(town, agent):
             reclaimed += return_held_entries(town, town.keys.docket, holder)
             forget_consumer(town.redis, town.keys.docket, holder)  # dead consumers leave the group
     for agent in stopped:
         reclaimed += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id)
     for agent in town.agents.all():  # terminal agents that left entries behind (drain timeout)
-        if agent.id not in alive and not agent.active and agent.current_task:
+        if agent.id not in alive and not agent.active and agent.current_task and not still_finishing(town, agent):
             reclaimed += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id)
             town.agents.update(agent.id, delete_fields=("current_task",))
     return {"checked": len(live), "recovered": len(stopped), "agents": [a.name for a in stopped], "reclaimed": reclaimed}
+
+
+def still_finishing(town: Town, agent: Agent | None) -> bool:
+    """Stopped from outside (``POST /v1/agents/{agent}/kill``) while its worker still runs a task:
+    the heartbeat is fresh and the stop request is not taken up yet (the worker takes it, and
+    exits, once the task ends). Its entries stay with it, so the task does not run twice."""
+    if agent is None or agent.active or heartbeat_age_secs(agent) > dead_after_secs(town.config):
+        return False
+    return bool(town.redis.exists(town.keys.stop(agent.id)))
 
 
 def recover_silent_workers(town: Town) -> int:

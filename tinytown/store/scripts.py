@@ -100,24 +100,32 @@ TASK_TRANSITION = (
 
 # A worker's claim of what its blocking XREADGROUP just delivered, sent right behind that read
 # so that Redis runs it the moment the read is served: the entry and its task are taken before
-# the worker even wakes, one round trip in all. It looks at the entries this consumer holds,
-# its own stream first (oldest first): an entry whose task it can take (own stream: ``assigned``
-# to it; shared docket: ``pending``) is claimed — ``running``, ``assigned_to``, ``started_at``,
-# attempts + 1 — and the agent's two inbox lists are read with it; an entry whose task is gone,
-# finished or someone else's is acknowledged and reported as skipped; an entry whose task is
-# already ``running`` for this agent (a reply lost earlier, which the worker resumes) is left.
+# the worker even wakes, one round trip in all. If the agent's record says it must take no work
+# (stopped from outside, paused, …), nothing is taken and the status says why. Otherwise it looks
+# at the entries this consumer holds, its own stream first (oldest first): an entry whose task it
+# can take (own stream: ``assigned`` to it; shared docket: ``pending``) is claimed — ``running``,
+# ``assigned_to``, ``started_at``, attempts + 1 — and the agent's two inbox lists are read with
+# it; an entry whose task is gone, finished or someone else's is acknowledged and reported as
+# skipped; an entry whose task is already ``running`` for this agent (a reply lost earlier,
+# which the worker resumes) is left.
 # KEYS: 1 own stream, 2 shared docket, 3 tasks zset, 4 backlog list, 5 urgent list, 6 inbox
-#       list, 7.. one zset per task state
+#       list, 7 agent hash, 8.. one zset per task state
 # ARGV: 1 group, 2 consumer (the agent id), 3 task hash key prefix (the script builds the task's
-#       key itself, as it learns the id from the entry: one Redis, not a cluster, as everywhere here)
+#       key itself, as it learns the id from the entry: one Redis, not a cluster, as everywhere
+#       here), 4 agent states that take no work, as ",a,b,"
 # Returns {status, stream, entry id, task id, task hash (flat), urgent, inbox, skipped} with
-# status ok | none and skipped a flat list of (stream, entry id, task id, reason).
+# status ok | none | refused:<agent state> and skipped a flat list of (stream, entry id, task
+# id, reason).
 DOCKET_CLAIM = (
-    "local idx = %s\n" % _state_table(TASK_STATES, 7)
+    "local idx = %s\n" % _state_table(TASK_STATES, 8)
     + _TRANSITION_FUNCTION
     + _NOW_FUNCTION
     + """
 local group, me, prefix = ARGV[1], ARGV[2], ARGV[3]
+local agent_state = redis.call('HGET', KEYS[7], 'state')
+if agent_state and string.find(ARGV[4], ',' .. agent_state .. ',', 1, true) then
+  return {'refused:' .. agent_state, '', '', '', {}, {}, {}, {}}
+end
 local ts = rfc3339_now()
 local skipped = {}
 for s = 1, 2 do
