@@ -222,9 +222,10 @@ class Docket:
             claimed = r.parse_response(conn, "EVALSHA")
         except redis.exceptions.NoScriptError:  # Redis lost its script cache: load it and claim now
             claimed = self._claim_delivered(keys=self._claim_keys, args=self._claim_args)
-        if read_error is not None:
-            raise read_error
-        return self._delivery(self._entries(reply), claimed)
+        delivery = self._delivery(self._entries(reply), claimed)
+        if read_error is not None and (delivery is None or delivery.entry is None):
+            raise read_error  # (a task the claim took anyway is run first; the error comes back next read)
+        return delivery
 
     def _delivery(self, delivered: list[Entry], claimed: list) -> Delivery | None:
         status, stream, entry_id, task_id, record, urgent, inbox, flat = claimed
