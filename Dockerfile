@@ -27,6 +27,9 @@ ARG BASE_IMAGE=python:3.11-slim
 
 # --- venv: the package and its dependencies, from the wheelhouse only --------------------------
 FROM ${BASE_IMAGE} AS venv
+# Only this stage carries the label (the images are FROM runtime): a builder that keeps stage
+# images (docker-py's, the classic one) leaves one behind per wheelhouse, found and pruned by it.
+LABEL tinytown.stage=venv
 COPY .docker-wheels/ /tmp/wheels/
 # `python3 -m venv`, not a path: python3 is /usr/local/bin in python:*-slim, /usr/bin in Debian.
 RUN python3 -m venv /opt/tinytown \
@@ -55,16 +58,8 @@ ENTRYPOINT ["tini", "--"]
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 
-# --- townhall: REST API, probes, metrics, scaling signal ------------------------------------------
-FROM runtime AS townhall
-# A container listening on its own loopback is unreachable; bind all interfaces, which makes the
-# townhall refuse to start without auth (TINYTOWN_BOOTSTRAP_API_KEY=1 or a configured key).
-ENV TINYTOWN_REST_BIND=0.0.0.0 \
-    TINYTOWN_REST_PORT=8080
-EXPOSE 8080
-CMD ["gunicorn", "-c", "python:tinytown.gunicorn_conf", "townhall:app"]
-
 # --- agent-worker: takes tasks, runs the coding CLI, exits when idle -------------------------------
+# (Before townhall, so that a classic-builder build of this target does not build townhall too.)
 # No coding CLI is installed: add yours in a derived image, e.g.
 #   FROM tinytown-agent-worker
 #   USER root
@@ -88,3 +83,12 @@ USER 10001:10001
 # -P: do not put the working directory on sys.path, so a workspace that happens to hold a
 # tinytown/ or agent_worker.py (a checkout of this repo) cannot shadow the installed code.
 CMD ["python", "-P", "-m", "agent_worker"]
+
+# --- townhall: REST API, probes, metrics, scaling signal ------------------------------------------
+FROM runtime AS townhall
+# A container listening on its own loopback is unreachable; bind all interfaces, which makes the
+# townhall refuse to start without auth (TINYTOWN_BOOTSTRAP_API_KEY=1 or a configured key).
+ENV TINYTOWN_REST_BIND=0.0.0.0 \
+    TINYTOWN_REST_PORT=8080
+EXPOSE 8080
+CMD ["gunicorn", "-c", "python:tinytown.gunicorn_conf", "townhall:app"]

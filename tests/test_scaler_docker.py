@@ -31,7 +31,7 @@ import requests
 
 from tinytown.records import parse_rfc3339
 
-from .docker_support import build_image, docker_client_or_skip_reason
+from .docker_support import BASE_IMAGE, STAGE_LABEL, build_image, docker_client_or_skip_reason, remove_stale_stages
 from .scaler_stack import FakeTown, ScalerTown, TcpRedis, agent_item, free_port
 from .worker_support import poll
 
@@ -569,3 +569,29 @@ def test_workers_exiting_3_at_start_hold_starts_on_the_outpost_and_notify_once(f
     again = one_pass(scaler)  # still held: no start, no second notification
     assert again.actions == [] and len(town.townhall.posts) == 1
     assert len(town.containers(engine)) == 3
+
+
+def test_earlier_builds_stage_images_are_pruned_and_the_newest_kept_as_cache(engine):
+    import io
+    import uuid
+
+    stage = f"test-{uuid.uuid4().hex[:8]}"
+    built = []
+    try:
+        for n in (1, 2, 3):
+            dockerfile = f"FROM {BASE_IMAGE}\nLABEL {STAGE_LABEL}={stage}\nLABEL tinytown.test=1 n={n}\n"
+            image, _ = engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), pull=False, rm=True)
+            built.append(image.id)
+            time.sleep(0.01)
+
+        removed = remove_stale_stages(engine, stage=stage)
+
+        assert sorted(removed) == sorted(built[:2])
+        left = engine.images.list(filters={"dangling": True, "label": f"{STAGE_LABEL}={stage}"})
+        assert [i.id for i in left] == [built[2]]
+    finally:
+        for image_id in built:
+            try:
+                engine.images.remove(image_id, force=True)
+            except docker.errors.NotFound:
+                pass
