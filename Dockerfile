@@ -9,6 +9,8 @@
 # air-gapped hosts) and ship what the wheelhouse pinned. Rebuild the wheelhouse after changing
 # the package or its dependencies.
 #
+# Without --target, a build gives the last stage, townhall.
+#
 # BASE_IMAGE: production uses python:3.11-slim unchanged. CI, which cannot pull images, passes
 # --build-arg BASE_IMAGE=tinytown-base:bookworm, a debootstrap image made by
 # .ci/docker-engine.sh (python3 3.11.2 at /usr/bin, with git and tini preinstalled).
@@ -29,7 +31,9 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS venv
 # Only this stage carries the label (the images are FROM runtime): a builder that keeps stage
 # images (docker-py's, the classic one) leaves one behind per wheelhouse, found and pruned by it.
-LABEL tinytown.stage=venv
+# The test suite sets a value per checkout, so that two checkouts never prune each other's.
+ARG TINYTOWN_STAGE=venv
+LABEL tinytown.stage=${TINYTOWN_STAGE}
 COPY .docker-wheels/ /tmp/wheels/
 # `python3 -m venv`, not a path: python3 is /usr/local/bin in python:*-slim, /usr/bin in Debian.
 RUN python3 -m venv /opt/tinytown \

@@ -17,11 +17,12 @@ The lifecycle, as agent states in Redis (functions below follow it top to bottom
 
 - Starting: register, or adopt the record named by ``TINYTOWN_AGENT_ID``; name from
   ``TINYTOWN_AGENT_NAME``, else the host name.
-- Idle: one blocking ``XREADGROUP`` over the shared docket and the agent's own stream. A heartbeat
-  thread writes ``last_heartbeat`` every ``heartbeat_interval_secs``, in every state.
-- Working: one round trip takes the task (a guarded Lua transition: ``running``, attempts + 1)
-  and reads the inbox; then the coding CLI runs with the prompt on stdin, in the task's git
-  workspace if it has a ``repo``. ``started_at`` is the moment just before the CLI starts.
+- Idle: one blocking ``XREADGROUP`` over the shared docket and the agent's own stream, with the
+  claim sent right behind it: Redis takes the task (a guarded Lua transition: ``running``,
+  attempts + 1) and reads the inbox the moment an entry arrives, in the same round trip. A
+  heartbeat thread writes ``last_heartbeat`` every ``heartbeat_interval_secs``, in every state.
+- Working: the coding CLI runs with the prompt on stdin, in the task's git workspace if it has
+  a ``repo``. ``started_at`` is the moment just before the CLI starts.
   Exit 0 → completed (unless the CLI reported through ``tt task complete``/REST itself);
   non-zero or ``task_timeout_secs`` → retried, then failed.
 - Draining → Stopped: after ``idle_timeout_secs`` with nothing to do (0 disables), on SIGTERM or
@@ -333,7 +334,7 @@ class Worker:
         except (redis.ConnectionError, redis.TimeoutError) as err:  # held entries, if any, are resumed
             self.reader_client_id = None
             self.wait_for_redis("read", err)
-            self.with_redis("resume", self.resume_held_entries)  # a reply lost in the outage
+            self.with_redis("resume", self.resume_held_entries, lost_reply=True)
         except redis.ResponseError as err:
             # NOGROUP: Redis came back empty; UNBLOCKED: a stream was deleted under the read.
             if "NOGROUP" not in str(err) and "UNBLOCKED" not in str(err):
@@ -343,13 +344,23 @@ class Worker:
             self.last_controls = 0.0  # and check the agent record at once
         return None
 
-    def resume_held_entries(self) -> None:
-        """Entries this agent id received and never acknowledged: a restart, or a lost reply."""
+    def resume_held_entries(self, *, lost_reply: bool = False) -> None:
+        """Entries this agent id received and never acknowledged.
+
+        At start they are a previous run's (a restart): their tasks are taken again as a new
+        attempt. After a connection error (``lost_reply``), one is the read's whose reply was
+        lost after its claim was made: that task never ran, so it runs now as the same attempt.
+        """
         for entry in self.docket.held_by_me():
             if self.held is not None and entry.entry_id == self.held.entry_id:
                 continue
-            self.log("entry_resumed", task=entry.task_id, entry=entry.entry_id)
-            self.work_on(entry)
+            claim = None
+            if lost_reply:
+                task = self.town.tasks.find(entry.task_id)
+                if task is not None and task.state == "running" and task.assigned_to == self.agent_id:
+                    claim = Claim(task)
+            self.log("entry_resumed", task=entry.task_id, entry=entry.entry_id, lost_reply=lost_reply or None)
+            self.work_on(entry, claim)
 
     # -- Working ----------------------------------------------------------------------------
 
@@ -364,13 +375,13 @@ class Worker:
             return
         self.held = entry
         # Logged before a workspace is prepared, else right after the CLI starts (off its path).
-        announce = functools.partial(self.log, "task_started", task=task.id, attempt=task.attempts,
+        log_task_started = functools.partial(self.log, "task_started", task=task.id, attempt=task.attempts,
                                      source="agent" if entry.directed else "docket", reclaimed_from=entry.reclaimed_from)  # fmt: skip
         # The inbox was read with the claim; the messages leave it once the CLI has them.
         inbox = Inbox([(key, raw) for key, raws in zip(self.inbox_keys, claim.peeked) for raw in raws])
         if any(m.get("type") == "shutdown" for m in inbox.messages):
             self.stopping = self.stopping or "shutdown_message"
-        outcome, ws = self.run_task(task, inbox, announce)
+        outcome, ws = self.run_task(task, inbox, log_task_started)
         if outcome.handed_back:
             self.hand_back(task, ws)
             return
@@ -397,12 +408,12 @@ class Worker:
         self.with_redis("ack", self.docket.ack, delivery.entry)
         self.log("task_given_back", task=task.id, entry=delivery.entry.entry_id, reason=self.stopping)
 
-    def run_task(self, task: Task, inbox: Inbox, announce) -> tuple[Outcome, workspace.Workspace | None]:
+    def run_task(self, task: Task, inbox: Inbox, log_task_started) -> tuple[Outcome, workspace.Workspace | None]:
         """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
         ws = None
         if task.repo:
-            announce()
-            announce = None
+            log_task_started()
+            log_task_started = None
             self.set_state("working", allowed_from=("idle", "starting", "paused"), current_task=task.id,
                            last_active_at=to_rfc3339(now()))  # fmt: skip
             try:
@@ -412,9 +423,9 @@ class Worker:
                                 assignee=self.agent_id, set_fields={"branch": ws.branch})  # fmt: skip
             except TinytownError as err:
                 return Outcome(error=f"workspace: {err}"), None
-        return self.run_cli(task, inbox, ws, announce), ws
+        return self.run_cli(task, inbox, ws, log_task_started), ws
 
-    def run_cli(self, task: Task, inbox: Inbox, ws: workspace.Workspace | None, announce=None) -> Outcome:
+    def run_cli(self, task: Task, inbox: Inbox, ws: workspace.Workspace | None, log_task_started=None) -> Outcome:
         """Run the CLI as its own process group, prompt on stdin, output to the task's log file.
 
         Only what the process needs in order to exist comes before it; the prompt (on stdin) is
@@ -425,7 +436,7 @@ class Worker:
         cwd = ws.path if ws else self.config.root
         if cli.workdir:
             cwd = Path(cli.workdir) if Path(cli.workdir).is_absolute() else cwd / cli.workdir
-        prompt = functools.partial(
+        make_prompt = functools.partial(
             build_prompt, task, agent_name=self.name, town_name=self.config.name,
             townhall_url=self.base_env["TINYTOWN_URL"], messages=inbox.messages, workdir=str(cwd),
             branch=ws.branch if ws else "",
@@ -433,12 +444,12 @@ class Worker:
         command, prompt_path = cli.command, None
         if cli.name in INSTRUCTION_FILE_FLAG:  # e.g. auggie: the prompt in a file, not on stdin
             prompt_path = self.logs.folder / f"{task.id}.prompt.md"
-            prompt_path.write_bytes(prompt().encode())
+            prompt_path.write_bytes(make_prompt().encode())
             command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
         env = {**self.base_env, **cli.env, "TINYTOWN_TASK_ID": task.id, "TINYTOWN_TASK_ATTEMPT": str(task.attempts)}
         if self.stopping:  # told to leave while the workspace was being prepared: do not start
-            if announce is not None:
-                announce()
+            if log_task_started is not None:
+                log_task_started()
             return Outcome(handed_back=True)
         out = self.logs.open(task.id, first_attempt=task.attempts == 1)
         try:
@@ -451,11 +462,18 @@ class Worker:
             except OSError as err:
                 return Outcome(error=f"could not start the coding CLI {cli.name!r} in {cwd}: {err}")
             finally:
-                out.name()
-                if announce is not None:
-                    announce()
+                if (err := out.name()) is not None:  # named at close instead; open logs by name from now on
+                    self.log("task_log_unnamed", task=task.id, detail=str(err))
+                    self.logs.close()
+                if log_task_started is not None:
+                    log_task_started()
             if not prompt_path:  # on stdin, written once the process exists
-                threading.Thread(target=_feed, args=(self.proc.stdin, prompt().encode()), name="prompt", daemon=True).start()
+                try:
+                    data = make_prompt().encode()
+                except BaseException:  # a bug: do not leave the CLI waiting on its stdin
+                    _stop_group(self.proc)
+                    raise
+                threading.Thread(target=_feed, args=(self.proc.stdin, data), name="prompt", daemon=True).start()
             self.with_redis("cli_started", self.cli_started, task, started_at, inbox)
             self.log("cli_started", task=task.id, started_at=started_at, cli=cli.name, pid=self.proc.pid,
                      cwd=cwd, log=out.path)  # fmt: skip

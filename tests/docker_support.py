@@ -7,6 +7,7 @@ Images built here are labelled ``tinytown.test=1``; label containers the same wa
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -23,7 +24,10 @@ WHEEL_DIR = REPO_ROOT / ".docker-wheels"
 BASE_IMAGE = os.environ.get("TINYTOWN_BASE_IMAGE", "tinytown-base:bookworm")
 TEST_LABEL = "tinytown.test"
 TEST_LABELS = {TEST_LABEL: "1"}
-STAGE_LABEL = "tinytown.stage"  # the Dockerfile's venv stage
+STAGE_LABEL = "tinytown.stage"  # the Dockerfile's venv stage …
+# … with a value of this checkout's own, so that test runs of two checkouts on one engine never
+# prune each other's stage images.
+STAGE = "venv-" + hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12]
 ENGINE_SETUP_HINT = "run `bash .ci/docker-engine.sh` as root to install and start it"
 
 # What goes into the wheels; a change to any of these makes the wheelhouse stale.
@@ -94,7 +98,7 @@ def build_image(target: str, tag: str, client: docker.DockerClient | None = None
             path=str(REPO_ROOT),
             target=target,
             tag=tag,
-            buildargs={"BASE_IMAGE": BASE_IMAGE},
+            buildargs={"BASE_IMAGE": BASE_IMAGE, "TINYTOWN_STAGE": STAGE},
             labels=TEST_LABELS,
             pull=False,
             rm=True,
@@ -105,11 +109,11 @@ def build_image(target: str, tag: str, client: docker.DockerClient | None = None
         raise RuntimeError(f"docker build --target {target} failed: {exc.msg}\n{log}") from None
     except docker.errors.APIError as exc:  # the daemon refused the build before it started
         raise RuntimeError(f"docker build --target {target} refused: {exc.explanation}") from None
-    remove_stale_stages(client)
+    remove_stale_stages(client, STAGE)
     return image.id
 
 
-def remove_stale_stages(client: docker.DockerClient, stage: str = "venv") -> list[str]:
+def remove_stale_stages(client: docker.DockerClient, stage: str) -> list[str]:
     """Remove the untagged ``stage`` images of earlier builds; keep the newest (the build cache).
 
     The classic builder docker-py uses keeps each stage as an image; a new wheelhouse (every

@@ -104,6 +104,21 @@ def test_recover_leaves_the_task_of_an_agent_killed_while_its_worker_still_runs_
     assert town.tasks.get(task.id).state == "pending"
 
 
+def test_reclaim_and_orphans_leave_the_running_task_of_a_killed_agent_whose_worker_finishes_it(town):
+    killed, d = worker(town, "killed")
+    task = town.tasks.add("long job")
+    d.read(100)  # its worker runs it
+    waiting = town.tasks.add("aimed at it, not started", agent_id=killed.id)
+    town.redis.set(town.keys.stop(killed.id), "1")  # POST /v1/agents/{agent}/kill
+    town.agents.update(killed.id, "stopped")
+
+    assert [o["task_id"] for o in orphan_tasks(town)["orphans"]] == [waiting.id]
+    result = reclaim(town, to_backlog=True)
+
+    assert {i["id"]: i["outcome"] for i in result["messages"] if i["kind"] == "task"} == {task.id: "kept", waiting.id: "to_backlog"}
+    assert town.tasks.get(task.id).state == "running" and town.tasks.get(waiting.id).state == "pending"
+
+
 def test_a_killed_agent_whose_heartbeat_went_stale_loses_its_task_to_recover(town):
     killed, d = worker(town, "killed")
     task = town.tasks.add("job")

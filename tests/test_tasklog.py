@@ -118,3 +118,27 @@ def logs_in(pid: int, folder) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def test_a_cli_that_truncates_its_output_leaves_an_empty_tail_not_an_error(tmp_path):
+    logs = TaskLogs(tmp_path)
+    logs.prepare()
+    log = logs.open("t1", first_attempt=True)
+    log.write_header("=== attempt 1\n")
+    subprocess.run(["sh", "-c", ": > /dev/stdout"], stdout=log.fd, check=True)  # reopens fd 1 with O_TRUNC
+    assert os.fstat(log.fd).st_size == 0
+    assert log.tail() == ""
+    log.close()
+    logs.close()
+
+
+def test_output_written_through_a_reopened_stdout_is_appended_not_overwritten(tmp_path):
+    logs = TaskLogs(tmp_path)
+    logs.prepare()
+    log = logs.open("t1", first_attempt=True)
+    log.write_header("h\n")
+    subprocess.run(["sh", "-c", "printf one >> /dev/stdout; printf two"], stdout=log.fd, check=True)
+    log.name()
+    assert (tmp_path / "t1.log").read_text() == "h\nonetwo"
+    log.close()
+    logs.close()

@@ -148,3 +148,31 @@ def test_a_directed_task_of_a_killed_worker_goes_back_to_the_backlog_for_others(
     done = wait_terminal(town, task.id, timeout=30)
     assert done.state == "completed" and done.assigned_to == survivor.agent_id and done.attempts == 2
     assert survivor.wait_event("directed_tasks_returned")["count"] == "1"
+
+
+def test_a_claim_whose_reply_was_lost_runs_once_as_the_same_attempt(worker_town):
+    """The read's claim happens in Redis; if its reply is lost, the worker resumes that task
+    without counting a second attempt (with max_attempts = 1 a second count would fail it).
+    Driven in-process: a lost reply cannot be produced on demand through a real connection."""
+    import agent_worker
+    from tinytown.config import load_config
+
+    root = worker_town(max_attempts=1)
+    town = open_town(root)
+    worker = agent_worker.Worker(load_config(root, env={}))
+    worker.connect()
+    worker.register()
+    try:
+        task = town.tasks.add("[print ran once]")
+        worker.docket.read(1000)  # claimed in Redis; its reply never reaches the worker loop
+        assert (town.tasks.get(task.id).state, town.tasks.get(task.id).attempts) == ("running", 1)
+
+        worker.resume_held_entries(lost_reply=True)
+
+        done = town.tasks.get(task.id)
+        assert (done.state, done.attempts) == ("completed", 1) and "ran once" in done.result
+        assert acked(town, town.keys.docket)
+    finally:
+        worker.logs.close()
+        worker.reader.close()
+        town.redis.close()

@@ -259,23 +259,13 @@ class Docket:
     # -- taking the task --------------------------------------------------------------------
 
     def claim(self, entry: Entry) -> Claim:
-        """Take the entry's task for this agent: state ``running``, ``started_at`` now, attempts + 1.
-
-        :meth:`read` already claims what it delivers; this is for entries got otherwise: held
-        from before a restart or a lost reply (:meth:`held_by_me`), or taken over from a dead
-        worker. A shared-docket
-        entry takes a ``pending`` task; an entry on the agent's own stream takes a task
-        ``assigned`` to this agent; a held or taken-over entry also takes the task its holder
-        was running.
+        """Take the task of an entry got otherwise than by :meth:`read` (which claims what it
+        delivers): one held from before a restart (:meth:`held_by_me`) or taken over from a dead
+        worker (:meth:`reclaim_one`). Its task is taken if it is ``pending`` (a shared entry) or
+        still ``running``/``assigned`` for the holder — as a new attempt, or failed past
+        ``max_attempts``.
         """
-        if entry.reclaimed_from:
-            return self._claim_reclaimed(entry)
-        fields = {"assigned_to": self.agent_id, "started_at": to_rfc3339(now())}
-        guard = {"allowed_from": ("assigned",), "assignee": self.agent_id} if entry.directed else {"allowed_from": ("pending",)}
-        result = self.town.tasks.transition(entry.task_id, "running", set_fields=fields, incr_attempts=True, **guard)
-        if not result.ok:
-            return Claim(None, result.status if result.status != "state" else f"state:{result.old_state}")
-        return Claim(Task.from_hash(result.record))
+        return self._claim_reclaimed(entry)
 
     def _claim_reclaimed(self, entry: Entry) -> Claim:
         task = self.town.tasks.find(entry.task_id)

@@ -171,7 +171,8 @@ def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None
     """Move the work of terminal agents (or of ``from_agent``) to the backlog or another agent.
 
     Directed tasks (``assigned``/``running`` to the agent) go back to the backlog or are
-    re-assigned to ``to_agent``. Inbox messages move to ``to_agent``; with ``to_backlog`` a
+    re-assigned to ``to_agent`` — except a task still running on a worker whose agent was
+    stopped from outside (:func:`still_finishing`), which stays with it (``kept``). Inbox messages move to ``to_agent``; with ``to_backlog`` a
     ``task`` message becomes a backlog task and a ``task_assign`` message requeues its task,
     while other messages stay in the inbox (a backlog holds tasks, not conversation). With
     neither destination nothing moves: everything is listed.
@@ -195,10 +196,13 @@ def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None
     names = {a.id: a.name for a in sources}
     items: list[dict] = []
 
+    finishing = {a.id for a in sources if still_finishing(town, a)}
     for task in _directed_tasks(town, set(names)):
         item = {"agent": names[task.assigned_to], "kind": "task", "id": task.id, "type": "task",
                 "summary": task.description, "outcome": "listed"}  # fmt: skip
-        if to_backlog or target:
+        if task.state == "running" and task.assigned_to in finishing:  # killed, but its worker still runs it
+            item["outcome"] = "kept" if to_backlog or target else "listed"
+        elif to_backlog or target:
             moved = town.tasks.requeue(
                 task.id, allowed_from=(task.state,), assignee=task.assigned_to, to_agent=target.id if target else None
             ).ok
@@ -250,7 +254,8 @@ def _message_to_backlog(town: Town, agent: Agent, list_key: str, raw: str, messa
 
 
 def orphan_tasks(town: Town, action: str = "list") -> dict:
-    """Live tasks assigned to an agent that is missing or terminal, and what to do with them.
+    """Live tasks assigned to an agent that is missing or terminal, and what to do with them
+    (a task still running on a worker whose agent was stopped from outside is not an orphan).
 
     ``action``: ``list`` (default), ``to_backlog``/``backlog`` (requeue: pending, unassigned,
     fresh shared-docket entry), ``cancel`` (with the reason) or ``delete``. Raises ValueError for
@@ -260,7 +265,7 @@ def orphan_tasks(town: Town, action: str = "list") -> dict:
     if action not in ORPHAN_ACTIONS:
         raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ORPHAN_ACTIONS)}")
     orphans = []
-    verdicts: dict[str, str | None] = {}
+    verdicts: dict[str, tuple[str | None, bool]] = {}  # assignee → (reason, its worker still finishing)
     for state in ("pending", "assigned", "running"):
         ids = town.redis.zrange(town.keys.tasks_in_state(state), 0, -1)
         for task in town.tasks.many(ids):
@@ -268,9 +273,10 @@ def orphan_tasks(town: Town, action: str = "list") -> dict:
                 continue
             if task.assigned_to not in verdicts:
                 agent = town.agents.find(task.assigned_to)
-                verdicts[task.assigned_to] = "agent_missing" if agent is None else None if agent.active else "agent_terminal"
-            reason = verdicts[task.assigned_to]
-            if reason:
+                reason = "agent_missing" if agent is None else None if agent.active else "agent_terminal"
+                verdicts[task.assigned_to] = (reason, still_finishing(town, agent))
+            reason, finishing = verdicts[task.assigned_to]
+            if reason and not (finishing and task.state == "running"):  # a killed agent's worker still runs it
                 orphans.append({"task_id": task.id, "assigned_to": task.assigned_to, "state": task.state, "reason": reason})
     for o in orphans:
         if action in ("to_backlog", "backlog"):

@@ -29,24 +29,28 @@ class TaskLog:
         os.write(self.fd, line.encode("utf-8", errors="replace"))
         self.start = os.lseek(self.fd, 0, os.SEEK_END)
 
-    def name(self) -> None:
+    def name(self) -> OSError | None:
         """Give an unnamed file its task's name; call once the CLI runs (off the start path).
 
         If a file of that name appeared meanwhile, this attempt's output is appended to it when
-        the log is closed instead.
+        the log is closed. Any other failure is returned (the output is then appended at close
+        too; the caller should stop using unnamed files).
         """
         if self.named:
-            return
+            return None
         try:  # a dir fd makes os.link use linkat(AT_SYMLINK_FOLLOW), which follows the fd's link
             os.link(f"/proc/self/fd/{self.fd}", self.path.name, dst_dir_fd=self.folder_fd)
             self.named = True
-        except OSError:  # the name exists already (or the link failed): close() appends instead
+        except FileExistsError:
             pass
+        except OSError as err:
+            return err
+        return None
 
     def tail(self) -> str:
         """The last ``RESULT_TAIL_BYTES`` of this attempt's output."""
         size = os.fstat(self.fd).st_size
-        begin = max(self.start, size - defaults.RESULT_TAIL_BYTES)
+        begin = min(size, max(self.start, size - defaults.RESULT_TAIL_BYTES))  # the CLI may truncate
         return os.pread(self.fd, size - begin, begin).decode("utf-8", errors="replace")
 
     def close(self) -> None:
@@ -77,7 +81,7 @@ class TaskLogs:
         if self.spare is not None or self.folder_fd is None:
             return
         try:
-            self.spare = os.open(self.folder, os.O_TMPFILE | os.O_RDWR, 0o666)
+            self.spare = os.open(self.folder, os.O_TMPFILE | os.O_RDWR | os.O_APPEND, 0o666)
         except OSError:  # the filesystem does not support it: open logs by name from now on
             self.close()
 

@@ -53,8 +53,9 @@ local function transition(K, idx, A)
 end
 """
 
-# The Redis clock as RFC 3339 UTC with microseconds, as records.to_rfc3339 writes it (with a
-# fraction always). Days to civil date after Howard Hinnant's ``civil_from_days``.
+# The Redis clock as RFC 3339 UTC, as records.to_rfc3339 writes it, except that the microseconds
+# are always there (isoformat() leaves them out when they are 0; both forms parse and sort).
+# Days to civil date after Howard Hinnant's ``civil_from_days``.
 _NOW_FUNCTION = """
 local function rfc3339(secs, usec)
   local days = math.floor(secs / 86400)
