@@ -13,6 +13,15 @@ from tinytown import defaults
 from tinytown.tasklog import TaskLogs
 
 
+def first_attempt(folder, header: str = "=== attempt 1\n"):
+    """Logs in ``folder`` with the ready file taken by a task's first attempt, header written."""
+    logs = TaskLogs(folder)
+    logs.prepare()
+    log = logs.open("t1", first_attempt=True)
+    log.write_header(header)
+    return logs, log
+
+
 def run_into(log, text: str) -> None:
     """A real child process writing to the log's descriptor, as the CLI does."""
     subprocess.run(["sh", "-c", f"printf '%s' {text!r}"], stdout=log.fd, check=True)
@@ -72,10 +81,7 @@ def test_when_the_name_is_taken_meanwhile_the_output_is_appended_at_close(tmp_pa
 
 
 def test_the_tail_is_the_last_bytes_of_this_attempt(tmp_path):
-    logs = TaskLogs(tmp_path)
-    logs.prepare()
-    log = logs.open("t1", first_attempt=True)
-    log.write_header("header\n")
+    logs, log = first_attempt(tmp_path, "header\n")
     run_into(log, "x" * (defaults.RESULT_TAIL_BYTES + 100) + "END")
     tail = log.tail()
     assert len(tail) == defaults.RESULT_TAIL_BYTES and tail.endswith("END")
@@ -121,10 +127,7 @@ def logs_in(pid: int, folder) -> bool:
 
 
 def test_a_cli_that_truncates_its_output_leaves_an_empty_tail_not_an_error(tmp_path):
-    logs = TaskLogs(tmp_path)
-    logs.prepare()
-    log = logs.open("t1", first_attempt=True)
-    log.write_header("=== attempt 1\n")
+    logs, log = first_attempt(tmp_path, "=== attempt 1\n")
     subprocess.run(["sh", "-c", ": > /dev/stdout"], stdout=log.fd, check=True)  # reopens fd 1 with O_TRUNC
     assert os.fstat(log.fd).st_size == 0
     assert log.tail() == ""
@@ -133,10 +136,7 @@ def test_a_cli_that_truncates_its_output_leaves_an_empty_tail_not_an_error(tmp_p
 
 
 def test_output_written_through_a_reopened_stdout_is_appended_not_overwritten(tmp_path):
-    logs = TaskLogs(tmp_path)
-    logs.prepare()
-    log = logs.open("t1", first_attempt=True)
-    log.write_header("h\n")
+    logs, log = first_attempt(tmp_path, "h\n")
     subprocess.run(["sh", "-c", "printf one >> /dev/stdout; printf two"], stdout=log.fd, check=True)
     log.name()
     assert (tmp_path / "t1.log").read_text() == "h\nonetwo"

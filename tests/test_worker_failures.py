@@ -6,7 +6,7 @@ import os
 import signal
 
 from .test_worker_dispatch import acked, open_town, wait_terminal
-from .worker_support import kill_recorded_groups, poll, process_gone, read_records, worker_town, workers  # noqa: F401
+from .worker_support import in_process_worker, kill_recorded_groups, poll, process_gone, read_records, worker_town, workers  # noqa: F401
 
 
 def starts(records):
@@ -154,25 +154,15 @@ def test_a_claim_whose_reply_was_lost_runs_once_as_the_same_attempt(worker_town)
     """The read's claim happens in Redis; if its reply is lost, the worker resumes that task
     without counting a second attempt (with max_attempts = 1 a second count would fail it).
     Driven in-process: a lost reply cannot be produced on demand through a real connection."""
-    import agent_worker
-    from tinytown.config import load_config
-
     root = worker_town(max_attempts=1)
     town = open_town(root)
-    worker = agent_worker.Worker(load_config(root, env={}))
-    worker.connect()
-    worker.register()
-    try:
+    with in_process_worker(root) as worker:
         task = town.tasks.add("[print ran once]")
         worker.docket.read(1000)  # claimed in Redis; its reply never reaches the worker loop
         assert (town.tasks.get(task.id).state, town.tasks.get(task.id).attempts) == ("running", 1)
 
         worker.resume_held_entries(lost_reply=True)
 
-        done = town.tasks.get(task.id)
-        assert (done.state, done.attempts) == ("completed", 1) and "ran once" in done.result
-        assert acked(town, town.keys.docket)
-    finally:
-        worker.logs.close()
-        worker.reader.close()
-        town.redis.close()
+    done = town.tasks.get(task.id)
+    assert (done.state, done.attempts) == ("completed", 1) and "ran once" in done.result
+    assert acked(town, town.keys.docket)

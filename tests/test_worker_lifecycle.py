@@ -11,7 +11,7 @@ from tinytown.embedded import EmbeddedServer
 from tinytown.errors import ExitStatus
 
 from .test_worker_dispatch import acked, open_town, pending_entries, wait_terminal
-from .worker_support import read_records, worker_town, workers, write_worker_town  # noqa: F401
+from .worker_support import in_process_worker, read_records, worker_town, workers, write_worker_town  # noqa: F401
 
 
 def state_changes(worker):
@@ -272,14 +272,9 @@ def test_an_idle_worker_survives_a_restart_of_the_towns_own_redis(tmp_path, work
 
 def test_a_task_the_read_took_just_as_a_stop_signal_came_goes_back_at_once_uncounted(worker_town):
     """The serve loop's answer to a signal racing the read, driven in-process for determinism."""
-    import agent_worker
-
     root = worker_town()
     town = open_town(root)
-    worker = agent_worker.Worker(load_config(root, env={}))
-    worker.connect()
-    worker.register()
-    try:
+    with in_process_worker(root) as worker:
         task = town.tasks.add("arrives with the signal")
         worker.stopping = "signal"
         delivery = worker.next_delivery()
@@ -287,12 +282,8 @@ def test_a_task_the_read_took_just_as_a_stop_signal_came_goes_back_at_once_uncou
 
         worker.give_back(delivery)
 
-        back = town.tasks.get(task.id)
-        assert (back.state, back.attempts, back.assigned_to, back.started_at) == ("pending", 0, None, None)
-        assert town.redis.lrange(town.keys.backlog, 0, -1) == [task.id]
-        assert pending_entries(town, town.keys.docket) == 0  # its entry acknowledged …
-        assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.docket)] == [task.id, task.id]  # … a fresh one queued
-    finally:
-        worker.logs.close()
-        worker.reader.close()
-        town.redis.close()
+    back = town.tasks.get(task.id)
+    assert (back.state, back.attempts, back.assigned_to, back.started_at) == ("pending", 0, None, None)
+    assert town.redis.lrange(town.keys.backlog, 0, -1) == [task.id]
+    assert pending_entries(town, town.keys.docket) == 0  # its entry acknowledged …
+    assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.docket)] == [task.id, task.id]  # … a fresh one queued

@@ -7,6 +7,7 @@ structured log lines, and stops every one of them by PID at teardown.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,6 +47,24 @@ def write_worker_town(root: Path, redis_url: str | None, **agent) -> Path:
     name = f"w-{uuid.uuid4().hex[:10]}"
     (root / "tinytown.toml").write_text(f'name = "{name}"\ndefault_cli = "fake"\n\n{redis_table}\n{agent_table(**agent)}')
     return root
+
+
+@contextlib.contextmanager
+def in_process_worker(root: Path):
+    """A registered ``agent_worker.Worker`` in this process (no serve loop, no heartbeat thread),
+    for driving one step deterministically; its connections and log files closed after."""
+    import agent_worker
+    from tinytown.config import load_config
+
+    worker = agent_worker.Worker(load_config(root, env={}))
+    worker.connect()
+    worker.register()
+    try:
+        yield worker
+    finally:
+        worker.logs.close()
+        worker.reader.close()
+        worker.town.redis.close()
 
 
 def poll(check, *, timeout: float = 15.0, interval: float = 0.05, message: str = "condition"):
