@@ -640,12 +640,7 @@ class Worker:
             try:
                 if self.stopping and self.reader_client_id is not None:
                     self.town.redis.client_unblock(self.reader_client_id)
-                self.town.agents.heartbeat(self.agent_id)
-                held = self.held
-                if held is not None and not self.docket.keep_alive(held):
-                    self.log("entry_lost", task=held.task_id, entry=held.entry_id)
-                if held is not None and self.town.tasks.state_of(held.task_id) in ("cancelled", None):
-                    self.cancelled_task = held.task_id  # wait_for_cli stops the CLI
+                self.beat(self.held)
                 if failing:
                     self.log("heartbeat_resumed")
                 failing = False
@@ -653,6 +648,26 @@ class Worker:
                 if not failing:
                     self.log("heartbeat_failed", detail=str(err))
                 failing = True
+
+    def beat(self, held: Entry | None) -> None:
+        """One round trip: ``last_heartbeat``; while a task runs, also keep its entry fresh and
+        look whether it was cancelled."""
+        agents, docket, keys = self.town.agents, self.docket, self.town.keys
+
+        def build(pipe):
+            agents.queue_update(pipe, self.agent_id, set_fields={"last_heartbeat": to_rfc3339(now())})
+            if held is not None:
+                docket.queue_keep_alive(pipe, held)
+                pipe.hget(keys.task(held.task_id), "state")
+
+        replies = execute_pipelined(self.town.redis, build, agents.scripts + docket.scripts)
+        if held is None:
+            return
+        still_held, task_state = replies[1], replies[2]
+        if not still_held:
+            self.log("entry_lost", task=held.task_id, entry=held.entry_id)
+        if task_state in ("cancelled", None):
+            self.cancelled_task = held.task_id  # wait_for_cli stops the CLI
 
     def with_redis(self, step: str, fn, *args, **kwargs):
         """Call ``fn``; while Redis is unreachable, retry with backoff until the retry budget ends.

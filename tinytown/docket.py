@@ -26,7 +26,7 @@ from .config import Config
 from .records import Agent, Task, now, parse_rfc3339, to_rfc3339
 from .store import Town
 from .keys import TASK_STATES
-from .store.scripts import DOCKET_CLAIM
+from .store.scripts import DOCKET_CLAIM, queue_script
 from .store.tasks import ensure_group
 
 GROUP = defaults.DOCKET_GROUP
@@ -177,6 +177,7 @@ class Docket:
         self._keep_alive = self.r.register_script(_KEEP_ALIVE)
         self._take_over = self.r.register_script(_TAKE_OVER)
         self._claim_delivered = self.r.register_script(DOCKET_CLAIM)
+        self.scripts = (self._keep_alive,)  # for scripts.execute_pipelined after a cache loss
         k = self.keys
         self._claim_keys = [self.own, self.shared, k.tasks, k.backlog, k.urgent(agent_id), k.inbox(agent_id), k.agent(agent_id)]
         self._claim_keys += [k.tasks_in_state(s) for s in TASK_STATES]
@@ -301,6 +302,11 @@ class Docket:
     def keep_alive(self, entry: Entry) -> bool:
         """Reset the entry's idle time (``XCLAIM … JUSTID`` by its holder). False if no longer held."""
         return bool(self._keep_alive(keys=[entry.stream], args=[GROUP, self.agent_id, entry.entry_id]))
+
+    def queue_keep_alive(self, pipe, entry: Entry) -> None:
+        """Queue a :meth:`keep_alive` on ``pipe`` (see ``scripts.execute_pipelined``); its reply is 1
+        if the entry is still held."""
+        queue_script(pipe, self._keep_alive, [entry.stream], [GROUP, self.agent_id, entry.entry_id])
 
     def ack(self, entry: Entry) -> None:
         """Acknowledge: call only after the task's final state for this attempt is written."""

@@ -120,10 +120,6 @@ class TaskStore:
         data = self.r.hgetall(self.keys.task(task_id))
         return Task.from_hash(data) if data else None
 
-    def state_of(self, task_id: str) -> str | None:
-        """The task's state alone (one ``HGET``); None when the task does not exist."""
-        return self.r.hget(self.keys.task(task_id), "state")
-
     def get(self, task_id: str) -> Task:
         task = self.find(task_id)
         if task is None:
