@@ -65,7 +65,7 @@ from pathlib import Path
 
 import redis
 
-from tinytown import defaults, messages, workspace
+from tinytown import defaults, messages, orphan_cli, workspace
 from tinytown.clis import INSTRUCTION_FILE_FLAG, resolve_cli
 from tinytown.config import Config, load_config
 from tinytown.docket import Claim, Delivery, Docket, Entry
@@ -139,7 +139,8 @@ class Worker:
         self.config = config
         self.agent_cfg = config.agent
         self.redis_retry_secs = redis_retry_secs
-        self.name = os.environ.get("TINYTOWN_AGENT_NAME") or socket.gethostname()
+        self.host = socket.gethostname()
+        self.name = os.environ.get("TINYTOWN_AGENT_NAME") or self.host
         self.agent_id = os.environ.get("TINYTOWN_AGENT_ID", "").strip().lower() or None
         self.town: Town | None = None
         self.reader: redis.Redis | None = None  # the blocking read's own connection
@@ -374,6 +375,8 @@ class Worker:
             self.log("entry_skipped", task=entry.task_id, entry=entry.entry_id, reason=claim.reason)
             return
         self.held = entry
+        if entry.reclaimed_from:  # its holder died: a CLI it left running here must stop first
+            self.stop_orphan_cli(entry.reclaimed_from, task.id)
         # Logged before a workspace is prepared, else right after the CLI starts (off its path).
         log_task_started = functools.partial(self.log, "task_started", task=task.id, attempt=task.attempts,
                                      source="agent" if entry.directed else "docket", reclaimed_from=entry.reclaimed_from)  # fmt: skip
@@ -398,6 +401,15 @@ class Worker:
             if task is not None and task.state == "running" and task.assigned_to == self.agent_id:
                 return Claim(task)
             return self.with_redis("claim", self.docket.claim, entry)
+
+    def stop_orphan_cli(self, holder: str, task_id: str) -> None:
+        """Stop the CLI a dead holder left running on this host (``tinytown.orphan_cli``)."""
+        host, pgid = self.with_redis("orphan_lookup", self.town.redis.hmget, self.town.keys.agent(holder), "host", "cli_pgid")
+        if host != self.host or not (pgid or "").isdigit():
+            return
+        pids = orphan_cli.stop(int(pgid), holder, task_id, grace_secs=defaults.CLI_STOP_GRACE_SECS)
+        if pids:
+            self.log("orphan_cli_stopped", task=task_id, holder=holder, pgid=pgid, pids=",".join(map(str, pids)))
 
     def give_back(self, delivery: Delivery) -> None:
         """A task the read took just as the worker was told to stop: back to the backlog at once,
@@ -496,7 +508,8 @@ class Worker:
             tasks.queue_transition(pipe, task.id, "running", allowed_from=("running",), assignee=self.agent_id,
                                    set_fields={"started_at": started_at})  # fmt: skip
             agents.queue_update(pipe, self.agent_id, "working", allowed_from=("idle", "starting", "paused", "working"),
-                                set_fields={"current_task": task.id, "last_active_at": started_at})  # fmt: skip
+                                set_fields={"current_task": task.id, "last_active_at": started_at,
+                                            "cli_pgid": str(self.proc.pid), "host": self.host})  # fmt: skip
             for key, raw in inbox.raw:
                 pipe.lrem(key, 1, raw)
 
@@ -609,7 +622,7 @@ class Worker:
             pipe.execute()
 
         self.with_redis("counters", update)
-        self.set_state("idle", allowed_from=("working",), delete=("current_task",), last_active_at=to_rfc3339(now()))
+        self.set_state("idle", allowed_from=("working",), delete=("current_task", "cli_pgid"), last_active_at=to_rfc3339(now()))
         self.idle_since = time.monotonic()
 
     # -- Draining → Stopped -----------------------------------------------------------------

@@ -166,3 +166,30 @@ def test_a_claim_whose_reply_was_lost_runs_once_as_the_same_attempt(worker_town)
     done = town.tasks.get(task.id)
     assert (done.state, done.attempts) == ("completed", 1) and "ran once" in done.result
     assert acked(town, town.keys.docket)
+
+
+def test_a_cli_left_running_by_a_killed_worker_is_stopped_before_its_task_is_taken_over(worker_town, workers, tmp_path):
+    root = worker_town(claim_timeout_secs=2, heartbeat_interval_secs=1)
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    doomed = workers.start(root, name="doomed")
+    doomed.wait_event("agent_state", state="idle")
+    victim = town.tasks.add(f"[record {records}] [child] [sleep-first 60] [print finished]")
+    doomed.wait_event("cli_started", task=victim.id)
+    child = poll(lambda: next((r["child_pid"] for r in read_records(records) if r["event"] == "child"), None))
+    cli = next(r for r in read_records(records) if r["event"] == "start")
+    try:
+        os.kill(doomed.pid, signal.SIGKILL)  # outside a container nothing takes its CLI down with it
+        doomed.wait_exit()
+        assert not process_gone(cli["pid"]) and not process_gone(child)
+
+        survivor = workers.start(root, name="survivor")
+
+        stopped = survivor.wait_event("orphan_cli_stopped", task=victim.id, timeout=30)
+        assert (stopped["holder"], stopped["pgid"]) == (doomed.agent_id, str(cli["pgid"]))
+        assert process_gone(cli["pid"]) and process_gone(child)  # stopped before the task ran again
+        done = wait_terminal(town, victim.id, timeout=30)
+        assert (done.state, done.assigned_to, done.attempts) == ("completed", survivor.agent_id, 2)
+        assert [r["attempt"] for r in read_records(records) if r["event"] == "start"] == ["1", "2"]
+    finally:
+        kill_recorded_groups(records)

@@ -1,0 +1,46 @@
+"""Finding and stopping a CLI a killed worker left behind: only the group that carries the dead
+holder's agent id and the task id, never a stranger that happens to have that group id."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from tinytown import orphan_cli
+
+from .worker_support import poll, process_gone
+
+
+def group(env_extra: dict[str, str]) -> subprocess.Popen:
+    """A process group of two (sh and a sleep), as a CLI and its child would be."""
+    env = {**os.environ, **env_extra}
+    return subprocess.Popen(["sh", "-c", "sleep 60 & wait"], env=env, start_new_session=True)
+
+
+def test_the_group_started_for_that_agents_task_is_stopped_whole():
+    proc = group({"TINYTOWN_AGENT_ID": "a1", "TINYTOWN_TASK_ID": "t1"})
+    try:
+        members = poll(lambda: len(found := orphan_cli.members(proc.pid, "a1", "t1")) == 2 and found, timeout=5)
+
+        stopped = orphan_cli.stop(proc.pid, "a1", "t1", grace_secs=5)
+
+        assert sorted(stopped) == sorted(members)
+        proc.wait(timeout=5)
+        assert all(process_gone(pid) for pid in members)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def test_a_group_of_another_agent_or_task_is_left_alone():
+    proc = group({"TINYTOWN_AGENT_ID": "a1", "TINYTOWN_TASK_ID": "t1"})
+    try:
+        poll(lambda: len(orphan_cli.members(proc.pid, "a1", "t1")) == 2, timeout=5)
+        assert orphan_cli.stop(proc.pid, "a1", "other-task") == []
+        assert orphan_cli.stop(proc.pid, "other-agent", "t1") == []
+        assert orphan_cli.stop(proc.pid + 100000, "a1", "t1") == []  # no such group
+        assert proc.poll() is None  # still running
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
