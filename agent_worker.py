@@ -68,7 +68,7 @@ import redis
 from tinytown import defaults, messages, orphan_cli, workspace
 from tinytown.clis import INSTRUCTION_FILE_FLAG, resolve_cli
 from tinytown.config import Config, load_config
-from tinytown.docket import Claim, Delivery, Docket, Entry
+from tinytown.docket import STOP_STATES, Claim, Delivery, Docket, Entry
 from tinytown.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
 from tinytown.prompt import build_prompt
 from tinytown.records import Task, now, to_rfc3339
@@ -306,7 +306,7 @@ class Worker:
             self.log("agent_record_missing")
             self.register()
             self.set_state("idle", allowed_from=("starting",))
-        elif state in ("stopped", "draining", "error", "cold"):
+        elif state in STOP_STATES:
             return "stop_requested"
         was_paused, self.paused = self.paused, state == "paused"
         if self.paused and not was_paused:
@@ -368,6 +368,8 @@ class Worker:
     def work_on(self, entry: Entry, claim: Claim | None = None) -> None:
         """Take the entry's task (unless the read took it), run the CLI on it, write the final
         state, then acknowledge."""
+        # A held or taken-over entry whose holder's CLI may still run here (not a lost reply's).
+        orphan_holder = entry.reclaimed_from if claim is None else ""
         claim = claim or self.take(entry)
         task = claim.task
         if task is None:
@@ -375,8 +377,8 @@ class Worker:
             self.log("entry_skipped", task=entry.task_id, entry=entry.entry_id, reason=claim.reason)
             return
         self.held = entry
-        if entry.reclaimed_from:  # its holder died: a CLI it left running here must stop first
-            self.stop_orphan_cli(entry.reclaimed_from, task.id)
+        if orphan_holder:  # its holder died: a CLI it left running here must stop first
+            self.stop_orphan_cli(orphan_holder, task.id)
         # Logged before a workspace is prepared, else right after the CLI starts (off its path).
         log_task_started = functools.partial(self.log, "task_started", task=task.id, attempt=task.attempts,
                                      source="agent" if entry.directed else "docket", reclaimed_from=entry.reclaimed_from)  # fmt: skip
@@ -668,7 +670,7 @@ class Worker:
         agents, docket, keys = self.town.agents, self.docket, self.town.keys
 
         def build(pipe):
-            agents.queue_update(pipe, self.agent_id, set_fields={"last_heartbeat": to_rfc3339(now())})
+            agents.queue_heartbeat(pipe, self.agent_id)
             if held is not None:
                 docket.queue_keep_alive(pipe, held)
                 pipe.hget(keys.task(held.task_id), "state")

@@ -32,8 +32,10 @@ from .store.tasks import ensure_group
 GROUP = defaults.DOCKET_GROUP
 
 # An agent in one of these states takes no new work: a read delivers, the claim refuses, and the
-# entries go back for other workers (stopped or drained from outside, paused by an operator).
-NO_NEW_WORK_STATES = ("stopped", "draining", "error", "cold", "paused")
+# entries go back for other workers. The worker then stops (STOP_STATES: stopped or drained from
+# outside) or waits (paused by an operator).
+STOP_STATES = ("stopped", "draining", "error", "cold")
+NO_NEW_WORK_STATES = (*STOP_STATES, "paused")
 
 # Hand an entry back to its stream: a copy goes to the end (for any reader), the original is
 # acknowledged. Used when one XREADGROUP over two streams returned an entry from each.
@@ -266,9 +268,6 @@ class Docket:
         still ``running``/``assigned`` for the holder — as a new attempt, or failed past
         ``max_attempts``.
         """
-        return self._claim_reclaimed(entry)
-
-    def _claim_reclaimed(self, entry: Entry) -> Claim:
         task = self.town.tasks.find(entry.task_id)
         if task is None:
             return Claim(None, "missing")
@@ -295,7 +294,7 @@ class Docket:
         )
         if not result.ok:
             return Claim(None, result.status if result.status != "state" else f"state:{result.old_state}")
-        return Claim(self.town.tasks.find(task.id))
+        return Claim(Task.from_hash(result.record))
 
     # -- while the task runs, and after -----------------------------------------------------
 

@@ -180,6 +180,10 @@ class AgentStore:
         """Write ``last_heartbeat``; False if the record is gone (never recreates a partial one)."""
         return self.update(agent_id, set_fields={"last_heartbeat": to_rfc3339(now())}).ok
 
+    def queue_heartbeat(self, pipe, agent_id: str) -> None:
+        """Queue a :meth:`heartbeat` on ``pipe`` (see ``scripts.execute_pipelined``)."""
+        self.queue_update(pipe, agent_id, set_fields={"last_heartbeat": to_rfc3339(now())})
+
     def delete(self, agent_id: str) -> None:
         """Remove an agent record, its indexes, inboxes and flags."""
         pipe = self.r.pipeline(transaction=True)
