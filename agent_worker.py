@@ -247,7 +247,7 @@ class Worker:
             if self.paused:
                 self.wake.wait(self.agent_cfg.heartbeat_interval_secs)
                 continue
-            self.logs.prepare()  # the next task's log file, created while idle
+            self.logs.prepare(self.log_header(1))  # the next task's log file, made while idle
             delivery = self.next_delivery()
             if delivery is not None and delivery.refused:  # stopped or paused from outside: look now
                 self.log("delivery_refused", agent_state=delivery.refused)
@@ -465,9 +465,8 @@ class Worker:
             if log_task_started is not None:
                 log_task_started()
             return Outcome(handed_back=True)
-        out = self.logs.open(task.id, first_attempt=task.attempts == 1)
+        out = self.logs.open(task.id, task.attempts, self.log_header(task.attempts))
         try:
-            out.write_header(f"=== attempt {task.attempts} by {self.name} ({self.agent_id}) at {to_rfc3339(now())}: {cli.name}\n")
             try:
                 started_at = to_rfc3339(now())  # the task's started_at: just before the CLI starts
                 self.proc = subprocess.Popen(["sh", "-c", command], cwd=cwd, env=env,
@@ -501,6 +500,10 @@ class Worker:
         self.log("cli_exited", task=task.id, exit_code=outcome.exit_code, timed_out=outcome.timed_out,
                  handed_back=outcome.handed_back)  # fmt: skip
         return outcome
+
+    def log_header(self, attempt: int) -> str:
+        """The first line of an attempt's output in the task's log file."""
+        return f"=== attempt {attempt} by {self.name} ({self.agent_id})\n"
 
     def cli_started(self, task: Task, started_at: str, inbox: Inbox) -> None:
         """One round trip once the CLI runs: ``started_at``, agent ``working``, messages taken."""

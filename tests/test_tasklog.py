@@ -14,11 +14,11 @@ from tinytown.tasklog import TaskLogs
 
 
 def first_attempt(folder, header: str = "=== attempt 1\n"):
-    """Logs in ``folder`` with the ready file taken by a task's first attempt, header written."""
+    """Logs in ``folder`` with the ready file (header written while idle) taken by a task's first attempt."""
     logs = TaskLogs(folder)
-    logs.prepare()
-    log = logs.open("t1", first_attempt=True)
-    log.write_header(header)
+    logs.prepare(header)
+    log = logs.open("t1", 1, header)
+    assert not log.named
     return logs, log
 
 
@@ -29,11 +29,10 @@ def run_into(log, text: str) -> None:
 
 def test_a_first_attempt_writes_into_the_ready_file_which_gets_the_tasks_name(tmp_path):
     logs = TaskLogs(tmp_path / "logs")
-    logs.prepare()
-    assert os.listdir(tmp_path / "logs") == []  # ready, but nameless
+    logs.prepare("=== attempt 1\n")
+    assert os.listdir(tmp_path / "logs") == []  # ready, header written, but nameless
 
-    log = logs.open("t1", first_attempt=True)
-    log.write_header("=== attempt 1\n")
+    log = logs.open("t1", 1, "=== attempt 1\n")
     run_into(log, "hello from the CLI")
     log.name()
 
@@ -47,17 +46,14 @@ def test_a_first_attempt_writes_into_the_ready_file_which_gets_the_tasks_name(tm
 
 
 def test_a_later_attempt_appends_to_the_earlier_log_and_its_tail_is_its_own(tmp_path):
-    logs = TaskLogs(tmp_path)
-    logs.prepare()
-    first = logs.open("t1", first_attempt=True)
-    first.write_header("=== attempt 1\n")
+    logs, first = first_attempt(tmp_path)
     run_into(first, "first output")
     first.name()
     first.close()
 
-    logs.prepare()
-    second = logs.open("t1", first_attempt=False)
-    second.write_header("=== attempt 2\n")
+    logs.prepare("=== attempt 1\n")
+    second = logs.open("t1", 2, "=== attempt 2\n")
+    assert second.named
     run_into(second, "second output")
     assert second.tail() == "second output"
     second.close()
@@ -68,11 +64,8 @@ def test_a_later_attempt_appends_to_the_earlier_log_and_its_tail_is_its_own(tmp_
 
 
 def test_when_the_name_is_taken_meanwhile_the_output_is_appended_at_close(tmp_path):
-    logs = TaskLogs(tmp_path)
-    logs.prepare()
-    log = logs.open("t1", first_attempt=True)
+    logs, log = first_attempt(tmp_path)
     (tmp_path / "t1.log").write_text("someone else's line\n")
-    log.write_header("=== attempt 1\n")
     run_into(log, "mine")
     log.name()
     log.close()
@@ -92,19 +85,33 @@ def test_the_tail_is_the_last_bytes_of_this_attempt(tmp_path):
 def test_without_a_ready_file_logs_are_opened_by_name(tmp_path):
     logs = TaskLogs(tmp_path)
     logs.close()  # as where O_TMPFILE is unavailable
-    logs.prepare()
-    log = logs.open("t1", first_attempt=True)
-    assert (tmp_path / "t1.log").exists()
-    log.write_header("h\n")
+    logs.prepare("h\n")
+    log = logs.open("t1", 1, "h\n")
+    assert (tmp_path / "t1.log").read_text() == "h\n"
     run_into(log, "out")
     assert log.tail() == "out"
     log.close()
 
 
+def test_a_ready_file_with_another_header_is_not_used(tmp_path):
+    logs = TaskLogs(tmp_path)
+    logs.prepare("=== attempt 1 by old-name\n")
+    log = logs.open("t1", 1, "=== attempt 1 by new-name\n")  # e.g. the agent registered again
+    run_into(log, "out")
+    log.close()
+    assert (tmp_path / "t1.log").read_text() == "=== attempt 1 by new-name\nout"
+    logs.prepare("=== attempt 1 by new-name\n")  # the stale one is replaced
+    assert logs.spare_header == b"=== attempt 1 by new-name\n"
+    second = logs.open("t2", 1, "=== attempt 1 by new-name\n")
+    assert not second.named
+    second.close()
+    logs.close()
+
+
 def test_a_killed_worker_leaves_no_file_behind(tmp_path):
     code = (
         "import sys, time; from pathlib import Path; from tinytown.tasklog import TaskLogs;"
-        "logs = TaskLogs(Path(sys.argv[1])); logs.prepare(); print('ready', flush=True); time.sleep(60)"
+        "logs = TaskLogs(Path(sys.argv[1])); logs.prepare('h'); print('ready', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
