@@ -64,6 +64,11 @@ def rest_state(state: str) -> str:
     return state.capitalize()
 
 
+# Task fields stored only when not None. The rest are always stored, except ``push`` (only when true).
+TASK_OPTIONAL_FIELDS = ("assigned_to", "started_at", "completed_at", "result", "parent_id", "repo", "base_branch", "cli",
+                        "branch", "commit")  # fmt: skip
+
+
 @dataclass
 class Task:
     id: str
@@ -92,20 +97,17 @@ class Task:
 
     def to_hash(self) -> dict[str, str]:
         """Field → string, omitting empty optionals (they are HDEL'd, never stored empty)."""
-        out: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            if f.name == "tags":
-                out["tags"] = json.dumps(value)
-            elif f.name == "push":
-                if value:
-                    out["push"] = "true"
-            elif f.name == "attempts":
-                out["attempts"] = str(value)
-            else:
-                out[f.name] = str(value)
+        out = {
+            "id": self.id, "description": self.description, "state": self.state, "created_at": self.created_at,
+            "updated_at": self.updated_at, "tags": json.dumps(self.tags) if self.tags else "[]",
+            "attempts": str(self.attempts),
+        }  # fmt: skip
+        for name in TASK_OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = str(value)
+        if self.push:
+            out["push"] = "true"
         return out
 
     @classmethod
@@ -115,8 +117,9 @@ class Task:
             state = "running"
         if state not in TASK_STATES:
             state = "pending"
+        raw_tags = data.get("tags") or "[]"
         try:
-            tags = json.loads(data.get("tags") or "[]")
+            tags = json.loads(raw_tags) if raw_tags != "[]" else []
         except ValueError:
             tags = []
         try:

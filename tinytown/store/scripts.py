@@ -20,36 +20,48 @@ def _state_table(states: tuple[str, ...], first_key: int) -> str:
 # ok | missing | state | owner.
 _TRANSITION_FUNCTION = """
 local function transition(K, idx, A)
-  if redis.call('EXISTS', K[1]) == 0 then return {'missing', ''} end
+  local h = redis.call('HGETALL', K[1])
+  if #h == 0 then return {'missing', ''} end
+  local rec = {}
+  for i = 1, #h, 2 do rec[h[i]] = h[i + 1] end
   local id, allowed, new, ts = A[1], A[2], A[3], A[4]
-  local old = redis.call('HGET', K[1], 'state') or 'pending'
+  local old = rec.state or 'pending'
   if old == 'in_flight' then old = 'running' end
   if allowed ~= '*' and not string.find(allowed, ',' .. old .. ',', 1, true) then
     return {'state', old}
   end
-  if A[5] ~= '' and redis.call('HGET', K[1], 'assigned_to') ~= A[5] then
-    return {'owner', old}
-  end
+  if A[5] ~= '' and rec.assigned_to ~= A[5] then return {'owner', old} end
   local n_xadd, n_set, n_del = tonumber(A[7]), tonumber(A[8]), tonumber(A[9])
   local i = 10
   local xfields = {}
   for _ = 1, n_xadd do
     xfields[#xfields + 1] = A[i]; xfields[#xfields + 1] = A[i + 1]; i = i + 2
   end
-  for _ = 1, n_set do redis.call('HSET', K[1], A[i], A[i + 1]); i = i + 2 end
-  for _ = 1, n_del do redis.call('HDEL', K[1], A[i]); i = i + 1 end
-  redis.call('HSET', K[1], 'state', new, 'updated_at', ts)
-  if A[6] == '1' then redis.call('HINCRBY', K[1], 'attempts', 1) end
-  local score = redis.call('ZSCORE', K[2], id) or 0
+  local set = {}
+  for _ = 1, n_set do
+    set[#set + 1] = A[i]; set[#set + 1] = A[i + 1]; rec[A[i]] = A[i + 1]; i = i + 2
+  end
+  local del = {}
+  for _ = 1, n_del do del[#del + 1] = A[i]; rec[A[i]] = nil; i = i + 1 end
+  rec.state, rec.updated_at = new, ts
+  set[#set + 1] = 'state'; set[#set + 1] = new; set[#set + 1] = 'updated_at'; set[#set + 1] = ts
+  if A[6] == '1' then
+    rec.attempts = tostring((tonumber(rec.attempts) or 0) + 1)
+    set[#set + 1] = 'attempts'; set[#set + 1] = rec.attempts
+  end
+  redis.call('HSET', K[1], unpack(set))
+  if #del > 0 then redis.call('HDEL', K[1], unpack(del)) end
   if old ~= new then
     if idx[old] then redis.call('ZREM', idx[old], id) end
-    redis.call('ZADD', idx[new], score, id)
+    redis.call('ZADD', idx[new], redis.call('ZSCORE', K[2], id) or 0, id)
   end
   if old == 'pending' and new ~= 'pending' then redis.call('LREM', K[3], 1, id) end
   if new == 'pending' and old ~= 'pending' then redis.call('RPUSH', K[3], id) end
   local entry = ''
   if n_xadd > 0 then entry = redis.call('XADD', K[4], '*', unpack(xfields)) end
-  return {'ok', old, entry, redis.call('HGETALL', K[1])}
+  local flat = {}
+  for k, v in pairs(rec) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+  return {'ok', old, entry, flat}
 end
 """
 
@@ -76,19 +88,6 @@ local function rfc3339_now()
   local t = redis.call('TIME')
   return rfc3339(tonumber(t[1]), tonumber(t[2]))
 end
-"""
-
-# KEYS: 1 task hash, 2 tasks zset, 3 the zset of its state, 4 backlog list, 5 docket stream
-# ARGV: 1 task id, 2 score, 3 into the backlog (0/1), 4 docket MAXLEN (approximate), 5 number of
-#       record field pairs, then those pairs, then the entry's field pairs.
-# Returns the entry id.
-TASK_ADD = """
-local id, score, n = ARGV[1], ARGV[2], tonumber(ARGV[5])
-redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * n))
-redis.call('ZADD', KEYS[2], score, id)
-redis.call('ZADD', KEYS[3], score, id)
-if ARGV[3] == '1' then redis.call('RPUSH', KEYS[4], id) end
-return redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 6 + 2 * n, #ARGV))
 """
 
 # KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4 dispatch stream, 5.. one zset per task state
@@ -129,35 +128,37 @@ if agent_state and string.find(ARGV[4], ',' .. agent_state .. ',', 1, true) then
 end
 local ts = rfc3339_now()
 local skipped = {}
-for s = 1, 2 do
-  local stream = KEYS[s]
-  local ok, rows = pcall(redis.call, 'XPENDING', stream, group, '-', '+', 10, me)
-  if ok then
-    for _, row in ipairs(rows) do
-      local eid, task_id = row[1], ''
-      local e = redis.call('XRANGE', stream, eid, eid)
-      if #e > 0 then
-        local f = e[1][2]
-        for i = 1, #f, 2 do if f[i] == 'task_id' then task_id = f[i + 1] end end
+-- What this consumer holds, with each entry's fields, own stream first (history, not blocking).
+local ok, held = pcall(redis.call, 'XREADGROUP', 'GROUP', group, me, 'COUNT', 10,
+  'STREAMS', KEYS[1], KEYS[2], '0', '0')
+if not ok then held = {} end  -- a group is missing: the read failed too, and says so
+for s, pair in ipairs(held) do
+  local stream = pair[1]
+  for _, e in ipairs(pair[2]) do
+    local eid, f, task_id = e[1], e[2], ''
+    if f then
+      for i = 1, #f, 2 do if f[i] == 'task_id' then task_id = f[i + 1] end end
+    end
+    local r = {'missing', ''}
+    if task_id ~= '' then
+      local allowed, assignee = ',pending,', ''
+      if stream == KEYS[1] then allowed, assignee = ',assigned,', me end
+      r = transition({prefix .. task_id, KEYS[3], KEYS[4], stream}, idx,
+        {task_id, allowed, 'running', ts, assignee, '1', '0', '2', '0', 'assigned_to', me, 'started_at', ts})
+    end
+    if r[1] == 'ok' then
+      local urgent, inbox = {}, {}
+      if redis.call('EXISTS', KEYS[5], KEYS[6]) > 0 then
+        urgent, inbox = redis.call('LRANGE', KEYS[5], 0, -1), redis.call('LRANGE', KEYS[6], 0, -1)
       end
-      local r = {'missing', ''}
-      if task_id ~= '' then
-        local allowed, assignee = ',pending,', ''
-        if s == 1 then allowed, assignee = ',assigned,', me end
-        r = transition({prefix .. task_id, KEYS[3], KEYS[4], stream}, idx,
-          {task_id, allowed, 'running', ts, assignee, '1', '0', '2', '0', 'assigned_to', me, 'started_at', ts})
-      end
-      if r[1] == 'ok' then
-        return {'ok', stream, eid, task_id, r[4], redis.call('LRANGE', KEYS[5], 0, -1),
-          redis.call('LRANGE', KEYS[6], 0, -1), skipped}
-      end
-      -- a task already running for this agent (a reply lost earlier) is left held, for resuming
-      if r[2] ~= 'running' or redis.call('HGET', prefix .. task_id, 'assigned_to') ~= me then
-        redis.call('XACK', stream, group, eid)
-        local reason = r[1]
-        if reason == 'state' then reason = 'state:' .. r[2] end
-        for _, v in ipairs({stream, eid, task_id, reason}) do skipped[#skipped + 1] = v end
-      end
+      return {'ok', stream, eid, task_id, r[4], urgent, inbox, skipped}
+    end
+    -- a task already running for this agent (a reply lost earlier) is left held, for resuming
+    if r[2] ~= 'running' or redis.call('HGET', prefix .. task_id, 'assigned_to') ~= me then
+      redis.call('XACK', stream, group, eid)
+      local reason = r[1]
+      if reason == 'state' then reason = 'state:' .. r[2] end
+      for _, v in ipairs({stream, eid, task_id, reason}) do skipped[#skipped + 1] = v end
     end
   end
 end

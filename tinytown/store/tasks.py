@@ -17,7 +17,8 @@ from .. import defaults
 from ..errors import InvalidTransition, NotFound
 from ..keys import TASK_STATES, Keys
 from ..records import Task, epoch_us, new_id, now, to_rfc3339
-from .scripts import TASK_ADD, TASK_DELETE, TASK_TRANSITION, queue_script
+from . import transaction
+from .scripts import TASK_DELETE, TASK_TRANSITION, queue_script
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def ensure_group(r: redis.Redis, stream: str) -> None:
             raise
 
 
-def docket_fields(task: Task, to: str = "") -> dict[str, str]:
+def docket_fields(task: Task, to: str = "", timestamp: str = "") -> dict[str, str]:
     """Docket entry fields, in upstream's RAK-compatible layout (spec §4.6)."""
     return {
         "task_id": task.id,
@@ -61,7 +62,7 @@ def docket_fields(task: Task, to: str = "") -> dict[str, str]:
         "priority": "normal",
         "from": "supervisor",
         "to": to,
-        "timestamp": to_rfc3339(now()),
+        "timestamp": timestamp or to_rfc3339(now()),
     }
 
 
@@ -71,7 +72,6 @@ class TaskStore:
         self._transition = r.register_script(TASK_TRANSITION)
         self.scripts = (self._transition,)  # for scripts.execute_pipelined after a cache loss
         self._delete = r.register_script(TASK_DELETE)
-        self._add = r.register_script(TASK_ADD)
         self._groups_ready: set[str] = set()
 
     # -- create -----------------------------------------------------------------------------
@@ -93,7 +93,7 @@ class TaskStore:
         cli: str | None = None,
         parent_id: str | None = None,
     ) -> Task:
-        """Create a task and its docket entry in one atomic step (``scripts.TASK_ADD``).
+        """Create a task and its docket entry in one atomic step (``store.transaction``).
 
         Without ``agent_id`` it is ``pending``: in the backlog and on the shared docket, for any
         idle worker. With ``agent_id`` it is ``assigned`` and goes on that agent's own docket.
@@ -107,11 +107,15 @@ class TaskStore:
         )  # fmt: skip
         stream = self.keys.agent_docket(agent_id) if agent_id else self.keys.docket
         self._ensure_group(stream)
-        record = [x for pair in task.to_hash().items() for x in pair]
-        entry = [x for pair in docket_fields(task, agent_id or "").items() for x in pair]
-        keys = [self.keys.task(task.id), self.keys.tasks, self.keys.tasks_in_state(task.state), self.keys.backlog, stream]
-        args = [task.id, epoch_us(created), "0" if agent_id else "1", defaults.DOCKET_MAXLEN, len(record) // 2]
-        self._add(keys=keys, args=args + record + entry)
+        score = epoch_us(created)
+        record = [x for kv in task.to_hash().items() for x in kv]
+        entry = [x for kv in docket_fields(task, agent_id or "", ts).items() for x in kv]
+        commands = [("HSET", self.keys.task(task.id), *record), ("ZADD", self.keys.tasks, score, task.id),
+                    ("ZADD", self.keys.tasks_in_state(task.state), score, task.id)]  # fmt: skip
+        if not agent_id:
+            commands.append(("RPUSH", self.keys.backlog, task.id))
+        commands.append(("XADD", stream, "MAXLEN", "~", defaults.DOCKET_MAXLEN, "*", *entry))
+        transaction.execute(self.r, commands)
         return task
 
     # -- read -------------------------------------------------------------------------------

@@ -1,0 +1,36 @@
+"""Record encodings: a task survives the trip through its Redis hash, whatever fields it has."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from tinytown.records import TASK_OPTIONAL_FIELDS, Task
+
+
+def full_task() -> Task:
+    return Task(
+        id="t1", description="d", state="running", created_at="2026-01-01T00:00:00+00:00",
+        updated_at="2026-01-01T00:00:01+00:00", tags=["a", "b"], assigned_to="ag", started_at="s",
+        completed_at="c", result="r", parent_id="p", attempts=3, repo="/r", base_branch="main", push=True,
+        cli="codex", branch="tt/t1", commit="abc",
+    )  # fmt: skip
+
+
+def test_every_field_is_encoded_and_read_back():
+    task = full_task()
+    stored = task.to_hash()
+    assert set(stored) == {f.name for f in fields(Task)}
+    assert Task.from_hash(stored) == task
+
+
+def test_unset_optionals_are_left_out_and_read_back_as_none():
+    task = Task(id="t2", description="d", created_at="x", updated_at="x")
+    stored = task.to_hash()
+    assert not set(TASK_OPTIONAL_FIELDS) & set(stored)
+    assert "push" not in stored and stored["tags"] == "[]" and stored["attempts"] == "0"
+    assert Task.from_hash(stored) == task
+
+
+def test_optional_fields_are_exactly_the_ones_that_may_be_none():
+    may_be_none = {f.name for f in fields(Task) if "None" in str(f.type)}
+    assert set(TASK_OPTIONAL_FIELDS) == may_be_none
