@@ -7,6 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+import redis
 
 from tinytown.config import load_config
 from tinytown.docket import Docket, holders, is_dead
@@ -64,8 +65,16 @@ def test_one_read_covers_the_agents_own_stream_and_the_shared_docket(town):
     assert d.read(10) is None
 
 
-def test_when_both_streams_have_an_entry_the_second_is_handed_back_for_others(town):
-    d, other = docket_for(town, "reader"), docket_for(town, "other")
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_when_both_streams_have_an_entry_the_second_is_handed_back_for_others(town, protocol):
+    agent = town.agents.register("reader", "fake")
+    # The read parses the raw reply: a list of pairs under RESP2 (redis-py < 8), a map under RESP3.
+    pool = town.redis.connection_pool
+    kwargs = {**pool.connection_kwargs, "protocol": protocol}
+    reader = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs),
+                         single_connection_client=True)  # fmt: skip
+    d, other = Docket(town, agent.id, reader=reader), docket_for(town, "other")
+    d.ensure_groups()
     shared = town.tasks.add("for anyone")
     directed = town.tasks.add("for me", agent_id=d.agent_id)
 
@@ -75,6 +84,7 @@ def test_when_both_streams_have_an_entry_the_second_is_handed_back_for_others(to
     assert town.redis.xpending(town.keys.docket, "workers")["pending"] == 0  # the other went back
     assert other.read(100).claim.task.id == shared.id  # … and another worker gets it
     assert town.tasks.get(shared.id).assigned_to == other.agent_id
+    reader.close()
 
 
 def test_the_read_takes_the_task_in_the_same_round_trip_with_the_agents_messages(town):

@@ -211,35 +211,37 @@ class Docket:
         (an entry from each stream, or the agent's record says take no work) is handed back at
         once for another idle worker. Returns None when nothing came.
         """
-        conn, r = self.reader.connection, self.reader
+        conn = self.reader.connection
         read = ("XREADGROUP", "GROUP", GROUP, self.agent_id, "COUNT", 1, "BLOCK", max(block_ms, 1),
                 "STREAMS", self.own, self.shared, ">", ">")  # fmt: skip
         claim = ("EVALSHA", self._claim_delivered.sha, len(self._claim_keys), *self._claim_keys, *self._claim_args)
         conn.send_packed_command(conn.pack_commands([read, claim]))
         read_error = None
-        try:
-            reply = r.parse_response(conn, "XREADGROUP")
+        try:  # raw replies, without redis-py's reply callbacks: stream → [[entry id, [field, value, …]], …]
+            reply = conn.read_response()
         except redis.ResponseError as err:  # NOGROUP or UNBLOCKED; the claim's reply follows all the same
             reply, read_error = None, err
         try:
-            claimed = r.parse_response(conn, "EVALSHA")
+            claimed = conn.read_response()
         except redis.exceptions.NoScriptError:  # Redis lost its script cache: load it and claim now
             claimed = self._claim_delivered(keys=self._claim_keys, args=self._claim_args)
-        delivery = self._delivery(self._entries(reply), claimed)
+        delivery = self._delivery(reply, claimed)
         if read_error is not None and (delivery is None or delivery.entry is None):
             raise read_error  # (a task the claim took anyway is run first; the error comes back next read)
         return delivery
 
-    def _delivery(self, delivered: list[Entry], claimed: list) -> Delivery | None:
+    def _delivery(self, reply: dict | list | None, claimed: list) -> Delivery | None:
         status, stream, entry_id, task_id, record, urgent, inbox, flat = claimed
         skipped = tuple(
             (Entry(s, e, t, s == self.own), reason)
             for s, e, t, reason in zip(flat[::4], flat[1::4], flat[2::4], flat[3::4])
         )  # fmt: skip
         handled = {(e.stream, e.entry_id) for e, _ in skipped} | {(stream, entry_id)}
-        for extra in delivered:
-            if (extra.stream, extra.entry_id) not in handled:
-                self.release(extra)
+        by_stream = reply.items() if isinstance(reply, dict) else reply or ()  # RESP3 map or RESP2 pairs
+        for got_stream, rows in by_stream:  # what came and was not taken goes back
+            for got_id, _fields in rows:
+                if (got_stream, got_id) not in handled:
+                    self._release(keys=[got_stream], args=[GROUP, got_id])
         if status.startswith("refused:"):
             return Delivery(None, None, refused=status.partition(":")[2])
         if status == "none":
@@ -254,10 +256,6 @@ class Docket:
             Entry(e.stream, e.entry_id, e.task_id, e.directed, reclaimed_from=self.agent_id)
             for e in self._entries(reply)
         ]  # fmt: skip
-
-    def release(self, entry: Entry) -> str:
-        """Hand an untouched entry back: a copy at the end of its stream, the original acked."""
-        return self._release(keys=[entry.stream], args=[GROUP, entry.entry_id])
 
     # -- taking the task --------------------------------------------------------------------
 
