@@ -95,9 +95,9 @@ class TaskLogs:
             return
         try:
             os.write(fd, line)
-        except OSError:
+        except OSError:  # e.g. a full disk: no ready file; opening by name will say so at the start
             os.close(fd)
-            raise
+            return
         self.spare, self.spare_header = fd, line
 
     def open(self, task_id: str, attempt: int, header: str) -> TaskLog:
