@@ -379,14 +379,11 @@ class Worker:
         self.held = entry
         if orphan_holder:  # its holder died: a CLI it left running here must stop first
             self.stop_orphan_cli(orphan_holder, task.id)
-        # Logged before a workspace is prepared, else right after the CLI starts (off its path).
-        log_task_started = functools.partial(self.log, "task_started", task=task.id, attempt=task.attempts,
-                                     source="agent" if entry.directed else "docket", reclaimed_from=entry.reclaimed_from)  # fmt: skip
         # The inbox was read with the claim; the messages leave it once the CLI has them.
         inbox = Inbox([(key, raw) for key, raws in zip(self.inbox_keys, claim.peeked) for raw in raws])
         if any(m.get("type") == "shutdown" for m in inbox.messages):
             self.stopping = self.stopping or "shutdown_message"
-        outcome, ws = self.run_task(task, inbox, log_task_started)
+        outcome, ws = self.run_task(task, entry, inbox)
         if outcome.handed_back:
             self.hand_back(task, ws)
             return
@@ -422,12 +419,17 @@ class Worker:
         self.with_redis("ack", self.docket.ack, delivery.entry)
         self.log("task_given_back", task=task.id, entry=delivery.entry.entry_id, reason=self.stopping)
 
-    def run_task(self, task: Task, inbox: Inbox, log_task_started) -> tuple[Outcome, workspace.Workspace | None]:
+    def log_task_started(self, task: Task, entry: Entry) -> None:
+        """``task_started``: before the workspace of a task with a repository is prepared, else
+        right after the CLI starts (a log write kept off the way to its start)."""
+        self.log("task_started", task=task.id, attempt=task.attempts, source="agent" if entry.directed else "docket",
+                 reclaimed_from=entry.reclaimed_from)  # fmt: skip
+
+    def run_task(self, task: Task, entry: Entry, inbox: Inbox) -> tuple[Outcome, workspace.Workspace | None]:
         """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
         ws = None
         if task.repo:
-            log_task_started()
-            log_task_started = None
+            self.log_task_started(task, entry)
             self.set_state("working", allowed_from=("idle", "starting", "paused"), current_task=task.id,
                            last_active_at=to_rfc3339(now()))  # fmt: skip
             try:
@@ -437,9 +439,9 @@ class Worker:
                                 assignee=self.agent_id, set_fields={"branch": ws.branch})  # fmt: skip
             except TinytownError as err:
                 return Outcome(error=f"workspace: {err}"), None
-        return self.run_cli(task, inbox, ws, log_task_started), ws
+        return self.run_cli(task, entry, inbox, ws), ws
 
-    def run_cli(self, task: Task, inbox: Inbox, ws: workspace.Workspace | None, log_task_started=None) -> Outcome:
+    def run_cli(self, task: Task, entry: Entry, inbox: Inbox, ws: workspace.Workspace | None) -> Outcome:
         """Run the CLI as its own process group, prompt on stdin, output to the task's log file.
 
         Only what the process needs in order to exist comes before it; the prompt (on stdin) is
@@ -462,8 +464,8 @@ class Worker:
             command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
         env = {**self.base_env, **cli.env, "TINYTOWN_TASK_ID": task.id, "TINYTOWN_TASK_ATTEMPT": str(task.attempts)}
         if self.stopping:  # told to leave while the workspace was being prepared: do not start
-            if log_task_started is not None:
-                log_task_started()
+            if ws is None:
+                self.log_task_started(task, entry)
             return Outcome(handed_back=True)
         out = self.logs.open(task.id, task.attempts, self.log_header(task.attempts))
         try:
@@ -478,8 +480,8 @@ class Worker:
                 if (err := out.name()) is not None:  # named at close instead; open logs by name from now on
                     self.log("task_log_unnamed", task=task.id, detail=str(err))
                     self.logs.close()
-                if log_task_started is not None:
-                    log_task_started()
+                if ws is None:
+                    self.log_task_started(task, entry)
             if not prompt_path:  # on stdin, written once the process exists
                 try:
                     data = make_prompt().encode()
