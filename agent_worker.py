@@ -468,6 +468,7 @@ class Worker:
                 self.log_task_started(task, entry)
             return Outcome(handed_back=True)
         out = self.logs.open(task.id, task.attempts, self.log_header(task.attempts))
+        leash = None
         try:
             try:
                 started_at = to_rfc3339(now())  # the task's started_at: just before the CLI starts
@@ -489,19 +490,33 @@ class Worker:
                     _stop_group(self.proc)
                     raise
                 threading.Thread(target=_feed, args=(self.proc.stdin, data), name="prompt", daemon=True).start()
+            leash = self.leash_cli(task)
             self.with_redis("cli_started", self.cli_started, task, started_at, inbox)
             self.log("cli_started", task=task.id, started_at=started_at, cli=cli.name, pid=self.proc.pid,
-                     cwd=cwd, log=out.path)  # fmt: skip
+                     cwd=cwd, log=out.path, leash_pid=leash.proc.pid if leash else None)  # fmt: skip
             outcome = self.wait_for_cli(task)
             self.proc = None
+            if leash is not None:
+                leash.release()
             outcome.tail = out.tail()
         finally:
+            if leash is not None:
+                leash.drop()  # still held: the CLI may run on, and this worker is on its way out
             out.close()
             if prompt_path:
                 prompt_path.unlink(missing_ok=True)
         self.log("cli_exited", task=task.id, exit_code=outcome.exit_code, timed_out=outcome.timed_out,
                  handed_back=outcome.handed_back)  # fmt: skip
         return outcome
+
+    def leash_cli(self, task: Task) -> orphan_cli.Leash | None:
+        """The watchdog that stops the CLI's group if this worker dies while it runs
+        (``tinytown.orphan_cli``); None, logged, if it cannot be started."""
+        try:
+            return orphan_cli.Leash(self.proc.pid, grace_secs=defaults.CLI_STOP_GRACE_SECS)
+        except OSError as err:
+            self.log("cli_leash_failed", task=task.id, detail=str(err))
+            return None
 
     def log_header(self, attempt: int) -> str:
         """The first line of an attempt's output in the task's log file."""

@@ -11,10 +11,10 @@ from tinytown import orphan_cli
 from .worker_support import poll, process_gone
 
 
-def group(env_extra: dict[str, str]) -> subprocess.Popen:
+def group(env_extra: dict[str, str], script: str = "sleep 60 & wait") -> subprocess.Popen:
     """A process group of two (sh and a sleep), as a CLI and its child would be."""
     env = {**os.environ, **env_extra}
-    return subprocess.Popen(["sh", "-c", "sleep 60 & wait"], env=env, start_new_session=True)
+    return subprocess.Popen(["sh", "-c", script], env=env, start_new_session=True)
 
 
 def test_the_group_started_for_that_agents_task_is_stopped_whole():
@@ -44,3 +44,30 @@ def test_a_group_of_another_agent_or_task_is_left_alone():
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
+
+
+def test_a_released_leash_leaves_and_the_group_runs_on():
+    proc = group({})
+    try:
+        leash = orphan_cli.Leash(proc.pid, grace_secs=1)
+        leash.release()
+        assert leash.proc.returncode == 0
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
+def test_a_dropped_leash_stops_the_group_even_one_that_ignores_sigterm():
+    proc = group({"TINYTOWN_AGENT_ID": "a1", "TINYTOWN_TASK_ID": "t1"}, "trap '' TERM; sleep 60 & wait; wait")
+    try:
+        members = poll(lambda: len(found := orphan_cli.members(proc.pid, "a1", "t1")) == 2 and found, timeout=5)
+        leash = orphan_cli.Leash(proc.pid, grace_secs=0.5)
+        leash.drop()  # as when the worker dies: its end of the pipe closes
+        proc.wait(timeout=10)
+        assert poll(lambda: all(process_gone(pid) for pid in members), timeout=10)
+        leash.proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()

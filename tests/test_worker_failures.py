@@ -168,18 +168,26 @@ def test_a_claim_whose_reply_was_lost_runs_once_as_the_same_attempt(worker_town)
     assert acked(town, town.keys.docket)
 
 
+def running_cli(root, town, workers, records):
+    """A worker ("doomed") running a long task whose CLI has a child: (worker, task, leash pid,
+    the CLI's start record, the child's pid)."""
+    doomed = workers.start(root, name="doomed")
+    doomed.wait_event("agent_state", state="idle")
+    task = town.tasks.add(f"[record {records}] [child] [sleep-first 60] [print finished]")
+    leash = int(doomed.wait_event("cli_started", task=task.id)["leash_pid"])
+    child = poll(lambda: next((r["child_pid"] for r in read_records(records) if r["event"] == "child"), None))
+    cli = next(r for r in read_records(records) if r["event"] == "start")
+    return doomed, task, leash, cli, child
+
+
 def test_a_cli_left_running_by_a_killed_worker_is_stopped_before_its_task_is_taken_over(worker_town, workers, tmp_path):
     root = worker_town(claim_timeout_secs=2, heartbeat_interval_secs=1)
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
-    doomed = workers.start(root, name="doomed")
-    doomed.wait_event("agent_state", state="idle")
-    victim = town.tasks.add(f"[record {records}] [child] [sleep-first 60] [print finished]")
-    doomed.wait_event("cli_started", task=victim.id)
-    child = poll(lambda: next((r["child_pid"] for r in read_records(records) if r["event"] == "child"), None))
-    cli = next(r for r in read_records(records) if r["event"] == "start")
+    doomed, victim, leash, cli, child = running_cli(root, town, workers, records)
     try:
-        os.kill(doomed.pid, signal.SIGKILL)  # outside a container nothing takes its CLI down with it
+        os.kill(leash, signal.SIGKILL)  # its leash lost too (say, both killed at once) …
+        os.kill(doomed.pid, signal.SIGKILL)  # … and outside a container nothing takes its CLI down with it
         doomed.wait_exit()
         assert not process_gone(cli["pid"]) and not process_gone(child)
 
@@ -193,3 +201,30 @@ def test_a_cli_left_running_by_a_killed_worker_is_stopped_before_its_task_is_tak
         assert [r["attempt"] for r in read_records(records) if r["event"] == "start"] == ["1", "2"]
     finally:
         kill_recorded_groups(records)
+
+
+def test_the_cli_of_a_killed_worker_is_stopped_by_its_leash_even_if_no_worker_takes_over(worker_town, workers, tmp_path):
+    root = worker_town(heartbeat_interval_secs=1)
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    doomed, task, leash, cli, child = running_cli(root, town, workers, records)
+    try:
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait_exit()
+
+        poll(lambda: process_gone(cli["pid"]) and process_gone(child), timeout=10, message="the leash to stop the CLI")
+        poll(lambda: process_gone(leash), timeout=10, message="the leash to leave")
+        assert town.tasks.get(task.id).state == "running"  # left for reclaim, as before
+    finally:
+        kill_recorded_groups(records)
+
+
+def test_a_cli_that_ends_normally_releases_its_leash(worker_town, workers, tmp_path):
+    root = worker_town()
+    town = open_town(root)
+    worker = workers.start(root)
+    task = town.tasks.add("[print done]")
+    leash = int(worker.wait_event("cli_started", task=task.id)["leash_pid"])
+    assert wait_terminal(town, task.id).state == "completed"
+    assert poll(lambda: process_gone(leash), timeout=5, message="the leash to leave")
+    assert worker.alive()

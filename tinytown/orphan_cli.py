@@ -1,22 +1,32 @@
-"""A coding CLI left running by a worker that was killed outright, found and stopped.
+"""A coding CLI left running by a worker that was killed outright: stopped by its leash, or
+found and stopped by the worker that takes its task over.
 
 A worker runs its CLI in a process group of its own, so that a task timeout or a drain can stop
 the whole tree. The flip side: when the worker itself is killed with SIGKILL outside a container
-(nothing then takes the group down with it), the CLI goes on working. If another worker on the
-same host then takes the task over, two CLIs would work on one task, in one workspace.
+(nothing then takes the group down with it), the CLI goes on working — and spending — on a task
+that another worker may run again.
 
-So a worker records its CLI's process group and host on its agent record, and a worker that
-takes a task over from a dead holder on the same host stops what is left of that group first.
-A process group id can be reused after its processes are gone, so a group is stopped only if one
-of its processes still carries the dead holder's agent id and the task id in its environment
-(``TINYTOWN_AGENT_ID``, ``TINYTOWN_TASK_ID``, which every CLI gets). Linux only (``/proc``);
-elsewhere nothing is found.
+Two defences:
+
+- **The leash** (:class:`Leash`). Right after its CLI starts, the worker starts a small watchdog
+  (``sh``, in a session of its own) that waits on a pipe whose other end only the worker holds.
+  When the CLI ends the worker writes ``done`` and the watchdog leaves. If the worker dies first,
+  the kernel closes its end, the watchdog reads end-of-file and stops the CLI's group (SIGTERM,
+  SIGKILL after the grace period).
+- **The take-over check** (:func:`stop`), for a CLI whose leash is gone too (both killed, or the
+  worker died in the moment between starting the CLI and its leash). A worker records its CLI's
+  process group and host on its agent record, and a worker that takes a task over from a dead
+  holder on the same host stops what is left of that group first. A process group id can be
+  reused after its processes are gone, so a group is stopped only if one of its processes still
+  carries the dead holder's agent id and the task id in its environment (``TINYTOWN_AGENT_ID``,
+  ``TINYTOWN_TASK_ID``, which every CLI gets). Linux only (``/proc``); elsewhere nothing is found.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -70,3 +80,43 @@ def stop(pgid: int, agent_id: str, task_id: str, grace_secs: float = 5.0) -> lis
                 return pids
             time.sleep(0.05)
     return pids
+
+
+# $1: the CLI's process group, $2: the grace period. Any line but "done", or end-of-file (the
+# worker died), stops the group.
+_LEASH = 'read -r line; [ "$line" = done ] && exit 0; kill -s TERM -- "-$1" 2>/dev/null; sleep "$2"; kill -s KILL -- "-$1" 2>/dev/null'
+
+
+class Leash:
+    """The watchdog that stops a CLI's process group if this worker dies while the CLI runs."""
+
+    def __init__(self, pgid: int, grace_secs: float = 5.0):
+        read_end, self._write_end = os.pipe()  # neither end is inherited by other children (PEP 446)
+        try:
+            self.proc = subprocess.Popen(
+                ["sh", "-c", _LEASH, "tinytown-leash", str(pgid), str(grace_secs)], stdin=read_end,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        except OSError:
+            os.close(self._write_end)
+            raise
+        finally:
+            os.close(read_end)
+
+    def release(self) -> None:
+        """The CLI has ended: the watchdog leaves without stopping anything."""
+        if self._write_end < 0:
+            return
+        try:
+            os.write(self._write_end, b"done\n")
+        except OSError:  # the watchdog is gone already
+            pass
+        self.drop()
+        self.proc.wait()
+
+    def drop(self) -> None:
+        """Let go of the pipe without ``done``: the watchdog stops the group (as if this worker
+        had died). A no-op after :meth:`release`."""
+        if self._write_end >= 0:
+            os.close(self._write_end)
+            self._write_end = -1
