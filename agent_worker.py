@@ -27,7 +27,8 @@ The lifecycle, as agent states in Redis (functions below follow it top to bottom
   non-zero or ``task_timeout_secs`` → retried, then failed.
 - Draining → Stopped: after ``idle_timeout_secs`` with nothing to do (0 disables), on SIGTERM or
   SIGINT, on a ``shutdown`` inbox message (``tt send --kind shutdown``), or when the agent is
-  stopped through REST (``POST /v1/agents/{agent}/kill``; checked between tasks).
+  stopped through REST (``POST /v1/agents/{agent}/kill``; an idle worker is nudged and leaves at
+  once, a working one after its task).
   A running task gets ``drain_timeout_secs`` to finish; after that the CLI is stopped, work in
   progress is committed and pushed (tasks with a repository) and the entry is left for reclaim.
   A second signal exits at once.
@@ -49,6 +50,7 @@ Logs: one ``key=value`` line per event on stderr, each with the agent id (and ta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -65,7 +67,7 @@ from pathlib import Path
 
 import redis
 
-from tinytown import defaults, messages, orphan_cli, workspace
+from tinytown import control, defaults, messages, orphan_cli, workspace
 from tinytown.clis import INSTRUCTION_FILE_FLAG, resolve_cli
 from tinytown.config import Config, load_config
 from tinytown.docket import STOP_STATES, Claim, Delivery, Docket, Entry
@@ -170,6 +172,7 @@ class Worker:
             self.register()
             self.install_signal_handlers()
             threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True).start()
+            threading.Thread(target=self.control_loop, name="control", daemon=True).start()
             reason = self.serve()
             self.stop(reason)
             self.log("exit", reason=reason, code=0)
@@ -683,6 +686,38 @@ class Worker:
                 if not failing:
                     self.log("heartbeat_failed", detail=str(err))
                 failing = True
+
+    def control_loop(self) -> None:
+        """Nudges on the agent's control channel (``tinytown.control``): act on them at once
+        instead of at the next heartbeat, which still catches what a nudge missed."""
+        listener = None
+        while not self.finished.is_set():
+            try:
+                if listener is None:
+                    listener = self.town.redis.pubsub(ignore_subscribe_messages=True)
+                    listener.subscribe(self.town.keys.control(self.agent_id))
+                message = listener.get_message(timeout=defaults.CONTROL_POLL_SECS)
+            except redis.RedisError:  # Redis away: listen again once it is back
+                if listener is not None:
+                    listener.close()
+                listener = None
+                self.finished.wait(defaults.CONTROL_POLL_SECS)
+                continue
+            if message is not None:
+                self.on_nudge(*control.parse(message["data"]))
+        if listener is not None:
+            listener.close()
+
+    def on_nudge(self, kind: str, task_id: str) -> None:
+        """``cancel`` of the running task: stop its CLI now; ``stop``: check the controls now."""
+        held = self.held
+        if kind == control.CANCEL and held is not None and held.task_id == task_id:
+            self.cancelled_task = task_id  # wait_for_cli stops the CLI
+        elif kind == control.STOP:
+            self.last_controls = 0.0  # the next turn of the loop checks the controls …
+            if held is None and self.reader_client_id is not None:  # … and an idle read ends now
+                with contextlib.suppress(redis.RedisError):
+                    self.town.redis.client_unblock(self.reader_client_id)
 
     def beat(self, held: Entry | None) -> None:
         """One round trip: ``last_heartbeat``; while a task runs, also keep its entry fresh and

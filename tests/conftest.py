@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -123,3 +124,13 @@ def run_tt(town_dir):
         )  # fmt: skip
 
     return run
+
+
+def next_message(listener, timeout: float = 5.0) -> str | None:
+    """The next pub/sub message's data (redis-py returns None for an ignored subscribe reply)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = listener.get_message(timeout=max(0.0, deadline - time.monotonic()))
+        if message is not None:
+            return message["data"]
+    return None

@@ -9,6 +9,7 @@ import json
 import uuid
 
 from .api_support import app, client  # noqa: F401 - fixtures
+from .conftest import next_message
 
 from tinytown import messages
 
@@ -70,12 +71,18 @@ def test_spawn_rejects_reserved_names_and_bad_parent_ids_without_writing(client,
     assert town.agents.all() == []
 
 
-def test_kill_sets_the_stop_flag_and_stops_the_agent(client, town):
+def test_kill_sets_the_stop_flag_and_stops_the_agent_and_nudges_its_worker(client, town):
     agent_id = new_agent(client)
-    resp = client.post("/v1/agents/alice/kill")
-    assert resp.get_json() == {"status": "stopped", "agent": "alice"}
-    assert town.agents.get(agent_id).state == "stopped"
-    assert town.redis.get(town.keys.stop(agent_id)) == "1"
+    listener = town.redis.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(town.keys.control(agent_id))
+    try:
+        resp = client.post("/v1/agents/alice/kill")
+        assert resp.get_json() == {"status": "stopped", "agent": "alice"}
+        assert town.agents.get(agent_id).state == "stopped"
+        assert town.redis.get(town.keys.stop(agent_id)) == "1"
+        assert next_message(listener) == "stop"
+    finally:
+        listener.close()
 
 
 def test_restart_makes_the_agent_idle_and_clears_the_stop_flag(client, town):

@@ -8,6 +8,7 @@ import pytest
 
 from tinytown.errors import InvalidTransition, NotFound
 from tinytown.keys import TASK_STATES
+from .conftest import next_message
 
 
 def index_members(town, state):
@@ -169,3 +170,19 @@ def test_the_lua_clock_writes_rfc3339_as_python_does(town, stamp):
     secs = int(when.timestamp())
     text = town.redis.eval(_NOW_FUNCTION + "return rfc3339(tonumber(ARGV[1]), tonumber(ARGV[2]))", 0, secs, 654321)
     assert text == when.isoformat()
+
+
+def test_cancelling_a_running_task_nudges_its_worker_and_only_then(town):
+    agent = town.agents.register("runner", "claude")
+    running = town.tasks.add("running")
+    town.tasks.transition(running.id, "running", allowed_from=("pending",), set_fields={"assigned_to": agent.id})
+    queued = town.tasks.add("queued", agent_id=agent.id)
+    listener = town.redis.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(town.keys.control(agent.id))
+    try:
+        town.tasks.cancel(queued.id, "not yet started: no worker to nudge")
+        town.tasks.cancel(running.id, "stop it")
+        assert next_message(listener) == f"cancel {running.id}"
+        assert next_message(listener, timeout=0.2) is None  # nothing for the queued one
+    finally:
+        listener.close()

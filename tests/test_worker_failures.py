@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+
+from tinytown import control
 
 from .test_worker_dispatch import acked, open_town, wait_terminal
 from .worker_support import in_process_worker, kill_recorded_groups, poll, process_gone, read_records, worker_town, workers  # noqa: F401
@@ -228,3 +231,33 @@ def test_a_cli_that_ends_normally_releases_its_leash(worker_town, workers, tmp_p
     assert wait_terminal(town, task.id).state == "completed"
     assert poll(lambda: process_gone(leash), timeout=5, message="the leash to leave")
     assert worker.alive()
+
+
+def test_a_cancel_stops_the_cli_at_once_not_at_the_next_heartbeat(worker_town, workers, tmp_path):
+    root = worker_town(heartbeat_interval_secs=30, claim_timeout_secs=120)  # a heartbeat would notice only after 30 s
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    worker = workers.start(root)
+    task = town.tasks.add(f"[record {records}] [child] [sleep 60]")
+    worker.wait_event("cli_started", task=task.id)
+    cli = poll(lambda: next((r["pid"] for r in read_records(records) if r["event"] == "start"), None))
+
+    town.tasks.cancel(task.id, "not needed any more")
+
+    assert worker.wait_event("task_finished", task=task.id, timeout=5)["outcome"] == "kept:cancelled"
+    assert poll(lambda: process_gone(cli), timeout=5, message="the CLI to be stopped")
+
+
+def test_an_idle_worker_stopped_through_rest_leaves_at_once(worker_town, workers):
+    root = worker_town(heartbeat_interval_secs=30, claim_timeout_secs=120, idle_timeout_secs=0)  # its read blocks 30 s
+    town = open_town(root)
+    worker = workers.start(root)
+    worker.wait_event("agent_state", state="idle")
+    time.sleep(0.5)  # blocked in its read by now
+
+    # what POST /v1/agents/{agent}/kill does (tests/test_api_routes.py checks the route)
+    town.redis.set(town.keys.stop(worker.agent_id), "1")
+    town.agents.set_state(worker.agent_id, "stopped")
+    control.publish(town.redis, town.keys, worker.agent_id, control.STOP)
+
+    assert worker.wait_exit(timeout=5) == 0

@@ -65,6 +65,9 @@ RESULT_TAIL_BYTES = 4096
 CLI_STOP_GRACE_SECS = 5
 # How often a worker waiting on its CLI wakes to check signals and the task timeout.
 CLI_POLL_SECS = 0.2
+# How long a worker's control listener waits for a nudge before it looks whether it should end
+# (and how long it waits before listening again after losing Redis).
+CONTROL_POLL_SECS = 1.0
 # A worker that loses Redis retries with exponential backoff (first → max) and exits with
 # code 4 after this long without a connection; `agent_worker.py --redis-retry-secs` overrides.
 REDIS_RETRY_SECS = 60

@@ -70,6 +70,10 @@ class Keys:
     def stop(self, agent_id: str) -> str:
         return self._k("stop", agent_id)
 
+    def control(self, agent_id: str) -> str:
+        """A pub/sub channel, not a key: nudges to the agent's worker (``tinytown.control``)."""
+        return self._k("control", agent_id)
+
     # -- tasks ------------------------------------------------------------------------------
     def task(self, task_id: str) -> str:
         return self._k("task", task_id)

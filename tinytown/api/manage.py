@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from .. import control
 from ..records import RESERVED_AGENT_NAMES, is_uuid, now, to_rfc3339
 from .access import protect
 from .common import agent_id_for, valid_mission_id, missions, town
@@ -43,6 +44,7 @@ def kill_agent(agent: str):
     t = town()
     t.redis.set(t.keys.stop(agent_id), "1", ex=STOP_FLAG_TTL_SECS)
     t.agents.set_state(agent_id, "stopped")
+    control.publish(t.redis, t.keys, agent_id, control.STOP)  # an idle worker leaves at once
     return {"status": "stopped", "agent": agent}
 
 

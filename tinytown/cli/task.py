@@ -44,9 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--reason", required=True, help="why it failed")
     f.set_defaults(func=cmd_fail)
 
-    x = tsub.add_parser("cancel", help="cancel a task; a worker running it stops its CLI within a heartbeat",
+    x = tsub.add_parser("cancel", help="cancel a task; a worker running it stops its CLI at once",
                         description="Cancel a live task with a reason. A pending one leaves the "
-                        "backlog; a worker running it stops the coding CLI within one heartbeat.")
+                        "backlog; a worker running it is nudged and stops the coding CLI at once "
+                        "(at its next heartbeat if it missed the nudge).")
     x.add_argument("task_id", help=TASK_ID_HELP)
     x.add_argument("--reason", default="Cancelled via tt", help="why (default: %(default)s)")
     x.set_defaults(func=cmd_cancel)

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import redis
 
-from .. import defaults
+from .. import control, defaults
 from ..errors import InvalidTransition, NotFound
 from ..keys import TASK_STATES, Keys
 from ..records import Task, epoch_us, new_id, now, to_rfc3339
@@ -251,12 +251,15 @@ class TaskStore:
         return self._require(outcome, task_id, "failed")
 
     def cancel(self, task_id: str, reason: str) -> Transition:
-        """Mark a live task cancelled with the reason. A worker running it stops its CLI within one
-        heartbeat interval and leaves the state as it is; a queued docket entry is skipped."""
+        """Mark a live task cancelled with the reason. The worker running it is nudged
+        (``tinytown.control``) and stops its CLI at once — at its next heartbeat if the nudge is
+        missed — leaving the state as it is; a queued docket entry is skipped."""
         outcome = self.transition(
             task_id, "cancelled", allowed_from=("pending", "assigned", "running"),
             set_fields={"result": reason, "completed_at": to_rfc3339(now())},
         )  # fmt: skip
+        if outcome.ok and outcome.old_state == "running" and (outcome.record or {}).get("assigned_to"):
+            control.publish(self.r, self.keys, outcome.record["assigned_to"], control.CANCEL, task_id)
         return self._require(outcome, task_id, "cancelled")
 
     def requeue(

@@ -1,0 +1,29 @@
+"""Nudges to a worker over Redis pub/sub, so that it acts now rather than at its next heartbeat.
+
+- ``cancel <task id>``: published when a running task is cancelled (``TaskStore.cancel``); the
+  worker running it stops its CLI at once.
+- ``stop``: published when an agent is stopped through REST; an idle worker leaves its blocking
+  read and checks its controls at once (a working one finishes its task first, as before).
+
+Best effort by design: a worker that is not listening at that moment (starting, reconnecting)
+misses the nudge and learns the same from Redis at its next heartbeat or control check, which
+remain the source of truth. Nothing here changes state.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from .keys import Keys
+
+CANCEL, STOP = "cancel", "stop"
+
+
+def publish(r: redis.Redis, keys: Keys, agent_id: str, kind: str, task_id: str = "") -> None:
+    r.publish(keys.control(agent_id), f"{kind} {task_id}".strip())
+
+
+def parse(message: str) -> tuple[str, str]:
+    """``"cancel <id>"`` → ``("cancel", "<id>")``; ``"stop"`` → ``("stop", "")``."""
+    kind, _, task_id = message.partition(" ")
+    return kind, task_id
