@@ -138,7 +138,7 @@ def remove_test_artifacts(client: docker.DockerClient) -> None:
     and remove by name where runs may overlap.
     """
     label_filter = {"label": f"{TEST_LABEL}=1"}
-    for container in client.containers.list(all=True, filters=label_filter):
+    for container in client.containers.list(all=True, filters=label_filter, ignore_removed=True):
         container.remove(force=True)
     for image in client.images.list(filters=label_filter):
         try:

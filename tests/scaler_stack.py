@@ -261,7 +261,8 @@ class ScaledTown:
 
     def containers(self, client: docker.DockerClient) -> list:
         """This town's worker containers (live and exited), found by label."""
-        return client.containers.list(all=True, filters={"label": f"tinytown.town={self.name}"})
+        # ignore_removed: the scaler may remove an exited one between the list and its inspect
+        return client.containers.list(all=True, filters={"label": f"tinytown.town={self.name}"}, ignore_removed=True)
 
     def volumes(self, client: docker.DockerClient) -> list:
         """This town's workspace volumes, found by label."""
