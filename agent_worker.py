@@ -39,7 +39,14 @@ Exit codes (``tinytown.errors.ExitStatus``):
     1    an unexpected error (a bug; logged with its traceback); a held task is left for reclaim
     3    bad configuration (tinytown.toml, environment, agent id or name)
     4    Redis unreachable after --redis-retry-secs of retries (a restart within that is survived)
+    (On 1 and 4 a CLI still running is stopped by its leash: see below.)
     130  a second SIGTERM/SIGINT: stopped at once, a held task is left for reclaim
+
+Besides the main loop, three threads: the heartbeat (every ``heartbeat_interval_secs``, also
+while the CLI runs), the control listener (``tinytown.control``: a cancel or REST stop acts at
+once) and, per task, one waiting for the CLI to exit. Each CLI also gets a leash
+(``tinytown.orphan_cli.Leash``), a small watchdog process that stops the CLI's process group if
+this worker dies while it runs, however it dies.
 
 The coding CLI sees ``TINYTOWN_AGENT_ID``, ``TINYTOWN_AGENT_NAME``, ``TINYTOWN_TASK_ID``,
 ``TINYTOWN_TASK_ATTEMPT``, ``TINYTOWN_URL`` and ``TINYTOWN_TOWN_DIR``, plus its preset's ``env``.
@@ -159,6 +166,7 @@ class Worker:
         self.wake = threading.Event()
         self.finished = threading.Event()
         self.last_controls = self.last_sweep = self.last_forget = 0.0
+        self.controls_due = threading.Event()  # set by a stop nudge: check the controls now
 
     def log(self, event: str, **fields) -> None:
         log(event, agent=self.agent_id, name=self.name, **fields)
@@ -272,7 +280,8 @@ class Worker:
         """Every heartbeat interval, between reads: control messages, then dead workers' entries."""
         t = time.monotonic()
         interval = self.agent_cfg.heartbeat_interval_secs
-        if t - self.last_controls >= interval:
+        if self.controls_due.is_set() or t - self.last_controls >= interval:
+            self.controls_due.clear()
             self.last_controls = t
             reason = self.with_redis("controls", self.check_controls)
             if reason:
@@ -466,11 +475,15 @@ class Worker:
             prompt_path.write_bytes(make_prompt().encode())
             command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
         env = {**self.base_env, **cli.env, "TINYTOWN_TASK_ID": task.id, "TINYTOWN_TASK_ATTEMPT": str(task.attempts)}
-        if self.stopping:  # told to leave while the workspace was being prepared: do not start
+        cancelled = self.cancelled_task == task.id
+        if self.stopping or cancelled:  # told to leave, or cancelled, while the workspace was prepared
             if ws is None:
                 self.log_task_started(task, entry)
-            return Outcome(handed_back=True)
-        out = self.logs.open(task.id, task.attempts, self.log_header(task.attempts))
+            return Outcome(cancelled=True) if cancelled else Outcome(handed_back=True)
+        try:
+            out = self.logs.open(task.id, task.attempts, self.log_header(task.attempts))
+        except OSError as err:  # e.g. a full disk
+            return Outcome(error=f"could not open the task log in {self.logs.folder}: {err}")
         leash = None
         try:
             try:
@@ -504,7 +517,7 @@ class Worker:
             outcome.tail = out.tail()
         finally:
             if leash is not None:
-                leash.drop()  # still held: the CLI may run on, and this worker is on its way out
+                leash.drop()  # not released: an error ends this worker, and the leash stops the CLI
             out.close()
             if prompt_path:
                 prompt_path.unlink(missing_ok=True)
@@ -690,19 +703,23 @@ class Worker:
     def control_loop(self) -> None:
         """Nudges on the agent's control channel (``tinytown.control``): act on them at once
         instead of at the next heartbeat, which still catches what a nudge missed."""
-        listener = None
+        listener, failing = None, False
         while not self.finished.is_set():
             try:
                 if listener is None:
                     listener = self.town.redis.pubsub(ignore_subscribe_messages=True)
                     listener.subscribe(self.town.keys.control(self.agent_id))
                 message = listener.get_message(timeout=defaults.CONTROL_POLL_SECS)
-            except redis.RedisError:  # Redis away: listen again once it is back
+            except redis.RedisError as err:  # Redis away, or no channel access: try again later
+                if not failing:
+                    self.log("control_unavailable", detail=str(err))
+                failing = True
                 if listener is not None:
                     listener.close()
                 listener = None
                 self.finished.wait(defaults.CONTROL_POLL_SECS)
                 continue
+            failing = False
             if message is not None:
                 self.on_nudge(*control.parse(message["data"]))
         if listener is not None:
@@ -714,10 +731,18 @@ class Worker:
         if kind == control.CANCEL and held is not None and held.task_id == task_id:
             self.cancelled_task = task_id  # wait_for_cli stops the CLI
         elif kind == control.STOP:
-            self.last_controls = 0.0  # the next turn of the loop checks the controls …
-            if held is None and self.reader_client_id is not None:  # … and an idle read ends now
-                with contextlib.suppress(redis.RedisError):
-                    self.town.redis.client_unblock(self.reader_client_id)
+            self.controls_due.set()  # the main loop checks the controls on its next turn …
+            self.wake.set()  # … a paused one included …
+            # … and an idle read ends now. The read may not have begun yet (then there is nothing
+            # to unblock): keep trying, briefly, until the main loop has taken the request.
+            for _ in range(defaults.CONTROL_UNBLOCK_TRIES):
+                if not self.controls_due.is_set() or self.held is not None or self.finished.is_set():
+                    return
+                if self.reader_client_id is not None:
+                    with contextlib.suppress(redis.RedisError):
+                        if self.town.redis.client_unblock(self.reader_client_id):
+                            return
+                time.sleep(defaults.CONTROL_UNBLOCK_PAUSE_SECS)
 
     def beat(self, held: Entry | None) -> None:
         """One round trip: ``last_heartbeat``; while a task runs, also keep its entry fresh and

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import shutil
 import signal
 import statistics
@@ -73,7 +74,7 @@ class Side:
                                            env=env, stdout=log, stderr=log)  # fmt: skip
         self.submitter = subprocess.Popen([sys.executable, "-c", SUBMITTER, str(checkout), str(root), url],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
-        if self.submitter.stdout.readline().strip() != "ready":
+        if read_line(self.submitter, 60.0) != "ready":
             self.stop()
             raise RuntimeError(f"the {name} submitter did not start (checkout {checkout})")
 
@@ -81,7 +82,7 @@ class Side:
         """One task, submit → started_at, in ms."""
         self.submitter.stdin.write("go\n")
         self.submitter.stdin.flush()
-        task_id, before = self.submitter.stdout.readline().split()
+        task_id, before = read_line(self.submitter, timeout).split()
         key = self.keys.task(task_id)
         started = wait_for(lambda: r.hget(key, "state") in ("completed", "failed") and r.hget(key, "started_at"),
                            timeout, f"a {self.name} task")  # fmt: skip
@@ -95,6 +96,15 @@ class Side:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def read_line(proc: subprocess.Popen, timeout: float) -> str:
+    """The process's next line on stdout, waiting at most ``timeout`` (one line per request, so
+    nothing waits in Python's buffer while ``select`` looks at the pipe)."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise TimeoutError(f"no answer from pid {proc.pid} within {timeout} s")
+    return proc.stdout.readline().strip()
 
 
 def wait_idle(r, sides: list[Side], timeout: float) -> None:

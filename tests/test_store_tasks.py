@@ -186,3 +186,11 @@ def test_cancelling_a_running_task_nudges_its_worker_and_only_then(town):
         assert next_message(listener, timeout=0.2) is None  # nothing for the queued one
     finally:
         listener.close()
+
+
+def test_a_transition_refuses_to_be_given_the_fields_it_writes_itself(town):
+    task = town.tasks.add("x")
+    for kwargs in ({"set_fields": {"state": "running"}}, {"delete_fields": ("attempts",)}, {"set_fields": {"updated_at": "t"}}):
+        with pytest.raises(ValueError, match="may not set or delete"):
+            town.tasks.transition(task.id, "running", allowed_from=("pending",), **kwargs)
+    assert town.tasks.get(task.id).state == "pending"

@@ -7,7 +7,10 @@
 
 Best effort by design: a worker that is not listening at that moment (starting, reconnecting)
 misses the nudge and learns the same from Redis at its next heartbeat or control check, which
-remain the source of truth. Nothing here changes state.
+remain the source of truth. Nothing here changes state. With Redis ACLs, the users of townhall,
+``tt`` and the workers need access to the channels ``tt:<town>:control:*`` (``&tt:*``); without
+it, nudges are not sent (the worker logs ``control_unavailable`` once) and everything still works
+at heartbeat speed.
 """
 
 from __future__ import annotations
@@ -19,8 +22,14 @@ from .keys import Keys
 CANCEL, STOP = "cancel", "stop"
 
 
-def publish(r: redis.Redis, keys: Keys, agent_id: str, kind: str, task_id: str = "") -> None:
-    r.publish(keys.control(agent_id), f"{kind} {task_id}".strip())
+def publish(r: redis.Redis, keys: Keys, agent_id: str, kind: str, task_id: str = "") -> bool:
+    """Send a nudge; False if it could not be sent (the change it reports is made already, and
+    the worker finds it anyway: a failed nudge must not fail the request that made it)."""
+    try:
+        r.publish(keys.control(agent_id), f"{kind} {task_id}".strip())
+    except redis.RedisError:  # a dropped connection, or an ACL user without channel access
+        return False
+    return True
 
 
 def parse(message: str) -> tuple[str, str]:

@@ -68,6 +68,10 @@ CLI_POLL_SECS = 0.2
 # How long a worker's control listener waits for a nudge before it looks whether it should end
 # (and how long it waits before listening again after losing Redis).
 CONTROL_POLL_SECS = 1.0
+# A stop nudge that arrives just before an idle worker's read begins retries its CLIENT UNBLOCK
+# this many times, this far apart.
+CONTROL_UNBLOCK_TRIES = 20
+CONTROL_UNBLOCK_PAUSE_SECS = 0.05
 # A worker that loses Redis retries with exponential backoff (first → max) and exits with
 # code 4 after this long without a connection; `agent_worker.py --redis-retry-secs` overrides.
 REDIS_RETRY_SECS = 60

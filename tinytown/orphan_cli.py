@@ -24,6 +24,7 @@ Two defences:
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -82,9 +83,15 @@ def stop(pgid: int, agent_id: str, task_id: str, grace_secs: float = 5.0) -> lis
     return pids
 
 
-# $1: the CLI's process group, $2: the grace period. Any line but "done", or end-of-file (the
-# worker died), stops the group.
-_LEASH = 'read -r line; [ "$line" = done ] && exit 0; kill -s TERM -- "-$1" 2>/dev/null; sleep "$2"; kill -s KILL -- "-$1" 2>/dev/null'
+# $1: the CLI's process group, $2: the grace period in whole seconds. Any line but "done", or
+# end-of-file (the worker died), stops the group: SIGTERM, then SIGKILL to what is left after the
+# grace period (looked at every 0.1 s, so a group gone early is not signalled again: its id could
+# be reused).
+_LEASH = (
+    'read -r line; [ "$line" = done ] && exit 0; kill -s TERM -- "-$1" 2>/dev/null || exit 0; '
+    'i=0; while [ "$i" -lt $(( $2 * 10 )) ]; do kill -s 0 -- "-$1" 2>/dev/null || exit 0; sleep 0.1; i=$((i + 1)); done; '
+    'kill -s KILL -- "-$1" 2>/dev/null'
+)
 
 
 class Leash:
@@ -92,9 +99,10 @@ class Leash:
 
     def __init__(self, pgid: int, grace_secs: float = 5.0):
         read_end, self._write_end = os.pipe()  # neither end is inherited by other children (PEP 446)
+        grace = str(max(1, math.ceil(grace_secs)))
         try:
             self.proc = subprocess.Popen(
-                ["sh", "-c", _LEASH, "tinytown-leash", str(pgid), str(grace_secs)], stdin=read_end,
+                ["sh", "-c", _LEASH, "tinytown-leash", str(pgid), grace], stdin=read_end,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         except OSError:
@@ -112,7 +120,11 @@ class Leash:
         except OSError:  # the watchdog is gone already
             pass
         self.drop()
-        self.proc.wait()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # it cannot have read "done": nothing left to guard
+            self.proc.kill()
+            self.proc.wait()
 
     def drop(self) -> None:
         """Let go of the pipe without ``done``: the watchdog stops the group (as if this worker

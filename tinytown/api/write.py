@@ -111,7 +111,7 @@ def fail_task(task_id: str):
 
 @write.post("/v1/tasks/<task_id>/cancel")
 def cancel_task(task_id: str):
-    """Stop a task for good; a worker running it stops its CLI within one heartbeat interval."""
+    """Stop a task for good; a worker running it is nudged and stops its CLI at once."""
     task_id = uuid_param(task_id, "task id")
     reason = field(json_body(optional=True), "reason", str, default="") or "Cancelled via API"
     return _reported(town().tasks.cancel(task_id, reason))

@@ -129,6 +129,9 @@ end
 local ts = rfc3339_now()
 local skipped = {}
 -- What this consumer holds, with each entry's fields, own stream first (history, not blocking).
+-- Unlike XPENDING, a history read resets those entries' idle time and adds to their delivery
+-- count: harmless, as only this live holder refreshes its own entries and no code reads counts.
+-- One call for both streams: a missing group fails it whole, and the read reports that error.
 local ok, held = pcall(redis.call, 'XREADGROUP', 'GROUP', group, me, 'COUNT', 10,
   'STREAMS', KEYS[1], KEYS[2], '0', '0')
 if not ok then held = {} end  -- a group is missing: the read failed too, and says so

@@ -199,6 +199,9 @@ class TaskStore:
         allowed = "*" if allowed_from is None else "," + ",".join(allowed_from) + ","
         set_fields = set_fields or {}
         delete_fields = list(delete_fields)
+        # The script writes these itself after the fields given (and never deletes attempts).
+        if owned := ({"state", "updated_at"} & set(set_fields)) | ({"state", "updated_at", "attempts"} & set(delete_fields)):
+            raise ValueError(f"a transition may not set or delete {', '.join(sorted(owned))}")
         stream = self.keys.agent_docket(dispatch_to) if dispatch_to else self.keys.docket
         xfields: list[str] = []
         if dispatch_to or redispatch:
