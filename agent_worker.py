@@ -45,8 +45,8 @@ Exit codes (``tinytown.errors.ExitStatus``):
 Besides the main loop, three threads: the heartbeat (every ``heartbeat_interval_secs``, also
 while the CLI runs), the control listener (``tinytown.control``: a cancel or REST stop acts at
 once) and, per task, one waiting for the CLI to exit. Each CLI also gets a leash
-(``tinytown.orphan_cli.Leash``), a small watchdog process that stops the CLI's process group if
-this worker dies while it runs, however it dies.
+(``tinytown.orphan_cli.Leash``, started while idle), a small watchdog process that stops the
+CLI's process group if this worker dies while it runs, however it dies.
 
 The coding CLI sees ``TINYTOWN_AGENT_ID``, ``TINYTOWN_AGENT_NAME``, ``TINYTOWN_TASK_ID``,
 ``TINYTOWN_TASK_ATTEMPT``, ``TINYTOWN_URL`` and ``TINYTOWN_TOWN_DIR``, plus its preset's ``env``.
@@ -162,6 +162,7 @@ class Worker:
         self.cancelled_task = ""  # set by the heartbeat thread when the running task is cancelled
         self.proc: subprocess.Popen | None = None
         self.logs = TaskLogs(config.path(defaults.TASK_LOG_DIR))
+        self.spare_leash: orphan_cli.Leash | None = None  # the next CLI's, started while idle
         self.reader_client_id: int | None = None
         self.wake = threading.Event()
         self.finished = threading.Event()
@@ -198,6 +199,8 @@ class Worker:
             return int(ExitStatus.FAILURE)
         finally:
             self.logs.close()
+            if self.spare_leash is not None:
+                self.spare_leash.release()
             self.finished.set()
             self.wake.set()
 
@@ -258,7 +261,8 @@ class Worker:
             if self.paused:
                 self.wake.wait(self.agent_cfg.heartbeat_interval_secs)
                 continue
-            self.logs.prepare(self.log_header(1))  # the next task's log file, made while idle
+            self.logs.prepare(self.log_header(1))  # the next task's log file, made while idle …
+            self.spare_leash = self.spare_leash or self.new_leash()  # … and its CLI's leash
             delivery = self.next_delivery()
             if delivery is not None and delivery.refused:  # stopped or paused from outside: look now
                 self.log("delivery_refused", agent_state=delivery.refused)
@@ -499,6 +503,7 @@ class Worker:
                     self.logs.close()
                 if ws is None:
                     self.log_task_started(task, entry)
+            leash = self.leash_cli(task)
             if not prompt_path:  # on stdin, written once the process exists
                 try:
                     data = make_prompt().encode()
@@ -506,7 +511,6 @@ class Worker:
                     _stop_group(self.proc)
                     raise
                 threading.Thread(target=_feed, args=(self.proc.stdin, data), name="prompt", daemon=True).start()
-            leash = self.leash_cli(task)
             self.with_redis("cli_started", self.cli_started, task, started_at, inbox)
             self.log("cli_started", task=task.id, started_at=started_at, cli=cli.name, pid=self.proc.pid,
                      cwd=cwd, log=out.path, leash_pid=leash.proc.pid if leash else None)  # fmt: skip
@@ -525,14 +529,27 @@ class Worker:
                  handed_back=outcome.handed_back)  # fmt: skip
         return outcome
 
-    def leash_cli(self, task: Task) -> orphan_cli.Leash | None:
-        """The watchdog that stops the CLI's group if this worker dies while it runs
-        (``tinytown.orphan_cli``); None, logged, if it cannot be started."""
+    def new_leash(self, task_id: str | None = None) -> orphan_cli.Leash | None:
+        """A watchdog for the next CLI (``tinytown.orphan_cli``); None, logged, if it cannot start."""
         try:
-            return orphan_cli.Leash(self.proc.pid, grace_secs=defaults.CLI_STOP_GRACE_SECS)
+            return orphan_cli.Leash(grace_secs=defaults.CLI_STOP_GRACE_SECS)
         except OSError as err:
+            self.log("cli_leash_failed", task=task_id, detail=str(err))
+            return None
+
+    def leash_cli(self, task: Task) -> orphan_cli.Leash | None:
+        """Put the ready leash on the CLI just started: it stops the CLI's group if this worker
+        dies while it runs. None, logged, if there is no leash to put on."""
+        leash, self.spare_leash = self.spare_leash or self.new_leash(task.id), None
+        if leash is None:
+            return None
+        try:
+            leash.attach(self.proc.pid)
+        except OSError as err:  # the watchdog died meanwhile
+            leash.drop()
             self.log("cli_leash_failed", task=task.id, detail=str(err))
             return None
+        return leash
 
     def log_header(self, attempt: int) -> str:
         """The first line of an attempt's output in the task's log file."""

@@ -49,7 +49,8 @@ def test_a_group_of_another_agent_or_task_is_left_alone():
 def test_a_released_leash_leaves_and_the_group_runs_on():
     proc = group({})
     try:
-        leash = orphan_cli.Leash(proc.pid, grace_secs=1)
+        leash = orphan_cli.Leash(grace_secs=1)
+        leash.attach(proc.pid)
         leash.release()
         assert leash.proc.returncode == 0
         assert proc.poll() is None
@@ -62,7 +63,8 @@ def test_a_dropped_leash_stops_the_group_even_one_that_ignores_sigterm():
     proc = group({"TINYTOWN_AGENT_ID": "a1", "TINYTOWN_TASK_ID": "t1"}, "trap '' TERM; sleep 60 & wait; wait")
     try:
         members = poll(lambda: len(found := orphan_cli.members(proc.pid, "a1", "t1")) == 2 and found, timeout=5)
-        leash = orphan_cli.Leash(proc.pid, grace_secs=0.5)
+        leash = orphan_cli.Leash(grace_secs=0.5)
+        leash.attach(proc.pid)
         leash.drop()  # as when the worker dies: its end of the pipe closes
         proc.wait(timeout=10)
         assert poll(lambda: all(process_gone(pid) for pid in members), timeout=10)
@@ -71,3 +73,10 @@ def test_a_dropped_leash_stops_the_group_even_one_that_ignores_sigterm():
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
             proc.wait()
+
+
+def test_a_leash_never_attached_leaves_quietly_when_let_go():
+    for let_go in ("release", "drop"):
+        leash = orphan_cli.Leash(grace_secs=1)  # made while idle; the worker then stopped
+        getattr(leash, let_go)()
+        assert leash.proc.wait(timeout=5) == 0
