@@ -30,3 +30,12 @@ def test_readme_documents_every_exit_code():
     section = README.split("## Exit codes", 1)[1].split("##", 1)[0]
     for status in ExitStatus:
         assert f"`{int(status)}`" in section, status.name
+
+
+def test_the_worker_docs_list_every_event_the_worker_logs():
+    source = (ROOT / "agent_worker.py").read_text()
+    events = set(re.findall(r"\blog\(\s*\"([a-z_]+)\"", source))
+    logs_section = (ROOT / "docs" / "worker.md").read_text().split("## Logs", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`([a-z_]+)`", logs_section))
+    assert len(events) > 30  # the pattern still finds the worker's log calls
+    assert events - documented == set()
