@@ -44,9 +44,9 @@ Exit codes (``tinytown.errors.ExitStatus``):
 
 Besides the main loop, three threads: the heartbeat (every ``heartbeat_interval_secs``, also
 while the CLI runs), the control listener (``tinytown.control``: a cancel or REST stop acts at
-once) and, per task, one waiting for the CLI to exit. Each CLI also gets a leash
-(``tinytown.orphan_cli.Leash``, started while idle), a small watchdog process that stops the
-CLI's process group if this worker dies while it runs, however it dies.
+once) and, per task, one waiting for the CLI to exit. The worker also keeps a leash
+(``tinytown.orphan_cli.Leash``), one small watchdog process that stops the running CLI's process
+group if this worker dies, however it dies.
 
 The coding CLI sees ``TINYTOWN_AGENT_ID``, ``TINYTOWN_AGENT_NAME``, ``TINYTOWN_TASK_ID``,
 ``TINYTOWN_TASK_ATTEMPT``, ``TINYTOWN_URL`` and ``TINYTOWN_TOWN_DIR``, plus its preset's ``env``.
@@ -162,7 +162,7 @@ class Worker:
         self.cancelled_task = ""  # set by the heartbeat thread when the running task is cancelled
         self.proc: subprocess.Popen | None = None
         self.logs = TaskLogs(config.path(defaults.TASK_LOG_DIR))
-        self.spare_leash: orphan_cli.Leash | None = None  # the next CLI's, started while idle
+        self.leash: orphan_cli.Leash | None = None  # stops the running CLI if this worker dies
         self.reader_client_id: int | None = None
         self.wake = threading.Event()
         self.finished = threading.Event()
@@ -199,8 +199,8 @@ class Worker:
             return int(ExitStatus.FAILURE)
         finally:
             self.logs.close()
-            if self.spare_leash is not None:
-                self.spare_leash.release()
+            if self.leash is not None:
+                self.leash.close()  # (a CLI still running, after an error, is stopped by it)
             self.finished.set()
             self.wake.set()
 
@@ -253,6 +253,7 @@ class Worker:
     def serve(self) -> str:
         """Take tasks until a stop reason comes up; returns that reason."""
         self.with_redis("resume", self.resume_held_entries)
+        self.start_leash()
         self.set_state("idle", allowed_from=("starting",))
         while True:
             reason = self.stopping or self.due_checks()
@@ -261,8 +262,7 @@ class Worker:
             if self.paused:
                 self.wake.wait(self.agent_cfg.heartbeat_interval_secs)
                 continue
-            self.logs.prepare(self.log_header(1))  # the next task's log file, made while idle …
-            self.spare_leash = self.spare_leash or self.new_leash()  # … and its CLI's leash
+            self.logs.prepare(self.log_header(1))  # the next task's log file, made while idle
             delivery = self.next_delivery()
             if delivery is not None and delivery.refused:  # stopped or paused from outside: look now
                 self.log("delivery_refused", agent_state=delivery.refused)
@@ -517,11 +517,10 @@ class Worker:
             outcome = self.wait_for_cli(task)
             self.proc = None
             if leash is not None:
-                leash.release()
+                with contextlib.suppress(OSError):  # a leash that died is replaced at the next start
+                    leash.release()
             outcome.tail = out.tail()
-        finally:
-            if leash is not None:
-                leash.drop()  # not released: an error ends this worker, and the leash stops the CLI
+        finally:  # (not released after an error: this worker is ending, and the leash stops the CLI)
             out.close()
             if prompt_path:
                 prompt_path.unlink(missing_ok=True)
@@ -529,27 +528,31 @@ class Worker:
                  handed_back=outcome.handed_back)  # fmt: skip
         return outcome
 
-    def new_leash(self, task_id: str | None = None) -> orphan_cli.Leash | None:
-        """A watchdog for the next CLI (``tinytown.orphan_cli``); None, logged, if it cannot start."""
-        try:
-            return orphan_cli.Leash(grace_secs=defaults.CLI_STOP_GRACE_SECS)
-        except OSError as err:
-            self.log("cli_leash_failed", task=task_id, detail=str(err))
-            return None
+    def start_leash(self, task_id: str | None = None) -> orphan_cli.Leash | None:
+        """The worker's one leash (``tinytown.orphan_cli``), started once, off any task's path;
+        None, logged, if it cannot be."""
+        if self.leash is None:
+            try:
+                self.leash = orphan_cli.Leash(grace_secs=defaults.CLI_STOP_GRACE_SECS)
+            except OSError as err:
+                self.log("cli_leash_failed", task=task_id, detail=str(err))
+        return self.leash
 
     def leash_cli(self, task: Task) -> orphan_cli.Leash | None:
-        """Put the ready leash on the CLI just started: it stops the CLI's group if this worker
-        dies while it runs. None, logged, if there is no leash to put on."""
-        leash, self.spare_leash = self.spare_leash or self.new_leash(task.id), None
-        if leash is None:
-            return None
-        try:
-            leash.attach(self.proc.pid)
-        except OSError as err:  # the watchdog died meanwhile
-            leash.drop()
-            self.log("cli_leash_failed", task=task.id, detail=str(err))
-            return None
-        return leash
+        """Put the leash on the CLI just started: it stops the CLI's group if this worker dies
+        while it runs. A leash that died is replaced once; None, logged, if that fails too."""
+        for _ in range(2):
+            leash = self.start_leash(task.id)
+            if leash is None:
+                return None
+            try:
+                leash.attach(self.proc.pid)
+                return leash
+            except OSError as err:  # it died (EPIPE)
+                leash.close()
+                self.leash = None
+                self.log("cli_leash_failed", task=task.id, detail=str(err))
+        return None
 
     def log_header(self, attempt: int) -> str:
         """The first line of an attempt's output in the task's log file."""

@@ -46,12 +46,13 @@ def test_a_group_of_another_agent_or_task_is_left_alone():
         proc.wait()
 
 
-def test_a_released_leash_leaves_and_the_group_runs_on():
+def test_a_released_group_is_left_alone_and_the_leash_leaves_when_let_go():
     proc = group({})
     try:
         leash = orphan_cli.Leash(grace_secs=1)
         leash.attach(proc.pid)
-        leash.release()
+        leash.release()  # the CLI ended (here: as far as the worker knows)
+        leash.close()  # the worker ends
         assert leash.proc.returncode == 0
         assert proc.poll() is None
     finally:
@@ -59,13 +60,13 @@ def test_a_released_leash_leaves_and_the_group_runs_on():
         proc.wait()
 
 
-def test_a_dropped_leash_stops_the_group_even_one_that_ignores_sigterm():
+def test_a_leash_let_go_while_guarding_stops_the_group_even_one_that_ignores_sigterm():
     proc = group({"TINYTOWN_AGENT_ID": "a1", "TINYTOWN_TASK_ID": "t1"}, "trap '' TERM; sleep 60 & wait; wait")
     try:
         members = poll(lambda: len(found := orphan_cli.members(proc.pid, "a1", "t1")) == 2 and found, timeout=5)
-        leash = orphan_cli.Leash(grace_secs=0.5)
+        leash = orphan_cli.Leash(grace_secs=1)
         leash.attach(proc.pid)
-        leash.drop()  # as when the worker dies: its end of the pipe closes
+        leash.close()  # as when the worker dies: its end of the pipe closes
         proc.wait(timeout=10)
         assert poll(lambda: all(process_gone(pid) for pid in members), timeout=10)
         leash.proc.wait(timeout=10)
@@ -75,8 +76,24 @@ def test_a_dropped_leash_stops_the_group_even_one_that_ignores_sigterm():
             proc.wait()
 
 
+def test_one_leash_guards_only_the_group_attached_last():
+    first, second = group({}), group({})
+    try:
+        leash = orphan_cli.Leash(grace_secs=1)
+        leash.attach(first.pid)
+        leash.release()
+        leash.attach(second.pid)
+        leash.close()
+        second.wait(timeout=10)
+        assert first.poll() is None
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+
+
 def test_a_leash_never_attached_leaves_quietly_when_let_go():
-    for let_go in ("release", "drop"):
-        leash = orphan_cli.Leash(grace_secs=1)  # made while idle; the worker then stopped
-        getattr(leash, let_go)()
-        assert leash.proc.wait(timeout=5) == 0
+    leash = orphan_cli.Leash(grace_secs=1)
+    leash.close()
+    assert leash.proc.returncode == 0

@@ -222,16 +222,19 @@ def test_the_cli_of_a_killed_worker_is_stopped_by_its_leash_even_if_no_worker_ta
         kill_recorded_groups(records)
 
 
-def test_a_cli_that_ends_normally_releases_its_leash(worker_town, workers, tmp_path):
+def test_one_leash_serves_every_task_of_a_worker_and_leaves_with_it(worker_town, workers, tmp_path):
     root = worker_town()
     town = open_town(root)
     worker = workers.start(root)
-    task = town.tasks.add("[print done]")
-    leash = int(worker.wait_event("cli_started", task=task.id)["leash_pid"])
-    assert wait_terminal(town, task.id).state == "completed"
-    # released, it leaves at once (a dropped one would first stop the group and wait its 5 s grace)
-    assert poll(lambda: process_gone(leash), timeout=1, message="the leash to leave")
-    assert worker.alive()
+    first, second = town.tasks.add("[print one]"), town.tasks.add("[print two]")
+    leashes = {worker.wait_event("cli_started", task=t.id)["leash_pid"] for t in (first, second)}
+    assert wait_terminal(town, second.id).state == "completed" == wait_terminal(town, first.id).state
+    (leash,) = map(int, leashes)  # the same watchdog, not one started per task
+    assert not process_gone(leash)
+
+    worker.signal(signal.SIGTERM)
+    assert worker.wait_exit() == 0
+    assert poll(lambda: process_gone(leash), timeout=5, message="the leash to leave with its worker")
 
 
 def test_a_cancel_stops_the_cli_at_once_not_at_the_next_heartbeat(worker_town, workers, tmp_path):

@@ -8,15 +8,15 @@ that another worker may run again.
 
 Two defences:
 
-- **The leash** (:class:`Leash`). While idle, the worker starts a small watchdog (``sh``, in a
-  session of its own) that waits on a pipe whose other end only the worker holds. Right after the
-  CLI starts, the worker writes the CLI's process group into it; when the CLI ends, ``done``, and
-  the watchdog leaves. If the worker dies first, the kernel closes its end, the watchdog reads
-  end-of-file and stops the CLI's group (SIGTERM, SIGKILL after the grace period).
+- **The leash** (:class:`Leash`). Each worker starts one small watchdog (``sh``, in a session of
+  its own) that reads a pipe whose other end only the worker holds. Right after a CLI starts, the
+  worker writes the CLI's process group into it; when the CLI ends, ``done``. If the worker dies
+  while a CLI runs, the kernel closes its end of the pipe, the watchdog reads end-of-file and
+  stops the CLI's group (SIGTERM, SIGKILL after the grace period).
 - **The take-over check** (:func:`stop`), for a CLI whose leash is gone too (both killed, or the
-  worker died in the microseconds between starting the CLI and telling its leash). A worker records its CLI's
-  process group and host on its agent record, and a worker that takes a task over from a dead
-  holder on the same host stops what is left of that group first. A process group id can be
+  worker died in the microseconds between starting the CLI and telling its leash). A worker
+  records its CLI's process group and host on its agent record, and a worker that takes a task
+  over from a dead holder on the same host stops what is left of that group first. A process group id can be
   reused after its processes are gone, so a group is stopped only if one of its processes still
   carries the dead holder's agent id and the task id in its environment (``TINYTOWN_AGENT_ID``,
   ``TINYTOWN_TASK_ID``, which every CLI gets). Linux only (``/proc``); elsewhere nothing is found.
@@ -83,26 +83,27 @@ def stop(pgid: int, agent_id: str, task_id: str, grace_secs: float = 5.0) -> lis
     return pids
 
 
-# $1: the grace period in whole seconds. The first line is the CLI's process group (end-of-file
-# before it: nothing to guard). Then any line but "done", or end-of-file (the worker died), stops
-# the group: SIGTERM, then SIGKILL to what is left after the grace period (looked at every 0.1 s,
-# so a group gone early is not signalled again: its id could be reused).
+# $1: the grace period in whole seconds. Each line is a process group to guard from then on, or
+# "done" (nothing to guard). At end-of-file (the worker has ended, however) the group guarded last,
+# if any, is stopped: SIGTERM, then SIGKILL to what is left after the grace period (looked at every
+# 0.1 s, so a group gone early is not signalled again: its id could be reused).
 _LEASH = (
-    'read -r g || exit 0; read -r line; [ "$line" = done ] && exit 0; kill -s TERM -- "-$g" 2>/dev/null || exit 0; '
+    'g=; while read -r line; do if [ "$line" = done ]; then g=; else g=$line; fi; done; [ -n "$g" ] || exit 0; '
+    'kill -s TERM -- "-$g" 2>/dev/null || exit 0; '
     'i=0; while [ "$i" -lt $(( $1 * 10 )) ]; do kill -s 0 -- "-$g" 2>/dev/null || exit 0; sleep 0.1; i=$((i + 1)); done; '
     'kill -s KILL -- "-$g" 2>/dev/null'
 )
 
 
 class Leash:
-    """The watchdog that stops a CLI's process group if this worker dies while the CLI runs.
+    """The watchdog that stops the running CLI's process group if this worker dies.
 
-    Started before the CLI (a worker makes the next one while idle), then :meth:`attach`-ed to the
-    CLI's group right after it starts: a write, where starting a process would take a fork.
+    One per worker, for its whole life: each CLI is :meth:`attach`-ed right after it starts and
+    :meth:`release`-d when it ends — a write each, no process started per task.
     """
 
     def __init__(self, grace_secs: float = 5.0):
-        self.attached = False
+        self.guarding = False
         read_end, self._write_end = os.pipe()  # neither end is inherited by other children (PEP 446)
         grace = str(max(1, math.ceil(grace_secs)))
         try:
@@ -119,27 +120,24 @@ class Leash:
     def attach(self, pgid: int) -> None:
         """Guard the process group ``pgid`` from now on (OSError if the watchdog is gone)."""
         os.write(self._write_end, f"{pgid}\n".encode())
-        self.attached = True
+        self.guarding = True
 
     def release(self) -> None:
-        """The CLI has ended (or never started): the watchdog leaves without stopping anything."""
+        """The CLI has ended: nothing to guard until the next :meth:`attach`."""
+        os.write(self._write_end, b"done\n")
+        self.guarding = False
+
+    def close(self) -> None:
+        """Let go of the pipe: the watchdog stops the group it still guards (as if this worker had
+        died), or just leaves; then it is waited for (not while it stops a group: it finishes that
+        on its own)."""
         if self._write_end < 0:
             return
-        try:
-            if self.attached:  # (unattached, end-of-file alone sends it away)
-                os.write(self._write_end, b"done\n")
-        except OSError:  # the watchdog is gone already
-            pass
-        self.drop()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # it cannot have read "done": nothing left to guard
-            self.proc.kill()
-            self.proc.wait()
-
-    def drop(self) -> None:
-        """Let go of the pipe without ``done``: the watchdog stops the group it guards (as if this
-        worker had died), or just leaves if it guards none. A no-op after :meth:`release`."""
-        if self._write_end >= 0:
-            os.close(self._write_end)
-            self._write_end = -1
+        os.close(self._write_end)
+        self._write_end = -1
+        if not self.guarding:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - it leaves at end-of-file
+                self.proc.kill()
+                self.proc.wait()
