@@ -163,11 +163,10 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.logs = TaskLogs(config.path(defaults.TASK_LOG_DIR))
         self.leash: orphan_cli.Leash | None = None  # stops the running CLI if this worker dies
-        self.reader_client_id: int | None = None
         self.wake = threading.Event()
         self.finished = threading.Event()
         self.last_controls = self.last_sweep = self.last_forget = 0.0
-        self.controls_due = threading.Event()  # set by a stop nudge: check the controls now
+        self.controls_due = threading.Event()  # set by a stop nudge or a signal: check the controls now
 
     def log(self, event: str, **fields) -> None:
         log(event, agent=self.agent_id, name=self.name, **fields)
@@ -187,12 +186,14 @@ class Worker:
             self.log("exit", reason=reason, code=0)
             return int(ExitStatus.SUCCESS)
         except RedisGone as err:
+            self.stop_cli_on_exit()
             self.log("exit", reason="redis_unreachable", code=int(ExitStatus.REDIS_UNAVAILABLE), detail=str(err))
             return int(ExitStatus.REDIS_UNAVAILABLE)
         except TinytownError as err:  # a reserved name or a bad TINYTOWN_AGENT_ID
             self.log("exit", reason="bad_config", code=int(ExitStatus.CONFIG_ERROR), detail=str(err))
             return int(ExitStatus.CONFIG_ERROR)
         except Exception as err:  # a bug: say so in one line, then the traceback; a held entry stays for reclaim
+            self.stop_cli_on_exit()
             self.log("exit", reason="unexpected_error", code=int(ExitStatus.FAILURE), detail=repr(err),
                      task=self.held.task_id if self.held else None)  # fmt: skip
             traceback.print_exc()
@@ -203,6 +204,12 @@ class Worker:
                 self.leash.close()  # (a CLI still running, after an error, is stopped by it)
             self.finished.set()
             self.wake.set()
+
+    def stop_cli_on_exit(self) -> None:
+        """Leaving on an error with a CLI running: SIGTERM its group now (the leash, if there is
+        one, would too, and follows up with SIGKILL); its task stays held for reclaim."""
+        if self.proc is not None and self.proc.poll() is None:
+            _kill_group(self.proc, signal.SIGTERM)
 
     # -- Starting ---------------------------------------------------------------------------
 
@@ -247,6 +254,7 @@ class Worker:
         self.stopping = self.stopping or f"signal_{name.lower()}"
         log("drain_requested", agent=self.agent_id, name=self.name, signal=name)
         self.wake.set()  # the heartbeat thread unblocks the read (no Redis calls in a handler)
+        self.controls_due.set()  # and a paused worker stops waiting
 
     # -- Idle ⇄ Working ---------------------------------------------------------------------
 
@@ -259,8 +267,8 @@ class Worker:
             reason = self.stopping or self.due_checks()
             if reason:
                 return reason
-            if self.paused:
-                self.wake.wait(self.agent_cfg.heartbeat_interval_secs)
+            if self.paused:  # until the next control check, or sooner when a signal or nudge asks
+                self.controls_due.wait(self.agent_cfg.heartbeat_interval_secs)
                 continue
             self.logs.prepare(self.log_header(1))  # the next task's log file, made while idle
             delivery = self.next_delivery()
@@ -345,11 +353,8 @@ class Worker:
             left = self.agent_cfg.idle_timeout_secs - (time.monotonic() - self.idle_since)
             block_secs = max(0.001, min(block_secs, left))
         try:
-            if self.reader_client_id is None:
-                self.reader_client_id = self.reader.client_id()
             return self.docket.read(int(block_secs * 1000))
         except (redis.ConnectionError, redis.TimeoutError) as err:  # held entries, if any, are resumed
-            self.reader_client_id = None
             self.wait_for_redis("read", err)
             self.with_redis("resume", self.resume_held_entries, lost_reply=True)
         except redis.ResponseError as err:
@@ -541,7 +546,7 @@ class Worker:
     def leash_cli(self, task: Task) -> orphan_cli.Leash | None:
         """Put the leash on the CLI just started: it stops the CLI's group if this worker dies
         while it runs. A leash that died is replaced once; None, logged, if that fails too."""
-        for _ in range(2):
+        for attempt in (1, 2):
             leash = self.start_leash(task.id)
             if leash is None:
                 return None
@@ -551,7 +556,7 @@ class Worker:
             except OSError as err:  # it died (EPIPE)
                 leash.close()
                 self.leash = None
-                self.log("cli_leash_failed", task=task.id, detail=str(err))
+                self.log("cli_leash_replaced" if attempt == 1 else "cli_leash_failed", task=task.id, detail=str(err))
         return None
 
     def log_header(self, attempt: int) -> str:
@@ -709,8 +714,8 @@ class Worker:
             if self.finished.is_set():
                 return
             try:
-                if self.stopping and self.reader_client_id is not None:
-                    self.town.redis.client_unblock(self.reader_client_id)
+                if self.stopping and (reader := self.docket.reader_id) is not None:
+                    self.town.redis.client_unblock(reader)
                 self.beat(self.held)
                 if failing:
                     self.log("heartbeat_resumed")
@@ -751,16 +756,15 @@ class Worker:
         if kind == control.CANCEL and held is not None and held.task_id == task_id:
             self.cancelled_task = task_id  # wait_for_cli stops the CLI
         elif kind == control.STOP:
-            self.controls_due.set()  # the main loop checks the controls on its next turn …
-            self.wake.set()  # … a paused one included …
-            # … and an idle read ends now. The read may not have begun yet (then there is nothing
+            self.controls_due.set()  # the main loop checks the controls on its next turn (a paused
+            # one stops waiting) … and an idle read ends now. The read may not have begun yet (then there is nothing
             # to unblock): keep trying, briefly, until the main loop has taken the request.
             for _ in range(defaults.CONTROL_UNBLOCK_TRIES):
                 if not self.controls_due.is_set() or self.held is not None or self.finished.is_set():
                     return
-                if self.reader_client_id is not None:
+                if (reader := self.docket.reader_id) is not None:
                     with contextlib.suppress(redis.RedisError):
-                        if self.town.redis.client_unblock(self.reader_client_id):
+                        if self.town.redis.client_unblock(reader):
                             return
                 time.sleep(defaults.CONTROL_UNBLOCK_PAUSE_SECS)
 

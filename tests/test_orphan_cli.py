@@ -85,6 +85,7 @@ def test_one_leash_guards_only_the_group_attached_last():
         leash.attach(second.pid)
         leash.close()
         second.wait(timeout=10)
+        leash.proc.wait(timeout=10)
         assert first.poll() is None
     finally:
         for proc in (first, second):

@@ -265,3 +265,37 @@ def test_an_idle_worker_stopped_through_rest_leaves_at_once(worker_town, workers
     control.publish(town.redis, town.keys, worker.agent_id, control.STOP)
 
     assert worker.wait_exit(timeout=5) == 0
+
+
+def test_a_leash_that_died_is_replaced_at_the_next_task(worker_town, workers):
+    root = worker_town()
+    town = open_town(root)
+    worker = workers.start(root)
+    first = town.tasks.add("[print one]")
+    old = int(worker.wait_event("cli_started", task=first.id)["leash_pid"])
+    assert wait_terminal(town, first.id).state == "completed"
+    os.kill(old, signal.SIGKILL)
+
+    second = town.tasks.add("[print two]")
+
+    assert worker.wait_event("cli_leash_replaced", task=second.id)
+    new = int(worker.wait_event("cli_started", task=second.id)["leash_pid"])
+    assert new != old and not process_gone(new)
+    assert wait_terminal(town, second.id).state == "completed"
+
+
+def test_a_paused_worker_stopped_through_rest_leaves_at_once(worker_town, workers):
+    root = worker_town(heartbeat_interval_secs=30, claim_timeout_secs=120, idle_timeout_secs=0)
+    town = open_town(root)
+    worker = workers.start(root)
+    worker.wait_event("agent_state", state="idle")
+    town.agents.set_state(worker.agent_id, "paused")
+    control.publish(town.redis, town.keys, worker.agent_id, control.STOP)  # look at the record now
+    worker.wait_event("agent_paused", timeout=5)
+    time.sleep(0.3)  # waiting in its paused state by now
+
+    town.redis.set(town.keys.stop(worker.agent_id), "1")  # what POST /v1/agents/{agent}/kill does
+    town.agents.set_state(worker.agent_id, "stopped")
+    control.publish(town.redis, town.keys, worker.agent_id, control.STOP)
+
+    assert worker.wait_exit(timeout=5) == 0

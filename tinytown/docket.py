@@ -177,6 +177,9 @@ class Docket:
         # The blocking read (and the claim sent behind it) needs a connection of its own, which
         # also lets another thread CLIENT UNBLOCK it.
         self.reader = reader or redis.Redis(connection_pool=self.r.connection_pool, single_connection_client=True)
+        # The reader connection's CLIENT ID during the current read (None between reads), for
+        # CLIENT UNBLOCK from another thread. Taken with every read: redis-py may have reconnected.
+        self.reader_id: int | None = None
         self._release = self.r.register_script(_RELEASE)
         self._keep_alive = self.r.register_script(_KEEP_ALIVE)
         self._take_over = self.r.register_script(_TAKE_OVER)
@@ -217,16 +220,20 @@ class Docket:
         read = ("XREADGROUP", "GROUP", GROUP, self.agent_id, "COUNT", 1, "BLOCK", max(block_ms, 1),
                 "STREAMS", self.own, self.shared, ">", ">")  # fmt: skip
         claim = ("EVALSHA", self._claim_delivered.sha, len(self._claim_keys), *self._claim_keys, *self._claim_args)
-        conn.send_packed_command(conn.pack_commands([read, claim]))
+        conn.send_packed_command(conn.pack_commands([("CLIENT", "ID"), read, claim]))
         read_error = None
-        try:  # raw replies, without redis-py's reply callbacks: stream → [[entry id, [field, value, …]], …]
-            reply = conn.read_response()
-        except redis.ResponseError as err:  # NOGROUP or UNBLOCKED; the claim's reply follows all the same
-            reply, read_error = None, err
         try:
-            claimed = conn.read_response()
-        except redis.exceptions.NoScriptError:  # Redis lost its script cache: load it and claim now
-            claimed = self._claim_delivered(keys=self._claim_keys, args=self._claim_args)
+            self.reader_id = conn.read_response()  # answered at once, before the read blocks
+            try:  # raw replies, without redis-py's reply callbacks: stream → [[entry id, [field, value, …]], …]
+                reply = conn.read_response()
+            except redis.ResponseError as err:  # NOGROUP or UNBLOCKED; the claim's reply follows all the same
+                reply, read_error = None, err
+            try:
+                claimed = conn.read_response()
+            except redis.exceptions.NoScriptError:  # Redis lost its script cache: load it and claim now
+                claimed = self._claim_delivered(keys=self._claim_keys, args=self._claim_args)
+        finally:
+            self.reader_id = None
         delivery = self._delivery(reply, claimed)
         if read_error is not None and (delivery is None or delivery.entry is None):
             raise read_error  # (a task the claim took anyway is run first; the error comes back next read)

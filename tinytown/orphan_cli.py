@@ -14,12 +14,14 @@ Two defences:
   while a CLI runs, the kernel closes its end of the pipe, the watchdog reads end-of-file and
   stops the CLI's group (SIGTERM, SIGKILL after the grace period).
 - **The take-over check** (:func:`stop`), for a CLI whose leash is gone too (both killed, or the
-  worker died in the microseconds between starting the CLI and telling its leash). A worker
-  records its CLI's process group and host on its agent record, and a worker that takes a task
+  leash died mid-task). A worker records its CLI's process group and host on its agent record, and a worker that takes a task
   over from a dead holder on the same host stops what is left of that group first. A process group id can be
   reused after its processes are gone, so a group is stopped only if one of its processes still
   carries the dead holder's agent id and the task id in its environment (``TINYTOWN_AGENT_ID``,
   ``TINYTOWN_TASK_ID``, which every CLI gets). Linux only (``/proc``); elsewhere nothing is found.
+
+Neither covers a worker killed in the microseconds between starting its CLI and telling its leash
+(the group reaches the agent record only after that).
 """
 
 from __future__ import annotations
