@@ -520,6 +520,8 @@ class Worker:
             self.log("cli_started", task=task.id, started_at=started_at, cli=cli.name, pid=self.proc.pid,
                      cwd=cwd, log=out.path, leash_pid=leash.proc.pid if leash else None)  # fmt: skip
             outcome = self.wait_for_cli(task)
+            if not (outcome.timed_out or outcome.handed_back or outcome.cancelled):  # (else stopped already)
+                self.stop_leftovers(task)
             self.proc = None
             if leash is not None:
                 with contextlib.suppress(OSError):  # a leash that died is replaced at the next start
@@ -558,6 +560,16 @@ class Worker:
                 self.leash = None
                 self.log("cli_leash_replaced" if attempt == 1 else "cli_leash_failed", task=task.id, detail=str(err))
         return None
+
+    def stop_leftovers(self, task: Task) -> None:
+        """Stop what the CLI left running in its process group when it exited (a background
+        server, say): nothing of a task outlives it, and its leash is about to let go."""
+        try:
+            os.killpg(self.proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        self.log("cli_leftovers_stopped", task=task.id, pgid=self.proc.pid)
+        _stop_group(self.proc)
 
     def log_header(self, attempt: int) -> str:
         """The first line of an attempt's output in the task's log file."""

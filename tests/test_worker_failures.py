@@ -299,3 +299,18 @@ def test_a_paused_worker_stopped_through_rest_leaves_at_once(worker_town, worker
     control.publish(town.redis, town.keys, worker.agent_id, control.STOP)
 
     assert worker.wait_exit(timeout=5) == 0
+
+
+def test_what_a_cli_leaves_running_in_its_group_is_stopped_when_it_exits(worker_town, workers, tmp_path):
+    root = worker_town()
+    town = open_town(root)
+    records = tmp_path / "runs.jsonl"
+    worker = workers.start(root)
+    task = town.tasks.add(f"[record {records}] [child] [print done]")  # exits 0, its child sleeps on
+    try:
+        assert wait_terminal(town, task.id).state == "completed"
+        child = next(r["child_pid"] for r in read_records(records) if r["event"] == "child")
+        assert worker.wait_event("cli_leftovers_stopped", task=task.id)
+        assert poll(lambda: process_gone(child), timeout=10, message="the leftover child to be stopped")
+    finally:
+        kill_recorded_groups(records)
