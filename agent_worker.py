@@ -726,8 +726,8 @@ class Worker:
             if self.finished.is_set():
                 return
             try:
-                if self.stopping and (reader := self.docket.reader_id) is not None:
-                    self.town.redis.client_unblock(reader)
+                if self.stopping:
+                    self.end_idle_read()
                 self.beat(self.held)
                 if failing:
                     self.log("heartbeat_resumed")
@@ -768,17 +768,22 @@ class Worker:
         if kind == control.CANCEL and held is not None and held.task_id == task_id:
             self.cancelled_task = task_id  # wait_for_cli stops the CLI
         elif kind == control.STOP:
-            self.controls_due.set()  # the main loop checks the controls on its next turn (a paused
-            # one stops waiting) … and an idle read ends now. The read may not have begun yet (then there is nothing
-            # to unblock): keep trying, briefly, until the main loop has taken the request.
-            for _ in range(defaults.CONTROL_UNBLOCK_TRIES):
-                if not self.controls_due.is_set() or self.held is not None or self.finished.is_set():
-                    return
-                if (reader := self.docket.reader_id) is not None:
-                    with contextlib.suppress(redis.RedisError):
-                        if self.town.redis.client_unblock(reader):
-                            return
-                time.sleep(defaults.CONTROL_UNBLOCK_PAUSE_SECS)
+            self.controls_due.set()  # the main loop checks the controls on its next turn
+            self.end_idle_read()
+
+    def end_idle_read(self) -> None:
+        """Make an idle worker's blocking read return now (CLIENT UNBLOCK), so the main loop acts
+        on a signal or a stop nudge (both set ``controls_due``). The read may not have begun yet,
+        and then there is nothing to unblock: keep trying, briefly, until the main loop has moved
+        on (it took the request, took a task, or ended)."""
+        for _ in range(defaults.CONTROL_UNBLOCK_TRIES):
+            if not self.controls_due.is_set() or self.held is not None or self.finished.is_set():
+                return
+            if (reader := self.docket.reader_id) is not None:
+                with contextlib.suppress(redis.RedisError):
+                    if self.town.redis.client_unblock(reader):
+                        return
+            time.sleep(defaults.CONTROL_UNBLOCK_PAUSE_SECS)
 
     def beat(self, held: Entry | None) -> None:
         """One round trip: ``last_heartbeat``; while a task runs, also keep its entry fresh and

@@ -259,10 +259,7 @@ def test_an_idle_worker_stopped_through_rest_leaves_at_once(worker_town, workers
     worker.wait_event("agent_state", state="idle")
     time.sleep(0.5)  # blocked in its read by now
 
-    # what POST /v1/agents/{agent}/kill does (tests/test_api_routes.py checks the route)
-    town.redis.set(town.keys.stop(worker.agent_id), "1")
-    town.agents.set_state(worker.agent_id, "stopped")
-    control.publish(town.redis, town.keys, worker.agent_id, control.STOP)
+    town.agents.request_stop(worker.agent_id)  # what POST /v1/agents/{agent}/kill does
 
     assert worker.wait_exit(timeout=5) == 0
 
@@ -294,9 +291,7 @@ def test_a_paused_worker_stopped_through_rest_leaves_at_once(worker_town, worker
     worker.wait_event("agent_paused", timeout=5)
     time.sleep(0.3)  # waiting in its paused state by now
 
-    town.redis.set(town.keys.stop(worker.agent_id), "1")  # what POST /v1/agents/{agent}/kill does
-    town.agents.set_state(worker.agent_id, "stopped")
-    control.publish(town.redis, town.keys, worker.agent_id, control.STOP)
+    town.agents.request_stop(worker.agent_id)  # what POST /v1/agents/{agent}/kill does
 
     assert worker.wait_exit(timeout=5) == 0
 

@@ -63,13 +63,16 @@ DRAIN_TIMEOUT_SECS = 25
 RESULT_TAIL_BYTES = 4096
 # A stopped CLI gets SIGTERM on its whole process group, then SIGKILL after this grace.
 CLI_STOP_GRACE_SECS = 5
+# The stop flag an agent stopped from outside gets (POST /v1/agents/{agent}/kill) expires after
+# this long, as upstream's does.
+STOP_FLAG_TTL_SECS = 3600
 # How often a worker waiting on its CLI wakes to check signals and the task timeout.
 CLI_POLL_SECS = 0.2
 # How long a worker's control listener waits for a nudge before it looks whether it should end
 # (and how long it waits before listening again after losing Redis).
 CONTROL_POLL_SECS = 1.0
-# A stop nudge that arrives just before an idle worker's read begins retries its CLIENT UNBLOCK
-# this many times, this far apart.
+# A signal or stop nudge that arrives just before an idle worker's read begins retries its
+# CLIENT UNBLOCK this many times, this far apart.
 CONTROL_UNBLOCK_TRIES = 20
 CONTROL_UNBLOCK_PAUSE_SECS = 0.05
 # A worker that loses Redis retries with exponential backoff (first → max) and exits with

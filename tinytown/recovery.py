@@ -172,10 +172,11 @@ def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None
 
     Directed tasks (``assigned``/``running`` to the agent) go back to the backlog or are
     re-assigned to ``to_agent`` — except a task still running on a worker whose agent was
-    stopped from outside (:func:`still_finishing`), which stays with it (``kept``). Inbox messages move to ``to_agent``; with ``to_backlog`` a
-    ``task`` message becomes a backlog task and a ``task_assign`` message requeues its task,
-    while other messages stay in the inbox (a backlog holds tasks, not conversation). With
-    neither destination nothing moves: everything is listed.
+    stopped from outside (:func:`still_finishing`), which stays with it (``kept``). Inbox
+    messages move to ``to_agent``; with ``to_backlog`` a ``task`` message becomes a backlog task
+    and a ``task_assign`` message requeues its task, while other messages stay in the inbox (a
+    backlog holds tasks, not conversation). With neither destination nothing moves: everything
+    is listed.
 
     Returns ``{"reclaimed": n, "destination": "Backlog" | 'Agent("<name>")' | "Listed",
     "messages": [{"agent", "kind", "id", "type", "summary", "outcome"}]}`` where ``reclaimed``

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from .. import control
 from ..records import RESERVED_AGENT_NAMES, is_uuid, now, to_rfc3339
 from .access import protect
 from .common import agent_id_for, valid_mission_id, missions, town
@@ -18,7 +17,6 @@ from .validation import field, json_body, query_bool
 manage = Blueprint("manage", __name__)
 protect(manage, "agent.manage")
 
-STOP_FLAG_TTL_SECS = 3600  # upstream: the stop flag expires after an hour
 
 
 @manage.post("/v1/agents")
@@ -41,10 +39,7 @@ def spawn_agent():
 @manage.post("/v1/agents/<agent>/kill")
 def kill_agent(agent: str):
     agent_id, _ = agent_id_for(agent)
-    t = town()
-    t.redis.set(t.keys.stop(agent_id), "1", ex=STOP_FLAG_TTL_SECS)
-    t.agents.set_state(agent_id, "stopped")
-    control.publish(t.redis, t.keys, agent_id, control.STOP)  # an idle worker leaves at once
+    town().agents.request_stop(agent_id)
     return {"status": "stopped", "agent": agent}
 
 

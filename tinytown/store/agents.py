@@ -6,6 +6,7 @@ from typing import Iterable
 
 import redis
 
+from .. import control, defaults
 from ..errors import InvalidTransition, NotFound, TinytownError
 from ..keys import AGENT_STATES, Keys
 from ..records import RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id, now, to_rfc3339
@@ -175,6 +176,15 @@ class AgentStore:
         if result.status == "state":
             raise InvalidTransition("agent", agent_id, result.old_state, f"moved to {state}")
         return result.old_state
+
+    def request_stop(self, agent_id: str) -> str:
+        """Stop an agent from outside: the stop flag (an hour, as upstream), state ``stopped``, and
+        a nudge so an idle worker leaves at once (a working one after its task). Returns the
+        previous state; raises like :meth:`set_state`."""
+        self.r.set(self.keys.stop(agent_id), "1", ex=defaults.STOP_FLAG_TTL_SECS)
+        previous = self.set_state(agent_id, "stopped")
+        control.publish(self.r, self.keys, agent_id, control.STOP)
+        return previous
 
     def heartbeat(self, agent_id: str) -> bool:
         """Write ``last_heartbeat``; False if the record is gone (never recreates a partial one)."""

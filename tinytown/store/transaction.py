@@ -1,9 +1,9 @@
 """One ``MULTI``/``EXEC`` transaction, packed and sent in a single write.
 
 For writes whose commands do not depend on what Redis holds (creating a task): atomic like a
-script, but Redis serves a worker blocked on the docket sooner after ``EXEC`` than after a Lua
-script, and packing with hiredis directly costs a quarter of redis-py's pipeline on the path
-between a submit and the worker's wake-up (``docs/benchmarks.md``).
+script, no slower than one on the path between a submit and a blocked worker's wake-up, and
+packed with hiredis directly, which costs a quarter of redis-py's pipeline there
+(``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
