@@ -10,9 +10,11 @@ import pytest
 import redis
 
 from tinytown.config import load_config
-from tinytown.connection import connect, parse_version, version_supported
+from tinytown import defaults
+from tinytown.connection import client_options, connect, parse_version, verify, version_supported
 from tinytown.embedded import EmbeddedServer
 from tinytown.errors import RedisUnavailable
+from tinytown.redis_url import resolve_target
 
 from .conftest import free_port
 from .old_redis import OldRedis, closed_port
@@ -41,6 +43,24 @@ def test_server_older_than_7_is_refused_with_its_version(tmp_path):
     message = str(err.value)
     assert "is version 6.2.0; Tinytown needs Redis or Valkey 7.0 or newer" in message
     assert "topsecret" not in message and f"redis://:****@127.0.0.1:{port}/0" in message
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_old_server_is_refused_whichever_protocol_the_client_speaks(tmp_path, protocol):
+    """Redis 6.2 answers HELLO (RESP2 or RESP3); the version rule still names its version."""
+    with OldRedis() as port:
+        cfg = load_config(tmp_path, env={"REDIS_URL": f"redis://:pw@127.0.0.1:{port}/0"})
+        target = resolve_target(cfg)
+        client = redis.Redis.from_url(target.url, **{**client_options(cfg, target), "protocol": protocol})
+        with pytest.raises(RedisUnavailable, match="is version 6.2.0"):
+            verify(client, target)
+
+
+def test_client_options_pin_timeout_and_protocol_instead_of_library_defaults(config):
+    """redis-py 8 changed both defaults (a 5 s socket timeout, RESP3): the town sets its own."""
+    options = client_options(config, resolve_target(config))
+    assert options["socket_timeout"] == defaults.REDIS_SOCKET_TIMEOUT_SECS
+    assert options["protocol"] == defaults.REDIS_PROTOCOL
 
 
 def test_unreachable_redis_names_the_redacted_endpoint_and_the_fix(tmp_path):

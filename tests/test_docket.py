@@ -243,3 +243,19 @@ def test_dead_consumers_that_hold_nothing_leave_the_group(town):
     assert removed == [empty.agent_id]
     names = {c["name"] for c in town.redis.xinfo_consumers(town.keys.docket, "workers")}
     assert names == {holder.agent_id}  # it still holds an entry: reclaim first
+
+
+def test_a_blocking_read_longer_than_the_socket_timeout_waits_it_out(town):
+    """The idle read blocks past the connection's socket timeout (redis-py 8's default 5 s equals
+    the worker's 5 s block) and simply returns nothing, without a timeout error or reconnect."""
+    agent = town.agents.register("patient", "fake")
+    short = redis.Redis(connection_pool=redis.ConnectionPool(
+        connection_class=town.redis.connection_pool.connection_class,
+        **{**town.redis.connection_pool.connection_kwargs, "socket_timeout": 0.2},
+    ), single_connection_client=True)  # fmt: skip
+    d = Docket(town, agent.id, reader=short)
+    d.ensure_groups()
+    before = short.connection._sock
+    assert d.read(600) is None
+    assert short.connection._sock is before  # the same connection: no reconnect
+    short.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import uuid
 
 from tinytown import messages
@@ -11,7 +14,7 @@ from tinytown.embedded import EmbeddedServer
 from tinytown.errors import ExitStatus
 
 from .test_worker_dispatch import acked, open_town, pending_entries, wait_terminal
-from .worker_support import in_process_worker, read_records, worker_town, workers, write_worker_town  # noqa: F401
+from .worker_support import in_process_worker, poll, read_records, worker_town, workers, write_worker_town  # noqa: F401
 
 
 def state_changes(worker):
@@ -287,3 +290,36 @@ def test_a_task_the_read_took_just_as_a_stop_signal_came_goes_back_at_once_uncou
     assert town.redis.lrange(town.keys.backlog, 0, -1) == [task.id]
     assert pending_entries(town, town.keys.docket) == 0  # its entry acknowledged …
     assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.docket)] == [task.id, task.id]  # … a fresh one queued
+
+
+def test_an_idle_worker_with_default_settings_is_quiet_for_a_minute(tmp_path, redis_url, workers):
+    """Default intervals (5 s heartbeat and blocking read, 60 s sweeps): after start-up, an idle
+    worker writes no line for 60 s — no read timeouts, reconnects or Redis errors."""
+    import time
+
+    root = tmp_path / "quiet"
+    root.mkdir()
+    (root / "tinytown.toml").write_text(f'name = "q-{uuid.uuid4().hex[:8]}"\n[redis]\nurl = "{redis_url}"\n')
+    worker = workers.start(root)
+    worker.wait_event("agent_state", state="idle")
+    settled = len(worker.events())
+    time.sleep(62)
+    assert worker.alive()
+    assert worker.events()[settled:] == []
+
+
+def test_a_running_worker_keeps_its_health_file_fresh_after_each_heartbeat(worker_town, workers, tmp_path):
+    health = tmp_path / "worker.health"
+    root = worker_town(heartbeat_interval_secs=1)
+    worker = workers.start(root, env={"TINYTOWN_HEALTH_FILE": str(health)})
+    worker.wait_event("agent_state", state="idle")
+
+    first = poll(lambda: health.exists() and health.stat().st_mtime, message="the health file to be written")
+    later = poll(lambda: health.stat().st_mtime > first and health.stat().st_mtime, timeout=5,
+                 message="the next heartbeat to touch the health file")
+    check = subprocess.run([sys.executable, "-m", "tinytown.health_file", str(health)], capture_output=True, text=True, timeout=30)
+
+    assert later > first and worker.alive()
+    assert json.loads(health.read_text())["heartbeat_interval_secs"] == 1
+    assert check.returncode == 0, check.stdout
+    assert worker.events("health_file_failed") == []

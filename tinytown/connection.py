@@ -37,7 +37,9 @@ def client_options(config: Config, target: RedisTarget) -> dict[str, Any]:
     opts: dict[str, Any] = {
         "decode_responses": True,
         "socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT_SECS,
-        "health_check_interval": 30,
+        "socket_timeout": defaults.REDIS_SOCKET_TIMEOUT_SECS,
+        "protocol": defaults.REDIS_PROTOCOL,
+        "health_check_interval": defaults.REDIS_HEALTH_CHECK_INTERVAL_SECS,
     }
     if r.url:  # an explicit URL carries its own credentials unless the env/file adds them
         if r.password and urlsplit(target.url).password is None:

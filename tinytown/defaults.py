@@ -20,6 +20,14 @@ REDIS_PORT = 6379
 REDIS_BIND = "127.0.0.1"
 REDIS_MIN_VERSION = (7, 0)
 REDIS_CONNECT_TIMEOUT_SECS = 5.0
+# How long one reply may take, set explicitly rather than left to redis-py's default (5 s in
+# 8.x, none before): a blocking read (the worker's XREADGROUP … BLOCK) waits its block time
+# plus this, so it never meets the timeout however the library's defaults change.
+REDIS_SOCKET_TIMEOUT_SECS = 10.0
+# RESP version, also explicit: redis-py 8 moved its default from 2 to 3. RESP2 is what every
+# Redis-compatible server and proxy speaks; the docket's raw reply parsing handles both.
+REDIS_PROTOCOL = 2
+REDIS_HEALTH_CHECK_INTERVAL_SECS = 30  # a connection idle this long is PINGed before reuse
 REDIS_READY_TIMEOUT_SECS = 10.0  # how long to wait for a just-started embedded server
 REDIS_READY_POLL_SECS = 0.05
 REDIS_STOP_TIMEOUT_SECS = 10.0

@@ -225,7 +225,9 @@ class Docket:
         try:
             self.reader_id = conn.read_response()  # answered at once, before the read blocks
             try:  # raw replies, without redis-py's reply callbacks: stream → [[entry id, [field, value, …]], …]
-                reply = conn.read_response()
+                # Waits the block time plus the usual reply timeout, so an idle read never meets
+                # the connection's socket timeout (whatever it is).
+                reply = conn.read_response(timeout=block_ms / 1000 + defaults.REDIS_SOCKET_TIMEOUT_SECS)
             except redis.ResponseError as err:  # NOGROUP or UNBLOCKED; the claim's reply follows all the same
                 reply, read_error = None, err
             try:
