@@ -74,8 +74,9 @@ from pathlib import Path
 
 import redis
 
-from tinytown import control, defaults, messages, orphan_cli, workspace
-from tinytown.clis import INSTRUCTION_FILE_FLAG, resolve_cli
+from tinytown import control, defaults, health_file, messages, orphan_cli, workspace
+from tinytown import inputs
+from tinytown.clis import INSTRUCTION_FILE_FLAG, UnknownCli, resolve_cli
 from tinytown.config import Config, load_config
 from tinytown.docket import STOP_STATES, Claim, Delivery, Docket, Entry
 from tinytown.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
@@ -114,6 +115,7 @@ class Outcome:
     handed_back: bool = False  # stopped by a drain timeout: the entry is left for reclaim
     cancelled: bool = False  # the task was cancelled (tt/REST) while it ran: its CLI was stopped
     error: str = ""  # the CLI could not be started, or its workspace could not be prepared
+    rejected: bool = False  # the task as stored cannot run here (see Worker.unrunnable): failed, not retried
     tail: str = ""
 
     @property
@@ -167,6 +169,7 @@ class Worker:
         self.finished = threading.Event()
         self.last_controls = self.last_sweep = self.last_forget = 0.0
         self.controls_due = threading.Event()  # set by a stop nudge or a signal: check the controls now
+        self.health_file = health_file.HealthFile.from_env(self.agent_cfg.heartbeat_interval_secs, on_error=lambda **f: self.log("health_file_failed", **f))
 
     def log(self, event: str, **fields) -> None:
         log(event, agent=self.agent_id, name=self.name, **fields)
@@ -449,6 +452,9 @@ class Worker:
     def run_task(self, task: Task, entry: Entry, inbox: Inbox) -> tuple[Outcome, workspace.Workspace | None]:
         """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
         ws = None
+        if problem := self.unrunnable(task):
+            self.log("task_rejected", task=task.id, attempt=task.attempts, reason=problem)
+            return Outcome(error=problem, rejected=True), None
         if task.repo:
             self.log_task_started(task, entry)
             self.set_state("working", allowed_from=("idle", "starting", "paused"), current_task=task.id,
@@ -461,6 +467,30 @@ class Worker:
             except TinytownError as err:
                 return Outcome(error=f"workspace: {err}"), None
         return self.run_cli(task, entry, inbox, ws), ws
+
+    def unrunnable(self, task: Task) -> str:
+        """Why a task as stored cannot run here ("" if it can): a CLI this town does not configure
+        (the config changed, or it was stored before the rule), or a repository or branch that
+        breaks the rules townhall applies at submit. Such a task fails at once with the reason;
+        it never stops the worker."""
+        try:
+            resolve_cli(task.cli or None, self.config)
+            if task.repo:
+                inputs.repo(task.repo, "repo")
+            if task.base_branch:
+                inputs.branch(task.base_branch, "base_branch")
+        except (UnknownCli, inputs.InputError) as err:
+            return f"the task as stored cannot run: {inputs.printable(str(err))}"
+        return ""
+
+    def prompt_bytes(self, make_prompt, task: Task) -> bytes:
+        """The prompt as UTF-8. Text that cannot be encoded (a lone surrogate in a message stored
+        before townhall refused them) is replaced with U+FFFD and logged, never fatal."""
+        text = make_prompt()
+        clean = inputs.printable(text)
+        if clean != text:
+            self.log("prompt_text_replaced", task=task.id, detail="text that is not valid Unicode was replaced with U+FFFD")
+        return clean.encode()
 
     def run_cli(self, task: Task, entry: Entry, inbox: Inbox, ws: workspace.Workspace | None) -> Outcome:
         """Run the CLI as its own process group, prompt on stdin, output to the task's log file.
@@ -481,7 +511,7 @@ class Worker:
         command, prompt_path = cli.command, None
         if cli.name in INSTRUCTION_FILE_FLAG:  # e.g. auggie: the prompt in a file, not on stdin
             prompt_path = self.logs.folder / f"{task.id}.prompt.md"
-            prompt_path.write_bytes(make_prompt().encode())
+            prompt_path.write_bytes(self.prompt_bytes(make_prompt, task))
             command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
         env = {**self.base_env, **cli.env, "TINYTOWN_TASK_ID": task.id, "TINYTOWN_TASK_ATTEMPT": str(task.attempts)}
         cancelled = self.cancelled_task == task.id
@@ -511,7 +541,7 @@ class Worker:
             leash = self.leash_cli(task)
             if not prompt_path:  # on stdin, written once the process exists
                 try:
-                    data = make_prompt().encode()
+                    data = self.prompt_bytes(make_prompt, task)
                 except BaseException:  # a bug: do not leave the CLI waiting on its stdin
                     _stop_group(self.proc)
                     raise
@@ -638,9 +668,10 @@ class Worker:
             result = self.with_redis("complete", tasks.transition, task.id, "completed", allowed_from=("running",),
                                      assignee=me, set_fields={"result": outcome.tail, **stamp})  # fmt: skip
             final = "completed"
-        elif task.attempts >= self.agent_cfg.max_attempts:
-            reason = (f"failed after {task.attempts} attempts (max_attempts = {self.agent_cfg.max_attempts}); "
-                      f"last attempt: {outcome.reason(self.config)}")  # fmt: skip
+        elif outcome.rejected or task.attempts >= self.agent_cfg.max_attempts:
+            reason = outcome.error if outcome.rejected else (
+                f"failed after {task.attempts} attempts (max_attempts = {self.agent_cfg.max_attempts}); "
+                f"last attempt: {outcome.reason(self.config)}")  # fmt: skip
             result = self.with_redis("fail", tasks.transition, task.id, "failed", allowed_from=("running",),
                                      assignee=me, set_fields={"result": f"{reason}\n{outcome.tail}".rstrip(), **stamp})  # fmt: skip
             final = "failed"
@@ -797,6 +828,7 @@ class Worker:
                 pipe.hget(keys.task(held.task_id), "state")
 
         replies = execute_pipelined(self.town.redis, build, agents.scripts + docket.scripts)
+        self.health_file.beat()  # container-side evidence (TINYTOWN_HEALTH_FILE) for a Docker healthcheck
         if held is None:
             return
         still_held, task_state = replies[1], replies[2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import tomllib
 
@@ -178,3 +179,57 @@ def test_auth_gen_key_prints_a_key_that_verifies_against_its_hash(run_tt):
 def test_bad_arguments_exit_2(run_tt):
     assert run_tt("backlog").returncode == 2
     assert run_tt("task", "list", "--state", "sleeping").returncode == 2
+
+
+# --- arguments follow the input rules (tinytown.inputs): exit 2, one line ------------------------
+
+NOT_UTF8 = os.fsdecode(b"\xff")  # what Python makes of an argv byte that is not UTF-8
+
+
+def one_line_usage_error(result, *phrases):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+def test_a_description_that_is_not_utf8_is_a_one_line_usage_error(run_tt, town):
+    result = run_tt("backlog", "add", NOT_UTF8)
+    one_line_usage_error(result, "tt backlog add: error: argument description", "not valid UTF-8 (byte 0xFF")
+    assert town.tasks.counts()["pending"] == 0
+
+
+def test_a_message_that_is_not_utf8_is_a_one_line_usage_error(run_tt, town):
+    town.agents.register("alpha", "claude")
+    result = run_tt("send", "alpha", f"x{NOT_UTF8}y")
+    one_line_usage_error(result, "argument message", "byte 0xFF at character 1")
+    assert town.redis.llen(town.keys.inbox(town.agents.resolve("alpha").id)) == 0
+
+
+@pytest.mark.parametrize("args,phrase", [
+    (("backlog", "add", "x", "--cli", "id -un; true"), "a name is 1-64 characters"),
+    (("backlog", "add", "x", "--repo", "ext::sh -c id"), "git transport forms"),
+    (("backlog", "add", "x", "--base-branch=--orphan"), "git branch name"),
+    (("backlog", "add", "bell\x07"), "control character"),
+    (("send", "bad name", "hi"), "a name is 1-64 characters"),
+])  # fmt: skip
+def test_arguments_that_break_their_rule_are_one_line_usage_errors(run_tt, town, args, phrase):
+    one_line_usage_error(run_tt(*args), phrase)
+    assert town.tasks.counts()["pending"] == 0
+
+
+def test_a_cli_the_town_does_not_configure_is_refused_naming_the_ones_it_does(run_tt, town):
+    result = run_tt("backlog", "add", "x", "--cli", "nosuchcli")
+    one_line_usage_error(result, "'nosuchcli' is not a coding CLI of this town", "claude", "never a command")
+    assert town.tasks.counts()["pending"] == 0
+
+
+def test_inbox_prints_a_stored_message_that_is_not_valid_text(run_tt, town):
+    """A message stored before townhall refused lone surrogates is shown, not a traceback."""
+    agent = town.agents.register("alpha", "claude")
+    town.redis.rpush(town.keys.inbox(agent.id), json.dumps({"id": "m1", "type": "task", "description": "x\ud800y"}))
+    for args in (("inbox", "alpha"), ("inbox", "alpha", "--json")):
+        result = run_tt(*args)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        assert "m1" in result.stdout or "x" in result.stdout

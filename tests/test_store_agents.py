@@ -88,3 +88,11 @@ def test_heartbeat_never_recreates_a_deleted_agent(town):
     assert town.agents.heartbeat(agent.id) is False
     assert not town.redis.exists(town.keys.agent(agent.id))
     assert_agent_indexes_exact(town)
+
+
+def test_a_name_wins_over_another_agents_nickname(town):
+    """Nicknames are generated (Alice is one): an agent named alice is still "alice"."""
+    named = town.agents.register("alice", "claude", nickname="Robert")
+    town.agents.register("bob", "claude", nickname="Alice")
+    assert town.agents.resolve("alice").id == named.id
+    assert town.agents.resolve("ALICE").id == named.id

@@ -309,3 +309,66 @@ def test_what_a_cli_leaves_running_in_its_group_is_stopped_when_it_exits(worker_
         assert poll(lambda: process_gone(child), timeout=10, message="the leftover child to be stopped")
     finally:
         kill_recorded_groups(records)
+
+
+# --- what is already stored can never stop a worker ---------------------------------------------
+
+
+def test_a_stored_message_that_is_not_valid_text_reaches_the_prompt_replaced_and_the_worker_carries_on(worker_town, workers, tmp_path):
+    """A message with a lone surrogate (accepted before townhall refused them) once made the
+    worker exit 1 on every new task; now the text is replaced (U+FFFD), logged, and the task runs."""
+    import json
+
+    root = worker_town()
+    town = open_town(root)
+    worker = workers.start(root, name="alpha")
+    worker.wait_event("agent_state", state="idle")
+    town.redis.rpush(town.keys.inbox(worker.agent_id), json.dumps({"id": "m1", "type": "task", "description": "x\ud800y"}))
+    prompt = tmp_path / "prompt.md"
+    task = town.tasks.add(f"[prompt {prompt}]", agent_id=worker.agent_id)
+
+    assert wait_terminal(town, task.id).state == "completed"
+    assert "x\ufffdy" in prompt.read_text(encoding="utf-8")
+    worker.wait_event("prompt_text_replaced", task=task.id)
+    assert town.redis.llen(town.keys.inbox(worker.agent_id)) == 0  # taken with the task, not left to poison the next
+    second = town.tasks.add("[print still here]")
+    assert wait_terminal(town, second.id).state == "completed" and worker.alive()
+
+
+def test_a_stored_task_naming_a_command_as_its_cli_fails_at_once_and_runs_nothing(worker_town, workers, tmp_path):
+    """`cli` was once passed to sh -c whatever it said; a task stored that way (or naming a CLI
+    the town no longer configures) fails with the reason, attempt 1, and the worker goes on."""
+    root = worker_town(max_attempts=3)
+    town = open_town(root)
+    marker = tmp_path / "ran"
+    worker = workers.start(root)
+    worker.wait_event("agent_state", state="idle")
+    bad = town.tasks.add("x", cli=f"touch {marker}; true")
+    odd = town.tasks.add("y", repo="ext::sh -c touch% /tmp/x")
+
+    for task in (bad, odd):
+        done = wait_terminal(town, task.id)
+        assert done.state == "failed" and done.attempts == 1 and "cannot run" in done.result
+        worker.wait_event("task_rejected", task=task.id)
+    assert not marker.exists()
+    good = town.tasks.add("[print fine]")
+    assert wait_terminal(town, good.id).state == "completed" and worker.alive()
+
+
+def test_bytes_that_are_not_utf8_in_a_stored_task_do_not_stop_the_worker(worker_town, workers, tmp_path):
+    """Another Redis client wrote raw bytes into a task's description: read as U+FFFD."""
+    import redis
+
+    root = worker_town()
+    town = open_town(root)
+    prompt = tmp_path / "prompt.md"
+    task = town.tasks.add("placeholder")
+    kwargs = {**town.redis.connection_pool.connection_kwargs, "decode_responses": False}
+    binary = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=town.redis.connection_pool.connection_class, **kwargs))
+    binary.hset(town.keys.task(task.id), "description", f"[prompt {prompt}] caf".encode() + b"\xe9\xff\xfe")
+    binary.close()
+
+    worker = workers.start(root)
+    assert wait_terminal(town, task.id).state == "completed"
+    assert "caf\ufffd" in prompt.read_text(encoding="utf-8")
+    assert worker.alive()

@@ -1,10 +1,26 @@
-"""Coding-CLI presets and how a CLI reference resolves to a command (upstream spec §2.2). Pure."""
+"""Coding-CLI presets, and which command a CLI name stands for (upstream spec §2.2). Pure.
+
+**The security boundary.** A task or an agent names a coding CLI; it never carries a command.
+The name must be a built-in preset or a ``[agent_clis.NAME]`` table of the town's
+``tinytown.toml``, checked when the task is submitted (townhall answers 422 listing the names it
+accepts) and again by the worker before it runs anything. So a client with ``town.write`` picks
+*which* configured CLI works on its task; only whoever edits ``tinytown.toml`` decides *what*
+runs. (The coding CLI itself, once running, does what coding agents do: it runs commands in the
+task's workspace. Run workers where that is acceptable.)
+
+The town's own ``default_cli`` may still be a full command line that matches a preset, as
+upstream's configs have (``"codex exec … -m gpt-5.4-mini"`` → ``codex-mini``).
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping
 
-from .config import AgentCli, Config
+from .errors import ExitStatus, TinytownError
+
+if TYPE_CHECKING:  # config imports this module
+    from .config import Config
 
 PRESETS: dict[str, str] = {
     "claude": "claude --print --dangerously-skip-permissions",
@@ -19,6 +35,36 @@ PRESETS: dict[str, str] = {
 
 # CLIs that take the prompt as a file argument instead of on stdin.
 INSTRUCTION_FILE_FLAG: dict[str, str] = {"auggie": "--instruction-file"}
+
+
+@dataclass(frozen=True)
+class AgentCli:
+    """A coding CLI: the command that reads a prompt on stdin, where it runs and its env."""
+
+    name: str
+    command: str
+    workdir: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+class UnknownCli(TinytownError):
+    """A CLI name the town does not configure (a usage error where a person typed it)."""
+
+    exit_status = ExitStatus.USAGE
+
+
+def known_names(agent_clis: Mapping[str, AgentCli]) -> list[str]:
+    """Every CLI name a task may give: the presets and the town's ``[agent_clis]`` tables."""
+    return sorted(set(PRESETS) | set(agent_clis))
+
+
+def unknown_message(ref: str, agent_clis: Mapping[str, AgentCli]) -> str:
+    custom = ", ".join(sorted(agent_clis)) or "none"
+    return (
+        f"{ref[:80]!r} is not a coding CLI of this town; a task names one of the presets "
+        f"({', '.join(sorted(PRESETS))}) or a [agent_clis.NAME] table of tinytown.toml ({custom}), "
+        "never a command"
+    )
 
 
 def preset_name_for(command: str) -> str | None:
@@ -37,20 +83,32 @@ def preset_name_for(command: str) -> str | None:
     return None
 
 
-def resolve_cli(ref: str | None, config: Config) -> AgentCli:
-    """The CLI to run for a reference: a custom ``[agent_clis.NAME]``, a preset, or a raw command.
+def default_cli(ref: str, agent_clis: Mapping[str, AgentCli]) -> AgentCli:
+    """The town's ``default_cli``: a name, or a command line that matches a preset (upstream's
+    legacy form, run as written). Raises :class:`UnknownCli`."""
+    ref = ref.strip()
+    if ref in agent_clis or ref in PRESETS:
+        return named_cli(ref, agent_clis)
+    inferred = preset_name_for(ref)
+    if inferred is None:
+        raise UnknownCli(unknown_message(ref, agent_clis))
+    if inferred in agent_clis:
+        return agent_clis[inferred]
+    return AgentCli(name=inferred, command=ref)
 
-    Order: the town's own table (its ``command``, ``workdir`` and ``env`` apply) → built-in
-    preset → preset inferred from a full command line → the string used as the command.
-    An empty reference means the town's ``default_cli``.
-    """
-    ref = (ref or config.default_cli or "claude").strip()
-    custom: Mapping[str, AgentCli] = config.agent_clis
-    if ref in custom:
-        return custom[ref]
+
+def named_cli(ref: str, agent_clis: Mapping[str, AgentCli]) -> AgentCli:
+    """The CLI a task or agent names: exactly a preset or a ``[agent_clis]`` table (those win).
+    Raises :class:`UnknownCli` for anything else, a command line included."""
+    if ref in agent_clis:
+        return agent_clis[ref]
     if ref in PRESETS:
         return AgentCli(name=ref, command=PRESETS[ref])
-    inferred = preset_name_for(ref)
-    if inferred and inferred in custom:
-        return custom[inferred]
-    return AgentCli(name=inferred or ref.split()[0], command=ref)
+    raise UnknownCli(unknown_message(ref, agent_clis))
+
+
+def resolve_cli(ref: str | None, config: "Config") -> AgentCli:
+    """The CLI to run for a task's ``cli`` (None or empty: the town's ``default_cli``)."""
+    if not ref:
+        return default_cli(config.default_cli, config.agent_clis)
+    return named_cli(ref, config.agent_clis)

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import defaults
+from . import defaults, inputs
+from .clis import AgentCli, UnknownCli, default_cli
 from .errors import ConfigError
 
 AUTH_MODES = ("none", "api_key", "oidc")
@@ -108,15 +109,6 @@ class AgentConfig:
     drain_timeout_secs: int = defaults.DRAIN_TIMEOUT_SECS
     workspace_dir: str = ".tt/workspace"
 
-
-@dataclass(frozen=True)
-class AgentCli:
-    """A coding CLI: the command that reads a prompt on stdin, where it runs and its env."""
-
-    name: str
-    command: str
-    workdir: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -340,6 +332,10 @@ def _agent(t: _Table) -> AgentConfig:
 def _agent_clis(t: _Table) -> dict[str, AgentCli]:
     clis = {}
     for name in list(t.data):
+        try:
+            inputs.name(name, name)
+        except inputs.InputError:
+            raise t._fail(name, t.data[name], f"a table whose name is {inputs.NAME_RULE}") from None
         ct = t.table(name)
         command = ct.get("command", "", str)
         if not command.strip():
@@ -430,4 +426,9 @@ def load_config(root: str | os.PathLike | None = None, env: Mapping[str, str] | 
         file=path if path.exists() else None,
     )
     top.check_unknown()
+    try:
+        default_cli(cfg.default_cli, cfg.agent_clis)
+    except UnknownCli as err:
+        where = "environment: TINYTOWN_AGENT_CLI" if env.get("TINYTOWN_AGENT_CLI") else f"{source}: default_cli"
+        raise ConfigError(f"{where}: {err}; add a [agent_clis.NAME] table with its command") from None
     return cfg

@@ -39,6 +39,9 @@ def client_options(config: Config, target: RedisTarget) -> dict[str, Any]:
         "socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT_SECS,
         "socket_timeout": defaults.REDIS_SOCKET_TIMEOUT_SECS,
         "protocol": defaults.REDIS_PROTOCOL,
+        # Bytes that are not UTF-8 (written by another client) read as U+FFFD instead of failing
+        # the read: no stored value can crash a reader.
+        "encoding_errors": "replace",
         "health_check_interval": defaults.REDIS_HEALTH_CHECK_INTERVAL_SECS,
     }
     if r.url:  # an explicit URL carries its own credentials unless the env/file adds them

@@ -54,6 +54,17 @@ JWKS_MIN_REFETCH_INTERVAL_SECS = 10
 JWKS_FETCH_TIMEOUT_SECS = 5
 DISPATCHER_FRESH_SECS = 90  # /ready reports the dispatcher "running" if it ticked this recently
 
+# --- input rules (tinytown.inputs): request bodies, tt arguments -------------------------------
+INPUT_MAX_DEPTH = 32  # nesting of a JSON body
+INPUT_MAX_NUMBER_CHARS = 32  # one number literal in a JSON body (Python's own int limit is 4300 digits)
+INPUT_MAX_TEXT_CHARS = 256 * 1024  # a description, message, result or reason
+INPUT_MAX_LINE_CHARS = 1024  # a one-line value without a rule of its own (a doc path, an artifact)
+INPUT_MAX_TAGS = 50
+INPUT_MAX_TAG_CHARS = 100
+INPUT_MAX_BRANCH_CHARS = 200
+INPUT_MAX_REPO_CHARS = 2048
+MISSION_MAX_OBJECTIVES = 100
+
 # --- agent worker -----------------------------------------------------------------------------
 # 300 s matches KEDA's cooldown and Semaphore's idle default; coding agents that are slow to
 # start may want more. 0 disables the idle exit.

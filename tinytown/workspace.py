@@ -25,6 +25,7 @@ from typing import IO
 
 from . import defaults
 from .errors import TinytownError
+from .inputs import printable
 from .records import Task
 
 BRANCH_PREFIX = "tt/"
@@ -131,7 +132,7 @@ def _identity(path: Path, agent_name: str) -> list[str]:
 
 
 def commit_message(task: Task, *, wip: bool = False) -> str:
-    first = (task.description.strip().splitlines() or [""])[0][:72]
+    first = printable((task.description.strip().splitlines() or [""])[0][:72])
     if wip:
         return f"WIP: tt task {task.id} (handed back on drain timeout)\n\n{first}\n"
     return f"tt: task {task.id}: {first}\n"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from flask import current_app
 
+from .. import inputs
+from ..clis import named_cli
 from ..records import SUPERVISOR_ID, Agent, Task, rest_state
 from ..store import Town
 from ..store.missions import MissionStore
-from .validation import uuid_param
+from .validation import field, uuid_param
 
 SUPERVISOR_ALIASES = ("supervisor", "conductor")
 
@@ -26,6 +28,16 @@ def agent_id_for(ref: str, *, allow_supervisor: bool = False) -> tuple[str, Agen
         return SUPERVISOR_ID, None
     agent = town().agents.resolve(ref)
     return agent.id, agent
+
+
+def agent_ref(body: dict, name: str, *, required: bool = False) -> str | None:
+    """An agent reference in a body: an id, name, nickname or short id (the name rule)."""
+    return field(body, name, str, required=required, rule=inputs.reference)
+
+
+def cli_rule(value: str, name: str) -> str:
+    """A coding-CLI name this town configures (a preset or ``[agent_clis.NAME]``); never a command."""
+    return named_cli(inputs.text(value, name, max_chars=200, multiline=False), town().config.agent_clis).name
 
 
 def valid_mission_id(value: str) -> str:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from .. import inputs
+from ..clis import resolve_cli
 from ..records import RESERVED_AGENT_NAMES, is_uuid, now, to_rfc3339
 from .access import protect
-from .common import agent_id_for, valid_mission_id, missions, town
+from .common import agent_id_for, agent_ref, cli_rule, valid_mission_id, missions, town
 from .problems import Problem
 from .validation import field, json_body, query_bool
 
@@ -22,11 +24,11 @@ protect(manage, "agent.manage")
 @manage.post("/v1/agents")
 def spawn_agent():
     body = json_body()
-    name = field(body, "name", str, required=True, nonempty=True)
-    cli = field(body, "cli", str) or town().config.default_cli
-    role_id = field(body, "role_id", str)
-    nickname = field(body, "nickname", str)
-    parent = field(body, "parent_agent_id", str)
+    name = field(body, "name", str, required=True, rule=inputs.name)
+    cli = field(body, "cli", str, rule=cli_rule) or resolve_cli(None, town().config).name
+    role_id = field(body, "role_id", str, rule=inputs.name)
+    nickname = field(body, "nickname", str, rule=inputs.name)
+    parent = field(body, "parent_agent_id", str, rule=inputs.reference)
     if name.strip().lower() in RESERVED_AGENT_NAMES:
         raise Problem(400, f"agent name {name!r} is reserved; choose another name", field="name")
     if parent is not None and not is_uuid(parent.lower()):
@@ -89,8 +91,8 @@ def reclaim():
     """Move the inbox messages of terminal agents to the backlog or an agent; never discards one."""
     body = json_body(optional=True)
     to_backlog = field(body, "to_backlog", bool, default=False)
-    to_ref = field(body, "to", str)
-    from_ref = field(body, "from", str)
+    to_ref = agent_ref(body, "to")
+    from_ref = agent_ref(body, "from")
     if to_backlog and to_ref:
         raise Problem(422, "give either 'to_backlog' or 'to', not both", field="to")
     for ref in (to_ref, from_ref):
@@ -101,7 +103,7 @@ def reclaim():
 
 @manage.post("/v1/reclaim/orphan-tasks")
 def orphan_tasks():
-    action = field(json_body(optional=True), "action", str, default="list")
+    action = field(json_body(optional=True), "action", str, default="list", rule=inputs.name)
     try:
         return _recovery().orphan_tasks(town(), action)
     except ValueError as err:

@@ -16,7 +16,9 @@ from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
 from .. import defaults
+from ..clis import UnknownCli
 from ..errors import InvalidTransition, NotFound, TinytownError
+from ..inputs import InputError
 from ..redis_url import redact_text, resolve_target
 
 PROBLEM_TYPE = "https://tinytown.dev/errors/{status}"
@@ -73,6 +75,14 @@ def register_error_handlers(app: Flask) -> None:
             headers["Allow"] = ", ".join(sorted(err.valid_methods))
             detail = f"method not allowed; this route accepts {headers['Allow']}"
         return problem(err.code or 500, detail, headers=headers)
+
+    @app.errorhandler(InputError)
+    def _bad_input(err: InputError):
+        return problem(err.status, str(err), field=err.field)
+
+    @app.errorhandler(UnknownCli)
+    def _unknown_cli(err: UnknownCli):
+        return problem(422, f"field 'cli': {err}", field="cli")
 
     @app.errorhandler(NotFound)
     def _not_found(err: NotFound):

@@ -1,59 +1,102 @@
-"""Request bodies and query strings: parse, check, and say exactly what is wrong.
+"""Request bodies and query strings: read, check, and say exactly what is wrong.
 
-Wrong content type → 415; malformed JSON → 400 naming the line and column; a missing field or
-one of the wrong type → 422 naming the field. Views validate everything before writing, so a
-rejected request writes nothing.
+One path for every body: :func:`json_body` reads at most ``max_body_bytes`` whatever the framing
+(``Content-Length`` or chunked: anything longer is 413, never cut), then
+:func:`tinytown.inputs.decode_json` parses it (UTF-8, depth, number size, valid Unicode) — 400
+naming what is wrong. Wrong content type → 415. Fields are read with :func:`field`, which checks
+the JSON type and then the field's rule from :mod:`tinytown.inputs` (text, names, tags, branch,
+repository) — 422 naming the field. Views check everything before writing, so a rejected
+request writes nothing.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, Callable
 
-from flask import request
+from flask import current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import defaults
+from .. import defaults, inputs
 from ..records import is_uuid
 from .problems import Problem
 
 _MISSING = object()
+_READ_CHUNK_BYTES = 64 * 1024
+_KIND_NAMES = {str: "a string", bool: "a boolean", int: "an integer", list: "an array of strings"}
+
+
+def read_body() -> bytes:
+    """The request body, at most ``MAX_CONTENT_LENGTH`` bytes; 413 past it, whatever the framing.
+
+    werkzeug's own limit on a chunked body stops reading at the limit and returns what it has,
+    so a body one byte over it would be parsed cut; this reads one byte past the limit to know.
+    """
+    if "body" in g:
+        return g.body
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge()
+    if length is not None:
+        data = request.stream.read()
+    elif request.environ.get("wsgi.input_terminated"):  # chunked: the server ends the stream
+        stream, parts, size = request.environ["wsgi.input"], [], 0
+        while chunk := stream.read(min(_READ_CHUNK_BYTES, limit + 1 - size)):
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise RequestEntityTooLarge()
+        data = b"".join(parts)
+    else:  # no length and no end the server vouches for: nothing can be read safely
+        data = b""
+    g.body = data
+    return data
 
 
 def json_body(*, optional: bool = False) -> dict[str, Any]:
     """The request's JSON object. ``optional``: an empty body counts as ``{}``."""
-    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    raw = read_body()
     if not raw.strip():
         if optional:
             return {}
         raise Problem(422, "request body is empty; send a JSON object", field="body")
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise Problem(415, f"Content-Type must be application/json, got {request.content_type or 'none'!r}")
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise Problem(400, f"request body is not UTF-8 (byte {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise Problem(400, f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+        raise Problem(415, f"Content-Type must be application/json, got {inputs.printable(request.content_type or 'none')!r}")
+    body = inputs.decode_json(raw)
     if not isinstance(body, dict):
-        raise Problem(422, f"request body must be a JSON object, got {_type_name(body)}", field="body")
+        raise Problem(422, f"request body must be a JSON object, got {type_name(body)}", field="body")
     return body
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number"
     )
 
 
-def field(body: dict, name: str, kind: type, *, required: bool = False, default: Any = None, nonempty: bool = False) -> Any:
-    """``body[name]`` checked to be ``kind`` (str, bool, int, list of str); 422 naming it if not."""
+def field(
+    body: dict,
+    name: str,
+    kind: type,
+    *,
+    required: bool = False,
+    default: Any = None,
+    rule: Callable[..., Any] | None = None,
+    low: int = 0,
+    high: int = 2**31 - 1,
+) -> Any:
+    """``body[name]``: of JSON type ``kind`` (str, bool, int, list of str), then its rule; 422
+    naming the field if not.
+
+    A string without a ``rule`` is checked as multi-line text (:func:`tinytown.inputs.text`);
+    an integer must lie in [``low``, ``high``]; a list's ``rule`` gets the whole list.
+    """
     value = body.get(name, _MISSING)
     if value is _MISSING or value is None:
         if required:
             raise Problem(422, f"field {name!r} is required", field=name)
         return default
-    expected = {str: "a string", bool: "a boolean", int: "an integer", list: "an array of strings"}[kind]
     ok = (
         isinstance(value, str) if kind is str
         else isinstance(value, bool) if kind is bool
@@ -61,16 +104,31 @@ def field(body: dict, name: str, kind: type, *, required: bool = False, default:
         else isinstance(value, list) and all(isinstance(v, str) for v in value)
     )  # fmt: skip
     if not ok:
-        raise Problem(422, f"field {name!r} must be {expected}, got {_type_name(value)}", field=name)
-    if nonempty and kind is str and not value.strip():
+        raise Problem(422, f"field {name!r} must be {_KIND_NAMES[kind]}, got {type_name(value)}", field=name)
+    if kind is int:
+        return inputs.integer(value, name, low, high)
+    if kind is str and rule is None:
+        return inputs.text(value, name)
+    return rule(value, name) if rule is not None else value
+
+
+def required_text(body: dict, name: str, *, multiline: bool = True) -> str:
+    """A required string with something in it besides whitespace."""
+    value = field(body, name, str, required=True, rule=lambda v, f: inputs.text(v, f, multiline=multiline))
+    if not value.strip():
         raise Problem(422, f"field {name!r} must not be empty", field=name)
     return value
+
+
+def line(value: str, name: str) -> str:
+    """A rule for one-line values without a rule of their own (a path, an artifact)."""
+    return inputs.text(value, name, max_chars=defaults.INPUT_MAX_LINE_CHARS, multiline=False)
 
 
 def uuid_param(value: str, what: str, status: int = 400) -> str:
     """A path id that must be a UUID (upstream answers 400 "Invalid task ID: …")."""
     if not is_uuid(value.lower()):
-        raise Problem(status, f"invalid {what} {value!r}: expected a UUID", field=what.replace(" ", "_"))
+        raise Problem(status, f"invalid {what} {inputs.printable(value)!r}: expected a UUID", field=what.replace(" ", "_"))
     return value.lower()
 
 
@@ -78,12 +136,9 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
+    value = int(raw) if raw.isascii() and raw.lstrip("-").isdigit() and len(raw) <= 20 else None
     if value is None or not low <= value <= high:
-        raise Problem(422, f"query parameter {name!r} must be an integer from {low} to {high}, got {raw!r}", field=name)
+        raise Problem(422, f"query parameter {name!r} must be an integer from {low} to {high}, got {raw[:40]!r}", field=name)
     return value
 
 
@@ -95,7 +150,7 @@ def query_bool(name: str, default: bool = False) -> bool:
         return True
     if raw.lower() in ("0", "false", "no"):
         return False
-    raise Problem(422, f"query parameter {name!r} must be true or false, got {raw!r}", field=name)
+    raise Problem(422, f"query parameter {name!r} must be true or false, got {raw[:40]!r}", field=name)
 
 
 def page() -> tuple[int, int]:

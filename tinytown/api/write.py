@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from .. import messages
+from .. import defaults, inputs, messages
 from ..records import SUPERVISOR_ID, Task
 from ..store.missions import WORK_STATUSES
 from .access import protect
-from .common import agent_id_for, valid_mission_id, missions, task_json, town
+from .common import agent_id_for, agent_ref, cli_rule, valid_mission_id, missions, task_json, town
 from .problems import Problem
-from .validation import field, json_body, uuid_param
+from .validation import field, json_body, line, required_text, uuid_param
 
 write = Blueprint("write", __name__)
 protect(write, "town.write")
@@ -19,19 +19,19 @@ protect(write, "town.write")
 def _task_options(body: dict) -> dict:
     """The optional task fields a worker understands."""
     return {
-        "tags": field(body, "tags", list, default=[]),
-        "repo": field(body, "repo", str),
-        "base_branch": field(body, "base_branch", str),
+        "tags": field(body, "tags", list, default=[], rule=inputs.tags),
+        "repo": field(body, "repo", str, rule=inputs.repo),
+        "base_branch": field(body, "base_branch", str, rule=inputs.branch),
         "push": field(body, "push", bool, default=False),
-        "cli": field(body, "cli", str),
+        "cli": field(body, "cli", str, rule=cli_rule),
     }
 
 
 @write.post("/v1/tasks/assign")
 def assign_task():
     body = json_body()
-    ref = field(body, "agent", str, required=True, nonempty=True)
-    description = field(body, "task", str, required=True, nonempty=True)
+    ref = agent_ref(body, "agent", required=True)
+    description = required_text(body, "task")
     options = _task_options(body)
     agent_id, _ = agent_id_for(ref)
     task = town().tasks.add(description, agent_id=agent_id, **options)
@@ -41,7 +41,7 @@ def assign_task():
 @write.post("/v1/backlog")
 def add_backlog():
     body = json_body()
-    description = field(body, "description", str, required=True, nonempty=True)
+    description = required_text(body, "description")
     task = town().tasks.add(description, **_task_options(body))
     return {"task_id": task.id, "description": task.description}, 201
 
@@ -49,7 +49,7 @@ def add_backlog():
 @write.post("/v1/backlog/<task_id>/claim")
 def claim(task_id: str):
     task_id = uuid_param(task_id, "task id")
-    ref = field(json_body(), "agent", str, required=True, nonempty=True)
+    ref = agent_ref(json_body(), "agent", required=True)
     agent_id, _ = agent_id_for(ref)
     if town().tasks.find(task_id) is None:
         raise Problem(404, f"Task {task_id} not found in backlog")
@@ -59,7 +59,7 @@ def claim(task_id: str):
 
 @write.post("/v1/backlog/assign-all")
 def assign_all():
-    ref = field(json_body(), "agent", str, required=True, nonempty=True)
+    ref = agent_ref(json_body(), "agent", required=True)
     agent_id, _ = agent_id_for(ref)
     t = town()
     assigned = []
@@ -83,8 +83,8 @@ def remove_backlog(task_id: str):
 
 def _guard_agent(body: dict | None) -> str:
     """The optional ``agent`` a report names: it must be the task's assignee (id, or "" = any)."""
-    agent_ref = field(body, "agent", str)
-    return agent_id_for(agent_ref)[0] if agent_ref else ""
+    ref = agent_ref(body, "agent")
+    return agent_id_for(ref)[0] if ref else ""
 
 
 def _reported(transition) -> dict:
@@ -120,10 +120,10 @@ def cancel_task(task_id: str):
 @write.post("/v1/messages/send")
 def send_message():
     body = json_body()
-    to_ref = field(body, "to", str, required=True, nonempty=True)
+    to_ref = agent_ref(body, "to", required=True)
     text = field(body, "message", str, required=True)
-    kind = field(body, "kind", str, default="task")
-    from_ref = field(body, "from", str)
+    kind = field(body, "kind", str, default="task", rule=line)
+    from_ref = agent_ref(body, "from")
     urgent = field(body, "urgent", bool, default=False)
     to_id, _ = agent_id_for(to_ref, allow_supervisor=True)
     sender = agent_id_for(from_ref, allow_supervisor=True)[0] if from_ref else SUPERVISOR_ID
@@ -141,12 +141,16 @@ def _objective(i: int, value) -> dict:
     if not isinstance(value, dict) or value.get("type") not in ("issue", "doc"):
         raise Problem(422, f"field {name!r} must be an object with type \"issue\" or \"doc\"", field=name)
     if value["type"] == "doc":
-        path = field(value, "path", str, required=True, nonempty=True)
+        path = field(value, "path", str, required=True, rule=line)
+        if not path.strip():
+            raise Problem(422, f"field '{name}.path' must not be empty", field=f"{name}.path")
         return {"type": "doc", "path": path}
     for key, kind in (("owner", str), ("repo", str), ("number", int)):
         if not isinstance(value.get(key), kind) or isinstance(value.get(key), bool):
             raise Problem(422, f"field '{name}.{key}' is required for an issue objective", field=f"{name}.{key}")
-    return {"type": "issue", "owner": value["owner"], "repo": value["repo"], "number": value["number"]}
+    return {"type": "issue", "owner": inputs.name(value["owner"], f"{name}.owner"),
+            "repo": inputs.name(value["repo"], f"{name}.repo"),
+            "number": inputs.integer(value["number"], f"{name}.number", 1, 2**31 - 1)}  # fmt: skip
 
 
 def _policy(body: dict) -> dict:
@@ -154,11 +158,10 @@ def _policy(body: dict) -> dict:
     if not isinstance(raw, dict):
         raise Problem(422, "field 'policy' must be an object", field="policy")
     policy = {}
-    for key, kind in (("max_parallel_items", int), ("reviewer_required", bool), ("auto_merge", bool), ("watch_interval_secs", int)):
-        value = field(raw, key, kind)
+    for key, kind, high in (("max_parallel_items", int, 1000), ("reviewer_required", bool, 0), ("auto_merge", bool, 0),
+                            ("watch_interval_secs", int, 7 * 86400)):  # fmt: skip
+        value = field(raw, key, kind, low=1, high=high)
         if value is not None:
-            if kind is int and value < 1:
-                raise Problem(422, f"field 'policy.{key}' must be at least 1", field=f"policy.{key}")
             policy[key] = value
     return policy
 
@@ -167,8 +170,9 @@ def _policy(body: dict) -> dict:
 def start_mission():
     body = json_body()
     raw = body.get("objectives")
-    if not isinstance(raw, list) or not raw:
-        raise Problem(422, "field 'objectives' must be a non-empty array of issue or doc references", field="objectives")
+    if not isinstance(raw, list) or not raw or len(raw) > defaults.MISSION_MAX_OBJECTIVES:
+        raise Problem(422, "field 'objectives' must be a non-empty array of at most "
+                      f"{defaults.MISSION_MAX_OBJECTIVES} issue or doc references", field="objectives")  # fmt: skip
     objectives = [_objective(i, v) for i, v in enumerate(raw)]
     mission = missions().create(objectives, _policy(body))
     return {"mission_id": mission.id, "state": mission.state, "objective_count": len(objectives)}, 201
@@ -178,17 +182,21 @@ def start_mission():
 def update_work_item(mission_id: str, work_item_id: str):
     mid = valid_mission_id(mission_id)
     body = json_body()
-    status = field(body, "status", str)
+    status = field(body, "status", str, rule=line)
     if status is not None and status not in WORK_STATUSES:
         raise Problem(422, f"field 'status' must be one of {', '.join(WORK_STATUSES)}", field="status")
-    artifacts = field(body, "artifacts", list)
+    artifacts = field(body, "artifacts", list, rule=_artifacts)
     return missions().update_work_item(mid, work_item_id, status=status, artifacts=artifacts)
 
 
 @write.post("/v1/missions/<mission_id>/watches/<watch_id>/snooze")
 def snooze_watch(mission_id: str, watch_id: str):
     mid = valid_mission_id(mission_id)
-    duration = field(json_body(), "duration_secs", int, required=True)
-    if duration < 60:
-        raise Problem(422, "field 'duration_secs' must be at least 60", field="duration_secs")
+    duration = field(json_body(), "duration_secs", int, required=True, low=60, high=30 * 86400)
     return missions().snooze_watch(mid, watch_id, duration)
+
+
+def _artifacts(values: list[str], name: str) -> list[str]:
+    if len(values) > defaults.INPUT_MAX_TAGS:
+        raise Problem(422, f"field {name!r} has {len(values)} entries; at most {defaults.INPUT_MAX_TAGS}", field=name)
+    return [line(v, f"{name}[{i}]") for i, v in enumerate(values)]

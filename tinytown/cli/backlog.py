@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import TASK_ID_HELP, add_json_flag, guard_redis, open_town, print_json, print_table, short
+from ..clis import named_cli
+from .common import AGENT, BRANCH, NAME, REPO, TAGS, TASK_ID_HELP, TEXT, add_json_flag, guard_redis, open_town, print_json, print_table, short
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,12 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     a = bsub.add_parser("add", help="add a task to the backlog (and the shared docket)",
                         description="Create a pending task; any idle worker picks it up at once.")
-    a.add_argument("description", help="what the coding agent should do")
-    a.add_argument("--tags", default="", help="comma-separated tags, e.g. backend,urgent")
-    a.add_argument("--repo", help="git repository (URL or path) the worker clones for this task")
-    a.add_argument("--base-branch", help="branch to start from (default: the repository's default)")
+    a.add_argument("description", type=TEXT, help="what the coding agent should do")
+    a.add_argument("--tags", type=TAGS, default=[], help="comma-separated tags, e.g. backend,urgent")
+    a.add_argument("--repo", type=REPO, help="git repository the worker clones for this task: an https://, "
+                   "ssh://, git:// or file:// URL, user@host:path, or a path on the worker")
+    a.add_argument("--base-branch", type=BRANCH, help="branch to start from (default: the repository's default)")
     a.add_argument("--push", action="store_true", help="push the task branch when done")
-    a.add_argument("--cli", help="coding CLI for this task (default: the town's default_cli)")
+    a.add_argument("--cli", type=NAME, help="coding CLI for this task: a preset or an [agent_clis.NAME] of the "
+                   "town (default: the town's default_cli)")
     add_json_flag(a)
     a.set_defaults(func=cmd_add)
 
@@ -40,16 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Assign a pending backlog task to one agent: it moves from the "
                         "shared docket to that agent's own.")
     c.add_argument("task_id", help=TASK_ID_HELP)
-    c.add_argument("agent", help="agent id, name, nickname or short id")
+    c.add_argument("agent", type=AGENT, help="agent id, name, nickname or short id")
     c.set_defaults(func=cmd_claim)
 
 
 @guard_redis
 def cmd_add(args: argparse.Namespace) -> int:
     town = open_town(args)
-    tags = [t.strip() for t in args.tags.split(",") if t.strip()]
+    if args.cli:
+        named_cli(args.cli, town.config.agent_clis)  # exit 2 naming the CLIs the town has
     task = town.tasks.add(
-        args.description, tags=tags, repo=args.repo, base_branch=args.base_branch, push=args.push, cli=args.cli
+        args.description, tags=args.tags, repo=args.repo, base_branch=args.base_branch, push=args.push, cli=args.cli
     )
     if args.json:
         print_json(task.to_json())

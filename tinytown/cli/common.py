@@ -5,16 +5,57 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import redis
 
+from .. import inputs
 from ..config import Config, load_config
 from ..errors import RedisUnavailable
 from ..redis_url import redact_text, resolve_target
 from ..store import Town
 
 TASK_ID_HELP = "task id (as printed by `tt backlog add` or `tt task list`)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``tt backlog add: error: … (see tt backlog add --help)``,
+    exit status 2, instead of a usage block and a second line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def undecodable(value: str) -> str | None:
+    """Why a command-line string is not UTF-8 text (Python keeps such bytes as U+DC80–U+DCFF)."""
+    for i, ch in enumerate(value):
+        if "\udc80" <= ch <= "\udcff":
+            return f"is not valid UTF-8 (byte 0x{ord(ch) - 0xDC00:02X} at character {i})"
+    return None
+
+
+def rule(check: Callable[[str, str], Any], what: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that applies a rule of :mod:`tinytown.inputs` (argparse turns the
+    error into a one-line message and exit status 2)."""
+
+    def parse(value: str) -> Any:
+        if (why := undecodable(value)) is not None:
+            raise argparse.ArgumentTypeError(why)
+        try:
+            return check(value, what)
+        except inputs.InputError as err:  # "field 'x' is …" → "is …": argparse names the argument
+            raise argparse.ArgumentTypeError(str(err).replace(f"field {what!r} ", "")) from None
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+TEXT = rule(inputs.text, "text")
+AGENT = rule(inputs.reference, "agent")
+NAME = rule(inputs.name, "name")
+REPO = rule(inputs.repo, "repo")
+BRANCH = rule(inputs.branch, "branch")
+TAGS = rule(lambda v, f: inputs.tags([t.strip() for t in v.split(",") if t.strip()], f), "tags")
 
 
 def config_of(args: argparse.Namespace) -> Config:

@@ -14,6 +14,7 @@ from typing import Sequence
 from .. import __version__
 from ..errors import ExitStatus, TinytownError
 from . import auth, backlog, redis_cmd, task, town, worker
+from .common import Parser, undecodable
 
 COMMAND_GROUPS = (town, backlog, task, auth, redis_cmd, worker)
 
@@ -29,7 +30,7 @@ EPILOG = """exit codes:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tt",
         description="Operate a Tinytown town: its Redis, backlog, tasks and API keys.",
         epilog=EPILOG,
@@ -47,8 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # What is printed may come from anyone (a task's result, a message): never fail on it.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
+    for key, value in vars(args).items():  # every string argument, whatever its own rule
+        if isinstance(value, str) and (why := undecodable(value)) is not None:
+            parser.error(f"argument {key.replace('_', '-')} {why}")
     try:
         return int(args.func(args) or 0)
     except TinytownError as err:

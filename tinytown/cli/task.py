@@ -7,7 +7,7 @@ import os
 
 from ..errors import TinytownError
 from ..keys import TASK_STATES
-from .common import TASK_ID_HELP, add_json_flag, guard_redis, open_town, print_json, print_table, short
+from .common import TASK_ID_HELP, TEXT, add_json_flag, guard_redis, open_town, print_json, print_table, short
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,13 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Mark a live task completed with a short result; a coding CLI "
                         "run by a worker calls this when it is done.")
     c.add_argument("task_id", nargs="?", help=help_id)
-    c.add_argument("--result", default="", help="a short summary of what was done")
+    c.add_argument("--result", type=TEXT, default="", help="a short summary of what was done")
     c.set_defaults(func=cmd_complete)
 
     f = tsub.add_parser("fail", help="mark a task failed, with the reason",
                         description="Mark a live task failed with the reason, a final state: it is not retried.")
     f.add_argument("task_id", nargs="?", help=help_id)
-    f.add_argument("--reason", required=True, help="why it failed")
+    f.add_argument("--reason", type=TEXT, required=True, help="why it failed")
     f.set_defaults(func=cmd_fail)
 
     x = tsub.add_parser("cancel", help="cancel a task; a worker running it stops its CLI at once",
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "backlog; a worker running it is nudged and stops the coding CLI at once "
                         "(at its next heartbeat if it missed the nudge).")
     x.add_argument("task_id", help=TASK_ID_HELP)
-    x.add_argument("--reason", default="Cancelled via tt", help="why (default: %(default)s)")
+    x.add_argument("--reason", type=TEXT, default="Cancelled via tt", help="why (default: %(default)s)")
     x.set_defaults(func=cmd_cancel)
 
 

@@ -11,7 +11,7 @@ from ..clis import PRESETS
 from ..config import default_town_name, load_config, town_dir
 from ..errors import ConfigError, TinytownError
 from ..redis_url import resolve_target
-from .common import add_json_flag, guard_redis, open_town, print_json
+from .common import NAME, add_json_flag, guard_redis, open_town, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Nothing else is needed: Redis starts on first use.",
     )  # fmt: skip
     p.add_argument("--name", help="town name; namespaces Redis keys (default: the directory name)")
-    p.add_argument("--cli", default=defaults.DEFAULT_CLI, help="default coding CLI (default: %(default)s)")
+    p.add_argument("--cli", type=NAME, default=defaults.DEFAULT_CLI,
+                   help="default coding CLI, a preset (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="overwrite an existing tinytown.toml")
     p.set_defaults(func=cmd_init)
 

@@ -8,25 +8,25 @@ import sys
 from .. import messages, recovery
 from ..errors import ExitStatus
 from ..records import SUPERVISOR_ID
-from .common import add_json_flag, guard_redis, open_town, print_json, print_table, short
+from .common import AGENT, TEXT, add_json_flag, guard_redis, open_town, print_json, print_table, short
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("send", help="put a message on an agent's inbox",
                        description="Send a message; the agent reads it in its next prompt. "
                        "--kind shutdown makes a worker drain and exit.")  # fmt: skip
-    s.add_argument("agent", help="agent id, name, nickname or short id")
-    s.add_argument("message", nargs="?", default="", help="the text (not needed for shutdown)")
+    s.add_argument("agent", type=AGENT, help="agent id, name, nickname or short id")
+    s.add_argument("message", type=TEXT, nargs="?", default="", help="the text (not needed for shutdown)")
     s.add_argument("--kind", choices=messages.SEND_KINDS, default="task", help="message kind (default: %(default)s)")
     s.add_argument("--urgent", action="store_true", help="put it on the urgent list, read first")
-    s.add_argument("--from", dest="sender", help="sending agent (default: supervisor)")
+    s.add_argument("--from", dest="sender", type=AGENT, help="sending agent (default: supervisor)")
     add_json_flag(s)
     s.set_defaults(func=cmd_send)
 
     i = sub.add_parser("inbox", help="show an agent's pending messages (without taking them)",
                        description="Peek at an agent's inbox: counts and a summary of each message; "
                        "nothing is removed.")
-    i.add_argument("agent", help="agent id, name, nickname or short id")
+    i.add_argument("agent", type=AGENT, help="agent id, name, nickname or short id")
     add_json_flag(i)
     i.set_defaults(func=cmd_inbox)
 
@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "nothing is ever discarded.")  # fmt: skip
     dest = c.add_mutually_exclusive_group()
     dest.add_argument("--to-backlog", action="store_true", help="directed tasks and task messages to the backlog")
-    dest.add_argument("--to", dest="to_agent", metavar="AGENT", help="move everything to this agent")
-    c.add_argument("--from", dest="from_agent", metavar="AGENT", help="only this (stopped) agent")
+    dest.add_argument("--to", dest="to_agent", metavar="AGENT", type=AGENT, help="move everything to this agent")
+    c.add_argument("--from", dest="from_agent", metavar="AGENT", type=AGENT, help="only this (stopped) agent")
     c.add_argument("--orphan-tasks", action="store_true",
                    help="instead: live tasks whose assignee is gone or terminal (list; "
                    "with --to-backlog, --cancel or --delete act on them)")  # fmt: skip

@@ -6,7 +6,7 @@ from typing import Iterable
 
 import redis
 
-from .. import control, defaults
+from .. import control, defaults, inputs
 from ..errors import InvalidTransition, NotFound, TinytownError
 from ..keys import AGENT_STATES, Keys
 from ..records import RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id, now, to_rfc3339
@@ -54,6 +54,10 @@ class AgentStore:
         Adopting keeps the counters and creation time of an existing record (a restarted
         container keeps its identity); an unknown ``agent_id`` is created with that id.
         """
+        try:
+            inputs.name(name, "agent name")
+        except inputs.InputError as err:  # TINYTOWN_AGENT_NAME, or a host name outside the rule
+            raise TinytownError(f"{err} (set TINYTOWN_AGENT_NAME)") from None
         if name.lower() in RESERVED_AGENT_NAMES:
             raise TinytownError(f"agent name {name!r} is reserved; choose another name")
         agent_id = agent_id or new_id()
@@ -119,10 +123,12 @@ class AgentStore:
         if is_uuid(ref):
             return self.get(ref.lower())
         wanted = ref.lower()
-        matches = [
-            a for a in self.all()
-            if wanted in (a.name.lower(), (a.nickname or "").lower(), a.short_id())
-        ]  # fmt: skip
+        everyone = self.all()
+        # A name beats a nickname or short id: "alice" is the agent named alice even when another
+        # agent's generated nickname is Alice.
+        matches = [a for a in everyone if a.name.lower() == wanted] or [
+            a for a in everyone if wanted in ((a.nickname or "").lower(), a.short_id())
+        ]
         if not matches:
             raise NotFound(f"agent {ref!r} not found")
         if len(matches) > 1:
