@@ -13,10 +13,12 @@ TLS or ``ssh://``), and then:
 - **drains** (SIGTERM) an *idle* surplus worker only when the signal says ``scale_down`` or
   ``scale_to_zero``, the surplus has lasted ``scale_down_after_passes`` passes and
   ``scale_down_cooldown_secs`` have passed since the last start. A worker that is Working, Starting
-  or holds a task is never touched, and the agent list is read again just before each SIGTERM:
-  workers retire themselves when idle (exit 0);
-- **restarts** a running worker whose agent missed its heartbeat window (``unhealthy_after_secs``)
-  or is in Error for ``restart_after_failures`` passes in a row; if the restart fails (or the
+  or holds a task is never touched, nor one whose container Docker does not report healthy; the
+  agent list and the container's health are read again just before each SIGTERM: workers retire
+  themselves when idle (exit 0);
+- **restarts** a running worker whose agent is not alive (townhall's ``alive``, else a heartbeat
+  older than ``unhealthy_after_secs``) or is in Error, *and* whose container Docker reports
+  unhealthy, for ``restart_after_failures`` passes in a row; if the restart fails (or the
   container has used up ``max_restarts``), it marks the container in the state file, stops
   counting it as capacity and runs the notification hook;
 - **holds starts** on an outpost whose workers exited non-zero within ``quick_exit_secs`` of
@@ -24,6 +26,15 @@ TLS or ``ssh://``), and then:
   the breaker backoff, and runs the notification hook once with the exit code and the last log
   lines;
 - **removes** exited workers, keeping the newest ``keep_exited`` per outpost for their logs.
+
+Destructive actions need consistent evidence from two witnesses: townhall, and the container
+itself, through the Docker healthcheck the scaler gives every worker (``python -P -m
+tinytown.health_file``, which passes while the worker's heartbeats reach Redis). When townhall's
+answers contradict each other (the signal's ``active_agents``/``busy_agents`` against
+``/v1/agents``) the pass drains, restarts and gives up on nobody; when townhall and a container's
+health disagree, that container is left alone; either is logged as ``evidence_inconsistent`` and
+reported (``--json``, ``status``). Containers without a healthcheck are never restarted or drained
+unless ``trust_townhall_alone`` is set (``evidence_missing`` says so).
 
 If the signal is unreachable, not 200 or malformed, the pass does nothing at all. Containers are
 found by their labels only (``tinytown.town``, ``tinytown.role=agent-worker``,
@@ -35,7 +46,8 @@ TOML file (``--config``), then the defaults below; ``python scaler.py --help`` l
 ``python scaler.py config`` prints the resolved configuration. Outposts are configured only in
 the TOML file (``[[outposts]]``); without any, one outpost ``local`` uses the local engine
 (``DOCKER_HOST`` or the default socket). Cooldowns, circuit breakers and health counters live in a
-small JSON state file, so ``--once`` from cron behaves like the loop. See ``docs/scaler.md``.
+small JSON state file of the town's own, so ``--once`` from cron behaves like the loop; a state
+file written for another town is never used or replaced (exit 3). See ``docs/scaler.md``.
 
 Modes: ``run`` (default; loops every ``interval_secs`` until SIGTERM/SIGINT, or one pass with
 ``--once``), ``status`` (this town's containers, agents and cost) and ``config``. ``--dry-run``
@@ -43,11 +55,12 @@ prints the plan and changes nothing; ``--json`` prints one JSON object per pass 
 Logs go to stderr, one ``key=value`` line per event.
 
 Exit codes (``ExitStatus``): 0 success, and the loop's end on SIGTERM or SIGINT (it finishes the
-current pass first); 2 bad command line; 3 bad configuration; 4 townhall unavailable: scaling
+current pass first); 2 bad command line; 3 bad configuration, or a state file that cannot be
+written or belongs to another town (``--once``; nothing done); 4 townhall unavailable: scaling
 signal or agent list unreachable, non-200 or malformed (``--once``); 5 Docker unavailable: every
 outpost failed (``--once``); 130 interrupted: Ctrl-C during ``--once`` or ``status``, or a second
-SIGTERM/SIGINT while the loop finishes its pass. The loop never exits on 4 or 5: it logs and
-retries next interval.
+SIGTERM/SIGINT while the loop finishes its pass. The loop never exits on 4 or 5, nor on a state
+file of another town: it logs and retries next interval.
 
 Only the standard library, ``requests`` and ``docker`` are imported, so this file can be copied
 onto a VM alone (Python >= 3.11). Sections, in order: defaults, logging, configuration, pure
@@ -93,7 +106,8 @@ class ExitStatus(enum.IntEnum):
 
     SUCCESS = 0
     USAGE = 2  # bad command line (argparse's own code)
-    CONFIG_ERROR = 3  # a flag, environment variable or TOML key has an invalid value
+    CONFIG_ERROR = 3  # an invalid flag, environment variable or TOML key; a state file that
+    # cannot be written or belongs to another town
     TOWNHALL_UNAVAILABLE = 4  # /api/scaling or /v1/agents unreachable, non-200 or malformed
     DOCKER_UNAVAILABLE = 5  # every outpost failed (unreachable, or every start refused)
     INTERRUPTED = 130  # Ctrl-C during --once or status; a second signal in the loop
@@ -132,7 +146,21 @@ HTTP_TIMEOUT_SECS = 5.0
 DOCKER_TIMEOUT_SECS = 30.0
 NOTIFY_TIMEOUT_SECS = 10.0
 LOCAL_OUTPOST = "local"
-STATE_FILE = "tinytown-scaler/state.json"  # under $XDG_STATE_HOME, else ~/.local/state
+STATE_FILE = "tinytown-scaler/{town}/state.json"  # under $XDG_STATE_HOME, else ~/.local/state
+# Each worker container's own evidence of life: a Docker healthcheck that reads the health file
+# the worker touches after every heartbeat Redis acknowledged (tinytown/health_file.py). It is
+# given at create, so derived images need nothing; -P keeps a checkout in /workspace from
+# shadowing the installed package.
+HEALTHCHECK = "python -P -m tinytown.health_file"
+IMAGE_HEALTHCHECK = "image"  # healthcheck = "image": pass none, the image's own applies
+HEALTH_FILE_ENV = "TINYTOWN_HEALTH_FILE"  # read by the worker and by the healthcheck
+HEALTH_FILE = "/tmp/tinytown-worker.health"  # inside the container, never on a shared volume
+HEARTBEAT_INTERVAL_SECS = 5.0  # the workers' [agent] heartbeat_interval_secs default
+HEALTHCHECK_TIMEOUT_SECS = 10.0  # a Python start on a loaded VM can take seconds
+HEALTHCHECK_RETRIES = 2  # the file already allows 3 missed heartbeats; 2 checks in a row confirm
+# /api/scaling and /v1/agents are read a moment apart: their agent counts may differ by this much
+# (plus one per container still within its start grace) before the answers count as inconsistent.
+EVIDENCE_TOLERANCE_AGENTS = 1
 STATE_VERSION = 1
 
 ENV_PREFIX = "TINYTOWN_SCALER_"
@@ -146,10 +174,12 @@ LABEL_AGENT_ID = "tinytown.agent_id"
 LABEL_STARTED_AT = "tinytown.started_at"
 LABEL_COST_PER_HOUR = "tinytown.cost_per_hour"
 LIVE_STATUSES = frozenset({"created", "running", "restarting", "paused"})
+HEALTH_STATUSES = frozenset({"starting", "healthy", "unhealthy"})  # Docker's; None: no healthcheck
 EXITED_STATUSES = frozenset({"exited", "dead"})
 AGENT_STATES = frozenset(
     {"Starting", "Idle", "Working", "Paused", "Draining", "Stopped", "Error", "Cold"}
 )
+ACTIVE_AGENT_STATES = frozenset({"Starting", "Idle", "Working", "Paused", "Draining"})
 RECOMMENDATIONS = ("scale_up", "steady", "scale_down", "scale_to_zero")
 DOWN_RECOMMENDATIONS = frozenset({"scale_down", "scale_to_zero"})
 RESERVED_ENV = frozenset({"TINYTOWN_AGENT_ID", "TINYTOWN_AGENT_NAME"})
@@ -235,6 +265,7 @@ class Config:
     volumes: tuple[str, ...] = ()
     workspace: str = WORKSPACE_MOUNT
     workspace_volume: str = WORKSPACE_VOLUME
+    healthcheck: str = HEALTHCHECK
     env: Mapping[str, str] = field(default_factory=dict)
     pass_env: tuple[str, ...] = ()
     min_workers: int = MIN_WORKERS
@@ -244,6 +275,8 @@ class Config:
     scale_down_after_passes: int = SCALE_DOWN_AFTER_PASSES
     keep_exited: int = KEEP_EXITED_PER_OUTPOST
     unhealthy_after_secs: float = UNHEALTHY_AFTER_SECS
+    heartbeat_interval_secs: float = HEARTBEAT_INTERVAL_SECS
+    trust_townhall_alone: bool = False
     restart_after_failures: int = RESTART_AFTER_FAILURES
     max_restarts: int = MAX_RESTARTS_PER_CONTAINER
     start_grace_secs: float = START_GRACE_SECS
@@ -266,7 +299,7 @@ class Setting:
     """One configuration key: its Config field, TOML table, type and help line."""
 
     key: str
-    kind: str  # str | int | float | list | map
+    kind: str  # str | int | float | bool | list | map
     group: str
     help: str
     section: str = ""  # TOML table ("" = top level)
@@ -306,6 +339,10 @@ SETTINGS = (
     Setting("workspace_volume", "str", "container", "named volume every worker of the town "
             "shares on an outpost, created by the scaler and never removed; {town} is replaced, "
             f"'{NO_WORKSPACE_VOLUME}' mounts none", section="container", metavar="NAME"),
+    Setting("healthcheck", "str", "container", "Docker healthcheck command given to each worker "
+            "(split like a shell; it reads the worker's health file); "
+            f"'{IMAGE_HEALTHCHECK}' gives none, so the image's own applies", section="container",
+            metavar="CMD"),
     Setting("env", "map", "container", "set KEY=VALUE in workers, repeatable (TOML: "
             "[container.env])", section="container", metavar="KEY=VALUE", from_env=False),
     Setting("pass_env", "list", "container", "pass this variable from the scaler's environment, "
@@ -324,8 +361,14 @@ SETTINGS = (
             minimum=0, metavar="N"),
     Setting("cost_cap_hourly", "float", "scaling", "no start that would take the hourly cost of "
             "live workers above this (default: no cap)", minimum=0, metavar="AMOUNT"),
-    Setting("unhealthy_after_secs", "float", "health", "a heartbeat older than this is a failure",
-            minimum=1, metavar="SECS"),
+    Setting("unhealthy_after_secs", "float", "health", "a heartbeat older than this is a failure "
+            "(when townhall does not say whether the agent is alive)", minimum=1, metavar="SECS"),
+    Setting("heartbeat_interval_secs", "float", "health", "the workers' [agent] "
+            "heartbeat_interval_secs: their Docker healthcheck runs this often", minimum=1,
+            metavar="SECS"),
+    Setting("trust_townhall_alone", "bool", "health", "restart or drain a container that has no "
+            "Docker healthcheck (started by an older scaler) on townhall's word alone",
+            metavar="BOOL"),
     Setting("restart_after_failures", "int", "health", "consecutive failures before a restart",
             minimum=1, metavar="N"),
     Setting("max_restarts", "int", "health", "health restarts per container before it is marked "
@@ -349,8 +392,9 @@ SETTINGS = (
             minimum=1, metavar="SECS"),
     Setting("http_timeout_secs", "float", "townhall", "timeout of each townhall request",
             minimum=0.1, metavar="SECS"),
-    Setting("state_file", "str", "state", "JSON state: cooldowns, breakers, health counters "
-            "(default: $XDG_STATE_HOME/" + STATE_FILE + ")", metavar="PATH"),
+    Setting("state_file", "str", "state", "JSON state: cooldowns, breakers, health counters; "
+            "one per town (default: $XDG_STATE_HOME/" + STATE_FILE.format(town="<town>") + ")",
+            metavar="PATH"),
 )
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
 OUTPOST_KEYS = {f.name for f in dataclasses.fields(Outpost)}
@@ -358,9 +402,14 @@ EXPECTED = {
     "str": "a non-empty string",
     "int": "a whole number",
     "float": "a number",
+    "bool": "true or false",
     "list": "a list of strings",
     "map": "a table of NAME = \"value\" strings",
 }
+
+
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True,
+              "false": False, "0": False, "no": False, "off": False}
 
 
 def _invalid(key: str, value: Any, source: str, expected: str) -> ConfigError:
@@ -393,6 +442,12 @@ def coerce(setting: Setting, value: Any, source: str) -> Any:
         if not math.isfinite(number) or (setting.minimum is not None and number < setting.minimum):
             raise _invalid(key, value, source, expected)
         return int(number) if kind == "int" else float(number)
+    if kind == "bool":
+        if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
+            return BOOL_WORDS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise _invalid(key, value, source, expected)
+        return value
     if kind == "list":
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -604,11 +659,14 @@ def validate(config: Config, origin: Mapping[str, str]) -> None:
         value = getattr(config, name)
         if value is not None and not os.path.isfile(os.path.expanduser(value)):
             raise _invalid(name, value, where(name), "the path of an existing file")
-    if config.command is not None:
+    for key in ("command", "healthcheck"):
+        value = getattr(config, key)
         try:
-            shlex.split(config.command)
+            words = shlex.split(value) if value is not None else None
         except ValueError as err:
-            raise _invalid("command", config.command, where("command"), f"shell words ({err})")
+            raise _invalid(key, value, where(key), f"shell words ({err})") from None
+        if words == []:
+            raise _invalid(key, value, where(key), "a command")
 
 
 def workspace_volume_name(config: Config, town: str) -> str | None:
@@ -618,11 +676,14 @@ def workspace_volume_name(config: Config, town: str) -> str | None:
     return config.workspace_volume.format(town=town)
 
 
-def state_path(config: Config, environ: Mapping[str, str]) -> Path:
+def state_path(config: Config, environ: Mapping[str, str], town: str) -> Path:
+    """``--state-file``, else a file of the town's own under $XDG_STATE_HOME (~/.local/state)."""
     if config.state_file:
         return Path(os.path.expanduser(config.state_file))
     base = environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / STATE_FILE
+    # The town comes from townhall: never let it name a path outside the directory.
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", town)
+    return Path(base) / STATE_FILE.format(town="_" + safe if safe.startswith(".") else safe)
 
 
 def redact_value(name: str, value: str) -> str:
@@ -706,17 +767,37 @@ class Agent:
     current_task: str | None
     last_heartbeat: float | None  # epoch seconds
     name: str | None = None
+    alive: bool | None = None  # townhall's word: a heartbeat within the agent's own window
+    heartbeat_interval_secs: int | None = None  # the agent's own
+    heartbeat_age_secs: float | None = None  # as townhall measured it
 
     @property
     def busy(self) -> bool:
         return self.state in ("Working", "Starting") or self.current_task is not None
+
+    @property
+    def live(self) -> bool:
+        """Counted among ``active_agents``: an active state, and alive when townhall says."""
+        return self.state in ACTIVE_AGENT_STATES and self.alive is not False
+
+
+def _optional_number(item: Mapping[str, Any], key: str, index: int,
+                     kind: type | tuple[type, ...]) -> Any:
+    value = item.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+        raise Malformed(f"agents[{index}].{key}={value!r}: expected "
+                        f"{'a whole number' if kind is int else 'a number'} or null")
+    return value
 
 
 def parse_agents(body: Any) -> dict[str, Agent]:
     """Validate a ``GET /v1/agents`` body; raise Malformed if any agent is not as the contract says.
 
     ``current_task`` and ``last_heartbeat`` must be present (they may be null): without them
-    nobody can tell a busy or dead worker from an idle one.
+    nobody can tell a busy or dead worker from an idle one. ``alive``, ``heartbeat_interval_secs``
+    and ``heartbeat_age_secs`` are this project's additions: checked when present, not required.
     """
     if not isinstance(body, dict) or not isinstance(body.get("agents"), list):
         raise Malformed("expected an object with an 'agents' list")
@@ -741,7 +822,16 @@ def parse_agents(body: Any) -> dict[str, Agent]:
                 raise Malformed(f"agents[{index}].last_heartbeat={item['last_heartbeat']!r}: "
                                 "expected an RFC 3339 time")
         name = item.get("name") if isinstance(item.get("name"), str) else None
-        agents[agent_id] = Agent(agent_id, state, item["current_task"] or None, heartbeat, name)
+        alive = item.get("alive")
+        if alive is not None and not isinstance(alive, bool):
+            raise Malformed(f"agents[{index}].alive={alive!r}: expected true, false or null")
+        interval = _optional_number(item, "heartbeat_interval_secs", index, int)
+        if interval is not None and interval < 1:
+            raise Malformed(f"agents[{index}].heartbeat_interval_secs={interval!r}: expected a "
+                            "whole number >= 1")
+        age = _optional_number(item, "heartbeat_age_secs", index, (int, float))
+        agents[agent_id] = Agent(agent_id, state, item["current_task"] or None, heartbeat, name,
+                                 alive, interval, None if age is None else float(age))
     return agents
 
 
@@ -759,6 +849,7 @@ class Worker:
     finished_at: float | None = None  # known only after a full inspect
     exit_code: int | None = None  # known only after a full inspect of an exited container
     ran_secs: float | None = None  # its last run, start to finish (full inspect only)
+    health: str | None = None  # Docker's: starting, healthy, unhealthy; None without a healthcheck
 
     @property
     def live(self) -> bool:
@@ -799,7 +890,25 @@ def worker_from_attrs(attrs: Mapping[str, Any], outpost: Outpost) -> Worker:
         cost = outpost.cost_per_hour
     return Worker(attrs.get("Id", ""), name.lstrip("/"), labels.get(LABEL_OUTPOST, outpost.name),
                   labels.get(LABEL_AGENT_ID) or None, status, started_at, cost, finished_at,
-                  exit_code, ran_secs)
+                  exit_code, ran_secs, container_health(attrs))
+
+
+_HEALTH_IN_PS_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)\s*$")
+
+
+def container_health(attrs: Mapping[str, Any]) -> str | None:
+    """Docker's health status of a container (``starting``, ``healthy`` or ``unhealthy``), from
+    ``docker inspect`` (State.Health) or ``docker ps`` (``Up 5 minutes (healthy)``); None when
+    it has no healthcheck."""
+    state = attrs.get("State")
+    if isinstance(state, dict):
+        health = state.get("Health")
+        status = health.get("Status") if isinstance(health, dict) else None
+        return status if status in HEALTH_STATUSES else None
+    match = _HEALTH_IN_PS_STATUS.search(str(attrs.get("Status") or ""))
+    if not match:
+        return None
+    return "starting" if match.group(1) == "health: starting" else match.group(1)
 
 
 def clamp_target(desired: int, min_workers: int, max_workers: int) -> int:
@@ -913,61 +1022,146 @@ def scale_down_gate(recommendation: str, surplus: int, surplus_passes: int,
 
 
 def drain_veto(agent: Agent | None) -> str | None:
-    """Why this agent's worker must not be drained, or None when it is Idle with no task."""
+    """Why townhall says this agent's worker must not be drained, or None when it is alive and
+    Idle with no task."""
     if agent is None:
         return "agent not registered"
+    if agent.alive is False:
+        return "agent not alive"
     if agent.state != "Idle" or agent.busy:
         return f"agent {agent.state}" + (f" with task {agent.current_task}"
                                          if agent.current_task else "")
     return None
 
 
+def health_veto(health: str | None, trust_townhall_alone: bool) -> str | None:
+    """Why the container's own Docker health does not confirm a drain, or None when it does:
+    healthy, or no healthcheck at all while townhall alone is trusted."""
+    if health == "healthy" or (health is None and trust_townhall_alone):
+        return None
+    if health is None:
+        return "no Docker healthcheck to confirm the worker (set trust_townhall_alone to act on " \
+               "townhall's word alone)"
+    return f"Docker health {health}"
+
+
 def drain_candidates(workers: Iterable[Worker], agents: Mapping[str, Agent], surplus: int,
-                     outpost_order: Sequence[str]) -> list[Worker]:
-    """Up to ``surplus`` running workers whose agent is Idle with no task, least preferred outpost
-    first, oldest first. An agent that is unknown, busy, starting or draining is never chosen."""
+                     outpost_order: Sequence[str],
+                     trust_townhall_alone: bool = False) -> list[Worker]:
+    """Up to ``surplus`` running workers whose agent is alive and Idle with no task and whose
+    container Docker reports healthy, least preferred outpost first, oldest first. An agent that
+    is unknown, busy, starting or draining, or a container that does not confirm it, is never
+    chosen."""
     rank = {name: i for i, name in enumerate(outpost_order)}
     idle = [w for w in workers
-            if w.status == "running" and drain_veto(agents.get(w.agent_id or "")) is None]
+            if w.status == "running" and drain_veto(agents.get(w.agent_id or "")) is None
+            and health_veto(w.health, trust_townhall_alone) is None]
     idle.sort(key=lambda w: (-rank.get(w.outpost, len(rank)), w.started_at or 0.0))
     return idle[:max(0, surplus)]
 
 
 # --- health ---------------------------------------------------------------------------------
+# Why a verdict is unknown (also the names of the events that log it).
+EVIDENCE_INCONSISTENT = "evidence_inconsistent"  # townhall contradicts itself or the engine
+EVIDENCE_MISSING = "evidence_missing"  # the container has no healthcheck to confirm townhall
+
+
 @dataclass(frozen=True)
 class Verdict:
     judged: bool
     healthy: bool
     reason: str
+    unknown: str | None = None  # EVIDENCE_INCONSISTENT or EVIDENCE_MISSING: nothing destructive
+
+
+def townhall_failure(agent: Agent | None, now: float, unhealthy_after_secs: float) -> str | None:
+    """What townhall's record says is wrong with an agent, or None when it is alive and well.
+    Townhall's own ``alive`` decides when it is given; else the heartbeat's age."""
+    if agent is None:
+        return "agent not registered"
+    if agent.state == "Error":
+        return "agent state Error"
+    if agent.alive is not None:
+        if agent.alive:
+            return None
+        age = agent.heartbeat_age_secs
+        if age is None and agent.last_heartbeat is not None:
+            age = now - agent.last_heartbeat
+        return "agent not alive" + (f" (heartbeat {age:.0f}s old)" if age is not None
+                                    else " (no heartbeat)")
+    if agent.last_heartbeat is None:
+        return "no heartbeat"
+    age = now - agent.last_heartbeat
+    if age > unhealthy_after_secs:
+        return f"heartbeat {age:.0f}s old"
+    return None
 
 
 def health_verdict(worker: Worker, agent: Agent | None, now: float, unhealthy_after_secs: float,
-                   start_grace_secs: float, quiet_since: float | None = None) -> Verdict:
-    """Judge one container against its agent's record. A container is not judged within
-    ``start_grace_secs`` of its start or of ``quiet_since`` (its last restart or drain request)."""
+                   start_grace_secs: float, quiet_since: float | None = None,
+                   trust_townhall_alone: bool = False) -> Verdict:
+    """Judge one container by two witnesses: its agent's record in townhall and its own Docker
+    health (the worker's health file). It fails only when both say so; when they disagree, or
+    townhall's word cannot be confirmed (no healthcheck, unless ``trust_townhall_alone``), the
+    verdict is unknown. A container is not judged within ``start_grace_secs`` of its start or of
+    ``quiet_since`` (its last restart or drain request), nor while Docker's health is starting."""
     if worker.status != "running":
         return Verdict(False, True, f"container {worker.status}")
     since = max(worker.started_at or 0.0, quiet_since or 0.0)
     if now - since < start_grace_secs:
         return Verdict(False, True, "within start grace")
-    if agent is None:
-        return Verdict(True, False, "agent not registered")
-    if agent.state == "Error":
-        return Verdict(True, False, "agent state Error")
-    if agent.last_heartbeat is None:
-        return Verdict(True, False, "no heartbeat")
-    age = now - agent.last_heartbeat
-    if age > unhealthy_after_secs:
-        return Verdict(True, False, f"heartbeat {age:.0f}s old")
+    failure = townhall_failure(agent, now, unhealthy_after_secs)
+    if worker.health == "starting":
+        return Verdict(False, True, "Docker health starting")
+    if worker.health is None:
+        if failure is None:
+            return Verdict(True, True, "ok")
+        if trust_townhall_alone:
+            return Verdict(True, False, failure)
+        return Verdict(False, True, f"townhall says {failure}, but the container has no Docker "
+                       "healthcheck to confirm it (started by an older scaler or image); not "
+                       "restarted unless trust_townhall_alone is set", EVIDENCE_MISSING)
+    if worker.health == "unhealthy":
+        if failure is not None:
+            return Verdict(True, False, f"{failure}; Docker health unhealthy")
+        return Verdict(False, True, "Docker health unhealthy, but townhall says the agent is "
+                       "alive", EVIDENCE_INCONSISTENT)
+    if failure is not None:
+        return Verdict(False, True, f"townhall says {failure}, but Docker health is healthy",
+                       EVIDENCE_INCONSISTENT)
     return Verdict(True, True, "ok")
 
 
 def next_failure_count(previous: int, verdict: Verdict) -> int:
-    """Consecutive failures after this verdict: +1 on a failure, 0 when healthy, unchanged when
-    not judged."""
+    """Consecutive failures after this verdict: +1 on a failure, 0 when healthy or unknown (the
+    witnesses must agree for ``restart_after_failures`` passes in a row), unchanged when not
+    judged."""
+    if verdict.unknown:
+        return 0
     if not verdict.judged:
         return previous
     return 0 if verdict.healthy else previous + 1
+
+
+def evidence_conflicts(signal_: Signal, agents: Mapping[str, Agent], workers: Iterable[Worker],
+                       now: float, start_grace_secs: float) -> tuple[str, ...]:
+    """Where townhall's two answers contradict each other: the signal's ``active_agents`` (and
+    ``busy_agents``, when given) against the agents ``/v1/agents`` lists as live (and Working),
+    beyond a race tolerance of EVIDENCE_TOLERANCE_AGENTS plus one per live container still within
+    its start grace (its agent may register between the two reads). An empty list while the
+    signal counts live agents is the plainest case. Empty when they agree."""
+    live = [a for a in agents.values() if a.live]
+    young = sum(1 for w in workers if w.live and (w.age_secs(now) or 0.0) < start_grace_secs)
+    tolerance = EVIDENCE_TOLERANCE_AGENTS + young
+    conflicts = []
+    for name, claimed, listed in (
+            ("active_agents", signal_.active_agents, len(live)),
+            ("busy_agents", signal_.busy_agents, sum(1 for a in live if a.state == "Working"))):
+        if claimed is not None and abs(claimed - listed) > tolerance:
+            conflicts.append(f"/api/scaling says {name}={claimed} but /v1/agents lists {listed} "
+                             f"{'live' if name == 'active_agents' else 'Working'} agent(s) "
+                             f"(tolerance {tolerance})")
+    return tuple(conflicts)
 
 
 def exited_to_remove(workers: Iterable[Worker], keep: int) -> list[Worker]:
@@ -1061,10 +1255,6 @@ class State:
     containers: dict[str, ContainerMemory] = field(default_factory=dict)
     crash_loops: dict[str, CrashWatch] = field(default_factory=dict)  # per outpost
 
-    def reset(self, town: str | None) -> None:
-        """Forget everything: this memory belonged to another town."""
-        self.__dict__.update(dataclasses.asdict(State(town=town)))
-
     def to_json(self, now: float) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
@@ -1114,6 +1304,9 @@ class Plan:
     health_failures: Mapping[str, int]  # container id -> consecutive failures after this pass
     verdicts: Mapping[str, Verdict]
     agents_known: bool
+    # Townhall's answers contradict each other: no drain, restart or give-up this pass.
+    conflicts: tuple[str, ...] = ()
+    unknown: tuple[Worker, ...] = ()  # containers whose verdict is unknown (see ``verdicts``)
 
     @property
     def shortfall(self) -> int:
@@ -1132,8 +1325,11 @@ def plan_pass(config: Config, signal_: Signal, agents: Mapping[str, Agent] | Non
               workers: Sequence[Worker], outposts: Sequence[OutpostView], state: State,
               now: float, unseen_hourly: float = 0.0) -> Plan:
     """Decide one pass. ``agents`` is None when the agent list was unavailable: then nothing is
-    drained and nobody is judged. ``unseen_hourly`` is the last known hourly cost of outposts not
-    seen this pass, counted against the cost cap so a network blip cannot double the spend."""
+    drained and nobody is judged. When townhall's answers contradict each other
+    (:func:`evidence_conflicts`) nothing is drained or judged either, and every health count
+    starts again. ``unseen_hourly`` is the last known hourly cost of outposts not seen this pass,
+    counted against the cost cap so a network blip cannot double the spend. Starts and removals
+    of exited containers go on in both cases."""
     target = clamp_target(signal_.desired_agents, config.min_workers, config.max_workers)
     live = [w for w in workers if w.live]
     # A container marked in error, or asked to drain, still costs money and takes its outpost's
@@ -1148,11 +1344,16 @@ def plan_pass(config: Config, signal_: Signal, agents: Mapping[str, Agent] | Non
     gate = scale_down_gate(signal_.scaling_recommendation, surplus, state.surplus_passes,
                            state.last_scale_up_at, now, config.scale_down_cooldown_secs,
                            config.scale_down_after_passes)
+    conflicts = () if agents is None else evidence_conflicts(signal_, agents, workers, now,
+                                                             config.start_grace_secs)
     drains: list[Worker] = []
     if agents is None and gate.allowed:
         gate = ScaleDownGate(False, gate.surplus_passes, "agent list unavailable")
+    elif conflicts and surplus:
+        gate = ScaleDownGate(False, 0, f"evidence inconsistent: {conflicts[0]}")
     elif gate.allowed:
-        drains = drain_candidates(serving, agents or {}, surplus, [o.name for o in outposts])
+        drains = drain_candidates(serving, agents or {}, surplus, [o.name for o in outposts],
+                                  config.trust_townhall_alone)
 
     failures: dict[str, int] = {}
     verdicts: dict[str, Verdict] = {}
@@ -1164,10 +1365,14 @@ def plan_pass(config: Config, signal_: Signal, agents: Mapping[str, Agent] | Non
             memory = state.containers.get(w.container_id) or ContainerMemory(w.outpost)
             if memory.marked_error_at is not None or w.container_id in drained_now:
                 continue
-            quiet_since = max(memory.restarted_at or 0.0, memory.drain_requested_at or 0.0)
-            verdict = health_verdict(w, agents.get(w.agent_id or ""), now,
-                                     config.unhealthy_after_secs, config.start_grace_secs,
-                                     quiet_since or None)
+            if conflicts:
+                verdict = Verdict(False, True, f"townhall inconsistent: {conflicts[0]}",
+                                  EVIDENCE_INCONSISTENT)
+            else:
+                quiet_since = max(memory.restarted_at or 0.0, memory.drain_requested_at or 0.0)
+                verdict = health_verdict(w, agents.get(w.agent_id or ""), now,
+                                         config.unhealthy_after_secs, config.start_grace_secs,
+                                         quiet_since or None, config.trust_townhall_alone)
             verdicts[w.container_id] = verdict
             count = next_failure_count(memory.health_failures, verdict)
             failures[w.container_id] = count
@@ -1177,9 +1382,11 @@ def plan_pass(config: Config, signal_: Signal, agents: Mapping[str, Agent] | Non
                 else:
                     restarts.append(w)
 
+    unknown = tuple(w for w in live if not conflicts and verdicts.get(w.container_id)
+                    and verdicts[w.container_id].unknown)
     return Plan(target, len(serving), placement, gate, tuple(drains), tuple(restarts),
                 tuple(give_up), tuple(exited_to_remove(workers, config.keep_exited)), failures,
-                verdicts, agents is not None)
+                verdicts, agents is not None, conflicts, unknown)
 
 
 # ================================================================================================
@@ -1248,6 +1455,18 @@ def short_reason(err: Exception) -> str:
         return errno.group(0).strip()
     first = text.splitlines()[0] if text else ""
     return f"{type(err).__name__}: {first}"[:300]
+
+
+def worker_healthcheck(config: Config) -> dict[str, Any]:
+    """The Docker healthcheck every worker container gets: ``config.healthcheck`` (by default
+    ``python -P -m tinytown.health_file``, which judges the worker's health file by the worker's
+    own heartbeat interval) run once per heartbeat interval; unhealthy after
+    HEALTHCHECK_RETRIES failures in a row, not counted within the start grace."""
+    ns = 1_000_000_000
+    return {"test": ["CMD", *shlex.split(config.healthcheck)],
+            "interval": int(config.heartbeat_interval_secs * ns),
+            "timeout": int(HEALTHCHECK_TIMEOUT_SECS * ns), "retries": HEALTHCHECK_RETRIES,
+            "start_period": int(config.start_grace_secs * ns)}
 
 
 class DockerOutpost:
@@ -1321,6 +1540,7 @@ class DockerOutpost:
         env = {k: environ[k] for k in config.pass_env if k in environ}
         env.update(config.env)
         env.setdefault("TINYTOWN_TOWN_NAME", town)
+        env.setdefault(HEALTH_FILE_ENV, HEALTH_FILE)
         env.update(TINYTOWN_AGENT_ID=agent_id, TINYTOWN_AGENT_NAME=f"{self.name}-{short}",
                    TINYTOWN_OUTPOST=self.name)
         labels = {LABEL_TOWN: town, LABEL_ROLE: ROLE, LABEL_OUTPOST: self.name,
@@ -1341,6 +1561,8 @@ class DockerOutpost:
             volumes=volumes, restart_policy={"Name": "no"}, network=config.network)
         if config.command:
             kwargs["command"] = shlex.split(config.command)
+        if config.healthcheck != IMAGE_HEALTHCHECK:
+            kwargs["healthcheck"] = worker_healthcheck(config)
         client = self.client()
         container = self._call("create container", client.containers.create, config.image,
                                **kwargs)
@@ -1403,6 +1625,11 @@ class DockerOutpost:
             log("warning", "logs_unreadable", container=container_id[:12], error=short_reason(err))
             return None
 
+    def health(self, container_id: str) -> str | None:
+        """The container's Docker health now (inspected): starting, healthy, unhealthy or None."""
+        container = self._call("get container", self.client().containers.get, container_id)
+        return container_health(container.attrs)
+
     def drain(self, container_id: str) -> None:
         container = self._call("get container", self.client().containers.get, container_id)
         self._call("SIGTERM container", container.kill, signal="SIGTERM")
@@ -1453,7 +1680,21 @@ def notify(config: Config, event: dict[str, Any]) -> None:
 # ================================================================================================
 # Reconcile: one pass of reading, planning and acting
 # ================================================================================================
-def load_state(path: Path, town: str | None) -> State:
+class StateOfAnotherTown(ConfigError):
+    """The state file belongs to another town; it is neither used nor replaced."""
+
+    def __init__(self, path: Path, state_town: str, town: str):
+        self.path, self.state_town, self.town = path, state_town, town
+        super().__init__(
+            f"state file {path} belongs to town {state_town!r}, not {town!r} (the town this "
+            f"scaler serves); refusing to use or replace it. Give each town its own state file "
+            f"(--state-file or {ENV_PREFIX}STATE_FILE), or delete {path} if town "
+            f"{state_town!r} is no longer scaled from here")
+
+
+def load_state(path: Path, town: str) -> State:
+    """The town's state from ``path``; empty when the file is missing (or unreadable, logged).
+    Raises StateOfAnotherTown when the file names another town."""
     try:
         data = json.loads(path.read_text())
         state = State.from_json(data)
@@ -1463,10 +1704,9 @@ def load_state(path: Path, town: str | None) -> State:
         log("warning", "state_unreadable", path=str(path), error=str(err),
             action="starting from empty state")
         return State(town=town)
-    if town and state.town and state.town != town:
-        log("warning", "state_other_town", path=str(path), state_town=state.town, town=town,
-            action="starting from empty state")
-        return State(town=town)
+    if state.town and state.town != town:
+        raise StateOfAnotherTown(path, state.town, town)
+    state.town = town
     return state
 
 
@@ -1529,34 +1769,45 @@ class Scaler:
         self.dry_run = dry_run
         self.townhall = Townhall(config)
         self.outposts = [DockerOutpost(o, config.docker_timeout_secs) for o in config.outposts]
-        self.state_file = state_path(config, environ)
         self.memory: State | None = None  # kept across passes only in --dry-run
 
     def run_pass(self, now: float) -> Report:
-        if self.dry_run:
-            if self.memory is None:
-                self.memory = load_state(self.state_file, self.config.town)
-            return self._pass(self.memory, now)
+        report = Report(town=self.config.town)
+        # 1. The signal. Without a valid one nothing at all is done, not even to the state file.
+        sig = self._signal(report)
+        if sig is None:
+            return report
+        path = state_path(self.config, self.environ, sig.town)
         try:
-            with pass_lock(self.state_file) as held:
+            if self.dry_run:
+                if self.memory is None or self.memory.town != sig.town:
+                    self.memory = load_state(path, sig.town)
+                return self._pass(self.memory, sig, now, report)
+            with pass_lock(path) as held:
                 if not held:
                     log("warning", "pass_skipped", reason="another scaler pass holds the lock",
-                        lock=str(self.state_file) + ".lock")
-                    return Report(error="another scaler pass holds the lock")
-                state = load_state(self.state_file, self.config.town)
-                report = self._pass(state, now)
-                save_state(self.state_file, state, now)
+                        lock=str(path) + ".lock")
+                    report.error = "another scaler pass holds the lock"
+                    return report
+                state = load_state(path, sig.town)
+                self._pass(state, sig, now, report)
+                save_state(path, state, now)
                 return report
+        except StateOfAnotherTown as err:
+            log("error", "state_other_town", path=str(err.path), state_town=err.state_town,
+                town=err.town, error=str(err), action="nothing done; the file is left as it is")
+            report.error, report.exit_status = str(err), ExitStatus.CONFIG_ERROR
+            return report
         except OSError as err:
-            message = (f"state file {self.state_file}: {err.strerror or err}; set --state-file "
+            message = (f"state file {path}: {err.strerror or err}; set --state-file "
                        f"or {ENV_PREFIX}STATE_FILE to a writable path")
             log("error", "state_file_unwritable", error=message)
-            return Report(exit_status=ExitStatus.CONFIG_ERROR, error=message)
+            report.error, report.exit_status = message, ExitStatus.CONFIG_ERROR
+            return report
 
-    def _pass(self, state: State, now: float) -> Report:
+    def _signal(self, report: Report) -> Signal | None:
+        """The scaling signal of the configured town, or None (logged and reported)."""
         config = self.config
-        report = Report(town=config.town)
-        # 1. The signal. Without a valid one nothing at all is done.
         try:
             sig = self.townhall.scaling_signal()
             if config.town and sig.town != config.town:
@@ -1565,11 +1816,12 @@ class Scaler:
         except TownhallError as err:
             log("error", "signal_unavailable", reason=str(err), action="nothing changed")
             report.error, report.exit_status = str(err), ExitStatus.TOWNHALL_UNAVAILABLE
-            return report
+            return None
         report.signal, report.town = sig, sig.town
-        if state.town != sig.town:
-            state.reset(sig.town)  # another town's memory must not steer this one
+        return sig
 
+    def _pass(self, state: State, sig: Signal, now: float, report: Report) -> Report:
+        config = self.config
         # 2. What runs where. An outpost whose breaker is open is not contacted.
         workers, views, unseen_hourly = self._survey(state, sig.town, now, report)
         if not any(v.available for v in views):
@@ -1596,6 +1848,7 @@ class Scaler:
         plan = plan_pass(config, sig, agents, workers, views, state, now, unseen_hourly)
         report.plan = self._describe(plan)
         state.surplus_passes = plan.gate.surplus_passes
+        self._log_evidence(plan, sig.town)
         outpost_of = {w.container_id: w.outpost for w in workers}
         for cid, count in plan.health_failures.items():
             memory = state.containers.setdefault(cid, ContainerMemory(outpost_of[cid]))
@@ -1614,6 +1867,18 @@ class Scaler:
             self._remove(plan, state, report)
         report.cost = self._cost(workers, state, now)
         return report
+
+    def _log_evidence(self, plan: Plan, town: str) -> None:
+        """One line per contradiction, and per container whose verdict is unknown."""
+        for conflict in plan.conflicts:
+            log("warning", EVIDENCE_INCONSISTENT, town=town, reason=conflict,
+                action="nothing destructive this pass: no drain, restart or give-up; starts and "
+                       "removals of exited containers go on")
+        for w in plan.unknown:
+            verdict = plan.verdicts[w.container_id]
+            log("warning", verdict.unknown, container=w.container_id[:12], agent_id=w.agent_id,
+                outpost=w.outpost, health=w.health, reason=verdict.reason,
+                action="not restarted or drained")
 
     def _survey(self, state: State, town: str, now: float,
                 report: Report) -> tuple[list[Worker], list[OutpostView], float]:
@@ -1739,6 +2004,10 @@ class Scaler:
             "give_up": [{**_worker_ref(w), "reason": r} for w, r in plan.give_up],
             "removals": [_worker_ref(w) for w in plan.removals],
             "health_checked": plan.agents_known,
+            "evidence_inconsistent": list(plan.conflicts),
+            "unknown": [{**_worker_ref(w), "health": w.health,
+                         "evidence": plan.verdicts[w.container_id].unknown,
+                         "reason": plan.verdicts[w.container_id].reason} for w in plan.unknown],
         }
 
     def _start(self, plan: Plan, views: list[OutpostView], workers: list[Worker], state: State,
@@ -1789,18 +2058,20 @@ class Scaler:
         if plan.drains:
             state.surplus_passes = 0  # the next drain needs a fresh run of surplus passes
         for w in plan.drains:
+            outpost = next(o for o in self.outposts if o.name == w.outpost)
             # The plan's agent list is seconds old: an Idle worker may have taken a task since.
+            # Both witnesses are asked again: townhall, then the container's own health.
             try:
                 veto = drain_veto(self.townhall.agents().get(w.agent_id or ""))
             except TownhallError as err:
                 veto = f"agent list unavailable: {err}"
+            veto = veto or self._health_veto(outpost, w, "healthy")
             if veto:
                 log("info", "drain_skipped", container=w.container_id[:12], agent_id=w.agent_id,
                     outpost=w.outpost, reason=veto)
                 report.actions.append({"action": "drain_skipped", **_worker_ref(w), "ok": True,
                                        "reason": veto})
                 continue
-            outpost = next(o for o in self.outposts if o.name == w.outpost)
             try:
                 outpost.drain(w.container_id)
             except OutpostError as err:
@@ -1821,6 +2092,15 @@ class Scaler:
             memory = state.containers.setdefault(w.container_id, ContainerMemory(w.outpost))
             reason = plan.verdicts[w.container_id].reason
             outpost = next(o for o in self.outposts if o.name == w.outpost)
+            # Docker's health is asked again just before: a worker that recovered is spared.
+            veto = self._health_veto(outpost, w, "unhealthy")
+            if veto:
+                memory.health_failures = 0
+                log("info", "restart_skipped", container=w.container_id[:12],
+                    agent_id=w.agent_id, outpost=w.outpost, reason=veto)
+                report.actions.append({"action": "restart_skipped", **_worker_ref(w),
+                                       "ok": True, "reason": veto})
+                continue
             try:
                 outpost.restart(w.container_id, self.config.restart_timeout_secs)
             except OutpostError as err:
@@ -1833,6 +2113,17 @@ class Scaler:
                 agent_id=w.agent_id, outpost=w.outpost, reason=reason, restarts=memory.restarts)
             report.actions.append({"action": "restart", **_worker_ref(w), "ok": True,
                                    "reason": reason})
+
+    def _health_veto(self, outpost: DockerOutpost, w: Worker, wanted: str) -> str | None:
+        """Why the container's Docker health, inspected now, does not confirm the action
+        (``wanted`` is ``healthy`` for a drain, ``unhealthy`` for a restart), or None."""
+        try:
+            health = outpost.health(w.container_id)
+        except OutpostError as err:
+            return f"container health unreadable: {err}"
+        if health == wanted or (health is None and self.config.trust_townhall_alone):
+            return None
+        return "no Docker healthcheck" if health is None else f"Docker health now {health}"
 
     def _mark_error(self, w: Worker, state: State, now: float, report: Report, town: str,
                     reason: str, error: str | None) -> None:
@@ -1879,14 +2170,25 @@ class Scaler:
 def run_status(config: Config, environ: Mapping[str, str], as_json: bool) -> ExitStatus:
     townhall = Townhall(config)
     now = time.time()
-    town, agents, townhall_error = config.town, None, None
+    town, sig, agents, townhall_error, state_error = config.town, None, None, None, None
     try:
-        town = town or townhall.scaling_signal().town
+        sig = townhall.scaling_signal()
+        if town and sig.town != town:
+            raise TownhallError(f"townhall at {config.url} serves town {sig.town!r}, not the "
+                                f"configured town {town!r}")
+        town = sig.town
         agents = townhall.agents()
     except TownhallError as err:
         townhall_error = str(err)
         log("warning", "townhall_unavailable", reason=str(err), action="agent states unknown")
-    state = load_state(state_path(config, environ), town)
+    state = State(town=town)
+    if town:
+        try:
+            state = load_state(state_path(config, environ, town), town)
+        except StateOfAnotherTown as err:
+            state_error = str(err)
+            log("warning", "state_other_town", path=str(err.path), state_town=err.state_town,
+                town=town, action="shown without the scaler's memory")
     rows, outposts, workers = [], [], []
     for o in config.outposts:
         outpost = DockerOutpost(o, config.docker_timeout_secs)
@@ -1907,35 +2209,57 @@ def run_status(config: Config, environ: Mapping[str, str], as_json: bool) -> Exi
             memory = state.containers.get(w.container_id)
             marked = {"at": iso(memory.marked_error_at), "reason": memory.marked_reason} \
                 if memory and memory.marked_error_at is not None else None
-            rows.append({**_worker_ref(w), "status": w.status,
+            rows.append({**_worker_ref(w), "status": w.status, "health": w.health,
                          "agent_state": agent.state if agent else (
                              "unknown" if agents is None else "unregistered"),
                          "current_task": agent.current_task if agent else None,
                          "age_secs": round(w.age_secs(now) or 0),
-                         "cost_so_far": round(w.cost_so_far(now), 6), "marked_error": marked})
+                         "cost_so_far": round(w.cost_so_far(now), 6), "marked_error": marked,
+                         "evidence": None})
+    # The same judgement a pass would make: contradictions, and containers whose verdict is unknown.
+    conflicts = evidence_conflicts(sig, agents, workers, now, config.start_grace_secs) \
+        if sig is not None and agents is not None else ()
+    if agents is not None and not conflicts:
+        for w, row in zip(workers, rows):
+            memory = state.containers.get(w.container_id) or ContainerMemory(w.outpost)
+            quiet = max(memory.restarted_at or 0.0, memory.drain_requested_at or 0.0)
+            verdict = health_verdict(w, agents.get(w.agent_id or ""), now,
+                                     config.unhealthy_after_secs, config.start_grace_secs,
+                                     quiet or None, config.trust_townhall_alone)
+            if verdict.unknown:
+                row["evidence"] = {"kind": verdict.unknown, "reason": verdict.reason}
     live_count = sum(w.live for w in workers)
     cost = {"hourly": round(hourly_cost(workers), 6), "cap_hourly": config.cost_cap_hourly,
             "so_far": round(sum(w.cost_so_far(now) for w in workers), 6),
             "removed_total": round(state.removed_cost, 6)}
     if as_json:
         print(json.dumps({"ts": iso(now), "town": town, "townhall_error": townhall_error,
+                          "evidence_inconsistent": list(conflicts), "state_error": state_error,
                           "containers": rows, "outposts": outposts, "cost": cost}))
     else:
         print(f"town {town or '(any)'}: {live_count} live, {len(workers) - live_count} "
               f"not live; {cost['hourly']:.4f}/h; {cost['so_far']:.4f} so far, "
               f"{cost['removed_total']:.4f} for removed workers")
-        header = ("CONTAINER", "OUTPOST", "STATUS", "AGENT_ID", "AGENT_STATE", "AGE", "COST")
-        table = [header] + [(r["name"], r["outpost"], r["status"], r["agent_id"] or "-",
-                             r["agent_state"], f"{r['age_secs'] // 60}m", f"{r['cost_so_far']:.4f}")
-                            for r in rows]
+        header = ("CONTAINER", "OUTPOST", "STATUS", "HEALTH", "AGENT_ID", "AGENT_STATE", "AGE",
+                  "COST")
+        table = [header] + [(r["name"], r["outpost"], r["status"], r["health"] or "-",
+                             r["agent_id"] or "-", r["agent_state"], f"{r['age_secs'] // 60}m",
+                             f"{r['cost_so_far']:.4f}") for r in rows]
         widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
         for row in table:
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        for conflict in conflicts:
+            print(f"evidence inconsistent: {conflict}; nothing is drained or restarted until "
+                  "townhall's answers agree")
+        if state_error:
+            print(f"state: {state_error}")
         for r in rows:
             if r["marked_error"]:
                 print(f"{r['name']}: marked in error at {r['marked_error']['at']} "
                       f"({r['marked_error']['reason']}); not counted as a worker. Read "
                       f"`docker logs {r['name']}`, then `docker rm -f {r['name']}`")
+            if r["evidence"]:
+                print(f"{r['name']}: {r['evidence']['kind']}: {r['evidence']['reason']}")
         for o in outposts:
             if not o["reachable"]:
                 print(f"outpost {o['name']}: unreachable ({o['error']})")
@@ -1988,7 +2312,9 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, s.key)
         where = [f"env {s.env}"] if s.env else []
         where.append(f"TOML {s.section + '.' if s.section else ''}{s.key}")
-        if default not in (None, (), {}):
+        if isinstance(default, bool):
+            where.append(f"default {str(default).lower()}")
+        elif default not in (None, (), {}):
             where.append(f"default {default:g}" if isinstance(default, float) else
                          f"default {default}")
         kwargs: dict[str, Any] = dict(dest=s.key, metavar=s.metavar,

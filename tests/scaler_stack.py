@@ -12,7 +12,8 @@ production: through the scaler's ``--env``.
 ``FakeTown`` is the other kind of town: its townhall is a ``FakeTownhall``, a real HTTP server
 on loopback with canned answers, for what a real town cannot be made to do on cue (an agent that
 turns busy between two reads, an agent list without the container's agent), which also receives
-notification webhooks; its workers are a plain command in the worker image.
+notification webhooks; its workers are a plain command in the worker image (``sleep 300``: Docker
+reports it unhealthy, as it writes no health file; ``HEARTBEATING_COMMAND``: healthy).
 
 Used by ``tests/test_scaler_docker.py``, ``tests/test_scaler_cli.py`` and
 ``bench/bench_scaler.py``.
@@ -63,6 +64,13 @@ FAST_AGENT = {
     "task_timeout_secs": 120,
     "max_attempts": 3,
 }
+
+# A FakeTown worker that heartbeats like a real one as far as Docker can see: it writes the health
+# file the scaler's healthcheck reads (tinytown.health_file, the worker's own writer) every second,
+# so its container turns healthy, while townhall knows nothing of it.
+HEARTBEATING_COMMAND = (
+    "python -P -c 'import time\nfrom tinytown.health_file import HealthFile\n"
+    "beats = HealthFile.from_env(1)\nwhile True:\n    beats.beat()\n    time.sleep(1)\n'")
 
 # Environment that would change a townhall's or worker's configuration behind the test's back.
 CONFIG_ENV = ("REDIS_URL", "TINYTOWN_REDIS_PASSWORD", "TINYTOWN_TOWN_DIR", "TINYTOWN_TOWN_NAME",
@@ -336,6 +344,7 @@ class ScalerTown(ScaledTown):
             "state_file": str(self.state_file),
             "http_timeout_secs": 5,
             "docker_timeout_secs": 60,
+            "heartbeat_interval_secs": FAST_AGENT["heartbeat_interval_secs"],
         }
 
 
@@ -363,12 +372,18 @@ class FakeTown(ScaledTown):
         self.signal(desired=0, recommendation="steady")
         self.agents()
 
-    def signal(self, desired: int, recommendation: str = "scale_up") -> None:
-        self.townhall.routes["/api/scaling"] = (200, {
+    def signal(self, desired: int, recommendation: str = "scale_up", active: int = 0,
+               busy: int | None = None) -> None:
+        """``GET /api/scaling`` answers this; ``active``/``busy`` are its agent counts (busy_agents
+        left out when None, as an upstream townhall does)."""
+        body = {
             "town": self.name, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "queue_depth": desired, "pending_tasks": desired, "in_flight_tasks": 0,
-            "active_agents": 0, "cold_agents": 0, "desired_agents": desired, "max_agents": 10,
-            "scaling_recommendation": recommendation})
+            "active_agents": active, "cold_agents": 0, "desired_agents": desired,
+            "max_agents": 10, "scaling_recommendation": recommendation}
+        if busy is not None:
+            body["busy_agents"] = busy
+        self.townhall.routes["/api/scaling"] = (200, body)
 
     def agents(self, *answers: list[dict[str, Any]]) -> None:
         """``GET /v1/agents`` answers these agent lists in turn (the last one repeats)."""
@@ -389,4 +404,5 @@ class FakeTown(ScaledTown):
             "state_file": str(self.state_file),
             "http_timeout_secs": 5,
             "docker_timeout_secs": 60,
+            "heartbeat_interval_secs": 1,  # how often Docker runs the healthcheck
         }

@@ -388,3 +388,73 @@ def test_status_as_text_says_which_outpost_is_unreachable(dead_outpost_config, s
                  str(dead_outpost_config), "--state-file", str(state_file))
     assert result.returncode == 5
     assert "outpost nowhere: unreachable" in result.stdout
+
+
+# --- the state file belongs to one town --------------------------------------------------------
+def other_towns_state(path: Path) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"version": 1, "town": "elsewhere", "updated_at": 1.0,
+                                "last_scale_up_at": 1.0, "surplus_passes": 2, "removed_cost": 4.2,
+                                "outposts": {}, "containers": {}, "crash_loops": {}}))
+    return path.read_bytes()
+
+
+def test_a_state_file_of_another_town_exits_3_and_is_left_unchanged(townhall, state_file,
+                                                                    dead_outpost_config):
+    townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
+    before = other_towns_state(state_file)
+    result = run("--once", "--json", "--image", "worker:1", "--url", townhall.url,
+                 "--state-file", str(state_file), "--config", str(dead_outpost_config))
+    assert result.returncode == scaler.ExitStatus.CONFIG_ERROR == 3
+    report = last_json_line(result.stdout)
+    assert report["actions"] == [] and report["plan"] is None and report["outposts"] == []
+    for part in (str(state_file), "'elsewhere'", "'demo'", "--state-file",
+                 "TINYTOWN_SCALER_STATE_FILE", "delete"):
+        assert part in report["error"] and part in result.stderr, part
+    assert "event=state_other_town" in result.stderr
+    assert state_file.read_bytes() == before
+
+
+def test_the_loop_with_another_towns_state_file_keeps_it_and_does_nothing(townhall, state_file):
+    townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
+    before = other_towns_state(state_file)
+    proc = subprocess.Popen(
+        [sys.executable, SCALER, "--json", "--image", "worker:1", "--interval-secs", "0.2",
+         "--url", townhall.url, "--state-file", str(state_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    watchdog = threading.Timer(30, proc.kill)
+    watchdog.start()
+    try:
+        lines = [json.loads(proc.stdout.readline()) for _ in range(2)]  # still running
+        assert [(l["exit_code"], l["actions"]) for l in lines] == [(3, []), (3, [])]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.communicate()
+    assert state_file.read_bytes() == before
+
+
+def test_without_a_state_file_setting_each_town_gets_its_own(townhall, tmp_path,
+                                                             dead_outpost_config):
+    townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
+    elsewhere = tmp_path / "tinytown-scaler" / "state.json"
+    before = other_towns_state(elsewhere)  # where every town's state used to go
+    result = run("--once", "--image", "worker:1", "--url", townhall.url, "--config",
+                 str(dead_outpost_config), env=clean_env(XDG_STATE_HOME=str(tmp_path)))
+    assert result.returncode == 5  # the pass ran: its only outpost is unreachable
+    saved = json.loads((tmp_path / "tinytown-scaler" / "demo" / "state.json").read_text())
+    assert saved["town"] == "demo" and saved["outposts"]["nowhere"]["failures"] == 1
+    assert elsewhere.read_bytes() == before
+
+
+@pytest.mark.parametrize("value, expected", [("yes", True), ("false", False), ("1", True)])
+def test_trust_townhall_alone_takes_a_yes_or_no(value, expected):
+    result = run("--trust-townhall-alone", value, "config")
+    assert result.returncode == 0 and json.loads(result.stdout)["trust_townhall_alone"] is expected
+
+
+def test_trust_townhall_alone_that_is_not_a_yes_or_no_exits_3():
+    result = run("config", env=clean_env(TINYTOWN_SCALER_TRUST_TOWNHALL_ALONE="maybe"))
+    assert result.returncode == 3 and "true or false" in result.stderr

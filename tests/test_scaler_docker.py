@@ -32,7 +32,7 @@ import requests
 from tinytown.records import parse_rfc3339
 
 from .docker_support import BASE_IMAGE, STAGE_LABEL, build_image, docker_client_or_skip_reason, remove_stale_stages
-from .scaler_stack import FakeTown, ScalerTown, TcpRedis, agent_item, free_port
+from .scaler_stack import HEARTBEATING_COMMAND, FakeTown, ScalerTown, TcpRedis, agent_item, free_port
 from .worker_support import poll
 
 pytestmark = pytest.mark.docker
@@ -173,6 +173,21 @@ def heartbeat_age_secs(town: ScalerTown, agent_id: str) -> float:
     return time.time() - parse_rfc3339(agent.last_heartbeat).timestamp()
 
 
+def docker_health(container) -> str | None:
+    """The container's Docker health now: starting, healthy, unhealthy, or None (no healthcheck)."""
+    container.reload()
+    return (container.attrs["State"].get("Health") or {}).get("Status")
+
+
+def wait_health(container, status: str, timeout: float = 30.0) -> None:
+    poll(lambda: docker_health(container) == status, timeout=timeout, interval=0.2,
+         message=f"container {container.name} to be {status} by Docker")
+
+
+def started_container(town, engine, start: dict):
+    return next(c for c in town.containers(engine) if c.id.startswith(start["container_id"]))
+
+
 # --- scale from zero, back to zero -------------------------------------------------------------
 
 
@@ -278,6 +293,7 @@ def test_a_worker_holding_a_task_is_never_drained_even_when_the_scaler_wants_zer
     busy_agent = wait_task(town, long.id, "running").assigned_to
     busy = next(c for c in town.containers(engine) if agent_of(c) == busy_agent)
     idle = next(c for c in town.containers(engine) if agent_of(c) != busy_agent)
+    wait_health(idle, "healthy")  # the container's own word that its worker is alive
     poll(lambda: recommendation(town) == "scale_down", timeout=10,
              message="townhall to recommend scale_down (1 task in flight, 2 agents)")
 
@@ -326,10 +342,11 @@ def test_townhall_down_means_nothing_is_started_drained_or_removed_and_once_exit
 
 
 def test_a_worker_that_takes_a_task_between_the_plan_and_the_drain_is_not_drained(fake_town, engine):
-    town = fake_town()
+    town = fake_town(HEARTBEATING_COMMAND)
     town.signal(desired=1)
     (start,) = started(one_pass(town.scaler()))
     agent_id = start["agent_id"]
+    wait_health(started_container(town, engine, start), "healthy")  # Docker would allow the drain
     town.signal(desired=0, recommendation="scale_to_zero")
     # The plan's read sees it Idle; the read just before SIGTERM sees it Working.
     town.agents([agent_item(agent_id)], [agent_item(agent_id, "Working", "t-1")])
@@ -436,14 +453,17 @@ HEALTH = {"start_grace_secs": 1, "unhealthy_after_secs": 2, "restart_after_failu
 
 
 def a_hung_worker(town: ScalerTown, engine, **settings):
-    """One worker that finished its task and then stopped heartbeating (its process stopped)."""
+    """One worker that finished its task and then stopped heartbeating (its process stopped):
+    townhall sees its heartbeat go stale, and Docker its health file, so both call it dead."""
     task = town.town.tasks.add("task [sleep 0]")
     assert len(started(one_pass(town.scaler(**settings)))) == 1
     wait_task(town, task.id, "completed")
     (container,) = town.containers(engine)
+    wait_health(container, "healthy")
     stop_worker_process(container)
     poll(lambda: heartbeat_age_secs(town, agent_of(container)) > HEALTH["unhealthy_after_secs"] + 0.5,
              timeout=10, message="the heartbeat to go stale")
+    wait_health(container, "unhealthy")
     return container
 
 
@@ -460,8 +480,10 @@ def test_a_worker_that_stops_heartbeating_is_restarted_after_three_failing_passe
 
     report = one_pass(scaler)
 
-    assert [(a["action"], a["ok"], a["container_id"]) for a in report.actions] == \
-        [("restart", True, container.id[:12])]
+    # Both witnesses: townhall's stale heartbeat and the container's own Docker health.
+    (action,) = report.actions
+    assert (action["action"], action["ok"], action["container_id"]) == ("restart", True, container.id[:12])
+    assert "heartbeat" in action["reason"] and "Docker health unhealthy" in action["reason"]
     container.reload()
     assert container.status == "running" and container.attrs["State"]["StartedAt"] != first_start
     poll(lambda: heartbeat_age_secs(town, agent_of(container)) < 1.5
@@ -498,20 +520,25 @@ def test_a_failed_restart_marks_the_worker_and_runs_the_notify_command(make_town
     assert [a["action"] for a in after.actions] == []
 
 
-def a_worker_given_up_on(town: FakeTown, **settings):
-    """One running container whose agent townhall does not know, given up on at once: with no
-    restarts allowed, the first failed health check marks it in error and notifies."""
+def a_worker_given_up_on(town: FakeTown, engine, **settings):
+    """One running container whose agent townhall does not know and which Docker reports
+    unhealthy (it writes no health file), given up on at once: with no restarts allowed, the
+    first failed health check marks it in error and notifies."""
     town.signal(desired=1)
-    (start,) = started(one_pass(town.scaler(**settings)))
     eager = {"start_grace_secs": 0, "restart_after_failures": 1, "max_restarts": 0, **settings}
+    (start,) = started(one_pass(town.scaler(**eager)))
+    wait_health(started_container(town, engine, start), "unhealthy")
     report = one_pass(town.scaler(**eager))
     assert [a["action"] for a in report.actions] == ["mark_error"], report.actions
     return start, eager
 
 
+GIVEN_UP_REASON = "agent not registered; Docker health unhealthy after 0 restarts"
+
+
 def test_status_shows_a_worker_marked_in_error_in_text_and_json(fake_town, engine):
     town = fake_town()
-    start, settings = a_worker_given_up_on(town)
+    start, settings = a_worker_given_up_on(town, engine)
 
     text = town.cli("status", *town.cli_args(**settings))
     as_json = town.cli("status", "--json", *town.cli_args(**settings))
@@ -519,15 +546,15 @@ def test_status_shows_a_worker_marked_in_error_in_text_and_json(fake_town, engin
     assert text.returncode == as_json.returncode == 0, text.stderr
     (row,) = json.loads(as_json.stdout)["containers"]
     assert row["container_id"] == start["container_id"]
-    assert row["marked_error"]["reason"] == "agent not registered after 0 restarts"
+    assert row["marked_error"]["reason"] == GIVEN_UP_REASON
     assert f"{start['name']}: marked in error at " in text.stdout
-    assert "agent not registered after 0 restarts" in text.stdout
+    assert GIVEN_UP_REASON in text.stdout
     assert f"docker rm -f {start['name']}" in text.stdout
 
 
 def test_a_worker_given_up_on_is_posted_to_the_notify_webhook(fake_town, engine):
     town = fake_town()
-    start, _ = a_worker_given_up_on(town, notify_webhook=town.townhall.url + "/hook")
+    start, _ = a_worker_given_up_on(town, engine, notify_webhook=town.townhall.url + "/hook")
 
     ((path, headers, body),) = town.townhall.posts
     assert path == "/hook" and headers["Content-Type"] == "application/json"
@@ -536,9 +563,105 @@ def test_a_worker_given_up_on_is_posted_to_the_notify_webhook(fake_town, engine)
                                   "reason", "error", "restarts")} == {
         "event": "worker_restarts_exhausted", "town": town.name, "outpost": "local",
         "container_name": start["name"], "agent_id": start["agent_id"],
-        "reason": "agent not registered after 0 restarts", "error": None, "restarts": 0}
+        "reason": GIVEN_UP_REASON, "error": None, "restarts": 0}
     assert event["container_id"].startswith(start["container_id"])
     assert parse_rfc3339(event["timestamp"])
+
+
+# --- evidence: townhall and the container must agree -------------------------------------------
+
+EAGER = {"start_grace_secs": 0, "restart_after_failures": 1, "scale_down_cooldown_secs": 0,
+         "scale_down_after_passes": 1}
+
+
+def two_healthy_workers(town: FakeTown, engine) -> list:
+    """Two running containers whose workers heartbeat as far as Docker can tell (healthy)."""
+    town.signal(desired=2)
+    starts = started(one_pass(town.scaler()))
+    containers = [started_container(town, engine, s) for s in starts]
+    for c in containers:
+        wait_health(c, "healthy")
+    return containers
+
+
+def test_workers_get_a_docker_healthcheck_that_their_heartbeats_keep_healthy(make_town, engine):
+    town = make_town(idle_timeout_secs=60)
+    town.town.tasks.add("task [sleep 0]")
+    assert len(started(one_pass(town.scaler()))) == 1
+    (container,) = town.containers(engine)
+
+    wait_health(container, "healthy")
+
+    check = container.attrs["Config"]["Healthcheck"]
+    assert check["Test"] == ["CMD", "python", "-P", "-m", "tinytown.health_file"]
+    assert check["Interval"] == 1_000_000_000  # the workers' heartbeat_interval_secs
+    assert "TINYTOWN_HEALTH_FILE=/tmp/tinytown-worker.health" in container.attrs["Config"]["Env"]
+    assert container.attrs["State"]["Health"]["Log"][-1]["Output"].startswith("last acknowledged heartbeat")
+
+
+def test_an_empty_agent_list_while_the_signal_counts_live_agents_restarts_nobody_and_is_logged(fake_town, engine):
+    town = fake_town(HEARTBEATING_COMMAND)
+    containers = two_healthy_workers(town, engine)
+    before = {c.id: c.attrs["State"]["StartedAt"] for c in containers}
+    # The broken townhall of issue 10: no agents listed, two counted live and busy.
+    town.signal(desired=2, recommendation="steady", active=2, busy=2)
+    town.agents([])
+
+    result = town.cli("--once", "--json", *town.cli_args(**EAGER))
+
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout)
+    assert line["actions"] == [] and line["plan"]["restarts"] == []
+    assert line["plan"]["evidence_inconsistent"][0] == \
+        "/api/scaling says active_agents=2 but /v1/agents lists 0 live agent(s) (tolerance 1)"
+    assert "event=evidence_inconsistent" in result.stderr and "active_agents=2" in result.stderr
+    for c in containers:
+        c.reload()
+        assert c.status == "running" and c.attrs["State"]["StartedAt"] == before[c.id]
+
+
+def test_idle_agents_while_the_signal_counts_them_busy_are_not_drained(fake_town, engine):
+    town = fake_town(HEARTBEATING_COMMAND)
+    containers = two_healthy_workers(town, engine)
+    # Townhall lists both Idle but counts both busy, and says scale to zero.
+    town.signal(desired=0, recommendation="scale_to_zero", active=2, busy=2)
+    town.agents([agent_item(agent_of(c)) for c in containers])
+
+    report = one_pass(town.scaler(max_workers=0, **EAGER))
+
+    assert report.exit_status == 0, report.error
+    assert report.actions == [] and report.plan["drains"] == []
+    assert report.plan["scale_down"]["reason"].startswith("evidence inconsistent: /api/scaling says busy_agents=2")
+    assert [statuses(town, engine)[c.id] for c in containers] == ["running", "running"]
+
+
+def test_a_healthy_container_whose_agent_townhall_calls_dead_is_left_alone(fake_town, engine):
+    town = fake_town(HEARTBEATING_COMMAND)
+    town.signal(desired=1)
+    (start,) = started(one_pass(town.scaler()))
+    container = started_container(town, engine, start)
+    wait_health(container, "healthy")
+    first_start = container.attrs["State"]["StartedAt"]
+    stale = agent_item(start["agent_id"])
+    stale["last_heartbeat"] = "2020-01-01T00:00:00Z"
+    town.signal(desired=1, recommendation="steady", active=1, busy=0)
+    town.agents([stale])  # townhall: its heartbeat is years old
+
+    result = town.cli("--once", "--json", *town.cli_args(unhealthy_after_secs=2, **EAGER))
+    status = town.cli("status", "--json", *town.cli_args(unhealthy_after_secs=2, **EAGER))
+
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout)
+    assert line["actions"] == [] and line["plan"]["restarts"] == []
+    (unknown,) = line["plan"]["unknown"]
+    assert (unknown["container_id"], unknown["evidence"], unknown["health"]) == \
+        (start["container_id"], "evidence_inconsistent", "healthy")
+    assert unknown["reason"].startswith("townhall says heartbeat") and "Docker health is healthy" in unknown["reason"]
+    assert f"event=evidence_inconsistent container={start['container_id']}" in result.stderr
+    (row,) = json.loads(status.stdout)["containers"]
+    assert row["health"] == "healthy" and row["evidence"]["kind"] == "evidence_inconsistent"
+    container.reload()
+    assert container.status == "running" and container.attrs["State"]["StartedAt"] == first_start
 
 
 # --- crash loops -------------------------------------------------------------------------------

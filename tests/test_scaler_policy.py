@@ -43,15 +43,16 @@ def signal(**overrides) -> scaler.Signal:
 
 
 def worker(n: int, outpost: str = "local", status: str = "running", age_secs: float = HOUR,
-           cost: float = 0.0) -> Worker:
+           cost: float = 0.0, health: str | None = "healthy") -> Worker:
+    """A worker container; ``health`` is its Docker health (None: it has no healthcheck)."""
     return Worker(f"c{n}", f"tt-demo-{outpost}-{n}", outpost, f"a{n}", status, NOW - age_secs,
-                  cost)
+                  cost, health=health)
 
 
 def agent(n: int, state: str = "Idle", task: str | None = None,
-          heartbeat_age_secs: float | None = 1.0) -> Agent:
+          heartbeat_age_secs: float | None = 1.0, alive: bool | None = None) -> Agent:
     beat = None if heartbeat_age_secs is None else NOW - heartbeat_age_secs
-    return Agent(f"a{n}", state, task, beat)
+    return Agent(f"a{n}", state, task, beat, alive=alive)
 
 
 def view(name: str, live: int = 0, max_workers: int = 10, cost: float = 0.0,
@@ -153,6 +154,33 @@ def test_a_null_heartbeat_is_allowed():
         .last_heartbeat is None
 
 
+def test_alive_and_the_agents_own_heartbeat_fields_are_read_when_present():
+    (a,) = scaler.parse_agents(agents_body(agent_item(
+        alive=False, heartbeat_interval_secs=5, heartbeat_age_secs=42.5))).values()
+    assert (a.alive, a.heartbeat_interval_secs, a.heartbeat_age_secs) == (False, 5, 42.5)
+
+
+def test_without_alive_an_agent_is_judged_by_its_heartbeats_age_as_before():
+    (a,) = scaler.parse_agents(agents_body(agent_item())).values()
+    assert (a.alive, a.heartbeat_interval_secs, a.heartbeat_age_secs) == (None, None, None)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("alive", "yes"), ("alive", 1), ("heartbeat_interval_secs", 0),
+    ("heartbeat_interval_secs", "5"), ("heartbeat_interval_secs", True),
+    ("heartbeat_interval_secs", 2.5), ("heartbeat_age_secs", "old"),
+    ("heartbeat_age_secs", False),
+])  # fmt: skip
+def test_an_alive_or_heartbeat_field_of_the_wrong_type_is_malformed(field, value):
+    with pytest.raises(Malformed, match=field):
+        scaler.parse_agents(agents_body(agent_item(**{field: value})))
+
+
+def test_null_heartbeat_age_is_allowed():
+    assert scaler.parse_agents(agents_body(agent_item(heartbeat_age_secs=None)))["a1"]\
+        .heartbeat_age_secs is None
+
+
 # --- times and containers --------------------------------------------------------------------
 def test_docker_nanosecond_times_parse():
     assert scaler.parse_rfc3339("2027-01-15T08:00:00.123456789Z") == pytest.approx(
@@ -185,6 +213,29 @@ def test_an_exited_worker_from_docker_inspect_knows_its_exit_code_and_how_long_i
                        "FinishedAt": "2027-01-15T08:00:03.5Z"}}
     w = scaler.worker_from_attrs(attrs, scaler.Outpost())
     assert (w.exit_code, w.ran_secs) == (3, 2.5)
+
+
+@pytest.mark.parametrize("status, health", [
+    ("Up 5 minutes (healthy)", "healthy"), ("Up 2 hours (unhealthy)", "unhealthy"),
+    ("Up Less than a second (health: starting)", "starting"), ("Up 5 minutes", None),
+])  # fmt: skip
+def test_docker_health_is_read_from_docker_ps_status(status, health):
+    attrs = {"Id": "abc", "Names": ["/w"], "State": "running", "Status": status, "Created": 100}
+    assert scaler.worker_from_attrs(attrs, scaler.Outpost()).health == health
+
+
+def test_docker_health_is_read_from_docker_inspect_and_none_without_a_healthcheck():
+    inspected = {"Id": "abc", "Name": "/w", "State": {"Status": "running",
+                                                      "Health": {"Status": "unhealthy"}}}
+    assert scaler.container_health(inspected) == "unhealthy"
+    assert scaler.container_health({"State": {"Status": "running"}}) is None
+
+
+def test_the_workers_healthcheck_runs_the_health_file_check_once_per_heartbeat_interval():
+    check = scaler.worker_healthcheck(Config(heartbeat_interval_secs=2, start_grace_secs=30))
+    assert check["test"] == ["CMD", "python", "-P", "-m", "tinytown.health_file"]
+    assert (check["interval"], check["start_period"]) == (2_000_000_000, 30_000_000_000)
+    assert check["retries"] >= 1 and check["timeout"] >= 1_000_000_000
 
 
 def test_cost_so_far_of_a_live_worker_runs_until_now():
@@ -334,6 +385,29 @@ def test_a_worker_whose_agent_is_unknown_is_never_drained():
     assert scaler.drain_candidates([worker(1)], {}, 1, ["local"]) == []
 
 
+@pytest.mark.parametrize("health", ["unhealthy", "starting", None])
+def test_an_idle_worker_is_drained_only_when_its_container_says_it_is_healthy(health):
+    assert scaler.drain_candidates([worker(1, health=health)], {"a1": agent(1)}, 1,
+                                   ["local"]) == []
+
+
+def test_trust_townhall_alone_drains_an_idle_worker_without_a_healthcheck():
+    drained = scaler.drain_candidates([worker(1, health=None)], {"a1": agent(1)}, 1, ["local"],
+                                      trust_townhall_alone=True)
+    assert [w.container_id for w in drained] == ["c1"]
+
+
+def test_an_idle_agent_townhall_says_is_not_alive_is_never_drained():
+    assert scaler.drain_candidates([worker(1)], {"a1": agent(1, alive=False)}, 1, ["local"]) == []
+    assert scaler.drain_veto(agent(1, alive=False)) == "agent not alive"
+
+
+def test_the_health_veto_names_what_docker_says():
+    assert scaler.health_veto("healthy", False) is None
+    assert scaler.health_veto("unhealthy", True) == "Docker health unhealthy"
+    assert "no Docker healthcheck" in scaler.health_veto(None, False)
+
+
 def test_no_more_workers_are_drained_than_the_surplus():
     workers = [worker(n) for n in range(1, 4)]
     agents = {f"a{n}": agent(n) for n in range(1, 4)}
@@ -348,28 +422,79 @@ def test_the_least_preferred_outpost_is_drained_first():
 
 
 # --- health ----------------------------------------------------------------------------------
-def verdict(w=None, a="default", quiet_since=None):
+UNHEALTHY = worker(1, health="unhealthy")
+
+
+def verdict(w=None, a="default", quiet_since=None, trust=False):
     w = w or worker(1)
     a = agent(1) if a == "default" else a
-    return scaler.health_verdict(w, a, NOW, 90, 120, quiet_since)
+    return scaler.health_verdict(w, a, NOW, 90, 120, quiet_since, trust)
 
 
 def test_a_fresh_heartbeat_is_healthy():
     assert verdict().healthy
 
 
-def test_a_heartbeat_older_than_the_window_is_a_failure():
-    v = verdict(a=agent(1, heartbeat_age_secs=91))
-    assert v.judged and not v.healthy and "heartbeat" in v.reason
+def test_a_heartbeat_older_than_the_window_is_a_failure_when_docker_agrees():
+    v = verdict(UNHEALTHY, a=agent(1, heartbeat_age_secs=91))
+    assert v.judged and not v.healthy and "heartbeat 91s old" in v.reason
+    assert "Docker health unhealthy" in v.reason and v.unknown is None
 
 
-def test_an_agent_in_error_is_a_failure_even_with_a_fresh_heartbeat():
-    assert not verdict(a=agent(1, "Error")).healthy
+def test_an_agent_in_error_is_a_failure_when_docker_agrees_even_with_a_fresh_heartbeat():
+    assert not verdict(UNHEALTHY, a=agent(1, "Error")).healthy
 
 
-def test_a_missing_agent_or_heartbeat_is_a_failure():
-    assert not verdict(a=None).healthy
-    assert not verdict(a=agent(1, heartbeat_age_secs=None)).healthy
+def test_a_missing_agent_or_heartbeat_is_a_failure_when_docker_agrees():
+    assert not verdict(UNHEALTHY, a=None).healthy
+    assert not verdict(UNHEALTHY, a=agent(1, heartbeat_age_secs=None)).healthy
+
+
+def test_townhall_saying_not_alive_is_a_failure_when_docker_agrees_whatever_the_heartbeat_age():
+    v = verdict(UNHEALTHY, a=agent(1, heartbeat_age_secs=5, alive=False))
+    assert v.judged and not v.healthy and "agent not alive" in v.reason
+
+
+def test_townhall_saying_alive_outweighs_an_old_heartbeat_by_the_scalers_window():
+    assert verdict(a=agent(1, heartbeat_age_secs=500, alive=True)).healthy
+
+
+# Two witnesses that disagree: the verdict is unknown, never a failure.
+@pytest.mark.parametrize("a", [None, agent(1, heartbeat_age_secs=600),
+                               agent(1, heartbeat_age_secs=None), agent(1, "Error"),
+                               agent(1, alive=False)],
+                         ids=["not registered", "old heartbeat", "no heartbeat", "Error",
+                              "not alive"])  # fmt: skip
+def test_townhall_saying_dead_while_docker_says_healthy_is_unknown_not_a_failure(a):
+    v = verdict(worker(1, health="healthy"), a=a)
+    assert (v.judged, v.healthy, v.unknown) == (False, True, "evidence_inconsistent")
+    assert "Docker health is healthy" in v.reason
+
+
+def test_docker_saying_unhealthy_while_townhall_says_alive_is_unknown_not_a_failure():
+    v = verdict(UNHEALTHY, a=agent(1, heartbeat_age_secs=1))
+    assert (v.judged, v.unknown) == (False, "evidence_inconsistent")
+    assert "townhall says the agent is alive" in v.reason
+
+
+def test_docker_health_starting_is_not_judged_even_when_townhall_says_dead():
+    v = verdict(worker(1, health="starting"), a=None)
+    assert not v.judged and v.unknown is None
+
+
+def test_a_container_without_a_healthcheck_is_not_restarted_on_townhalls_word_alone():
+    v = verdict(worker(1, health=None), a=agent(1, heartbeat_age_secs=600))
+    assert (v.judged, v.unknown) == (False, "evidence_missing")
+    assert "no Docker healthcheck" in v.reason and "trust_townhall_alone" in v.reason
+
+
+def test_trust_townhall_alone_judges_a_container_without_a_healthcheck_by_townhall():
+    v = verdict(worker(1, health=None), a=agent(1, heartbeat_age_secs=600), trust=True)
+    assert v.judged and not v.healthy
+
+
+def test_a_container_without_a_healthcheck_whose_agent_is_alive_is_healthy():
+    assert verdict(worker(1, health=None)).healthy
 
 
 def test_a_container_within_its_start_grace_is_not_judged():
@@ -386,6 +511,52 @@ def test_failures_count_up_reset_when_healthy_and_hold_when_not_judged():
     assert scaler.next_failure_count(2, fail) == 3
     assert scaler.next_failure_count(2, ok) == 0
     assert scaler.next_failure_count(2, skip) == 2
+
+
+def test_an_unknown_verdict_starts_the_failure_count_again():
+    unknown = scaler.Verdict(False, True, "they disagree", "evidence_inconsistent")
+    assert scaler.next_failure_count(2, unknown) == 0
+
+
+# --- townhall's answers against each other ---------------------------------------------------
+def conflicts(sig, agents, workers=(), grace=120):
+    return scaler.evidence_conflicts(sig, {a.id: a for a in agents}, list(workers), NOW, grace)
+
+
+def test_an_empty_agent_list_while_the_signal_counts_two_live_agents_is_a_contradiction():
+    found = conflicts(signal(active_agents=2, busy_agents=2), [], [worker(1), worker(2)])
+    assert found[0] == ("/api/scaling says active_agents=2 but /v1/agents lists 0 live agent(s) "
+                        "(tolerance 1)")
+    assert "busy_agents=2" in found[1]
+
+
+def test_counts_that_agree_within_the_race_tolerance_are_consistent():
+    assert conflicts(signal(active_agents=2, busy_agents=1),
+                     [agent(1), agent(2, "Working", "t2")]) == ()
+    assert conflicts(signal(active_agents=3, busy_agents=1), [agent(1), agent(2)]) == ()
+
+
+def test_busy_agents_that_the_list_does_not_show_working_is_a_contradiction():
+    found = conflicts(signal(active_agents=3, busy_agents=3), [agent(n) for n in (1, 2, 3)])
+    assert found == ("/api/scaling says busy_agents=3 but /v1/agents lists 0 Working agent(s) "
+                     "(tolerance 1)",)
+
+
+def test_agents_townhall_lists_as_not_alive_or_stopped_do_not_count_as_live():
+    listed = [agent(1, alive=False), agent(2, alive=False), agent(3, "Stopped")]
+    assert "lists 0 live" in conflicts(signal(active_agents=2, busy_agents=0), listed)[0]
+
+
+def test_containers_within_their_start_grace_widen_the_tolerance():
+    young = [worker(n, age_secs=10) for n in (1, 2)]
+    assert conflicts(signal(active_agents=0, busy_agents=0), [agent(n) for n in (1, 2, 3)],
+                     young) == ()
+
+
+def test_an_upstream_signal_without_busy_agents_is_checked_on_active_agents_only():
+    body = signal_body(active_agents=1)
+    del body["idle_agents"], body["busy_agents"]
+    assert conflicts(scaler.parse_signal(body), [agent(1, "Working", "t1")]) == ()
 
 
 # --- exited containers -----------------------------------------------------------------------
@@ -523,21 +694,21 @@ def test_a_worker_asked_to_drain_does_not_count_so_no_second_worker_is_drained()
 
 def test_the_third_consecutive_health_failure_restarts_the_container():
     state = State(town="demo", containers={"c1": ContainerMemory("local", health_failures=2)})
-    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[worker(1)], state=state)
+    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[UNHEALTHY], state=state)
     assert [w.container_id for w in p.restarts] == ["c1"]
     assert p.health_failures["c1"] == 3
 
 
 def test_the_second_consecutive_failure_does_not_restart_yet():
     state = State(town="demo", containers={"c1": ContainerMemory("local", health_failures=1)})
-    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[worker(1)], state=state)
+    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[UNHEALTHY], state=state)
     assert p.restarts == () and p.health_failures["c1"] == 2
 
 
 def test_a_container_out_of_restarts_is_given_up_instead_of_restarted_again():
     state = State(town="demo", containers={
         "c1": ContainerMemory("local", health_failures=2, restarts=3, restarted_at=NOW - 600)})
-    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[worker(1)], state=state)
+    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[UNHEALTHY], state=state)
     assert p.restarts == ()
     assert [w.container_id for w, _ in p.give_up] == ["c1"]
 
@@ -550,6 +721,54 @@ def test_a_container_marked_in_error_is_replaced_and_not_judged_again():
     assert "c1" not in p.verdicts
 
 
+LYING = {"sig": signal(active_agents=2, busy_agents=2, desired_agents=0,
+                      scaling_recommendation="scale_to_zero"), "agents": {}}
+
+
+def test_a_lying_townhall_restarts_nobody_even_with_unhealthy_containers_at_the_limit():
+    state = State(town="demo", containers={
+        f"c{n}": ContainerMemory("local", health_failures=2) for n in (1, 2)})
+    p = plan(**LYING, workers=[worker(1, health="unhealthy"), worker(2, health="unhealthy")],
+             state=state)
+    assert p.restarts == () and p.give_up == ()
+    assert p.conflicts and "active_agents=2" in p.conflicts[0]
+    assert p.health_failures == {"c1": 0, "c2": 0}  # the count starts again
+    assert {v.unknown for v in p.verdicts.values()} == {"evidence_inconsistent"}
+
+
+def test_a_lying_townhall_drains_nobody_and_the_surplus_count_starts_again():
+    state = State(town="demo", surplus_passes=10)
+    p = plan(**LYING, workers=[worker(1), worker(2)], state=state, scale_down_cooldown_secs=0)
+    assert p.drains == () and not p.gate.allowed and p.gate.surplus_passes == 0
+    assert p.gate.reason.startswith("evidence inconsistent: /api/scaling says active_agents=2")
+
+
+def test_a_lying_townhall_does_not_stop_starts_or_the_removal_of_exited_containers():
+    p = plan(signal(active_agents=3, busy_agents=0, desired_agents=2), agents={},
+             workers=[worker(5, status="exited"), worker(6, status="exited")], keep_exited=0)
+    assert p.conflicts
+    assert p.placement.outposts == ("local", "local")
+    assert sorted(w.container_id for w in p.removals) == ["c5", "c6"]
+
+
+def test_a_healthy_container_whose_agent_townhall_calls_dead_is_left_alone_and_reported():
+    state = State(town="demo", containers={"c1": ContainerMemory("local", health_failures=2)})
+    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[worker(1)], state=state)
+    assert p.restarts == () and p.conflicts == ()
+    assert [w.container_id for w in p.unknown] == ["c1"]
+    assert p.verdicts["c1"].unknown == "evidence_inconsistent"
+
+
+def test_a_container_without_a_healthcheck_is_not_restarted_by_default_and_says_why():
+    state = State(town="demo", containers={"c1": ContainerMemory("local", health_failures=2)})
+    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[worker(1, health=None)],
+             state=state)
+    assert p.restarts == () and p.verdicts["c1"].unknown == "evidence_missing"
+    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[worker(1, health=None)],
+             state=state, trust_townhall_alone=True)
+    assert [w.container_id for w in p.restarts] == ["c1"]
+
+
 def test_the_cost_of_unseen_outposts_counts_against_the_cap():
     p = scaler.plan_pass(Config(cost_cap_hourly=1.0), signal(desired_agents=2), {}, [],
                          [view("cloud", cost=0.5)], State(town="demo"), NOW, unseen_hourly=0.6)
@@ -557,6 +776,22 @@ def test_the_cost_of_unseen_outposts_counts_against_the_cap():
 
 
 # --- the state file --------------------------------------------------------------------------
+def test_the_default_state_file_is_the_towns_own():
+    path = scaler.state_path(Config(), {"XDG_STATE_HOME": "/var/state"}, "demo")
+    assert str(path) == "/var/state/tinytown-scaler/demo/state.json"
+
+
+@pytest.mark.parametrize("town", ["..", "../../etc", "a/b", ".hidden"])
+def test_a_town_name_from_townhall_never_leads_the_state_file_out_of_its_directory(town):
+    path = scaler.state_path(Config(), {"XDG_STATE_HOME": "/var/state"}, town)
+    assert path.parent.parent == scaler.Path("/var/state/tinytown-scaler")
+    assert not path.parent.name.startswith(".")
+
+
+def test_an_explicit_state_file_is_used_for_any_town():
+    path = scaler.state_path(Config(state_file="/srv/s.json"), {}, "demo")
+    assert str(path) == "/srv/s.json"
+
 def test_state_survives_a_round_trip_through_json():
     state = State(town="demo", last_scale_up_at=NOW, surplus_passes=2, removed_cost=1.5,
                   breakers={"vm": Breaker(2, NOW + 60, "refused")},
