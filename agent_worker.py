@@ -84,6 +84,7 @@ from tinytown.prompt import build_prompt
 from tinytown.records import Task, now, to_rfc3339
 from tinytown.recovery import recover_silent_workers, return_held_entries
 from tinytown.store import Town
+from tinytown.store.agents import Beat
 from tinytown.store.scripts import execute_pipelined
 from tinytown.tasklog import TaskLogs
 
@@ -736,15 +737,18 @@ class Worker:
     def stop(self, reason: str) -> None:
         """Idle → Draining → Stopped. A task handed back keeps ``current_task`` for ``tt recover``."""
         self.set_state("draining", allowed_from=("starting", "idle", "working", "paused"), reason=reason)
-        self.set_state("stopped", allowed_from=LIVE_STATES, reason=reason, last_heartbeat=to_rfc3339(now()))
+        self.set_state("stopped", allowed_from=LIVE_STATES, reason=reason, beat=True)
         self.finished.set()
 
     # == around the lifecycle ===================================================================
 
-    def set_state(self, state: str, *, allowed_from=None, delete=(), reason: str | None = None, **fields: str) -> None:
-        """Move this agent to ``state`` (only from ``allowed_from``, so a pause or kill is not overwritten)."""
+    def set_state(self, state: str, *, allowed_from=None, delete=(), reason: str | None = None, beat: bool = False,
+                  **fields: str) -> None:  # fmt: skip
+        """Move this agent to ``state`` (only from ``allowed_from``, so a pause or kill is not
+        overwritten); ``beat``: with a heartbeat."""
         result = self.with_redis(f"state_{state}", self.town.agents.update, self.agent_id, state,
-                                 allowed_from=allowed_from, set_fields=fields, delete_fields=delete)  # fmt: skip
+                                 allowed_from=allowed_from, set_fields=fields, delete_fields=delete,
+                                 beat=Beat(self.agent_cfg.heartbeat_interval_secs) if beat else None)  # fmt: skip
         if result.ok and result.old_state != state:
             self.log("agent_state", state=state, previous=result.old_state, reason=reason)
 
@@ -822,7 +826,7 @@ class Worker:
         agents, docket, keys = self.town.agents, self.docket, self.town.keys
 
         def build(pipe):
-            agents.queue_heartbeat(pipe, self.agent_id)
+            agents.queue_heartbeat(pipe, self.agent_id, self.agent_cfg.heartbeat_interval_secs)
             if held is not None:
                 docket.queue_keep_alive(pipe, held)
                 pipe.hget(keys.task(held.task_id), "state")

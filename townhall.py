@@ -3,8 +3,10 @@
     gunicorn -c python:tinytown.gunicorn_conf townhall:app
     gunicorn townhall:app          (in a town made by `tt init`: its gunicorn.conf.py applies [townhall])
 
-Refuses to start on a non-loopback bind without auth, with unreadable TLS files, or with TLS on
-under a gunicorn that does not apply [townhall] (exit 3); or when Redis cannot be used (exit 4).
+Each gunicorn worker also runs the keeper (``tinytown.keeper``), which recovers dead agents'
+work by itself. Refuses to start on a non-loopback bind without auth, with unreadable TLS
+files, or with TLS on under a gunicorn that does not apply [townhall] (exit 3); or when Redis
+cannot be used (exit 4).
 """
 
 from tinytown.api import create_app
@@ -19,6 +21,6 @@ from tinytown.errors import TinytownError
 try:
     _config = townhall_config(binds=gunicorn_command_binds())
     check_gunicorn_settings(_config)
-    app = create_app(_config)
+    app = create_app(_config, keeper=True)
 except TinytownError as err:
     refuse_to_start(err)

@@ -45,9 +45,14 @@ def make_ceiling_app():
 
     from tinytown import defaults
     from tinytown.keys import AGENT_STATES, TASK_STATES, Keys
+    from tinytown.store.scripts import AGENT_COUNTS
 
     r = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"], decode_responses=True)
     k = Keys(os.environ["BENCH_TOWN"])
+    counts = r.register_script(AGENT_COUNTS)
+    counts_keys = [k.agents_in_state(state) for state in AGENT_STATES]
+    counts_args = [k.agent_prefix, "1", str(AGENT_STATES.index("idle") + 1)]
+    r.script_load(AGENT_COUNTS)
     app = Flask("ceiling")
 
     @app.get("/ceiling")
@@ -55,11 +60,9 @@ def make_ceiling_app():
         pipe = r.pipeline(transaction=False)
         for state in TASK_STATES:
             pipe.zcard(k.tasks_in_state(state))
-        for state in AGENT_STATES:
-            pipe.scard(k.agents_in_state(state))
+        pipe.evalsha(counts.sha, len(counts_keys), *counts_keys, *counts_args)
         pipe.llen(k.backlog)
         pipe.scard(k.missions_active)
-        pipe.sort(k.agents_in_state("idle"), by="nosort", get=[k.agent_field("last_active_at"), k.agent_field("created_at")])
         pipe.xpending(k.docket, defaults.DOCKET_GROUP)
         out = pipe.execute(raise_on_error=False)
         return {"tasks": out[: len(TASK_STATES)], "pending": str(out[-1])}

@@ -109,7 +109,10 @@ def read_line(proc: subprocess.Popen, timeout: float) -> str:
 
 def wait_idle(r, sides: list[Side], timeout: float) -> None:
     def idle() -> bool:
-        return all(r.scard(s.keys.agents_in_state("idle")) >= 1 for s in sides)
+        def members(key: str) -> int:  # a set before liveness was indexed, a sorted set after
+            return r.zcard(key) if r.type(key) == "zset" else r.scard(key)
+
+        return all(members(s.keys.agents_in_state("idle")) >= 1 for s in sides)
 
     wait_for(idle, timeout, "both workers idle")
 

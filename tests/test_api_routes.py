@@ -12,6 +12,7 @@ from .api_support import app, client  # noqa: F401 - fixtures
 from .conftest import next_message
 
 from tinytown import messages
+from tinytown.store.agents import Beat
 
 
 def new_agent(client, name="alice", **extra):
@@ -377,7 +378,7 @@ def test_mission_work_items_and_watches_are_records(client, town):
 
 def test_recover_stops_agents_with_a_stale_heartbeat(client, town):
     agent_id = new_agent(client)
-    town.agents.update(agent_id, "working", set_fields={"last_heartbeat": "2020-01-01T00:00:00+00:00"})
+    town.agents.update(agent_id, "working", beat=Beat(5, age_ms=600_000))
     body = client.post("/v1/recover").get_json()
     assert body["recovered"] == 1 and body["agents"] == ["alice"]
     assert town.agents.get(agent_id).state == "stopped"

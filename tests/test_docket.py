@@ -13,6 +13,7 @@ from tinytown.config import load_config
 from tinytown.docket import Docket, holders, is_dead
 from tinytown.records import Agent, now, parse_rfc3339, to_rfc3339
 from tinytown.store import Town
+from tinytown.store.agents import Beat
 
 from .conftest import write_town
 
@@ -40,16 +41,19 @@ def make_idle(town, stream, entry_id, holder, ms=10_000):
 
 
 def kill(town, agent_id):
-    town.agents.update(agent_id, set_fields={"last_heartbeat": LONG_AGO})
+    town.agents.update(agent_id, beat=Beat(1, age_ms=300_000))
 
 
-def test_is_dead_means_missing_terminal_or_silent_for_several_heartbeats(town):
-    cfg = town.config  # heartbeat 1 s → dead after 3 s
-    fresh = Agent(id="a", name="a", state="idle", last_heartbeat=to_rfc3339(now()))
-    assert not is_dead(fresh, cfg)
-    assert is_dead(None, cfg)
-    assert is_dead(Agent(id="a", name="a", state="stopped", last_heartbeat=to_rfc3339(now())), cfg)
-    assert is_dead(Agent(id="a", name="a", state="working", last_heartbeat=to_rfc3339(now() - timedelta(seconds=4))), cfg)
+def test_is_dead_means_missing_terminal_or_past_its_own_heartbeat_window(town):
+    now_ms = town.agents.now_ms()
+    assert not is_dead(Agent(id="a", name="a", state="idle", alive_until=now_ms + 1), now_ms)
+    assert is_dead(None, now_ms)
+    assert is_dead(Agent(id="a", name="a", state="stopped", alive_until=now_ms + 10_000), now_ms)
+    assert is_dead(Agent(id="a", name="a", state="working", alive_until=now_ms), now_ms)
+    beating = town.agents.register("beating", "fake", heartbeat_interval_secs=1)  # dead 3 s after a beat
+    assert not is_dead(town.agents.get(beating.id), now_ms)
+    kill(town, beating.id)
+    assert is_dead(town.agents.get(beating.id), town.agents.now_ms())
 
 
 def test_one_read_covers_the_agents_own_stream_and_the_shared_docket(town):

@@ -14,6 +14,7 @@ from tinytown.errors import InvalidTransition
 from tinytown.records import now, to_rfc3339
 from tinytown.recovery import orphan_tasks, reclaim, recover
 from tinytown.store import Town
+from tinytown.store.agents import Beat
 
 from .conftest import write_town
 
@@ -43,7 +44,7 @@ def worker(town, name, state="working"):
 
 
 def silence(town, agent_id):
-    town.agents.update(agent_id, set_fields={"last_heartbeat": LONG_AGO})
+    town.agents.update(agent_id, beat=Beat(1, age_ms=300_000))
 
 
 def shared_pending(town):

@@ -12,7 +12,7 @@ def assert_agent_indexes_exact(town):
     ids = town.redis.smembers(town.keys.agents)
     seen = set()
     for state in AGENT_STATES:
-        members = town.redis.smembers(town.keys.agents_in_state(state))
+        members = set(town.redis.zrange(town.keys.agents_in_state(state), 0, -1))
         assert not (members & seen)
         seen |= members
         for agent_id in members:
@@ -24,8 +24,8 @@ def test_register_writes_record_indexes_and_its_docket_group(town):
     agent = town.agents.register("alice", "claude", role_id="backend")
     stored = town.agents.get(agent.id)
     assert (stored.name, stored.state, stored.cli, stored.role_id) == ("alice", "starting", "claude", "backend")
-    assert stored.nickname and stored.created_at == stored.last_heartbeat
-    assert town.agents.counts()["starting"] == 1
+    assert stored.nickname and stored.last_heartbeat and stored.alive(town.agents.now_ms())
+    assert town.agents.counts().live["starting"] == 1
     assert [g["name"] for g in town.redis.xinfo_groups(town.keys.agent_docket(agent.id))] == ["workers"]
     assert_agent_indexes_exact(town)
 
@@ -78,7 +78,7 @@ def test_state_changes_keep_indexes_exact_and_guards_hold(town):
     with pytest.raises(InvalidTransition):
         town.agents.set_state(agent.id, "working", allowed_from=("idle",))
     assert town.agents.get(agent.id).current_task == "t1"
-    assert town.agents.counts()["working"] == 1 and town.agents.counts()["idle"] == 0
+    assert town.agents.counts().live["working"] == 1 and town.agents.counts().live["idle"] == 0
     assert_agent_indexes_exact(town)
 
 
@@ -96,3 +96,24 @@ def test_a_name_wins_over_another_agents_nickname(town):
     town.agents.register("bob", "claude", nickname="Alice")
     assert town.agents.resolve("alice").id == named.id
     assert town.agents.resolve("ALICE").id == named.id
+
+
+def test_a_town_with_the_old_state_sets_is_upgraded_on_connect(town):
+    """Before liveness was indexed each state was a plain set; connecting rebuilds the index from
+    the records (liveness from their last_heartbeat) and removes the sets."""
+    from tinytown.records import now, to_rfc3339
+    from tinytown.store import Town
+
+    agent = town.agents.register("old-timer", "claude")
+    town.agents.update(agent.id, "idle")
+    town.redis.delete(town.keys.agents_in_state("idle"))
+    town.redis.hset(town.keys.agent(agent.id), mapping={"last_heartbeat": to_rfc3339(now())})
+    town.redis.hdel(town.keys.agent(agent.id), "alive_until", "heartbeat_interval_secs")
+    town.redis.sadd(town.keys.legacy_agents_in_state("idle"), agent.id)
+
+    upgraded = Town.connect(town.config)
+    assert not town.redis.exists(town.keys.legacy_agents_in_state("idle"))
+    assert upgraded.agents.counts().live["idle"] == 1
+    assert upgraded.agents.get(agent.id).alive(upgraded.agents.now_ms())
+    assert_agent_indexes_exact(town)
+    upgraded.redis.close()

@@ -52,6 +52,11 @@ API_KEY_CACHE_MAX_ENTRIES = 1024
 JWKS_CACHE_TTL_SECS = 300
 JWKS_MIN_REFETCH_INTERVAL_SECS = 10
 JWKS_FETCH_TIMEOUT_SECS = 5
+# Townhall's keeper (tinytown.keeper) wakes when the next agent's heartbeat window can run out,
+# no sooner than this (and no later than one dead-after window of [agent] heartbeat_interval_secs);
+# one process recovers at a time, under a lease that lapses this long after a holder dies.
+KEEPER_MIN_SLEEP_SECS = 1.0
+KEEPER_LEASE_SECS = 30
 DISPATCHER_FRESH_SECS = 90  # /ready reports the dispatcher "running" if it ticked this recently
 
 # --- input rules (tinytown.inputs): request bodies, tt arguments -------------------------------

@@ -17,13 +17,11 @@ worked is never taken.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import redis
 
 from . import defaults
-from .config import Config
-from .records import Agent, Task, now, parse_rfc3339, to_rfc3339
+from .records import Agent, Task, now, to_rfc3339
 from .store import Town
 from .keys import TASK_STATES
 from .store.scripts import DOCKET_CLAIM, queue_script
@@ -113,22 +111,9 @@ class Delivery:
     refused: str = ""  # the agent's state, when it says take no work (what came went back)
 
 
-def dead_after_secs(config: Config) -> float:
-    return defaults.DEAD_AFTER_HEARTBEATS * config.agent.heartbeat_interval_secs
-
-
-def heartbeat_age_secs(agent: Agent, at: datetime | None = None) -> float:
-    beat = parse_rfc3339(agent.last_heartbeat)
-    if beat is None:
-        return float("inf")
-    return ((at or now()) - beat).total_seconds()
-
-
-def is_dead(agent: Agent | None, config: Config, at: datetime | None = None) -> bool:
-    """A missing or terminal agent, or one with no heartbeat for DEAD_AFTER_HEARTBEATS intervals."""
-    if agent is None or not agent.active:
-        return True
-    return heartbeat_age_secs(agent, at) > dead_after_secs(config)
+def is_dead(agent: Agent | None, now_ms: int) -> bool:
+    """Missing, terminal, or no heartbeat within its own window (``Agent.alive``, Redis clock)."""
+    return agent is None or not agent.alive(now_ms)
 
 
 def held_entries(r: redis.Redis, stream: str, consumer: str, *, min_idle_ms: int = 0, count: int = 100) -> list[tuple[str, int]]:
@@ -326,7 +311,8 @@ class Docket:
         """Take over one shared-docket entry whose holder is dead, if any.
 
         Candidates are entries idle longer than ``claim_timeout_secs`` (``XPENDING … IDLE``);
-        one is taken only if its holder's agent is missing, terminal or has a stale heartbeat. The
+        one is taken only if its holder's agent is missing, terminal or past its own heartbeat
+        window. The
         take-over itself is ``XAUTOCLAIM`` from exactly that entry, in one script that first checks
         the same holder still has it idle, so a holder that refreshed it in the meantime keeps it.
         """
@@ -338,12 +324,13 @@ class Docket:
                 return None
             raise
         verdicts: dict[str, bool] = {}
+        now_ms = self.town.agents.now_ms() if rows else 0
         for row in rows:
             holder = row["consumer"]
             if holder == self.agent_id:
                 continue
             if holder not in verdicts:
-                verdicts[holder] = is_dead(self.town.agents.find(holder), self.config)
+                verdicts[holder] = is_dead(self.town.agents.find(holder), now_ms)
             if not verdicts[holder]:
                 continue
             entry_id = row["message_id"]
@@ -360,10 +347,11 @@ class Docket:
             consumers = self.r.xinfo_consumers(self.shared, GROUP)
         except redis.ResponseError:
             return removed
+        now_ms = self.town.agents.now_ms() if consumers else 0
         for c in consumers:
             name = c["name"]
             if name == self.agent_id or int(c.get("pending", 0)) > 0:
                 continue
-            if is_dead(self.town.agents.find(name), self.config) and forget_consumer(self.r, self.shared, name):
+            if is_dead(self.town.agents.find(name), now_ms) and forget_consumer(self.r, self.shared, name):
                 removed.append(name)
         return removed

@@ -8,7 +8,7 @@ tasks by state and missions listable and countable without scanning the key spac
 |---|---|---|
 | ``agent:<id>`` | hash | agent record |
 | ``agents`` | set | every agent id |
-| ``agents:state:<state>`` | set | agent ids in that state |
+| ``agents:by_state:<state>`` | zset | agent ids in that state, scored by ``alive_until`` (ms, Redis clock): counting those above now gives the live ones |
 | ``inbox:<id>`` / ``urgent:<id>`` | list | JSON messages for the agent |
 | ``activity:<id>`` | list | last activity lines |
 | ``stop:<id>`` | string | graceful stop flag |
@@ -56,7 +56,21 @@ class Keys:
         return self._k("agents")
 
     def agents_in_state(self, state: str) -> str:
+        return self._k("agents", "by_state", state)
+
+    def legacy_agents_in_state(self, state: str) -> str:
+        """Before liveness was indexed: a plain set per state (read once, to upgrade a town)."""
         return self._k("agents", "state", state)
+
+    @property
+    def agent_prefix(self) -> str:
+        """What ``agent(id)`` puts before the id: for a Lua script that finds agent ids itself."""
+        return self._k("agent", "")
+
+    @property
+    def keeper_lease(self) -> str:
+        """Held by the one townhall process that recovers dead agents' work at a time."""
+        return self._k("keeper", "lease")
 
     def inbox(self, agent_id: str) -> str:
         return self._k("inbox", agent_id)

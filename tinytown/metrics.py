@@ -2,7 +2,9 @@
 
 A custom collector reads the town's index counts on every scrape, so every gunicorn worker
 answers with the same numbers (per-process gauges would each see only their own process).
-Names and HELP texts are upstream's. Task counts come from the state indexes:
+Names and HELP texts are upstream's. ``tinytown_agents_total`` counts an agent under its state
+while it is alive and under ``state="dead"`` once its heartbeat is older than its own dead-after
+window (the same judgement as ``/api/scaling``). Task counts come from the state indexes:
 ``tinytown_tasks_assigned_pending`` is tasks assigned to an agent and not yet started (upstream
 counted inbox task messages), ``tinytown_tasks_pending`` adds the backlog to it.
 
@@ -58,8 +60,9 @@ def read_snapshot(town) -> MetricsSnapshot:
         for agent_id in agent_ids:
             pipe.llen(town.keys.urgent(agent_id))
         urgent = sum(pipe.execute())
+    by_state = {**counts.agents.live, "dead": counts.agents.dead_total}
     return MetricsSnapshot(
-        ready=True, agents_by_state={s: n for s, n in counts.agents.items() if n > 0}, backlog=counts.backlog,
+        ready=True, agents_by_state={s: n for s, n in by_state.items() if n > 0}, backlog=counts.backlog,
         assigned_pending=counts.tasks["assigned"], completed=counts.tasks["completed"],
         missions_active=counts.missions_active, redis_latency_seconds=round(latency, 6), urgent_messages=urgent,
     )  # fmt: skip

@@ -171,10 +171,25 @@ class Agent:
     nickname: str | None = None
     role_id: str | None = None
     parent_agent_id: str | None = None
+    # Liveness (Tinytown for Python): the agent's own heartbeat interval, and until when (ms
+    # since the epoch, Redis clock) its last heartbeat keeps it alive — DEAD_AFTER_HEARTBEATS
+    # intervals after the beat. 0: never beat (a record registered through REST, or from an
+    # older version), so never alive.
+    heartbeat_interval_secs: int = 0
+    alive_until: int = 0
 
     @property
     def active(self) -> bool:
+        """In a state where a process is presumed to run (upstream's is_active)."""
         return self.state in ACTIVE_AGENT_STATES
+
+    def alive(self, now_ms: int) -> bool:
+        """Active, and its last heartbeat is recent enough by its own interval."""
+        return self.active and self.alive_until > now_ms
+
+    def heartbeat_age_secs(self, now_ms: int) -> float | None:
+        beat = parse_rfc3339(self.last_heartbeat)
+        return None if beat is None else round(max(0.0, now_ms / 1000 - beat.timestamp()), 3)
 
     def to_hash(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
@@ -206,6 +221,8 @@ class Agent:
             nickname=data.get("nickname") or None,
             role_id=data.get("role_id") or None,
             parent_agent_id=data.get("parent_agent_id") or None,
+            heartbeat_interval_secs=count("heartbeat_interval_secs"),
+            alive_until=count("alive_until"),
         )
 
     def short_id(self) -> str:

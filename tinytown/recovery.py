@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 
 from . import messages as inbox
-from .docket import GROUP, dead_after_secs, entry_task_id, forget_consumer, heartbeat_age_secs, held_entries, holders, is_dead
+from .docket import GROUP, entry_task_id, forget_consumer, held_entries, holders, is_dead
 from .errors import InvalidTransition
 from .records import ACTIVE_AGENT_STATES, Agent, now, to_rfc3339
 from .store import Town
@@ -78,54 +78,48 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
     return returned
 
 
-def _live_agents(town: Town) -> list[Agent]:
-    pipe = town.redis.pipeline(transaction=False)
-    for state in ACTIVE_AGENT_STATES:
-        pipe.smembers(town.keys.agents_in_state(state))
-    ids = sorted(set().union(*pipe.execute()))
-    found = [town.agents.find(i) for i in ids]
-    return [a for a in found if a is not None and a.active]
+def recover(town: Town, *, sweep_terminal: bool = True) -> dict:
+    """Stop agents whose heartbeat window has passed and return the work every dead agent holds.
 
+    Dead agents come from the index (O(dead agents)); ``sweep_terminal`` also reads every agent
+    for terminal ones that left a directed entry behind (a drain timeout) — what ``tt recover``
+    and ``POST /v1/recover`` do; townhall's keeper, which runs this by itself, skips that part.
 
-def recover(town: Town) -> dict:
-    """Stop agents whose heartbeat is stale and return the work every dead agent holds.
-
-    Returns ``{"checked": n, "recovered": n, "agents": [names], "reclaimed": n}``: agents
-    examined, agents marked stopped, their names, and tasks returned to work (or failed past
-    ``max_attempts``).
+    Returns ``{"checked": n, "recovered": n, "agents": [names], "reclaimed": n}``: agents in an
+    active state examined, agents marked stopped, their names, and tasks returned to work (or
+    failed past ``max_attempts``).
     """
-    config = town.config
-    live = _live_agents(town)
+    now_ms = town.agents.now_ms()
+    checked = town.agents.active_count()
     stopped: list[Agent] = []
-    for agent in live:
-        if is_dead(agent, config):
-            result = town.agents.update(agent.id, "stopped", allowed_from=ACTIVE_AGENT_STATES)
-            if result.ok:
-                age = "never" if not agent.last_heartbeat else agent.last_heartbeat
-                _activity(town, agent.id, f"recovered: no heartbeat since {age}; marked stopped")
-                stopped.append(agent)
-    alive = {a.id for a in live} - {a.id for a in stopped}
+    for agent in town.agents.dead(now_ms):
+        result = town.agents.update(agent.id, "stopped", allowed_from=ACTIVE_AGENT_STATES)
+        if result.ok:
+            age = "never" if not agent.last_heartbeat else agent.last_heartbeat
+            _activity(town, agent.id, f"recovered: no heartbeat since {age}; marked stopped")
+            stopped.append(agent)
 
     reclaimed = 0
     for holder in holders(town.redis, town.keys.docket):
         agent = town.agents.find(holder)
-        if holder not in alive and is_dead(agent, config) and not still_finishing(town, agent):
+        if is_dead(agent, now_ms) and not still_finishing(town, agent, now_ms):
             reclaimed += return_held_entries(town, town.keys.docket, holder)
             forget_consumer(town.redis, town.keys.docket, holder)  # dead consumers leave the group
     for agent in stopped:
         reclaimed += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id)
-    for agent in town.agents.all():  # terminal agents that left entries behind (drain timeout)
-        if agent.id not in alive and not agent.active and agent.current_task and not still_finishing(town, agent):
-            reclaimed += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id)
-            town.agents.update(agent.id, delete_fields=("current_task",))
-    return {"checked": len(live), "recovered": len(stopped), "agents": [a.name for a in stopped], "reclaimed": reclaimed}
+    if sweep_terminal:
+        for agent in town.agents.all():  # terminal agents that left entries behind (drain timeout)
+            if not agent.active and agent.current_task and not still_finishing(town, agent, now_ms):
+                reclaimed += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id)
+                town.agents.update(agent.id, delete_fields=("current_task",))
+    return {"checked": checked, "recovered": len(stopped), "agents": [a.name for a in stopped], "reclaimed": reclaimed}
 
 
-def still_finishing(town: Town, agent: Agent | None) -> bool:
+def still_finishing(town: Town, agent: Agent | None, now_ms: int) -> bool:
     """Stopped from outside (``POST /v1/agents/{agent}/kill``) while its worker still runs a task:
     the heartbeat is fresh and the stop request is not taken up yet (the worker takes it, and
     exits, once the task ends). Its entries stay with it, so the task does not run twice."""
-    if agent is None or agent.active or heartbeat_age_secs(agent) > dead_after_secs(town.config):
+    if agent is None or agent.active or agent.alive_until <= now_ms:
         return False
     return bool(town.redis.exists(town.keys.stop(agent.id)))
 
@@ -137,12 +131,10 @@ def recover_silent_workers(town: Town) -> int:
     over by :meth:`Docket.reclaim_one`. Agent states are left to ``tt recover`` (a worker never
     stops another). Reads only the agent state indexes. Returns how many tasks went back.
     """
-    config = town.config
-    min_idle_ms = config.agent.claim_timeout_secs * 1000
+    min_idle_ms = town.config.agent.claim_timeout_secs * 1000
     returned = 0
-    for agent in _live_agents(town):
-        if is_dead(agent, config):
-            returned += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id, min_idle_ms=min_idle_ms)
+    for agent in town.agents.dead():
+        returned += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id, min_idle_ms=min_idle_ms)
     return returned
 
 
@@ -197,7 +189,8 @@ def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None
     names = {a.id: a.name for a in sources}
     items: list[dict] = []
 
-    finishing = {a.id for a in sources if still_finishing(town, a)}
+    now_ms = town.agents.now_ms()
+    finishing = {a.id for a in sources if still_finishing(town, a, now_ms)}
     for task in _directed_tasks(town, set(names)):
         item = {"agent": names[task.assigned_to], "kind": "task", "id": task.id, "type": "task",
                 "summary": task.description, "outcome": "listed"}  # fmt: skip
@@ -266,6 +259,7 @@ def orphan_tasks(town: Town, action: str = "list") -> dict:
     if action not in ORPHAN_ACTIONS:
         raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ORPHAN_ACTIONS)}")
     orphans = []
+    now_ms = town.agents.now_ms()
     verdicts: dict[str, tuple[str | None, bool]] = {}  # assignee → (reason, its worker still finishing)
     for state in ("pending", "assigned", "running"):
         ids = town.redis.zrange(town.keys.tasks_in_state(state), 0, -1)
@@ -275,7 +269,7 @@ def orphan_tasks(town: Town, action: str = "list") -> dict:
             if task.assigned_to not in verdicts:
                 agent = town.agents.find(task.assigned_to)
                 reason = "agent_missing" if agent is None else None if agent.active else "agent_terminal"
-                verdicts[task.assigned_to] = (reason, still_finishing(town, agent))
+                verdicts[task.assigned_to] = (reason, still_finishing(town, agent, now_ms))
             reason, finishing = verdicts[task.assigned_to]
             if reason and not (finishing and task.state == "running"):  # a killed agent's worker still runs it
                 orphans.append({"task_id": task.id, "assigned_to": task.assigned_to, "state": task.state, "reason": reason})

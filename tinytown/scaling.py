@@ -6,6 +6,10 @@ Pure: townhall reads the counts from Redis (:mod:`tinytown.api.signals`) and han
 - ``in_flight_tasks``: tasks a worker holds, including one held by a worker that died (its
   docket entry is still unacknowledged).
 - ``desired_agents`` = min(pending + in flight, ``max_agents``).
+- Agents count only while alive: an agent in an active state whose heartbeat is older than its
+  own dead-after window (``DEAD_AFTER_HEARTBEATS`` × its ``heartbeat_interval_secs``) is counted
+  in ``dead_agents`` and nowhere else — not active, idle or busy — so a town whose only agents
+  died with work queued asks for workers (``scale_up``).
 
 Recommendation, first match wins (upstream order):
 
@@ -34,11 +38,12 @@ class ScalingInput:
     now: datetime
     pending_tasks: int
     in_flight_tasks: int
-    agents_by_state: Mapping[str, int]
+    agents_by_state: Mapping[str, int]  # live agents only, per state
     # ``last_active_at`` of each idle agent (None if unknown); only read when it can matter.
     idle_last_active: Iterable[datetime | None]
     max_agents: int
     idle_timeout_secs: int
+    dead_agents: int = 0  # in an active state, past their heartbeat window
 
 
 def all_idle(inp: ScalingInput) -> bool:
@@ -64,7 +69,8 @@ def recommend(*, desired: int, active: int, pending: int, in_flight: int, idle: 
 
 
 def scaling_signal(inp: ScalingInput) -> dict:
-    """The ``/api/scaling`` document: upstream's ten fields plus ``idle_agents``, ``busy_agents``."""
+    """The ``/api/scaling`` document: upstream's ten fields plus ``idle_agents``, ``busy_agents``
+    and ``dead_agents``."""
     pending, in_flight = max(0, inp.pending_tasks), max(0, inp.in_flight_tasks)
     active = sum(inp.agents_by_state.get(s, 0) for s in ACTIVE_AGENT_STATES)
     desired = min(pending + in_flight, inp.max_agents)
@@ -82,4 +88,5 @@ def scaling_signal(inp: ScalingInput) -> dict:
         "scaling_recommendation": recommend(desired=desired, active=active, pending=pending, in_flight=in_flight, idle=idle),
         "idle_agents": inp.agents_by_state.get("idle", 0),
         "busy_agents": inp.agents_by_state.get("working", 0),
+        "dead_agents": inp.dead_agents,
     }

@@ -14,6 +14,7 @@ from flask import Flask
 
 from ..auth import Authenticator
 from ..config import Config
+from ..keeper import Keeper
 from ..store import Town
 from ..store.missions import MissionStore
 from .access import install_audit
@@ -26,9 +27,11 @@ from .write import write
 BLUEPRINTS = (public, read, write, manage)
 
 
-def create_app(config: Config, town: Town | None = None, **auth_options) -> Flask:
+def create_app(config: Config, town: Town | None = None, *, keeper: bool = False, **auth_options) -> Flask:
     """The townhall app for ``config``; connects to (and if needed starts) the town's Redis.
 
+    ``keeper``: start this process's :class:`tinytown.keeper.Keeper`, which recovers dead
+    agents' work by itself (townhall.py does; tests that build an app directly need not).
     ``auth_options`` go to :class:`tinytown.auth.Authenticator` (e.g. ``cache_ttl_secs=0`` to
     measure Argon2 without the verification cache).
     """
@@ -44,4 +47,6 @@ def create_app(config: Config, town: Town | None = None, **auth_options) -> Flas
     install_audit(app)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
+    if keeper:
+        app.config["KEEPER"] = Keeper(town).start()
     return app

@@ -44,11 +44,16 @@ def valid_mission_id(value: str) -> str:
     return uuid_param(value, "mission id")
 
 
-def agent_json(agent: Agent, current_scope: str | None) -> dict:
+def agent_json(agent: Agent, current_scope: str | None, now_ms: int) -> dict:
+    """Upstream's agent shape plus liveness: ``alive`` (an active state and a heartbeat within
+    the agent's own window, by the Redis clock), its ``heartbeat_interval_secs`` and the
+    ``heartbeat_age_secs``. A dead agent keeps the state it had; ``alive`` says it is dead."""
     return {
         "id": agent.id, "name": agent.name, "nickname": agent.nickname, "role_id": agent.role_id,
         "parent_agent_id": agent.parent_agent_id, "spawn_mode": agent.spawn_mode, "cli": agent.cli,
-        "state": rest_state(agent.state), "current_scope": current_scope,
+        "state": rest_state(agent.state), "current_scope": current_scope, "alive": agent.alive(now_ms),
+        "heartbeat_interval_secs": agent.heartbeat_interval_secs or None,
+        "heartbeat_age_secs": agent.heartbeat_age_secs(now_ms),
     }  # fmt: skip
 
 

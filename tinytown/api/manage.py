@@ -10,7 +10,7 @@ from flask import Blueprint
 
 from .. import inputs
 from ..clis import resolve_cli
-from ..records import RESERVED_AGENT_NAMES, is_uuid, now, to_rfc3339
+from ..records import RESERVED_AGENT_NAMES, is_uuid
 from .access import protect
 from .common import agent_id_for, agent_ref, cli_rule, valid_mission_id, missions, town
 from .problems import Problem
@@ -48,10 +48,7 @@ def kill_agent(agent: str):
 @manage.post("/v1/agents/<agent>/restart")
 def restart_agent(agent: str):
     agent_id, _ = agent_id_for(agent)
-    t = town()
-    ts = to_rfc3339(now())
-    t.agents.set_state(agent_id, "idle", rounds_completed="0", last_heartbeat=ts, last_active_at=ts)
-    t.redis.delete(t.keys.stop(agent_id))
+    town().agents.restart(agent_id)
     return {"status": "restarted", "agent": agent}
 
 

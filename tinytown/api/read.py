@@ -28,6 +28,7 @@ def status():
     """Town and every agent with its inbox lengths (``deep`` accepted and ignored, as upstream)."""
     t = town()
     agents = t.agents.all()
+    now_ms = t.agents.now_ms()
     scopes = current_scopes(agents)
     pipe = t.redis.pipeline(transaction=False)
     for a in agents:
@@ -36,7 +37,7 @@ def status():
     lengths = pipe.execute() if agents else []
     rows = []
     for i, a in enumerate(agents):
-        row = agent_json(a, scopes.get(a.current_task or ""))
+        row = agent_json(a, scopes.get(a.current_task or ""), now_ms)
         row.update(rounds_completed=a.rounds_completed, tasks_completed=a.tasks_completed,
                    inbox_len=lengths[2 * i], urgent_len=lengths[2 * i + 1])  # fmt: skip
         rows.append(row)
@@ -47,9 +48,10 @@ def status():
 @read.get("/v1/agents")
 def list_agents():
     agents = town().agents.all()
+    now_ms = town().agents.now_ms()
     scopes = current_scopes(agents)
     rows = [
-        {**agent_json(a, scopes.get(a.current_task or "")), "last_heartbeat": a.last_heartbeat or None,
+        {**agent_json(a, scopes.get(a.current_task or ""), now_ms), "last_heartbeat": a.last_heartbeat or None,
          "current_task": a.current_task}
         for a in agents
     ]  # fmt: skip

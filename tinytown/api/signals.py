@@ -1,34 +1,35 @@
 """Reading the town's counts from Redis for ``/api/scaling``, ``/ready`` and ``/metrics``.
 
 Every count comes from an index: ``ZCARD`` of the per-state task sets, ``LLEN`` of the backlog,
-the ``XPENDING`` summary of the shared docket and ``SCARD`` of the per-state agent sets — one
-pipelined round trip whose cost does not depend on how many tasks are queued. The only
-per-record reads are of idle agents' ``last_active_at`` (``SORT … BY nosort GET``: O(idle
-agents), in the same round trip). No ``KEYS``, no ``SCAN``.
+the ``XPENDING`` summary of the shared docket and ``ZCOUNT`` of the per-state agent zsets on
+either side of the Redis clock (live and dead agents) — one pipelined round trip whose cost does
+not depend on how many tasks are queued. The only per-record reads are of live idle agents'
+``last_active_at`` (O(live idle agents), in the same round trip). No ``KEYS``, no ``SCAN``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 
 from .. import defaults
-from ..keys import AGENT_STATES, TASK_STATES
+from ..keys import TASK_STATES
 from ..records import now, parse_rfc3339
 from ..scaling import ScalingInput, scaling_signal
 from ..store import Town
+from ..store.agents import AgentCounts, parse_counts
+from ..store.scripts import execute_pipelined
 
 
 @dataclass(frozen=True)
 class TownCounts:
     tasks: dict[str, int]  # by state
-    agents: dict[str, int]  # by state
+    agents: AgentCounts  # by state, live and dead (Redis clock)
     backlog: int
     docket_held: int  # entries delivered to a worker and not yet acknowledged
     missions_active: int
-    idle_last_active: list = field(default_factory=list)  # of idle agents, when asked for
 
     @property
     def in_flight_tasks(self) -> int:
@@ -58,38 +59,31 @@ def _pending_count(result) -> int:
 
 
 def town_counts(town: Town, *, idle_times: bool = False) -> TownCounts:
-    """Every count in one pipelined round trip; with ``idle_times`` also idle agents' activity.
-
-    Idle agents' ``last_active_at`` come from ``SORT agents:state:idle BY nosort GET …`` in the
-    same pipeline: O(idle agents), and no extra round trip.
-    """
+    """Every count in one pipelined round trip: tasks by state (``ZCARD``), agents by state, live
+    and dead (one script, ``ZCOUNT`` either side of the Redis clock), the backlog, active missions
+    and the docket's held entries. With ``idle_times`` also live idle agents' last activity
+    (O(live idle agents), in the same script)."""
     k = town.keys
-    pipe = town.redis.pipeline(transaction=False)
-    for state in TASK_STATES:
-        pipe.zcard(k.tasks_in_state(state))
-    for state in AGENT_STATES:
-        pipe.scard(k.agents_in_state(state))
-    pipe.llen(k.backlog)
-    pipe.scard(k.missions_active)
-    if idle_times:
-        pipe.sort(k.agents_in_state("idle"), by="nosort", get=[k.agent_field("last_active_at"), k.agent_field("created_at")])
-    pipe.xpending(k.docket, defaults.DOCKET_GROUP)
-    out = pipe.execute(raise_on_error=False)
+
+    def build(pipe):
+        for state in TASK_STATES:
+            pipe.zcard(k.tasks_in_state(state))
+        town.agents.queue_counts(pipe, idle_times=idle_times)
+        pipe.llen(k.backlog)
+        pipe.scard(k.missions_active)
+        pipe.xpending(k.docket, defaults.DOCKET_GROUP)
+
+    out = execute_pipelined(town.redis, build, town.agents.scripts, raise_on_error=False)
     for value in out[:-1]:
         if isinstance(value, Exception):
             raise value
-    n_t, n_a = len(TASK_STATES), len(AGENT_STATES)
-    times = []
-    if idle_times:
-        flat = out[n_t + n_a + 2]
-        times = [parse_rfc3339(last or created) for last, created in zip(flat[::2], flat[1::2])]
+    n_t = len(TASK_STATES)
     return TownCounts(
         tasks=dict(zip(TASK_STATES, out[:n_t])),
-        agents=dict(zip(AGENT_STATES, out[n_t : n_t + n_a])),
-        backlog=out[n_t + n_a],
-        missions_active=out[n_t + n_a + 1],
+        agents=parse_counts(out[n_t]),
+        backlog=out[n_t + 1],
+        missions_active=out[n_t + 2],
         docket_held=_pending_count(out[-1]),
-        idle_last_active=times,
     )
 
 
@@ -100,7 +94,8 @@ def scaling(town: Town) -> dict:
     return scaling_signal(
         ScalingInput(
             town=cfg.name, now=now(), pending_tasks=counts.pending_tasks, in_flight_tasks=counts.in_flight_tasks,
-            agents_by_state=counts.agents, idle_last_active=counts.idle_last_active, max_agents=cfg.max_agents,
+            agents_by_state=counts.agents.live, dead_agents=counts.agents.dead_total,
+            idle_last_active=counts.agents.idle_last_active, max_agents=cfg.max_agents,
             idle_timeout_secs=cfg.agent.idle_timeout_secs,
         )  # fmt: skip
     )

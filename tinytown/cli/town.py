@@ -125,11 +125,20 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def liveness(agent, now_ms: int) -> str:
+    """The state, or ``dead (was working, no heartbeat for 42 s)`` past the agent's window."""
+    if not agent.active or agent.alive(now_ms):
+        return agent.state
+    age = agent.heartbeat_age_secs(now_ms)
+    return f"dead (was {agent.state}, " + ("never beat)" if age is None else f"no heartbeat for {age:.0f} s)")
+
+
 @guard_redis
 def cmd_status(args: argparse.Namespace) -> int:
     town = open_town(args)
     info = town.redis.info("server")
     agents = town.agents.all()
+    now_ms = town.agents.now_ms()
     task_counts = town.tasks.counts()
     _, backlog_len = town.tasks.backlog(limit=0)
     data = {
@@ -139,7 +148,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         "redis_version": info.get("redis_version"),
         "agent_count": len(agents),
         "agents": [
-            {"id": a.id, "name": a.name, "state": a.state, "current_task": a.current_task, "last_heartbeat": a.last_heartbeat}
+            {"id": a.id, "name": a.name, "state": a.state, "alive": a.alive(now_ms), "current_task": a.current_task,
+             "last_heartbeat": a.last_heartbeat, "heartbeat_age_secs": a.heartbeat_age_secs(now_ms),
+             "heartbeat_interval_secs": a.heartbeat_interval_secs or None}
             for a in agents
         ],
         "tasks": task_counts,
@@ -153,7 +164,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"Agents: {len(agents)}")
     for a in agents:
         task = f"  task {a.current_task}" if a.current_task else ""
-        print(f"  {a.name:<20} {a.state:<9} {a.id}{task}")
+        print(f"  {a.name:<20} {liveness(a, now_ms):<9} {a.id}{task}")
     print("Tasks:  " + "  ".join(f"{s} {n}" for s, n in task_counts.items()))
     print(f"Backlog: {backlog_len}")
     return 0

@@ -25,14 +25,16 @@ class Town:
     def __post_init__(self) -> None:
         self.keys = Keys(self.config.name)
         self.tasks = TaskStore(self.redis, self.keys)
-        self.agents = AgentStore(self.redis, self.keys)
+        self.agents = AgentStore(self.redis, self.keys, self.config.agent.heartbeat_interval_secs)
 
     @classmethod
     def connect(cls, config: Config, *, start_server: bool = True) -> "Town":
         """Connect (starting the embedded server when it is the town's own) and verify Redis."""
         from ..connection import connect
 
-        return cls(config, connect(config, start_server=start_server))
+        town = cls(config, connect(config, start_server=start_server))
+        town.agents.upgrade_index()
+        return town
 
 
 __all__ = ["Town", "TaskStore", "AgentStore"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import redis
@@ -9,8 +10,8 @@ import redis
 from .. import control, defaults, inputs
 from ..errors import InvalidTransition, NotFound, TinytownError
 from ..keys import AGENT_STATES, Keys
-from ..records import RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id, now, to_rfc3339
-from .scripts import AGENT_UPDATE, queue_script
+from ..records import ACTIVE_AGENT_STATES, RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id, now, parse_rfc3339, to_rfc3339
+from .scripts import AGENT_COUNTS, AGENT_UPDATE, execute_pipelined, queue_script
 from .tasks import Transition, ensure_group
 
 # Deterministic nicknames (upstream picks from 400 names by the id's first two bytes).
@@ -32,10 +33,12 @@ def nickname_for(agent_id: str) -> str:
 
 
 class AgentStore:
-    def __init__(self, r: redis.Redis, keys: Keys):
+    def __init__(self, r: redis.Redis, keys: Keys, heartbeat_interval_secs: int = defaults.HEARTBEAT_INTERVAL_SECS):
         self.r, self.keys = r, keys
+        self.heartbeat_interval_secs = heartbeat_interval_secs  # for records made without a worker's own
         self._update = r.register_script(AGENT_UPDATE)
-        self.scripts = (self._update,)  # for scripts.execute_pipelined after a cache loss
+        self._counts = r.register_script(AGENT_COUNTS)
+        self.scripts = (self._update, self._counts)  # for scripts.execute_pipelined after a cache loss
 
     # -- create -----------------------------------------------------------------------------
 
@@ -48,11 +51,14 @@ class AgentStore:
         role_id: str | None = None,
         nickname: str | None = None,
         parent_agent_id: str | None = None,
+        heartbeat_interval_secs: int | None = None,
     ) -> Agent:
         """Register a new agent in state ``starting``, or adopt the record ``agent_id`` names.
 
         Adopting keeps the counters and creation time of an existing record (a restarted
-        container keeps its identity); an unknown ``agent_id`` is created with that id.
+        container keeps its identity); an unknown ``agent_id`` is created with that id. Either
+        way it counts as one heartbeat, at ``heartbeat_interval_secs`` (the worker's own; default
+        the town's ``[agent]`` setting), which the agent's liveness is judged by from then on.
         """
         try:
             inputs.name(name, "agent name")
@@ -64,25 +70,21 @@ class AgentStore:
         if not is_uuid(agent_id):
             raise TinytownError(f"agent id {agent_id!r} is not a UUID")
         ts = to_rfc3339(now())
-        existing = self.find(agent_id)
-        if existing is not None:
-            fields = {"name": name, "cli": cli, "last_heartbeat": ts, "last_active_at": ts}
+        beat = Beat(heartbeat_interval_secs or self.heartbeat_interval_secs)
+        if self.find(agent_id) is not None:
+            fields = {"name": name, "cli": cli, "last_active_at": ts}
             if role_id:
                 fields["role_id"] = role_id
-            self.update(agent_id, "starting", set_fields=fields, delete_fields=("current_task",))
-            agent = self.get(agent_id)
+            self.update(agent_id, "starting", set_fields=fields, delete_fields=("current_task",), beat=beat)
         else:
             agent = Agent(
-                id=agent_id, name=name, cli=cli, created_at=ts, last_heartbeat=ts, last_active_at=ts,
+                id=agent_id, name=name, cli=cli, created_at=ts, last_active_at=ts,
                 nickname=nickname or nickname_for(agent_id), role_id=role_id, parent_agent_id=parent_agent_id,
             )  # fmt: skip
-            pipe = self.r.pipeline(transaction=True)
-            pipe.hset(self.keys.agent(agent_id), mapping=agent.to_hash())
-            pipe.sadd(self.keys.agents, agent_id)
-            pipe.sadd(self.keys.agents_in_state(agent.state), agent_id)
-            pipe.execute()
+            record = {k: v for k, v in agent.to_hash().items() if k not in ("state", "last_heartbeat", "alive_until")}
+            self.update(agent_id, "starting", set_fields=record, beat=beat, create=True)
         ensure_group(self.r, self.keys.agent_docket(agent_id))
-        return agent
+        return self.get(agent_id)
 
     # -- read -------------------------------------------------------------------------------
 
@@ -98,20 +100,64 @@ class AgentStore:
 
     def all(self) -> list[Agent]:
         """Every registered agent, from the ``agents`` index (one pipeline, no key-space scan)."""
-        ids = sorted(self.r.smembers(self.keys.agents))
-        if not ids:
+        return [a for a in self.many(sorted(self.r.smembers(self.keys.agents))) if a is not None]
+
+    def now_ms(self) -> int:
+        """The Redis clock, which every liveness judgement uses (never a host's own)."""
+        secs, usecs = self.r.time()
+        return secs * 1000 + usecs // 1000
+
+    def dead(self, now_ms: int | None = None) -> list[Agent]:
+        """Agents in an active state whose heartbeat window has passed (the Redis clock's now,
+        unless given): read from the index, O(dead agents)."""
+        now_ms = self.now_ms() if now_ms is None else now_ms
+        pipe = self.r.pipeline(transaction=False)
+        for state in ACTIVE_AGENT_STATES:
+            pipe.zrangebyscore(self.keys.agents_in_state(state), "-inf", now_ms)
+        ids = sorted(set().union(*pipe.execute()))
+        return [a for a in self.many(ids) if a is not None and a.active and not a.alive(now_ms)]
+
+    def next_deadline_ms(self) -> tuple[int | None, int]:
+        """The earliest ``alive_until`` among agents in an active state (None: there are none),
+        and the Redis clock's now: when the next agent could die. One round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.time()
+        for state in ACTIVE_AGENT_STATES:
+            pipe.zrange(self.keys.agents_in_state(state), 0, 0, withscores=True)
+        (secs, usecs), *firsts = pipe.execute()
+        scores = [int(rows[0][1]) for rows in firsts if rows]
+        return (min(scores) if scores else None), secs * 1000 + usecs // 1000
+
+    def active_count(self) -> int:
+        """Agents in an active state, alive or not."""
+        pipe = self.r.pipeline(transaction=False)
+        for state in ACTIVE_AGENT_STATES:
+            pipe.zcard(self.keys.agents_in_state(state))
+        return sum(pipe.execute())
+
+    def many(self, agent_ids: list[str]) -> list[Agent | None]:
+        """Records in order (None where one is gone), one pipeline."""
+        if not agent_ids:
             return []
         pipe = self.r.pipeline(transaction=False)
-        for agent_id in ids:
+        for agent_id in agent_ids:
             pipe.hgetall(self.keys.agent(agent_id))
-        return [Agent.from_hash(d) for d in pipe.execute() if d]
+        return [Agent.from_hash(d) if d else None for d in pipe.execute()]
 
-    def counts(self) -> dict[str, int]:
-        """Number of agents in each state (``SCARD`` per index)."""
-        pipe = self.r.pipeline(transaction=False)
-        for state in AGENT_STATES:
-            pipe.scard(self.keys.agents_in_state(state))
-        return dict(zip(AGENT_STATES, pipe.execute()))
+    def counts(self) -> "AgentCounts":
+        """Agents in each state, live and dead, by the Redis clock (one script, O(log n) per state)."""
+        return parse_counts(self._counts(keys=self.counts_keys(), args=self.counts_args(False)))
+
+    def queue_counts(self, pipe, *, idle_times: bool) -> None:
+        """Queue :meth:`counts` on ``pipe``; its reply goes through :func:`parse_counts`. With
+        ``idle_times`` it also reads live idle agents' ``last_active_at`` (O(live idle agents))."""
+        queue_script(pipe, self._counts, self.counts_keys(), self.counts_args(idle_times))
+
+    def counts_keys(self) -> list[str]:
+        return [self.keys.agents_in_state(s) for s in AGENT_STATES]
+
+    def counts_args(self, idle_times: bool) -> list[str]:
+        return [self.keys.agent_prefix, "1" if idle_times else "0", str(AGENT_STATES.index("idle") + 1)]
 
     def resolve(self, ref: str) -> Agent:
         """An agent by UUID, name, nickname or short id (case-insensitive), as upstream §3.
@@ -142,7 +188,8 @@ class AgentStore:
     # -- changes ----------------------------------------------------------------------------
 
     def update(self, agent_id: str, new_state: str | None = None, **options) -> Transition:
-        """Set fields and (optionally) the state, keeping the per-state sets exact."""
+        """Set fields, (optionally) the state and (with ``beat``) a heartbeat, keeping the
+        per-state index exact. Options as :meth:`update_request`."""
         keys, args = self.update_request(agent_id, new_state, **options)
         return Transition(*self._update(keys=keys, args=args))
 
@@ -160,18 +207,28 @@ class AgentStore:
         allowed_from: Iterable[str] | None = None,
         set_fields: dict[str, str] | None = None,
         delete_fields: Iterable[str] = (),
+        beat: "Beat | None" = None,
+        create: bool = False,
     ) -> tuple[list[str], list[str]]:
-        """The update script's keys and arguments."""
+        """The update script's keys and arguments. ``beat``: a heartbeat (``last_heartbeat``,
+        ``heartbeat_interval_secs``, ``alive_until``); ``create``: make the record if missing."""
         if new_state is not None and new_state not in AGENT_STATES:
             raise ValueError(f"unknown agent state {new_state!r}")
+        set_fields = dict(set_fields or {})
+        if owned := {"state", "last_heartbeat", "alive_until"} & (set(set_fields) | set(delete_fields)):
+            raise ValueError(f"an update may not set or delete {', '.join(sorted(owned))}; give a state or a beat")
         allowed = "*" if allowed_from is None else "," + ",".join(allowed_from) + ","
-        set_fields = set_fields or {}
+        dead_after_ms, age_ms = "", "0"
+        if beat is not None:
+            set_fields["heartbeat_interval_secs"] = str(beat.interval_secs)
+            dead_after_ms, age_ms = str(beat.dead_after_ms), str(beat.age_ms)
         delete_fields = list(delete_fields)
-        args = [agent_id, allowed, new_state or "", str(len(set_fields)), str(len(delete_fields))]
+        args = [agent_id, allowed, new_state or "", dead_after_ms, age_ms, "1" if create else "0",
+                str(len(set_fields)), str(len(delete_fields))]  # fmt: skip
         for k, v in set_fields.items():
             args += [k, v]
         args += delete_fields
-        keys = [self.keys.agent(agent_id)] + [self.keys.agents_in_state(s) for s in AGENT_STATES]
+        keys = [self.keys.agent(agent_id), self.keys.agents] + [self.keys.agents_in_state(s) for s in AGENT_STATES]
         return keys, args
 
     def set_state(self, agent_id: str, state: str, *, allowed_from: Iterable[str] | None = None, **fields: str) -> str:
@@ -192,13 +249,30 @@ class AgentStore:
         control.publish(self.r, self.keys, agent_id, control.STOP)
         return previous
 
-    def heartbeat(self, agent_id: str) -> bool:
-        """Write ``last_heartbeat``; False if the record is gone (never recreates a partial one)."""
-        return self.update(agent_id, set_fields={"last_heartbeat": to_rfc3339(now())}).ok
+    def restart(self, agent_id: str) -> str:
+        """REST restart, as upstream: state ``idle``, ``rounds_completed`` 0, a heartbeat now and
+        the stop flag cleared — one transaction. Returns the previous state; NotFound if missing."""
+        keys, args = self.update_request(
+            agent_id, "idle", set_fields={"rounds_completed": "0", "last_active_at": to_rfc3339(now())},
+            beat=Beat(self.heartbeat_interval_secs),
+        )  # fmt: skip
 
-    def queue_heartbeat(self, pipe, agent_id: str) -> None:
+        def build(pipe):
+            queue_script(pipe, self._update, keys, args)
+            pipe.delete(self.keys.stop(agent_id))
+
+        (status, old), _ = execute_pipelined(self.r, build, (self._update,), transaction=True)
+        if status == "missing":
+            raise NotFound(f"agent {agent_id} not found")
+        return old
+
+    def heartbeat(self, agent_id: str, interval_secs: int | None = None) -> bool:
+        """A heartbeat now (Redis clock); False if the record is gone (never recreates one)."""
+        return self.update(agent_id, beat=Beat(interval_secs or self.heartbeat_interval_secs)).ok
+
+    def queue_heartbeat(self, pipe, agent_id: str, interval_secs: int) -> None:
         """Queue a :meth:`heartbeat` on ``pipe`` (see ``scripts.execute_pipelined``)."""
-        self.queue_update(pipe, agent_id, set_fields={"last_heartbeat": to_rfc3339(now())})
+        self.queue_update(pipe, agent_id, beat=Beat(interval_secs))
 
     def delete(self, agent_id: str) -> None:
         """Remove an agent record, its indexes, inboxes and flags."""
@@ -209,8 +283,65 @@ class AgentStore:
         )  # fmt: skip
         pipe.srem(self.keys.agents, agent_id)
         for state in AGENT_STATES:
-            pipe.srem(self.keys.agents_in_state(state), agent_id)
+            pipe.zrem(self.keys.agents_in_state(state), agent_id)
         pipe.execute()
+
+    def upgrade_index(self) -> int:
+        """Rebuild the per-state index from the records if this town still has the sets an
+        earlier version kept (no liveness); returns how many agents were indexed. One EXISTS
+        when there is nothing to do."""
+        legacy = [self.keys.legacy_agents_in_state(s) for s in AGENT_STATES]
+        if not self.r.exists(*legacy):
+            return 0
+        agents = self.all()
+        pipe = self.r.pipeline(transaction=True)
+        for agent in agents:
+            beat = parse_rfc3339(agent.last_heartbeat)
+            interval = agent.heartbeat_interval_secs or self.heartbeat_interval_secs
+            until = int(beat.timestamp() * 1000) + interval * defaults.DEAD_AFTER_HEARTBEATS * 1000 if beat else 0
+            pipe.hset(self.keys.agent(agent.id), mapping={"alive_until": str(until), "heartbeat_interval_secs": str(interval)})
+            pipe.zadd(self.keys.agents_in_state(agent.state), {agent.id: until})
+        pipe.delete(*legacy)
+        pipe.execute()
+        return len(agents)
+
+
+@dataclass(frozen=True)
+class Beat:
+    """A heartbeat: the agent's own interval, and how long ago it happened (tests backdate one)."""
+
+    interval_secs: int
+    age_ms: int = 0
+
+    @property
+    def dead_after_ms(self) -> int:
+        return self.interval_secs * defaults.DEAD_AFTER_HEARTBEATS * 1000
+
+
+@dataclass(frozen=True)
+class AgentCounts:
+    """Agents per state by the Redis clock: ``live`` (terminal states: all of them), ``dead``
+    (active states only: past their window), and live idle agents' last activity."""
+
+    live: dict[str, int]
+    dead: dict[str, int]
+    idle_last_active: list
+    now_ms: int
+
+    @property
+    def dead_total(self) -> int:
+        return sum(self.dead.values())
+
+
+def parse_counts(reply: list) -> AgentCounts:
+    live, dead, times, now_ms = reply
+    live_by, dead_by = {}, {}
+    for state, n_live, n_dead in zip(AGENT_STATES, live, dead):
+        if state in ACTIVE_AGENT_STATES:
+            live_by[state], dead_by[state] = int(n_live), int(n_dead)
+        else:  # terminal states are what they say, beating or not
+            live_by[state] = int(n_live) + int(n_dead)
+    return AgentCounts(live_by, dead_by, [parse_rfc3339(t) for t in times], int(now_ms))
 
 
 __all__ = ["AgentStore", "SUPERVISOR_ID", "nickname_for"]

@@ -186,48 +186,100 @@ return {'ok', old}
 """ % _state_table(TASK_STATES, 4)
 
 
-# KEYS: 1 agent hash, 2.. one set per agent state
+# Register, update or beat an agent: fields, state and its index in one step. Each agent state
+# has a zset of agent ids scored by ``alive_until`` (ms, Redis clock), so live and dead agents
+# are counted with ZCOUNT on either side of now (AGENT_COUNTS) and a heartbeat is one ZADD.
+# KEYS: 1 agent hash, 2 agents set, 3.. one zset per agent state
 # ARGV: 1 agent id, 2 allowed from-states ",a,b," or "*", 3 new state ("" = keep),
-#       4 fields-to-set count, 5 fields-to-delete count, then pairs/names.
-# Returns {status, old_state}; status is ok | missing | state.
-AGENT_UPDATE = """
-local idx = %s
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
+#       4 dead-after ms ("" = no heartbeat: keep alive_until), 5 the heartbeat's age in ms
+#       (0 = now), 6 "1" = create the record if missing, 7 fields-to-set count,
+#       8 fields-to-delete count, then pairs/names.
+# A heartbeat writes last_heartbeat (RFC 3339) and alive_until = beat + dead-after, both from
+# the Redis clock, so liveness never depends on the clocks of the hosts that beat or look.
+# Returns {status, old_state}; status is ok | missing | state (old_state "" when created).
+AGENT_UPDATE = (
+    "local idx = %s\n" % _state_table(AGENT_STATES, 3)
+    + _NOW_FUNCTION
+    + """
 local id, allowed, new = ARGV[1], ARGV[2], ARGV[3]
-local old = redis.call('HGET', KEYS[1], 'state') or 'starting'
-if allowed ~= '*' and not string.find(allowed, ',' .. old .. ',', 1, true) then
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if not exists and ARGV[6] ~= '1' then return {'missing', ''} end
+local old = ''
+if exists then old = redis.call('HGET', KEYS[1], 'state') or 'starting' end
+if exists and allowed ~= '*' and not string.find(allowed, ',' .. old .. ',', 1, true) then
   return {'state', old}
 end
-local i = 6
-for _ = 1, tonumber(ARGV[4]) do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2 end
-for _ = 1, tonumber(ARGV[5]) do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
+local i = 9
+for _ = 1, tonumber(ARGV[7]) do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2 end
+for _ = 1, tonumber(ARGV[8]) do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
+if not exists then redis.call('SADD', KEYS[2], id) end
+local score = tonumber(redis.call('HGET', KEYS[1], 'alive_until')) or 0
+if ARGV[4] ~= '' then
+  local t = redis.call('TIME')
+  local beat_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[5])
+  score = beat_ms + tonumber(ARGV[4])
+  redis.call('HSET', KEYS[1], 'alive_until', string.format('%.0f', score),
+    'last_heartbeat', rfc3339(math.floor(beat_ms / 1000), (beat_ms % 1000) * 1000))
+end
+local state = old
 if new ~= '' and new ~= old then
   redis.call('HSET', KEYS[1], 'state', new)
-  if idx[old] then redis.call('SREM', idx[old], id) end
-  redis.call('SADD', idx[new], id)
+  if idx[old] then redis.call('ZREM', idx[old], id) end
+  state = new
 end
+if idx[state] then redis.call('ZADD', idx[state], string.format('%.0f', score), id) end
 return {'ok', old}
-""" % _state_table(AGENT_STATES, 2)
+"""
+)
 
 
-def execute_pipelined(r: redis.Redis, build, scripts) -> list:
+# Agents by state, live and dead, by the Redis clock: O(log n) per state, plus the activity times
+# of live idle agents when asked (O(live idle agents)), for /api/scaling and /metrics.
+# KEYS: one zset per agent state (AGENT_STATES order)
+# ARGV: 1 agent hash key prefix, 2 "1" = read live idle agents' last_active_at, 3 index of the
+#       idle zset in KEYS
+# Returns {live counts, dead counts, last_active_at (or created_at) of live idle agents, now ms}.
+AGENT_COUNTS = """
+local t = redis.call('TIME')
+local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local live, dead, times = {}, {}, {}
+for i, key in ipairs(KEYS) do
+  live[i] = redis.call('ZCOUNT', key, '(' .. now, '+inf')
+  dead[i] = redis.call('ZCOUNT', key, '-inf', now)
+end
+if ARGV[2] == '1' then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[tonumber(ARGV[3])], '(' .. now, '+inf')) do
+    local v = redis.call('HMGET', ARGV[1] .. id, 'last_active_at', 'created_at')
+    times[#times + 1] = v[1] or v[2] or ''
+  end
+end
+return {live, dead, times, now}
+"""
+
+
+def execute_pipelined(r: redis.Redis, build, scripts, *, transaction: bool = False, raise_on_error: bool = True) -> list:
     """Run the commands ``build(pipe)`` queues in one round trip; returns their replies.
 
     Scripts go in as plain ``EVALSHA`` (:func:`queue_script`): redis-py would otherwise ask
     ``SCRIPT EXISTS`` first, a second round trip on every call. If Redis lost its script cache
     (a restart), ``scripts`` are loaded and the pipeline runs once more, so its commands must be
-    safe to repeat.
+    safe to repeat (in MULTI/EXEC too, with ``transaction``: EXEC runs the other commands even
+    when an EVALSHA fails). ``raise_on_error=False``: errors come back as replies.
     """
     for attempt in (1, 2):
-        pipe = r.pipeline(transaction=False)
+        pipe = r.pipeline(transaction=transaction)
         build(pipe)
         try:
-            return pipe.execute()
+            replies = pipe.execute(raise_on_error=raise_on_error)
         except redis.exceptions.NoScriptError:
             if attempt == 2:
                 raise
-            for script in scripts:
-                r.script_load(script.script)
+            replies = None
+        else:
+            if attempt == 2 or not any(isinstance(x, redis.exceptions.NoScriptError) for x in replies):
+                return replies
+        for script in scripts:
+            r.script_load(script.script)
     raise AssertionError("unreachable")
 
 

@@ -1,0 +1,83 @@
+"""Townhall's keeper: dead agents' work moves on by itself, without ``tt recover``.
+
+A worker that is killed outright (SIGKILL, a lost VM) cannot say so. Its agent stays in the state
+it had, but once its heartbeat is older than its own window (``DEAD_AFTER_HEARTBEATS`` × its
+``heartbeat_interval_secs``) every view reports it dead and no count includes it as live. The
+keeper then finishes the job: it marks the agent ``stopped`` and returns the docket entries it
+held — to the backlog, or failed past ``max_attempts`` (:func:`tinytown.recovery.recover`).
+
+One daemon thread per townhall process. It sleeps until the earliest moment an agent's window
+can run out (the lowest ``alive_until`` in the index, Redis clock), at least
+``KEEPER_MIN_SLEEP_SECS`` and at most one dead-after window of the town's own
+``heartbeat_interval_secs`` (15 s by default), so an agent that registers meanwhile is looked at
+in time: one round trip per wake-up, about four a minute in a town with no agents. When an
+agent is past its window it takes the town's keeper lease, so one process recovers at a time,
+and a process that dies holding it loses it after ``KEEPER_LEASE_SECS``. Redis errors are logged
+once and retried a window later; the thread never ends before its process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import redis
+
+from . import defaults
+from .recovery import recover
+from .store import Town
+from .store.lease import Lease
+
+log = logging.getLogger("tinytown.townhall")
+
+
+class Keeper:
+    def __init__(self, town: Town):
+        self.town = town
+        self.lease = Lease(town.redis, town.keys.keeper_lease, defaults.KEEPER_LEASE_SECS * 1000)
+        self.stopped = threading.Event()
+        # Longest sleep: an agent registered meanwhile (deadline ≥ its beat + its own window) is
+        # seen no later than this after its window ends.
+        self.max_sleep_secs = town.config.agent.heartbeat_interval_secs * defaults.DEAD_AFTER_HEARTBEATS
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> "Keeper":
+        self.thread = threading.Thread(target=self.run, name="tinytown-keeper", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def run(self) -> None:
+        failing = False
+        while not self.stopped.is_set():
+            try:
+                wait = self.tend()
+                if failing:
+                    log.info("event=keeper_resumed")
+                failing = False
+            except redis.RedisError as err:
+                if not failing:
+                    log.warning("event=keeper_redis_error detail=%s", json.dumps(str(err)))
+                failing, wait = True, self.max_sleep_secs
+            self.stopped.wait(wait)
+
+    def tend(self) -> float:
+        """Recover what is due (under the lease); returns the seconds until it may be due again."""
+        deadline, now_ms = self.town.agents.next_deadline_ms()
+        if deadline is not None and deadline <= now_ms and self.lease.acquire():
+            try:
+                result = recover(self.town, sweep_terminal=False)
+            finally:
+                self.lease.release()
+            if result["recovered"] or result["reclaimed"]:
+                log.warning("event=agents_recovered agents=%s recovered=%d reclaimed=%d",
+                            json.dumps(",".join(result["agents"])), result["recovered"], result["reclaimed"])  # fmt: skip
+            deadline, now_ms = self.town.agents.next_deadline_ms()
+        if deadline is None:
+            return self.max_sleep_secs
+        # Just past the deadline, so the agent is dead by then if it has not beaten.
+        due = (deadline - now_ms) / 1000 + defaults.KEEPER_MIN_SLEEP_SECS / 10
+        return min(self.max_sleep_secs, max(defaults.KEEPER_MIN_SLEEP_SECS, due))
