@@ -9,7 +9,7 @@ files, or with TLS on under a gunicorn that does not apply [townhall] (exit 3); 
 cannot be used (exit 4).
 """
 
-from tinytown.api import create_app
+from tinytown.api import create_app, logs
 from tinytown.api.startup import (
     check_gunicorn_settings,
     gunicorn_command_binds,
@@ -18,6 +18,7 @@ from tinytown.api.startup import (
 )
 from tinytown.errors import TinytownError
 
+logs.configure()
 try:
     _config = townhall_config(binds=gunicorn_command_binds())
     check_gunicorn_settings(_config)

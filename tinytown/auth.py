@@ -31,6 +31,7 @@ import requests
 from . import defaults
 from .apikeys import verify_key
 from .config import SCOPES, AuthConfig
+from .records import now, to_rfc3339
 
 ALL_SCOPES = frozenset(SCOPES)
 OIDC_ALGORITHMS = ("RS256", "ES256")
@@ -224,4 +225,5 @@ class Authenticator:
 
 
 def audit_line(**fields) -> str:
-    return json.dumps({"event": "audit", **fields}, separators=(",", ":"))
+    """One audit record as a JSON line, with its time (RFC 3339)."""
+    return json.dumps({"ts": to_rfc3339(now()), "event": "audit", **fields}, separators=(",", ":"))

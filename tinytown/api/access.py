@@ -2,8 +2,9 @@
 
 Each protected blueprint calls :func:`protect` with its scope; the check runs before the view,
 so a caller without credentials gets 401 and one without the scope 403 — before any body is
-read or any record is looked up. Every mutating request to ``/v1`` leaves one audit line
-(JSON on the ``tinytown.audit`` logger) naming the principal, denied ones included.
+read or any record is looked up. Every mutating request to ``/v1`` and every denial (a read
+included) leaves one audit line (JSON on the ``tinytown.audit`` logger) naming the principal;
+under gunicorn those lines go to stderr (:mod:`.logs`).
 """
 
 from __future__ import annotations
@@ -44,17 +45,23 @@ def protect(bp: Blueprint, scope: str) -> None:
         return None
 
 
+def audited(method: str, path: str, status: int) -> bool:
+    """Every mutating request to ``/v1`` (whatever its outcome) and every denial, on any route."""
+    return (method in MUTATING and path.startswith("/v1/")) or status in (401, 403)
+
+
 def install_audit(app: Flask) -> None:
     @app.after_request
     def _audit(resp: Response) -> Response:
-        if request.method in MUTATING and request.path.startswith("/v1/"):
-            status = resp.status_code
+        status = resp.status_code
+        if audited(request.method, request.path, status):
             result = "success" if status < 300 else "denied" if status in (401, 403) else "error"
             principal = getattr(g, "principal", None)
             audit_log.info(
                 audit_line(
                     request_id=str(uuid.uuid4()), principal=principal.id if principal else "anonymous",
                     method=request.method, path=request.path, status=status, result=result,
+                    remote=request.remote_addr,
                 )  # fmt: skip
             )
         return resp
