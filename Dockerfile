@@ -22,9 +22,11 @@
 # and gunicorn's graceful shutdown work unchanged. tini is installed by apt only when the base
 # lacks it, so the CI base never touches the network.
 #
-# No HEALTHCHECK here: which port and scheme the townhall serves (tinytown.toml, TLS) is only
-# known at run time. compose.yaml probes /livez for its known setup; Kubernetes and Cloud Run
-# use their own probes. A worker's health is its heartbeat in Redis, read by the scaler.
+# No HEALTHCHECK here. Townhall: which port and scheme it serves (tinytown.toml, TLS) is only
+# known at run time; compose.yaml probes /livez for its known setup, Kubernetes and Cloud Run
+# use their own probes. Workers: the scaler gives each container it starts a healthcheck
+# (`python -P -m tinytown.health_file`, reading the file the worker writes after each heartbeat
+# when TINYTOWN_HEALTH_FILE is set), so derived images need nothing; see docs/scaler.md.
 ARG BASE_IMAGE=python:3.11-slim
 
 # --- venv: the package and its dependencies, from the wheelhouse only --------------------------
