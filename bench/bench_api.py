@@ -320,7 +320,7 @@ def _get(port: int, path: str) -> bytes:
 
 def print_tables(out: dict, args) -> None:
     m = out["machine"]
-    print(f"machine: {m['cpus']} CPUs, Python {m['python']}, Redis {m['redis']}; gunicorn 2 sync workers; "
+    print(f"machine: {m['cpus']} CPUs, Python {m['python']}, Redis {m['redis']}; gunicorn 2 BufferingWorker (gthread) workers; "
           f"{args.concurrency} client threads, {args.seconds:g} s per measurement, median of {args.rounds} rounds\n")  # fmt: skip
     print("| endpoint | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
     for name, r in out["side_by_side"].items():

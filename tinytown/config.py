@@ -94,6 +94,7 @@ class TownhallConfig:
     request_timeout_ms: int = defaults.TOWNHALL_REQUEST_TIMEOUT_MS
     workers: int = defaults.TOWNHALL_WORKERS
     max_body_bytes: int = defaults.TOWNHALL_MAX_BODY_BYTES
+    request_read_timeout_secs: int = defaults.TOWNHALL_REQUEST_READ_TIMEOUT_SECS
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     mtls: MtlsConfig = field(default_factory=MtlsConfig)
@@ -296,6 +297,9 @@ def _townhall(t: _Table, env: Mapping[str, str]) -> TownhallConfig:
         request_timeout_ms=t.int_range("request_timeout_ms", defaults.TOWNHALL_REQUEST_TIMEOUT_MS, 1),
         workers=t.int_range("workers", defaults.TOWNHALL_WORKERS, 1, 64),
         max_body_bytes=t.int_range("max_body_bytes", defaults.TOWNHALL_MAX_BODY_BYTES, 1),
+        request_read_timeout_secs=t.int_range(
+            "request_read_timeout_secs", defaults.TOWNHALL_REQUEST_READ_TIMEOUT_SECS, 1, 3600
+        ),
         auth=_auth(t.table("auth")),
         tls=tls,
         mtls=mtls,

@@ -38,6 +38,19 @@ TOWNHALL_PORT = 8080
 TOWNHALL_REQUEST_TIMEOUT_MS = 30_000
 TOWNHALL_WORKERS = 2
 TOWNHALL_MAX_BODY_BYTES = 1024 * 1024
+# Townhall's gunicorn worker (tinytown.api.server.BufferingWorker) reads each request whole on
+# its event loop before a thread serves it. A request must arrive within this many seconds of its
+# first byte (of the connection's accept for the first one, TLS handshake included), else 408.
+TOWNHALL_REQUEST_READ_TIMEOUT_SECS = 10
+TOWNHALL_THREADS = 8  # pool threads per gunicorn worker: requests served at once, per process
+# Open connections per worker, whatever their state; each holds at most one request's bytes
+# (head + max_body_bytes), so this also bounds the worker's buffer memory.
+TOWNHALL_WORKER_CONNECTIONS = 100
+TOWNHALL_KEEPALIVE_SECS = 5  # an idle kept-alive connection is closed after this
+# gunicorn's own header limits, spelled out: request line → 414, field count or size → 431.
+TOWNHALL_REQUEST_LINE_MAX_BYTES = 4094
+TOWNHALL_HEADER_FIELDS_MAX = 100
+TOWNHALL_HEADER_FIELD_MAX_BYTES = 8190
 OIDC_CLOCK_SKEW_SECS = 60
 TOWNHALL_RETRY_AFTER_SECS = 5  # Retry-After on 503 when Redis is unreachable
 TOWNHALL_PAGE_LIMIT = 100  # default page size of list routes

@@ -5,7 +5,10 @@
 
 Reads ``tinytown.toml`` from ``$TINYTOWN_TOWN_DIR`` or the current directory: bind and port,
 workers, timeouts, TLS (``certfile``/``keyfile``) and mTLS (``ca_certs``, client certificate
-required when ``[townhall.mtls] required = true``). Flags on the gunicorn command line still win;
+required when ``[townhall.mtls] required = true``). Each worker is a
+:class:`tinytown.api.server.BufferingWorker`: gthread's threads, but a thread only gets a request
+that has fully arrived, so slow or stalled clients cannot hold them (limits in docs/api.md,
+"Limits and slow clients"). Flags on the gunicorn command line still win;
 the start-up rules are checked against the addresses actually bound, in the master, before any
 worker starts. An invalid ``tinytown.toml``, a non-loopback bind without auth or unreadable TLS
 files stop it with exit status 3; a Redis that cannot be reached, refuses the credentials or is
@@ -14,6 +17,7 @@ older than 7.0 with exit status 4 — each with a one-line reason on stderr.
 
 import ssl
 
+from tinytown import defaults
 from tinytown.api.startup import refuse_to_start
 from tinytown.config import load_config
 from tinytown.errors import TinytownError
@@ -27,8 +31,16 @@ _th = _config.townhall
 _host = f"[{_th.bind}]" if ":" in _th.bind else _th.bind
 bind = [f"{_host}:{_th.rest_port}"]
 workers = _th.workers
+worker_class = "tinytown.api.server.BufferingWorker"  # reads [townhall] max_body_bytes, request_read_timeout_secs
+threads = defaults.TOWNHALL_THREADS
+worker_connections = defaults.TOWNHALL_WORKER_CONNECTIONS
+keepalive = defaults.TOWNHALL_KEEPALIVE_SECS
+limit_request_line = defaults.TOWNHALL_REQUEST_LINE_MAX_BYTES
+limit_request_fields = defaults.TOWNHALL_HEADER_FIELDS_MAX
+limit_request_field_size = defaults.TOWNHALL_HEADER_FIELD_MAX_BYTES
 # gunicorn's timeout is a worker-silence limit, not a per-request one: keep it at least the
-# request timeout so a slow request is not killed mid-way.
+# request timeout so a slow request is not killed mid-way. BufferingWorker stops reporting in
+# while a request has run past it, so gunicorn still restarts a worker stuck in one.
 timeout = max(30, -(-_th.request_timeout_ms // 1000))
 graceful_timeout = 10
 accesslog = "-"

@@ -34,7 +34,9 @@ class Problem(Exception):
         self.headers, self.extra = headers or {}, extra
 
 
-def problem(status: int, detail: str, *, field: str | None = None, headers: dict | None = None, **extra) -> Response:
+def problem_document(status: int, detail: str, *, field: str | None = None, **extra) -> dict:
+    """The problem document itself; also written by the gunicorn worker (:mod:`.server`) for
+    requests it answers before Flask sees them."""
     body = {
         "type": PROBLEM_TYPE.format(status=status),
         "title": HTTPStatus(status).phrase,
@@ -44,6 +46,11 @@ def problem(status: int, detail: str, *, field: str | None = None, headers: dict
     if field is not None:
         body["field"] = field
     body.update(extra)
+    return body
+
+
+def problem(status: int, detail: str, *, field: str | None = None, headers: dict | None = None, **extra) -> Response:
+    body = problem_document(status, detail, field=field, **extra)
     resp = Response(json.dumps(body), status=status, mimetype="application/problem+json")
     for name, value in (headers or {}).items():
         resp.headers[name] = value
