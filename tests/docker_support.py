@@ -31,7 +31,8 @@ STAGE = "venv-" + hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12]
 ENGINE_SETUP_HINT = "run `bash .ci/docker-engine.sh` as root to install and start it"
 
 # What goes into the wheels; a change to any of these makes the wheelhouse stale.
-_PACKAGE_SOURCES = ("setup.cfg", "setup.py", "pyproject.toml", "townhall.py", "agent_worker.py", "scaler.py")
+_PACKAGE_SOURCES = ("setup.cfg", "setup.py", "pyproject.toml", "requirements.lock", "townhall.py", "agent_worker.py",
+                    "scaler.py")  # fmt: skip
 _PACKAGE_DIRS = ("tinytown",)
 
 
