@@ -25,7 +25,7 @@
 # No HEALTHCHECK here. Townhall: which port and scheme it serves (tinytown.toml, TLS) is only
 # known at run time; compose.yaml probes /livez for its known setup, Kubernetes and Cloud Run
 # use their own probes. Workers: the scaler gives each container it starts a healthcheck
-# (`python -P -m tinytown.health_file`, reading the file the worker writes after each heartbeat
+# (`python -P -m tinytown.worker.health_file`, reading the file the worker writes after each heartbeat
 # when TINYTOWN_HEALTH_FILE is set), so derived images need nothing; see docs/scaler.md.
 ARG BASE_IMAGE=python:3.11-slim
 

@@ -33,7 +33,7 @@ The lifecycle, as agent states in Redis (functions below follow it top to bottom
   progress is committed and pushed (tasks with a repository) and the entry is left for reclaim.
   A second signal exits at once.
 
-Exit codes (``tinytown.errors.ExitStatus``):
+Exit codes (``tinytown.core.errors.ExitStatus``):
 
     0    clean: idle timeout, drained after a signal, shutdown message, stop request
     1    an unexpected error (a bug; logged with its traceback); a held task is left for reclaim
@@ -43,9 +43,9 @@ Exit codes (``tinytown.errors.ExitStatus``):
     130  a second SIGTERM/SIGINT: stopped at once, a held task is left for reclaim
 
 Besides the main loop, three threads: the heartbeat (every ``heartbeat_interval_secs``, also
-while the CLI runs), the control listener (``tinytown.control``: a cancel or REST stop acts at
+while the CLI runs), the control listener (``tinytown.store.control``: a cancel or REST stop acts at
 once) and, per task, one waiting for the CLI to exit. The worker also keeps a leash
-(``tinytown.orphan_cli.Leash``), one small watchdog process that stops the running CLI's process
+(``tinytown.worker.orphan_cli.Leash``), one small watchdog process that stops the running CLI's process
 group if this worker dies, however it dies.
 
 The coding CLI sees ``TINYTOWN_AGENT_ID``, ``TINYTOWN_AGENT_NAME``, ``TINYTOWN_TASK_ID``,
@@ -74,19 +74,21 @@ from pathlib import Path
 
 import redis
 
-from tinytown import control, defaults, health_file, messages, orphan_cli, workspace
-from tinytown import inputs
-from tinytown.clis import INSTRUCTION_FILE_FLAG, UnknownCli, resolve_cli
+from tinytown.store import control
+from tinytown.core import defaults, messages
+from tinytown.worker import health_file, orphan_cli, workspace
+from tinytown.core import inputs
+from tinytown.core.clis import INSTRUCTION_FILE_FLAG, UnknownCli
 from tinytown.config import Config, load_config
-from tinytown.docket import STOP_STATES, Claim, Delivery, Docket, Entry
-from tinytown.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
-from tinytown.prompt import build_prompt
-from tinytown.records import Task, now, to_rfc3339
+from tinytown.store.docket import STOP_STATES, Claim, Delivery, Docket, Entry
+from tinytown.core.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
+from tinytown.core.prompt import build_prompt
+from tinytown.core.records import Task, now, to_rfc3339
 from tinytown.recovery import recover_silent_workers, return_held_entries
 from tinytown.store import Town
 from tinytown.store.agents import Beat
 from tinytown.store.scripts import execute_pipelined
-from tinytown.tasklog import TaskLogs
+from tinytown.worker.tasklog import TaskLogs
 
 LIVE_STATES = ("starting", "idle", "working", "paused", "draining")
 _QUOTE_CHARS = ' ="\n'
@@ -231,7 +233,7 @@ class Worker:
             raise redis.ConnectionError(str(err)) from None
 
     def register(self) -> None:
-        cli = resolve_cli(None, self.config).name
+        cli = self.config.cli().name
         agent = self.with_redis("register", self.town.agents.register, self.name, cli, agent_id=self.agent_id)
         self.agent_id = agent.id
         self.docket = Docket(self.town, agent.id, reader=self.reader)
@@ -427,7 +429,7 @@ class Worker:
             return self.with_redis("claim", self.docket.claim, entry)
 
     def stop_orphan_cli(self, holder: str, task_id: str) -> None:
-        """Stop the CLI a dead holder left running on this host (``tinytown.orphan_cli``)."""
+        """Stop the CLI a dead holder left running on this host (``tinytown.worker.orphan_cli``)."""
         host, pgid = self.with_redis("orphan_lookup", self.town.redis.hmget, self.town.keys.agent(holder), "host", "cli_pgid")
         if host != self.host or not (pgid or "").isdigit():
             return
@@ -475,7 +477,7 @@ class Worker:
         breaks the rules townhall applies at submit. Such a task fails at once with the reason;
         it never stops the worker."""
         try:
-            resolve_cli(task.cli or None, self.config)
+            self.config.cli(task.cli)
             if task.repo:
                 inputs.repo(task.repo, "repo")
             if task.base_branch:
@@ -500,7 +502,7 @@ class Worker:
         written after, and the task's ``started_at``, the agent's ``working`` state and the inbox
         clean-up go in one round trip right after the process exists.
         """
-        cli = resolve_cli(task.cli or None, self.config)
+        cli = self.config.cli(task.cli)
         cwd = ws.path if ws else self.config.root
         if cli.workdir:
             cwd = Path(cli.workdir) if Path(cli.workdir).is_absolute() else cwd / cli.workdir
@@ -567,7 +569,7 @@ class Worker:
         return outcome
 
     def start_leash(self, task_id: str | None = None) -> orphan_cli.Leash | None:
-        """The worker's one leash (``tinytown.orphan_cli``), started once, off any task's path;
+        """The worker's one leash (``tinytown.worker.orphan_cli``), started once, off any task's path;
         None, logged, if it cannot be."""
         if self.leash is None:
             try:
@@ -773,7 +775,7 @@ class Worker:
                 failing = True
 
     def control_loop(self) -> None:
-        """Nudges on the agent's control channel (``tinytown.control``): act on them at once
+        """Nudges on the agent's control channel (``tinytown.store.control``): act on them at once
         instead of at the next heartbeat, which still catches what a nudge missed."""
         listener, failing = None, False
         while not self.finished.is_set():

@@ -29,7 +29,7 @@ TLS or ``ssh://``), and then:
 
 Destructive actions need consistent evidence from two witnesses: townhall, and the container
 itself, through the Docker healthcheck the scaler gives every worker (``python -P -m
-tinytown.health_file``, which passes while the worker's heartbeats reach Redis). When townhall's
+tinytown.worker.health_file``, which passes while the worker's heartbeats reach Redis). When townhall's
 answers contradict each other (the signal's ``active_agents``/``busy_agents`` against
 ``/v1/agents``) the pass drains, restarts and gives up on nobody; when townhall and a container's
 health disagree, that container is left alone; either is logged as ``evidence_inconsistent`` and
@@ -148,10 +148,10 @@ NOTIFY_TIMEOUT_SECS = 10.0
 LOCAL_OUTPOST = "local"
 STATE_FILE = "tinytown-scaler/{town}/state.json"  # under $XDG_STATE_HOME, else ~/.local/state
 # Each worker container's own evidence of life: a Docker healthcheck that reads the health file
-# the worker touches after every heartbeat Redis acknowledged (tinytown/health_file.py). It is
+# the worker touches after every heartbeat Redis acknowledged (tinytown/worker/health_file.py). It is
 # given at create, so derived images need nothing; -P keeps a checkout in /workspace from
 # shadowing the installed package.
-HEALTHCHECK = "python -P -m tinytown.health_file"
+HEALTHCHECK = "python -P -m tinytown.worker.health_file"
 IMAGE_HEALTHCHECK = "image"  # healthcheck = "image": pass none, the image's own applies
 HEALTH_FILE_ENV = "TINYTOWN_HEALTH_FILE"  # read by the worker and by the healthcheck
 HEALTH_FILE = "/tmp/tinytown-worker.health"  # inside the container, never on a shared volume
@@ -1459,7 +1459,7 @@ def short_reason(err: Exception) -> str:
 
 def worker_healthcheck(config: Config) -> dict[str, Any]:
     """The Docker healthcheck every worker container gets: ``config.healthcheck`` (by default
-    ``python -P -m tinytown.health_file``, which judges the worker's health file by the worker's
+    ``python -P -m tinytown.worker.health_file``, which judges the worker's health file by the worker's
     own heartbeat interval) run once per heartbeat interval; unhealthy after
     HEALTHCHECK_RETRIES failures in a row, not counted within the start grace."""
     ns = 1_000_000_000

@@ -10,13 +10,8 @@ cannot be used (exit 4).
 """
 
 from tinytown.api import create_app, logs
-from tinytown.api.startup import (
-    check_gunicorn_settings,
-    gunicorn_command_binds,
-    refuse_to_start,
-    townhall_config,
-)
-from tinytown.errors import TinytownError
+from tinytown.api.startup import check_gunicorn_settings, gunicorn_command_binds, refuse_to_start, townhall_config
+from tinytown.core.errors import TinytownError
 
 logs.configure()
 try:

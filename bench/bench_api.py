@@ -43,8 +43,8 @@ def make_ceiling_app():
     import redis
     from flask import Flask
 
-    from tinytown import defaults
-    from tinytown.keys import AGENT_STATES, TASK_STATES, Keys
+    from tinytown.core import defaults
+    from tinytown.core.keys import AGENT_STATES, TASK_STATES, Keys
     from tinytown.store.scripts import AGENT_COUNTS
 
     r = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"], decode_responses=True)
@@ -168,8 +168,8 @@ def median_round(results: list[dict]) -> dict:
 
 def fill(town, target: int, batch: int = 5000) -> float:
     """Queue tasks until ``target`` are pending, with the writes ``TaskStore.add`` makes."""
-    from tinytown import defaults
-    from tinytown.records import Task, epoch_us, new_id, now, to_rfc3339
+    from tinytown.core import defaults
+    from tinytown.core.records import Task, epoch_us, new_id, now, to_rfc3339
 
     k = town.keys
     have = town.redis.zcard(k.tasks_in_state("pending"))
@@ -208,7 +208,7 @@ def main() -> int:
 
     import redis
 
-    from tinytown.apikeys import generate_key, hash_key
+    from tinytown.core.apikeys import generate_key, hash_key
     from tinytown.config import load_config
     from tinytown.store import Town
 

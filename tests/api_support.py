@@ -20,7 +20,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from .conftest import write_town
 from tinytown.api import create_app
-from tinytown.apikeys import hash_key
+from tinytown.core.apikeys import hash_key
 from tinytown.config import load_config
 from tinytown.store import Town
 

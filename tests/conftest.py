@@ -1,7 +1,7 @@
 """Shared fixtures: one real Redis per test session, an isolated town per test.
 
 The session server is started through the project's own embedded-server code
-(:class:`tinytown.embedded.EmbeddedServer`). Each test gets a town directory whose
+(:class:`tinytown.connection.embedded.EmbeddedServer`). Each test gets a town directory whose
 ``tinytown.toml`` points at that server and carries a unique town name, so tests never see each
 other's keys. Environment variables that would change configuration are cleared for every test.
 """
@@ -21,7 +21,7 @@ import pytest
 import trustme
 
 from tinytown.config import load_config
-from tinytown.embedded import EmbeddedServer
+from tinytown.connection.embedded import EmbeddedServer
 from tinytown.store import Town
 
 CONFIG_ENV = (

@@ -42,7 +42,7 @@ import docker.errors
 import requests
 
 from tinytown.config import load_config
-from tinytown.embedded import EmbeddedServer
+from tinytown.connection.embedded import EmbeddedServer
 from tinytown.store import Town
 
 # bench/bench_scaler.py imports poll under its old name from here.
@@ -66,10 +66,10 @@ FAST_AGENT = {
 }
 
 # A FakeTown worker that heartbeats like a real one as far as Docker can see: it writes the health
-# file the scaler's healthcheck reads (tinytown.health_file, the worker's own writer) every second,
+# file the scaler's healthcheck reads (tinytown.worker.health_file, the worker's own writer) every second,
 # so its container turns healthy, while townhall knows nothing of it.
 HEARTBEATING_COMMAND = (
-    "python -P -c 'import time\nfrom tinytown.health_file import HealthFile\n"
+    "python -P -c 'import time\nfrom tinytown.worker.health_file import HealthFile\n"
     "beats = HealthFile.from_env(1)\nwhile True:\n    beats.beat()\n    time.sleep(1)\n'")
 
 # Environment that would change a townhall's or worker's configuration behind the test's back.

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from tinytown.api import BLUEPRINTS
-from tinytown.auth import ApiKeyVerifier, AuthError
+from tinytown.api.auth import ApiKeyVerifier, AuthError
 from tinytown.config import ApiKey, AuthConfig
 
 from .api_support import SCOPE_KEYS, anon, keyed_app, keyed_town, keyring  # noqa: F401 - fixtures
@@ -152,7 +152,7 @@ def test_mutating_requests_leave_one_audit_line_naming_the_principal(anon, keyri
 
 
 def test_none_mode_principal_is_local_with_every_scope():
-    from tinytown.auth import LOCAL, Authenticator
+    from tinytown.api.auth import LOCAL, Authenticator
 
     assert Authenticator(AuthConfig()).authenticate(None, None) is LOCAL
     assert LOCAL.id == "local" and all(LOCAL.allows(s) for scopes in SCOPE_KEYS.values() for s in scopes)

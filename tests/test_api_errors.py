@@ -8,7 +8,7 @@ import pytest
 
 from tinytown.api import create_app
 from tinytown.config import load_config
-from tinytown.connection import make_client
+from tinytown.connection.client import make_client
 from tinytown.store import Town
 
 from .api_support import SpecClient, app, client  # noqa: F401 - fixtures

@@ -11,7 +11,7 @@ import uuid
 from .api_support import app, client  # noqa: F401 - fixtures
 from .conftest import next_message
 
-from tinytown import messages
+from tinytown.core import messages
 from tinytown.store.agents import Beat
 
 

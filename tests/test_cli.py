@@ -13,8 +13,8 @@ from argon2 import PasswordHasher
 from tinytown.cli.common import config_of, guard_redis
 from tinytown.cli.main import build_parser
 from tinytown.config import load_config
-from tinytown.connection import make_client
-from tinytown.errors import RedisUnavailable
+from tinytown.connection.client import make_client
+from tinytown.core.errors import RedisUnavailable
 
 from .old_redis import closed_port
 
@@ -181,7 +181,7 @@ def test_bad_arguments_exit_2(run_tt):
     assert run_tt("task", "list", "--state", "sleeping").returncode == 2
 
 
-# --- arguments follow the input rules (tinytown.inputs): exit 2, one line ------------------------
+# --- arguments follow the input rules (tinytown.core.inputs): exit 2, one line ------------------------
 
 NOT_UTF8 = os.fsdecode(b"\xff")  # what Python makes of an argv byte that is not UTF-8
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tinytown import defaults
+from tinytown.core import defaults
 from tinytown.config import load_config, town_dir
-from tinytown.errors import ConfigError
-from tinytown.redis_url import resolve_target
+from tinytown.core.errors import ConfigError
+from tinytown.connection.target import resolve_target
 
 
 def write(root, text):

@@ -10,11 +10,12 @@ import pytest
 import redis
 
 from tinytown.config import load_config
-from tinytown import defaults
-from tinytown.connection import client_options, connect, parse_version, verify, version_supported
-from tinytown.embedded import EmbeddedServer
-from tinytown.errors import RedisUnavailable
-from tinytown.redis_url import resolve_target
+from tinytown.core import defaults
+from tinytown.connection.client import connect, parse_version, verify, version_supported
+from tinytown.connection.target import client_options
+from tinytown.connection.embedded import EmbeddedServer
+from tinytown.core.errors import RedisUnavailable
+from tinytown.connection.target import resolve_target
 
 from .conftest import free_port
 from .old_redis import OldRedis, closed_port

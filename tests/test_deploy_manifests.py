@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tinytown import defaults
+from tinytown.core import defaults
 from tinytown.api.startup import startup_errors
 from tinytown.config import load_config
-from tinytown.scaling import ScalingInput, scaling_signal
+from tinytown.core.scaling import ScalingInput, scaling_signal
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from tinytown.config import load_config
-from tinytown.docket import Docket, holders, is_dead
-from tinytown.records import Agent, now, parse_rfc3339, to_rfc3339
+from tinytown.store.docket import Docket, holders, is_dead
+from tinytown.core.records import Agent, now, parse_rfc3339, to_rfc3339
 from tinytown.store import Town
 from tinytown.store.agents import Beat
 

@@ -16,9 +16,9 @@ import pytest
 import redis
 
 from tinytown.config import load_config
-from tinytown.connection import connect
-from tinytown.embedded import EmbeddedServer, find_server_binary, process_alive
-from tinytown.errors import RedisUnavailable
+from tinytown.connection.client import connect
+from tinytown.connection.embedded import EmbeddedServer, find_server_binary, process_alive
+from tinytown.core.errors import RedisUnavailable
 from tinytown.store import Town
 
 from .conftest import free_port, tt_executable

@@ -1,5 +1,5 @@
-"""The worker's health file (``tinytown/health_file.py``): written after acknowledged heartbeats,
-judged fresh or stale by ``python -m tinytown.health_file``, the worker containers' Docker
+"""The worker's health file (``tinytown/worker/health_file.py``): written after acknowledged heartbeats,
+judged fresh or stale by ``python -m tinytown.worker.health_file``, the worker containers' Docker
 healthcheck. Real files in a temporary directory; the check runs as a real process."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import subprocess
 import sys
 import time
 
-from tinytown import health_file
-from tinytown.defaults import DEAD_AFTER_HEARTBEATS
-from tinytown.health_file import HealthFile
+from tinytown.worker import health_file
+from tinytown.core.defaults import DEAD_AFTER_HEARTBEATS
+from tinytown.worker.health_file import HealthFile
 
 
 def run_check(*args: str, env_path: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != health_file.ENV_VAR}
     if env_path is not None:
         env[health_file.ENV_VAR] = env_path
-    return subprocess.run([sys.executable, "-m", "tinytown.health_file", *args],
+    return subprocess.run([sys.executable, "-m", "tinytown.worker.health_file", *args],
                           capture_output=True, text=True, env=env, timeout=30)
 
 

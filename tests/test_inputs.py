@@ -1,4 +1,4 @@
-"""The input rules (tinytown.inputs), as properties over generated input (hypothesis): whatever
+"""The input rules (tinytown.core.inputs), as properties over generated input (hypothesis): whatever
 arrives, the decoder returns a document within the limits or raises InputError — never anything
 else — and the field rules accept exactly what they document."""
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tinytown import defaults, inputs
-from tinytown.inputs import InputError
+from tinytown.core import defaults, inputs
+from tinytown.core.inputs import InputError
 
 # JSON documents within the limits: valid text, small numbers, shallow nesting.
 SCALARS = st.none() | st.booleans() | st.integers(-(10**15), 10**15) | st.floats(allow_nan=False, allow_infinity=False) | st.text()

@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from tinytown.config import load_config
-from tinytown.docket import Docket, is_dead
+from tinytown.store.docket import Docket, is_dead
 from tinytown.keeper import Keeper
-from tinytown.scaling import ScalingInput, scaling_signal
+from tinytown.core.scaling import ScalingInput, scaling_signal
 from tinytown.store import Town
 from tinytown.store.agents import Beat
 from tinytown.store.lease import Lease

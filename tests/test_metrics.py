@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from tinytown import messages
+from tinytown.core import messages
 from tinytown.api import create_app
 from tinytown.config import load_config
-from tinytown.connection import make_client
+from tinytown.connection.client import make_client
 from tinytown.store import Town
 
 from .api_support import SpecClient, app, client  # noqa: F401 - fixtures

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from tinytown import orphan_cli
+from tinytown.worker import orphan_cli
 
 from .worker_support import poll, process_gone
 

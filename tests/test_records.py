@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from tinytown.records import TASK_OPTIONAL_FIELDS, Task
+from tinytown.core.records import TASK_OPTIONAL_FIELDS, Task
 
 
 def full_task() -> Task:

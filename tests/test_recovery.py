@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from tinytown import messages
+from tinytown.core import messages
 from tinytown.config import load_config
-from tinytown.docket import Docket
-from tinytown.errors import InvalidTransition
-from tinytown.records import now, to_rfc3339
+from tinytown.store.docket import Docket
+from tinytown.core.errors import InvalidTransition
+from tinytown.core.records import now, to_rfc3339
 from tinytown.recovery import orphan_tasks, reclaim, recover
 from tinytown.store import Town
 from tinytown.store.agents import Beat

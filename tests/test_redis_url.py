@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinytown.redis_url import is_loopback, redact_text, redact_url
+from tinytown.core.urls import is_loopback, redact_text, redact_url
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ import docker.errors
 import pytest
 import requests
 
-from tinytown.records import parse_rfc3339
+from tinytown.core.records import parse_rfc3339
 
 from .docker_support import BASE_IMAGE, STAGE_LABEL, build_image, docker_client_or_skip_reason, remove_stale_stages
 from .scaler_stack import HEARTBEATING_COMMAND, FakeTown, ScalerTown, TcpRedis, agent_item, free_port
@@ -593,7 +593,7 @@ def test_workers_get_a_docker_healthcheck_that_their_heartbeats_keep_healthy(mak
     wait_health(container, "healthy")
 
     check = container.attrs["Config"]["Healthcheck"]
-    assert check["Test"] == ["CMD", "python", "-P", "-m", "tinytown.health_file"]
+    assert check["Test"] == ["CMD", "python", "-P", "-m", "tinytown.worker.health_file"]
     assert check["Interval"] == 1_000_000_000  # the workers' heartbeat_interval_secs
     assert "TINYTOWN_HEALTH_FILE=/tmp/tinytown-worker.health" in container.attrs["Config"]["Env"]
     assert container.attrs["State"]["Health"]["Log"][-1]["Output"].startswith("last acknowledged heartbeat")

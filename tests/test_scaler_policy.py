@@ -233,7 +233,7 @@ def test_docker_health_is_read_from_docker_inspect_and_none_without_a_healthchec
 
 def test_the_workers_healthcheck_runs_the_health_file_check_once_per_heartbeat_interval():
     check = scaler.worker_healthcheck(Config(heartbeat_interval_secs=2, start_grace_secs=30))
-    assert check["test"] == ["CMD", "python", "-P", "-m", "tinytown.health_file"]
+    assert check["test"] == ["CMD", "python", "-P", "-m", "tinytown.worker.health_file"]
     assert (check["interval"], check["start_period"]) == (2_000_000_000, 30_000_000_000)
     assert check["retries"] >= 1 and check["timeout"] >= 1_000_000_000
 

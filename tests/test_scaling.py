@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tinytown import defaults
-from tinytown.scaling import ScalingInput, recommend, scaling_signal
+from tinytown.core import defaults
+from tinytown.core.scaling import ScalingInput, recommend, scaling_signal
 
 from .api_support import SpecClient, app, client  # noqa: F401 - fixtures
 from .conftest import write_town

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from tinytown.errors import InvalidTransition, NotFound
-from tinytown.keys import TASK_STATES
+from tinytown.core.errors import InvalidTransition, NotFound
+from tinytown.core.keys import TASK_STATES
 from .conftest import next_message
 
 

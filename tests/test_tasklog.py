@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from tinytown import defaults
-from tinytown.tasklog import TaskLogs
+from tinytown.core import defaults
+from tinytown.worker.tasklog import TaskLogs
 
 
 def first_attempt(folder, header: str = "=== attempt 1\n"):
@@ -110,7 +110,7 @@ def test_a_ready_file_with_another_header_is_not_used(tmp_path):
 
 def test_a_killed_worker_leaves_no_file_behind(tmp_path):
     code = (
-        "import sys, time; from pathlib import Path; from tinytown.tasklog import TaskLogs;"
+        "import sys, time; from pathlib import Path; from tinytown.worker.tasklog import TaskLogs;"
         "logs = TaskLogs(Path(sys.argv[1])); logs.prepare('h'); print('ready', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)

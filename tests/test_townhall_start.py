@@ -14,7 +14,7 @@ import redis
 import requests
 
 from tinytown.config import load_config
-from tinytown.embedded import EmbeddedServer
+from tinytown.connection.embedded import EmbeddedServer
 
 from .conftest import BIN_DIR, free_port
 

@@ -7,17 +7,10 @@ import tomllib
 
 import pytest
 
-from tinytown.api.startup import (
-    bind_host,
-    bootstrap_api_key,
-    check_startup,
-    set_auth_in_toml,
-    startup_errors,
-    townhall_config,
-)
-from tinytown.apikeys import verify_key
+from tinytown.api.startup import bind_host, bootstrap_api_key, check_startup, set_auth_in_toml, startup_errors, townhall_config
+from tinytown.core.apikeys import verify_key
 from tinytown.config import load_config
-from tinytown.errors import ConfigError
+from tinytown.core.errors import ConfigError
 
 from .conftest import write_town
 

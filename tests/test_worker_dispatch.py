@@ -8,7 +8,7 @@ from collections import Counter
 from .worker_support import poll, read_records, worker_town, workers  # noqa: F401  (fixtures)
 
 from tinytown.config import load_config
-from tinytown.records import parse_rfc3339
+from tinytown.core.records import parse_rfc3339
 from tinytown.store import Town
 
 
@@ -56,7 +56,7 @@ def test_the_cli_gets_the_prompt_on_stdin_with_inbox_messages_and_its_environmen
     town = open_town(root)
     worker = workers.start(root, name="alice")
     worker.wait_event("agent_state", state="idle")
-    from tinytown import messages
+    from tinytown.core import messages
 
     messages.send(town, worker.agent_id, "remember to update the changelog", kind="info")
     prompt_file, env_file = tmp_path / "prompt.md", tmp_path / "env.json"

@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from tinytown import control
+from tinytown.store import control
 
 from .test_worker_dispatch import acked, open_town, wait_terminal
 from .worker_support import in_process_worker, kill_recorded_groups, poll, process_gone, read_records, worker_town, workers  # noqa: F401

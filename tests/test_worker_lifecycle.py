@@ -8,10 +8,10 @@ import subprocess
 import sys
 import uuid
 
-from tinytown import messages
+from tinytown.core import messages
 from tinytown.config import load_config
-from tinytown.embedded import EmbeddedServer
-from tinytown.errors import ExitStatus
+from tinytown.connection.embedded import EmbeddedServer
+from tinytown.core.errors import ExitStatus
 
 from .test_worker_dispatch import acked, open_town, pending_entries, wait_terminal
 from .worker_support import in_process_worker, poll, read_records, worker_town, workers, write_worker_town  # noqa: F401
@@ -317,7 +317,7 @@ def test_a_running_worker_keeps_its_health_file_fresh_after_each_heartbeat(worke
     first = poll(lambda: health.exists() and health.stat().st_mtime, message="the health file to be written")
     later = poll(lambda: health.stat().st_mtime > first and health.stat().st_mtime, timeout=5,
                  message="the next heartbeat to touch the health file")
-    check = subprocess.run([sys.executable, "-m", "tinytown.health_file", str(health)], capture_output=True, text=True, timeout=30)
+    check = subprocess.run([sys.executable, "-m", "tinytown.worker.health_file", str(health)], capture_output=True, text=True, timeout=30)
 
     assert later > first and worker.alive()
     assert json.loads(health.read_text())["heartbeat_interval_secs"] == 1

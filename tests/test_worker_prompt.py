@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tinytown.messages import build_message
-from tinytown.prompt import build_prompt
-from tinytown.records import Task
+from tinytown.core.messages import build_message
+from tinytown.core.prompt import build_prompt
+from tinytown.core.records import Task
 
 
 def prompt(**kwargs):

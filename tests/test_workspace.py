@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tinytown import workspace
-from tinytown.records import Task
+from tinytown.worker import workspace
+from tinytown.core.records import Task
 
 from .test_worker_dispatch import open_town, wait_terminal
 from .worker_support import worker_town, workers  # noqa: F401

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import defaults, inputs
-from .clis import AgentCli, UnknownCli, default_cli
-from .errors import ConfigError
+from tinytown.core import defaults, inputs
+from tinytown.core.clis import AgentCli, UnknownCli, default_cli, resolve_cli
+from tinytown.core.errors import ConfigError
 
 AUTH_MODES = ("none", "api_key", "oidc")
 SCOPES = ("town.read", "town.write", "agent.manage", "admin")
@@ -130,6 +130,10 @@ class Config:
     @property
     def runtime_dir(self) -> Path:
         return self.root / defaults.RUNTIME_DIRNAME
+
+    def cli(self, ref: str | None = None) -> AgentCli:
+        """The coding CLI a task's ``cli`` names (None: ``default_cli``); raises UnknownCli."""
+        return resolve_cli(ref, self.default_cli, self.agent_clis)
 
     def path(self, relative: str) -> Path:
         """A path from the config, made absolute against the town root."""
@@ -405,7 +409,7 @@ def load_config(root: str | os.PathLike | None = None, env: Mapping[str, str] | 
     if env.get("REDIS_URL", "").strip():
         url = env["REDIS_URL"].strip()
         if not url.startswith(("redis://", "rediss://", "unix://")):
-            from .redis_url import redact_url
+            from tinytown.core.urls import redact_url
 
             raise ConfigError(
                 f"environment: REDIS_URL={redact_url(url)!r} is invalid; "

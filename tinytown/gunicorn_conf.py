@@ -17,10 +17,10 @@ older than 7.0 with exit status 4 — each with a one-line reason on stderr.
 
 import ssl
 
-from tinytown import defaults
+from tinytown.core import defaults
 from tinytown.api.startup import refuse_to_start
 from tinytown.config import load_config
-from tinytown.errors import TinytownError
+from tinytown.core.errors import TinytownError
 
 try:
     _config = load_config()
@@ -61,7 +61,7 @@ def on_starting(server):
     """In the master, once, before any worker boots: bootstrap a key if asked, enforce the
     start-up rules, start the town's own Redis if needed and check that Redis answers."""
     from tinytown.api.startup import townhall_config
-    from tinytown.connection import connect
+    from tinytown.connection.client import connect
 
     try:
         connect(townhall_config(binds=server.cfg.bind)).close()

@@ -24,10 +24,10 @@ import threading
 
 import redis
 
-from . import defaults
-from .recovery import recover
-from .store import Town
-from .store.lease import Lease
+from tinytown.core import defaults
+from tinytown.recovery import recover
+from tinytown.store import Town
+from tinytown.store.lease import Lease
 
 log = logging.getLogger("tinytown.townhall")
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 
-from . import messages as inbox
-from .docket import GROUP, entry_task_id, forget_consumer, held_entries, holders, is_dead
-from .errors import InvalidTransition
-from .records import ACTIVE_AGENT_STATES, Agent, now, to_rfc3339
-from .store import Town
+from tinytown.core import messages as inbox
+from tinytown.store.docket import GROUP, entry_task_id, forget_consumer, held_entries, holders, is_dead
+from tinytown.core.errors import InvalidTransition
+from tinytown.core.records import ACTIVE_AGENT_STATES, Agent, now, to_rfc3339
+from tinytown.store import Town
 
 ORPHAN_ACTIONS = ("list", "to_backlog", "backlog", "cancel", "delete")
 _HELD_ENTRIES_PER_PASS = 1000

@@ -12,17 +12,17 @@ import time
 
 from flask import Flask
 
-from ..auth import Authenticator
-from ..config import Config
-from ..keeper import Keeper
-from ..store import Town
-from ..store.missions import MissionStore
-from .access import install_audit
-from .manage import manage
-from .problems import register_error_handlers
-from .public import public
-from .read import read
-from .write import write
+from tinytown.api.auth import Authenticator
+from tinytown.config import Config
+from tinytown.keeper import Keeper
+from tinytown.store import Town
+from tinytown.store.missions import MissionStore
+from tinytown.api.access import install_audit
+from tinytown.api.manage import manage
+from tinytown.api.problems import register_error_handlers
+from tinytown.api.public import public
+from tinytown.api.read import read
+from tinytown.api.write import write
 
 BLUEPRINTS = (public, read, write, manage)
 
@@ -32,7 +32,7 @@ def create_app(config: Config, town: Town | None = None, *, keeper: bool = False
 
     ``keeper``: start this process's :class:`tinytown.keeper.Keeper`, which recovers dead
     agents' work by itself (townhall.py does; tests that build an app directly need not).
-    ``auth_options`` go to :class:`tinytown.auth.Authenticator` (e.g. ``cache_ttl_secs=0`` to
+    ``auth_options`` go to :class:`tinytown.api.auth.Authenticator` (e.g. ``cache_ttl_secs=0`` to
     measure Argon2 without the verification cache).
     """
     app = Flask("townhall", static_folder=None)

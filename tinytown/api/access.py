@@ -14,8 +14,8 @@ import uuid
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
-from ..auth import INSUFFICIENT, AuthError, Authenticator, audit_line
-from .problems import problem
+from tinytown.api.auth import INSUFFICIENT, AuthError, Authenticator, audit_line
+from tinytown.api.problems import problem
 
 audit_log = logging.getLogger("tinytown.audit")
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import current_app
 
-from .. import inputs
-from ..clis import named_cli
-from ..records import SUPERVISOR_ID, Agent, Task, rest_state
-from ..store import Town
-from ..store.missions import MissionStore
-from .validation import field, uuid_param
+from tinytown.core import inputs
+from tinytown.core.clis import named_cli
+from tinytown.core.records import SUPERVISOR_ID, Agent, Task, rest_state
+from tinytown.store import Town
+from tinytown.store.missions import MissionStore
+from tinytown.api.validation import field, uuid_param
 
 SUPERVISOR_ALIASES = ("supervisor", "conductor")
 

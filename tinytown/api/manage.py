@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from .. import inputs
-from ..clis import resolve_cli
-from ..records import RESERVED_AGENT_NAMES, is_uuid
-from .access import protect
-from .common import agent_id_for, agent_ref, cli_rule, valid_mission_id, missions, town
-from .problems import Problem
-from .validation import field, json_body, query_bool
+from tinytown.core import inputs
+
+from tinytown.core.records import RESERVED_AGENT_NAMES, is_uuid
+from tinytown.api.access import protect
+from tinytown.api.common import agent_id_for, agent_ref, cli_rule, valid_mission_id, missions, town
+from tinytown.api.problems import Problem
+from tinytown.api.validation import field, json_body, query_bool
 
 manage = Blueprint("manage", __name__)
 protect(manage, "agent.manage")
@@ -25,7 +25,7 @@ protect(manage, "agent.manage")
 def spawn_agent():
     body = json_body()
     name = field(body, "name", str, required=True, rule=inputs.name)
-    cli = field(body, "cli", str, rule=cli_rule) or resolve_cli(None, town().config).name
+    cli = field(body, "cli", str, rule=cli_rule) or town().config.cli().name
     role_id = field(body, "role_id", str, rule=inputs.name)
     nickname = field(body, "nickname", str, rule=inputs.name)
     parent = field(body, "parent_agent_id", str, rule=inputs.reference)
@@ -70,7 +70,7 @@ def prune_agents():
 
 def _recovery():
     try:
-        from .. import recovery
+        from tinytown import recovery
     except ImportError:  # pragma: no cover - only while the module is being written
         raise Problem(501, "recovery is not available in this build") from None
     return recovery

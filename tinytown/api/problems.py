@@ -15,11 +15,12 @@ import redis
 from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
-from .. import defaults
-from ..clis import UnknownCli
-from ..errors import InvalidTransition, NotFound, TinytownError
-from ..inputs import InputError
-from ..redis_url import redact_text, resolve_target
+from tinytown.core import defaults
+from tinytown.core.clis import UnknownCli
+from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
+from tinytown.core.inputs import InputError
+from tinytown.connection.target import resolve_target
+from tinytown.core.urls import redact_text
 
 PROBLEM_TYPE = "https://tinytown.dev/errors/{status}"
 log = logging.getLogger("tinytown.townhall")

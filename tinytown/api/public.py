@@ -8,10 +8,12 @@ from importlib import resources
 import redis
 from flask import Blueprint, Response, current_app
 
-from .. import defaults, metrics
-from ..redis_url import redact_text, resolve_target
-from .problems import problem, redis_detail
-from .signals import dispatcher_status, ping_ms, scaling
+from tinytown.core import defaults
+from tinytown.api import metrics
+from tinytown.connection.target import resolve_target
+from tinytown.core.urls import redact_text
+from tinytown.api.problems import problem, redis_detail
+from tinytown.api.signals import dispatcher_status, ping_ms, scaling
 
 public = Blueprint("public", __name__)
 SPEC_RESOURCE = "townhall-v1.yaml"

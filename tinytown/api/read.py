@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from .. import defaults, messages
-from ..keys import TASK_STATES
-from ..redis_url import resolve_target
-from ..store.missions import WORK_STATUSES
-from .access import protect
-from .common import agent_id_for, agent_json, current_scopes, valid_mission_id, missions, task_json, town
-from .problems import Problem
-from .validation import page, query_bool, query_int, uuid_param
+from tinytown.core import defaults, messages
+from tinytown.core.keys import TASK_STATES
+from tinytown.connection.target import resolve_target
+from tinytown.store.missions import WORK_STATUSES
+from tinytown.api.access import protect
+from tinytown.api.common import agent_id_for, agent_json, current_scopes, valid_mission_id, missions, task_json, town
+from tinytown.api.problems import Problem
+from tinytown.api.validation import page, query_bool, query_int, uuid_param
 
 read = Blueprint("read", __name__)
 protect(read, "town.read")

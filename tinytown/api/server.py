@@ -42,11 +42,11 @@ from gunicorn.http.parser import RequestParser
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers import gthread
 
-from ..config import load_config
-from ..errors import ConfigError, TinytownError
-from .framing import DETAIL_MAX_CHARS, Rejected, RequestLimits, RequestReader
-from .problems import problem_document
-from .startup import refuse_to_start
+from tinytown.config import load_config
+from tinytown.core.errors import ConfigError, TinytownError
+from tinytown.api.framing import DETAIL_MAX_CHARS, Rejected, RequestLimits, RequestReader
+from tinytown.api.problems import problem_document
+from tinytown.api.startup import refuse_to_start
 
 READ_CHUNK_BYTES = 64 * 1024
 # After an error answer (or a response that closes the connection), what the client still sends

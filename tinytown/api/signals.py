@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import redis
 
-from .. import defaults
-from ..keys import TASK_STATES
-from ..records import now, parse_rfc3339
-from ..scaling import ScalingInput, scaling_signal
-from ..store import Town
-from ..store.agents import AgentCounts, parse_counts
-from ..store.scripts import execute_pipelined
+from tinytown.core import defaults
+from tinytown.core.keys import TASK_STATES
+from tinytown.core.records import now, parse_rfc3339
+from tinytown.core.scaling import ScalingInput, scaling_signal
+from tinytown.store import Town
+from tinytown.store.agents import AgentCounts, parse_counts
+from tinytown.store.scripts import execute_pipelined
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def dispatcher_status(town: Town) -> str:
     if not ids:
         return "idle"
     docs = town.redis.mget([town.keys.mission(i) for i in ids])
-    from ..store.missions import Mission
+    from tinytown.store.missions import Mission
 
     current = now()
     live = False

@@ -9,7 +9,7 @@ Refuses to start, with the fix in the message, when:
   TLS or mTLS is on: it would serve plain HTTP. Without TLS it only warns that gunicorn's own
   flags decide bind, port and workers.
 
-A refusal is one line on stderr and an exit status from :class:`tinytown.errors.ExitStatus`:
+A refusal is one line on stderr and an exit status from :class:`tinytown.core.errors.ExitStatus`:
 3 for configuration, 4 for a Redis that cannot be used.
 
 Container bootstrap: bound to a non-loopback address with no auth configured and
@@ -29,11 +29,11 @@ import sys
 from pathlib import Path
 from typing import Iterable, Mapping, NoReturn
 
-from .. import defaults
-from ..apikeys import generate_key, hash_key
-from ..config import Config, load_config
-from ..errors import ConfigError, TinytownError
-from ..redis_url import is_loopback
+from tinytown.core import defaults
+from tinytown.core.apikeys import generate_key, hash_key
+from tinytown.config import Config, load_config
+from tinytown.core.errors import ConfigError, TinytownError
+from tinytown.core.urls import is_loopback
 
 log = logging.getLogger("tinytown.townhall")
 GUNICORN_CONFIG_MODULE = "tinytown.gunicorn_conf"
@@ -46,7 +46,7 @@ RUN_WITH_CONFIG = (
 def refuse_to_start(err: TinytownError) -> NoReturn:
     """Print ``townhall: <reason>`` on stderr and exit with the error's status (no traceback).
 
-    Messages about Redis are redacted where they are made (:mod:`tinytown.connection`).
+    Messages about Redis are redacted where they are made (:mod:`tinytown.connection.client`).
     """
     print(f"townhall: {err}", file=sys.stderr, flush=True)
     sys.exit(int(err.exit_status))

@@ -2,9 +2,9 @@
 
 One path for every body: :func:`json_body` reads at most ``max_body_bytes`` whatever the framing
 (``Content-Length`` or chunked: anything longer is 413, never cut), then
-:func:`tinytown.inputs.decode_json` parses it (UTF-8, depth, number size, valid Unicode) — 400
+:func:`tinytown.core.inputs.decode_json` parses it (UTF-8, depth, number size, valid Unicode) — 400
 naming what is wrong. Wrong content type → 415. Fields are read with :func:`field`, which checks
-the JSON type and then the field's rule from :mod:`tinytown.inputs` (text, names, tags, branch,
+the JSON type and then the field's rule from :mod:`tinytown.core.inputs` (text, names, tags, branch,
 repository) — 422 naming the field. Views check everything before writing, so a rejected
 request writes nothing.
 """
@@ -16,9 +16,9 @@ from typing import Any, Callable
 from flask import current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import defaults, inputs
-from ..records import is_uuid
-from .problems import Problem
+from tinytown.core import defaults, inputs
+from tinytown.core.records import is_uuid
+from tinytown.api.problems import Problem
 
 _MISSING = object()
 _READ_CHUNK_BYTES = 64 * 1024
@@ -89,7 +89,7 @@ def field(
     """``body[name]``: of JSON type ``kind`` (str, bool, int, list of str), then its rule; 422
     naming the field if not.
 
-    A string without a ``rule`` is checked as multi-line text (:func:`tinytown.inputs.text`);
+    A string without a ``rule`` is checked as multi-line text (:func:`tinytown.core.inputs.text`);
     an integer must lie in [``low``, ``high``]; a list's ``rule`` gets the whole list.
     """
     value = body.get(name, _MISSING)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from .. import defaults, inputs, messages
-from ..records import SUPERVISOR_ID, Task
-from ..store.missions import WORK_STATUSES
-from .access import protect
-from .common import agent_id_for, agent_ref, cli_rule, valid_mission_id, missions, task_json, town
-from .problems import Problem
-from .validation import field, json_body, line, required_text, uuid_param
+from tinytown.core import defaults, inputs, messages
+from tinytown.core.records import SUPERVISOR_ID, Task
+from tinytown.store.missions import WORK_STATUSES
+from tinytown.api.access import protect
+from tinytown.api.common import agent_id_for, agent_ref, cli_rule, valid_mission_id, missions, task_json, town
+from tinytown.api.problems import Problem
+from tinytown.api.validation import field, json_body, line, required_text, uuid_param
 
 write = Blueprint("write", __name__)
 protect(write, "town.write")

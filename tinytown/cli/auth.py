@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..apikeys import gen_key_text, generate_key, hash_key
+from tinytown.core.apikeys import gen_key_text, generate_key, hash_key
 
 
 def register(sub: argparse._SubParsersAction) -> None:

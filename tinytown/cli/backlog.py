@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..clis import named_cli
-from .common import AGENT, BRANCH, NAME, REPO, TAGS, TASK_ID_HELP, TEXT, add_json_flag, guard_redis, open_town, print_json, print_table, short
+from tinytown.core.clis import named_cli
+from tinytown.cli.common import AGENT, BRANCH, NAME, REPO, TAGS, TASK_ID_HELP, TEXT, add_json_flag, guard_redis, open_town, print_json, print_table, short
 
 
 def register(sub: argparse._SubParsersAction) -> None:

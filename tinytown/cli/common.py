@@ -9,11 +9,12 @@ from typing import Any, Callable
 
 import redis
 
-from .. import inputs
-from ..config import Config, load_config
-from ..errors import RedisUnavailable
-from ..redis_url import redact_text, resolve_target
-from ..store import Town
+from tinytown.core import inputs
+from tinytown.config import Config, load_config
+from tinytown.core.errors import RedisUnavailable
+from tinytown.connection.target import resolve_target
+from tinytown.core.urls import redact_text
+from tinytown.store import Town
 
 TASK_ID_HELP = "task id (as printed by `tt backlog add` or `tt task list`)"
 
@@ -35,7 +36,7 @@ def undecodable(value: str) -> str | None:
 
 
 def rule(check: Callable[[str, str], Any], what: str) -> Callable[[str], Any]:
-    """An argparse ``type`` that applies a rule of :mod:`tinytown.inputs` (argparse turns the
+    """An argparse ``type`` that applies a rule of :mod:`tinytown.core.inputs` (argparse turns the
     error into a one-line message and exit status 2)."""
 
     def parse(value: str) -> Any:

@@ -11,10 +11,10 @@ import argparse
 import sys
 from typing import Sequence
 
-from .. import __version__
-from ..errors import ExitStatus, TinytownError
-from . import auth, backlog, redis_cmd, task, town, worker
-from .common import Parser, undecodable
+from tinytown import __version__
+from tinytown.core.errors import ExitStatus, TinytownError
+from tinytown.cli import auth, backlog, redis_cmd, task, town, worker
+from tinytown.cli.common import Parser, undecodable
 
 COMMAND_GROUPS = (town, backlog, task, auth, redis_cmd, worker)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..connection import make_client, verify
-from ..embedded import EmbeddedServer, find_server_binary
-from ..errors import RedisUnavailable
-from ..redis_url import resolve_target
-from .common import add_json_flag, config_of, print_json
+from tinytown.connection.client import make_client, verify
+from tinytown.connection.embedded import EmbeddedServer, find_server_binary
+from tinytown.core.errors import RedisUnavailable
+from tinytown.connection.target import resolve_target
+from tinytown.cli.common import add_json_flag, config_of, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:

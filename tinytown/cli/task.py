@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..errors import TinytownError
-from ..keys import TASK_STATES
-from .common import TASK_ID_HELP, TEXT, add_json_flag, guard_redis, open_town, print_json, print_table, short
+from tinytown.core.errors import TinytownError
+from tinytown.core.keys import TASK_STATES
+from tinytown.cli.common import TASK_ID_HELP, TEXT, add_json_flag, guard_redis, open_town, print_json, print_table, short
 
 
 def register(sub: argparse._SubParsersAction) -> None:

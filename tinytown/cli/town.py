@@ -6,12 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from .. import defaults
-from ..clis import PRESETS
-from ..config import default_town_name, load_config, town_dir
-from ..errors import ConfigError, TinytownError
-from ..redis_url import resolve_target
-from .common import NAME, add_json_flag, guard_redis, open_town, print_json
+from tinytown.core import defaults
+from tinytown.core.clis import PRESETS
+from tinytown.config import default_town_name, load_config, town_dir
+from tinytown.core.errors import ConfigError, TinytownError
+from tinytown.connection.target import resolve_target
+from tinytown.cli.common import NAME, add_json_flag, guard_redis, open_town, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import messages, recovery
-from ..errors import ExitStatus
-from ..records import SUPERVISOR_ID
-from .common import AGENT, TEXT, add_json_flag, guard_redis, open_town, print_json, print_table, short
+from tinytown.core import messages
+from tinytown import recovery
+from tinytown.core.errors import ExitStatus
+from tinytown.core.records import SUPERVISOR_ID
+from tinytown.cli.common import AGENT, TEXT, add_json_flag, guard_redis, open_town, print_json, print_table, short
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import redis
 
-from ..config import Config
-from ..keys import Keys
-from .agents import AgentStore
-from .tasks import TaskStore
+from tinytown.config import Config
+from tinytown.core.keys import Keys
+from tinytown.store.agents import AgentStore
+from tinytown.store.tasks import TaskStore
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Town:
     @classmethod
     def connect(cls, config: Config, *, start_server: bool = True) -> "Town":
         """Connect (starting the embedded server when it is the town's own) and verify Redis."""
-        from ..connection import connect
+        from tinytown.connection.client import connect
 
         town = cls(config, connect(config, start_server=start_server))
         town.agents.upgrade_index()

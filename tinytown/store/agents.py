@@ -7,12 +7,13 @@ from typing import Iterable
 
 import redis
 
-from .. import control, defaults, inputs
-from ..errors import InvalidTransition, NotFound, TinytownError
-from ..keys import AGENT_STATES, Keys
-from ..records import ACTIVE_AGENT_STATES, RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id, now, parse_rfc3339, to_rfc3339
-from .scripts import AGENT_COUNTS, AGENT_UPDATE, execute_pipelined, queue_script
-from .tasks import Transition, ensure_group
+from tinytown.store import control
+from tinytown.core import defaults, inputs
+from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
+from tinytown.core.keys import AGENT_STATES, Keys
+from tinytown.core.records import ACTIVE_AGENT_STATES, RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id, now, parse_rfc3339, to_rfc3339
+from tinytown.store.scripts import AGENT_COUNTS, AGENT_UPDATE, execute_pipelined, queue_script
+from tinytown.store.tasks import Transition, ensure_group
 
 # Deterministic nicknames (upstream picks from 400 names by the id's first two bytes).
 _NICKNAMES = (

@@ -17,9 +17,9 @@ from typing import Any
 
 import redis
 
-from ..errors import InvalidTransition, NotFound, TinytownError
-from ..keys import Keys
-from ..records import epoch_us, new_id, now
+from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
+from tinytown.core.keys import Keys
+from tinytown.core.records import epoch_us, new_id, now
 
 MISSION_STATES = ("planning", "running", "blocked", "completed", "failed")
 TERMINAL_MISSION_STATES = ("completed", "failed")

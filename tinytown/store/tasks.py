@@ -13,12 +13,13 @@ from typing import Iterable, Sequence
 
 import redis
 
-from .. import control, defaults
-from ..errors import InvalidTransition, NotFound
-from ..keys import TASK_STATES, Keys
-from ..records import Task, epoch_us, new_id, now, to_rfc3339
-from . import transaction
-from .scripts import TASK_DELETE, TASK_TRANSITION, queue_script
+from tinytown.store import control
+from tinytown.core import defaults
+from tinytown.core.errors import InvalidTransition, NotFound
+from tinytown.core.keys import TASK_STATES, Keys
+from tinytown.core.records import Task, epoch_us, new_id, now, to_rfc3339
+from tinytown.store import transaction
+from tinytown.store.scripts import TASK_DELETE, TASK_TRANSITION, queue_script
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ class TaskStore:
 
     def cancel(self, task_id: str, reason: str) -> Transition:
         """Mark a live task cancelled with the reason. The worker running it is nudged
-        (``tinytown.control``) and stops its CLI at once — at its next heartbeat if the nudge is
+        (``tinytown.store.control``) and stops its CLI at once — at its next heartbeat if the nudge is
         missed — leaving the state as it is; a queued docket entry is skipped."""
         outcome = self.transition(
             task_id, "cancelled", allowed_from=("pending", "assigned", "running"),

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from . import defaults
-from .errors import TinytownError
-from .inputs import printable
-from .records import Task
+from tinytown.core import defaults
+from tinytown.core.errors import TinytownError
+from tinytown.core.inputs import printable
+from tinytown.core.records import Task
 
 BRANCH_PREFIX = "tt/"
 SHORT_ID_CHARS = 8

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from .records import SUPERVISOR_ID, new_id
+from tinytown.core.records import SUPERVISOR_ID, new_id
 
 SEND_KINDS = ("task", "query", "info", "ack", "shutdown")
 ACTIONABLE_TYPES = ("task", "query", "task_assign", "status_request", "ping", "shutdown", "custom")

@@ -15,12 +15,9 @@ upstream's configs have (``"codex exec … -m gpt-5.4-mini"`` → ``codex-mini``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
-from .errors import ExitStatus, TinytownError
-
-if TYPE_CHECKING:  # config imports this module
-    from .config import Config
+from tinytown.core.errors import ExitStatus, TinytownError
 
 PRESETS: dict[str, str] = {
     "claude": "claude --print --dangerously-skip-permissions",
@@ -107,8 +104,8 @@ def named_cli(ref: str, agent_clis: Mapping[str, AgentCli]) -> AgentCli:
     raise UnknownCli(unknown_message(ref, agent_clis))
 
 
-def resolve_cli(ref: str | None, config: "Config") -> AgentCli:
-    """The CLI to run for a task's ``cli`` (None or empty: the town's ``default_cli``)."""
+def resolve_cli(ref: str | None, default: str, agent_clis: Mapping[str, AgentCli]) -> AgentCli:
+    """The CLI to run for a task's ``cli`` (None or empty: the town's ``default``)."""
     if not ref:
-        return default_cli(config.default_cli, config.agent_clis)
-    return named_cli(ref, config.agent_clis)
+        return default_cli(default, agent_clis)
+    return named_cli(ref, agent_clis)

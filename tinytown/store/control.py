@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import redis
 
-from .keys import Keys
+from tinytown.core.keys import Keys
 
 CANCEL, STOP = "cancel", "stop"
 

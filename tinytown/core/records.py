@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 
-from .keys import AGENT_STATES, TASK_STATES
+from tinytown.core.keys import AGENT_STATES, TASK_STATES
 
 SUPERVISOR_ID = "00000000-0000-0000-0000-000000000001"
 RESERVED_AGENT_NAMES = ("supervisor", "conductor")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import defaults
+from tinytown.core import defaults
 
 
 class TaskLog:

@@ -5,7 +5,7 @@ Redis acknowledged; without the variable it writes nothing. The file holds the w
 ``heartbeat_interval_secs`` and ``dead_after_heartbeats``, and its modification time is the
 moment of the last acknowledged heartbeat, so a checker needs no configuration:
 
-    python -m tinytown.health_file [PATH]    # PATH defaults to $TINYTOWN_HEALTH_FILE
+    python -m tinytown.worker.health_file [PATH]    # PATH defaults to $TINYTOWN_HEALTH_FILE
 
 exits 0 while the file was written within ``dead_after_heartbeats`` x ``heartbeat_interval_secs``
 (the same "dead" as everywhere else in Tinytown), and 1 when it is older, missing or unreadable,
@@ -18,7 +18,7 @@ A heartbeat costs one ``utime`` of the file; the content is written (to a tempor
 renamed into place) only on the first heartbeat of a process or when the file has gone. Writing
 never stops the worker: a failure is reported once through ``on_error`` until a write succeeds.
 
-Only the standard library and :mod:`tinytown.defaults` are imported, so the check starts fast.
+Only the standard library and :mod:`tinytown.core.defaults` are imported, so the check starts fast.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Callable
 
-from tinytown.defaults import DEAD_AFTER_HEARTBEATS
+from tinytown.core.defaults import DEAD_AFTER_HEARTBEATS
 
 ENV_VAR = "TINYTOWN_HEALTH_FILE"
 EXIT_FRESH = 0
@@ -120,10 +120,10 @@ def check(path: str, now: float | None = None) -> tuple[bool, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tinytown.health_file [PATH]``: exit 0 fresh, 1 stale, missing or unset."""
+    """``python -m tinytown.worker.health_file [PATH]``: exit 0 fresh, 1 stale, missing or unset."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1 or (args and args[0].startswith("-")):
-        print("usage: python -m tinytown.health_file [PATH]  (default: $TINYTOWN_HEALTH_FILE)")
+        print("usage: python -m tinytown.worker.health_file [PATH]  (default: $TINYTOWN_HEALTH_FILE)")
         return EXIT_STALE
     path = args[0] if args else os.environ.get(ENV_VAR, "").strip()
     if not path:

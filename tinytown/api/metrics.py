@@ -49,7 +49,7 @@ class MetricsSnapshot:
 
 def read_snapshot(town) -> MetricsSnapshot:
     """Everything one scrape shows, from Redis (raises redis errors)."""
-    from .api.signals import ping_ms, town_counts
+    from tinytown.api.signals import ping_ms, town_counts
 
     latency = ping_ms(town) / 1000
     counts = town_counts(town)
@@ -106,7 +106,8 @@ def scrape(town) -> tuple[int, bytes]:
     try:
         snapshot = read_snapshot(town)
     except Exception as err:  # noqa: BLE001 - any failure to read is reported in the body
-        from .redis_url import redact_text, resolve_target
+        from tinytown.connection.target import resolve_target
+        from tinytown.core.urls import redact_text
 
         detail = redact_text(str(err), resolve_target(town.config).url).replace("\n", " ").replace("\r", " ")
         body = render(MetricsSnapshot) + f"# tinytown_metrics_error {detail}\n".encode()

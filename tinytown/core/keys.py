@@ -85,7 +85,7 @@ class Keys:
         return self._k("stop", agent_id)
 
     def control(self, agent_id: str) -> str:
-        """A pub/sub channel, not a key: nudges to the agent's worker (``tinytown.control``)."""
+        """A pub/sub channel, not a key: nudges to the agent's worker (``tinytown.store.control``)."""
         return self._k("control", agent_id)
 
     # -- tasks ------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import math
 import re
 from typing import Any, Iterable
 
-from . import defaults
+from tinytown.core import defaults
 
 
 class InputError(ValueError):

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import redis
 
-from . import defaults
-from .records import Agent, Task, now, to_rfc3339
-from .store import Town
-from .keys import TASK_STATES
-from .store.scripts import DOCKET_CLAIM, queue_script
-from .store.tasks import ensure_group
+from tinytown.core import defaults
+from tinytown.core.records import Agent, Task, now, to_rfc3339
+from tinytown.store import Town
+from tinytown.core.keys import TASK_STATES
+from tinytown.store.scripts import DOCKET_CLAIM, queue_script
+from tinytown.store.tasks import ensure_group
 
 GROUP = defaults.DOCKET_GROUP
 

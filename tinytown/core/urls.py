@@ -1,32 +1,13 @@
-"""Which Redis a town uses, and how its URL is shown to people.
-
-Precedence (upstream §2.4): ``REDIS_URL`` → ``[redis].url`` → the town's unix socket →
-``redis[s]://host:port`` built from ``[redis]``. Pure functions: no I/O here.
-"""
+"""Addresses as people see them: URLs with their password replaced by ``****``, and whether a
+host is this machine's loopback. Pure string functions."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from .config import Config
-
 REDACTED = "****"
-
-
-@dataclass(frozen=True)
-class RedisTarget:
-    """Where to connect, and whether Tinytown may start the server itself."""
-
-    url: str
-    managed: bool  # True: a server Tinytown starts when nothing answers (socket or loopback TCP)
-    socket_path: str | None = None  # set for the unix-socket mode
-
-    @property
-    def display(self) -> str:
-        return redact_url(self.url)
 
 
 def is_loopback(host: str) -> bool:
@@ -36,23 +17,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def resolve_target(config: Config) -> RedisTarget:
-    """The Redis this town uses (upstream §2.4 precedence)."""
-    r = config.redis
-    if r.url:
-        return RedisTarget(url=r.url, managed=False)
-    if r.use_socket:
-        path = config.path(r.socket_path)
-        return RedisTarget(url=f"unix://{path}", managed=True, socket_path=str(path))
-    scheme = "rediss" if r.tls_enabled else "redis"
-    auth = ""
-    if r.password:
-        user = quote(r.username, safe="") if r.username else ""
-        auth = f"{user}:{quote(r.password, safe='')}@"
-    host = f"[{r.host}]" if ":" in r.host else r.host
-    return RedisTarget(url=f"{scheme}://{auth}{host}:{r.port}/0", managed=is_loopback(r.host))
 
 
 def redact_url(url: str) -> str:

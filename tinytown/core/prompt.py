@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .messages import summarize
-from .records import Task
+from tinytown.core.messages import summarize
+from tinytown.core.records import Task
 
 # Message types that are noise in a prompt (a worker acts on the task; these are bookkeeping).
 _QUIET_TYPES = ("shutdown", "ping", "pong")

@@ -11,7 +11,7 @@ import secrets
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from . import defaults
+from tinytown.core import defaults
 
 HASHER = PasswordHasher(
     time_cost=defaults.ARGON2_TIME_COST,

@@ -7,16 +7,15 @@ Redis (or Valkey) 7.0 or newer. Failures name the endpoint with its password red
 from __future__ import annotations
 
 import re
-import ssl
-from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 
-from . import defaults
-from .config import Config
-from .errors import RedisUnavailable
-from .redis_url import RedisTarget, redact_text, resolve_target
+from tinytown.core import defaults
+from tinytown.config import Config
+from tinytown.core.errors import RedisUnavailable
+from tinytown.connection.embedded import EmbeddedServer
+from tinytown.connection.target import RedisTarget, client_options, resolve_target
+from tinytown.core.urls import redact_text
 
 _AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid username-password", "invalid password")
 
@@ -29,35 +28,6 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 def version_supported(version: tuple[int, ...]) -> bool:
     return len(version) >= 1 and tuple(version[:2]) >= defaults.REDIS_MIN_VERSION
-
-
-def client_options(config: Config, target: RedisTarget) -> dict[str, Any]:
-    """redis-py options: timeouts, ACL user/password, and TLS files for ``rediss://``."""
-    r = config.redis
-    opts: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT_SECS,
-        "socket_timeout": defaults.REDIS_SOCKET_TIMEOUT_SECS,
-        "protocol": defaults.REDIS_PROTOCOL,
-        # Bytes that are not UTF-8 (written by another client) read as U+FFFD instead of failing
-        # the read: no stored value can crash a reader.
-        "encoding_errors": "replace",
-        "health_check_interval": defaults.REDIS_HEALTH_CHECK_INTERVAL_SECS,
-    }
-    if r.url:  # an explicit URL carries its own credentials unless the env/file adds them
-        if r.password and urlsplit(target.url).password is None:
-            opts["password"] = r.password
-            if r.username:
-                opts["username"] = r.username
-    if target.url.startswith("rediss://"):
-        if r.tls_ca_cert:
-            opts["ssl_ca_certs"] = str(config.path(r.tls_ca_cert))
-        if r.tls_cert:
-            opts["ssl_certfile"] = str(config.path(r.tls_cert))
-        if r.tls_key:
-            opts["ssl_keyfile"] = str(config.path(r.tls_key))
-        opts.setdefault("ssl_cert_reqs", ssl.CERT_REQUIRED)
-    return opts
 
 
 def make_client(config: Config, target: RedisTarget | None = None) -> redis.Redis:
@@ -117,8 +87,6 @@ def connect(config: Config, *, start_server: bool = True) -> redis.Redis:
     """
     target = resolve_target(config)
     if target.managed and start_server:
-        from .embedded import EmbeddedServer
-
         EmbeddedServer(config).ensure_running()
     client = make_client(config, target)
     verify(client, target)

@@ -28,10 +28,10 @@ from typing import Callable
 import jwt
 import requests
 
-from . import defaults
-from .apikeys import verify_key
-from .config import SCOPES, AuthConfig
-from .records import now, to_rfc3339
+from tinytown.core import defaults
+from tinytown.core.apikeys import verify_key
+from tinytown.config import SCOPES, AuthConfig
+from tinytown.core.records import now, to_rfc3339
 
 ALL_SCOPES = frozenset(SCOPES)
 OIDC_ALGORITHMS = ("RS256", "ES256")

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import redis
 
-from . import defaults
-from .config import Config
-from .connection import client_options
-from .errors import RedisUnavailable
-from .redis_url import resolve_target
+from tinytown.core import defaults
+from tinytown.config import Config
+from tinytown.connection.target import client_options
+from tinytown.core.errors import RedisUnavailable
+from tinytown.connection.target import resolve_target
 
 # Unix socket paths are limited to 108 bytes on Linux (104 on macOS) including the NUL.
 MAX_SOCKET_PATH_BYTES = 103
