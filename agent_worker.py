@@ -80,17 +80,18 @@ from tinytown.worker import health_file, orphan_cli, workspace
 from tinytown.core import inputs
 from tinytown.core.clis import INSTRUCTION_FILE_FLAG, UnknownCli
 from tinytown.config import Config, load_config
-from tinytown.store.docket import STOP_STATES, Claim, Delivery, Docket, Entry
+from tinytown.store.docket import Claim, Delivery, Docket, Entry
+from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT_STOP_STATES
 from tinytown.core.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
 from tinytown.core.prompt import build_prompt
-from tinytown.core.records import Task, now, to_rfc3339
+from tinytown.core.records import Task
+from tinytown.core.clock import now, to_rfc3339
 from tinytown.recovery import recover_silent_workers, return_held_entries
 from tinytown.store import Town
 from tinytown.store.agents import Beat
 from tinytown.store.scripts import execute_pipelined
 from tinytown.worker.tasklog import TaskLogs
 
-LIVE_STATES = ("starting", "idle", "working", "paused", "draining")
 _QUOTE_CHARS = ' ="\n'
 
 
@@ -336,7 +337,7 @@ class Worker:
             self.log("agent_record_missing")
             self.register()
             self.set_state("idle", allowed_from=("starting",))
-        elif state in STOP_STATES:
+        elif state in AGENT_STOP_STATES:
             return "stop_requested"
         was_paused, self.paused = self.paused, state == "paused"
         if self.paused and not was_paused:
@@ -739,7 +740,7 @@ class Worker:
     def stop(self, reason: str) -> None:
         """Idle → Draining → Stopped. A task handed back keeps ``current_task`` for ``tt recover``."""
         self.set_state("draining", allowed_from=("starting", "idle", "working", "paused"), reason=reason)
-        self.set_state("stopped", allowed_from=LIVE_STATES, reason=reason, beat=True)
+        self.set_state("stopped", allowed_from=ACTIVE_AGENT_STATES, reason=reason, beat=True)
         self.finished.set()
 
     # == around the lifecycle ===================================================================

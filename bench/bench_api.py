@@ -44,7 +44,8 @@ def make_ceiling_app():
     from flask import Flask
 
     from tinytown.core import defaults
-    from tinytown.core.keys import AGENT_STATES, TASK_STATES, Keys
+    from tinytown.core.states import AGENT_STATES, TASK_STATES
+    from tinytown.core.keys import Keys
     from tinytown.store.scripts import AGENT_COUNTS
 
     r = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"], decode_responses=True)
@@ -169,7 +170,8 @@ def median_round(results: list[dict]) -> dict:
 def fill(town, target: int, batch: int = 5000) -> float:
     """Queue tasks until ``target`` are pending, with the writes ``TaskStore.add`` makes."""
     from tinytown.core import defaults
-    from tinytown.core.records import Task, epoch_us, new_id, now, to_rfc3339
+    from tinytown.core.records import Task, new_id
+    from tinytown.core.clock import epoch_us, now, to_rfc3339
 
     k = town.keys
     have = town.redis.zcard(k.tasks_in_state("pending"))

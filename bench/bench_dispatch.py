@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from tinytown.config import load_config  # noqa: E402
 from tinytown.connection.embedded import EmbeddedServer, find_server_binary  # noqa: E402
-from tinytown.core.records import parse_rfc3339  # noqa: E402
+from tinytown.core.clock import parse_rfc3339  # noqa: E402
 from tinytown.store import Town  # noqa: E402
 
 RQ_QUEUE = "tt-bench"

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_dispatch import make_town, wait_for  # noqa: E402
 from tinytown.connection.embedded import EmbeddedServer  # noqa: E402
 from tinytown.core.keys import Keys  # noqa: E402
-from tinytown.core.records import parse_rfc3339  # noqa: E402
+from tinytown.core.clock import parse_rfc3339  # noqa: E402
 
 # Runs with the checkout's own code: a line on stdin → one task added → "<task id> <clock before add>".
 SUBMITTER = """

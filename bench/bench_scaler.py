@@ -47,7 +47,7 @@ import docker.errors  # noqa: E402
 from tests.docker_support import build_image  # noqa: E402
 from tests.scaler_stack import SCALER, ScalerTown, TcpRedis  # noqa: E402
 from tests.worker_support import poll as wait_for  # noqa: E402
-from tinytown.core.records import parse_rfc3339  # noqa: E402
+from tinytown.core.clock import parse_rfc3339  # noqa: E402
 
 IMAGE = f"tinytown-agent-worker:bench-{os.getpid()}"
 POLL_SECS = 0.05

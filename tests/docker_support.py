@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import pytest
 
-from tinytown.core.records import parse_rfc3339
+from tinytown.core.clock import parse_rfc3339
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WHEEL_DIR = REPO_ROOT / ".docker-wheels"

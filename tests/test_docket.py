@@ -11,7 +11,8 @@ import redis
 
 from tinytown.config import load_config
 from tinytown.store.docket import Docket, holders, is_dead
-from tinytown.core.records import Agent, now, parse_rfc3339, to_rfc3339
+from tinytown.core.records import Agent
+from tinytown.core.clock import now, parse_rfc3339, to_rfc3339
 from tinytown.store import Town
 from tinytown.store.agents import Beat
 

@@ -11,7 +11,7 @@ from tinytown.core import messages
 from tinytown.config import load_config
 from tinytown.store.docket import Docket
 from tinytown.core.errors import InvalidTransition
-from tinytown.core.records import now, to_rfc3339
+from tinytown.core.clock import now, to_rfc3339
 from tinytown.recovery import orphan_tasks, reclaim, recover
 from tinytown.store import Town
 from tinytown.store.agents import Beat

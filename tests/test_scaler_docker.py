@@ -29,7 +29,7 @@ import docker.errors
 import pytest
 import requests
 
-from tinytown.core.records import parse_rfc3339
+from tinytown.core.clock import parse_rfc3339
 
 from .docker_support import BASE_IMAGE, STAGE_LABEL, build_image, docker_client_or_skip_reason, remove_stale_stages
 from .scaler_stack import HEARTBEATING_COMMAND, FakeTown, ScalerTown, TcpRedis, agent_item, free_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
-from tinytown.core.keys import AGENT_STATES
+from tinytown.core.states import AGENT_STATES
 
 
 def assert_agent_indexes_exact(town):
@@ -101,7 +101,7 @@ def test_a_name_wins_over_another_agents_nickname(town):
 def test_a_town_with_the_old_state_sets_is_upgraded_on_connect(town):
     """Before liveness was indexed each state was a plain set; connecting rebuilds the index from
     the records (liveness from their last_heartbeat) and removes the sets."""
-    from tinytown.core.records import now, to_rfc3339
+    from tinytown.core.clock import now, to_rfc3339
     from tinytown.store import Town
 
     agent = town.agents.register("old-timer", "claude")

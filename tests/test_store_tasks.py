@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from tinytown.core.errors import InvalidTransition, NotFound
-from tinytown.core.keys import TASK_STATES
+from tinytown.core.states import TASK_STATES
 from .conftest import next_message
 
 

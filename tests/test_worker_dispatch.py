@@ -8,7 +8,7 @@ from collections import Counter
 from .worker_support import poll, read_records, worker_town, workers  # noqa: F401  (fixtures)
 
 from tinytown.config import load_config
-from tinytown.core.records import parse_rfc3339
+from tinytown.core.clock import parse_rfc3339
 from tinytown.store import Town
 
 

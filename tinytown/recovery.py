@@ -21,7 +21,9 @@ import json
 from tinytown.core import messages as inbox
 from tinytown.store.docket import GROUP, entry_task_id, forget_consumer, held_entries, holders, is_dead
 from tinytown.core.errors import InvalidTransition
-from tinytown.core.records import ACTIVE_AGENT_STATES, Agent, now, to_rfc3339
+from tinytown.core.states import ACTIVE_AGENT_STATES
+from tinytown.core.records import Agent
+from tinytown.core.clock import now, to_rfc3339
 from tinytown.store import Town
 
 ORPHAN_ACTIONS = ("list", "to_backlog", "backlog", "cancel", "delete")

@@ -31,7 +31,7 @@ import requests
 from tinytown.core import defaults
 from tinytown.core.apikeys import verify_key
 from tinytown.config import SCOPES, AuthConfig
-from tinytown.core.records import now, to_rfc3339
+from tinytown.core.clock import now, to_rfc3339
 
 ALL_SCOPES = frozenset(SCOPES)
 OIDC_ALGORITHMS = ("RS256", "ES256")

@@ -6,7 +6,8 @@ from flask import current_app
 
 from tinytown.core import inputs
 from tinytown.core.clis import named_cli
-from tinytown.core.records import SUPERVISOR_ID, Agent, Task, rest_state
+from tinytown.core.records import SUPERVISOR_ID, Agent, Task
+from tinytown.core.states import rest_state
 from tinytown.store import Town
 from tinytown.store.missions import MissionStore
 from tinytown.api.validation import field, uuid_param

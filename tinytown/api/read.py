@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from tinytown.core import defaults, messages
-from tinytown.core.keys import TASK_STATES
+from tinytown.core.states import TASK_STATES
 from tinytown.connection.target import resolve_target
-from tinytown.store.missions import WORK_STATUSES
+from tinytown.core.states import WORK_STATUSES
 from tinytown.api.access import protect
 from tinytown.api.common import agent_id_for, agent_json, current_scopes, valid_mission_id, missions, task_json, town
 from tinytown.api.problems import Problem

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import redis
 
 from tinytown.core import defaults
-from tinytown.core.keys import TASK_STATES
-from tinytown.core.records import now, parse_rfc3339
+from tinytown.core.states import TASK_STATES
+from tinytown.core.clock import now, parse_rfc3339
 from tinytown.core.scaling import ScalingInput, scaling_signal
 from tinytown.store import Town
 from tinytown.store.agents import AgentCounts, parse_counts

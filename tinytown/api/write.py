@@ -6,7 +6,7 @@ from flask import Blueprint
 
 from tinytown.core import defaults, inputs, messages
 from tinytown.core.records import SUPERVISOR_ID, Task
-from tinytown.store.missions import WORK_STATUSES
+from tinytown.core.states import WORK_STATUSES
 from tinytown.api.access import protect
 from tinytown.api.common import agent_id_for, agent_ref, cli_rule, valid_mission_id, missions, task_json, town
 from tinytown.api.problems import Problem

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from tinytown.core.errors import TinytownError
-from tinytown.core.keys import TASK_STATES
+from tinytown.core.states import TASK_STATES
 from tinytown.cli.common import TASK_ID_HELP, TEXT, add_json_flag, guard_redis, open_town, print_json, print_table, short
 
 

@@ -30,9 +30,6 @@ from dataclasses import dataclass
 
 PREFIX = "tt"
 
-AGENT_STATES = ("cold", "starting", "idle", "working", "paused", "draining", "stopped", "error")
-TASK_STATES = ("pending", "assigned", "running", "completed", "failed", "cancelled")
-
 
 @dataclass(frozen=True)
 class Keys:

@@ -1,7 +1,6 @@
 """Agent and task records and their encodings in Redis hashes (upstream spec §4.2–4.3).
 
-States are lowercase in Redis, capitalised in REST JSON (``"Idle"``) and lowercase in metric
-labels. Hash timestamps are RFC 3339 with ``+00:00``; readers also accept ``Z``. Pure: no I/O.
+States and their moves are in :mod:`tinytown.core.states`. Hash timestamps are RFC 3339 with ``+00:00``; readers also accept ``Z``. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -9,43 +8,12 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
 
-from tinytown.core.keys import AGENT_STATES, TASK_STATES
+from tinytown.core.clock import parse_rfc3339
+from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT_STATES, TASK_STATES, TERMINAL_TASK_STATES, rest_state
 
 SUPERVISOR_ID = "00000000-0000-0000-0000-000000000001"
 RESERVED_AGENT_NAMES = ("supervisor", "conductor")
-TERMINAL_TASK_STATES = ("completed", "failed", "cancelled")
-ACTIVE_AGENT_STATES = ("starting", "idle", "working", "paused", "draining")
-TERMINAL_AGENT_STATES = ("stopped", "error", "cold")
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def to_rfc3339(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat()
-
-
-def parse_rfc3339(text: str | None) -> datetime | None:
-    """Accepts ``+00:00`` and ``Z`` forms and up to nanosecond fractions; None if unparseable."""
-    if not text:
-        return None
-    t = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    if "." in t:  # Python parses at most 6 fraction digits; upstream writes 9
-        head, _, rest = t.partition(".")
-        digits = "".join(c for c in rest if c.isdigit())
-        t = f"{head}.{digits[:6]}{rest[len(digits):]}"
-    try:
-        ts = datetime.fromisoformat(t)
-    except ValueError:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
-
-
-def epoch_us(ts: datetime) -> int:
-    return int(ts.timestamp() * 1_000_000)
 
 
 def new_id() -> str:
@@ -57,11 +25,6 @@ def is_uuid(text: str) -> bool:
         return str(uuid.UUID(text)) == text.lower()
     except (ValueError, AttributeError, TypeError):
         return False
-
-
-def rest_state(state: str) -> str:
-    """``"idle"`` → ``"Idle"`` (REST JSON form)."""
-    return state.capitalize()
 
 
 # Task fields stored only when not None. The rest are always stored, except ``push`` (only when true).

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Mapping
 
-from tinytown.core.records import ACTIVE_AGENT_STATES, to_rfc3339
+from tinytown.core.states import ACTIVE_AGENT_STATES
+from tinytown.core.clock import to_rfc3339
 
 RECOMMENDATIONS = ("scale_up", "steady", "scale_down", "scale_to_zero")
 

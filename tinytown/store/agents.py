@@ -10,8 +10,11 @@ import redis
 from tinytown.store import control
 from tinytown.core import defaults, inputs
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
-from tinytown.core.keys import AGENT_STATES, Keys
-from tinytown.core.records import ACTIVE_AGENT_STATES, RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id, now, parse_rfc3339, to_rfc3339
+from tinytown.core.states import AGENT_STATES
+from tinytown.core.keys import Keys
+from tinytown.core.states import ACTIVE_AGENT_STATES
+from tinytown.core.records import RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id
+from tinytown.core.clock import now, parse_rfc3339, to_rfc3339
 from tinytown.store.scripts import AGENT_COUNTS, AGENT_UPDATE, execute_pipelined, queue_script
 from tinytown.store.tasks import Transition, ensure_group
 

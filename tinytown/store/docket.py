@@ -21,19 +21,15 @@ from dataclasses import dataclass
 import redis
 
 from tinytown.core import defaults
-from tinytown.core.records import Agent, Task, now, to_rfc3339
+from tinytown.core.records import Agent, Task
+from tinytown.core.clock import now, to_rfc3339
 from tinytown.store import Town
-from tinytown.core.keys import TASK_STATES
+from tinytown.core.states import AGENT_NO_WORK_STATES, TASK_STATES
 from tinytown.store.scripts import DOCKET_CLAIM, queue_script
 from tinytown.store.tasks import ensure_group
 
 GROUP = defaults.DOCKET_GROUP
 
-# An agent in one of these states takes no new work: a read delivers, the claim refuses, and the
-# entries go back for other workers. The worker then stops (STOP_STATES: stopped or drained from
-# outside) or waits (paused by an operator).
-STOP_STATES = ("stopped", "draining", "error", "cold")
-NO_NEW_WORK_STATES = (*STOP_STATES, "paused")
 
 # Hand an entry back to its stream: a copy goes to the end (for any reader), the original is
 # acknowledged. Used when one XREADGROUP over two streams returned an entry from each.
@@ -173,7 +169,7 @@ class Docket:
         k = self.keys
         self._claim_keys = [self.own, self.shared, k.tasks, k.backlog, k.urgent(agent_id), k.inbox(agent_id), k.agent(agent_id)]
         self._claim_keys += [k.tasks_in_state(s) for s in TASK_STATES]
-        self._claim_args = [GROUP, agent_id, k.task_prefix, "," + ",".join(NO_NEW_WORK_STATES) + ","]
+        self._claim_args = [GROUP, agent_id, k.task_prefix, "," + ",".join(AGENT_NO_WORK_STATES) + ","]
 
     def ensure_groups(self) -> None:
         ensure_group(self.r, self.own)

@@ -19,11 +19,10 @@ import redis
 
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.keys import Keys
-from tinytown.core.records import epoch_us, new_id, now
+from tinytown.core.states import TERMINAL_MISSION_STATES, WORK_STATUSES
+from tinytown.core.clock import epoch_us, now
+from tinytown.core.records import new_id
 
-MISSION_STATES = ("planning", "running", "blocked", "completed", "failed")
-TERMINAL_MISSION_STATES = ("completed", "failed")
-WORK_STATUSES = ("pending", "ready", "assigned", "running", "blocked", "done")
 MISSION_LOG_MAX_LINES = 100
 DEFAULT_POLICY = {"max_parallel_items": 2, "reviewer_required": True, "auto_merge": False, "watch_interval_secs": 180}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from tinytown.core.keys import AGENT_STATES, TASK_STATES
+from tinytown.core.states import AGENT_STATES, TASK_STATES
 
 
 def _state_table(states: tuple[str, ...], first_key: int) -> str:

@@ -16,8 +16,10 @@ import redis
 from tinytown.store import control
 from tinytown.core import defaults
 from tinytown.core.errors import InvalidTransition, NotFound
-from tinytown.core.keys import TASK_STATES, Keys
-from tinytown.core.records import Task, epoch_us, new_id, now, to_rfc3339
+from tinytown.core.states import TASK_STATES
+from tinytown.core.keys import Keys
+from tinytown.core.records import Task, new_id
+from tinytown.core.clock import epoch_us, now, to_rfc3339
 from tinytown.store import transaction
 from tinytown.store.scripts import TASK_DELETE, TASK_TRANSITION, queue_script
 

@@ -1,0 +1,41 @@
+"""One log line per event, ``key=value``, as the worker and the scaler write them on stderr.
+
+``ts=2026-12-06T10:00:00.123456+00:00 [level=warning] event=task_started task=… attempt=2``:
+the time and the event first, then the fields in the order given. A field that is None or ""
+is left out; a value with a space, a quote, ``=`` or a line break is written as a JSON string;
+lists and mappings as JSON; anything else with ``str()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from tinytown.core.clock import now, to_rfc3339
+
+_QUOTE_CHARS = (" ", '"', "=", "\n", "\r", "\t")
+
+
+def value_text(value) -> str:
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=str)
+    text = str(value)
+    if any(c in text for c in _QUOTE_CHARS):
+        return json.dumps(text)
+    return text
+
+
+def line(event: str, *, level: str | None = None, **fields) -> str:
+    parts = [f"ts={to_rfc3339(now())}"]
+    if level:
+        parts.append(f"level={level}")
+    parts.append(f"event={event}")
+    parts += [f"{key}={value_text(value)}" for key, value in fields.items() if value is not None and value != ""]
+    return " ".join(parts)
+
+
+def emit(text: str, stream=None) -> None:
+    """Write one line in one ``write(2)``: safe in a signal handler, and threads never interleave."""
+    fd = (stream or sys.stderr).fileno()
+    os.write(fd, (text + "\n").encode("utf-8", errors="replace"))

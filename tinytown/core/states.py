@@ -1,0 +1,138 @@
+"""The one table of states: every state a task, an agent or a mission can be in, and every move
+between them, by name. Nothing else spells a state name or a transition rule; code says which
+move it makes (``TASK["complete"]``) and the store checks it atomically (Lua scripts get their
+state lists from here, and a test holds them to it).
+
+States are lowercase in Redis, capitalised in REST JSON (``"Idle"``) and lowercase in metric
+labels (upstream's representations).
+
+Tasks::
+
+    pending ──assign──▶ assigned ──take──▶ running ──complete/fail──▶ completed / failed
+       │  ◀────requeue────┘◀───────requeue──┘  │
+       └──────────────── cancel ──────────────┴──▶ cancelled
+
+Agents::
+
+    starting ──ready──▶ idle ⇄ working ──▶ draining ──▶ stopped
+                          paused ⇄ idle            (kill, recover: any active state → stopped)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Move:
+    """A named transition: allowed only from ``source`` states; ``target`` None keeps the state
+    (a change of fields that the record's state must allow)."""
+
+    source: tuple[str, ...]
+    target: str | None
+
+    def allows(self, state: str) -> bool:
+        return state in self.source
+
+    def narrowed(self, expect: str | None) -> tuple[str, ...]:
+        """The source states, or only ``expect`` if it is one of them (a compare-and-set on the
+        state the caller saw); empty if it is not."""
+        if expect is None:
+            return self.source
+        return (expect,) if expect in self.source else ()
+
+
+@dataclass(frozen=True)
+class Machine:
+    kind: str  # "task", "agent", "mission"
+    states: tuple[str, ...]
+    moves: Mapping[str, Move]
+
+    def __getitem__(self, name: str) -> Move:
+        return self.moves[name]
+
+    def check(self) -> None:
+        """Every move names states of this machine (run by the tests)."""
+        for name, move in self.moves.items():
+            unknown = [s for s in (*move.source, move.target) if s is not None and s not in self.states]
+            assert not unknown, f"{self.kind} move {name!r} names unknown states {unknown}"
+
+
+def rest_state(state: str) -> str:
+    """``"idle"`` → ``"Idle"`` (REST JSON form)."""
+    return state.capitalize()
+
+
+# --- tasks ---------------------------------------------------------------------------------------
+
+TASK_STATES = ("pending", "assigned", "running", "completed", "failed", "cancelled")
+TERMINAL_TASK_STATES = ("completed", "failed", "cancelled")
+LIVE_TASK_STATES = ("pending", "assigned", "running")
+TASK_REST_STATES = tuple(rest_state(s) for s in TASK_STATES)
+
+TASK = Machine("task", TASK_STATES, {
+    # a pending backlog task aimed at one agent (claim, assign-all)
+    "assign": Move(("pending",), "assigned"),
+    # a worker takes the task of a docket entry: from the shared docket, or its own stream
+    "take_shared": Move(("pending",), "running"),
+    "take_directed": Move(("assigned",), "running"),
+    # a held entry taken over from a dead holder, or resumed after a restart: a new attempt
+    "take_over": Move(("pending", "assigned", "running"), "running"),
+    # fields written while it runs (started_at, branch, commit)
+    "record": Move(("running",), "running"),
+    # fields written whatever the state, unless it is gone (a commit found after a report)
+    "annotate": Move(TASK_STATES, None),
+    "complete": Move(LIVE_TASK_STATES, "completed"),
+    "fail": Move(LIVE_TASK_STATES, "failed"),
+    "cancel": Move(LIVE_TASK_STATES, "cancelled"),
+    # back to work with a fresh docket entry: unassigned on the shared docket, or to one agent
+    "requeue": Move(("assigned", "running"), "pending"),
+    "reassign": Move(("assigned", "running"), "assigned"),
+    # a read's task handed straight back (the worker was told to stop as it arrived)
+    "give_back": Move(("running",), "pending"),
+    # removing a task from the backlog (DELETE /v1/backlog/{id})
+    "remove": Move(("pending",), None),
+})  # fmt: skip
+
+# --- agents --------------------------------------------------------------------------------------
+
+AGENT_STATES = ("cold", "starting", "idle", "working", "paused", "draining", "stopped", "error")
+# A process is presumed to run (upstream's is_active); liveness is then judged by heartbeats.
+ACTIVE_AGENT_STATES = ("starting", "idle", "working", "paused", "draining")
+TERMINAL_AGENT_STATES = ("stopped", "error", "cold")
+AGENT_REST_STATES = tuple(rest_state(s) for s in AGENT_STATES)
+# A worker whose agent is in one of these takes no new work: a read delivers, the claim refuses,
+# and the entries go back for other workers; it stops (STOP) or waits (paused).
+AGENT_STOP_STATES = ("stopped", "draining", "error", "cold")
+AGENT_NO_WORK_STATES = (*AGENT_STOP_STATES, "paused")
+
+AGENT = Machine("agent", AGENT_STATES, {
+    "register": Move(AGENT_STATES, "starting"),  # a new record, or one adopted by TINYTOWN_AGENT_ID
+    "ready": Move(("starting",), "idle"),
+    "work": Move(("idle", "starting", "paused", "working"), "working"),
+    "rest": Move(("working",), "idle"),
+    "drain": Move(("starting", "idle", "working", "paused"), "draining"),
+    "stop": Move(ACTIVE_AGENT_STATES, "stopped"),  # its worker leaves
+    "recover": Move(ACTIVE_AGENT_STATES, "stopped"),  # dead: no heartbeat within its window
+    "kill": Move(AGENT_STATES, "stopped"),  # POST /v1/agents/{agent}/kill
+    "restart": Move(AGENT_STATES, "idle"),  # POST /v1/agents/{agent}/restart
+    "beat": Move(AGENT_STATES, None),  # a heartbeat, counters, current task: fields only
+})  # fmt: skip
+
+# --- missions ------------------------------------------------------------------------------------
+
+MISSION_STATES = ("planning", "running", "blocked", "completed", "failed")
+TERMINAL_MISSION_STATES = ("completed", "failed")
+LIVE_MISSION_STATES = ("planning", "running", "blocked")
+WORK_STATUSES = ("pending", "ready", "assigned", "running", "blocked", "done")
+
+MISSION = Machine("mission", MISSION_STATES, {
+    "stop": Move(LIVE_MISSION_STATES, "blocked"),
+    "stop_forced": Move(LIVE_MISSION_STATES, "failed"),
+    "resume": Move(LIVE_MISSION_STATES, "running"),
+    "complete": Move(("planning", "running", "blocked", "completed"), "completed"),
+    "fail": Move(("planning", "running", "blocked", "failed"), "failed"),
+})  # fmt: skip
+
+MACHINES = (TASK, AGENT, MISSION)
