@@ -81,7 +81,7 @@ from tinytown.core import inputs
 from tinytown.core.clis import INSTRUCTION_FILE_FLAG, UnknownCli
 from tinytown.config import Config, load_config
 from tinytown.store.docket import Claim, Delivery, Docket, Entry
-from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT_STOP_STATES
+from tinytown.core.states import AGENT, AGENT_STOP_STATES, TASK_RUNNING, TERMINAL_TASK_STATES
 from tinytown.core.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
 from tinytown.core.prompt import build_prompt
 from tinytown.core.records import Task
@@ -269,7 +269,7 @@ class Worker:
         """Take tasks until a stop reason comes up; returns that reason."""
         self.with_redis("resume", self.resume_held_entries)
         self.start_leash()
-        self.set_state("idle", allowed_from=("starting",))
+        self.set_state("ready")
         while True:
             reason = self.stopping or self.due_checks()
             if reason:
@@ -336,7 +336,7 @@ class Worker:
         if state is None:  # the record was deleted (or Redis came back empty): register again
             self.log("agent_record_missing")
             self.register()
-            self.set_state("idle", allowed_from=("starting",))
+            self.set_state("ready")
         elif state in AGENT_STOP_STATES:
             return "stop_requested"
         was_paused, self.paused = self.paused, state == "paused"
@@ -386,7 +386,7 @@ class Worker:
             claim = None
             if lost_reply:
                 task = self.town.tasks.find(entry.task_id)
-                if task is not None and task.state == "running" and task.assigned_to == self.agent_id:
+                if task is not None and task.state == TASK_RUNNING and task.assigned_to == self.agent_id:
                     claim = Claim(task)
             self.log("entry_resumed", task=entry.task_id, entry=entry.entry_id, lost_reply=lost_reply or None)
             self.work_on(entry, claim)
@@ -425,7 +425,7 @@ class Worker:
         except (redis.ConnectionError, redis.TimeoutError) as err:
             self.wait_for_redis("claim", err)
             task = self.with_redis("claim_check", self.town.tasks.find, entry.task_id)
-            if task is not None and task.state == "running" and task.assigned_to == self.agent_id:
+            if task is not None and task.state == TASK_RUNNING and task.assigned_to == self.agent_id:
                 return Claim(task)
             return self.with_redis("claim", self.docket.claim, entry)
 
@@ -442,7 +442,7 @@ class Worker:
         """A task the read took just as the worker was told to stop: back to the backlog at once,
         the attempt not counted, the entry acknowledged."""
         task = delivery.claim.task
-        self.with_redis("give_back", self.town.tasks.requeue, task.id, allowed_from=("running",), assignee=self.agent_id,
+        self.with_redis("give_back", self.town.tasks.requeue, task.id, move="give_back", assignee=self.agent_id,
                         attempts=task.attempts - 1)  # fmt: skip
         self.with_redis("ack", self.docket.ack, delivery.entry)
         self.log("task_given_back", task=task.id, entry=delivery.entry.entry_id, reason=self.stopping)
@@ -461,12 +461,12 @@ class Worker:
             return Outcome(error=problem, rejected=True), None
         if task.repo:
             self.log_task_started(task, entry)
-            self.set_state("working", allowed_from=("idle", "starting", "paused"), current_task=task.id,
+            self.set_state("work", current_task=task.id,
                            last_active_at=to_rfc3339(now()))  # fmt: skip
             try:
                 ws = workspace.open_workspace(self.config.path(self.agent_cfg.workspace_dir), task, self.config.root)
                 self.log("workspace_ready", task=task.id, path=ws.path, branch=ws.branch, continued=ws.continued)
-                self.with_redis("record_branch", self.town.tasks.transition, task.id, "running", allowed_from=("running",),
+                self.with_redis("record_branch", self.town.tasks.transition, task.id, "record",
                                 assignee=self.agent_id, set_fields={"branch": ws.branch})  # fmt: skip
             except TinytownError as err:
                 return Outcome(error=f"workspace: {err}"), None
@@ -614,17 +614,17 @@ class Worker:
         tasks, agents = self.town.tasks, self.town.agents
 
         def build(pipe):
-            tasks.queue_transition(pipe, task.id, "running", allowed_from=("running",), assignee=self.agent_id,
+            tasks.queue_transition(pipe, task.id, "record", assignee=self.agent_id,
                                    set_fields={"started_at": started_at})  # fmt: skip
-            agents.queue_update(pipe, self.agent_id, "working", allowed_from=("idle", "starting", "paused", "working"),
+            agents.queue_update(pipe, self.agent_id, "work",
                                 set_fields={"current_task": task.id, "last_active_at": started_at,
                                             "cli_pgid": str(self.proc.pid), "host": self.host})  # fmt: skip
             for key, raw in inbox.raw:
                 pipe.lrem(key, 1, raw)
 
         _, (status, old), *_ = execute_pipelined(self.town.redis, build, tasks.scripts + agents.scripts)
-        if status == "ok" and old != "working":
-            self.log("agent_state", state="working", previous=old, reason="task")
+        if status == "ok" and old != AGENT["work"].target:
+            self.log("agent_state", state=AGENT["work"].target, previous=old, reason="task")
 
     def wait_for_cli(self, task: Task) -> Outcome:
         """Wait for the CLI; stop its process group on the task timeout or a drain timeout."""
@@ -641,7 +641,7 @@ class Worker:
             t = time.monotonic()
             if self.stopping and drain_deadline is None:
                 drain_deadline = t + self.agent_cfg.drain_timeout_secs
-                self.set_state("draining", allowed_from=("working",))
+                self.set_state("drain_task")
                 self.log("draining", task=task.id, reason=self.stopping, drain_timeout_secs=self.agent_cfg.drain_timeout_secs)
             if t >= deadline or (drain_deadline is not None and t >= drain_deadline):
                 timed_out = t >= deadline
@@ -669,26 +669,26 @@ class Worker:
         tasks, me = self.town.tasks, self.agent_id
         stamp = {"completed_at": to_rfc3339(now()), **fields}
         if outcome.succeeded:
-            result = self.with_redis("complete", tasks.transition, task.id, "completed", allowed_from=("running",),
+            result = self.with_redis("complete", tasks.transition, task.id, "complete", expect=TASK_RUNNING,
                                      assignee=me, set_fields={"result": outcome.tail, **stamp})  # fmt: skip
             final = "completed"
         elif outcome.rejected or task.attempts >= self.agent_cfg.max_attempts:
             reason = outcome.error if outcome.rejected else (
                 f"failed after {task.attempts} attempts (max_attempts = {self.agent_cfg.max_attempts}); "
                 f"last attempt: {outcome.reason(self.config)}")  # fmt: skip
-            result = self.with_redis("fail", tasks.transition, task.id, "failed", allowed_from=("running",),
+            result = self.with_redis("fail", tasks.transition, task.id, "fail", expect=TASK_RUNNING,
                                      assignee=me, set_fields={"result": f"{reason}\n{outcome.tail}".rstrip(), **stamp})  # fmt: skip
             final = "failed"
         else:
-            result = self.with_redis("requeue", tasks.requeue, task.id, allowed_from=("running",), assignee=me,
+            result = self.with_redis("requeue", tasks.requeue, task.id, expect=TASK_RUNNING, assignee=me,
                                      to_agent=me if entry.directed else None)  # fmt: skip
             final = "retry"
         if not result.ok:  # the CLI reported through tt/REST, or the task was cancelled or taken over
             current = self.with_redis("reread", tasks.find, task.id)
             final = f"kept:{current.state if current else 'missing'}"
             if fields and current is not None and current.assigned_to == me:
-                self.with_redis("record_commit", tasks.transition, task.id, current.state,
-                                allowed_from=(current.state,), assignee=me, set_fields=fields)  # fmt: skip
+                self.with_redis("record_commit", tasks.transition, task.id, "annotate", expect=current.state,
+                                assignee=me, set_fields=fields)
         self.with_redis("ack", self.docket.ack, entry)
         self.held = None
         completed = final == "completed" or final == "kept:completed"
@@ -706,7 +706,7 @@ class Worker:
         if ws is not None:
             try:
                 head = workspace.finish(ws, task, agent_name=self.name, push=True, wip=True)
-                self.with_redis("record_wip", self.town.tasks.transition, task.id, "running", allowed_from=("running",),
+                self.with_redis("record_wip", self.town.tasks.transition, task.id, "record",
                                 assignee=self.agent_id, set_fields={"branch": ws.branch, "commit": head})  # fmt: skip
                 self.log("wip_pushed", task=task.id, branch=ws.branch, commit=head)
             except TinytownError as err:
@@ -732,26 +732,25 @@ class Worker:
             pipe.execute()
 
         self.with_redis("counters", update)
-        self.set_state("idle", allowed_from=("working",), delete=("current_task", "cli_pgid"), last_active_at=to_rfc3339(now()))
+        self.set_state("rest", delete=("current_task", "cli_pgid"), last_active_at=to_rfc3339(now()))
         self.idle_since = time.monotonic()
 
     # -- Draining → Stopped -----------------------------------------------------------------
 
     def stop(self, reason: str) -> None:
         """Idle → Draining → Stopped. A task handed back keeps ``current_task`` for ``tt recover``."""
-        self.set_state("draining", allowed_from=("starting", "idle", "working", "paused"), reason=reason)
-        self.set_state("stopped", allowed_from=ACTIVE_AGENT_STATES, reason=reason, beat=True)
+        self.set_state("drain", reason=reason)
+        self.set_state("stop", reason=reason, beat=True)
         self.finished.set()
 
     # == around the lifecycle ===================================================================
 
-    def set_state(self, state: str, *, allowed_from=None, delete=(), reason: str | None = None, beat: bool = False,
-                  **fields: str) -> None:  # fmt: skip
-        """Move this agent to ``state`` (only from ``allowed_from``, so a pause or kill is not
-        overwritten); ``beat``: with a heartbeat."""
-        result = self.with_redis(f"state_{state}", self.town.agents.update, self.agent_id, state,
-                                 allowed_from=allowed_from, set_fields=fields, delete_fields=delete,
-                                 beat=Beat(self.agent_cfg.heartbeat_interval_secs) if beat else None)  # fmt: skip
+    def set_state(self, move: str, *, delete=(), reason: str | None = None, beat: bool = False, **fields: str) -> None:
+        """Make an agent move of the state table (so a pause or kill from outside is not
+        overwritten: the move names the states it leaves from); ``beat``: with a heartbeat."""
+        state = AGENT[move].target
+        result = self.with_redis(f"state_{state}", self.town.agents.update, self.agent_id, move, set_fields=fields,
+                                 delete_fields=delete, beat=Beat(self.agent_cfg.heartbeat_interval_secs) if beat else None)  # fmt: skip
         if result.ok and result.old_state != state:
             self.log("agent_state", state=state, previous=result.old_state, reason=reason)
 
@@ -841,7 +840,7 @@ class Worker:
         still_held, task_state = replies[1], replies[2]
         if not still_held:
             self.log("entry_lost", task=held.task_id, entry=held.entry_id)
-        if task_state in ("cancelled", None):
+        if task_state is None or task_state in TERMINAL_TASK_STATES:  # cancelled (a report would have ended it)
             self.cancelled_task = held.task_id  # wait_for_cli stops the CLI
 
     def with_redis(self, step: str, fn, *args, **kwargs):

@@ -246,7 +246,7 @@ def main() -> int:
         town = Town.connect(load_config(town_dir, env={}))
         for i in range(5):
             agent = town.agents.register(f"worker-{i}", "claude")
-            town.agents.set_state(agent.id, "idle")
+            town.agents.set_state(agent.id, "ready")
         fill(town, 0)
         from tinytown.store.tasks import ensure_group
 

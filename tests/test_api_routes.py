@@ -33,7 +33,7 @@ def test_town_shows_name_root_and_redis_url(client, town):
 def test_status_lists_agents_with_inbox_lengths_and_current_scope(client, town):
     agent_id = new_agent(client)
     task = town.tasks.add("refactor the parser", agent_id=agent_id)
-    town.agents.update(agent_id, "working", set_fields={"current_task": task.id})
+    town.agents.update(agent_id, "work", set_fields={"current_task": task.id})
     messages.send(town, agent_id, "hello")
     messages.send(town, agent_id, "now!", urgent=True)
     body = client.get("/v1/status?deep=true").get_json()
@@ -46,7 +46,7 @@ def test_status_lists_agents_with_inbox_lengths_and_current_scope(client, town):
 def test_agents_list_carries_heartbeat_and_current_task(client, town):
     agent_id = new_agent(client)
     task = town.tasks.add("x", agent_id=agent_id)
-    town.agents.update(agent_id, "working", set_fields={"current_task": task.id})
+    town.agents.update(agent_id, "work", set_fields={"current_task": task.id})
     body = client.get("/v1/agents").get_json()
     assert body["count"] == 1
     agent = body["agents"][0]
@@ -378,7 +378,7 @@ def test_mission_work_items_and_watches_are_records(client, town):
 
 def test_recover_stops_agents_with_a_stale_heartbeat(client, town):
     agent_id = new_agent(client)
-    town.agents.update(agent_id, "working", beat=Beat(5, age_ms=600_000))
+    town.agents.update(agent_id, "work", beat=Beat(5, age_ms=600_000))
     body = client.post("/v1/recover").get_json()
     assert body["recovered"] == 1 and body["agents"] == ["alice"]
     assert town.agents.get(agent_id).state == "stopped"

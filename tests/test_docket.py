@@ -141,7 +141,7 @@ def test_an_entry_whose_task_already_runs_for_this_agent_is_left_held_for_resumi
 @pytest.mark.parametrize("state", ["paused", "stopped", "draining"])
 def test_an_agent_told_to_take_no_work_takes_none_and_what_came_goes_back(town, state):
     d, other = docket_for(town, "w"), docket_for(town, "other")
-    town.agents.update(d.agent_id, state)
+    town.agents.update(d.agent_id, {"paused": "pause", "stopped": "kill", "draining": "drain"}[state])
     task = town.tasks.add("arrives as the agent is paused or stopped")
 
     got = d.read(100)

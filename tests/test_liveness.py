@@ -33,7 +33,7 @@ LONG_AGO_MS = 10 * 60 * 1000
 def beating(town, name, state, *, interval=5, age_ms=0):
     """An agent in ``state`` whose last heartbeat (at its own ``interval``) was ``age_ms`` ago."""
     agent = town.agents.register(name, "fake", heartbeat_interval_secs=interval)
-    town.agents.update(agent.id, state, beat=Beat(interval, age_ms=age_ms))
+    town.agents.update(agent.id, {"idle": "ready", "working": "work"}[state], beat=Beat(interval, age_ms=age_ms))
     return agent
 
 
@@ -126,7 +126,7 @@ def test_the_keeper_stops_a_dead_agent_and_returns_its_task_under_the_lease(town
     docket.ensure_groups()
     task = town.tasks.add("half done")
     docket.read(100)
-    town.agents.update(agent.id, "working", beat=Beat(1, age_ms=LONG_AGO_MS))
+    town.agents.update(agent.id, "work", beat=Beat(1, age_ms=LONG_AGO_MS))
     keeper = Keeper(town)
 
     other = Lease(town.redis, town.keys.keeper_lease, 60_000)

@@ -49,7 +49,7 @@ def test_series_names_help_texts_and_order_are_upstreams(client):
 def test_values_come_from_the_towns_indexes(client, town):
     alice = town.agents.register("alice", "claude")
     bob = town.agents.register("bob", "claude")
-    town.agents.set_state(alice.id, "idle")
+    town.agents.set_state(alice.id, "ready")
     town.tasks.add("backlog 1")
     town.tasks.add("backlog 2")
     town.tasks.add("for bob", agent_id=bob.id)

@@ -37,7 +37,7 @@ def town(town_dir):
 def worker(town, name, state="working"):
     """An agent that read and claimed the next entry (shared docket, or its own stream)."""
     agent = town.agents.register(name, "fake")
-    town.agents.update(agent.id, state)
+    town.agents.update(agent.id, {"working": "work", "idle": "ready"}[state])
     d = Docket(town, agent.id)
     d.ensure_groups()
     return agent, d
@@ -95,7 +95,7 @@ def test_recover_leaves_the_task_of_an_agent_killed_while_its_worker_still_runs_
     task = town.tasks.add("long job")
     d.read(100)  # the worker took it and runs it
     town.redis.set(town.keys.stop(killed.id), "1")  # POST /v1/agents/{agent}/kill: stop flag …
-    town.agents.update(killed.id, "stopped", set_fields={"current_task": task.id})  # … and stopped at once
+    town.agents.update(killed.id, "kill", set_fields={"current_task": task.id})  # … and stopped at once
 
     assert recover(town)["reclaimed"] == 0  # its heartbeat is fresh: the worker is finishing
 
@@ -111,7 +111,7 @@ def test_reclaim_and_orphans_leave_the_running_task_of_a_killed_agent_whose_work
     d.read(100)  # its worker runs it
     waiting = town.tasks.add("aimed at it, not started", agent_id=killed.id)
     town.redis.set(town.keys.stop(killed.id), "1")  # POST /v1/agents/{agent}/kill
-    town.agents.update(killed.id, "stopped")
+    town.agents.update(killed.id, "kill")
 
     assert [o["task_id"] for o in orphan_tasks(town)["orphans"]] == [waiting.id]
     result = reclaim(town, to_backlog=True)
@@ -125,7 +125,7 @@ def test_a_killed_agent_whose_heartbeat_went_stale_loses_its_task_to_recover(tow
     task = town.tasks.add("job")
     d.read(100)
     town.redis.set(town.keys.stop(killed.id), "1")
-    town.agents.update(killed.id, "stopped")
+    town.agents.update(killed.id, "kill")
     silence(town, killed.id)  # the worker died after the kill
 
     assert recover(town)["reclaimed"] == 1
@@ -136,7 +136,7 @@ def test_recover_returns_the_task_a_drained_worker_left_behind(town):
     drained, d = worker(town, "drained")
     task = town.tasks.add("handed back")
     d.read(100)  # the read takes the task
-    town.agents.update(drained.id, "stopped", set_fields={"current_task": task.id})
+    town.agents.update(drained.id, "kill", set_fields={"current_task": task.id})
 
     result = recover(town)
 
@@ -160,7 +160,7 @@ def stopped_agent_with_work(town):
     directed = town.tasks.add("directed work", agent_id=agent.id)
     messages.send(town, agent.id, "please also fix the docs")  # a task message
     messages.send(town, agent.id, "fyi: CI is slow", kind="info")
-    town.agents.update(agent.id, "stopped")
+    town.agents.update(agent.id, "kill")
     return agent, directed
 
 
@@ -217,7 +217,7 @@ def test_reclaim_refuses_a_running_agent_and_two_destinations(town):
 def orphans_setup(town):
     stopped = town.agents.register("stopped-one", "fake")
     on_stopped = town.tasks.add("a", agent_id=stopped.id)
-    town.agents.update(stopped.id, "stopped")
+    town.agents.update(stopped.id, "kill")
     ghost = town.agents.register("ghost", "fake")
     on_ghost = town.tasks.add("b", agent_id=ghost.id)
     town.agents.delete(ghost.id)

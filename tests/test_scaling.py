@@ -100,11 +100,11 @@ def test_cold_agents_are_reported_not_active():
 
 def test_scaling_counts_backlog_assigned_and_running_tasks(client, town):
     agent = town.agents.register("alice", "claude")
-    town.agents.set_state(agent.id, "working")
+    town.agents.set_state(agent.id, "work")
     town.tasks.add("a")
     town.tasks.add("b", agent_id=agent.id)
     running = town.tasks.add("c")
-    town.tasks.transition(running.id, "running", allowed_from=("pending",), set_fields={"assigned_to": agent.id})
+    town.tasks.transition(running.id, "take_shared", set_fields={"assigned_to": agent.id})
     s = client.get("/api/scaling").get_json()
     assert (s["pending_tasks"], s["in_flight_tasks"], s["queue_depth"]) == (2, 1, 3)
     assert (s["active_agents"], s["busy_agents"], s["desired_agents"]) == (1, 1, 3)
@@ -138,7 +138,7 @@ def test_an_empty_town_with_an_idle_agent_past_its_timeout_scales_to_zero(tmp_pa
     write_town(tmp_path, redis_url, tables="[agent]\nidle_timeout_secs = 1\nheartbeat_interval_secs = 1\nclaim_timeout_secs = 5\n")
     town = Town.connect(load_config(tmp_path, env={}))
     agent = town.agents.register("alice", "claude")
-    town.agents.set_state(agent.id, "idle", last_active_at=(datetime.now(timezone.utc) - timedelta(seconds=10)).isoformat())
+    town.agents.set_state(agent.id, "ready", last_active_at=(datetime.now(timezone.utc) - timedelta(seconds=10)).isoformat())
     s = SpecClient(create_app(town.config, town=town)).get("/api/scaling").get_json()
     assert (s["queue_depth"], s["active_agents"], s["idle_agents"]) == (0, 1, 1)
     assert s["scaling_recommendation"] == "scale_to_zero"

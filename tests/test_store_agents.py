@@ -32,7 +32,7 @@ def test_register_writes_record_indexes_and_its_docket_group(town):
 
 def test_register_with_a_known_id_adopts_the_record(town):
     first = town.agents.register("w1", "claude")
-    town.agents.set_state(first.id, "stopped", tasks_completed="4")
+    town.agents.set_state(first.id, "kill", tasks_completed="4")
     again = town.agents.register("w1", "codex", agent_id=first.id)
     assert again.id == first.id and again.state == "starting" and again.cli == "codex"
     assert again.tasks_completed == 4 and again.created_at == first.created_at
@@ -63,7 +63,7 @@ def test_resolve_by_id_name_nickname_and_short_id(town):
 
 def test_ambiguous_name_prefers_the_one_live_agent_else_fails(town):
     old = town.agents.register("twin", "claude")
-    town.agents.set_state(old.id, "stopped")
+    town.agents.set_state(old.id, "kill")
     new = town.agents.register("twin", "claude")
     assert town.agents.resolve("twin").id == new.id
     town.agents.register("twin", "claude")
@@ -73,10 +73,10 @@ def test_ambiguous_name_prefers_the_one_live_agent_else_fails(town):
 
 def test_state_changes_keep_indexes_exact_and_guards_hold(town):
     agent = town.agents.register("w", "claude")
-    assert town.agents.set_state(agent.id, "idle") == "starting"
-    town.agents.set_state(agent.id, "working", allowed_from=("idle",), current_task="t1")
+    assert town.agents.set_state(agent.id, "ready") == "starting"
+    town.agents.set_state(agent.id, "work", current_task="t1")
     with pytest.raises(InvalidTransition):
-        town.agents.set_state(agent.id, "working", allowed_from=("idle",))
+        town.agents.set_state(agent.id, "ready")  # only from starting
     assert town.agents.get(agent.id).current_task == "t1"
     assert town.agents.counts().live["working"] == 1 and town.agents.counts().live["idle"] == 0
     assert_agent_indexes_exact(town)
@@ -105,7 +105,7 @@ def test_a_town_with_the_old_state_sets_is_upgraded_on_connect(town):
     from tinytown.store import Town
 
     agent = town.agents.register("old-timer", "claude")
-    town.agents.update(agent.id, "idle")
+    town.agents.update(agent.id, "ready")
     town.redis.delete(town.keys.agents_in_state("idle"))
     town.redis.hset(town.keys.agent(agent.id), mapping={"last_heartbeat": to_rfc3339(now())})
     town.redis.hdel(town.keys.agent(agent.id), "alive_until", "heartbeat_interval_secs")

@@ -72,12 +72,12 @@ def test_claim_moves_a_backlog_task_to_the_agent_and_its_docket(town):
 
 def test_full_lifecycle_keeps_indexes_exact(town):
     tasks = [town.tasks.add(f"t{i}") for i in range(5)]
-    town.tasks.transition(tasks[0].id, "running", allowed_from=("pending",))
+    town.tasks.transition(tasks[0].id, "take_shared")
     town.tasks.complete(tasks[0].id, "done")
     town.tasks.fail(tasks[1].id, "broke")
     town.tasks.cancel(tasks[2].id, "not needed")
-    town.tasks.transition(tasks[3].id, "running", allowed_from=("pending",), incr_attempts=True)
-    town.tasks.transition(tasks[3].id, "pending", allowed_from=("running",), delete_fields=("assigned_to",))
+    town.tasks.transition(tasks[3].id, "take_shared", incr_attempts=True)
+    town.tasks.transition(tasks[3].id, "give_back", delete_fields=("assigned_to",))
     counts = town.tasks.counts()
     assert counts == {"pending": 2, "assigned": 0, "running": 0, "completed": 1, "failed": 1, "cancelled": 1}
     assert town.tasks.get(tasks[3].id).attempts == 1
@@ -121,7 +121,7 @@ def test_remove_from_backlog_deletes_record_and_every_index(town):
 
 def test_remove_refuses_a_task_that_is_no_longer_pending(town):
     task = town.tasks.add("busy")
-    town.tasks.transition(task.id, "running", allowed_from=("pending",))
+    town.tasks.transition(task.id, "take_shared")
     with pytest.raises(InvalidTransition):
         town.tasks.remove_from_backlog(task.id)
     assert town.tasks.get(task.id).state == "running"
@@ -132,7 +132,7 @@ def test_concurrent_claims_of_one_task_succeed_exactly_once(town):
     outcomes = []
 
     def claim(n):
-        outcomes.append(town.tasks.transition(task.id, "running", allowed_from=("pending",)).ok)
+        outcomes.append(town.tasks.transition(task.id, "take_shared").ok)
 
     threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
     for t in threads:
@@ -175,7 +175,7 @@ def test_the_lua_clock_writes_rfc3339_as_python_does(town, stamp):
 def test_cancelling_a_running_task_nudges_its_worker_and_only_then(town):
     agent = town.agents.register("runner", "claude")
     running = town.tasks.add("running")
-    town.tasks.transition(running.id, "running", allowed_from=("pending",), set_fields={"assigned_to": agent.id})
+    town.tasks.transition(running.id, "take_shared", set_fields={"assigned_to": agent.id})
     queued = town.tasks.add("queued", agent_id=agent.id)
     listener = town.redis.pubsub(ignore_subscribe_messages=True)
     listener.subscribe(town.keys.control(agent.id))
@@ -192,5 +192,5 @@ def test_a_transition_refuses_to_be_given_the_fields_it_writes_itself(town):
     task = town.tasks.add("x")
     for kwargs in ({"set_fields": {"state": "running"}}, {"delete_fields": ("attempts",)}, {"set_fields": {"updated_at": "t"}}):
         with pytest.raises(ValueError, match="may not set or delete"):
-            town.tasks.transition(task.id, "running", allowed_from=("pending",), **kwargs)
+            town.tasks.transition(task.id, "take_shared", **kwargs)
     assert town.tasks.get(task.id).state == "pending"

@@ -286,7 +286,7 @@ def test_a_paused_worker_stopped_through_rest_leaves_at_once(worker_town, worker
     town = open_town(root)
     worker = workers.start(root)
     worker.wait_event("agent_state", state="idle")
-    town.agents.set_state(worker.agent_id, "paused")
+    town.agents.set_state(worker.agent_id, "pause")
     control.publish(town.redis, town.keys, worker.agent_id, control.STOP)  # look at the record now
     worker.wait_event("agent_paused", timeout=5)
     time.sleep(0.3)  # waiting in its paused state by now

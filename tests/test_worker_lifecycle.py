@@ -153,13 +153,13 @@ def test_a_paused_worker_takes_no_work_until_resumed(worker_town, workers):
     town = open_town(root)
     worker = workers.start(root)
     worker.wait_event("agent_state", state="idle")
-    town.agents.update(worker.agent_id, "paused")
+    town.agents.update(worker.agent_id, "pause")
     # the worker notices the pause at its next check (≤ 1 heartbeat interval)
     worker.wait_event("agent_paused", timeout=5)
     task = town.tasks.add("[print after the pause]")
     assert not poll_quiet(lambda: town.tasks.get(task.id).state != "pending", secs=1.5)
 
-    town.agents.update(worker.agent_id, "idle")
+    town.agents.update(worker.agent_id, "resume")
 
     assert wait_terminal(town, task.id).state == "completed"
 
@@ -169,13 +169,13 @@ def test_a_worker_paused_while_it_waits_on_the_docket_does_not_take_what_arrives
     town = open_town(root)
     worker = workers.start(root)
     worker.wait_event("agent_state", state="idle")
-    town.agents.update(worker.agent_id, "paused")
+    town.agents.update(worker.agent_id, "pause")
     task = town.tasks.add("[print arrives before the worker looked at its state]")  # no wait: the read takes it in
 
     worker.wait_event("agent_paused", timeout=5)
     assert not poll_quiet(lambda: town.tasks.get(task.id).state != "pending", secs=1.5)
     assert town.tasks.get(task.id).attempts == 0
-    town.agents.update(worker.agent_id, "idle")
+    town.agents.update(worker.agent_id, "resume")
 
     assert wait_terminal(town, task.id).state == "completed"
 

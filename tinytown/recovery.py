@@ -21,7 +21,7 @@ import json
 from tinytown.core import messages as inbox
 from tinytown.store.docket import GROUP, entry_task_id, forget_consumer, held_entries, holders, is_dead
 from tinytown.core.errors import InvalidTransition
-from tinytown.core.states import ACTIVE_AGENT_STATES
+from tinytown.core.states import BACKLOG_STATE, LIVE_TASK_STATES, TASK, TASK_RUNNING
 from tinytown.core.records import Agent
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.store import Town
@@ -61,20 +61,20 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
         task_id = entry_task_id(town.redis, stream, entry_id)
         task = town.tasks.find(task_id) if task_id else None
         if task is not None and not task.terminal:
-            owned = task.state == "pending" or task.assigned_to == holder
-            if owned and task.state == "running" and task.attempts >= max_attempts:
+            owned = task.state == BACKLOG_STATE or task.assigned_to == holder
+            if owned and task.state == TASK_RUNNING and task.attempts >= max_attempts:
                 reason = (
                     f"failed after {task.attempts} attempts (max_attempts = {max_attempts}); "
                     f"the last one ended when worker {holder} stopped without finishing it"
                 )
                 if town.tasks.transition(
-                    task.id, "failed", allowed_from=("running",), assignee=holder,
+                    task.id, "fail", expect=TASK_RUNNING, assignee=holder,
                     set_fields={"result": reason, "completed_at": to_rfc3339(now())},
                 ).ok:  # fmt: skip
                     returned += 1
             elif owned:
-                assignee = "" if task.state == "pending" else holder
-                if town.tasks.requeue(task.id, allowed_from=(task.state,), assignee=assignee).ok:
+                assignee = "" if task.state == BACKLOG_STATE else holder
+                if town.tasks.requeue(task.id, expect=task.state, assignee=assignee).ok:
                     returned += 1
         town.redis.xack(stream, GROUP, entry_id)
     return returned
@@ -95,7 +95,7 @@ def recover(town: Town, *, sweep_terminal: bool = True) -> dict:
     checked = town.agents.active_count()
     stopped: list[Agent] = []
     for agent in town.agents.dead(now_ms):
-        result = town.agents.update(agent.id, "stopped", allowed_from=ACTIVE_AGENT_STATES)
+        result = town.agents.update(agent.id, "recover")
         if result.ok:
             age = "never" if not agent.last_heartbeat else agent.last_heartbeat
             _activity(town, agent.id, f"recovered: no heartbeat since {age}; marked stopped")
@@ -146,7 +146,7 @@ def recover_silent_workers(town: Town) -> int:
 def _directed_tasks(town: Town, agent_ids: set[str]) -> list:
     """Live tasks (assigned or running) whose assignee is one of ``agent_ids``."""
     out = []
-    for state in ("assigned", "running"):
+    for state in TASK["reassign"].source:  # the live states of a task aimed at an agent
         ids = town.redis.zrange(town.keys.tasks_in_state(state), 0, -1)
         out += [t for t in town.tasks.many(ids) if t is not None and t.assigned_to in agent_ids]
     return out
@@ -196,11 +196,11 @@ def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None
     for task in _directed_tasks(town, set(names)):
         item = {"agent": names[task.assigned_to], "kind": "task", "id": task.id, "type": "task",
                 "summary": task.description, "outcome": "listed"}  # fmt: skip
-        if task.state == "running" and task.assigned_to in finishing:  # killed, but its worker still runs it
+        if task.state == TASK_RUNNING and task.assigned_to in finishing:  # killed, but its worker still runs it
             item["outcome"] = "kept" if to_backlog or target else "listed"
         elif to_backlog or target:
             moved = town.tasks.requeue(
-                task.id, allowed_from=(task.state,), assignee=task.assigned_to, to_agent=target.id if target else None
+                task.id, expect=task.state, assignee=task.assigned_to, to_agent=target.id if target else None
             ).ok
             item["outcome"] = ("moved" if target else "to_backlog") if moved else "kept"
         items.append(item)
@@ -238,8 +238,8 @@ def _message_to_backlog(town: Town, agent: Agent, list_key: str, raw: str, messa
         task = town.tasks.find(str(message["task_id"]))
         if task is None or task.terminal:
             return "kept"
-        if task.state != "pending":
-            if not town.tasks.requeue(task.id, allowed_from=(task.state,), assignee=task.assigned_to or "").ok:
+        if task.state != BACKLOG_STATE:
+            if not town.tasks.requeue(task.id, expect=task.state, assignee=task.assigned_to or "").ok:
                 return "kept"
         town.redis.lrem(list_key, 1, raw)
         return "to_backlog"
@@ -263,7 +263,7 @@ def orphan_tasks(town: Town, action: str = "list") -> dict:
     orphans = []
     now_ms = town.agents.now_ms()
     verdicts: dict[str, tuple[str | None, bool]] = {}  # assignee → (reason, its worker still finishing)
-    for state in ("pending", "assigned", "running"):
+    for state in LIVE_TASK_STATES:
         ids = town.redis.zrange(town.keys.tasks_in_state(state), 0, -1)
         for task in town.tasks.many(ids):
             if task is None or not task.assigned_to:
@@ -273,15 +273,15 @@ def orphan_tasks(town: Town, action: str = "list") -> dict:
                 reason = "agent_missing" if agent is None else None if agent.active else "agent_terminal"
                 verdicts[task.assigned_to] = (reason, still_finishing(town, agent, now_ms))
             reason, finishing = verdicts[task.assigned_to]
-            if reason and not (finishing and task.state == "running"):  # a killed agent's worker still runs it
+            if reason and not (finishing and task.state == TASK_RUNNING):  # a killed agent's worker still runs it
                 orphans.append({"task_id": task.id, "assigned_to": task.assigned_to, "state": task.state, "reason": reason})
     for o in orphans:
         if action in ("to_backlog", "backlog"):
-            town.tasks.requeue(o["task_id"], allowed_from=(o["state"],), assignee=o["assigned_to"])
+            town.tasks.requeue(o["task_id"], expect=o["state"], assignee=o["assigned_to"])
         elif action == "cancel":
             why = "assignee no longer exists" if o["reason"] == "agent_missing" else "assignee is in a terminal state"
             town.tasks.transition(
-                o["task_id"], "cancelled", allowed_from=(o["state"],), assignee=o["assigned_to"],
+                o["task_id"], "cancel", expect=o["state"], assignee=o["assigned_to"],
                 set_fields={"result": f"Cancelled: {why}", "completed_at": to_rfc3339(now())},
             )  # fmt: skip
         elif action == "delete":

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from tinytown.core import inputs
+from tinytown.core.states import MISSION, PRUNABLE_AGENT_STATES
 
 from tinytown.core.records import RESERVED_AGENT_NAMES, is_uuid
 from tinytown.api.access import protect
@@ -59,7 +60,7 @@ def prune_agents():
     t = town()
     removed = []
     for agent in t.agents.all():
-        if everyone or agent.state in ("stopped", "error"):
+        if everyone or agent.state in PRUNABLE_AGENT_STATES:
             t.agents.delete(agent.id)
             removed.append(agent.name)
     return {"removed": len(removed), "agents": removed}
@@ -124,7 +125,7 @@ def resume_mission(mission_id: str):
     json_body(optional=True)
     mission, old = missions().resume(mid)
     out = {"id": mid, "state": mission.state}
-    if old == "running":
+    if old == MISSION["resume"].target:
         out["note"] = "already running"
     return out
 
@@ -135,7 +136,7 @@ def complete_mission(mission_id: str):
     json_body(optional=True)
     mission, old = missions().complete(mid)
     out = {"id": mid, "state": mission.state}
-    if old == "completed":
+    if old == MISSION["complete"].target:
         out["note"] = "already completed"
     return out
 

@@ -6,6 +6,7 @@ from flask import Blueprint
 
 from tinytown.core import defaults, inputs, messages
 from tinytown.core.records import SUPERVISOR_ID, Task
+from tinytown.core.states import TASK
 from tinytown.core.states import WORK_STATUSES
 from tinytown.api.access import protect
 from tinytown.api.common import agent_id_for, agent_ref, cli_rule, valid_mission_id, missions, task_json, town
@@ -65,8 +66,7 @@ def assign_all():
     assigned = []
     ids, _ = t.tasks.backlog(limit=2**31)
     for tid in ids:
-        if t.tasks.transition(tid, "assigned", allowed_from=("pending",), set_fields={"assigned_to": agent_id},
-                              dispatch_to=agent_id).ok:  # fmt: skip
+        if t.tasks.transition(tid, "assign", set_fields={"assigned_to": agent_id}, dispatch_to=agent_id).ok:
             assigned.append(tid)
     return {"assigned": len(assigned), "tasks": assigned}
 
@@ -75,7 +75,7 @@ def assign_all():
 def remove_backlog(task_id: str):
     task_id = uuid_param(task_id, "task id")
     task = town().tasks.find(task_id)
-    if task is None or task.state != "pending":
+    if task is None or not TASK["remove"].allows(task.state):
         raise Problem(404, f"Task {task_id} not found in backlog")
     town().tasks.remove_from_backlog(task_id)
     return {"removed": True, "task_id": task_id}

@@ -10,7 +10,16 @@ import uuid
 from dataclasses import dataclass, field, fields
 
 from tinytown.core.clock import parse_rfc3339
-from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT_STATES, TASK_STATES, TERMINAL_TASK_STATES, rest_state
+from tinytown.core.states import (
+    ACTIVE_AGENT_STATES,
+    AGENT_DEFAULT_STATE,
+    AGENT_STATES,
+    TASK_DEFAULT_STATE,
+    TASK_STATE_ALIASES,
+    TASK_STATES,
+    TERMINAL_TASK_STATES,
+    rest_state,
+)
 
 SUPERVISOR_ID = "00000000-0000-0000-0000-000000000001"
 RESERVED_AGENT_NAMES = ("supervisor", "conductor")
@@ -36,7 +45,7 @@ TASK_OPTIONAL_FIELDS = ("assigned_to", "started_at", "completed_at", "result", "
 class Task:
     id: str
     description: str
-    state: str = "pending"
+    state: str = TASK_DEFAULT_STATE
     created_at: str = ""
     updated_at: str = ""
     tags: list[str] = field(default_factory=list)
@@ -75,11 +84,10 @@ class Task:
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> "Task":
-        state = data.get("state", "pending")
-        if state == "in_flight":
-            state = "running"
+        state = data.get("state", TASK_DEFAULT_STATE)
+        state = TASK_STATE_ALIASES.get(state, state)
         if state not in TASK_STATES:
-            state = "pending"
+            state = TASK_DEFAULT_STATE
         raw_tags = data.get("tags") or "[]"
         try:
             tags = json.loads(raw_tags) if raw_tags != "[]" else []
@@ -122,7 +130,7 @@ class Agent:
     id: str
     name: str
     agent_type: str = "worker"
-    state: str = "starting"
+    state: str = AGENT_DEFAULT_STATE
     cli: str = ""
     created_at: str = ""
     last_heartbeat: str = ""
@@ -159,7 +167,7 @@ class Agent:
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> "Agent":
-        state = data.get("state", "starting")
+        state = data.get("state", AGENT_DEFAULT_STATE)
         created = data.get("created_at", "")
 
         def count(name: str) -> int:
@@ -172,7 +180,7 @@ class Agent:
             id=data.get("id", ""),
             name=data.get("name", ""),
             agent_type=data.get("agent_type", "worker"),
-            state=state if state in AGENT_STATES else "starting",
+            state=state if state in AGENT_STATES else AGENT_DEFAULT_STATE,
             cli=data.get("cli", ""),
             created_at=created,
             last_heartbeat=data.get("last_heartbeat", ""),

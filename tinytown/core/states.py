@@ -71,12 +71,24 @@ TERMINAL_TASK_STATES = ("completed", "failed", "cancelled")
 LIVE_TASK_STATES = ("pending", "assigned", "running")
 TASK_REST_STATES = tuple(rest_state(s) for s in TASK_STATES)
 
+# The state a worker's task is in while its CLI runs (a cancel nudges the worker; a claim that
+# finds its task already in it for this agent leaves it, to be resumed).
+TASK_RUNNING = "running"
+# How a record is read (upstream's parsing rules): a missing or unknown state, and an alias.
+TASK_DEFAULT_STATE = "pending"
+TASK_STATE_ALIASES = {"in_flight": "running"}
+# The backlog list holds exactly the tasks in this state (unassigned, waiting for any worker).
+BACKLOG_STATE = "pending"
+
 TASK = Machine("task", TASK_STATES, {
+    # a new task: for any worker (the backlog and the shared docket), or aimed at one agent
+    "submit": Move((), "pending"),
+    "submit_to_agent": Move((), "assigned"),
     # a pending backlog task aimed at one agent (claim, assign-all)
     "assign": Move(("pending",), "assigned"),
     # a worker takes the task of a docket entry: from the shared docket, or its own stream
-    "take_shared": Move(("pending",), "running"),
-    "take_directed": Move(("assigned",), "running"),
+    "take_shared": Move(("pending",), TASK_RUNNING),
+    "take_directed": Move(("assigned",), TASK_RUNNING),
     # a held entry taken over from a dead holder, or resumed after a restart: a new attempt
     "take_over": Move(("pending", "assigned", "running"), "running"),
     # fields written while it runs (started_at, branch, commit)
@@ -106,6 +118,9 @@ AGENT_REST_STATES = tuple(rest_state(s) for s in AGENT_STATES)
 # and the entries go back for other workers; it stops (STOP) or waits (paused).
 AGENT_STOP_STATES = ("stopped", "draining", "error", "cold")
 AGENT_NO_WORK_STATES = (*AGENT_STOP_STATES, "paused")
+PRUNABLE_AGENT_STATES = ("stopped", "error")  # what POST /v1/agents/prune deletes (without all)
+
+AGENT_DEFAULT_STATE = "starting"  # a record without a (known) state, as upstream reads it
 
 AGENT = Machine("agent", AGENT_STATES, {
     "register": Move(AGENT_STATES, "starting"),  # a new record, or one adopted by TINYTOWN_AGENT_ID
@@ -113,6 +128,9 @@ AGENT = Machine("agent", AGENT_STATES, {
     "work": Move(("idle", "starting", "paused", "working"), "working"),
     "rest": Move(("working",), "idle"),
     "drain": Move(("starting", "idle", "working", "paused"), "draining"),
+    "drain_task": Move(("working",), "draining"),  # told to stop while its CLI runs
+    "pause": Move(("starting", "idle", "working"), "paused"),  # an operator's interrupt
+    "resume": Move(("paused",), "idle"),
     "stop": Move(ACTIVE_AGENT_STATES, "stopped"),  # its worker leaves
     "recover": Move(ACTIVE_AGENT_STATES, "stopped"),  # dead: no heartbeat within its window
     "kill": Move(AGENT_STATES, "stopped"),  # POST /v1/agents/{agent}/kill
@@ -127,7 +145,10 @@ TERMINAL_MISSION_STATES = ("completed", "failed")
 LIVE_MISSION_STATES = ("planning", "running", "blocked")
 WORK_STATUSES = ("pending", "ready", "assigned", "running", "blocked", "done")
 
+MISSION_DEFAULT_STATE = "planning"
+
 MISSION = Machine("mission", MISSION_STATES, {
+    "start": Move(("planning",), "running"),
     "stop": Move(LIVE_MISSION_STATES, "blocked"),
     "stop_forced": Move(LIVE_MISSION_STATES, "failed"),
     "resume": Move(LIVE_MISSION_STATES, "running"),

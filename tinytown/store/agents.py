@@ -10,9 +10,8 @@ import redis
 from tinytown.store import control
 from tinytown.core import defaults, inputs
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
-from tinytown.core.states import AGENT_STATES
+from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT, AGENT_STATES
 from tinytown.core.keys import Keys
-from tinytown.core.states import ACTIVE_AGENT_STATES
 from tinytown.core.records import RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id
 from tinytown.core.clock import now, parse_rfc3339, to_rfc3339
 from tinytown.store.scripts import AGENT_COUNTS, AGENT_UPDATE, execute_pipelined, queue_script
@@ -79,14 +78,14 @@ class AgentStore:
             fields = {"name": name, "cli": cli, "last_active_at": ts}
             if role_id:
                 fields["role_id"] = role_id
-            self.update(agent_id, "starting", set_fields=fields, delete_fields=("current_task",), beat=beat)
+            self.update(agent_id, "register", set_fields=fields, delete_fields=("current_task",), beat=beat)
         else:
             agent = Agent(
                 id=agent_id, name=name, cli=cli, created_at=ts, last_active_at=ts,
                 nickname=nickname or nickname_for(agent_id), role_id=role_id, parent_agent_id=parent_agent_id,
             )  # fmt: skip
             record = {k: v for k, v in agent.to_hash().items() if k not in ("state", "last_heartbeat", "alive_until")}
-            self.update(agent_id, "starting", set_fields=record, beat=beat, create=True)
+            self.update(agent_id, "register", set_fields=record, beat=beat, create=True)
         ensure_group(self.r, self.keys.agent_docket(agent_id))
         return self.get(agent_id)
 
@@ -191,24 +190,27 @@ class AgentStore:
 
     # -- changes ----------------------------------------------------------------------------
 
-    def update(self, agent_id: str, new_state: str | None = None, **options) -> Transition:
-        """Set fields, (optionally) the state and (with ``beat``) a heartbeat, keeping the
-        per-state index exact. Options as :meth:`update_request`."""
-        keys, args = self.update_request(agent_id, new_state, **options)
+    def update(self, agent_id: str, move: str = "beat", **options) -> Transition:
+        """Make the named move of the state table (``AGENT[move]``; "beat": fields only, in any
+        state) with its fields and (with ``beat``) a heartbeat, keeping the per-state index exact.
+        Options as :meth:`update_request`."""
+        keys, args = self.update_request(agent_id, move, **options)
+        if args[1] == ",":  # ``expect`` is not a state this move leaves from: nothing can happen
+            return Transition("state", options["expect"])
         return Transition(*self._update(keys=keys, args=args))
 
-    def queue_update(self, pipe, agent_id: str, new_state: str | None = None, **options) -> None:
+    def queue_update(self, pipe, agent_id: str, move: str = "beat", **options) -> None:
         """Queue an :meth:`update` on ``pipe`` (see ``scripts.execute_pipelined``); its reply is
         ``[status, old state]``."""
-        keys, args = self.update_request(agent_id, new_state, **options)
+        keys, args = self.update_request(agent_id, move, **options)
         queue_script(pipe, self._update, keys, args)
 
     def update_request(
         self,
         agent_id: str,
-        new_state: str | None = None,
+        move: str = "beat",
         *,
-        allowed_from: Iterable[str] | None = None,
+        expect: str | None = None,
         set_fields: dict[str, str] | None = None,
         delete_fields: Iterable[str] = (),
         beat: "Beat | None" = None,
@@ -216,18 +218,17 @@ class AgentStore:
     ) -> tuple[list[str], list[str]]:
         """The update script's keys and arguments. ``beat``: a heartbeat (``last_heartbeat``,
         ``heartbeat_interval_secs``, ``alive_until``); ``create``: make the record if missing."""
-        if new_state is not None and new_state not in AGENT_STATES:
-            raise ValueError(f"unknown agent state {new_state!r}")
+        rule = AGENT[move]
         set_fields = dict(set_fields or {})
         if owned := {"state", "last_heartbeat", "alive_until"} & (set(set_fields) | set(delete_fields)):
             raise ValueError(f"an update may not set or delete {', '.join(sorted(owned))}; give a state or a beat")
-        allowed = "*" if allowed_from is None else "," + ",".join(allowed_from) + ","
+        allowed = "," + ",".join(rule.narrowed(expect)) + ","
         dead_after_ms, age_ms = "", "0"
         if beat is not None:
             set_fields["heartbeat_interval_secs"] = str(beat.interval_secs)
             dead_after_ms, age_ms = str(beat.dead_after_ms), str(beat.age_ms)
         delete_fields = list(delete_fields)
-        args = [agent_id, allowed, new_state or "", dead_after_ms, age_ms, "1" if create else "0",
+        args = [agent_id, allowed, rule.target or "", dead_after_ms, age_ms, "1" if create else "0",
                 str(len(set_fields)), str(len(delete_fields))]  # fmt: skip
         for k, v in set_fields.items():
             args += [k, v]
@@ -235,13 +236,13 @@ class AgentStore:
         keys = [self.keys.agent(agent_id), self.keys.agents] + [self.keys.agents_in_state(s) for s in AGENT_STATES]
         return keys, args
 
-    def set_state(self, agent_id: str, state: str, *, allowed_from: Iterable[str] | None = None, **fields: str) -> str:
-        """Change state (and fields); returns the previous state. Raises if missing or not allowed."""
-        result = self.update(agent_id, state, allowed_from=allowed_from, set_fields=fields)
+    def set_state(self, agent_id: str, move: str, **fields: str) -> str:
+        """Make a move (with fields); returns the previous state. Raises if missing or not allowed."""
+        result = self.update(agent_id, move, set_fields=fields)
         if result.status == "missing":
             raise NotFound(f"agent {agent_id} not found")
         if result.status == "state":
-            raise InvalidTransition("agent", agent_id, result.old_state, f"moved to {state}")
+            raise InvalidTransition("agent", agent_id, result.old_state, f"moved to {AGENT[move].target} ({move})")
         return result.old_state
 
     def request_stop(self, agent_id: str) -> str:
@@ -249,7 +250,7 @@ class AgentStore:
         a nudge so an idle worker leaves at once (a working one after its task). Returns the
         previous state; raises like :meth:`set_state`."""
         self.r.set(self.keys.stop(agent_id), "1", ex=defaults.STOP_FLAG_TTL_SECS)
-        previous = self.set_state(agent_id, "stopped")
+        previous = self.set_state(agent_id, "kill")
         control.publish(self.r, self.keys, agent_id, control.STOP)
         return previous
 
@@ -257,7 +258,7 @@ class AgentStore:
         """REST restart, as upstream: state ``idle``, ``rounds_completed`` 0, a heartbeat now and
         the stop flag cleared — one transaction. Returns the previous state; NotFound if missing."""
         keys, args = self.update_request(
-            agent_id, "idle", set_fields={"rounds_completed": "0", "last_active_at": to_rfc3339(now())},
+            agent_id, "restart", set_fields={"rounds_completed": "0", "last_active_at": to_rfc3339(now())},
             beat=Beat(self.heartbeat_interval_secs),
         )  # fmt: skip
 

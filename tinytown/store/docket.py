@@ -24,7 +24,7 @@ from tinytown.core import defaults
 from tinytown.core.records import Agent, Task
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.store import Town
-from tinytown.core.states import AGENT_NO_WORK_STATES, TASK_STATES
+from tinytown.core.states import AGENT_NO_WORK_STATES, TASK, TASK_STATES
 from tinytown.store.scripts import DOCKET_CLAIM, queue_script
 from tinytown.store.tasks import ensure_group
 
@@ -262,10 +262,10 @@ class Docket:
         if task is None:
             return Claim(None, "missing")
         holder = entry.reclaimed_from
-        if task.state == "pending" and not entry.directed:
-            allowed, assignee = ("pending",), ""
-        elif task.state in ("running", "assigned") and task.assigned_to == holder:
-            allowed, assignee = (task.state,), holder
+        if not entry.directed and TASK["take_shared"].allows(task.state):
+            assignee = ""
+        elif task.assigned_to == holder and TASK["take_over"].allows(task.state):
+            assignee = holder
         else:
             return Claim(None, f"state:{task.state}")
         if task.attempts >= self.config.agent.max_attempts:
@@ -274,13 +274,13 @@ class Docket:
                 f"the last one ended when worker {holder} stopped without finishing it"
             )
             self.town.tasks.transition(
-                task.id, "failed", allowed_from=allowed, assignee=assignee,
+                task.id, "fail", expect=task.state, assignee=assignee,
                 set_fields={"result": reason, "completed_at": to_rfc3339(now())},
             )  # fmt: skip
             return Claim(None, "attempts")
         fields = {"assigned_to": self.agent_id, "started_at": to_rfc3339(now())}
         result = self.town.tasks.transition(
-            task.id, "running", allowed_from=allowed, assignee=assignee, set_fields=fields, incr_attempts=True
+            task.id, "take_over", expect=task.state, assignee=assignee, set_fields=fields, incr_attempts=True
         )
         if not result.ok:
             return Claim(None, result.status if result.status != "state" else f"state:{result.old_state}")

@@ -19,7 +19,7 @@ import redis
 
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.keys import Keys
-from tinytown.core.states import TERMINAL_MISSION_STATES, WORK_STATUSES
+from tinytown.core.states import MISSION, MISSION_DEFAULT_STATE, TERMINAL_MISSION_STATES
 from tinytown.core.clock import epoch_us, now
 from tinytown.core.records import new_id
 
@@ -42,7 +42,7 @@ class Mission:
 
     @property
     def state(self) -> str:
-        return self.data.get("state", "planning")
+        return self.data.get("state", MISSION_DEFAULT_STATE)
 
     @property
     def terminal(self) -> bool:
@@ -66,7 +66,7 @@ def new_mission(objectives: list[dict], policy: dict | None = None) -> Mission:
     ts = json_now()
     return Mission(
         {
-            "id": new_id(), "objective_refs": objectives, "state": "planning",
+            "id": new_id(), "objective_refs": objectives, "state": MISSION_DEFAULT_STATE,
             "policy": {**DEFAULT_POLICY, **(policy or {})}, "created_at": ts, "updated_at": ts,
             "next_wake_at": None, "blocked_reason": None, "dispatcher_last_tick_at": None,
             "dispatcher_last_progress_at": None, "dispatcher_last_help_request_at": None,
@@ -97,7 +97,7 @@ class MissionStore:
         """Save a new mission; ``start`` moves it to ``running`` and into the active set."""
         mission = new_mission(objectives, policy)
         if start:
-            mission.data["state"] = "running"
+            mission.data["state"] = MISSION["start"].target
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.keys.mission(mission.id), mission.encode())
         pipe.zadd(self.keys.missions, {mission.id: epoch_us(now())})
@@ -183,9 +183,10 @@ class MissionStore:
 
     def stop(self, mission_id: str, *, force: bool = False) -> Mission:
         def mutate(m: Mission):
-            if m.terminal:
+            move = MISSION["stop_forced" if force else "stop"]
+            if not move.allows(m.state):
                 raise InvalidTransition("mission", mission_id, m.state, "stopped")
-            m.data["state"] = "failed" if force else "blocked"
+            m.data["state"] = move.target
             m.data["blocked_reason"] = "Stopped by user (forced)" if force else "Stopped by user"
             m.data["dispatcher_last_help_request_at"] = None
             m.data["dispatcher_last_help_request_reason"] = None
@@ -198,36 +199,36 @@ class MissionStore:
 
     def resume(self, mission_id: str) -> tuple[Mission, str]:
         def mutate(m: Mission):
-            if m.terminal:
+            if not MISSION["resume"].allows(m.state):
                 raise TinytownError(f"mission is {m.state} and cannot be resumed")
-            m.data["state"] = "running"
+            m.data["state"] = MISSION["resume"].target
             m.data["blocked_reason"] = None
             m.data["next_wake_at"] = None
             return True
 
         mission, old = self._change(mission_id, mutate)
-        if old != "running":
+        if old != MISSION["resume"].target:
             self.log(mission_id, "Mission resumed")
         return mission, old
 
     def complete(self, mission_id: str) -> tuple[Mission, str]:
         def mutate(m: Mission):
-            if m.state == "failed":
+            if not MISSION["complete"].allows(m.state):
                 raise InvalidTransition("mission", mission_id, m.state, "completed")
-            m.data["state"] = "completed"
+            m.data["state"] = MISSION["complete"].target
             m.data["blocked_reason"] = None
             return False
 
         mission, old = self._change(mission_id, mutate)
-        if old != "completed":
+        if old != MISSION["complete"].target:
             self.log(mission_id, "Mission marked completed")
         return mission, old
 
     def fail(self, mission_id: str, reason: str) -> Mission:
         def mutate(m: Mission):
-            if m.state == "completed":
+            if not MISSION["fail"].allows(m.state):
                 raise InvalidTransition("mission", mission_id, m.state, "failed")
-            m.data["state"] = "failed"
+            m.data["state"] = MISSION["fail"].target
             m.data["blocked_reason"] = reason
             return False
 

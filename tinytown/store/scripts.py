@@ -1,14 +1,43 @@
-"""Lua scripts: each moves one record between states and its index sets in one atomic step."""
+"""Lua scripts: each moves one record between states and its index sets in one atomic step.
+
+No state name is written here: the scripts are templates whose ``{{NAME}}`` marks are filled from
+the one table of states (:mod:`tinytown.core.states`) when this module loads, and
+``tests/test_states.py`` holds them to it.
+"""
 
 from __future__ import annotations
 
 import redis
 
-from tinytown.core.states import AGENT_STATES, TASK_STATES
+from tinytown.core.states import (
+    AGENT_DEFAULT_STATE,
+    AGENT_STATES,
+    BACKLOG_STATE,
+    TASK,
+    TASK_DEFAULT_STATE,
+    TASK_STATE_ALIASES,
+    TASK_STATES,
+)
 
 
 def _state_table(states: tuple[str, ...], first_key: int) -> str:
     return "{" + ", ".join(f'["{s}"] = KEYS[{first_key + i}]' for i, s in enumerate(states)) + "}"
+
+
+def _fill(template: str) -> str:
+    """A script with its ``{{NAME}}`` marks replaced by Lua string literals from the state table."""
+    (alias, aliased), = TASK_STATE_ALIASES.items()
+    values = {
+        "TASK_DEFAULT": TASK_DEFAULT_STATE, "BACKLOG": BACKLOG_STATE, "ALIAS": alias, "ALIASED": aliased,
+        "TAKE_SHARED_FROM": "," + ",".join(TASK["take_shared"].source) + ",",
+        "TAKE_DIRECTED_FROM": "," + ",".join(TASK["take_directed"].source) + ",",
+        "TAKEN": TASK["take_shared"].target, "AGENT_DEFAULT": AGENT_DEFAULT_STATE,
+    }  # fmt: skip
+    assert TASK["take_shared"].target == TASK["take_directed"].target
+    for name, value in values.items():
+        template = template.replace("{{" + name + "}}", f"'{value}'")
+    assert "{{" not in template, template
+    return template
 
 
 # The task transition, as a Lua function that more than one script calls.
@@ -25,8 +54,8 @@ local function transition(K, idx, A)
   local rec = {}
   for i = 1, #h, 2 do rec[h[i]] = h[i + 1] end
   local id, allowed, new, ts = A[1], A[2], A[3], A[4]
-  local old = rec.state or 'pending'
-  if old == 'in_flight' then old = 'running' end
+  local old = rec.state or {{TASK_DEFAULT}}
+  if old == {{ALIAS}} then old = {{ALIASED}} end
   if allowed ~= '*' and not string.find(allowed, ',' .. old .. ',', 1, true) then
     return {'state', old}
   end
@@ -43,6 +72,7 @@ local function transition(K, idx, A)
   end
   local del = {}
   for _ = 1, n_del do del[#del + 1] = A[i]; rec[A[i]] = nil; i = i + 1 end
+  if new == '' then new = old end  -- a move that keeps the state
   rec.state, rec.updated_at = new, ts
   set[#set + 1] = 'state'; set[#set + 1] = new; set[#set + 1] = 'updated_at'; set[#set + 1] = ts
   if A[6] == '1' then
@@ -55,8 +85,8 @@ local function transition(K, idx, A)
     if idx[old] then redis.call('ZREM', idx[old], id) end
     redis.call('ZADD', idx[new], redis.call('ZSCORE', K[2], id) or 0, id)
   end
-  if old == 'pending' and new ~= 'pending' then redis.call('LREM', K[3], 1, id) end
-  if new == 'pending' and old ~= 'pending' then redis.call('RPUSH', K[3], id) end
+  if old == {{BACKLOG}} and new ~= {{BACKLOG}} then redis.call('LREM', K[3], 1, id) end
+  if new == {{BACKLOG}} and old ~= {{BACKLOG}} then redis.call('RPUSH', K[3], id) end
   local entry = ''
   if n_xadd > 0 then entry = redis.call('XADD', K[4], '*', unpack(xfields)) end
   local flat = {}
@@ -92,7 +122,7 @@ end
 
 # KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4 dispatch stream, 5.. one zset per task state
 # ARGV: as A of the transition function above.
-TASK_TRANSITION = (
+TASK_TRANSITION = _fill(
     "local idx = %s\n" % _state_table(TASK_STATES, 5)
     + _TRANSITION_FUNCTION
     + "return transition({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, idx, ARGV)\n"
@@ -116,7 +146,7 @@ TASK_TRANSITION = (
 # Returns {status, stream, entry id, task id, task hash (flat), urgent, inbox, skipped} with
 # status ok | none | refused:<agent state> and skipped a flat list of (stream, entry id, task
 # id, reason).
-DOCKET_CLAIM = (
+DOCKET_CLAIM = _fill(
     "local idx = %s\n" % _state_table(TASK_STATES, 8)
     + _TRANSITION_FUNCTION
     + _NOW_FUNCTION
@@ -144,10 +174,10 @@ for s, pair in ipairs(held) do
     end
     local r = {'missing', ''}
     if task_id ~= '' then
-      local allowed, assignee = ',pending,', ''
-      if stream == KEYS[1] then allowed, assignee = ',assigned,', me end
+      local allowed, assignee = {{TAKE_SHARED_FROM}}, ''
+      if stream == KEYS[1] then allowed, assignee = {{TAKE_DIRECTED_FROM}}, me end
       r = transition({prefix .. task_id, KEYS[3], KEYS[4], stream}, idx,
-        {task_id, allowed, 'running', ts, assignee, '1', '0', '2', '0', 'assigned_to', me, 'started_at', ts})
+        {task_id, allowed, {{TAKEN}}, ts, assignee, '1', '0', '2', '0', 'assigned_to', me, 'started_at', ts})
     end
     if r[1] == 'ok' then
       local urgent, inbox = {}, {}
@@ -157,7 +187,7 @@ for s, pair in ipairs(held) do
       return {'ok', stream, eid, task_id, r[4], urgent, inbox, skipped}
     end
     -- a task already running for this agent (a reply lost earlier) is left held, for resuming
-    if r[2] ~= 'running' or redis.call('HGET', prefix .. task_id, 'assigned_to') ~= me then
+    if r[2] ~= {{TAKEN}} or redis.call('HGET', prefix .. task_id, 'assigned_to') ~= me then
       redis.call('XACK', stream, group, eid)
       local reason = r[1]
       if reason == 'state' then reason = 'state:' .. r[2] end
@@ -171,19 +201,19 @@ return {'none', '', '', '', {}, {}, {}, skipped}
 
 
 # KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4.. one zset per task state
-# ARGV: 1 task id, 2 only-if-state ("" = any)
+# ARGV: 1 task id, 2 allowed states as ",a,b," ("" = any)
 # Returns {status, old_state}; deletes the record and removes it from every index.
-TASK_DELETE = """
+TASK_DELETE = _fill("""
 local idx = %s
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
-local old = redis.call('HGET', KEYS[1], 'state') or 'pending'
-if ARGV[2] ~= '' and old ~= ARGV[2] then return {'state', old} end
+local old = redis.call('HGET', KEYS[1], 'state') or {{TASK_DEFAULT}}
+if ARGV[2] ~= '' and not string.find(ARGV[2], ',' .. old .. ',', 1, true) then return {'state', old} end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 for _, key in pairs(idx) do redis.call('ZREM', key, ARGV[1]) end
 redis.call('LREM', KEYS[3], 1, ARGV[1])
 return {'ok', old}
-""" % _state_table(TASK_STATES, 4)
+""" % _state_table(TASK_STATES, 4))
 
 
 # Register, update or beat an agent: fields, state and its index in one step. Each agent state
@@ -197,7 +227,7 @@ return {'ok', old}
 # A heartbeat writes last_heartbeat (RFC 3339) and alive_until = beat + dead-after, both from
 # the Redis clock, so liveness never depends on the clocks of the hosts that beat or look.
 # Returns {status, old_state}; status is ok | missing | state (old_state "" when created).
-AGENT_UPDATE = (
+AGENT_UPDATE = _fill(
     "local idx = %s\n" % _state_table(AGENT_STATES, 3)
     + _NOW_FUNCTION
     + """
@@ -205,7 +235,7 @@ local id, allowed, new = ARGV[1], ARGV[2], ARGV[3]
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if not exists and ARGV[6] ~= '1' then return {'missing', ''} end
 local old = ''
-if exists then old = redis.call('HGET', KEYS[1], 'state') or 'starting' end
+if exists then old = redis.call('HGET', KEYS[1], 'state') or {{AGENT_DEFAULT}} end
 if exists and allowed ~= '*' and not string.find(allowed, ',' .. old .. ',', 1, true) then
   return {'state', old}
 end

@@ -16,7 +16,7 @@ import redis
 from tinytown.store import control
 from tinytown.core import defaults
 from tinytown.core.errors import InvalidTransition, NotFound
-from tinytown.core.states import TASK_STATES
+from tinytown.core.states import TASK, TASK_RUNNING, TASK_STATES
 from tinytown.core.keys import Keys
 from tinytown.core.records import Task, new_id
 from tinytown.core.clock import epoch_us, now, to_rfc3339
@@ -104,7 +104,7 @@ class TaskStore:
         created = now()
         ts = to_rfc3339(created)
         task = Task(
-            id=new_id(), description=description, state="assigned" if agent_id else "pending",
+            id=new_id(), description=description, state=TASK["submit_to_agent" if agent_id else "submit"].target,
             created_at=ts, updated_at=ts, tags=list(tags), assigned_to=agent_id, parent_id=parent_id,
             repo=repo, base_branch=base_branch, push=push, cli=cli,
         )  # fmt: skip
@@ -167,28 +167,31 @@ class TaskStore:
 
     # -- transitions ------------------------------------------------------------------------
 
-    def transition(self, task_id: str, new_state: str, **options) -> Transition:
-        """Move a task to ``new_state`` if its current state is in ``allowed_from`` (None: any).
+    def transition(self, task_id: str, move: str, **options) -> Transition:
+        """Make the named move of the state table (``TASK[move]``): only from its source states
+        (narrowed to ``expect``, the state the caller saw, if given), in one Lua step.
 
         ``assignee`` requires ``assigned_to`` to equal it. ``dispatch_to`` (an agent id) adds an
         entry for the task on that agent's docket in the same atomic step; ``redispatch`` does
         the same on the shared docket. Options as :meth:`transition_request`.
         """
-        keys, args = self.transition_request(task_id, new_state, **options)
+        keys, args = self.transition_request(task_id, move, **options)
+        if args[1] == ",":  # ``expect`` is not a state this move leaves from: nothing can happen
+            return Transition("state", options["expect"])
         return parse_transition(self._transition(keys=keys, args=args))
 
-    def queue_transition(self, pipe, task_id: str, new_state: str, **options) -> None:
+    def queue_transition(self, pipe, task_id: str, move: str, **options) -> None:
         """Queue a :meth:`transition` on ``pipe`` (see ``scripts.execute_pipelined``); its reply
         goes through :func:`parse_transition`."""
-        keys, args = self.transition_request(task_id, new_state, **options)
+        keys, args = self.transition_request(task_id, move, **options)
         queue_script(pipe, self._transition, keys, args)
 
     def transition_request(
         self,
         task_id: str,
-        new_state: str,
+        move: str,
         *,
-        allowed_from: Iterable[str] | None = None,
+        expect: str | None = None,
         set_fields: dict[str, str] | None = None,
         delete_fields: Iterable[str] = (),
         assignee: str = "",
@@ -197,9 +200,8 @@ class TaskStore:
         redispatch: bool = False,
     ) -> tuple[list[str], list[str]]:
         """The transition script's keys and arguments."""
-        if new_state not in TASK_STATES:
-            raise ValueError(f"unknown task state {new_state!r}")
-        allowed = "*" if allowed_from is None else "," + ",".join(allowed_from) + ","
+        rule = TASK[move]
+        allowed = "," + ",".join(rule.narrowed(expect)) + ","
         set_fields = set_fields or {}
         delete_fields = list(delete_fields)
         # The script writes these itself after the fields given (and never deletes attempts).
@@ -215,7 +217,7 @@ class TaskStore:
                     xfields += [k, v]
         keys = [self.keys.task(task_id), self.keys.tasks, self.keys.backlog, stream]
         keys += [self.keys.tasks_in_state(s) for s in TASK_STATES]
-        args: list[str] = [task_id, allowed, new_state, to_rfc3339(now()), assignee, "1" if incr_attempts else "0"]
+        args: list[str] = [task_id, allowed, rule.target or "", to_rfc3339(now()), assignee, "1" if incr_attempts else "0"]
         args += [str(len(xfields) // 2), str(len(set_fields)), str(len(delete_fields))]
         args += xfields
         for k, v in set_fields.items():
@@ -234,60 +236,53 @@ class TaskStore:
 
     def assign(self, task_id: str, agent_id: str) -> Transition:
         """Claim a pending backlog task for one agent: it moves to that agent's docket."""
-        result = self.transition(
-            task_id, "assigned", allowed_from=("pending",), set_fields={"assigned_to": agent_id},
-            dispatch_to=agent_id,
-        )  # fmt: skip
+        result = self.transition(task_id, "assign", set_fields={"assigned_to": agent_id}, dispatch_to=agent_id)
         return self._require(result, task_id, "claimed (only pending backlog tasks can be)")
 
     def complete(self, task_id: str, result: str = "", *, agent_id: str = "") -> Transition:
         """Mark a live task completed with its result."""
         outcome = self.transition(
-            task_id, "completed", allowed_from=("pending", "assigned", "running"), assignee=agent_id,
-            set_fields={"result": result, "completed_at": to_rfc3339(now())},
-        )  # fmt: skip
+            task_id, "complete", assignee=agent_id, set_fields={"result": result, "completed_at": to_rfc3339(now())}
+        )
         return self._require(outcome, task_id, "completed")
 
     def fail(self, task_id: str, reason: str, *, agent_id: str = "") -> Transition:
         """Mark a live task failed with the reason; it stays listed under ``failed``."""
         outcome = self.transition(
-            task_id, "failed", allowed_from=("pending", "assigned", "running"), assignee=agent_id,
-            set_fields={"result": reason, "completed_at": to_rfc3339(now())},
-        )  # fmt: skip
+            task_id, "fail", assignee=agent_id, set_fields={"result": reason, "completed_at": to_rfc3339(now())}
+        )
         return self._require(outcome, task_id, "failed")
 
     def cancel(self, task_id: str, reason: str) -> Transition:
         """Mark a live task cancelled with the reason. The worker running it is nudged
         (``tinytown.store.control``) and stops its CLI at once — at its next heartbeat if the nudge is
         missed — leaving the state as it is; a queued docket entry is skipped."""
-        outcome = self.transition(
-            task_id, "cancelled", allowed_from=("pending", "assigned", "running"),
-            set_fields={"result": reason, "completed_at": to_rfc3339(now())},
-        )  # fmt: skip
-        if outcome.ok and outcome.old_state == "running" and (outcome.record or {}).get("assigned_to"):
+        outcome = self.transition(task_id, "cancel", set_fields={"result": reason, "completed_at": to_rfc3339(now())})
+        if outcome.ok and outcome.old_state == TASK_RUNNING and (outcome.record or {}).get("assigned_to"):
             control.publish(self.r, self.keys, outcome.record["assigned_to"], control.CANCEL, task_id)
         return self._require(outcome, task_id, "cancelled")
 
     def requeue(
-        self, task_id: str, *, allowed_from: Iterable[str] = ("assigned", "running"), assignee: str = "",
-        to_agent: str | None = None, attempts: int | None = None,
+        self, task_id: str, *, expect: str | None = None, assignee: str = "", to_agent: str | None = None,
+        attempts: int | None = None, move: str | None = None,
     ) -> Transition:  # fmt: skip
         """Put a live task back to work with a fresh docket entry, in one atomic step.
 
-        With ``to_agent`` it is ``assigned`` to that agent (its own docket); otherwise it is
-        ``pending`` again: unassigned, at the end of the backlog and on the shared docket.
-        ``assignee`` requires the current ``assigned_to`` to equal it; ``attempts`` sets the
-        attempt count (a claim undone before its CLI started). Old docket entries of the task
-        are left alone: whoever reads one finds the task moved on and skips it.
+        With ``to_agent`` it is aimed at that agent (its own docket: ``reassign``); otherwise it
+        waits for any worker again (``requeue``): unassigned, at the end of the backlog and on the
+        shared docket. ``expect`` and ``assignee`` guard it as in :meth:`transition`;
+        ``attempts`` sets the attempt count (with ``move="give_back"``: a claim undone before its
+        CLI started). Old docket entries of the task are left alone: whoever reads one finds the
+        task moved on and skips it.
         """
         counted = {} if attempts is None else {"attempts": str(attempts)}
         if to_agent:
             return self.transition(
-                task_id, "assigned", allowed_from=allowed_from, assignee=assignee,
+                task_id, move or "reassign", expect=expect, assignee=assignee,
                 set_fields={"assigned_to": to_agent, **counted}, delete_fields=("started_at",), dispatch_to=to_agent,
             )  # fmt: skip
         return self.transition(
-            task_id, "pending", allowed_from=allowed_from, assignee=assignee, set_fields=counted,
+            task_id, move or "requeue", expect=expect, assignee=assignee, set_fields=counted,
             delete_fields=("assigned_to", "started_at"), redispatch=True,
         )  # fmt: skip
 
@@ -307,9 +302,9 @@ class TaskStore:
         status, old = self._delete(
             keys=[self.keys.task(task_id), self.keys.tasks, self.keys.backlog]
             + [self.keys.tasks_in_state(s) for s in TASK_STATES],
-            args=[task_id, "pending"],
+            args=[task_id, "," + ",".join(TASK["remove"].source) + ","],
         )
         if status == "missing":
             raise NotFound(f"task {task_id} not found in backlog")
         if status == "state":
-            raise InvalidTransition("task", task_id, old, "removed from the backlog (it is not pending)")
+            raise InvalidTransition("task", task_id, old, f"removed from the backlog (only {', '.join(TASK['remove'].source)} tasks are)")
