@@ -81,7 +81,7 @@ from tinytown.core import inputs
 from tinytown.core.clis import INSTRUCTION_FILE_FLAG, UnknownCli
 from tinytown.config import Config, load_config
 from tinytown.store.docket import Claim, Delivery, Docket, Entry
-from tinytown.core.states import AGENT, AGENT_STOP_STATES, TASK_RUNNING, TERMINAL_TASK_STATES
+from tinytown.core.states import AGENT, AGENT_STOP_STATES, TASK, TASK_RUNNING
 from tinytown.core.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
 from tinytown.core.prompt import build_prompt
 from tinytown.core.records import Task
@@ -840,7 +840,7 @@ class Worker:
         still_held, task_state = replies[1], replies[2]
         if not still_held:
             self.log("entry_lost", task=held.task_id, entry=held.entry_id)
-        if task_state is None or task_state in TERMINAL_TASK_STATES:  # cancelled (a report would have ended it)
+        if task_state is None or task_state == TASK["cancel"].target:  # cancelled, or deleted
             self.cancelled_task = held.task_id  # wait_for_cli stops the CLI
 
     def with_redis(self, step: str, fn, *args, **kwargs):
