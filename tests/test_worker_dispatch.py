@@ -219,3 +219,19 @@ def test_the_result_keeps_the_last_4_kib_of_output_and_the_log_keeps_it_all(work
     assert len(done.result.encode()) <= 4096 and done.result.rstrip().endswith("output line 00999")
     log = (root / ".tt" / "logs" / "tasks" / f"{task.id}.log").read_text()
     assert "output line 00000" in log and "output line 00999" in log
+
+
+def test_a_cli_that_reports_completion_and_keeps_running_is_not_stopped(worker_town, workers, tmp_path):
+    """Only a cancel stops a running CLI: one that reported `tt task complete` and then works on
+    for a few heartbeats (1 s here) finishes in peace."""
+    root = worker_town()
+    town = open_town(root)
+    worker = workers.start(root)
+    worker.wait_event("agent_state", state="idle")
+    task = town.tasks.add("[complete] [sleep 2.5] [print wrapped up]")
+    done = wait_terminal(town, task.id)
+    assert done.state == "completed"
+    finished = worker.wait_event("cli_exited", task=task.id)
+    assert finished["exit_code"] == "0" and not worker.events("cli_stopping")
+    log = (root / ".tt" / "logs" / "tasks" / f"{task.id}.log").read_text()
+    assert "wrapped up" in log
