@@ -89,7 +89,7 @@ from tinytown.core.clock import now, to_rfc3339
 from tinytown.recovery import recover_silent_workers, return_held_entries
 from tinytown.store import Town
 from tinytown.store.agents import Beat
-from tinytown.store.scripts import execute_pipelined
+from tinytown.store.worker import WorkerStore
 from tinytown.worker.tasklog import TaskLogs
 
 _QUOTE_CHARS = ' ="\n'
@@ -158,7 +158,6 @@ class Worker:
         self.name = os.environ.get("TINYTOWN_AGENT_NAME") or self.host
         self.agent_id = os.environ.get("TINYTOWN_AGENT_ID", "").strip().lower() or None
         self.town: Town | None = None
-        self.reader: redis.Redis | None = None  # the blocking read's own connection
         self.docket: Docket | None = None
         self.stopping: str = ""  # why the worker is draining ("" while it is not)
         self.paused = False  # set by an operator (tt/REST interrupt): take no new work
@@ -223,9 +222,6 @@ class Worker:
     def connect(self) -> None:
         """Connect (starting the town's own Redis if it is ours), retrying with backoff."""
         self.town = self.with_redis("connect", self._connect_once)
-        # The blocking read gets a connection of its own, so the heartbeat thread can
-        # CLIENT UNBLOCK it when a signal asks the worker to drain.
-        self.reader = redis.Redis(connection_pool=self.town.redis.connection_pool, single_connection_client=True)
 
     def _connect_once(self) -> Town:
         try:
@@ -237,7 +233,9 @@ class Worker:
         cli = self.config.cli().name
         agent = self.with_redis("register", self.town.agents.register, self.name, cli, agent_id=self.agent_id)
         self.agent_id = agent.id
-        self.docket = Docket(self.town, agent.id, reader=self.reader)
+        if self.docket is None:  # (registering again after the record vanished keeps the reader)
+            self.docket = self.town.docket(agent.id)
+        self.store = WorkerStore(self.town, agent.id, self.agent_cfg.heartbeat_interval_secs)
         self.with_redis("ensure_groups", self.docket.ensure_groups)
         self.inbox_keys = (self.town.keys.urgent(agent.id), self.town.keys.inbox(agent.id))  # urgent first
         # Computed once: what every task's CLI gets besides its task id and attempt.
@@ -323,15 +321,10 @@ class Worker:
 
     def check_controls(self) -> str:
         """Stop flag, external state changes (kill, close, pause) and ``shutdown`` messages."""
-        keys, r = self.town.keys, self.town.redis
-        pipe = r.pipeline(transaction=False)
-        pipe.get(keys.stop(self.agent_id))
-        pipe.hget(keys.agent(self.agent_id), "state")
-        pipe.lrange(keys.urgent(self.agent_id), 0, 99)
-        pipe.lrange(keys.inbox(self.agent_id), 0, 99)
-        stop_flag, state, urgent, normal = pipe.execute()
-        if stop_flag:
-            r.delete(keys.stop(self.agent_id))
+        controls = self.store.controls()
+        state = controls.state
+        if controls.stop_requested:
+            self.store.clear_stop()
             return "stop_requested"
         if state is None:  # the record was deleted (or Redis came back empty): register again
             self.log("agent_record_missing")
@@ -345,11 +338,10 @@ class Worker:
         if was_paused and not self.paused:
             self.log("agent_resumed", state=state)
             self.idle_since = time.monotonic()
-        for list_key, raws in ((keys.urgent(self.agent_id), urgent), (keys.inbox(self.agent_id), normal)):
-            for raw in raws:
-                if messages.decode(raw).get("type") == "shutdown":
-                    r.lrem(list_key, 1, raw)
-                    return "shutdown_message"
+        for list_key, raw in controls.messages:
+            if messages.decode(raw).get("type") == "shutdown":
+                self.town.inbox.remove(list_key, raw)
+                return "shutdown_message"
         return ""
 
     def next_delivery(self) -> Delivery | None:
@@ -431,7 +423,7 @@ class Worker:
 
     def stop_orphan_cli(self, holder: str, task_id: str) -> None:
         """Stop the CLI a dead holder left running on this host (``tinytown.worker.orphan_cli``)."""
-        host, pgid = self.with_redis("orphan_lookup", self.town.redis.hmget, self.town.keys.agent(holder), "host", "cli_pgid")
+        host, pgid = self.with_redis("orphan_lookup", self.store.cli_of, holder)
         if host != self.host or not (pgid or "").isdigit():
             return
         pids = orphan_cli.stop(int(pgid), holder, task_id, grace_secs=defaults.CLI_STOP_GRACE_SECS)
@@ -611,18 +603,7 @@ class Worker:
 
     def cli_started(self, task: Task, started_at: str, inbox: Inbox) -> None:
         """One round trip once the CLI runs: ``started_at``, agent ``working``, messages taken."""
-        tasks, agents = self.town.tasks, self.town.agents
-
-        def build(pipe):
-            tasks.queue_transition(pipe, task.id, "record", assignee=self.agent_id,
-                                   set_fields={"started_at": started_at})  # fmt: skip
-            agents.queue_update(pipe, self.agent_id, "work",
-                                set_fields={"current_task": task.id, "last_active_at": started_at,
-                                            "cli_pgid": str(self.proc.pid), "host": self.host})  # fmt: skip
-            for key, raw in inbox.raw:
-                pipe.lrem(key, 1, raw)
-
-        _, (status, old), *_ = execute_pipelined(self.town.redis, build, tasks.scripts + agents.scripts)
+        status, old = self.store.cli_started(task.id, started_at, pgid=self.proc.pid, host=self.host, taken=inbox.raw)
         if status == "ok" and old != AGENT["work"].target:
             self.log("agent_state", state=AGENT["work"].target, previous=old, reason="task")
 
@@ -722,16 +703,7 @@ class Worker:
         self.held = None  # stop refreshing it: a shared entry becomes reclaimable after claim_timeout_secs
 
     def after_task(self, completed: bool) -> None:
-        keys, r = self.town.keys, self.town.redis
-
-        def update():
-            pipe = r.pipeline(transaction=False)
-            pipe.hincrby(keys.agent(self.agent_id), "rounds_completed", 1)
-            if completed:
-                pipe.hincrby(keys.agent(self.agent_id), "tasks_completed", 1)
-            pipe.execute()
-
-        self.with_redis("counters", update)
+        self.with_redis("counters", self.store.count_round, completed=completed)
         self.set_state("rest", delete=("current_task", "cli_pgid"), last_active_at=to_rfc3339(now()))
         self.idle_since = time.monotonic()
 
@@ -781,9 +753,8 @@ class Worker:
         while not self.finished.is_set():
             try:
                 if listener is None:
-                    listener = self.town.redis.pubsub(ignore_subscribe_messages=True)
-                    listener.subscribe(self.town.keys.control(self.agent_id))
-                message = listener.get_message(timeout=defaults.CONTROL_POLL_SECS)
+                    listener = self.store.listener()
+                nudge = listener.next(timeout=defaults.CONTROL_POLL_SECS)
             except redis.RedisError as err:  # Redis away, or no channel access: try again later
                 if not failing:
                     self.log("control_unavailable", detail=str(err))
@@ -794,8 +765,8 @@ class Worker:
                 self.finished.wait(defaults.CONTROL_POLL_SECS)
                 continue
             failing = False
-            if message is not None:
-                self.on_nudge(*control.parse(message["data"]))
+            if nudge is not None:
+                self.on_nudge(*nudge)
         if listener is not None:
             listener.close()
 
@@ -816,28 +787,19 @@ class Worker:
         for _ in range(defaults.CONTROL_UNBLOCK_TRIES):
             if not self.controls_due.is_set() or self.held is not None or self.finished.is_set():
                 return
-            if (reader := self.docket.reader_id) is not None:
-                with contextlib.suppress(redis.RedisError):
-                    if self.town.redis.client_unblock(reader):
-                        return
+            with contextlib.suppress(redis.RedisError):
+                if self.docket.end_read():
+                    return
             time.sleep(defaults.CONTROL_UNBLOCK_PAUSE_SECS)
 
     def beat(self, held: Entry | None) -> None:
         """One round trip: ``last_heartbeat``; while a task runs, also keep its entry fresh and
         look whether it was cancelled."""
-        agents, docket, keys = self.town.agents, self.docket, self.town.keys
-
-        def build(pipe):
-            agents.queue_heartbeat(pipe, self.agent_id, self.agent_cfg.heartbeat_interval_secs)
-            if held is not None:
-                docket.queue_keep_alive(pipe, held)
-                pipe.hget(keys.task(held.task_id), "state")
-
-        replies = execute_pipelined(self.town.redis, build, agents.scripts + docket.scripts)
+        found = self.store.beat(self.docket, held)
         self.health_file.beat()  # container-side evidence (TINYTOWN_HEALTH_FILE) for a Docker healthcheck
-        if held is None:
+        if found is None:
             return
-        still_held, task_state = replies[1], replies[2]
+        still_held, task_state = found
         if not still_held:
             self.log("entry_lost", task=held.task_id, entry=held.entry_id)
         if task_state is None or task_state == TASK["cancel"].target:  # cancelled, or deleted
@@ -869,7 +831,7 @@ class Worker:
     def wait_for_redis(self, step: str, err: Exception) -> None:
         """After ``err`` broke a call that must not simply be repeated: wait until PING answers."""
         self.log("redis_error", step=step, detail=str(err))
-        self.with_redis(step, self.town.redis.ping)
+        self.with_redis(step, self.store.ping)
 
     def townhall_url(self) -> str:
         if os.environ.get("TINYTOWN_URL"):

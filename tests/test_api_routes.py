@@ -11,7 +11,6 @@ import uuid
 from .api_support import app, client  # noqa: F401 - fixtures
 from .conftest import next_message
 
-from tinytown.core import messages
 from tinytown.store.agents import Beat
 
 
@@ -34,8 +33,8 @@ def test_status_lists_agents_with_inbox_lengths_and_current_scope(client, town):
     agent_id = new_agent(client)
     task = town.tasks.add("refactor the parser", agent_id=agent_id)
     town.agents.update(agent_id, "work", set_fields={"current_task": task.id})
-    messages.send(town, agent_id, "hello")
-    messages.send(town, agent_id, "now!", urgent=True)
+    town.inbox.send(agent_id, "hello")
+    town.inbox.send(agent_id, "now!", urgent=True)
     body = client.get("/v1/status?deep=true").get_json()
     assert body["agent_count"] == 1
     row = body["agents"][0]
@@ -387,7 +386,7 @@ def test_recover_stops_agents_with_a_stale_heartbeat(client, town):
 def test_reclaim_without_a_destination_lists_and_discards_nothing(client, town):
     agent_id = new_agent(client)
     client.post(f"/v1/agents/{agent_id}/kill")
-    messages.send(town, agent_id, "finish the docs")
+    town.inbox.send(agent_id, "finish the docs")
     body = client.post("/v1/reclaim", json={}).get_json()
     assert body["destination"] == "Listed" and body["reclaimed"] == 1
     assert town.redis.llen(town.keys.inbox(agent_id)) == 1
@@ -396,7 +395,7 @@ def test_reclaim_without_a_destination_lists_and_discards_nothing(client, town):
 def test_reclaim_to_the_backlog_turns_task_messages_into_tasks(client, town):
     agent_id = new_agent(client)
     client.post(f"/v1/agents/{agent_id}/kill")
-    messages.send(town, agent_id, "finish the docs")
+    town.inbox.send(agent_id, "finish the docs")
     body = client.post("/v1/reclaim", json={"to_backlog": True}).get_json()
     assert body["destination"] == "Backlog" and body["reclaimed"] == 1
     ids, total = town.tasks.backlog()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from tinytown.core import messages
 from tinytown.api import create_app
 from tinytown.config import load_config
 from tinytown.connection.client import make_client
@@ -55,7 +54,7 @@ def test_values_come_from_the_towns_indexes(client, town):
     town.tasks.add("for bob", agent_id=bob.id)
     done = town.tasks.add("done")
     town.tasks.complete(done.id, "ok")
-    messages.send(town, bob.id, "now", urgent=True)
+    town.inbox.send(bob.id, "now", urgent=True)
     client.post("/v1/missions", json={"objectives": [{"type": "doc", "path": "x.md"}]})
     v = parse(client.get("/metrics").get_data(as_text=True))
     assert v['tinytown_agents_total{state="idle"}'] == 1 and v['tinytown_agents_total{state="starting"}'] == 1

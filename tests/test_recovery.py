@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 
-from tinytown.core import messages
 from tinytown.config import load_config
 from tinytown.store.docket import Docket
 from tinytown.core.errors import InvalidTransition
@@ -158,8 +157,8 @@ def test_recover_leaves_live_agents_and_their_work_alone(town):
 def stopped_agent_with_work(town):
     agent = town.agents.register("gone", "fake")
     directed = town.tasks.add("directed work", agent_id=agent.id)
-    messages.send(town, agent.id, "please also fix the docs")  # a task message
-    messages.send(town, agent.id, "fyi: CI is slow", kind="info")
+    town.inbox.send(agent.id, "please also fix the docs")  # a task message
+    town.inbox.send(agent.id, "fyi: CI is slow", kind="info")
     town.agents.update(agent.id, "kill")
     return agent, directed
 
@@ -184,7 +183,7 @@ def test_reclaim_to_the_backlog_moves_tasks_and_keeps_other_messages(town):
     assert town.tasks.get(directed.id).state == "pending"
     backlog = [t.description for t in town.tasks.many(town.tasks.backlog()[0])]
     assert sorted(backlog) == ["directed work", "please also fix the docs"]
-    left = [m["type"] for m in messages.peek(town, agent.id)[0]]
+    left = [m["type"] for m in town.inbox.peek(agent.id)[0]]
     assert left == ["informational"]  # a backlog holds tasks; the note stays where it was
     assert {m["summary"]: m["outcome"] for m in result["messages"]}["fyi: CI is slow"] == "kept"
 
@@ -200,7 +199,7 @@ def test_reclaim_to_an_agent_moves_messages_and_reassigns_directed_tasks(town):
     assert moved.state == "assigned" and moved.assigned_to == target.id
     assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.agent_docket(target.id))] == [directed.id]
     assert town.redis.llen(town.keys.inbox(agent.id)) == 0
-    assert [m["to"] for m in messages.peek(town, target.id)[0]] == [target.id, target.id]
+    assert [m["to"] for m in town.inbox.peek(target.id)[0]] == [target.id, target.id]
 
 
 def test_reclaim_refuses_a_running_agent_and_two_destinations(town):

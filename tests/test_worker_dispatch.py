@@ -56,9 +56,8 @@ def test_the_cli_gets_the_prompt_on_stdin_with_inbox_messages_and_its_environmen
     town = open_town(root)
     worker = workers.start(root, name="alice")
     worker.wait_event("agent_state", state="idle")
-    from tinytown.core import messages
 
-    messages.send(town, worker.agent_id, "remember to update the changelog", kind="info")
+    town.inbox.send(worker.agent_id, "remember to update the changelog", kind="info")
     prompt_file, env_file = tmp_path / "prompt.md", tmp_path / "env.json"
     task = town.tasks.add(f"[prompt {prompt_file}] [env {env_file}]")
     wait_terminal(town, task.id)

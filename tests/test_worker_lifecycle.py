@@ -8,7 +8,6 @@ import subprocess
 import sys
 import uuid
 
-from tinytown.core import messages
 from tinytown.config import load_config
 from tinytown.connection.embedded import EmbeddedServer
 from tinytown.core.errors import ExitStatus
@@ -127,14 +126,14 @@ def test_a_shutdown_message_drains_and_exits_0(worker_town, workers, run_tt):
     worker = workers.start(root, name="listener")
     worker.wait_event("agent_state", state="idle")
     town = open_town(root)
-    messages.send(town, worker.agent_id, "please keep this note", kind="info")
+    town.inbox.send(worker.agent_id, "please keep this note", kind="info")
 
     sent = run_tt("send", "listener", "--kind", "shutdown", cwd=root)
 
     assert sent.returncode == 0, sent.stderr
     assert worker.wait_exit(timeout=10) == 0
     assert worker.events("exit")[-1]["reason"] == "shutdown_message"
-    left = [m["type"] for m in messages.peek(town, worker.agent_id)[0]]
+    left = [m["type"] for m in town.inbox.peek(worker.agent_id)[0]]
     assert left == ["informational"]  # other messages are not consumed by the exit
 
 

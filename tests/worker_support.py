@@ -63,7 +63,7 @@ def in_process_worker(root: Path):
         yield worker
     finally:
         worker.logs.close()
-        worker.reader.close()
+        worker.docket.close()
         worker.town.redis.close()
 
 

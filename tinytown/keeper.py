@@ -27,7 +27,6 @@ import redis
 from tinytown.core import defaults
 from tinytown.recovery import recover
 from tinytown.store import Town
-from tinytown.store.lease import Lease
 
 log = logging.getLogger("tinytown.townhall")
 
@@ -35,7 +34,7 @@ log = logging.getLogger("tinytown.townhall")
 class Keeper:
     def __init__(self, town: Town):
         self.town = town
-        self.lease = Lease(town.redis, town.keys.keeper_lease, defaults.KEEPER_LEASE_SECS * 1000)
+        self.lease = town.lease(town.keys.keeper_lease, defaults.KEEPER_LEASE_SECS * 1000)
         self.stopped = threading.Event()
         # Longest sleep: an agent registered meanwhile (deadline ≥ its beat + its own window) is
         # seen no later than this after its window ends.

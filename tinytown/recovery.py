@@ -16,10 +16,8 @@ the caller's disk. These are operator actions, not hot paths: they read the agen
 
 from __future__ import annotations
 
-import json
-
 from tinytown.core import messages as inbox
-from tinytown.store.docket import GROUP, entry_task_id, forget_consumer, held_entries, holders, is_dead
+from tinytown.store.docket import is_dead
 from tinytown.core.errors import InvalidTransition
 from tinytown.core.states import BACKLOG_STATE, LIVE_TASK_STATES, TASK, TASK_RUNNING
 from tinytown.core.records import Agent
@@ -28,24 +26,6 @@ from tinytown.store import Town
 
 ORPHAN_ACTIONS = ("list", "to_backlog", "backlog", "cancel", "delete")
 _HELD_ENTRIES_PER_PASS = 1000
-
-# KEYS: 1 source list, 2 destination list; ARGV: 1 raw message, 2 rewritten message, 3 urgent.
-_MOVE_MESSAGE = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-if ARGV[3] == '1' then redis.call('LPUSH', KEYS[2], ARGV[2]) else redis.call('RPUSH', KEYS[2], ARGV[2]) end
-return 1
-"""
-
-
-def _activity(town: Town, agent_id: str, line: str) -> None:
-    """Upstream's activity log: newest first, ten lines, an hour."""
-    key = town.keys.activity(agent_id)
-    pipe = town.redis.pipeline(transaction=False)
-    pipe.lpush(key, f"[{to_rfc3339(now())}] {line}")
-    pipe.ltrim(key, 0, 9)
-    pipe.expire(key, 3600)
-    pipe.execute()
-
 
 def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: int = 0) -> int:
     """Give back every entry ``holder`` holds on ``stream`` (idle at least ``min_idle_ms``).
@@ -57,8 +37,8 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
     """
     returned = 0
     max_attempts = town.config.agent.max_attempts
-    for entry_id, _idle in held_entries(town.redis, stream, holder, min_idle_ms=min_idle_ms, count=_HELD_ENTRIES_PER_PASS):
-        task_id = entry_task_id(town.redis, stream, entry_id)
+    for entry_id, _idle in town.dockets.held(stream, holder, min_idle_ms=min_idle_ms, count=_HELD_ENTRIES_PER_PASS):
+        task_id = town.dockets.task_of(stream, entry_id)
         task = town.tasks.find(task_id) if task_id else None
         if task is not None and not task.terminal:
             owned = task.state == BACKLOG_STATE or task.assigned_to == holder
@@ -76,7 +56,7 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
                 assignee = "" if task.state == BACKLOG_STATE else holder
                 if town.tasks.requeue(task.id, expect=task.state, assignee=assignee).ok:
                     returned += 1
-        town.redis.xack(stream, GROUP, entry_id)
+        town.dockets.ack(stream, entry_id)
     return returned
 
 
@@ -98,15 +78,15 @@ def recover(town: Town, *, sweep_terminal: bool = True) -> dict:
         result = town.agents.update(agent.id, "recover")
         if result.ok:
             age = "never" if not agent.last_heartbeat else agent.last_heartbeat
-            _activity(town, agent.id, f"recovered: no heartbeat since {age}; marked stopped")
+            town.agents.log_activity(agent.id, f"recovered: no heartbeat since {age}; marked stopped")
             stopped.append(agent)
 
     reclaimed = 0
-    for holder in holders(town.redis, town.keys.docket):
+    for holder in town.dockets.holders(town.keys.docket):
         agent = town.agents.find(holder)
         if is_dead(agent, now_ms) and not still_finishing(town, agent, now_ms):
             reclaimed += return_held_entries(town, town.keys.docket, holder)
-            forget_consumer(town.redis, town.keys.docket, holder)  # dead consumers leave the group
+            town.dockets.forget(town.keys.docket, holder)  # dead consumers leave the group
     for agent in stopped:
         reclaimed += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id)
     if sweep_terminal:
@@ -123,7 +103,7 @@ def still_finishing(town: Town, agent: Agent | None, now_ms: int) -> bool:
     exits, once the task ends). Its entries stay with it, so the task does not run twice."""
     if agent is None or agent.active or agent.alive_until <= now_ms:
         return False
-    return bool(town.redis.exists(town.keys.stop(agent.id)))
+    return town.agents.stop_requested(agent.id)
 
 
 def recover_silent_workers(town: Town) -> int:
@@ -147,18 +127,8 @@ def _directed_tasks(town: Town, agent_ids: set[str]) -> list:
     """Live tasks (assigned or running) whose assignee is one of ``agent_ids``."""
     out = []
     for state in TASK["reassign"].source:  # the live states of a task aimed at an agent
-        ids = town.redis.zrange(town.keys.tasks_in_state(state), 0, -1)
-        out += [t for t in town.tasks.many(ids) if t is not None and t.assigned_to in agent_ids]
+        out += [t for t in town.tasks.many(town.tasks.ids_in_state(state)) if t is not None and t.assigned_to in agent_ids]
     return out
-
-
-def _move_message(town: Town, list_key: str, raw: str, target: Agent, urgent: bool) -> bool:
-    """Move one message to the target's inbox atomically; False if it was no longer there."""
-    message = inbox.decode(raw)
-    message["to"] = target.id
-    dest = town.keys.urgent(target.id) if urgent else town.keys.inbox(target.id)
-    move = town.redis.register_script(_MOVE_MESSAGE)
-    return bool(move(keys=[list_key, dest], args=[raw, json.dumps(message), "1" if urgent else "0"]))
 
 
 def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None, from_agent: str | None = None) -> dict:
@@ -206,17 +176,18 @@ def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None
         items.append(item)
 
     for agent in sources:
-        for urgent, list_key in ((True, town.keys.urgent(agent.id)), (False, town.keys.inbox(agent.id))):
-            for raw in town.redis.lrange(list_key, 0, -1):
-                message = inbox.decode(raw)
-                kind, summary = inbox.summarize(message)
-                item = {"agent": agent.name, "kind": "message", "id": message.get("id", ""), "type": kind,
-                        "summary": summary, "outcome": "listed"}  # fmt: skip
-                if target:
-                    item["outcome"] = "moved" if _move_message(town, list_key, raw, target, urgent) else "kept"
-                elif to_backlog:
-                    item["outcome"] = _message_to_backlog(town, agent, list_key, raw, message)
-                items.append(item)
+        urgent_list, _ = town.inbox.lists(agent.id)
+        for list_key, raw in town.inbox.raw(agent.id):
+            message = inbox.decode(raw)
+            kind, summary = inbox.summarize(message)
+            item = {"agent": agent.name, "kind": "message", "id": message.get("id", ""), "type": kind,
+                    "summary": summary, "outcome": "listed"}  # fmt: skip
+            if target:
+                moved = town.inbox.move(list_key, raw, target.id, urgent=list_key == urgent_list)
+                item["outcome"] = "moved" if moved else "kept"
+            elif to_backlog:
+                item["outcome"] = _message_to_backlog(town, agent, list_key, raw, message)
+            items.append(item)
 
     if to_backlog or target:
         reclaimed = sum(1 for i in items if i["outcome"] in ("moved", "to_backlog"))
@@ -230,7 +201,7 @@ def _message_to_backlog(town: Town, agent: Agent, list_key: str, raw: str, messa
     kind = message.get("type")
     if kind == "task" and message.get("description"):
         # Remove first: if the message is already gone someone else moved it; never duplicate.
-        if not town.redis.lrem(list_key, 1, raw):
+        if not town.inbox.remove(list_key, raw):
             return "kept"
         town.tasks.add(str(message["description"]), tags=["reclaimed"])
         return "to_backlog"
@@ -241,7 +212,7 @@ def _message_to_backlog(town: Town, agent: Agent, list_key: str, raw: str, messa
         if task.state != BACKLOG_STATE:
             if not town.tasks.requeue(task.id, expect=task.state, assignee=task.assigned_to or "").ok:
                 return "kept"
-        town.redis.lrem(list_key, 1, raw)
+        town.inbox.remove(list_key, raw)
         return "to_backlog"
     return "kept"
 
@@ -264,8 +235,7 @@ def orphan_tasks(town: Town, action: str = "list") -> dict:
     now_ms = town.agents.now_ms()
     verdicts: dict[str, tuple[str | None, bool]] = {}  # assignee → (reason, its worker still finishing)
     for state in LIVE_TASK_STATES:
-        ids = town.redis.zrange(town.keys.tasks_in_state(state), 0, -1)
-        for task in town.tasks.many(ids):
+        for task in town.tasks.many(town.tasks.ids_in_state(state)):
             if task is None or not task.assigned_to:
                 continue
             if task.assigned_to not in verdicts:

@@ -16,7 +16,6 @@ from tinytown.api.auth import Authenticator
 from tinytown.config import Config
 from tinytown.keeper import Keeper
 from tinytown.store import Town
-from tinytown.store.missions import MissionStore
 from tinytown.api.access import install_audit
 from tinytown.api.manage import manage
 from tinytown.api.problems import register_error_handlers
@@ -38,7 +37,7 @@ def create_app(config: Config, town: Town | None = None, *, keeper: bool = False
     app = Flask("townhall", static_folder=None)
     app.config["STARTED_MONOTONIC"] = time.monotonic()
     app.config["TOWN"] = town = town or Town.connect(config)
-    app.config["MISSIONS"] = getattr(town, "missions", None) or MissionStore(town.redis, town.keys)
+    app.config["MISSIONS"] = town.missions
     app.config["AUTHENTICATOR"] = Authenticator(config.townhall.auth, **auth_options)
     app.config["MAX_CONTENT_LENGTH"] = config.townhall.max_body_bytes
     app.json.sort_keys = False

@@ -64,10 +64,4 @@ def task_json(task: Task) -> dict:
 
 def current_scopes(agents: list[Agent]) -> dict[str, str]:
     """Description of each agent's ``current_task`` (one pipelined read)."""
-    ids = [a.current_task for a in agents if a.current_task]
-    if not ids:
-        return {}
-    pipe = town().redis.pipeline(transaction=False)
-    for tid in ids:
-        pipe.hget(town().keys.task(tid), "description")
-    return {tid: desc for tid, desc in zip(ids, pipe.execute()) if desc is not None}
+    return town().tasks.descriptions([a.current_task for a in agents if a.current_task])

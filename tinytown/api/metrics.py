@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tinytown.core.states import TASK
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -49,21 +51,13 @@ class MetricsSnapshot:
 
 def read_snapshot(town) -> MetricsSnapshot:
     """Everything one scrape shows, from Redis (raises redis errors)."""
-    from tinytown.api.signals import ping_ms, town_counts
-
-    latency = ping_ms(town) / 1000
-    counts = town_counts(town)
-    agent_ids = town.redis.smembers(town.keys.agents)
-    urgent = 0
-    if agent_ids:
-        pipe = town.redis.pipeline(transaction=False)
-        for agent_id in agent_ids:
-            pipe.llen(town.keys.urgent(agent_id))
-        urgent = sum(pipe.execute())
+    latency = town.ping_ms() / 1000
+    counts = town.counts()
+    urgent = town.inbox.urgent_total(town.agents.ids())
     by_state = {**counts.agents.live, "dead": counts.agents.dead_total}
     return MetricsSnapshot(
         ready=True, agents_by_state={s: n for s, n in by_state.items() if n > 0}, backlog=counts.backlog,
-        assigned_pending=counts.tasks["assigned"], completed=counts.tasks["completed"],
+        assigned_pending=counts.tasks[TASK["assign"].target], completed=counts.tasks[TASK["complete"].target],
         missions_active=counts.missions_active, redis_latency_seconds=round(latency, 6), urgent_messages=urgent,
     )  # fmt: skip
 

@@ -13,7 +13,7 @@ from tinytown.api import metrics
 from tinytown.connection.target import resolve_target
 from tinytown.core.urls import redact_text
 from tinytown.api.problems import problem, redis_detail
-from tinytown.api.signals import dispatcher_status, ping_ms, scaling
+from tinytown.api.signals import dispatcher_status, scaling
 
 public = Blueprint("public", __name__)
 SPEC_RESOURCE = "townhall-v1.yaml"
@@ -38,7 +38,7 @@ def ready():
     """Readiness (upstream §10.1): Redis answers PING; a stalled dispatcher is reported, not 503."""
     town = _town()
     try:
-        latency = ping_ms(town)
+        latency = town.ping_ms()
     except (redis.RedisError, OSError) as err:
         detail = redact_text(str(err), resolve_target(town.config).url)
         body = {"status": "not_ready", "redis": "disconnected", "dispatcher": "unknown", "town": town.config.name,

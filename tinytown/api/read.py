@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from tinytown.core import defaults, messages
-from tinytown.core.states import TASK_STATES
+from tinytown.core.states import TASK, TASK_STATES
 from tinytown.connection.target import resolve_target
 from tinytown.core.states import WORK_STATUSES
 from tinytown.api.access import protect
@@ -30,16 +30,11 @@ def status():
     agents = t.agents.all()
     now_ms = t.agents.now_ms()
     scopes = current_scopes(agents)
-    pipe = t.redis.pipeline(transaction=False)
-    for a in agents:
-        pipe.llen(t.keys.inbox(a.id))
-        pipe.llen(t.keys.urgent(a.id))
-    lengths = pipe.execute() if agents else []
     rows = []
-    for i, a in enumerate(agents):
+    for a, (inbox_len, urgent_len) in zip(agents, t.inbox.lengths(a.id for a in agents)):
         row = agent_json(a, scopes.get(a.current_task or ""), now_ms)
         row.update(rounds_completed=a.rounds_completed, tasks_completed=a.tasks_completed,
-                   inbox_len=lengths[2 * i], urgent_len=lengths[2 * i + 1])  # fmt: skip
+                   inbox_len=inbox_len, urgent_len=urgent_len)  # fmt: skip
         rows.append(row)
     info = town_info()
     return {**info, "agent_count": len(rows), "agents": rows}
@@ -75,14 +70,8 @@ def pending_tasks():
     """Tasks assigned to an agent and not yet started (upstream listed inbox task messages)."""
     t = town()
     offset, limit = page()
-    tasks, total = t.tasks.list("assigned", offset=offset, limit=limit)
-    names = {}
-    ids = sorted({task.assigned_to for task in tasks if task.assigned_to})
-    if ids:
-        pipe = t.redis.pipeline(transaction=False)
-        for agent_id in ids:
-            pipe.hget(t.keys.agent(agent_id), "name")
-        names = dict(zip(ids, pipe.execute()))
+    tasks, total = t.tasks.list(TASK["assign"].target, offset=offset, limit=limit)
+    names = t.agents.names({task.assigned_to for task in tasks if task.assigned_to})
     rows = [
         {"task_id": task.id, "description": task.description, "agent_id": task.assigned_to,
          "agent_name": names.get(task.assigned_to or "")}
@@ -114,7 +103,7 @@ def backlog():
 def inbox(agent: str):
     """The first 100 regular messages (peeked, not consumed) and both inbox lengths."""
     agent_id, _ = agent_id_for(agent, allow_supervisor=True)
-    msgs, total, urgent = messages.peek(town(), agent_id, defaults.TOWNHALL_INBOX_PEEK)
+    msgs, total, urgent = town().inbox.peek(agent_id, defaults.TOWNHALL_INBOX_PEEK)
     rows = []
     for m in msgs:
         kind, summary = messages.summarize(m)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from tinytown.core import defaults, inputs, messages
+from tinytown.core import defaults, inputs
 from tinytown.core.records import SUPERVISOR_ID, Task
 from tinytown.core.states import TASK
 from tinytown.core.states import WORK_STATUSES
@@ -129,7 +129,7 @@ def send_message():
     sender = agent_id_for(from_ref, allow_supervisor=True)[0] if from_ref else SUPERVISOR_ID
     if kind not in ("task", "query", "info", "ack"):
         kind = "task"  # upstream: an unknown kind is a task
-    message = messages.send(town(), to_id, text, kind=kind, sender=sender, urgent=urgent)
+    message = town().inbox.send(to_id, text, kind=kind, sender=sender, urgent=urgent)
     return {"message_id": message["id"], "to_agent": to_id, "urgent": urgent}, 201
 
 

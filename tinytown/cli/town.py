@@ -136,7 +136,7 @@ def liveness(agent, now_ms: int) -> str:
 @guard_redis
 def cmd_status(args: argparse.Namespace) -> int:
     town = open_town(args)
-    info = town.redis.info("server")
+    version = town.server_version()
     agents = town.agents.all()
     now_ms = town.agents.now_ms()
     task_counts = town.tasks.counts()
@@ -145,7 +145,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "name": town.config.name,
         "root": str(town.config.root),
         "redis_url": resolve_target(town.config).display,
-        "redis_version": info.get("redis_version"),
+        "redis_version": version,
         "agent_count": len(agents),
         "agents": [
             {"id": a.id, "name": a.name, "state": a.state, "alive": a.alive(now_ms), "current_task": a.current_task,

@@ -63,7 +63,7 @@ def _agent_id(town, ref: str | None) -> str:
 def cmd_send(args: argparse.Namespace) -> int:
     town = open_town(args)
     agent = town.agents.resolve(args.agent)
-    sent = messages.send(town, agent.id, args.message, kind=args.kind, sender=_agent_id(town, args.sender), urgent=args.urgent)
+    sent = town.inbox.send(agent.id, args.message, kind=args.kind, sender=_agent_id(town, args.sender), urgent=args.urgent)
     if args.json:
         print_json({"message_id": sent["id"], "to_agent": agent.id, "urgent": args.urgent})
     else:
@@ -75,7 +75,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_inbox(args: argparse.Namespace) -> int:
     town = open_town(args)
     agent = town.agents.resolve(args.agent)
-    found, total, urgent = messages.peek(town, agent.id)
+    found, total, urgent = town.inbox.peek(agent.id)
     rows = [{"id": m.get("id", ""), "from": m.get("from", ""), "type": t, "summary": s}
             for m in found for t, s in [messages.summarize(m)]]  # fmt: skip
     if args.json:

@@ -103,6 +103,9 @@ CLI_STOP_GRACE_SECS = 5
 # The stop flag an agent stopped from outside gets (POST /v1/agents/{agent}/kill) expires after
 # this long, as upstream's does.
 STOP_FLAG_TTL_SECS = 3600
+# An agent's activity log (tt:<town>:activity:<id>, upstream's): this many lines, kept this long.
+ACTIVITY_LOG_LINES = 10
+ACTIVITY_LOG_TTL_SECS = 3600
 # How often a worker waiting on its CLI wakes to check signals and the task timeout.
 CLI_POLL_SECS = 0.2
 # How long a worker's control listener waits for a nudge before it looks whether it should end

@@ -1,16 +1,13 @@
-"""Agent inbox messages (upstream spec §4.4): JSON documents on per-agent Redis lists.
-
-Normal messages are ``RPUSH``ed to ``inbox:<id>`` (FIFO); urgent ones ``LPUSH``ed to
-``urgent:<id>``. A worker reads both with its next claim, puts them into that task's prompt and
-removes them once the CLI runs; a ``shutdown`` message makes it drain and exit. :func:`build_message` and :func:`summarize` are pure.
-"""
+"""Agent inbox messages (upstream spec §4.4): the JSON documents, built, summarised and read
+back. Pure; the lists they live on are :mod:`tinytown.store.inbox`. A ``shutdown`` message makes
+a worker drain and exit."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
 
-from tinytown.core.records import SUPERVISOR_ID, new_id
+from tinytown.core.records import new_id
 
 SEND_KINDS = ("task", "query", "info", "ack", "shutdown")
 ACTIONABLE_TYPES = ("task", "query", "task_assign", "status_request", "ping", "shutdown", "custom")
@@ -84,24 +81,3 @@ def decode(raw: str) -> dict:
     except ValueError:
         pass
     return {"id": "", "type": "informational", "summary": raw}
-
-
-def send(town, to_agent_id: str, text: str, *, kind: str = "task", sender: str = SUPERVISOR_ID, urgent: bool = False) -> dict:
-    """Put a message on an agent's inbox (urgent: at the head of its urgent list)."""
-    message = build_message(sender, to_agent_id, text, kind)
-    encoded = json.dumps(message)
-    if urgent:
-        town.redis.lpush(town.keys.urgent(to_agent_id), encoded)
-    else:
-        town.redis.rpush(town.keys.inbox(to_agent_id), encoded)
-    return message
-
-
-def peek(town, agent_id: str, limit: int = 100) -> tuple[list[dict], int, int]:
-    """The first ``limit`` normal messages, the inbox length and the urgent length."""
-    pipe = town.redis.pipeline(transaction=False)
-    pipe.lrange(town.keys.inbox(agent_id), 0, limit - 1)
-    pipe.llen(town.keys.inbox(agent_id))
-    pipe.llen(town.keys.urgent(agent_id))
-    raw, total, urgent = pipe.execute()
-    return [decode(m) for m in raw], total, urgent

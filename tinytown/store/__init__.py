@@ -1,12 +1,15 @@
-"""Redis records and their atomic state transitions.
+"""The one door to Redis: records, their atomic state changes, and every read the town makes.
 
-``Town`` is the one object the API, the CLI and the worker hold: the config, a verified Redis
-client, the town's key names and the stores over them. Each state change updates the record and
-its index sets in one Lua script, so counts stay exact under concurrency.
+``Town`` is the one object the API, the CLI, the worker, the keeper and recovery hold: the
+config, a verified Redis client, the town's key names and the stores over them. Nothing outside
+this package (and the connection set-up in :mod:`tinytown.connection`) sends a Redis command;
+``tests/test_structure.py`` holds the code to that. Each state change updates the record and its
+index sets in one Lua script, so counts stay exact under concurrency.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import redis
@@ -14,6 +17,11 @@ import redis
 from tinytown.config import Config
 from tinytown.core.keys import Keys
 from tinytown.store.agents import AgentStore
+from tinytown.store.counts import TownCounts, town_counts
+from tinytown.store.docket import Docket, Dockets
+from tinytown.store.inbox import InboxStore
+from tinytown.store.lease import Lease
+from tinytown.store.missions import MissionStore
 from tinytown.store.tasks import TaskStore
 
 
@@ -26,6 +34,9 @@ class Town:
         self.keys = Keys(self.config.name)
         self.tasks = TaskStore(self.redis, self.keys)
         self.agents = AgentStore(self.redis, self.keys, self.config.agent.heartbeat_interval_secs)
+        self.missions = MissionStore(self.redis, self.keys)
+        self.inbox = InboxStore(self.redis, self.keys)
+        self.dockets = Dockets(self.redis, self.keys)
 
     @classmethod
     def connect(cls, config: Config, *, start_server: bool = True) -> "Town":
@@ -36,5 +47,29 @@ class Town:
         town.agents.upgrade_index()
         return town
 
+    def docket(self, agent_id: str) -> Docket:
+        """One worker's view of the docket, with a connection of its own for the blocking read."""
+        return Docket(self, agent_id)
 
-__all__ = ["Town", "TaskStore", "AgentStore"]
+    def counts(self, *, idle_times: bool = False) -> TownCounts:
+        """Every count the scaling signal and metrics need, in one round trip."""
+        return town_counts(self.redis, self.keys, self.agents, idle_times=idle_times)
+
+    def lease(self, key: str, ttl_ms: int) -> Lease:
+        return Lease(self.redis, key, ttl_ms)
+
+    def ping_ms(self) -> float:
+        """One PING's round trip in milliseconds; raises if Redis does not answer PONG."""
+        start = time.perf_counter()
+        if not self.redis.ping():
+            raise redis.ConnectionError("PING did not answer PONG")
+        return (time.perf_counter() - start) * 1000
+
+    def server_version(self) -> str:
+        return str(self.redis.info("server").get("redis_version", ""))
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+__all__ = ["Town", "TaskStore", "AgentStore", "MissionStore", "InboxStore"]

@@ -101,6 +101,32 @@ class AgentStore:
             raise NotFound(f"agent {agent_id} not found")
         return agent
 
+    def ids(self) -> set[str]:
+        return self.r.smembers(self.keys.agents)
+
+    def names(self, agent_ids) -> dict[str, str]:
+        """Each existing agent's name, one round trip."""
+        ids = sorted(agent_ids)
+        if not ids:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for agent_id in ids:
+            pipe.hget(self.keys.agent(agent_id), "name")
+        return {i: n for i, n in zip(ids, pipe.execute()) if n is not None}
+
+    def stop_requested(self, agent_id: str) -> bool:
+        """The graceful stop flag (``POST /v1/agents/{agent}/kill``) is set."""
+        return bool(self.r.exists(self.keys.stop(agent_id)))
+
+    def log_activity(self, agent_id: str, line: str) -> None:
+        """Upstream's activity log: newest first, ten lines, an hour."""
+        key = self.keys.activity(agent_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lpush(key, f"[{to_rfc3339(now())}] {line}")
+        pipe.ltrim(key, 0, defaults.ACTIVITY_LOG_LINES - 1)
+        pipe.expire(key, defaults.ACTIVITY_LOG_TTL_SECS)
+        pipe.execute()
+
     def all(self) -> list[Agent]:
         """Every registered agent, from the ``agents`` index (one pipeline, no key-space scan)."""
         return [a for a in self.many(sorted(self.r.smembers(self.keys.agents))) if a is not None]

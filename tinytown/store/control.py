@@ -36,3 +36,20 @@ def parse(message: str) -> tuple[str, str]:
     """``"cancel <id>"`` → ``("cancel", "<id>")``; ``"stop"`` → ``("stop", "")``."""
     kind, _, task_id = message.partition(" ")
     return kind, task_id
+
+
+class Listener:
+    """A worker's subscription to its control channel. Raises ``redis.RedisError`` when Redis is
+    away or the channel is not allowed; close it and make a new one to listen again."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, agent_id: str):
+        self._pubsub = r.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(keys.control(agent_id))
+
+    def next(self, timeout: float) -> tuple[str, str] | None:
+        """The next nudge as ``(kind, task id)``, or None after ``timeout`` seconds."""
+        message = self._pubsub.get_message(timeout=timeout)
+        return parse(message["data"]) if message is not None else None
+
+    def close(self) -> None:
+        self._pubsub.close()

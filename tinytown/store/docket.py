@@ -23,7 +23,6 @@ import redis
 from tinytown.core import defaults
 from tinytown.core.records import Agent, Task
 from tinytown.core.clock import now, to_rfc3339
-from tinytown.store import Town
 from tinytown.core.states import AGENT_NO_WORK_STATES, TASK, TASK_STATES
 from tinytown.store.scripts import DOCKET_CLAIM, queue_script
 from tinytown.store.tasks import ensure_group
@@ -147,10 +146,33 @@ def entry_task_id(r: redis.Redis, stream: str, entry_id: str) -> str | None:
     return rows[0][1].get("task_id") if rows else None
 
 
+class Dockets:
+    """Every stream of the town's docket, for recovery: who holds what, and giving entries back."""
+
+    def __init__(self, r: redis.Redis, keys):
+        self.r, self.keys = r, keys
+
+    def holders(self, stream: str) -> dict[str, int]:
+        return holders(self.r, stream)
+
+    def held(self, stream: str, consumer: str, *, min_idle_ms: int = 0, count: int = 100) -> list[tuple[str, int]]:
+        return held_entries(self.r, stream, consumer, min_idle_ms=min_idle_ms, count=count)
+
+    def task_of(self, stream: str, entry_id: str) -> str | None:
+        return entry_task_id(self.r, stream, entry_id)
+
+    def ack(self, stream: str, entry_id: str) -> None:
+        self.r.xack(stream, GROUP, entry_id)
+
+    def forget(self, stream: str, consumer: str) -> bool:
+        return forget_consumer(self.r, stream, consumer)
+
+
 class Docket:
     """One worker's view of the docket: its own stream and the shared one."""
 
-    def __init__(self, town: Town, agent_id: str, reader: redis.Redis | None = None):
+    def __init__(self, town, agent_id: str, reader: redis.Redis | None = None):
+        """``town``: the :class:`tinytown.store.Town` whose docket this is."""
         self.town, self.r, self.keys = town, town.redis, town.keys
         self.config = town.config
         self.agent_id = agent_id
@@ -170,6 +192,15 @@ class Docket:
         self._claim_keys = [self.own, self.shared, k.tasks, k.backlog, k.urgent(agent_id), k.inbox(agent_id), k.agent(agent_id)]
         self._claim_keys += [k.tasks_in_state(s) for s in TASK_STATES]
         self._claim_args = [GROUP, agent_id, k.task_prefix, "," + ",".join(AGENT_NO_WORK_STATES) + ","]
+
+    def end_read(self) -> bool:
+        """Make a blocking read in progress return now (``CLIENT UNBLOCK``, from another thread);
+        False if no read is in progress or it had already returned."""
+        reader = self.reader_id
+        return reader is not None and bool(self.r.client_unblock(reader))
+
+    def close(self) -> None:
+        self.reader.close()
 
     def ensure_groups(self) -> None:
         ensure_group(self.r, self.own)

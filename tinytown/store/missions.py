@@ -116,6 +116,12 @@ class MissionStore:
             raise NotFound(f"mission {mission_id} not found")
         return mission
 
+    def active(self) -> list[Mission]:
+        """The missions in the active set (O(active missions), not every mission ever made)."""
+        ids = sorted(self.r.smembers(self.keys.missions_active))
+        docs = self.r.mget([self.keys.mission(i) for i in ids]) if ids else []
+        return [m for m in (Mission.decode(d) for d in docs) if m is not None]
+
     def list(self, *, active_only: bool = False, offset: int = 0, limit: int = 100) -> tuple[list[Mission], int]:
         """Missions newest first (or only active ones), a page of them, and the total."""
         if active_only:

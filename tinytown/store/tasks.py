@@ -141,6 +141,20 @@ class TaskStore:
             pipe.hgetall(self.keys.task(tid))
         return [Task.from_hash(d) if d else None for d in pipe.execute()] if ids else []
 
+    def descriptions(self, task_ids: Iterable[str]) -> dict[str, str]:
+        """Each existing task's description, one round trip."""
+        ids = list(task_ids)
+        if not ids:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for tid in ids:
+            pipe.hget(self.keys.task(tid), "description")
+        return {tid: desc for tid, desc in zip(ids, pipe.execute()) if desc is not None}
+
+    def ids_in_state(self, state: str) -> list[str]:
+        """Every task id in ``state``, oldest first (an operator's read, not a hot path)."""
+        return self.r.zrange(self.keys.tasks_in_state(state), 0, -1)
+
     def list(self, state: str | None = None, *, offset: int = 0, limit: int = 100) -> tuple[list[Task], int]:
         """Tasks oldest first (optionally one state), a page of them, and the total count."""
         key = self.keys.tasks_in_state(state) if state else self.keys.tasks

@@ -1,0 +1,93 @@
+"""Agents' inboxes (upstream spec §4.4): JSON messages on two lists per agent.
+
+Normal messages are ``RPUSH``ed to ``inbox:<id>`` (FIFO); urgent ones ``LPUSH``ed to
+``urgent:<id>``. A worker reads both with its claim (the docket's script), puts them into the
+task's prompt and removes them once the CLI runs. The documents themselves are built and read
+by :mod:`tinytown.core.messages`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+import redis
+
+from tinytown.core.keys import Keys
+from tinytown.core.messages import build_message, decode
+from tinytown.core.records import SUPERVISOR_ID
+
+# Move one message to another agent's list atomically, rewritten (its "to").
+# KEYS: 1 source list, 2 destination list; ARGV: 1 raw message, 2 rewritten message, 3 urgent.
+_MOVE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+if ARGV[3] == '1' then redis.call('LPUSH', KEYS[2], ARGV[2]) else redis.call('RPUSH', KEYS[2], ARGV[2]) end
+return 1
+"""
+
+
+class InboxStore:
+    def __init__(self, r: redis.Redis, keys: Keys):
+        self.r, self.keys = r, keys
+        self._move = r.register_script(_MOVE)
+
+    def lists(self, agent_id: str) -> tuple[str, str]:
+        """The agent's two lists, urgent first (the order a worker reads them in)."""
+        return self.keys.urgent(agent_id), self.keys.inbox(agent_id)
+
+    def send(self, to_agent_id: str, text: str, *, kind: str = "task", sender: str = SUPERVISOR_ID,
+             urgent: bool = False) -> dict:  # fmt: skip
+        """Put a message on an agent's inbox (urgent: at the head of its urgent list)."""
+        message = build_message(sender, to_agent_id, text, kind)
+        encoded = json.dumps(message)
+        if urgent:
+            self.r.lpush(self.keys.urgent(to_agent_id), encoded)
+        else:
+            self.r.rpush(self.keys.inbox(to_agent_id), encoded)
+        return message
+
+    def peek(self, agent_id: str, limit: int = 100) -> tuple[list[dict], int, int]:
+        """The first ``limit`` normal messages, the inbox length and the urgent length."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lrange(self.keys.inbox(agent_id), 0, limit - 1)
+        pipe.llen(self.keys.inbox(agent_id))
+        pipe.llen(self.keys.urgent(agent_id))
+        raw, total, urgent = pipe.execute()
+        return [decode(m) for m in raw], total, urgent
+
+    def raw(self, agent_id: str, limit: int = -1) -> list[tuple[str, str]]:
+        """``(list key, raw message)`` of the agent's messages, urgent ones first."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in self.lists(agent_id):
+            pipe.lrange(key, 0, limit if limit < 0 else limit - 1)
+        return [(key, raw) for key, raws in zip(self.lists(agent_id), pipe.execute()) for raw in raws]
+
+    def lengths(self, agent_ids: Iterable[str]) -> list[tuple[int, int]]:
+        """``(inbox length, urgent length)`` per agent, one round trip."""
+        ids = list(agent_ids)
+        if not ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for agent_id in ids:
+            pipe.llen(self.keys.inbox(agent_id))
+            pipe.llen(self.keys.urgent(agent_id))
+        out = pipe.execute()
+        return list(zip(out[::2], out[1::2]))
+
+    def urgent_total(self, agent_ids: Iterable[str]) -> int:
+        return sum(urgent for _, urgent in self.lengths(agent_ids))
+
+    def remove(self, list_key: str, raw: str) -> bool:
+        """Take one message off a list; False if it was no longer there."""
+        return bool(self.r.lrem(list_key, 1, raw))
+
+    def queue_remove(self, pipe, list_key: str, raw: str) -> None:
+        pipe.lrem(list_key, 1, raw)
+
+    def move(self, list_key: str, raw: str, target_id: str, *, urgent: bool) -> bool:
+        """Move one message to another agent's inbox, addressed to it, atomically; False if it
+        was no longer where it was."""
+        message = decode(raw)
+        message["to"] = target_id
+        dest = self.keys.urgent(target_id) if urgent else self.keys.inbox(target_id)
+        return bool(self._move(keys=[list_key, dest], args=[raw, json.dumps(message), "1" if urgent else "0"]))
