@@ -239,15 +239,16 @@ class ScaledTown:
         return {k: v for k, v in values.items() if v is not None}
 
     def scaler(self, config_file: Path | None = None, **overrides: Any):
-        """An in-process ``scaler.Scaler``; ``.run_pass(time.time())`` is one pass."""
-        import scaler
+        """An in-process ``Scaler``; ``.run_pass(time.time())`` is one pass."""
+        from tinytown.scaler.config import load_config as load_scaler_config
+        from tinytown.scaler.reconcile import Scaler
 
         flags = {k: ([str(x) for x in v] if isinstance(v, list) else str(v))
                  for k, v in self.settings(**overrides).items()}
         flags["config"] = str(config_file) if config_file else None
         environ = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV
                    and not k.startswith("TINYTOWN_SCALER_")}
-        return scaler.Scaler(scaler.load_config(flags, environ), environ)
+        return Scaler(load_scaler_config(flags, environ), environ)
 
     def cli_args(self, config_file: Path | None = None, **overrides: Any) -> list[str]:
         """``python scaler.py`` options for the same settings."""

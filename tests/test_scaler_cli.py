@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
-import scaler
+from tinytown.scaler.cli import build_parser
+from tinytown.scaler.defaults import SCALE_DOWN_COOLDOWN_SECS
+from tinytown.scaler.errors import ExitStatus
+from tinytown.scaler.settings import SETTINGS
 
 from .scaler_stack import FakeTownhall
 
@@ -86,7 +89,7 @@ def test_help_exits_0_and_names_every_setting_with_its_environment_variable():
     result = run("--help")
     assert result.returncode == 0
     flat = " ".join(result.stdout.split())
-    for setting in scaler.SETTINGS:
+    for setting in SETTINGS:
         assert setting.option in flat
         if setting.env:
             assert setting.env in flat
@@ -100,18 +103,18 @@ def test_the_docs_hold_the_current_help_text():
 
 def test_the_docs_list_every_exit_code():
     text = DOCS.read_text()
-    for status in scaler.ExitStatus:
+    for status in ExitStatus:
         assert re.search(rf"^\| `{int(status)}` \| `{status.name}`", text, re.M), status.name
 
 
 def test_every_scaler_flag_in_the_deploy_files_and_docs_exists():
-    known = {a for action in scaler.build_parser()._actions for a in action.option_strings}
+    known = {a for action in build_parser()._actions for a in action.option_strings}
     texts = [p.read_text() for p in (ROOT / "deploy" / "systemd").glob("*")] + [DOCS.read_text()]
     used = set()
     for text in texts:
         used |= set(re.findall(r"`(--[a-z][a-z-]+)", text))  # `--once` in prose
         for line in text.splitlines():  # command lines that run the scaler
-            if "scaler.py" in line and "--" in line:
+            if re.search(r"scaler\.py|tinytown-scaler(\s|$)", line) and "--" in line:
                 used |= set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", line))
     assert used and used - known == set()
 
@@ -125,7 +128,7 @@ def test_the_example_config_file_is_valid():
 # --- configuration ---------------------------------------------------------------------------
 def test_a_bad_flag_value_exits_3_naming_the_key_value_and_expected_form():
     result = run("--max-workers", "lots", "config")
-    assert result.returncode == scaler.ExitStatus.CONFIG_ERROR == 3
+    assert result.returncode == ExitStatus.CONFIG_ERROR == 3
     assert "max_workers='lots'" in result.stderr and "--max-workers" in result.stderr
     assert "whole number" in result.stderr
 
@@ -174,7 +177,7 @@ def test_a_worker_env_may_not_set_the_agent_id():
 
 
 def test_an_unknown_command_is_a_usage_error():
-    assert run("explode").returncode == scaler.ExitStatus.USAGE == 2
+    assert run("explode").returncode == ExitStatus.USAGE == 2
 
 
 def test_flags_beat_the_environment_which_beats_the_file(tmp_path):
@@ -184,7 +187,7 @@ def test_flags_beat_the_environment_which_beats_the_file(tmp_path):
                  env=clean_env(TINYTOWN_SCALER_MIN_WORKERS="3", TINYTOWN_SCALER_MAX_WORKERS="6"))
     config = json.loads(result.stdout)
     assert (config["min_workers"], config["max_workers"], config["interval_secs"],
-            config["scale_down_cooldown_secs"]) == (2, 6, 30.0, scaler.SCALE_DOWN_COOLDOWN_SECS)
+            config["scale_down_cooldown_secs"]) == (2, 6, 30.0, SCALE_DOWN_COOLDOWN_SECS)
 
 
 def test_the_config_file_may_come_from_the_environment(tmp_path):
@@ -253,7 +256,7 @@ def test_unreachable_townhall_exits_4_and_does_nothing(state_file, dead_outpost_
     result = run("--once", "--json", "--dry-run", "--image", "worker:1", "--url",
                  f"http://127.0.0.1:{closed_port()}", "--state-file", str(state_file),
                  "--config", str(dead_outpost_config))
-    assert result.returncode == scaler.ExitStatus.TOWNHALL_UNAVAILABLE == 4
+    assert result.returncode == ExitStatus.TOWNHALL_UNAVAILABLE == 4
     report = last_json_line(result.stdout)
     assert report["plan"] is None and report["actions"] == []
     assert "signal_unavailable" in result.stderr and "nothing changed" in result.stderr
@@ -305,7 +308,7 @@ def test_every_outpost_unreachable_exits_5_and_opens_its_breaker(townhall, state
     townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
     result = run("--once", "--json", "--image", "worker:1", "--url", townhall.url,
                  "--state-file", str(state_file), "--config", str(dead_outpost_config))
-    assert result.returncode == scaler.ExitStatus.DOCKER_UNAVAILABLE == 5
+    assert result.returncode == ExitStatus.DOCKER_UNAVAILABLE == 5
     report = last_json_line(result.stdout)
     assert report["actions"] == [] and report["outposts"][0]["reachable"] is False
     saved = json.loads(state_file.read_text())
@@ -367,7 +370,7 @@ def test_a_second_signal_during_a_pass_ends_the_loop_at_once_with_130(townhall, 
         while "event=stopping" not in proc.stderr.readline():  # the first one was heard
             pass
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == scaler.ExitStatus.INTERRUPTED == 130
+        assert proc.wait(timeout=10) == ExitStatus.INTERRUPTED == 130
     finally:
         watchdog.cancel()
         proc.kill()
@@ -378,8 +381,8 @@ def test_the_systemd_loop_unit_runs_the_loop():
     unit = (ROOT / "deploy" / "systemd" / "tinytown-scaler.service").read_text()
     exec_line = next(l for l in unit.splitlines() if l.startswith("ExecStart="))
     argv = shlex.split(exec_line.removeprefix("ExecStart="))
-    assert argv[1].endswith("scaler.py")
-    parsed = scaler.build_parser().parse_args(argv[2:])
+    assert argv[0].endswith("/tinytown-scaler")
+    parsed = build_parser().parse_args(argv[1:])
     assert parsed.subcommand == "run" and not parsed.once
 
 
@@ -405,7 +408,7 @@ def test_a_state_file_of_another_town_exits_3_and_is_left_unchanged(townhall, st
     before = other_towns_state(state_file)
     result = run("--once", "--json", "--image", "worker:1", "--url", townhall.url,
                  "--state-file", str(state_file), "--config", str(dead_outpost_config))
-    assert result.returncode == scaler.ExitStatus.CONFIG_ERROR == 3
+    assert result.returncode == ExitStatus.CONFIG_ERROR == 3
     report = last_json_line(result.stdout)
     assert report["actions"] == [] and report["plan"] is None and report["outposts"] == []
     for part in (str(state_file), "'elsewhere'", "'demo'", "--state-file",

@@ -7,21 +7,35 @@ draining, restarting and removing containers) is covered by the Docker integrati
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-import scaler
-from scaler import (
-    Agent,
-    Breaker,
-    Config,
-    ContainerMemory,
-    CrashWatch,
-    Malformed,
-    OutpostView,
-    State,
-    Worker,
+from tinytown.scaler.containers import Worker, container_health, worker_from_attrs
+from tinytown.scaler.crash_loops import CrashWatch, crash_limited, is_crash, watch_exits
+from tinytown.scaler.epoch import epoch_secs
+from tinytown.scaler.errors import Malformed
+from tinytown.scaler.health import (
+    Verdict,
+    drain_veto,
+    evidence_conflicts,
+    health_verdict,
+    health_veto,
+    next_failure_count,
 )
+from tinytown.scaler.memory import ContainerMemory, State
+from tinytown.scaler.outposts import worker_healthcheck
+from tinytown.scaler.placement import Breaker, OutpostView, choose_outposts
+from tinytown.scaler.policy import (
+    clamp_target,
+    drain_candidates,
+    exited_to_remove,
+    plan_pass,
+    scale_down_gate,
+)
+from tinytown.scaler.settings import Config, Outpost
+from tinytown.scaler.state_file import state_path
+from tinytown.scaler.wire import Agent, Signal, parse_agents, parse_signal
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0
@@ -38,8 +52,8 @@ def signal_body(**overrides):
     return body
 
 
-def signal(**overrides) -> scaler.Signal:
-    return scaler.parse_signal(signal_body(**overrides))
+def signal(**overrides) -> Signal:
+    return parse_signal(signal_body(**overrides))
 
 
 def worker(n: int, outpost: str = "local", status: str = "running", age_secs: float = HOUR,
@@ -69,7 +83,7 @@ def test_a_valid_signal_parses():
 def test_a_signal_without_idle_and_busy_agents_parses_so_upstream_townhall_works():
     body = signal_body()
     del body["idle_agents"], body["busy_agents"]
-    assert scaler.parse_signal(body).idle_agents is None
+    assert parse_signal(body).idle_agents is None
 
 
 @pytest.mark.parametrize("field", [
@@ -80,34 +94,34 @@ def test_a_signal_missing_a_field_is_malformed(field):
     body = signal_body()
     del body[field]
     with pytest.raises(Malformed, match=field):
-        scaler.parse_signal(body)
+        parse_signal(body)
 
 
 @pytest.mark.parametrize("value", [True, -1, 2.0, "2", None])
 def test_a_count_that_is_not_a_whole_number_at_least_zero_is_malformed(value):
     with pytest.raises(Malformed, match="desired_agents"):
-        scaler.parse_signal(signal_body(desired_agents=value))
+        parse_signal(signal_body(desired_agents=value))
 
 
 def test_an_unknown_recommendation_is_malformed():
     with pytest.raises(Malformed, match="scaling_recommendation"):
-        scaler.parse_signal(signal_body(scaling_recommendation="scale_sideways"))
+        parse_signal(signal_body(scaling_recommendation="scale_sideways"))
 
 
 def test_a_timestamp_that_is_not_rfc3339_is_malformed():
     with pytest.raises(Malformed, match="timestamp"):
-        scaler.parse_signal(signal_body(timestamp="yesterday"))
+        parse_signal(signal_body(timestamp="yesterday"))
 
 
 def test_a_present_but_wrong_extra_field_is_malformed():
     with pytest.raises(Malformed, match="idle_agents"):
-        scaler.parse_signal(signal_body(idle_agents="none"))
+        parse_signal(signal_body(idle_agents="none"))
 
 
 @pytest.mark.parametrize("body", [[], "scale_up", None, 3])
 def test_a_body_that_is_not_an_object_is_malformed(body):
     with pytest.raises(Malformed):
-        scaler.parse_signal(body)
+        parse_signal(body)
 
 
 # --- the agent list --------------------------------------------------------------------------
@@ -125,7 +139,7 @@ def agent_item(**overrides):
 
 
 def test_heartbeats_with_z_or_offset_parse_to_the_same_moment():
-    agents = scaler.parse_agents(agents_body(
+    agents = parse_agents(agents_body(
         agent_item(id="a1", last_heartbeat="2027-01-15T08:00:00Z"),
         agent_item(id="a2", last_heartbeat="2027-01-15T09:00:00+01:00"),
     ))
@@ -136,32 +150,32 @@ def test_an_agent_without_current_task_is_malformed_because_busy_cannot_be_told(
     item = agent_item()
     del item["current_task"]
     with pytest.raises(Malformed, match="current_task"):
-        scaler.parse_agents(agents_body(item))
+        parse_agents(agents_body(item))
 
 
 def test_a_lowercase_agent_state_is_malformed():
     with pytest.raises(Malformed, match="state"):
-        scaler.parse_agents(agents_body(agent_item(state="idle")))
+        parse_agents(agents_body(agent_item(state="idle")))
 
 
 def test_an_unparseable_heartbeat_is_malformed():
     with pytest.raises(Malformed, match="last_heartbeat"):
-        scaler.parse_agents(agents_body(agent_item(last_heartbeat="5 seconds ago")))
+        parse_agents(agents_body(agent_item(last_heartbeat="5 seconds ago")))
 
 
 def test_a_null_heartbeat_is_allowed():
-    assert scaler.parse_agents(agents_body(agent_item(last_heartbeat=None)))["a1"]\
+    assert parse_agents(agents_body(agent_item(last_heartbeat=None)))["a1"]\
         .last_heartbeat is None
 
 
 def test_alive_and_the_agents_own_heartbeat_fields_are_read_when_present():
-    (a,) = scaler.parse_agents(agents_body(agent_item(
+    (a,) = parse_agents(agents_body(agent_item(
         alive=False, heartbeat_interval_secs=5, heartbeat_age_secs=42.5))).values()
     assert (a.alive, a.heartbeat_interval_secs, a.heartbeat_age_secs) == (False, 5, 42.5)
 
 
 def test_without_alive_an_agent_is_judged_by_its_heartbeats_age_as_before():
-    (a,) = scaler.parse_agents(agents_body(agent_item())).values()
+    (a,) = parse_agents(agents_body(agent_item())).values()
     assert (a.alive, a.heartbeat_interval_secs, a.heartbeat_age_secs) == (None, None, None)
 
 
@@ -173,18 +187,18 @@ def test_without_alive_an_agent_is_judged_by_its_heartbeats_age_as_before():
 ])  # fmt: skip
 def test_an_alive_or_heartbeat_field_of_the_wrong_type_is_malformed(field, value):
     with pytest.raises(Malformed, match=field):
-        scaler.parse_agents(agents_body(agent_item(**{field: value})))
+        parse_agents(agents_body(agent_item(**{field: value})))
 
 
 def test_null_heartbeat_age_is_allowed():
-    assert scaler.parse_agents(agents_body(agent_item(heartbeat_age_secs=None)))["a1"]\
+    assert parse_agents(agents_body(agent_item(heartbeat_age_secs=None)))["a1"]\
         .heartbeat_age_secs is None
 
 
 # --- times and containers --------------------------------------------------------------------
 def test_docker_nanosecond_times_parse():
-    assert scaler.parse_rfc3339("2027-01-15T08:00:00.123456789Z") == pytest.approx(
-        scaler.parse_rfc3339("2027-01-15T08:00:00Z") + 0.123456789)
+    assert epoch_secs("2027-01-15T08:00:00.123456789Z") == pytest.approx(
+        epoch_secs("2027-01-15T08:00:00Z") + 0.123456789)
 
 
 def test_a_worker_from_docker_ps_attributes_reads_labels_and_status():
@@ -192,17 +206,17 @@ def test_a_worker_from_docker_ps_attributes_reads_labels_and_status():
              "Labels": {"tinytown.outpost": "local", "tinytown.agent_id": "a1",
                         "tinytown.started_at": "2027-01-15T08:00:00Z",
                         "tinytown.cost_per_hour": "0.5"}}
-    w = scaler.worker_from_attrs(attrs, scaler.Outpost())
+    w = worker_from_attrs(attrs, Outpost())
     assert (w.name, w.agent_id, w.status, w.cost_per_hour) == ("tt-demo-local-1", "a1",
                                                                "running", 0.5)
-    assert w.started_at == scaler.parse_rfc3339("2027-01-15T08:00:00Z")
+    assert w.started_at == epoch_secs("2027-01-15T08:00:00Z")
 
 
 def test_a_worker_from_docker_inspect_attributes_knows_when_it_finished():
     attrs = {"Id": "abc", "Name": "/w", "Created": "2027-01-15T08:00:00.5Z",
              "State": {"Status": "exited", "FinishedAt": "2027-01-15T09:00:00.000000001Z"},
              "Config": {"Labels": {"tinytown.started_at": "2027-01-15T08:00:00Z"}}}
-    w = scaler.worker_from_attrs(attrs, scaler.Outpost(cost_per_hour=2.0))
+    w = worker_from_attrs(attrs, Outpost(cost_per_hour=2.0))
     assert w.status == "exited" and not w.live
     assert w.cost_so_far(NOW) == pytest.approx(2.0)
 
@@ -211,7 +225,7 @@ def test_an_exited_worker_from_docker_inspect_knows_its_exit_code_and_how_long_i
     attrs = {"Id": "abc", "Name": "/w", "Created": "2027-01-15T08:00:00Z",
              "State": {"Status": "exited", "ExitCode": 3, "StartedAt": "2027-01-15T08:00:01Z",
                        "FinishedAt": "2027-01-15T08:00:03.5Z"}}
-    w = scaler.worker_from_attrs(attrs, scaler.Outpost())
+    w = worker_from_attrs(attrs, Outpost())
     assert (w.exit_code, w.ran_secs) == (3, 2.5)
 
 
@@ -221,18 +235,18 @@ def test_an_exited_worker_from_docker_inspect_knows_its_exit_code_and_how_long_i
 ])  # fmt: skip
 def test_docker_health_is_read_from_docker_ps_status(status, health):
     attrs = {"Id": "abc", "Names": ["/w"], "State": "running", "Status": status, "Created": 100}
-    assert scaler.worker_from_attrs(attrs, scaler.Outpost()).health == health
+    assert worker_from_attrs(attrs, Outpost()).health == health
 
 
 def test_docker_health_is_read_from_docker_inspect_and_none_without_a_healthcheck():
     inspected = {"Id": "abc", "Name": "/w", "State": {"Status": "running",
                                                       "Health": {"Status": "unhealthy"}}}
-    assert scaler.container_health(inspected) == "unhealthy"
-    assert scaler.container_health({"State": {"Status": "running"}}) is None
+    assert container_health(inspected) == "unhealthy"
+    assert container_health({"State": {"Status": "running"}}) is None
 
 
 def test_the_workers_healthcheck_runs_the_health_file_check_once_per_heartbeat_interval():
-    check = scaler.worker_healthcheck(Config(heartbeat_interval_secs=2, start_grace_secs=30))
+    check = worker_healthcheck(Config(heartbeat_interval_secs=2, start_grace_secs=30))
     assert check["test"] == ["CMD", "python", "-P", "-m", "tinytown.worker.health_file"]
     assert (check["interval"], check["start_period"]) == (2_000_000_000, 30_000_000_000)
     assert check["retries"] >= 1 and check["timeout"] >= 1_000_000_000
@@ -245,64 +259,64 @@ def test_cost_so_far_of_a_live_worker_runs_until_now():
 # --- target ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("desired, expected", [(0, 1), (3, 3), (9, 5)])
 def test_target_is_desired_agents_clamped_to_min_and_max(desired, expected):
-    assert scaler.clamp_target(desired, 1, 5) == expected
+    assert clamp_target(desired, 1, 5) == expected
 
 
 def test_target_is_zero_when_nothing_is_wanted_and_min_is_zero():
-    assert scaler.clamp_target(0, 0, 10) == 0
+    assert clamp_target(0, 0, 10) == 0
 
 
 # --- where new workers go --------------------------------------------------------------------
 def test_new_workers_fill_the_first_outpost_then_overflow_to_the_next():
-    placement = scaler.choose_outposts(3, [view("vm", live=1, max_workers=2), view("cloud")],
+    placement = choose_outposts(3, [view("vm", live=1, max_workers=2), view("cloud")],
                                        0.0, None)
     assert placement.outposts == ("vm", "cloud", "cloud")
     assert placement.unplaced == 0
 
 
 def test_an_outpost_whose_breaker_is_open_is_skipped():
-    placement = scaler.choose_outposts(1, [view("vm", available=False), view("cloud")], 0.0, None)
+    placement = choose_outposts(1, [view("vm", available=False), view("cloud")], 0.0, None)
     assert placement.outposts == ("cloud",)
 
 
 def test_starts_stop_before_the_cost_cap_would_be_exceeded():
-    placement = scaler.choose_outposts(5, [view("cloud", cost=0.5)], 0.5, 2.0)
+    placement = choose_outposts(5, [view("cloud", cost=0.5)], 0.5, 2.0)
     assert placement.outposts == ("cloud", "cloud", "cloud")
     assert placement.unplaced == 2
     assert "cost cap" in placement.reason
 
 
 def test_a_start_the_cap_allows_exactly_is_made():
-    assert scaler.choose_outposts(1, [view("cloud", cost=0.1)], 0.2, 0.3).outposts == ("cloud",)
+    assert choose_outposts(1, [view("cloud", cost=0.1)], 0.2, 0.3).outposts == ("cloud",)
 
 
 def test_under_the_cost_cap_a_cheaper_later_outpost_still_takes_the_start():
-    placement = scaler.choose_outposts(1, [view("big", cost=1.0), view("small", cost=0.1)],
+    placement = choose_outposts(1, [view("big", cost=1.0), view("small", cost=0.1)],
                                        0.0, 0.5)
     assert placement.outposts == ("small",)
 
 
 def test_when_every_outpost_is_full_the_reason_says_so():
-    placement = scaler.choose_outposts(1, [view("vm", live=2, max_workers=2)], 0.0, None)
+    placement = choose_outposts(1, [view("vm", live=2, max_workers=2)], 0.0, None)
     assert placement.unplaced == 1
     assert "max_workers" in placement.reason
 
 
 def test_an_outpost_holding_starts_is_skipped_and_the_next_one_takes_the_start():
-    placement = scaler.choose_outposts(1, [view("vm", hold="crash loop"), view("cloud")],
+    placement = choose_outposts(1, [view("vm", hold="crash loop"), view("cloud")],
                                        0.0, None)
     assert placement.outposts == ("cloud",)
 
 
 def test_when_the_only_outpost_holds_starts_the_reason_says_why():
-    placement = scaler.choose_outposts(1, [view("vm", hold="3 workers in a row exited")], 0.0,
+    placement = choose_outposts(1, [view("vm", hold="3 workers in a row exited")], 0.0,
                                        None)
     assert placement.unplaced == 1
     assert placement.reason == "vm holds starts (3 workers in a row exited)"
 
 
 def test_when_no_outpost_is_available_the_reason_says_so():
-    placement = scaler.choose_outposts(2, [view("vm", available=False)], 0.0, None)
+    placement = choose_outposts(2, [view("vm", available=False)], 0.0, None)
     assert placement.outposts == ()
     assert "no outpost available" in placement.reason
 
@@ -330,7 +344,7 @@ def test_a_success_closes_the_breaker():
 # --- scale-down gate: signal, cooldown, hysteresis -------------------------------------------
 def gate(recommendation="scale_down", surplus=1, passes=5, last_up=None, now=NOW,
          cooldown=300, after=3):
-    return scaler.scale_down_gate(recommendation, surplus, passes, last_up, now, cooldown, after)
+    return scale_down_gate(recommendation, surplus, passes, last_up, now, cooldown, after)
 
 
 @pytest.mark.parametrize("recommendation", ["scale_up", "steady"])
@@ -371,53 +385,53 @@ def test_only_idle_workers_without_a_task_are_drained():
     agents = {a.id: a for a in [agent(1, "Working", "t1"), agent(2, "Starting"),
                                 agent(3, "Idle", "t3"), agent(4, "Draining"),
                                 agent(5, "Paused"), agent(6, "Idle")]}
-    assert [w.container_id for w in scaler.drain_candidates(workers, agents, 6, ["local"])] \
+    assert [w.container_id for w in drain_candidates(workers, agents, 6, ["local"])] \
         == ["c6"]
 
 
 def test_the_drain_veto_lets_only_an_idle_agent_without_a_task_be_drained():
-    assert scaler.drain_veto(agent(1)) is None
-    assert scaler.drain_veto(agent(1, "Working", "t1")) == "agent Working with task t1"
-    assert scaler.drain_veto(None) == "agent not registered"
+    assert drain_veto(agent(1)) is None
+    assert drain_veto(agent(1, "Working", "t1")) == "agent Working with task t1"
+    assert drain_veto(None) == "agent not registered"
 
 
 def test_a_worker_whose_agent_is_unknown_is_never_drained():
-    assert scaler.drain_candidates([worker(1)], {}, 1, ["local"]) == []
+    assert drain_candidates([worker(1)], {}, 1, ["local"]) == []
 
 
 @pytest.mark.parametrize("health", ["unhealthy", "starting", None])
 def test_an_idle_worker_is_drained_only_when_its_container_says_it_is_healthy(health):
-    assert scaler.drain_candidates([worker(1, health=health)], {"a1": agent(1)}, 1,
+    assert drain_candidates([worker(1, health=health)], {"a1": agent(1)}, 1,
                                    ["local"]) == []
 
 
 def test_trust_townhall_alone_drains_an_idle_worker_without_a_healthcheck():
-    drained = scaler.drain_candidates([worker(1, health=None)], {"a1": agent(1)}, 1, ["local"],
+    drained = drain_candidates([worker(1, health=None)], {"a1": agent(1)}, 1, ["local"],
                                       trust_townhall_alone=True)
     assert [w.container_id for w in drained] == ["c1"]
 
 
 def test_an_idle_agent_townhall_says_is_not_alive_is_never_drained():
-    assert scaler.drain_candidates([worker(1)], {"a1": agent(1, alive=False)}, 1, ["local"]) == []
-    assert scaler.drain_veto(agent(1, alive=False)) == "agent not alive"
+    assert drain_candidates([worker(1)], {"a1": agent(1, alive=False)}, 1, ["local"]) == []
+    assert drain_veto(agent(1, alive=False)) == "agent not alive"
 
 
 def test_the_health_veto_names_what_docker_says():
-    assert scaler.health_veto("healthy", False) is None
-    assert scaler.health_veto("unhealthy", True) == "Docker health unhealthy"
-    assert "no Docker healthcheck" in scaler.health_veto(None, False)
+    assert health_veto("healthy", False) is None
+    assert health_veto("unhealthy", True) == "Docker health unhealthy"
+    assert "no Docker healthcheck" in health_veto(None, False)
 
 
 def test_no_more_workers_are_drained_than_the_surplus():
     workers = [worker(n) for n in range(1, 4)]
     agents = {f"a{n}": agent(n) for n in range(1, 4)}
-    assert len(scaler.drain_candidates(workers, agents, 2, ["local"])) == 2
+    assert len(drain_candidates(workers, agents, 2, ["local"])) == 2
 
 
 def test_the_least_preferred_outpost_is_drained_first():
     workers = [worker(1, "vm"), worker(2, "cloud")]
     agents = {"a1": agent(1), "a2": agent(2)}
-    drained = scaler.drain_candidates(workers, agents, 1, ["vm", "cloud"])
+    drained = drain_candidates(workers, agents, 1, ["vm", "cloud"])
     assert [w.outpost for w in drained] == ["cloud"]
 
 
@@ -428,7 +442,7 @@ UNHEALTHY = worker(1, health="unhealthy")
 def verdict(w=None, a="default", quiet_since=None, trust=False):
     w = w or worker(1)
     a = agent(1) if a == "default" else a
-    return scaler.health_verdict(w, a, NOW, 90, 120, quiet_since, trust)
+    return health_verdict(w, a, NOW, 90, 120, quiet_since, trust)
 
 
 def test_a_fresh_heartbeat_is_healthy():
@@ -506,21 +520,21 @@ def test_a_just_restarted_container_is_not_judged():
 
 
 def test_failures_count_up_reset_when_healthy_and_hold_when_not_judged():
-    fail, ok, skip = (scaler.Verdict(True, False, "x"), scaler.Verdict(True, True, "ok"),
-                      scaler.Verdict(False, True, "young"))
-    assert scaler.next_failure_count(2, fail) == 3
-    assert scaler.next_failure_count(2, ok) == 0
-    assert scaler.next_failure_count(2, skip) == 2
+    fail, ok, skip = (Verdict(True, False, "x"), Verdict(True, True, "ok"),
+                      Verdict(False, True, "young"))
+    assert next_failure_count(2, fail) == 3
+    assert next_failure_count(2, ok) == 0
+    assert next_failure_count(2, skip) == 2
 
 
 def test_an_unknown_verdict_starts_the_failure_count_again():
-    unknown = scaler.Verdict(False, True, "they disagree", "evidence_inconsistent")
-    assert scaler.next_failure_count(2, unknown) == 0
+    unknown = Verdict(False, True, "they disagree", "evidence_inconsistent")
+    assert next_failure_count(2, unknown) == 0
 
 
 # --- townhall's answers against each other ---------------------------------------------------
 def conflicts(sig, agents, workers=(), grace=120):
-    return scaler.evidence_conflicts(sig, {a.id: a for a in agents}, list(workers), NOW, grace)
+    return evidence_conflicts(sig, {a.id: a for a in agents}, list(workers), NOW, grace)
 
 
 def test_an_empty_agent_list_while_the_signal_counts_two_live_agents_is_a_contradiction():
@@ -556,14 +570,14 @@ def test_containers_within_their_start_grace_widen_the_tolerance():
 def test_an_upstream_signal_without_busy_agents_is_checked_on_active_agents_only():
     body = signal_body(active_agents=1)
     del body["idle_agents"], body["busy_agents"]
-    assert conflicts(scaler.parse_signal(body), [agent(1, "Working", "t1")]) == ()
+    assert conflicts(parse_signal(body), [agent(1, "Working", "t1")]) == ()
 
 
 # --- exited containers -----------------------------------------------------------------------
 def test_exited_workers_beyond_the_newest_k_per_outpost_are_removed():
     workers = [worker(n, "vm", "exited", age_secs=n * 60) for n in range(1, 6)]
     workers += [worker(9, "cloud", "exited"), worker(10, "vm", "running", age_secs=99_999)]
-    doomed = scaler.exited_to_remove(workers, 3)
+    doomed = exited_to_remove(workers, 3)
     assert sorted(w.container_id for w in doomed) == ["c4", "c5"]
 
 
@@ -577,14 +591,14 @@ def exited(n: int, code: int, ran_secs: float = 1.0, outpost: str = "local") -> 
 
 
 def watch(exits, previous=None, now=NOW, after=3):
-    return scaler.watch_exits(previous or CrashWatch(), exits, now, after, QUICK, 30, 600)
+    return watch_exits(previous or CrashWatch(), exits, now, after, QUICK, 30, 600)
 
 
 def test_only_a_quick_non_zero_exit_is_a_crash():
-    assert scaler.is_crash(exited(1, 3), QUICK)
-    assert scaler.is_crash(exited(1, 4, ran_secs=65), QUICK)  # Redis unreachable after retries
-    assert not scaler.is_crash(exited(1, 0), QUICK)  # idle exit
-    assert not scaler.is_crash(exited(1, 137, ran_secs=3 * HOUR), QUICK)
+    assert is_crash(exited(1, 3), QUICK)
+    assert is_crash(exited(1, 4, ran_secs=65), QUICK)  # Redis unreachable after retries
+    assert not is_crash(exited(1, 0), QUICK)  # idle exit
+    assert not is_crash(exited(1, 137, ran_secs=3 * HOUR), QUICK)
 
 
 def test_three_quick_non_zero_exits_in_a_row_hold_starts_for_the_breaker_backoff():
@@ -624,16 +638,16 @@ def test_crash_loop_after_exits_0_never_holds():
 
 def test_an_outpost_in_a_held_crash_loop_takes_no_worker():
     held, _ = watch([exited(n, 3) for n in (1, 2, 3)])
-    limited = scaler.crash_limited(view("local"), held, NOW, 3)
+    limited = crash_limited(view("local"), held, NOW, 3)
     assert limited.hold and "code 3" in limited.hold
-    assert scaler.choose_outposts(2, [limited], 0.0, None).outposts == ()
+    assert choose_outposts(2, [limited], 0.0, None).outposts == ()
 
 
 def test_after_the_hold_an_outpost_still_in_a_crash_loop_takes_one_trial_worker_per_pass():
     held, _ = watch([exited(n, 3) for n in (1, 2, 3)])
-    limited = scaler.crash_limited(view("local", live=1), held, NOW + 31, 3)
+    limited = crash_limited(view("local", live=1), held, NOW + 31, 3)
     assert limited.hold is None
-    assert scaler.choose_outposts(3, [limited], 0.0, None).outposts == ("local",)
+    assert choose_outposts(3, [limited], 0.0, None).outposts == ("local",)
 
 
 # --- a whole pass ----------------------------------------------------------------------------
@@ -642,7 +656,7 @@ def plan(sig=None, agents="idle", workers=(), outposts=None, state=None, **confi
     if agents == "idle":
         agents = {w.agent_id: agent(int(w.agent_id[1:])) for w in workers}
     outposts = outposts or [view("local", live=sum(w.live for w in workers))]
-    return scaler.plan_pass(Config(**config), sig or signal(), agents, workers, outposts,
+    return plan_pass(Config(**config), sig or signal(), agents, workers, outposts,
                             state or State(town="demo"), NOW)
 
 
@@ -770,26 +784,26 @@ def test_a_container_without_a_healthcheck_is_not_restarted_by_default_and_says_
 
 
 def test_the_cost_of_unseen_outposts_counts_against_the_cap():
-    p = scaler.plan_pass(Config(cost_cap_hourly=1.0), signal(desired_agents=2), {}, [],
+    p = plan_pass(Config(cost_cap_hourly=1.0), signal(desired_agents=2), {}, [],
                          [view("cloud", cost=0.5)], State(town="demo"), NOW, unseen_hourly=0.6)
     assert p.placement.unplaced == 2
 
 
 # --- the state file --------------------------------------------------------------------------
 def test_the_default_state_file_is_the_towns_own():
-    path = scaler.state_path(Config(), {"XDG_STATE_HOME": "/var/state"}, "demo")
+    path = state_path(Config(), {"XDG_STATE_HOME": "/var/state"}, "demo")
     assert str(path) == "/var/state/tinytown-scaler/demo/state.json"
 
 
 @pytest.mark.parametrize("town", ["..", "../../etc", "a/b", ".hidden"])
 def test_a_town_name_from_townhall_never_leads_the_state_file_out_of_its_directory(town):
-    path = scaler.state_path(Config(), {"XDG_STATE_HOME": "/var/state"}, town)
-    assert path.parent.parent == scaler.Path("/var/state/tinytown-scaler")
+    path = state_path(Config(), {"XDG_STATE_HOME": "/var/state"}, town)
+    assert path.parent.parent == Path("/var/state/tinytown-scaler")
     assert not path.parent.name.startswith(".")
 
 
 def test_an_explicit_state_file_is_used_for_any_town():
-    path = scaler.state_path(Config(state_file="/srv/s.json"), {}, "demo")
+    path = state_path(Config(state_file="/srv/s.json"), {}, "demo")
     assert str(path) == "/srv/s.json"
 
 def test_state_survives_a_round_trip_through_json():

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Mapping
 
-from tinytown.core.states import ACTIVE_AGENT_STATES
+from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT_COLD_STATE, AGENT_IDLE_STATE, AGENT_WORKING_STATE
 from tinytown.core.clock import to_rfc3339
 
 RECOMMENDATIONS = ("scale_up", "steady", "scale_down", "scale_to_zero")
+SCALE_DOWN_RECOMMENDATIONS = ("scale_down", "scale_to_zero")  # a surplus of workers may go
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def all_idle(inp: ScalingInput) -> bool:
     active = sum(inp.agents_by_state.get(s, 0) for s in ACTIVE_AGENT_STATES)
     if inp.idle_timeout_secs == 0:
         return active == 0
-    if active != inp.agents_by_state.get("idle", 0):
+    if active != inp.agents_by_state.get(AGENT_IDLE_STATE, 0):
         return False
     for last in inp.idle_last_active:
         if last is None or (inp.now - last).total_seconds() < inp.idle_timeout_secs:
@@ -83,11 +84,11 @@ def scaling_signal(inp: ScalingInput) -> dict:
         "pending_tasks": pending,
         "in_flight_tasks": in_flight,
         "active_agents": active,
-        "cold_agents": inp.agents_by_state.get("cold", 0),
+        "cold_agents": inp.agents_by_state.get(AGENT_COLD_STATE, 0),
         "desired_agents": desired,
         "max_agents": inp.max_agents,
         "scaling_recommendation": recommend(desired=desired, active=active, pending=pending, in_flight=in_flight, idle=idle),
-        "idle_agents": inp.agents_by_state.get("idle", 0),
-        "busy_agents": inp.agents_by_state.get("working", 0),
+        "idle_agents": inp.agents_by_state.get(AGENT_IDLE_STATE, 0),
+        "busy_agents": inp.agents_by_state.get(AGENT_WORKING_STATE, 0),
         "dead_agents": inp.dead_agents,
     }

@@ -119,6 +119,11 @@ AGENT_REST_STATES = tuple(rest_state(s) for s in AGENT_STATES)
 AGENT_STOP_STATES = ("stopped", "draining", "error", "cold")
 AGENT_NO_WORK_STATES = (*AGENT_STOP_STATES, "paused")
 PRUNABLE_AGENT_STATES = ("stopped", "error")  # what POST /v1/agents/prune deletes (without all)
+AGENT_BUSY_STATES = ("starting", "working")  # taking or doing work: a scaler never drains it
+AGENT_IDLE_STATE = "idle"  # waiting for work: what a scaler may drain
+AGENT_WORKING_STATE = "working"  # its CLI runs: what /api/scaling counts as busy
+AGENT_ERROR_STATE = "error"
+AGENT_COLD_STATE = "cold"  # upstream's; counted apart in the scaling signal, never set here
 
 AGENT_DEFAULT_STATE = "starting"  # a record without a (known) state, as upstream reads it
 

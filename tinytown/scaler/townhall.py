@@ -1,0 +1,63 @@
+"""The scaler's one door to the town: HTTP to townhall, never Redis.
+
+``GET /api/scaling`` (public) and ``GET /v1/agents`` (scope ``town.read``), with the configured
+API key, CA bundle and timeout. Any failure, a status other than 200, a body that is not JSON or
+not as the contract says (:mod:`tinytown.scaler.wire`) raises TownhallError saying which.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import requests
+
+from tinytown.scaler.errors import Malformed, TownhallError, short_reason
+from tinytown.scaler.settings import Config
+from tinytown.scaler.wire import Agent, Signal, parse_agents, parse_signal
+
+
+class Townhall:
+    """A session to one townhall: ``scaling_signal()`` and ``agents()``."""
+
+    def __init__(self, config: Config):
+        self.base = config.url.rstrip("/")
+        self.timeout = config.http_timeout_secs
+        self.session = requests.Session()
+        self.session.headers["Accept"] = "application/json"
+        if config.api_key:
+            self.session.headers["Authorization"] = f"Bearer {config.api_key}"
+        if config.townhall_ca_file:
+            self.session.verify = os.path.expanduser(config.townhall_ca_file)
+
+    def _get(self, path: str) -> Any:
+        url = self.base + path
+        try:
+            response = self.session.get(url, timeout=self.timeout)
+        except requests.RequestException as err:
+            raise TownhallError(f"GET {url} failed ({short_reason(err)}); is townhall running "
+                                "and is --url right?") from None
+        if response.status_code != 200:
+            hint = " (check the API key and its town.read scope)" \
+                if response.status_code in (401, 403) else ""
+            raise TownhallError(f"GET {url} answered {response.status_code}{hint}: "
+                                f"{response.text[:200]!r}")
+        try:
+            return response.json()
+        except ValueError:
+            raise TownhallError(f"GET {url} answered 200 with a body that is not JSON: "
+                                f"{response.text[:200]!r}") from None
+
+    def scaling_signal(self) -> Signal:
+        body = self._get("/api/scaling")
+        try:
+            return parse_signal(body)
+        except Malformed as err:
+            raise TownhallError(f"GET {self.base}/api/scaling is malformed: {err}") from None
+
+    def agents(self) -> dict[str, Agent]:
+        body = self._get("/v1/agents")
+        try:
+            return parse_agents(body)
+        except Malformed as err:
+            raise TownhallError(f"GET {self.base}/v1/agents is malformed: {err}") from None
