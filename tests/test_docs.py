@@ -33,9 +33,12 @@ def test_readme_documents_every_exit_code():
 
 
 def test_the_worker_docs_list_every_event_the_worker_logs():
-    source = (ROOT / "agent_worker.py").read_text()
+    files = [ROOT / "agent_worker.py", *sorted((ROOT / "tinytown" / "worker").glob("*.py"))]
+    source = "\n".join(f.read_text() for f in files)
     events = set(re.findall(r"\blog\(\s*\"([a-z_]+)\"", source))
-    logs_section = (ROOT / "docs" / "worker.md").read_text().split("## Logs", 1)[1].split("\n## ", 1)[0]
+    logs_section = (
+        (ROOT / "docs" / "worker.md").read_text().split("## Logs", 1)[1].split("\n## ", 1)[0]
+    )
     documented = set(re.findall(r"`([a-z_]+)`", logs_section))
     assert len(events) > 30  # the pattern still finds the worker's log calls
     assert events - documented == set()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC
 
 import pytest
 
 from tinytown.core.errors import InvalidTransition, NotFound
 from tinytown.core.states import TASK_STATES
+
 from .conftest import next_message
 
 
@@ -49,14 +51,21 @@ def test_add_for_an_agent_goes_to_its_own_docket_not_the_backlog(town):
     assert town.tasks.get(task.id).state == "assigned"
     assert town.redis.llen(town.keys.backlog) == 0
     assert town.redis.xlen(town.keys.docket) == 0
-    assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.agent_docket(agent.id))] == [task.id]
+    assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.agent_docket(agent.id))] == [
+        task.id
+    ]
     assert_indexes_exact(town)
 
 
 def test_optional_worker_fields_round_trip(town):
     task = town.tasks.add("x", repo="/srv/repo.git", base_branch="main", push=True, cli="codex")
     stored = town.tasks.get(task.id)
-    assert (stored.repo, stored.base_branch, stored.push, stored.cli) == ("/srv/repo.git", "main", True, "codex")
+    assert (stored.repo, stored.base_branch, stored.push, stored.cli) == (
+        "/srv/repo.git",
+        "main",
+        True,
+        "codex",
+    )
 
 
 def test_claim_moves_a_backlog_task_to_the_agent_and_its_docket(town):
@@ -77,9 +86,16 @@ def test_full_lifecycle_keeps_indexes_exact(town):
     town.tasks.fail(tasks[1].id, "broke")
     town.tasks.cancel(tasks[2].id, "not needed")
     town.tasks.transition(tasks[3].id, "take_shared", incr_attempts=True)
-    town.tasks.transition(tasks[3].id, "give_back", delete_fields=("assigned_to",))
+    town.tasks.transition(tasks[3].id, "undo_claim", delete_fields=("assigned_to",))
     counts = town.tasks.counts()
-    assert counts == {"pending": 2, "assigned": 0, "running": 0, "completed": 1, "failed": 1, "cancelled": 1}
+    assert counts == {
+        "pending": 2,
+        "assigned": 0,
+        "running": 0,
+        "completed": 1,
+        "failed": 1,
+        "cancelled": 1,
+    }
     assert town.tasks.get(tasks[3].id).attempts == 1
     assert town.redis.lrange(town.keys.backlog, 0, -1) == [tasks[4].id, tasks[3].id]
     assert_indexes_exact(town)
@@ -150,25 +166,39 @@ def test_list_pages_by_state_with_total(town):
 
 
 def test_add_stores_the_record_field_for_field_in_one_step(town):
-    task = town.tasks.add("ship it", tags=["a", "b"], repo="/srv/repo.git", base_branch="main", push=True, cli="fake")
+    task = town.tasks.add(
+        "ship it", tags=["a", "b"], repo="/srv/repo.git", base_branch="main", push=True, cli="fake"
+    )
     assert town.redis.hgetall(town.keys.task(task.id)) == task.to_hash()
-    assert town.redis.zscore(town.keys.tasks, task.id) == town.redis.zscore(town.keys.tasks_in_state("pending"), task.id)
+    assert town.redis.zscore(town.keys.tasks, task.id) == town.redis.zscore(
+        town.keys.tasks_in_state("pending"), task.id
+    )
     assert_indexes_exact(town)
 
 
 @pytest.mark.parametrize(
     "stamp",
-    ["1970-01-01T00:00:00", "1999-12-31T23:59:59", "2000-02-29T12:00:00", "2024-02-29T23:59:59",
-     "2026-11-23T19:00:01", "2100-02-28T00:00:00", "2100-03-01T00:00:00", "2400-02-29T06:07:08"],
-)  # fmt: skip
+    [
+        "1970-01-01T00:00:00",
+        "1999-12-31T23:59:59",
+        "2000-02-29T12:00:00",
+        "2024-02-29T23:59:59",
+        "2026-11-23T19:00:01",
+        "2100-02-28T00:00:00",
+        "2100-03-01T00:00:00",
+        "2400-02-29T06:07:08",
+    ],
+)
 def test_the_lua_clock_writes_rfc3339_as_python_does(town, stamp):
     from datetime import datetime, timezone
 
     from tinytown.store.scripts import _NOW_FUNCTION
 
-    when = datetime.fromisoformat(stamp).replace(microsecond=654321, tzinfo=timezone.utc)
+    when = datetime.fromisoformat(stamp).replace(microsecond=654321, tzinfo=UTC)
     secs = int(when.timestamp())
-    text = town.redis.eval(_NOW_FUNCTION + "return rfc3339(tonumber(ARGV[1]), tonumber(ARGV[2]))", 0, secs, 654321)
+    text = town.redis.eval(
+        _NOW_FUNCTION + "return rfc3339(tonumber(ARGV[1]), tonumber(ARGV[2]))", 0, secs, 654321
+    )
     assert text == when.isoformat()
 
 
@@ -190,7 +220,11 @@ def test_cancelling_a_running_task_nudges_its_worker_and_only_then(town):
 
 def test_a_transition_refuses_to_be_given_the_fields_it_writes_itself(town):
     task = town.tasks.add("x")
-    for kwargs in ({"set_fields": {"state": "running"}}, {"delete_fields": ("attempts",)}, {"set_fields": {"updated_at": "t"}}):
+    for kwargs in (
+        {"set_fields": {"state": "running"}},
+        {"delete_fields": ("attempts",)},
+        {"set_fields": {"updated_at": "t"}},
+    ):
         with pytest.raises(ValueError, match="may not set or delete"):
             town.tasks.transition(task.id, "take_shared", **kwargs)
     assert town.tasks.get(task.id).state == "pending"

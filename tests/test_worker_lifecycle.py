@@ -13,14 +13,23 @@ from tinytown.connection.embedded import EmbeddedServer
 from tinytown.core.errors import ExitStatus
 
 from .test_worker_dispatch import acked, open_town, pending_entries, wait_terminal
-from .worker_support import in_process_worker, poll, read_records, worker_town, workers, write_worker_town  # noqa: F401
+from .worker_support import (
+    in_process_worker,
+    poll,
+    read_records,
+    worker_town,
+    workers,
+    write_worker_town,
+)  # noqa: F401
 
 
 def state_changes(worker):
     return [e["state"] for e in worker.events("agent_state")]
 
 
-def test_an_idle_worker_exits_0_after_the_idle_timeout_through_draining_and_stopped(worker_town, workers):
+def test_an_idle_worker_exits_0_after_the_idle_timeout_through_draining_and_stopped(
+    worker_town, workers
+):
     root = worker_town(idle_timeout_secs=1)
     town = open_town(root)
     worker = workers.start(root)
@@ -61,7 +70,9 @@ def test_sigterm_lets_a_running_task_finish_then_exits_0(worker_town, workers, t
     assert pending_entries(town, town.keys.docket) == 0
 
 
-def test_sigterm_past_the_drain_timeout_stops_the_cli_and_leaves_the_task_for_another_worker(worker_town, workers, tmp_path):
+def test_sigterm_past_the_drain_timeout_stops_the_cli_and_leaves_the_task_for_another_worker(
+    worker_town, workers, tmp_path
+):
     root = worker_town(drain_timeout_secs=1, claim_timeout_secs=2)
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
@@ -75,7 +86,9 @@ def test_sigterm_past_the_drain_timeout_stops_the_cli_and_leaves_the_task_for_an
     assert first.wait_exit(timeout=15) == 0
     assert first.events("task_handed_back")[0]["task"] == task.id
     held = town.redis.xpending(town.keys.docket, "workers")
-    assert held["pending"] == 1 and held["consumers"][0]["name"] == first.agent_id  # left for reclaim
+    assert (
+        held["pending"] == 1 and held["consumers"][0]["name"] == first.agent_id
+    )  # left for reclaim
     assert town.tasks.get(task.id).state == "running"
     assert town.agents.get(first.agent_id).state == "stopped"
 
@@ -86,13 +99,17 @@ def test_sigterm_past_the_drain_timeout_stops_the_cli_and_leaves_the_task_for_an
     assert [r["attempt"] for r in read_records(records) if r["event"] == "start"] == ["1", "2"]
 
 
-def test_a_directed_task_past_the_drain_timeout_goes_back_to_the_backlog_at_once(worker_town, workers, tmp_path):
+def test_a_directed_task_past_the_drain_timeout_goes_back_to_the_backlog_at_once(
+    worker_town, workers, tmp_path
+):
     root = worker_town(drain_timeout_secs=1, claim_timeout_secs=60)  # reclaim would take a minute
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
     first = workers.start(root, name="first")
     first.wait_event("agent_state", state="idle")
-    task = town.tasks.add(f"[record {records}] [sleep-first 60] [print second attempt]", agent_id=first.agent_id)
+    task = town.tasks.add(
+        f"[record {records}] [sleep-first 60] [print second attempt]", agent_id=first.agent_id
+    )
     first.wait_event("cli_started", task=task.id)
 
     first.signal(signal.SIGTERM)
@@ -163,13 +180,17 @@ def test_a_paused_worker_takes_no_work_until_resumed(worker_town, workers):
     assert wait_terminal(town, task.id).state == "completed"
 
 
-def test_a_worker_paused_while_it_waits_on_the_docket_does_not_take_what_arrives(worker_town, workers):
+def test_a_worker_paused_while_it_waits_on_the_docket_does_not_take_what_arrives(
+    worker_town, workers
+):
     root = worker_town()
     town = open_town(root)
     worker = workers.start(root)
     worker.wait_event("agent_state", state="idle")
     town.agents.update(worker.agent_id, "pause")
-    task = town.tasks.add("[print arrives before the worker looked at its state]")  # no wait: the read takes it in
+    task = town.tasks.add(
+        "[print arrives before the worker looked at its state]"
+    )  # no wait: the read takes it in
 
     worker.wait_event("agent_paused", timeout=5)
     assert not poll_quiet(lambda: town.tasks.get(task.id).state != "pending", secs=1.5)
@@ -191,7 +212,9 @@ def poll_quiet(check, secs):
     return False
 
 
-def test_a_worker_adopts_the_agent_id_it_is_given_and_resumes_what_it_held(worker_town, workers, tmp_path):
+def test_a_worker_adopts_the_agent_id_it_is_given_and_resumes_what_it_held(
+    worker_town, workers, tmp_path
+):
     root = worker_town()
     town = open_town(root)
     agent_id = str(uuid.uuid4())
@@ -280,15 +303,25 @@ def test_a_task_the_read_took_just_as_a_stop_signal_came_goes_back_at_once_uncou
         task = town.tasks.add("arrives with the signal")
         worker.stopping = "signal"
         delivery = worker.next_delivery()
-        assert delivery.claim.task.id == task.id and town.tasks.get(task.id).attempts == 1  # the read took it
+        assert (
+            delivery.claim.task.id == task.id and town.tasks.get(task.id).attempts == 1
+        )  # the read took it
 
-        worker.give_back(delivery)
+        worker.undo_claim(delivery)
 
     back = town.tasks.get(task.id)
-    assert (back.state, back.attempts, back.assigned_to, back.started_at) == ("pending", 0, None, None)
+    assert (back.state, back.attempts, back.assigned_to, back.started_at) == (
+        "pending",
+        0,
+        None,
+        None,
+    )
     assert town.redis.lrange(town.keys.backlog, 0, -1) == [task.id]
     assert pending_entries(town, town.keys.docket) == 0  # its entry acknowledged …
-    assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.docket)] == [task.id, task.id]  # … a fresh one queued
+    assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.docket)] == [
+        task.id,
+        task.id,
+    ]  # … a fresh one queued
 
 
 def test_an_idle_worker_with_default_settings_is_quiet_for_a_minute(tmp_path, redis_url, workers):
@@ -298,7 +331,9 @@ def test_an_idle_worker_with_default_settings_is_quiet_for_a_minute(tmp_path, re
 
     root = tmp_path / "quiet"
     root.mkdir()
-    (root / "tinytown.toml").write_text(f'name = "q-{uuid.uuid4().hex[:8]}"\n[redis]\nurl = "{redis_url}"\n')
+    (root / "tinytown.toml").write_text(
+        f'name = "q-{uuid.uuid4().hex[:8]}"\n[redis]\nurl = "{redis_url}"\n'
+    )
     worker = workers.start(root)
     worker.wait_event("agent_state", state="idle")
     settled = len(worker.events())
@@ -307,16 +342,28 @@ def test_an_idle_worker_with_default_settings_is_quiet_for_a_minute(tmp_path, re
     assert worker.events()[settled:] == []
 
 
-def test_a_running_worker_keeps_its_health_file_fresh_after_each_heartbeat(worker_town, workers, tmp_path):
+def test_a_running_worker_keeps_its_health_file_fresh_after_each_heartbeat(
+    worker_town, workers, tmp_path
+):
     health = tmp_path / "worker.health"
     root = worker_town(heartbeat_interval_secs=1)
     worker = workers.start(root, env={"TINYTOWN_HEALTH_FILE": str(health)})
     worker.wait_event("agent_state", state="idle")
 
-    first = poll(lambda: health.exists() and health.stat().st_mtime, message="the health file to be written")
-    later = poll(lambda: health.stat().st_mtime > first and health.stat().st_mtime, timeout=5,
-                 message="the next heartbeat to touch the health file")
-    check = subprocess.run([sys.executable, "-m", "tinytown.worker.health_file", str(health)], capture_output=True, text=True, timeout=30)
+    first = poll(
+        lambda: health.exists() and health.stat().st_mtime, message="the health file to be written"
+    )
+    later = poll(
+        lambda: health.stat().st_mtime > first and health.stat().st_mtime,
+        timeout=5,
+        message="the next heartbeat to touch the health file",
+    )
+    check = subprocess.run(
+        [sys.executable, "-m", "tinytown.worker.health_file", str(health)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
     assert later > first and worker.alive()
     assert json.loads(health.read_text())["heartbeat_interval_secs"] == 1

@@ -20,8 +20,8 @@ Agents::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,9 @@ class Machine:
     def check(self) -> None:
         """Every move names states of this machine (run by the tests)."""
         for name, move in self.moves.items():
-            unknown = [s for s in (*move.source, move.target) if s is not None and s not in self.states]
+            unknown = [
+                s for s in (*move.source, move.target) if s is not None and s not in self.states
+            ]
             assert not unknown, f"{self.kind} move {name!r} names unknown states {unknown}"
 
 
@@ -80,32 +82,37 @@ TASK_STATE_ALIASES = {"in_flight": "running"}
 # The backlog list holds exactly the tasks in this state (unassigned, waiting for any worker).
 BACKLOG_STATE = "pending"
 
-TASK = Machine("task", TASK_STATES, {
-    # a new task: for any worker (the backlog and the shared docket), or aimed at one agent
-    "submit": Move((), "pending"),
-    "submit_to_agent": Move((), "assigned"),
-    # a pending backlog task aimed at one agent (claim, assign-all)
-    "assign": Move(("pending",), "assigned"),
-    # a worker takes the task of a docket entry: from the shared docket, or its own stream
-    "take_shared": Move(("pending",), TASK_RUNNING),
-    "take_directed": Move(("assigned",), TASK_RUNNING),
-    # a held entry taken over from a dead holder, or resumed after a restart: a new attempt
-    "take_over": Move(("pending", "assigned", "running"), "running"),
-    # fields written while it runs (started_at, branch, commit)
-    "record": Move(("running",), "running"),
-    # fields written whatever the state, unless it is gone (a commit found after a report)
-    "annotate": Move(TASK_STATES, None),
-    "complete": Move(LIVE_TASK_STATES, "completed"),
-    "fail": Move(LIVE_TASK_STATES, "failed"),
-    "cancel": Move(LIVE_TASK_STATES, "cancelled"),
-    # back to work with a fresh docket entry: unassigned on the shared docket, or to one agent
-    "requeue": Move(("assigned", "running"), "pending"),
-    "reassign": Move(("assigned", "running"), "assigned"),
-    # a read's task handed straight back (the worker was told to stop as it arrived)
-    "give_back": Move(("running",), "pending"),
-    # removing a task from the backlog (DELETE /v1/backlog/{id})
-    "remove": Move(("pending",), None),
-})  # fmt: skip
+TASK = Machine(
+    "task",
+    TASK_STATES,
+    {
+        # a new task: for any worker (the backlog and the shared docket), or aimed at one agent
+        "submit": Move((), "pending"),
+        "submit_to_agent": Move((), "assigned"),
+        # a pending backlog task aimed at one agent (claim, assign-all)
+        "assign": Move(("pending",), "assigned"),
+        # a worker takes the task of a docket entry: from the shared docket, or its own stream
+        "take_shared": Move(("pending",), TASK_RUNNING),
+        "take_directed": Move(("assigned",), TASK_RUNNING),
+        # a held entry taken over from a dead holder, or resumed after a restart: a new attempt
+        "take_over": Move(("pending", "assigned", "running"), "running"),
+        # fields written while it runs (started_at, branch, commit)
+        "record": Move(("running",), "running"),
+        # fields written whatever the state, unless it is gone (a commit found after a report)
+        "annotate": Move(TASK_STATES, None),
+        "complete": Move(LIVE_TASK_STATES, "completed"),
+        "fail": Move(LIVE_TASK_STATES, "failed"),
+        "cancel": Move(LIVE_TASK_STATES, "cancelled"),
+        # back to work with a fresh docket entry: unassigned on the shared docket, or to one agent
+        "requeue": Move(("assigned", "running"), "pending"),
+        "reassign": Move(("assigned", "running"), "assigned"),
+        # a claim undone: the read's task goes straight back
+        # (the worker was told to stop as it came)
+        "undo_claim": Move(("running",), "pending"),
+        # removing a task from the backlog (DELETE /v1/backlog/{id})
+        "remove": Move(("pending",), None),
+    },
+)
 
 # --- agents --------------------------------------------------------------------------------------
 
@@ -127,21 +134,27 @@ AGENT_COLD_STATE = "cold"  # upstream's; counted apart in the scaling signal, ne
 
 AGENT_DEFAULT_STATE = "starting"  # a record without a (known) state, as upstream reads it
 
-AGENT = Machine("agent", AGENT_STATES, {
-    "register": Move(AGENT_STATES, "starting"),  # a new record, or one adopted by TINYTOWN_AGENT_ID
-    "ready": Move(("starting",), "idle"),
-    "work": Move(("idle", "starting", "paused", "working"), "working"),
-    "rest": Move(("working",), "idle"),
-    "drain": Move(("starting", "idle", "working", "paused"), "draining"),
-    "drain_task": Move(("working",), "draining"),  # told to stop while its CLI runs
-    "pause": Move(("starting", "idle", "working"), "paused"),  # an operator's interrupt
-    "resume": Move(("paused",), "idle"),
-    "stop": Move(ACTIVE_AGENT_STATES, "stopped"),  # its worker leaves
-    "recover": Move(ACTIVE_AGENT_STATES, "stopped"),  # dead: no heartbeat within its window
-    "kill": Move(AGENT_STATES, "stopped"),  # POST /v1/agents/{agent}/kill
-    "restart": Move(AGENT_STATES, "idle"),  # POST /v1/agents/{agent}/restart
-    "beat": Move(AGENT_STATES, None),  # a heartbeat, counters, current task: fields only
-})  # fmt: skip
+AGENT = Machine(
+    "agent",
+    AGENT_STATES,
+    {
+        "register": Move(
+            AGENT_STATES, "starting"
+        ),  # a new record, or one adopted by TINYTOWN_AGENT_ID
+        "ready": Move(("starting",), "idle"),
+        "work": Move(("idle", "starting", "paused", "working"), "working"),
+        "rest": Move(("working",), "idle"),
+        "drain": Move(("starting", "idle", "working", "paused"), "draining"),
+        "drain_task": Move(("working",), "draining"),  # told to stop while its CLI runs
+        "pause": Move(("starting", "idle", "working"), "paused"),  # an operator's interrupt
+        "resume": Move(("paused",), "idle"),
+        "stop": Move(ACTIVE_AGENT_STATES, "stopped"),  # its worker leaves
+        "recover": Move(ACTIVE_AGENT_STATES, "stopped"),  # dead: no heartbeat within its window
+        "kill": Move(AGENT_STATES, "stopped"),  # POST /v1/agents/{agent}/kill
+        "restart": Move(AGENT_STATES, "idle"),  # POST /v1/agents/{agent}/restart
+        "beat": Move(AGENT_STATES, None),  # a heartbeat, counters, current task: fields only
+    },
+)
 
 # --- missions ------------------------------------------------------------------------------------
 
@@ -152,13 +165,17 @@ WORK_STATUSES = ("pending", "ready", "assigned", "running", "blocked", "done")
 
 MISSION_DEFAULT_STATE = "planning"
 
-MISSION = Machine("mission", MISSION_STATES, {
-    "start": Move(("planning",), "running"),
-    "stop": Move(LIVE_MISSION_STATES, "blocked"),
-    "stop_forced": Move(LIVE_MISSION_STATES, "failed"),
-    "resume": Move(LIVE_MISSION_STATES, "running"),
-    "complete": Move(("planning", "running", "blocked", "completed"), "completed"),
-    "fail": Move(("planning", "running", "blocked", "failed"), "failed"),
-})  # fmt: skip
+MISSION = Machine(
+    "mission",
+    MISSION_STATES,
+    {
+        "start": Move(("planning",), "running"),
+        "stop": Move(LIVE_MISSION_STATES, "blocked"),
+        "stop_forced": Move(LIVE_MISSION_STATES, "failed"),
+        "resume": Move(LIVE_MISSION_STATES, "running"),
+        "complete": Move(("planning", "running", "blocked", "completed"), "completed"),
+        "fail": Move(("planning", "running", "blocked", "failed"), "failed"),
+    },
+)
 
 MACHINES = (TASK, AGENT, MISSION)

@@ -9,9 +9,9 @@ Delivery is **at-least-once**. An entry is acknowledged (``XACK``) only after th
 state for that attempt is written. The task record, not the entry, decides who runs it: taking
 a task is one guarded Lua transition of the record, so an entry whose task was removed, taken
 elsewhere or already finished is skipped and acknowledged. Entries a dead worker held are taken
-over (``XAUTOCLAIM``) once they have been idle longer than ``claim_timeout_secs`` and their holder's heartbeat is
-stale; a live worker resets its entry's idle time on every heartbeat, so a task still being
-worked is never taken.
+over (``XAUTOCLAIM``) once they have been idle longer than ``claim_timeout_secs`` and their
+holder's heartbeat is stale; a live worker resets its entry's idle time on every heartbeat, so a
+task still being worked is never taken.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import redis
 
 from tinytown.core import defaults
-from tinytown.core.records import Agent, Task
 from tinytown.core.clock import now, to_rfc3339
+from tinytown.core.records import Agent, Task
 from tinytown.core.states import AGENT_NO_WORK_STATES, TASK, TASK_STATES
 from tinytown.store.scripts import DOCKET_CLAIM, queue_script
 from tinytown.store.tasks import ensure_group
@@ -111,10 +111,20 @@ def is_dead(agent: Agent | None, now_ms: int) -> bool:
     return agent is None or not agent.alive(now_ms)
 
 
-def held_entries(r: redis.Redis, stream: str, consumer: str, *, min_idle_ms: int = 0, count: int = 100) -> list[tuple[str, int]]:
+def held_entries(
+    r: redis.Redis, stream: str, consumer: str, *, min_idle_ms: int = 0, count: int = 100
+) -> list[tuple[str, int]]:
     """``(entry id, idle ms)`` of entries ``consumer`` holds on ``stream`` (oldest first)."""
     try:
-        rows = r.xpending_range(stream, GROUP, min="-", max="+", count=count, consumername=consumer, idle=min_idle_ms or None)
+        rows = r.xpending_range(
+            stream,
+            GROUP,
+            min="-",
+            max="+",
+            count=count,
+            consumername=consumer,
+            idle=min_idle_ms or None,
+        )
     except redis.ResponseError as err:  # no stream or no group: nothing held
         if "NOGROUP" in str(err):
             return []
@@ -155,7 +165,9 @@ class Dockets:
     def holders(self, stream: str) -> dict[str, int]:
         return holders(self.r, stream)
 
-    def held(self, stream: str, consumer: str, *, min_idle_ms: int = 0, count: int = 100) -> list[tuple[str, int]]:
+    def held(
+        self, stream: str, consumer: str, *, min_idle_ms: int = 0, count: int = 100
+    ) -> list[tuple[str, int]]:
         return held_entries(self.r, stream, consumer, min_idle_ms=min_idle_ms, count=count)
 
     def task_of(self, stream: str, entry_id: str) -> str | None:
@@ -179,7 +191,9 @@ class Docket:
         self.own, self.shared = self.keys.agent_docket(agent_id), self.keys.docket
         # The blocking read (and the claim sent behind it) needs a connection of its own, which
         # also lets another thread CLIENT UNBLOCK it.
-        self.reader = reader or redis.Redis(connection_pool=self.r.connection_pool, single_connection_client=True)
+        self.reader = reader or redis.Redis(
+            connection_pool=self.r.connection_pool, single_connection_client=True
+        )
         # The reader connection's CLIENT ID during the current read (None between reads), for
         # CLIENT UNBLOCK from another thread. Taken with every read: redis-py may have reconnected.
         self.reader_id: int | None = None
@@ -189,9 +203,22 @@ class Docket:
         self._claim_delivered = self.r.register_script(DOCKET_CLAIM)
         self.scripts = (self._keep_alive,)  # for scripts.execute_pipelined after a cache loss
         k = self.keys
-        self._claim_keys = [self.own, self.shared, k.tasks, k.backlog, k.urgent(agent_id), k.inbox(agent_id), k.agent(agent_id)]
+        self._claim_keys = [
+            self.own,
+            self.shared,
+            k.tasks,
+            k.backlog,
+            k.urgent(agent_id),
+            k.inbox(agent_id),
+            k.agent(agent_id),
+        ]
         self._claim_keys += [k.tasks_in_state(s) for s in TASK_STATES]
-        self._claim_args = [GROUP, agent_id, k.task_prefix, "," + ",".join(AGENT_NO_WORK_STATES) + ","]
+        self._claim_args = [
+            GROUP,
+            agent_id,
+            k.task_prefix,
+            "," + ",".join(AGENT_NO_WORK_STATES) + ",",
+        ]
 
     def end_read(self) -> bool:
         """Make a blocking read in progress return now (``CLIENT UNBLOCK``, from another thread);
@@ -225,32 +252,60 @@ class Docket:
         One ``XREADGROUP`` covers both streams (own first). The claim script
         (``scripts.DOCKET_CLAIM``) is sent on the same connection right behind it, so Redis runs
         it the moment the read is served, before the worker wakes. What came and was not taken
-        (an entry from each stream, or the agent's record says take no work) is handed back at
+        (an entry from each stream, or the agent's record says take no work) is put back at
         once for another idle worker. Returns None when nothing came.
         """
         conn = self.reader.connection
-        read = ("XREADGROUP", "GROUP", GROUP, self.agent_id, "COUNT", 1, "BLOCK", max(block_ms, 1),
-                "STREAMS", self.own, self.shared, ">", ">")  # fmt: skip
-        claim = ("EVALSHA", self._claim_delivered.sha, len(self._claim_keys), *self._claim_keys, *self._claim_args)
+        read = (
+            "XREADGROUP",
+            "GROUP",
+            GROUP,
+            self.agent_id,
+            "COUNT",
+            1,
+            "BLOCK",
+            max(block_ms, 1),
+            "STREAMS",
+            self.own,
+            self.shared,
+            ">",
+            ">",
+        )
+        claim = (
+            "EVALSHA",
+            self._claim_delivered.sha,
+            len(self._claim_keys),
+            *self._claim_keys,
+            *self._claim_args,
+        )
         conn.send_packed_command(conn.pack_commands([("CLIENT", "ID"), read, claim]))
         read_error = None
         try:
             self.reader_id = conn.read_response()  # answered at once, before the read blocks
-            try:  # raw replies, without redis-py's reply callbacks: stream → [[entry id, [field, value, …]], …]
+            # raw replies, without redis-py's reply callbacks:
+            # stream → [[entry id, [field, value, …]], …]
+            try:
                 # Waits the block time plus the usual reply timeout, so an idle read never meets
                 # the connection's socket timeout (whatever it is).
-                reply = conn.read_response(timeout=block_ms / 1000 + defaults.REDIS_SOCKET_TIMEOUT_SECS)
-            except redis.ResponseError as err:  # NOGROUP or UNBLOCKED; the claim's reply follows all the same
+                reply = conn.read_response(
+                    timeout=block_ms / 1000 + defaults.REDIS_SOCKET_TIMEOUT_SECS
+                )
+            except (
+                redis.ResponseError
+            ) as err:  # NOGROUP or UNBLOCKED; the claim's reply follows all the same
                 reply, read_error = None, err
             try:
                 claimed = conn.read_response()
-            except redis.exceptions.NoScriptError:  # Redis lost its script cache: load it and claim now
+            except (
+                redis.exceptions.NoScriptError
+            ):  # Redis lost its script cache: load it and claim now
                 claimed = self._claim_delivered(keys=self._claim_keys, args=self._claim_args)
         finally:
             self.reader_id = None
         delivery = self._delivery(reply, claimed)
         if read_error is not None and (delivery is None or delivery.entry is None):
-            raise read_error  # (a task the claim took anyway is run first; the error comes back next read)
+            # (a task the claim took anyway is run first; the error comes back next read)
+            raise read_error
         return delivery
 
     def _delivery(self, reply: dict | list | None, claimed: list) -> Delivery | None:
@@ -258,9 +313,11 @@ class Docket:
         skipped = tuple(
             (Entry(s, e, t, s == self.own), reason)
             for s, e, t, reason in zip(flat[::4], flat[1::4], flat[2::4], flat[3::4])
-        )  # fmt: skip
+        )
         handled = {(e.stream, e.entry_id) for e, _ in skipped} | {(stream, entry_id)}
-        by_stream = reply.items() if isinstance(reply, dict) else reply or ()  # RESP3 map or RESP2 pairs
+        by_stream = (
+            reply.items() if isinstance(reply, dict) else reply or ()
+        )  # RESP3 map or RESP2 pairs
         for got_stream, rows in by_stream:  # what came and was not taken goes back
             for got_id, _fields in rows:
                 if (got_stream, got_id) not in handled:
@@ -270,15 +327,21 @@ class Docket:
         if status == "none":
             return Delivery(None, None, skipped) if skipped else None
         task = Task.from_hash(dict(zip(record[::2], record[1::2])))
-        return Delivery(Entry(stream, entry_id, task_id, stream == self.own), Claim(task, peeked=(urgent, inbox)), skipped)
+        return Delivery(
+            Entry(stream, entry_id, task_id, stream == self.own),
+            Claim(task, peeked=(urgent, inbox)),
+            skipped,
+        )
 
     def held_by_me(self) -> list[Entry]:
         """Entries this agent id received before and never acknowledged (a restarted worker)."""
-        reply = self.r.xreadgroup(GROUP, self.agent_id, {self.own: "0", self.shared: "0"}, count=100)
+        reply = self.r.xreadgroup(
+            GROUP, self.agent_id, {self.own: "0", self.shared: "0"}, count=100
+        )
         return [
             Entry(e.stream, e.entry_id, e.task_id, e.directed, reclaimed_from=self.agent_id)
             for e in self._entries(reply)
-        ]  # fmt: skip
+        ]
 
     # -- taking the task --------------------------------------------------------------------
 
@@ -301,31 +364,45 @@ class Docket:
             return Claim(None, f"state:{task.state}")
         if task.attempts >= self.config.agent.max_attempts:
             reason = (
-                f"failed after {task.attempts} attempts (max_attempts = {self.config.agent.max_attempts}); "
+                f"failed after {task.attempts} attempts "
+                f"(max_attempts = {self.config.agent.max_attempts}); "
                 f"the last one ended when worker {holder} stopped without finishing it"
             )
             self.town.tasks.transition(
-                task.id, "fail", expect=task.state, assignee=assignee,
+                task.id,
+                "fail",
+                expect=task.state,
+                assignee=assignee,
                 set_fields={"result": reason, "completed_at": to_rfc3339(now())},
-            )  # fmt: skip
+            )
             return Claim(None, "attempts")
         fields = {"assigned_to": self.agent_id, "started_at": to_rfc3339(now())}
         result = self.town.tasks.transition(
-            task.id, "take_over", expect=task.state, assignee=assignee, set_fields=fields, incr_attempts=True
+            task.id,
+            "take_over",
+            expect=task.state,
+            assignee=assignee,
+            set_fields=fields,
+            incr_attempts=True,
         )
         if not result.ok:
-            return Claim(None, result.status if result.status != "state" else f"state:{result.old_state}")
+            return Claim(
+                None, result.status if result.status != "state" else f"state:{result.old_state}"
+            )
         return Claim(Task.from_hash(result.record))
 
     # -- while the task runs, and after -----------------------------------------------------
 
     def keep_alive(self, entry: Entry) -> bool:
-        """Reset the entry's idle time (``XCLAIM … JUSTID`` by its holder). False if no longer held."""
-        return bool(self._keep_alive(keys=[entry.stream], args=[GROUP, self.agent_id, entry.entry_id]))
+        """Reset the entry's idle time (``XCLAIM … JUSTID`` by its holder). False if no longer
+        held."""
+        return bool(
+            self._keep_alive(keys=[entry.stream], args=[GROUP, self.agent_id, entry.entry_id])
+        )
 
     def queue_keep_alive(self, pipe, entry: Entry) -> None:
-        """Queue a :meth:`keep_alive` on ``pipe`` (see ``scripts.execute_pipelined``); its reply is 1
-        if the entry is still held."""
+        """Queue a :meth:`keep_alive` on ``pipe`` (see ``scripts.execute_pipelined``); its reply
+        is 1 if the entry is still held."""
         queue_script(pipe, self._keep_alive, [entry.stream], [GROUP, self.agent_id, entry.entry_id])
 
     def ack(self, entry: Entry) -> None:
@@ -345,7 +422,9 @@ class Docket:
         """
         min_idle_ms = self.config.agent.claim_timeout_secs * 1000
         try:
-            rows = self.r.xpending_range(self.shared, GROUP, min="-", max="+", count=20, idle=min_idle_ms)
+            rows = self.r.xpending_range(
+                self.shared, GROUP, min="-", max="+", count=20, idle=min_idle_ms
+            )
         except redis.ResponseError as err:
             if "NOGROUP" in str(err):
                 return None
@@ -361,10 +440,14 @@ class Docket:
             if not verdicts[holder]:
                 continue
             entry_id = row["message_id"]
-            flat = self._take_over(keys=[self.shared], args=[GROUP, self.agent_id, min_idle_ms, entry_id, holder])
+            flat = self._take_over(
+                keys=[self.shared], args=[GROUP, self.agent_id, min_idle_ms, entry_id, holder]
+            )
             if flat:
                 fields = dict(zip(flat[::2], flat[1::2]))
-                return Entry(self.shared, entry_id, fields.get("task_id", ""), False, reclaimed_from=holder)
+                return Entry(
+                    self.shared, entry_id, fields.get("task_id", ""), False, reclaimed_from=holder
+                )
         return None
 
     def forget_dead_consumers(self) -> list[str]:
@@ -379,6 +462,8 @@ class Docket:
             name = c["name"]
             if name == self.agent_id or int(c.get("pending", 0)) > 0:
                 continue
-            if is_dead(self.town.agents.find(name), now_ms) and forget_consumer(self.r, self.shared, name):
+            if is_dead(self.town.agents.find(name), now_ms) and forget_consumer(
+                self.r, self.shared, name
+            ):
                 removed.append(name)
         return removed

@@ -8,19 +8,18 @@ record and moves the id between the per-state index sets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import redis
 
-from tinytown.store import control
 from tinytown.core import defaults
+from tinytown.core.clock import epoch_us, now, to_rfc3339
 from tinytown.core.errors import InvalidTransition, NotFound
-from tinytown.core.states import TASK, TASK_RUNNING, TASK_STATES
 from tinytown.core.keys import Keys
 from tinytown.core.records import Task, new_id
-from tinytown.core.clock import epoch_us, now, to_rfc3339
-from tinytown.store import transaction
+from tinytown.core.states import TASK, TASK_RUNNING, TASK_STATES
+from tinytown.store import control, transaction
 from tinytown.store.scripts import TASK_DELETE, TASK_TRANSITION, queue_script
 
 
@@ -104,17 +103,29 @@ class TaskStore:
         created = now()
         ts = to_rfc3339(created)
         task = Task(
-            id=new_id(), description=description, state=TASK["submit_to_agent" if agent_id else "submit"].target,
-            created_at=ts, updated_at=ts, tags=list(tags), assigned_to=agent_id, parent_id=parent_id,
-            repo=repo, base_branch=base_branch, push=push, cli=cli,
-        )  # fmt: skip
+            id=new_id(),
+            description=description,
+            state=TASK["submit_to_agent" if agent_id else "submit"].target,
+            created_at=ts,
+            updated_at=ts,
+            tags=list(tags),
+            assigned_to=agent_id,
+            parent_id=parent_id,
+            repo=repo,
+            base_branch=base_branch,
+            push=push,
+            cli=cli,
+        )
         stream = self.keys.agent_docket(agent_id) if agent_id else self.keys.docket
         self._ensure_group(stream)
         score = epoch_us(created)
         record = [x for kv in task.to_hash().items() for x in kv]
         entry = [x for kv in docket_fields(task, agent_id or "", ts).items() for x in kv]
-        commands = [("HSET", self.keys.task(task.id), *record), ("ZADD", self.keys.tasks, score, task.id),
-                    ("ZADD", self.keys.tasks_in_state(task.state), score, task.id)]  # fmt: skip
+        commands = [
+            ("HSET", self.keys.task(task.id), *record),
+            ("ZADD", self.keys.tasks, score, task.id),
+            ("ZADD", self.keys.tasks_in_state(task.state), score, task.id),
+        ]
         if not agent_id:
             commands.append(("RPUSH", self.keys.backlog, task.id))
         commands.append(("XADD", stream, "MAXLEN", "~", defaults.DOCKET_MAXLEN, "*", *entry))
@@ -155,7 +166,9 @@ class TaskStore:
         """Every task id in ``state``, oldest first (an operator's read, not a hot path)."""
         return self.r.zrange(self.keys.tasks_in_state(state), 0, -1)
 
-    def list(self, state: str | None = None, *, offset: int = 0, limit: int = 100) -> tuple[list[Task], int]:
+    def list(
+        self, state: str | None = None, *, offset: int = 0, limit: int = 100
+    ) -> tuple[list[Task], int]:
         """Tasks oldest first (optionally one state), a page of them, and the total count."""
         key = self.keys.tasks_in_state(state) if state else self.keys.tasks
         pipe = self.r.pipeline(transaction=False)
@@ -219,7 +232,9 @@ class TaskStore:
         set_fields = set_fields or {}
         delete_fields = list(delete_fields)
         # The script writes these itself after the fields given (and never deletes attempts).
-        if owned := ({"state", "updated_at"} & set(set_fields)) | ({"state", "updated_at", "attempts"} & set(delete_fields)):
+        if owned := ({"state", "updated_at"} & set(set_fields)) | (
+            {"state", "updated_at", "attempts"} & set(delete_fields)
+        ):
             raise ValueError(f"a transition may not set or delete {', '.join(sorted(owned))}")
         stream = self.keys.agent_docket(dispatch_to) if dispatch_to else self.keys.docket
         xfields: list[str] = []
@@ -231,7 +246,14 @@ class TaskStore:
                     xfields += [k, v]
         keys = [self.keys.task(task_id), self.keys.tasks, self.keys.backlog, stream]
         keys += [self.keys.tasks_in_state(s) for s in TASK_STATES]
-        args: list[str] = [task_id, allowed, rule.target or "", to_rfc3339(now()), assignee, "1" if incr_attempts else "0"]
+        args: list[str] = [
+            task_id,
+            allowed,
+            rule.target or "",
+            to_rfc3339(now()),
+            assignee,
+            "1" if incr_attempts else "0",
+        ]
         args += [str(len(xfields) // 2), str(len(set_fields)), str(len(delete_fields))]
         args += xfields
         for k, v in set_fields.items():
@@ -250,55 +272,87 @@ class TaskStore:
 
     def assign(self, task_id: str, agent_id: str) -> Transition:
         """Claim a pending backlog task for one agent: it moves to that agent's docket."""
-        result = self.transition(task_id, "assign", set_fields={"assigned_to": agent_id}, dispatch_to=agent_id)
+        result = self.transition(
+            task_id, "assign", set_fields={"assigned_to": agent_id}, dispatch_to=agent_id
+        )
         return self._require(result, task_id, "claimed (only pending backlog tasks can be)")
 
     def complete(self, task_id: str, result: str = "", *, agent_id: str = "") -> Transition:
         """Mark a live task completed with its result."""
         outcome = self.transition(
-            task_id, "complete", assignee=agent_id, set_fields={"result": result, "completed_at": to_rfc3339(now())}
+            task_id,
+            "complete",
+            assignee=agent_id,
+            set_fields={"result": result, "completed_at": to_rfc3339(now())},
         )
         return self._require(outcome, task_id, "completed")
 
     def fail(self, task_id: str, reason: str, *, agent_id: str = "") -> Transition:
         """Mark a live task failed with the reason; it stays listed under ``failed``."""
         outcome = self.transition(
-            task_id, "fail", assignee=agent_id, set_fields={"result": reason, "completed_at": to_rfc3339(now())}
+            task_id,
+            "fail",
+            assignee=agent_id,
+            set_fields={"result": reason, "completed_at": to_rfc3339(now())},
         )
         return self._require(outcome, task_id, "failed")
 
     def cancel(self, task_id: str, reason: str) -> Transition:
         """Mark a live task cancelled with the reason. The worker running it is nudged
-        (``tinytown.store.control``) and stops its CLI at once — at its next heartbeat if the nudge is
-        missed — leaving the state as it is; a queued docket entry is skipped."""
-        outcome = self.transition(task_id, "cancel", set_fields={"result": reason, "completed_at": to_rfc3339(now())})
-        if outcome.ok and outcome.old_state == TASK_RUNNING and (outcome.record or {}).get("assigned_to"):
-            control.publish(self.r, self.keys, outcome.record["assigned_to"], control.CANCEL, task_id)
+        (``tinytown.store.control``) and stops its CLI at once — at its next heartbeat if the
+        nudge is missed — leaving the state as it is; a queued docket entry is skipped."""
+        outcome = self.transition(
+            task_id, "cancel", set_fields={"result": reason, "completed_at": to_rfc3339(now())}
+        )
+        if (
+            outcome.ok
+            and outcome.old_state == TASK_RUNNING
+            and (outcome.record or {}).get("assigned_to")
+        ):
+            control.publish(
+                self.r, self.keys, outcome.record["assigned_to"], control.CANCEL, task_id
+            )
         return self._require(outcome, task_id, "cancelled")
 
     def requeue(
-        self, task_id: str, *, expect: str | None = None, assignee: str = "", to_agent: str | None = None,
-        attempts: int | None = None, move: str | None = None,
-    ) -> Transition:  # fmt: skip
+        self,
+        task_id: str,
+        *,
+        expect: str | None = None,
+        assignee: str = "",
+        to_agent: str | None = None,
+        attempts: int | None = None,
+        move: str | None = None,
+    ) -> Transition:
         """Put a live task back to work with a fresh docket entry, in one atomic step.
 
         With ``to_agent`` it is aimed at that agent (its own docket: ``reassign``); otherwise it
         waits for any worker again (``requeue``): unassigned, at the end of the backlog and on the
         shared docket. ``expect`` and ``assignee`` guard it as in :meth:`transition`;
-        ``attempts`` sets the attempt count (with ``move="give_back"``: a claim undone before its
+        ``attempts`` sets the attempt count (with ``move="undo_claim"``: a claim undone before its
         CLI started). Old docket entries of the task are left alone: whoever reads one finds the
         task moved on and skips it.
         """
         counted = {} if attempts is None else {"attempts": str(attempts)}
         if to_agent:
             return self.transition(
-                task_id, move or "reassign", expect=expect, assignee=assignee,
-                set_fields={"assigned_to": to_agent, **counted}, delete_fields=("started_at",), dispatch_to=to_agent,
-            )  # fmt: skip
+                task_id,
+                move or "reassign",
+                expect=expect,
+                assignee=assignee,
+                set_fields={"assigned_to": to_agent, **counted},
+                delete_fields=("started_at",),
+                dispatch_to=to_agent,
+            )
         return self.transition(
-            task_id, move or "requeue", expect=expect, assignee=assignee, set_fields=counted,
-            delete_fields=("assigned_to", "started_at"), redispatch=True,
-        )  # fmt: skip
+            task_id,
+            move or "requeue",
+            expect=expect,
+            assignee=assignee,
+            set_fields=counted,
+            delete_fields=("assigned_to", "started_at"),
+            redispatch=True,
+        )
 
     def delete(self, task_id: str) -> str:
         """Delete a task in any state from its record and every index. Returns the old state."""
@@ -312,7 +366,8 @@ class TaskStore:
         return old
 
     def remove_from_backlog(self, task_id: str) -> None:
-        """Delete a pending task. Its docket entry stays; a worker that reads it skips and acks it."""
+        """Delete a pending task. Its docket entry stays; a worker that reads it skips and acks
+        it."""
         status, old = self._delete(
             keys=[self.keys.task(task_id), self.keys.tasks, self.keys.backlog]
             + [self.keys.tasks_in_state(s) for s in TASK_STATES],
@@ -321,4 +376,9 @@ class TaskStore:
         if status == "missing":
             raise NotFound(f"task {task_id} not found in backlog")
         if status == "state":
-            raise InvalidTransition("task", task_id, old, f"removed from the backlog (only {', '.join(TASK['remove'].source)} tasks are)")
+            raise InvalidTransition(
+                "task",
+                task_id,
+                old,
+                f"removed from the backlog (only {', '.join(TASK['remove'].source)} tasks are)",
+            )

@@ -28,7 +28,7 @@ import math
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tinytown.core.defaults import DEAD_AFTER_HEARTBEATS
 
@@ -40,8 +40,12 @@ EXIT_STALE = 1  # Docker: unhealthy (2 is reserved by Docker)
 class HealthFile:
     """Writes the health file after each acknowledged heartbeat; a no-op without a path."""
 
-    def __init__(self, path: str | None, heartbeat_interval_secs: float,
-                 on_error: Callable[..., None] | None = None):
+    def __init__(
+        self,
+        path: str | None,
+        heartbeat_interval_secs: float,
+        on_error: Callable[..., None] | None = None,
+    ):
         self.path = path or None
         self.heartbeat_interval_secs = heartbeat_interval_secs
         self.on_error = on_error
@@ -49,8 +53,12 @@ class HealthFile:
         self._failing = False
 
     @classmethod
-    def from_env(cls, heartbeat_interval_secs: float, on_error: Callable[..., None] | None = None,
-                 environ: dict[str, str] | None = None) -> HealthFile:
+    def from_env(
+        cls,
+        heartbeat_interval_secs: float,
+        on_error: Callable[..., None] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> HealthFile:
         """The health file ``$TINYTOWN_HEALTH_FILE`` names (none when it is unset or empty)."""
         env = os.environ if environ is None else environ
         return cls(env.get(ENV_VAR, "").strip() or None, heartbeat_interval_secs, on_error)
@@ -76,8 +84,13 @@ class HealthFile:
         self._failing = False
 
     def _write(self) -> None:
-        body = json.dumps({"heartbeat_interval_secs": self.heartbeat_interval_secs,
-                           "dead_after_heartbeats": DEAD_AFTER_HEARTBEATS, "pid": os.getpid()})
+        body = json.dumps(
+            {
+                "heartbeat_interval_secs": self.heartbeat_interval_secs,
+                "dead_after_heartbeats": DEAD_AFTER_HEARTBEATS,
+                "pid": os.getpid(),
+            }
+        )
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w") as fh:
@@ -92,8 +105,12 @@ class HealthFile:
 
 
 def _positive_number(value: object) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0)
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def check(path: str, now: float | None = None) -> tuple[bool, str]:
@@ -104,18 +121,25 @@ def check(path: str, now: float | None = None) -> tuple[bool, str]:
         with open(path) as fh:
             data = json.loads(fh.read())
     except FileNotFoundError:
-        return False, f"no health file at {path}: the worker has not had a heartbeat acknowledged yet"
+        return (
+            False,
+            f"no health file at {path}: the worker has not had a heartbeat acknowledged yet",
+        )
     except (OSError, ValueError) as err:
         return False, f"health file {path} is unreadable: {err}"
     interval = data.get("heartbeat_interval_secs") if isinstance(data, dict) else None
     dead_after = data.get("dead_after_heartbeats") if isinstance(data, dict) else None
     if not _positive_number(interval) or not _positive_number(dead_after):
-        return False, (f"health file {path} does not hold a positive heartbeat_interval_secs and "
-                       f"dead_after_heartbeats: {data!r}"[:300])
+        return False, (
+            f"health file {path} does not hold a positive heartbeat_interval_secs and "
+            f"dead_after_heartbeats: {data!r}"[:300]
+        )
     age, limit = now - written_at, dead_after * interval
     if age > limit:
-        return False, (f"last acknowledged heartbeat {age:.1f}s ago, over {limit:g}s "
-                       f"({dead_after:g} x {interval:g}s)")
+        return False, (
+            f"last acknowledged heartbeat {age:.1f}s ago, over {limit:g}s "
+            f"({dead_after:g} x {interval:g}s)"
+        )
     return True, f"last acknowledged heartbeat {max(age, 0.0):.1f}s ago (limit {limit:g}s)"
 
 
@@ -123,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m tinytown.worker.health_file [PATH]``: exit 0 fresh, 1 stale, missing or unset."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1 or (args and args[0].startswith("-")):
-        print("usage: python -m tinytown.worker.health_file [PATH]  (default: $TINYTOWN_HEALTH_FILE)")
+        print(
+            "usage: python -m tinytown.worker.health_file [PATH]  (default: $TINYTOWN_HEALTH_FILE)"
+        )
         return EXIT_STALE
     path = args[0] if args else os.environ.get(ENV_VAR, "").strip()
     if not path:

@@ -14,11 +14,12 @@ Two defences:
   while a CLI runs, the kernel closes its end of the pipe, the watchdog reads end-of-file and
   stops the CLI's group (SIGTERM, SIGKILL after the grace period).
 - **The take-over check** (:func:`stop`), for a CLI whose leash is gone too (both killed, or the
-  leash died mid-task). A worker records its CLI's process group and host on its agent record, and a worker that takes a task
-  over from a dead holder on the same host stops what is left of that group first. A process group id can be
-  reused after its processes are gone, so a group is stopped only if one of its processes still
-  carries the dead holder's agent id and the task id in its environment (``TINYTOWN_AGENT_ID``,
-  ``TINYTOWN_TASK_ID``, which every CLI gets). Linux only (``/proc``); elsewhere nothing is found.
+  leash died mid-task). A worker records its CLI's process group and host on its agent record,
+  and a worker that takes a task over from a dead holder on the same host stops what is left of
+  that group first. A process group id can be reused after its processes are gone, so a group is
+  stopped only if one of its processes still carries the dead holder's agent id and the task id
+  in its environment (``TINYTOWN_AGENT_ID``, ``TINYTOWN_TASK_ID``, which every CLI gets). Linux
+  only (``/proc``); elsewhere nothing is found.
 
 Neither covers a worker killed in the microseconds between starting its CLI and telling its leash
 (the group reaches the agent record only after that).
@@ -26,11 +27,13 @@ Neither covers a worker killed in the microseconds between starting its CLI and 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -90,9 +93,11 @@ def stop(pgid: int, agent_id: str, task_id: str, grace_secs: float = 5.0) -> lis
 # if any, is stopped: SIGTERM, then SIGKILL to what is left after the grace period (looked at every
 # 0.1 s, so a group gone early is not signalled again: its id could be reused).
 _LEASH = (
-    'g=; while read -r line; do if [ "$line" = done ]; then g=; else g=$line; fi; done; [ -n "$g" ] || exit 0; '
+    'g=; while read -r line; do if [ "$line" = done ]; then g=; else g=$line; fi; done; '
+    '[ -n "$g" ] || exit 0; '
     'kill -s TERM -- "-$g" 2>/dev/null || exit 0; '
-    'i=0; while [ "$i" -lt $(( $1 * 10 )) ]; do kill -s 0 -- "-$g" 2>/dev/null || exit 0; sleep 0.1; i=$((i + 1)); done; '
+    'i=0; while [ "$i" -lt $(( $1 * 10 )) ]; do '
+    'kill -s 0 -- "-$g" 2>/dev/null || exit 0; sleep 0.1; i=$((i + 1)); done; '
     'kill -s KILL -- "-$g" 2>/dev/null'
 )
 
@@ -106,13 +111,17 @@ class Leash:
 
     def __init__(self, grace_secs: float = 5.0):
         self.guarding = False
-        read_end, self._write_end = os.pipe()  # neither end is inherited by other children (PEP 446)
+        # Neither end is inherited by other children (PEP 446).
+        read_end, self._write_end = os.pipe()
         grace = str(max(1, math.ceil(grace_secs)))
         try:
             self.proc = subprocess.Popen(
-                ["sh", "-c", _LEASH, "tinytown-leash", grace], stdin=read_end,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                ["sh", "-c", _LEASH, "tinytown-leash", grace],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         except OSError:
             os.close(self._write_end)
             raise
@@ -143,3 +152,53 @@ class Leash:
             except subprocess.TimeoutExpired:  # pragma: no cover - it leaves at end-of-file
                 self.proc.kill()
                 self.proc.wait()
+
+
+class WorkerLeash:
+    """A worker's hold on its one :class:`Leash`: started once, off any task's path, and kept for
+    the worker's whole life. A leash that died is replaced once, when the next CLI starts.
+    Failures are logged, never fatal: without a leash the task runs all the same."""
+
+    def __init__(self, log: Callable[..., None], grace_secs: float):
+        self.log, self.grace_secs = log, grace_secs
+        self.leash: Leash | None = None
+
+    def start(self, task_id: str | None = None) -> Leash | None:
+        """The leash, started if there is none yet; None, logged, if it cannot be."""
+        if self.leash is None:
+            try:
+                self.leash = Leash(grace_secs=self.grace_secs)
+            except OSError as err:
+                self.log("cli_leash_failed", task=task_id, detail=str(err))
+        return self.leash
+
+    def attach(self, pgid: int, task_id: str) -> Leash | None:
+        """Put the leash on the CLI just started (process group ``pgid``): it stops the group if
+        the worker dies while the CLI runs. Returns the leash, or None (logged) if there is none."""
+        for attempt in (1, 2):
+            leash = self.start(task_id)
+            if leash is None:
+                return None
+            try:
+                leash.attach(pgid)
+                return leash
+            except OSError as err:  # it died (EPIPE)
+                leash.close()
+                self.leash = None
+                self.log(
+                    "cli_leash_replaced" if attempt == 1 else "cli_leash_failed",
+                    task=task_id,
+                    detail=str(err),
+                )
+        return None
+
+    def release(self) -> None:
+        """The CLI has ended. (A leash that died meanwhile is replaced at the next start.)"""
+        if self.leash is not None:
+            with contextlib.suppress(OSError):
+                self.leash.release()
+
+    def close(self) -> None:
+        """The worker ends: a CLI still running (after an error) is stopped by the leash."""
+        if self.leash is not None:
+            self.leash.close()

@@ -21,10 +21,21 @@ from tinytown.core import defaults
 
 
 class TaskLog:
-    """One attempt's output file, its header line written: the CLI's stdout and stderr go to ``fd``."""
+    """One attempt's output file, its header line written; the CLI's stdout and stderr go to
+    ``fd``."""
 
-    def __init__(self, folder: Path, name: str, fd: int, start: int, *, named: bool, folder_fd: int | None = None):
-        self.folder, self.file_name, self.fd, self.named, self.folder_fd = folder, name, fd, named, folder_fd
+    def __init__(
+        self,
+        folder: Path,
+        name: str,
+        fd: int,
+        start: int,
+        *,
+        named: bool,
+        folder_fd: int | None = None,
+    ):
+        self.folder, self.file_name, self.fd = folder, name, fd
+        self.named, self.folder_fd = named, folder_fd
         self.start = start  # where this attempt's CLI output begins (after the header line)
 
     @property
@@ -52,7 +63,9 @@ class TaskLog:
     def tail(self) -> str:
         """The last ``RESULT_TAIL_BYTES`` of this attempt's output."""
         size = os.fstat(self.fd).st_size
-        begin = min(size, max(self.start, size - defaults.RESULT_TAIL_BYTES))  # the CLI may truncate
+        begin = min(
+            size, max(self.start, size - defaults.RESULT_TAIL_BYTES)
+        )  # the CLI may truncate
         return os.pread(self.fd, size - begin, begin).decode("utf-8", errors="replace")
 
     def close(self) -> None:

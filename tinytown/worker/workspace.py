@@ -71,11 +71,15 @@ def _slot_name(repo: str) -> str:
     return f"{base}-{hashlib.sha1(repo.encode()).hexdigest()[:8]}"
 
 
-def git(args: list[str], cwd: Path, *, timeout: float = defaults.GIT_TIMEOUT_SECS, check: bool = True) -> subprocess.CompletedProcess:
+def git(
+    args: list[str], cwd: Path, *, timeout: float = defaults.GIT_TIMEOUT_SECS, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run git without prompts; raise GitError with the command and its output when it fails."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
     try:
-        proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         raise GitError(f"git {' '.join(args)} took longer than {timeout:.0f} s in {cwd}") from None
     if check and proc.returncode != 0:
@@ -103,7 +107,9 @@ def open_workspace(root: Path, task: Task, town_root: Path) -> Workspace:
     assert task.repo, "open_workspace needs a task with a repo"
     remote = remote_url(task.repo, town_root)
     path, lock = _lock_slot(root, _slot_name(remote))
-    ws = Workspace(path=path, branch=branch_for(task.id), remote=remote, continued=False, _lock=lock)
+    ws = Workspace(
+        path=path, branch=branch_for(task.id), remote=remote, continued=False, _lock=lock
+    )
     try:
         if not (path / ".git").exists():
             clone = ["clone", "--quiet", "--depth", "1"]
@@ -112,10 +118,13 @@ def open_workspace(root: Path, task: Task, town_root: Path) -> Workspace:
             git([*clone, remote, str(path)], cwd=root)
         else:
             git(["remote", "set-url", "origin", remote], cwd=path)
-        if git(["fetch", "--quiet", "--depth", "1", "origin", f"refs/heads/{ws.branch}"], cwd=path, check=False).returncode == 0:
+        pushed_before = ["fetch", "--quiet", "--depth", "1", "origin", f"refs/heads/{ws.branch}"]
+        if git(pushed_before, cwd=path, check=False).returncode == 0:
             ws.continued = True
         else:
-            git(["fetch", "--quiet", "--depth", "1", "origin", task.base_branch or "HEAD"], cwd=path)
+            git(
+                ["fetch", "--quiet", "--depth", "1", "origin", task.base_branch or "HEAD"], cwd=path
+            )
         git(["checkout", "--quiet", "--force", "-B", ws.branch, "FETCH_HEAD"], cwd=path)
         git(["clean", "-ffdxq"], cwd=path)
     except BaseException:
@@ -126,7 +135,8 @@ def open_workspace(root: Path, task: Task, town_root: Path) -> Workspace:
 
 def _identity(path: Path, agent_name: str) -> list[str]:
     """``-c user.name/email`` when git has no identity configured (as in a fresh container)."""
-    if git(["config", "user.email"], cwd=path, check=False).stdout.strip() or os.environ.get("GIT_AUTHOR_EMAIL"):
+    configured = git(["config", "user.email"], cwd=path, check=False).stdout.strip()
+    if configured or os.environ.get("GIT_AUTHOR_EMAIL"):
         return []
     return ["-c", f"user.name={agent_name}", "-c", f"user.email={agent_name}@tinytown.invalid"]
 
@@ -138,11 +148,13 @@ def commit_message(task: Task, *, wip: bool = False) -> str:
     return f"tt: task {task.id}: {first}\n"
 
 
-def finish(ws: Workspace, task: Task, *, agent_name: str, push: bool, wip: bool = False) -> str:
+def commit(ws: Workspace, task: Task, *, agent_name: str, push: bool, wip: bool = False) -> str:
     """Commit what the CLI left uncommitted, push when asked; returns the head commit."""
     git(["add", "--all"], cwd=ws.path)
     if git(["diff", "--cached", "--quiet"], cwd=ws.path, check=False).returncode != 0:
-        git([*_identity(ws.path, agent_name), "commit", "--quiet", "--no-verify", "-m", commit_message(task, wip=wip)], cwd=ws.path)
+        message = commit_message(task, wip=wip)
+        identity = _identity(ws.path, agent_name)
+        git([*identity, "commit", "--quiet", "--no-verify", "-m", message], cwd=ws.path)
     head = git(["rev-parse", "HEAD"], cwd=ws.path).stdout.strip()
     if push:
         git(["push", "--quiet", "origin", f"HEAD:refs/heads/{ws.branch}"], cwd=ws.path)

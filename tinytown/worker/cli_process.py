@@ -1,0 +1,87 @@
+"""The coding CLI as a process: what it sees, the prompt on its stdin, and its process group.
+
+The worker starts each CLI as ``sh -c COMMAND`` in a session of its own, so the CLI's process
+group (whose id is the ``sh``'s pid) holds everything it starts. A task timeout, a drain or a
+cancel stops the whole group, and so does the CLI's own exit for what it leaves running: nothing
+of a task outlives it. (A CLI whose worker died is stopped by :mod:`tinytown.worker.orphan_cli`.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from tinytown.config import Config
+from tinytown.core import defaults
+
+GROUP_POLL_SECS = 0.05  # how often a group being stopped is looked at during its grace period
+
+
+def base_env(config: Config, agent_id: str, agent_name: str) -> dict[str, str]:
+    """The environment every task's CLI gets besides its preset's ``env``, its task id and its
+    attempt: the worker's own, plus who and where it is."""
+    return {
+        **os.environ,
+        "TINYTOWN_AGENT_ID": agent_id,
+        "TINYTOWN_AGENT_NAME": agent_name,
+        "TINYTOWN_URL": townhall_url(config),
+        "TINYTOWN_TOWN_DIR": str(config.root),
+    }
+
+
+def townhall_url(config: Config) -> str:
+    """``TINYTOWN_URL``, else the town's own townhall as seen from this host."""
+    if os.environ.get("TINYTOWN_URL"):
+        return os.environ["TINYTOWN_URL"]
+    th = config.townhall
+    host = "127.0.0.1" if th.bind in ("0.0.0.0", "::", "") else th.bind
+    scheme = "https" if th.tls.enabled else "http"
+    return f"{scheme}://{host}:{th.rest_port}"
+
+
+def feed_prompt(stdin, prompt: bytes) -> None:
+    """Write the prompt to the CLI's stdin and close it (a CLI that never reads it is fine).
+    Run in a thread of its own: a prompt larger than the pipe waits for the CLI to read it."""
+    try:
+        stdin.write(prompt)
+        stdin.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to the CLI's whole process group (nothing if it is gone)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(proc: subprocess.Popen) -> bool:
+    """Whether anything of the CLI's process group still runs (its leader included)."""
+    try:
+        os.killpg(proc.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def stop_group(proc: subprocess.Popen) -> int | None:
+    """SIGTERM the CLI's whole process group; SIGKILL what is left of it after the grace period.
+    Returns the CLI's exit code.
+
+    The group outlives ``sh`` (its leader), so wait for every member, not only the leader.
+    """
+    signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + defaults.CLI_STOP_GRACE_SECS
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader so it does not count as a member
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(GROUP_POLL_SECS)
+    signal_group(proc, signal.SIGKILL)
+    return proc.wait()

@@ -1,0 +1,76 @@
+"""What a task's run starts from and ends with: the inbox its prompt carries and the outcome of
+its coding CLI, from which the worker writes the task's final state for the attempt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tinytown.config import Config
+from tinytown.core import messages
+
+
+@dataclass
+class Inbox:
+    """The messages read with the claim: ``(list key, raw message)`` pairs, urgent ones first."""
+
+    raw: list[tuple[str, str]]
+
+    @property
+    def messages(self) -> list[dict]:
+        return [messages.decode(m) for _, m in self.raw]
+
+
+@dataclass
+class Outcome:
+    """How one CLI run ended."""
+
+    exit_code: int | None = None
+    timed_out: bool = False
+    # The worker is leaving (drain timeout, or told to before the CLI started): the task is left
+    # unfinished, its entry for reclaim (``agent_worker.Worker.leave_unfinished``).
+    left_unfinished: bool = False
+    cancelled: bool = False  # the task was cancelled (tt/REST) while it ran: its CLI was stopped
+    error: str = ""  # the CLI could not be started, or its workspace could not be prepared
+    # The task as stored cannot run here (``TaskRunner.unrunnable``): failed, not retried.
+    rejected: bool = False
+    tail: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not (self.stopped or self.error)
+
+    @property
+    def stopped(self) -> bool:
+        """The worker stopped the CLI's process group (a timeout, a drain, a cancel)."""
+        return self.timed_out or self.left_unfinished or self.cancelled
+
+    def verdict(self, attempts: int, config: Config) -> tuple[str, str]:
+        """The task's final state for this attempt and its result: ``("completed", tail)``,
+        ``("failed", reason and tail)`` once no attempt is left (or it was rejected), else
+        ``("retry", "")``."""
+        if self.succeeded:
+            return "completed", self.tail
+        max_attempts = config.agent.max_attempts
+        if not self.rejected and attempts < max_attempts:
+            return "retry", ""
+        reason = (
+            self.error
+            if self.rejected
+            else (
+                f"failed after {attempts} attempts (max_attempts = {max_attempts}); "
+                f"last attempt: {self.reason(config)}"
+            )
+        )
+        return "failed", f"{reason}\n{self.tail}".rstrip()
+
+    def reason(self, config: Config) -> str:
+        if self.error:
+            return self.error
+        if self.cancelled:
+            return "cancelled while it ran; its process group was stopped"
+        if self.timed_out:
+            return (
+                f"timed out after {config.agent.task_timeout_secs} s (task_timeout_secs); "
+                "its process group was stopped"
+            )
+        return f"the coding CLI exited with code {self.exit_code}"

@@ -1,0 +1,386 @@
+"""Running one claimed task: its git workspace, its coding CLI, and how the run ended.
+
+The worker's main loop (``agent_worker.py``) hands each task it claimed to :meth:`TaskRunner.run`
+and gets back the :class:`~tinytown.worker.outcome.Outcome` and the task's workspace, from which
+it writes the task's final state. In between:
+
+- a task that cannot run here as stored (:meth:`TaskRunner.unrunnable`) is rejected at once;
+- a task with a ``repo`` gets its git workspace (:mod:`tinytown.worker.workspace`);
+- the CLI starts as ``sh -c COMMAND`` in a process group of its own
+  (:mod:`tinytown.worker.cli_process`), its output going to the task's log file
+  (:mod:`tinytown.worker.tasklog`); the leash takes hold of it, the prompt is written to its
+  stdin, and one round trip records ``started_at``, the agent ``working`` and the inbox
+  messages the prompt took;
+- the runner waits for the CLI and stops its group on the task timeout, a drain timeout or a
+  cancel (set by the worker's other threads), and after its exit stops what it left running.
+
+The way from a delivery to ``Popen`` is the submit→start latency (``docs/benchmarks.md``): for a
+task without a repository nothing on it can wait — no Redis round trip, no file creation, no
+log line; the prompt, the log line and the round trip all come once the CLI runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from tinytown.config import AgentConfig, Config
+from tinytown.core import defaults, inputs
+from tinytown.core.clis import INSTRUCTION_FILE_FLAG, UnknownCli
+from tinytown.core.clock import now, to_rfc3339
+from tinytown.core.errors import TinytownError
+from tinytown.core.prompt import build_prompt
+from tinytown.core.records import Task
+from tinytown.core.states import AGENT, TASK_RUNNING
+from tinytown.store import Town
+from tinytown.store.docket import Entry
+from tinytown.store.worker import WorkerStore
+from tinytown.worker import cli_process, orphan_cli, workspace
+from tinytown.worker.outcome import Inbox, Outcome
+from tinytown.worker.tasklog import TaskLogs
+from tinytown.worker.workspace import Workspace
+
+
+class WorkerState(Protocol):
+    """What a task's run reads and sets on the worker (``agent_worker.Worker``)."""
+
+    config: Config
+    agent_cfg: AgentConfig
+    name: str
+    agent_id: str
+    host: str
+    town: Town
+    store: WorkerStore
+    logs: TaskLogs
+    leash: orphan_cli.WorkerLeash
+    base_env: dict[str, str]  # what every task's CLI gets besides its task id and attempt
+    with_redis: Callable[..., object]  # a tinytown.worker.retry.RedisRetry
+    stopping: str  # read: why the worker is draining ("" while it is not)
+    cancelled_task: str  # read: set by the heartbeat or control thread on a cancel
+    proc: subprocess.Popen | None  # set: the running CLI, whose group a second signal kills
+
+    def log(self, event: str, **fields) -> None: ...
+
+    def set_state(self, move: str, **fields) -> None: ...
+
+
+class TaskRunner:
+    def __init__(self, worker: WorkerState):
+        self.worker = worker
+
+    def run(self, task: Task, entry: Entry, inbox: Inbox) -> tuple[Outcome, Workspace | None]:
+        """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
+        w = self.worker
+        ws = None
+        if problem := self.unrunnable(task):
+            w.log("task_rejected", task=task.id, attempt=task.attempts, reason=problem)
+            return Outcome(error=problem, rejected=True), None
+        if task.repo:
+            self.log_task_started(task, entry)
+            w.set_state("work", current_task=task.id, last_active_at=to_rfc3339(now()))
+            try:
+                root = w.config.path(w.agent_cfg.workspace_dir)
+                ws = workspace.open_workspace(root, task, w.config.root)
+                w.log(
+                    "workspace_ready",
+                    task=task.id,
+                    path=ws.path,
+                    branch=ws.branch,
+                    continued=ws.continued,
+                )
+                branch = {"branch": ws.branch}
+                record = w.town.tasks.transition
+                w.with_redis(
+                    "record_branch",
+                    record,
+                    task.id,
+                    "record",
+                    assignee=w.agent_id,
+                    set_fields=branch,
+                )
+            except TinytownError as err:
+                return Outcome(error=f"workspace: {err}"), None
+        return self.run_cli(task, entry, inbox, ws), ws
+
+    def unrunnable(self, task: Task) -> str:
+        """Why a task as stored cannot run here ("" if it can): a CLI this town does not configure
+        (the config changed, or it was stored before the rule), or a repository or branch that
+        breaks the rules townhall applies at submit. Such a task fails at once with the reason;
+        it never stops the worker."""
+        try:
+            self.worker.config.cli(task.cli)
+            if task.repo:
+                inputs.repo(task.repo, "repo")
+            if task.base_branch:
+                inputs.branch(task.base_branch, "base_branch")
+        except (UnknownCli, inputs.InputError) as err:
+            return f"the task as stored cannot run: {inputs.printable(str(err))}"
+        return ""
+
+    def log_task_started(self, task: Task, entry: Entry) -> None:
+        """``task_started``: before the workspace of a task with a repository is prepared, else
+        right after the CLI starts (a log write kept off the way to its start)."""
+        self.worker.log(
+            "task_started",
+            task=task.id,
+            attempt=task.attempts,
+            source="agent" if entry.directed else "docket",
+            reclaimed_from=entry.reclaimed_from,
+        )
+
+    def log_header(self, attempt: int) -> str:
+        """The first line of an attempt's output in the task's log file."""
+        return f"=== attempt {attempt} by {self.worker.name} ({self.worker.agent_id})\n"
+
+    def prompt_bytes(self, make_prompt, task: Task) -> bytes:
+        """The prompt as UTF-8. Text that cannot be encoded (a lone surrogate in a message stored
+        before townhall refused them) is replaced with U+FFFD and logged, never fatal."""
+        text = make_prompt()
+        clean = inputs.printable(text)
+        if clean != text:
+            detail = "text that is not valid Unicode was replaced with U+FFFD"
+            self.worker.log("prompt_text_replaced", task=task.id, detail=detail)
+        return clean.encode()
+
+    def run_cli(self, task: Task, entry: Entry, inbox: Inbox, ws: Workspace | None) -> Outcome:
+        """Run the CLI as its own process group, prompt on stdin, output to the task's log file.
+
+        Only what the process needs in order to exist comes before it; the prompt (on stdin) is
+        written after, and the task's ``started_at``, the agent's ``working`` state and the inbox
+        clean-up go in one round trip right after the process exists.
+        """
+        w = self.worker
+        cli = w.config.cli(task.cli)
+        cwd = ws.path if ws else w.config.root
+        if cli.workdir:
+            cwd = Path(cli.workdir) if Path(cli.workdir).is_absolute() else cwd / cli.workdir
+        make_prompt = functools.partial(
+            build_prompt,
+            task,
+            agent_name=w.name,
+            town_name=w.config.name,
+            townhall_url=w.base_env["TINYTOWN_URL"],
+            messages=inbox.messages,
+            workdir=str(cwd),
+            branch=ws.branch if ws else "",
+        )
+        command, prompt_path = cli.command, None
+        if cli.name in INSTRUCTION_FILE_FLAG:  # e.g. auggie: the prompt in a file, not on stdin
+            prompt_path = w.logs.folder / f"{task.id}.prompt.md"
+            prompt_path.write_bytes(self.prompt_bytes(make_prompt, task))
+            command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
+        env = {
+            **w.base_env,
+            **cli.env,
+            "TINYTOWN_TASK_ID": task.id,
+            "TINYTOWN_TASK_ATTEMPT": str(task.attempts),
+        }
+        cancelled = w.cancelled_task == task.id
+        if w.stopping or cancelled:  # told to leave, or cancelled, while the workspace was made
+            if ws is None:
+                self.log_task_started(task, entry)
+            return Outcome(cancelled=True) if cancelled else Outcome(left_unfinished=True)
+        try:
+            out = w.logs.open(task.id, task.attempts, self.log_header(task.attempts))
+        except OSError as err:  # e.g. a full disk
+            return Outcome(error=f"could not open the task log in {w.logs.folder}: {err}")
+        leash = None
+        try:
+            try:
+                started_at = to_rfc3339(now())  # the task's started_at: just before the CLI starts
+                proc = w.proc = subprocess.Popen(
+                    ["sh", "-c", command],
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL if prompt_path else subprocess.PIPE,
+                    stdout=out.fd,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as err:
+                return Outcome(error=f"could not start the coding CLI {cli.name!r} in {cwd}: {err}")
+            finally:
+                if (err := out.name()) is not None:  # named at close instead; by name from now on
+                    w.log("task_log_unnamed", task=task.id, detail=str(err))
+                    w.logs.close()
+                if ws is None:
+                    self.log_task_started(task, entry)
+            leash = w.leash.attach(proc.pid, task.id)
+            if not prompt_path:  # on stdin, written once the process exists
+                try:
+                    data = self.prompt_bytes(make_prompt, task)
+                except BaseException:  # a bug: do not leave the CLI waiting on its stdin
+                    cli_process.stop_group(proc)
+                    raise
+                feed = (proc.stdin, data)
+                threading.Thread(
+                    target=cli_process.feed_prompt, args=feed, name="prompt", daemon=True
+                ).start()
+            w.with_redis("cli_started", self.cli_started, task, started_at, inbox)
+            w.log(
+                "cli_started",
+                task=task.id,
+                started_at=started_at,
+                cli=cli.name,
+                pid=proc.pid,
+                cwd=cwd,
+                log=out.path,
+                leash_pid=leash.proc.pid if leash else None,
+            )
+            outcome = self.wait_for_cli(task, proc)
+            if not outcome.stopped and cli_process.group_alive(proc):
+                # It left processes running (a background server, say): nothing of a task
+                # outlives it, and its leash is about to let go.
+                w.log("cli_leftovers_stopped", task=task.id, pgid=proc.pid)
+                cli_process.stop_group(proc)
+            w.proc = None
+            if leash is not None:
+                w.leash.release()
+            outcome.tail = out.tail()
+        finally:  # (not released after an error: this worker is ending; the leash stops the CLI)
+            out.close()
+            if prompt_path:
+                prompt_path.unlink(missing_ok=True)
+        w.log(
+            "cli_exited",
+            task=task.id,
+            exit_code=outcome.exit_code,
+            timed_out=outcome.timed_out,
+            handed_back=outcome.left_unfinished,
+        )
+        return outcome
+
+    def cli_started(self, task: Task, started_at: str, inbox: Inbox) -> None:
+        """One round trip once the CLI runs: ``started_at``, agent ``working``, messages taken."""
+        w = self.worker
+        status, old = w.store.cli_started(
+            task.id, started_at, pgid=w.proc.pid, host=w.host, taken=inbox.raw
+        )
+        if status == "ok" and old != AGENT["work"].target:
+            w.log("agent_state", state=AGENT["work"].target, previous=old, reason="task")
+
+    def wait_for_cli(self, task: Task, proc: subprocess.Popen) -> Outcome:
+        """Wait for the CLI; stop its process group on the task timeout, a drain timeout or a
+        cancel. A drain that begins meanwhile makes the agent ``draining``."""
+        w = self.worker
+        deadline = time.monotonic() + w.agent_cfg.task_timeout_secs
+        drain_deadline = None
+        exited = threading.Event()  # a blocking wait in a thread wakes us the moment the CLI exits
+        threading.Thread(
+            target=lambda: (proc.wait(), exited.set()), name="cli-wait", daemon=True
+        ).start()
+        while True:
+            if exited.wait(defaults.CLI_POLL_SECS):
+                return Outcome(exit_code=proc.wait())
+            if w.cancelled_task == task.id:
+                w.log("cli_stopping", task=task.id, pid=proc.pid, reason="task_cancelled")
+                return Outcome(exit_code=cli_process.stop_group(proc), cancelled=True)
+            t = time.monotonic()
+            if w.stopping and drain_deadline is None:
+                drain_deadline = t + w.agent_cfg.drain_timeout_secs
+                w.set_state("drain_task")
+                drain_secs = w.agent_cfg.drain_timeout_secs
+                w.log("draining", task=task.id, reason=w.stopping, drain_timeout_secs=drain_secs)
+            if t >= deadline or (drain_deadline is not None and t >= drain_deadline):
+                timed_out = t >= deadline
+                reason = "task_timeout" if timed_out else "drain_timeout"
+                w.log("cli_stopping", task=task.id, pid=proc.pid, reason=reason)
+                code = cli_process.stop_group(proc)
+                return Outcome(exit_code=code, timed_out=timed_out, left_unfinished=not timed_out)
+
+    def commit_workspace(self, task: Task, ws: Workspace | None, outcome: Outcome) -> dict:
+        """Commit what the CLI left (push when asked); the fields to record on the task."""
+        if ws is None:
+            return {}
+        w = self.worker
+        try:
+            head = workspace.commit(ws, task, agent_name=w.name, push=task.push)
+            w.log(
+                "workspace_committed",
+                task=task.id,
+                branch=ws.branch,
+                commit=head,
+                pushed=task.push,
+            )
+            return {"branch": ws.branch, "commit": head}
+        except TinytownError as err:
+            outcome.error = outcome.error or f"workspace: {err}"
+            w.log("workspace_failed", task=task.id, detail=str(err))
+            return {"branch": ws.branch}
+        finally:
+            ws.close()
+
+    def write_final_state(
+        self, entry: Entry, task: Task, outcome: Outcome, fields: dict[str, str]
+    ) -> str:
+        """The task's final state for this attempt (``Outcome.verdict``), written unless the task
+        moved on meanwhile; returns it: ``completed``, ``failed``, ``retry`` or ``kept:<state>``
+        (the CLI reported through tt/REST, or the task was cancelled or taken over). ``fields``
+        (the workspace's branch and commit) are recorded either way while the task is ours."""
+        w, tasks, me = self.worker, self.worker.town.tasks, self.worker.agent_id
+        final, text = outcome.verdict(task.attempts, w.config)
+        if final == "retry":
+            to = me if entry.directed else None
+            result = w.with_redis(
+                "requeue", tasks.requeue, task.id, expect=TASK_RUNNING, assignee=me, to_agent=to
+            )
+        else:
+            move = "complete" if final == "completed" else "fail"
+            ended = {"result": text, "completed_at": to_rfc3339(now()), **fields}
+            result = w.with_redis(
+                move,
+                tasks.transition,
+                task.id,
+                move,
+                expect=TASK_RUNNING,
+                assignee=me,
+                set_fields=ended,
+            )
+        if result.ok:
+            return final
+        current = w.with_redis("reread", tasks.find, task.id)
+        if fields and current is not None and current.assigned_to == me:
+            w.with_redis(
+                "record_commit",
+                tasks.transition,
+                task.id,
+                "annotate",
+                expect=current.state,
+                assignee=me,
+                set_fields=fields,
+            )
+        return f"kept:{current.state if current else 'missing'}"
+
+    def push_wip(self, task: Task, ws: Workspace) -> None:
+        """The task is left unfinished: commit and push its work in progress, so the next
+        attempt continues from it."""
+        w = self.worker
+        try:
+            head = workspace.commit(ws, task, agent_name=w.name, push=True, wip=True)
+            wip = {"branch": ws.branch, "commit": head}
+            record = w.town.tasks.transition
+            w.with_redis(
+                "record_wip", record, task.id, "record", assignee=w.agent_id, set_fields=wip
+            )
+            w.log("wip_pushed", task=task.id, branch=ws.branch, commit=head)
+        except TinytownError as err:
+            w.log("wip_push_failed", task=task.id, detail=str(err))
+        finally:
+            ws.close()
+
+    def stop_orphan_cli(self, holder: str, task_id: str) -> None:
+        """Stop the CLI a dead holder left running on this host (``tinytown.worker.orphan_cli``)."""
+        w = self.worker
+        host, pgid = w.with_redis("orphan_lookup", w.store.cli_of, holder)
+        if host != w.host or not (pgid or "").isdigit():
+            return
+        pids = orphan_cli.stop(int(pgid), holder, task_id, grace_secs=defaults.CLI_STOP_GRACE_SECS)
+        if pids:
+            pids = ",".join(map(str, pids))
+            w.log("orphan_cli_stopped", task=task_id, holder=holder, pgid=pgid, pids=pids)
