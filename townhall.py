@@ -1,7 +1,7 @@
 """Townhall: the always-on REST API of a town, as a WSGI app for gunicorn.
 
     gunicorn -c python:tinytown.gunicorn_conf townhall:app
-    gunicorn townhall:app          (in a town made by `tt init`: its gunicorn.conf.py applies [townhall])
+    gunicorn townhall:app  (in a town made by `tt init`: its gunicorn.conf.py applies [townhall])
 
 Each gunicorn worker also runs the keeper (``tinytown.keeper``), which recovers dead agents'
 work by itself. Refuses to start on a non-loopback bind without auth, with unreadable TLS
@@ -10,7 +10,12 @@ cannot be used (exit 4).
 """
 
 from tinytown.api import create_app, logs
-from tinytown.api.startup import check_gunicorn_settings, gunicorn_command_binds, refuse_to_start, townhall_config
+from tinytown.api.startup import (
+    check_gunicorn_settings,
+    gunicorn_command_binds,
+    refuse_to_start,
+    townhall_config,
+)
 from tinytown.core.errors import TinytownError
 
 logs.configure()

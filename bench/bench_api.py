@@ -1,6 +1,7 @@
 """Townhall under gunicorn: /api/scaling and /v1/status against a bare Flask + Redis ceiling.
 
-    .venv/bin/python bench/bench_api.py [--seconds 4] [--concurrency 8] [--rounds 3] [--max-tasks 1000000]
+    .venv/bin/python bench/bench_api.py [--seconds 4] [--concurrency 8] [--rounds 3]
+        [--max-tasks 1000000]
 
 Everything runs on loopback and stops by PID at the end: a private redis-server (unix socket, no
 persistence), townhall (``gunicorn -c python:tinytown.gunicorn_conf townhall:app``, 2 workers)
@@ -39,13 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_ceiling_app():
-    """One Flask route, one Redis pipeline round trip (the commands /api/scaling sends), JSON out."""
+    """One Flask route, one Redis pipeline round trip (the commands /api/scaling sends),
+    JSON out."""
     import redis
     from flask import Flask
 
     from tinytown.core import defaults
-    from tinytown.core.states import AGENT_STATES, TASK_STATES
     from tinytown.core.keys import Keys
+    from tinytown.core.states import AGENT_STATES, TASK_STATES
     from tinytown.store.scripts import AGENT_COUNTS
 
     r = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"], decode_responses=True)
@@ -102,9 +104,26 @@ def wait_http(port: int, path: str, headers: dict | None = None, timeout: float 
 
 
 def gunicorn(cwd: Path, app: str, port: int, env: dict, *extra: str) -> subprocess.Popen:
-    args = [str(BIN / "gunicorn"), "-c", "python:tinytown.gunicorn_conf", "-b", f"127.0.0.1:{port}",
-            "--access-logfile", "/dev/null", "--pythonpath", str(ROOT / "bench"), *extra, app]  # fmt: skip
-    return subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        str(BIN / "gunicorn"),
+        "-c",
+        "python:tinytown.gunicorn_conf",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--access-logfile",
+        "/dev/null",
+        "--pythonpath",
+        str(ROOT / "bench"),
+        *extra,
+        app,
+    ]
+    return subprocess.Popen(
+        args,
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -120,7 +139,9 @@ def stop(proc: subprocess.Popen) -> None:
 # --- load -------------------------------------------------------------------------------------
 
 
-def load(port: int, path: str, seconds: float, concurrency: int, headers: dict | None = None) -> dict:
+def load(
+    port: int, path: str, seconds: float, concurrency: int, headers: dict | None = None
+) -> dict:
     """Closed-loop load: ``concurrency`` threads request for ``seconds``; rps, p50, p99 (ms)."""
     latencies: list[float] = []
     errors = [0]
@@ -156,8 +177,18 @@ def load(port: int, path: str, seconds: float, concurrency: int, headers: dict |
         t.join()
     elapsed = time.perf_counter() - began
     latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")  # noqa: E731
-    return {"rps": len(latencies) / elapsed, "p50_ms": pick(0.50), "p99_ms": pick(0.99), "n": len(latencies), "errors": errors[0]}
+    pick = lambda q: (
+        latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+        if latencies
+        else float("nan")
+    )
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": pick(0.50),
+        "p99_ms": pick(0.99),
+        "n": len(latencies),
+        "errors": errors[0],
+    }
 
 
 def median_round(results: list[dict]) -> dict:
@@ -170,8 +201,8 @@ def median_round(results: list[dict]) -> dict:
 def fill(town, target: int, batch: int = 5000) -> float:
     """Queue tasks until ``target`` are pending, with the writes ``TaskStore.add`` makes."""
     from tinytown.core import defaults
-    from tinytown.core.records import Task, new_id
     from tinytown.core.clock import epoch_us, now, to_rfc3339
+    from tinytown.core.records import Task, new_id
 
     k = town.keys
     have = town.redis.zcard(k.tasks_in_state("pending"))
@@ -182,14 +213,24 @@ def fill(town, target: int, batch: int = 5000) -> float:
         for _ in range(n):
             created = now()
             ts = to_rfc3339(created)
-            task = Task(id=new_id(), description="benchmark task: no-op", created_at=ts, updated_at=ts, tags=["bench"])
+            task = Task(
+                id=new_id(),
+                description="benchmark task: no-op",
+                created_at=ts,
+                updated_at=ts,
+                tags=["bench"],
+            )
             score = epoch_us(created)
             pipe.hset(k.task(task.id), mapping=task.to_hash())
             pipe.zadd(k.tasks, {task.id: score})
             pipe.zadd(k.tasks_in_state("pending"), {task.id: score})
             pipe.rpush(k.backlog, task.id)
-            pipe.xadd(k.docket, {"task_id": task.id, "type": "task_assign", "message": task.description},
-                      maxlen=defaults.DOCKET_MAXLEN, approximate=True)  # fmt: skip
+            pipe.xadd(
+                k.docket,
+                {"task_id": task.id, "type": "task_assign", "message": task.description},
+                maxlen=defaults.DOCKET_MAXLEN,
+                approximate=True,
+            )
         pipe.execute()
         have += n
     return time.perf_counter() - began
@@ -200,26 +241,56 @@ def fill(town, target: int, batch: int = 5000) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=4.0, help="length of one measurement (default %(default)s)")
-    ap.add_argument("--concurrency", type=int, default=8, help="client threads (default %(default)s)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per endpoint (default %(default)s)")
-    ap.add_argument("--max-tasks", type=int, default=1_000_000, help="largest queue measured (default %(default)s)")
-    ap.add_argument("--settle-secs", type=float, default=3.0, help="pause after filling (default %(default)s)")
+    ap.add_argument(
+        "--seconds", type=float, default=4.0, help="length of one measurement (default %(default)s)"
+    )
+    ap.add_argument(
+        "--concurrency", type=int, default=8, help="client threads (default %(default)s)"
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds per endpoint (default %(default)s)",
+    )
+    ap.add_argument(
+        "--max-tasks",
+        type=int,
+        default=1_000_000,
+        help="largest queue measured (default %(default)s)",
+    )
+    ap.add_argument(
+        "--settle-secs", type=float, default=3.0, help="pause after filling (default %(default)s)"
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     args = ap.parse_args()
 
     import redis
 
-    from tinytown.core.apikeys import generate_key, hash_key
     from tinytown.config import load_config
+    from tinytown.core.apikeys import generate_key, hash_key
     from tinytown.store import Town
 
     tmp = Path(tempfile.mkdtemp(prefix="tt-bench-"))
     sock = tmp / "redis.sock"
     redis_proc = subprocess.Popen(
-        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "redis-server",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     procs: list[subprocess.Popen] = []
     out: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     try:
@@ -241,7 +312,8 @@ def main() -> int:
         keyed_dir.mkdir()
         (keyed_dir / "tinytown.toml").write_text(
             f'name = "bench"\n[redis]\nurl = "{url}"\n[townhall]\nworkers = 2\n'
-            f'[townhall.auth]\nmode = "api_key"\n[[townhall.auth.keys]]\nname = "bench"\nhash = "{hash_key(key)}"\n'
+            '[townhall.auth]\nmode = "api_key"\n[[townhall.auth.keys]]\nname = "bench"\n'
+            f'hash = "{hash_key(key)}"\n'
         )
         town = Town.connect(load_config(town_dir, env={}))
         for i in range(5):
@@ -260,8 +332,11 @@ def main() -> int:
         wait_http(p_ceiling, "/ceiling")
 
         # 1. side by side, interleaved
-        endpoints = {"ceiling (bare Flask, 1 pipeline)": (p_ceiling, "/ceiling"),
-                     "/api/scaling": (p_town, "/api/scaling"), "/v1/status": (p_town, "/v1/status")}  # fmt: skip
+        endpoints = {
+            "ceiling (bare Flask, 1 pipeline)": (p_ceiling, "/ceiling"),
+            "/api/scaling": (p_town, "/api/scaling"),
+            "/v1/status": (p_town, "/v1/status"),
+        }
         for port, path in endpoints.values():
             load(port, path, 1.0, args.concurrency)  # warm up
         rounds: dict[str, list[dict]] = {name: [] for name in endpoints}
@@ -276,15 +351,29 @@ def main() -> int:
         out["queue"] = {}
         for size in sorted({0, min(10_000, args.max_tasks), args.max_tasks}):
             fill_secs = fill(town, size)
-            time.sleep(args.settle_secs)  # let Redis finish incremental rehashing of the grown indexes
+            time.sleep(
+                args.settle_secs
+            )  # let Redis finish incremental rehashing of the grown indexes
             sequential = load(p_town, "/api/scaling", args.seconds, 1)
-            loaded = median_round([load(p_town, "/api/scaling", args.seconds, args.concurrency) for _ in range(args.rounds)])
+            loaded = median_round(
+                [
+                    load(p_town, "/api/scaling", args.seconds, args.concurrency)
+                    for _ in range(args.rounds)
+                ]
+            )
             reported = json.loads(_get(p_town, "/api/scaling"))["pending_tasks"]
-            out["queue"][size] = {"fill_secs": round(fill_secs, 1), "p50_ms_1_client": sequential["p50_ms"],
-                                  "p99_ms_1_client": sequential["p99_ms"], "rps": loaded["rps"],
-                                  "p50_ms_loaded": loaded["p50_ms"], "pending_reported": reported}  # fmt: skip
+            out["queue"][size] = {
+                "fill_secs": round(fill_secs, 1),
+                "p50_ms_1_client": sequential["p50_ms"],
+                "p99_ms_1_client": sequential["p99_ms"],
+                "rps": loaded["rps"],
+                "p50_ms_loaded": loaded["p50_ms"],
+                "pending_reported": reported,
+            }
         sizes = sorted(out["queue"])
-        out["p50_ratio_max_vs_empty"] = out["queue"][sizes[-1]]["p50_ms_1_client"] / out["queue"][0]["p50_ms_1_client"]
+        out["p50_ratio_max_vs_empty"] = (
+            out["queue"][sizes[-1]]["p50_ms_1_client"] / out["queue"][0]["p50_ms_1_client"]
+        )
 
         # 3. the Argon2 verification cache
         for proc in procs:
@@ -293,12 +382,19 @@ def main() -> int:
         out["argon2_cache"] = {}
         for cache in (True, False):
             port = free_port()
-            proc = gunicorn(keyed_dir, f"bench_api:make_townhall_app(cache={cache})", port, {"TINYTOWN_TOWN_DIR": str(keyed_dir)})
+            proc = gunicorn(
+                keyed_dir,
+                f"bench_api:make_townhall_app(cache={cache})",
+                port,
+                {"TINYTOWN_TOWN_DIR": str(keyed_dir)},
+            )
             procs.append(proc)
             headers = {"Authorization": f"Bearer {key}"}
             wait_http(port, "/v1/town", headers)
             load(port, "/v1/town", 1.0, args.concurrency, headers)
-            out["argon2_cache"]["on" if cache else "off"] = load(port, "/v1/town", args.seconds, args.concurrency, headers)
+            out["argon2_cache"]["on" if cache else "off"] = load(
+                port, "/v1/town", args.seconds, args.concurrency, headers
+            )
             stop(proc)
             procs.remove(proc)
     finally:
@@ -322,21 +418,34 @@ def _get(port: int, path: str) -> bytes:
 
 def print_tables(out: dict, args) -> None:
     m = out["machine"]
-    print(f"machine: {m['cpus']} CPUs, Python {m['python']}, Redis {m['redis']}; gunicorn 2 BufferingWorker (gthread) workers; "
-          f"{args.concurrency} client threads, {args.seconds:g} s per measurement, median of {args.rounds} rounds\n")  # fmt: skip
+    print(
+        f"machine: {m['cpus']} CPUs, Python {m['python']}, Redis {m['redis']}; "
+        "gunicorn 2 BufferingWorker (gthread) workers; "
+        f"{args.concurrency} client threads, {args.seconds:g} s per measurement, "
+        f"median of {args.rounds} rounds\n"
+    )
     print("| endpoint | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
     for name, r in out["side_by_side"].items():
         print(f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
     print(f"\n/api/scaling at {out['scaling_vs_ceiling']:.0%} of the ceiling's req/s\n")
-    print("| queued tasks | pending reported | p50 ms (1 client) | p99 ms (1 client) | req/s (loaded) | p50 ms (loaded) |")
+    print(
+        "| queued tasks | pending reported | p50 ms (1 client) | p99 ms (1 client) "
+        "| req/s (loaded) | p50 ms (loaded) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for size, q in out["queue"].items():
-        print(f"| {size:,} | {q['pending_reported']:,} | {q['p50_ms_1_client']:.2f} | {q['p99_ms_1_client']:.2f} | "
-              f"{q['rps']:.0f} | {q['p50_ms_loaded']:.2f} |")  # fmt: skip
+        print(
+            f"| {size:,} | {q['pending_reported']:,} | {q['p50_ms_1_client']:.2f} "
+            f"| {q['p99_ms_1_client']:.2f} | "
+            f"{q['rps']:.0f} | {q['p50_ms_loaded']:.2f} |"
+        )
     print(f"\np50 with the largest queue / p50 empty = {out['p50_ratio_max_vs_empty']:.2f}\n")
     print("| /v1/town with an API key | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
     for name, r in out["argon2_cache"].items():
-        print(f"| verification cache {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+        print(
+            f"| verification cache {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} "
+            f"| {r['p99_ms']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

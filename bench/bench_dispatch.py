@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,8 @@ def run_true() -> None:
 def make_town(root: Path) -> Town:
     (root / "tinytown.toml").write_text(
         'name = "bench"\ndefault_cli = "noop"\n\n[agent]\nidle_timeout_secs = 0\n'
-        'heartbeat_interval_secs = 5\nclaim_timeout_secs = 60\n\n[agent_clis.noop]\ncommand = "true"\n'
+        "heartbeat_interval_secs = 5\nclaim_timeout_secs = 60\n\n"
+        '[agent_clis.noop]\ncommand = "true"\n'
     )
     return Town.connect(load_config(root, env={}))
 
@@ -84,8 +85,12 @@ def start_tt_worker(root: Path, n: int, log_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "TINYTOWN_AGENT_NAME": f"bench-{n}"}
     env.pop("REDIS_URL", None)
     with open(log_dir / f"tt-worker-{n}.log", "w") as log:
-        return subprocess.Popen([sys.executable, str(ROOT / "agent_worker.py"), "--town", str(root)],
-                                env=env, stdout=log, stderr=log)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "agent_worker.py"), "--town", str(root)],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
 
 
 FLOOR_READER = """
@@ -112,7 +117,9 @@ while True:
 
 
 def start_floor_reader(url: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", FLOOR_READER, url, FLOOR_STREAM], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FLOOR_READER, url, FLOOR_STREAM], stdout=subprocess.PIPE, text=True
+    )
     if proc.stdout.readline().strip() != "ready":
         raise RuntimeError("the floor reader did not start")
     return proc
@@ -131,7 +138,8 @@ def start_rq_worker(url: str, n: int, log_dir: Path) -> subprocess.Popen:
     code = (
         "import redis, rq; from rq.worker import SimpleWorker;"
         f"r = redis.Redis.from_url({url!r});"
-        f"SimpleWorker([rq.Queue({RQ_QUEUE!r}, connection=r)], connection=r, name='rq-bench-{n}').work(logging_level='WARNING')"
+        f"SimpleWorker([rq.Queue({RQ_QUEUE!r}, connection=r)], connection=r, name='rq-bench-{n}')"
+        ".work(logging_level='WARNING')"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}
     with open(log_dir / f"rq-worker-{n}.log", "w") as log:
@@ -149,14 +157,19 @@ def wait_for(check, timeout: float, what: str):
 
 
 def wait_tt_idle(town: Town, count: int, timeout: float) -> None:
-    wait_for(lambda: town.agents.counts()["idle"] >= count, timeout, f"{count} idle agent_worker(s)")
+    wait_for(
+        lambda: town.agents.counts()["idle"] >= count, timeout, f"{count} idle agent_worker(s)"
+    )
 
 
 def wait_rq_idle(r, count: int, timeout: float) -> None:
     from rq import Worker
 
-    wait_for(lambda: sum(1 for w in Worker.all(connection=r) if w.get_state() == "idle") >= count, timeout,
-             f"{count} idle RQ worker(s)")  # fmt: skip
+    wait_for(
+        lambda: sum(1 for w in Worker.all(connection=r) if w.get_state() == "idle") >= count,
+        timeout,
+        f"{count} idle RQ worker(s)",
+    )
 
 
 # -- measurements ------------------------------------------------------------------------------
@@ -177,7 +190,7 @@ def rq_latency(queue, timeout: float) -> tuple[float, float]:
     job = queue.enqueue(RQ_JOB)
     wait_for(lambda: job.get_status(refresh=True) in ("finished", "failed"), timeout, "an RQ job")
     job.refresh()
-    started = job.started_at.replace(tzinfo=timezone.utc).timestamp()
+    started = job.started_at.replace(tzinfo=UTC).timestamp()
     return job.meta["spawn_at"] - submitted, started - submitted
 
 
@@ -200,7 +213,7 @@ def rq_throughput(queue, n: int, timeout: float) -> float:
     wait_for(lambda: registry.count >= before + n, timeout, f"{n} RQ jobs")
     for j in jobs:
         j.refresh()
-    last = max(j.ended_at.replace(tzinfo=timezone.utc).timestamp() for j in jobs)
+    last = max(j.ended_at.replace(tzinfo=UTC).timestamp() for j in jobs)
     return n / (last - start)
 
 
@@ -215,7 +228,9 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=300, help="tasks per throughput run")
     parser.add_argument("--timeout-secs", type=float, default=60.0, help="bound on every wait")
     parser.add_argument("--json", action="store_true", help="print JSON only")
-    parser.add_argument("--floor", action="store_true", help="also measure a bare XREADGROUP reader (the floor)")
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure a bare XREADGROUP reader (the floor)"
+    )
     args = parser.parse_args()
     import redis
     from rq import Queue
@@ -270,18 +285,31 @@ def main() -> int:
     ms = {k: [v * 1000 for v in vals] for k, vals in lat.items()}
     rec_ms = {k: [v * 1000 for v in vals] for k, vals in rec.items()}
     result = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "redis": f"embedded {find_server_binary().flavour} {find_server_binary().version_text} on {server.target.display}",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "redis": f"embedded {find_server_binary().flavour} {find_server_binary().version_text}"
+        f" on {server.target.display}",
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "samples": args.samples,
         "tasks": args.tasks,
-        "latency_ms": {k: {"p50": round(statistics.median(v), 3), "p99": round(pct(v, 99), 3),
-                           "min": round(min(v), 3)} for k, v in ms.items()},  # fmt: skip
-        # agent_worker: created_at → started_at; RQ: submit → its own started_at (before the job runs)
-        "reference_ms": {k: {"p50": round(statistics.median(v), 3), "p99": round(pct(v, 99), 3)}
-                               for k, v in rec_ms.items() if k != "floor"},  # fmt: skip
-        "throughput_tasks_per_sec": {k: {str(w): round(x, 1) for w, x in v.items()} for k, v in thr.items()},
+        "latency_ms": {
+            k: {
+                "p50": round(statistics.median(v), 3),
+                "p99": round(pct(v, 99), 3),
+                "min": round(min(v), 3),
+            }
+            for k, v in ms.items()
+        },
+        # agent_worker: created_at → started_at; RQ: submit → its own started_at
+        # (before the job runs)
+        "reference_ms": {
+            k: {"p50": round(statistics.median(v), 3), "p99": round(pct(v, 99), 3)}
+            for k, v in rec_ms.items()
+            if k != "floor"
+        },
+        "throughput_tasks_per_sec": {
+            k: {str(w): round(x, 1) for w, x in v.items()} for k, v in thr.items()
+        },
     }
     result["p50_ratio_rq_over_agent_worker"] = round(
         result["latency_ms"]["rq"]["p50"] / result["latency_ms"]["agent_worker"]["p50"], 2
@@ -293,13 +321,20 @@ def main() -> int:
     print(f"{result['when']}  {result['cpus']} CPUs  Python {result['python']}  {result['redis']}")
     print(f"{'':14}{'p50 ms':>9}{'p99 ms':>9}{'1 worker/s':>12}{'2 workers/s':>13}")
     for k in ("agent_worker", "rq"):
-        print(f"{k:14}{lm[k]['p50']:>9.3f}{lm[k]['p99']:>9.3f}{tp[k]['1']:>12.1f}{tp[k]['2']:>13.1f}")
+        print(
+            f"{k:14}{lm[k]['p50']:>9.3f}{lm[k]['p99']:>9.3f}{tp[k]['1']:>12.1f}{tp[k]['2']:>13.1f}"
+        )
     print(f"RQ p50 / agent_worker p50 = {result['p50_ratio_rq_over_agent_worker']}x")
     if "floor" in lm:
-        print(f"{'floor':14}{lm['floor']['p50']:>9.3f}{lm['floor']['p99']:>9.3f}   (bare XADD → XREADGROUP wake-up)")
+        print(
+            f"{'floor':14}{lm['floor']['p50']:>9.3f}{lm['floor']['p99']:>9.3f}"
+            "   (bare XADD → XREADGROUP wake-up)"
+        )
     rm = result["reference_ms"]
-    print(f"also: agent_worker created_at→started_at p50 {rm['agent_worker']['p50']:.3f} ms; "
-          f"RQ submit→its own started_at p50 {rm['rq']['p50']:.3f} ms")
+    print(
+        f"also: agent_worker created_at→started_at p50 {rm['agent_worker']['p50']:.3f} ms; "
+        f"RQ submit→its own started_at p50 {rm['rq']['p50']:.3f} ms"
+    )
     return 0
 
 

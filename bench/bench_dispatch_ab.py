@@ -35,11 +35,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_dispatch import make_town, wait_for  # noqa: E402
-from tinytown.connection.embedded import EmbeddedServer  # noqa: E402
-from tinytown.core.keys import Keys  # noqa: E402
-from tinytown.core.clock import parse_rfc3339  # noqa: E402
 
-# Runs with the checkout's own code: a line on stdin → one task added → "<task id> <clock before add>".
+from tinytown.connection.embedded import EmbeddedServer  # noqa: E402
+from tinytown.core.clock import parse_rfc3339  # noqa: E402
+from tinytown.core.keys import Keys  # noqa: E402
+
+# Runs with the checkout's own code: a line on stdin → one task added →
+# "<task id> <clock before add>".
 SUBMITTER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
@@ -55,7 +57,8 @@ for _ in sys.stdin:
 """
 
 TOWN = (
-    'name = "{name}"\ndefault_cli = "noop"\n\n[agent]\nidle_timeout_secs = 0\nheartbeat_interval_secs = 5\n'
+    'name = "{name}"\ndefault_cli = "noop"\n\n[agent]\nidle_timeout_secs = 0\n'
+    "heartbeat_interval_secs = 5\n"
     'claim_timeout_secs = 60\n\n[agent_clis.noop]\ncommand = "true"\n'
 )
 
@@ -70,10 +73,18 @@ class Side:
         (root / "tinytown.toml").write_text(TOWN.format(name=name))
         env = {**os.environ, "REDIS_URL": url, "TINYTOWN_AGENT_NAME": name}
         with open(root / "worker.log", "w") as log:
-            self.worker = subprocess.Popen([sys.executable, str(checkout / "agent_worker.py"), "--town", str(root)],
-                                           env=env, stdout=log, stderr=log)  # fmt: skip
-        self.submitter = subprocess.Popen([sys.executable, "-c", SUBMITTER, str(checkout), str(root), url],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+            self.worker = subprocess.Popen(
+                [sys.executable, str(checkout / "agent_worker.py"), "--town", str(root)],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+        self.submitter = subprocess.Popen(
+            [sys.executable, "-c", SUBMITTER, str(checkout), str(root), url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         if read_line(self.submitter, 60.0) != "ready":
             self.stop()
             raise RuntimeError(f"the {name} submitter did not start (checkout {checkout})")
@@ -84,8 +95,11 @@ class Side:
         self.submitter.stdin.flush()
         task_id, before = read_line(self.submitter, timeout).split()
         key = self.keys.task(task_id)
-        started = wait_for(lambda: r.hget(key, "state") in ("completed", "failed") and r.hget(key, "started_at"),
-                           timeout, f"a {self.name} task")  # fmt: skip
+        started = wait_for(
+            lambda: r.hget(key, "state") in ("completed", "failed") and r.hget(key, "started_at"),
+            timeout,
+            f"a {self.name} task",
+        )
         return (parse_rfc3339(started).timestamp() - float(before)) * 1000
 
     def stop(self) -> None:
@@ -119,13 +133,19 @@ def wait_idle(r, sides: list[Side], timeout: float) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", type=Path, required=True, help="a checkout to compare against")
+    parser.add_argument(
+        "--baseline", type=Path, required=True, help="a checkout to compare against"
+    )
     parser.add_argument("--samples", type=int, default=300, help="samples per side and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds, each with fresh towns and workers")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds, each with fresh towns and workers"
+    )
     parser.add_argument("--timeout-secs", type=float, default=60.0, help="bound on every wait")
     args = parser.parse_args()
     if not (args.baseline / "agent_worker.py").is_file():
-        parser.error(f"--baseline {args.baseline}: no agent_worker.py there (give a Tinytown checkout)")
+        parser.error(
+            f"--baseline {args.baseline}: no agent_worker.py there (give a Tinytown checkout)"
+        )
     import redis
 
     for n in range(1, args.rounds + 1):
@@ -150,8 +170,10 @@ def main() -> int:
             server.stop()
             shutil.rmtree(base, ignore_errors=True)
         p50 = {k: statistics.median(v) for k, v in ms.items()}
-        print(f"round {n}: baseline p50 {p50['baseline']:.3f} ms, this p50 {p50['this']:.3f} ms, "
-              f"this ÷ baseline {p50['this'] / p50['baseline']:.3f}")  # fmt: skip
+        print(
+            f"round {n}: baseline p50 {p50['baseline']:.3f} ms, this p50 {p50['this']:.3f} ms, "
+            f"this ÷ baseline {p50['this'] / p50['baseline']:.3f}"
+        )
     return 0
 
 

@@ -65,50 +65,87 @@ def docker_time(text: str) -> float:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     client = docker.from_env()
     try:
         version = client.version()
         engine = f"{version['Version']} ({client.info()['Driver']})"
     finally:
         client.close()
-    return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
-            "python": platform.python_version(), "docker": engine}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "docker": engine,
+    }
 
 
 def one_round(town: ScalerTown, client, args) -> dict:
-    wait_for(lambda: not town.containers(client), timeout=args.round_timeout_secs,
-             interval=POLL_SECS, message="zero containers before the round")
+    wait_for(
+        lambda: not town.containers(client),
+        timeout=args.round_timeout_secs,
+        interval=POLL_SECS,
+        message="zero containers before the round",
+    )
     time.sleep(random.uniform(0, args.interval_secs))  # land anywhere in the scaler's cycle
-    tasks = [town.town.tasks.add(f"bench task {i} [sleep {args.task_secs}]")
-             for i in range(args.tasks)]
+    tasks = [
+        town.town.tasks.add(f"bench task {i} [sleep {args.task_secs}]") for i in range(args.tasks)
+    ]
     first = tasks[0]
 
     def taken():
         task = town.town.tasks.get(first.id)
         return task if task.started_at else None
 
-    started = wait_for(taken, timeout=args.round_timeout_secs, interval=POLL_SECS,
-                       message="the first task to start")
-    worker = next(c for c in town.containers(client)
-                  if c.labels.get("tinytown.agent_id") == started.assigned_to)
+    started = wait_for(
+        taken,
+        timeout=args.round_timeout_secs,
+        interval=POLL_SECS,
+        message="the first task to start",
+    )
+    worker = next(
+        c
+        for c in town.containers(client)
+        if c.labels.get("tinytown.agent_id") == started.assigned_to
+    )
     container_started = docker_time(worker.attrs["State"]["StartedAt"])
 
     def all_done():
         found = [town.town.tasks.get(t.id) for t in tasks]
         return found if all(t.state == "completed" for t in found) else None
 
-    done = wait_for(all_done, timeout=args.round_timeout_secs, interval=POLL_SECS,
-                    message="every task to complete")
+    done = wait_for(
+        all_done,
+        timeout=args.round_timeout_secs,
+        interval=POLL_SECS,
+        message="every task to complete",
+    )
     last_done = max(epoch(t.completed_at) for t in done)
-    wait_for(lambda: not [c for c in town.containers(client) if c.status == "running"],
-             timeout=args.round_timeout_secs, interval=POLL_SECS, message="no running container")
+    wait_for(
+        lambda: not [c for c in town.containers(client) if c.status == "running"],
+        timeout=args.round_timeout_secs,
+        interval=POLL_SECS,
+        message="no running container",
+    )
     zero_live = time.time()
-    wait_for(lambda: not town.containers(client), timeout=args.round_timeout_secs,
-             interval=POLL_SECS, message="no container left")
+    wait_for(
+        lambda: not town.containers(client),
+        timeout=args.round_timeout_secs,
+        interval=POLL_SECS,
+        message="no container left",
+    )
     zero_all = time.time()
-    started = next(t for t in done if t.id == first.id)  # its final started_at: when the CLI started
+    started = next(
+        t for t in done if t.id == first.id
+    )  # its final started_at: when the CLI started
     created = epoch(started.created_at)
     return {
         "scale_from_zero": round(epoch(started.started_at) - created, 3),
@@ -139,14 +176,20 @@ def main() -> int:
     print(json.dumps({"machine": machine()}))
     root = Path(tempfile.mkdtemp(prefix="bench-scaler-"))
     redis = TcpRedis(root / "redis").start()
-    town = ScalerTown(root / "town", redis.url, image,
-                      {"idle_timeout_secs": args.idle_timeout_secs}).start()
+    town = ScalerTown(
+        root / "town", redis.url, image, {"idle_timeout_secs": args.idle_timeout_secs}
+    ).start()
     log = open(root / "scaler.log", "w")
     loop = subprocess.Popen(
-        [sys.executable, str(SCALER), *town.cli_args(interval_secs=args.interval_secs,
-                                                     keep_exited=0)],
-        stdout=log, stderr=log, env={k: v for k, v in os.environ.items()
-                                     if not k.startswith("TINYTOWN_SCALER_")})
+        [
+            sys.executable,
+            str(SCALER),
+            *town.cli_args(interval_secs=args.interval_secs, keep_exited=0),
+        ],
+        stdout=log,
+        stderr=log,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TINYTOWN_SCALER_")},
+    )
     rows = []
     try:
         for n in range(1, args.rounds + 1):
@@ -167,17 +210,29 @@ def main() -> int:
                 client.images.remove(IMAGE, force=True)
             except docker.errors.NotFound:
                 pass
-    summary = {"interval_secs": args.interval_secs, "idle_timeout_secs": args.idle_timeout_secs,
-               "rounds": len(rows), "loop_exit_code": loop.returncode}
-    for key in ("scale_from_zero", "wait_for_pass", "worker_boot", "to_zero_live",
-                "to_zero_containers"):
+    summary = {
+        "interval_secs": args.interval_secs,
+        "idle_timeout_secs": args.idle_timeout_secs,
+        "rounds": len(rows),
+        "loop_exit_code": loop.returncode,
+    }
+    for key in (
+        "scale_from_zero",
+        "wait_for_pass",
+        "worker_boot",
+        "to_zero_live",
+        "to_zero_containers",
+    ):
         values = [r[key] for r in rows]
         summary[key] = {"p50": round(statistics.median(values), 3), "max": max(values)}
     print(json.dumps({"summary": summary}))
     target = args.interval_secs + 3
     verdict = "meets" if summary["scale_from_zero"]["p50"] <= target else "misses"
-    print(f"scale-from-zero p50 {summary['scale_from_zero']['p50']:.2f} s {verdict} the target "
-          f"of interval + 3 s = {target:g} s", file=sys.stderr)
+    print(
+        f"scale-from-zero p50 {summary['scale_from_zero']['p50']:.2f} s {verdict} the target "
+        f"of interval + 3 s = {target:g} s",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -18,17 +18,25 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from .conftest import write_town
 from tinytown.api import create_app
-from tinytown.core.apikeys import hash_key
 from tinytown.config import load_config
+from tinytown.core.apikeys import hash_key
 from tinytown.store import Town
+
+from .conftest import write_town
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi" / "townhall-v1.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
 SPEC_URI = "urn:townhall-spec"
-REGISTRY = Registry().with_resource(SPEC_URI, Resource.from_contents(SPEC, default_specification=DRAFT202012))
-SCOPE_KEYS = {"read": ["town.read"], "write": ["town.write"], "manage": ["agent.manage"], "admin": ["admin"]}
+REGISTRY = Registry().with_resource(
+    SPEC_URI, Resource.from_contents(SPEC, default_specification=DRAFT202012)
+)
+SCOPE_KEYS = {
+    "read": ["town.read"],
+    "write": ["town.write"],
+    "manage": ["agent.manage"],
+    "admin": ["admin"],
+}
 
 
 def spec_path(rule: str) -> str:
@@ -62,18 +70,26 @@ def check_against_spec(app, method: str, path: str, resp) -> None:
     op = SPEC["paths"][sp][method.lower()]
     status = str(resp.status_code)
     if status in op["responses"]:
-        entry, parts = _deref(op["responses"][status], ["paths", sp, method.lower(), "responses", status])
+        entry, parts = _deref(
+            op["responses"][status], ["paths", sp, method.lower(), "responses", status]
+        )
     elif status == "503":
         entry, parts = _deref({"$ref": "#/components/responses/ServiceUnavailable"}, [])
     else:
-        raise AssertionError(f"{method} {sp} answered {status}, which the spec does not document: {resp.get_data(as_text=True)[:300]}")
+        raise AssertionError(
+            f"{method} {sp} answered {status}, which the spec does not document: {resp.get_data(as_text=True)[:300]}"
+        )
     content = entry.get("content", {})
-    assert resp.mimetype in content, f"{method} {sp} {status}: content type {resp.mimetype} not in spec {list(content)}"
+    assert resp.mimetype in content, (
+        f"{method} {sp} {status}: content type {resp.mimetype} not in spec {list(content)}"
+    )
     if resp.mimetype.endswith("json"):
         schema = {"$ref": SPEC_URI + "#" + _pointer(*parts, "content", resp.mimetype, "schema")}
         validator = Draft202012Validator(schema, registry=REGISTRY)
         errors = sorted(validator.iter_errors(resp.get_json()), key=str)
-        assert not errors, f"{method} {sp} {status}: {errors[0].message} at {list(errors[0].absolute_path)}"
+        assert not errors, (
+            f"{method} {sp} {status}: {errors[0].message} at {list(errors[0].absolute_path)}"
+        )
 
 
 class SpecClient:
@@ -103,7 +119,7 @@ class SpecClient:
     def put(self, path, **kw):
         return self.open("PUT", path, **kw)
 
-    def as_key(self, key: str) -> "SpecClient":
+    def as_key(self, key: str) -> SpecClient:
         return SpecClient(self.app, {"Authorization": f"Bearer {key}"})
 
 
@@ -128,9 +144,20 @@ def keyring():
 
 
 def keyed_tables(keyring, extra: str = "") -> str:
-    lines = ["[townhall.auth]", 'mode = "api_key"', f'api_key_hash = "{keyring["upstream"][1]}"', ""]
+    lines = [
+        "[townhall.auth]",
+        'mode = "api_key"',
+        f'api_key_hash = "{keyring["upstream"][1]}"',
+        "",
+    ]
     for name, scopes in SCOPE_KEYS.items():
-        lines += ["[[townhall.auth.keys]]", f'name = "{name}"', f'hash = "{keyring[name][1]}"', f"scopes = {json.dumps(scopes)}", ""]
+        lines += [
+            "[[townhall.auth.keys]]",
+            f'name = "{name}"',
+            f'hash = "{keyring[name][1]}"',
+            f"scopes = {json.dumps(scopes)}",
+            "",
+        ]
     return "\n".join(lines) + extra
 
 

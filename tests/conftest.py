@@ -25,10 +25,19 @@ from tinytown.connection.embedded import EmbeddedServer
 from tinytown.store import Town
 
 CONFIG_ENV = (
-    "REDIS_URL", "TINYTOWN_REDIS_PASSWORD", "TINYTOWN_TOWN_DIR", "TINYTOWN_TOWN_NAME",
-    "TINYTOWN_REST_BIND", "TINYTOWN_REST_PORT", "TINYTOWN_AGENT_CLI", "TINYTOWN_AGENT_ID",
-    "TINYTOWN_AGENT_NAME", "TINYTOWN_TASK_ID", "TINYTOWN_URL", "TINYTOWN_BOOTSTRAP_API_KEY",
-)  # fmt: skip
+    "REDIS_URL",
+    "TINYTOWN_REDIS_PASSWORD",
+    "TINYTOWN_TOWN_DIR",
+    "TINYTOWN_TOWN_NAME",
+    "TINYTOWN_REST_BIND",
+    "TINYTOWN_REST_PORT",
+    "TINYTOWN_AGENT_CLI",
+    "TINYTOWN_AGENT_ID",
+    "TINYTOWN_AGENT_NAME",
+    "TINYTOWN_TASK_ID",
+    "TINYTOWN_URL",
+    "TINYTOWN_BOOTSTRAP_API_KEY",
+)
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -60,7 +69,9 @@ def pki(tmp_path_factory) -> Path:
     client.private_key_and_cert_chain_pem.write_to_path(root / "client.pem")
     client.cert_chain_pems[0].write_to_path(root / "client-cert.pem")
     client.private_key_pem.write_to_path(root / "client-key.pem")
-    trustme.CA().issue_cert("stranger@example").private_key_and_cert_chain_pem.write_to_path(root / "stranger.pem")
+    trustme.CA().issue_cert("stranger@example").private_key_and_cert_chain_pem.write_to_path(
+        root / "stranger.pem"
+    )
     return root
 
 
@@ -119,9 +130,13 @@ def run_tt(town_dir):
         full_env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
         full_env.update(env or {})
         return subprocess.run(
-            [tt_executable(), *args], cwd=cwd or town_dir, env=full_env,
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            [tt_executable(), *args],
+            cwd=cwd or town_dir,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     return run
 

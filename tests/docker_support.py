@@ -31,8 +31,15 @@ STAGE = "venv-" + hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12]
 ENGINE_SETUP_HINT = "run `bash .ci/docker-engine.sh` as root to install and start it"
 
 # What goes into the wheels; a change to any of these makes the wheelhouse stale.
-_PACKAGE_SOURCES = ("setup.cfg", "setup.py", "pyproject.toml", "requirements.lock", "townhall.py", "agent_worker.py",
-                    "scaler.py")  # fmt: skip
+_PACKAGE_SOURCES = (
+    "setup.cfg",
+    "setup.py",
+    "pyproject.toml",
+    "requirements.lock",
+    "townhall.py",
+    "agent_worker.py",
+    "scaler.py",
+)
 _PACKAGE_DIRS = ("tinytown",)
 
 
@@ -80,7 +87,9 @@ def ensure_wheelhouse() -> None:
         text=True,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"scripts/build-wheelhouse failed (exit {result.returncode}):\n{result.stdout}{result.stderr}")
+        raise RuntimeError(
+            f"scripts/build-wheelhouse failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
+        )
 
 
 def build_image(target: str, tag: str, client: docker.DockerClient | None = None) -> str:

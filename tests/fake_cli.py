@@ -43,10 +43,15 @@ def tt() -> str:
 
 def record(path: str, event: str, **extra) -> None:
     line = {
-        "event": event, "task": os.environ.get("TINYTOWN_TASK_ID"), "agent": os.environ.get("TINYTOWN_AGENT_ID"),
-        "attempt": os.environ.get("TINYTOWN_TASK_ATTEMPT"), "pid": os.getpid(), "pgid": os.getpgid(0),
-        "time": time.time(), **extra,
-    }  # fmt: skip
+        "event": event,
+        "task": os.environ.get("TINYTOWN_TASK_ID"),
+        "agent": os.environ.get("TINYTOWN_AGENT_ID"),
+        "attempt": os.environ.get("TINYTOWN_TASK_ATTEMPT"),
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "time": time.time(),
+        **extra,
+    }
     with open(path, "a") as fh:
         fh.write(json.dumps(line) + "\n")
 
@@ -74,8 +79,20 @@ def main() -> int:
             Path(file).write_text(text + "\n")
         elif name == "commit":
             subprocess.run(["git", "add", "-A"], check=True)
-            subprocess.run(["git", "-c", "user.name=fake", "-c", "user.email=fake@example.invalid",
-                            "commit", "-q", "-m", arg or "fake commit"], check=True)  # fmt: skip
+            subprocess.run(
+                [
+                    "git",
+                    "-c",
+                    "user.name=fake",
+                    "-c",
+                    "user.email=fake@example.invalid",
+                    "commit",
+                    "-q",
+                    "-m",
+                    arg or "fake commit",
+                ],
+                check=True,
+            )
         elif name == "child":
             child = subprocess.Popen(["sleep", "300"])
             for path in records:
@@ -83,7 +100,9 @@ def main() -> int:
         elif name == "ignore-term":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         elif name == "complete":
-            subprocess.run([tt(), "task", "complete", "--result", "reported by the fake CLI"], check=True)
+            subprocess.run(
+                [tt(), "task", "complete", "--result", "reported by the fake CLI"], check=True
+            )
         elif name == "fail-via-api":
             subprocess.run([tt(), "task", "fail", "--reason", "the fake CLI gave up"], check=True)
         elif name == "sleep" or (name == "sleep-first" and first_attempt):

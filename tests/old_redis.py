@@ -44,8 +44,15 @@ class _Handler(socketserver.StreamRequestHandler):
             return b"-NOPROTO unsupported protocol version\r\n"
         if args:
             self.resp3 = args[0] == b"3"
-        pairs = [("server", _bulk("redis")), ("version", _bulk(VERSION)), ("proto", b":%d\r\n" % (3 if self.resp3 else 2)),
-                 ("id", b":7\r\n"), ("mode", _bulk("standalone")), ("role", _bulk("master")), ("modules", b"*0\r\n")]  # fmt: skip
+        pairs = [
+            ("server", _bulk("redis")),
+            ("version", _bulk(VERSION)),
+            ("proto", b":%d\r\n" % (3 if self.resp3 else 2)),
+            ("id", b":7\r\n"),
+            ("mode", _bulk("standalone")),
+            ("role", _bulk("master")),
+            ("modules", b"*0\r\n"),
+        ]
         head = b"%%%d\r\n" % len(pairs) if self.resp3 else b"*%d\r\n" % (2 * len(pairs))
         return head + b"".join(_bulk(key) + value for key, value in pairs)
 
@@ -59,8 +66,10 @@ class _Handler(socketserver.StreamRequestHandler):
         if name in (b"AUTH", b"SELECT") or (name == b"CLIENT" and sub == b"SETNAME"):
             return b"+OK\r\n"
         if name == b"CLIENT":
-            return (b"-ERR Unknown subcommand or wrong number of arguments for '%s'. Try CLIENT HELP.\r\n"
-                    % cmd[1].lower())  # fmt: skip
+            return (
+                b"-ERR Unknown subcommand or wrong number of arguments for '%s'. Try CLIENT HELP.\r\n"
+                % cmd[1].lower()
+            )
         if name == b"INFO":
             body = f"# Server\r\nredis_version:{VERSION}\r\nredis_mode:standalone\r\n".encode()
             if self.resp3:

@@ -70,11 +70,20 @@ FAST_AGENT = {
 # so its container turns healthy, while townhall knows nothing of it.
 HEARTBEATING_COMMAND = (
     "python -P -c 'import time\nfrom tinytown.worker.health_file import HealthFile\n"
-    "beats = HealthFile.from_env(1)\nwhile True:\n    beats.beat()\n    time.sleep(1)\n'")
+    "beats = HealthFile.from_env(1)\nwhile True:\n    beats.beat()\n    time.sleep(1)\n'"
+)
 
 # Environment that would change a townhall's or worker's configuration behind the test's back.
-CONFIG_ENV = ("REDIS_URL", "TINYTOWN_REDIS_PASSWORD", "TINYTOWN_TOWN_DIR", "TINYTOWN_TOWN_NAME",
-              "TINYTOWN_REST_BIND", "TINYTOWN_REST_PORT", "TINYTOWN_AGENT_CLI", "DOCKER_HOST")
+CONFIG_ENV = (
+    "REDIS_URL",
+    "TINYTOWN_REDIS_PASSWORD",
+    "TINYTOWN_TOWN_DIR",
+    "TINYTOWN_TOWN_NAME",
+    "TINYTOWN_REST_BIND",
+    "TINYTOWN_REST_PORT",
+    "TINYTOWN_AGENT_CLI",
+    "DOCKER_HOST",
+)
 
 
 def free_port() -> int:
@@ -148,11 +157,12 @@ class TcpRedis:
         root.mkdir(parents=True, exist_ok=True)
         (root / "tinytown.toml").write_text(
             f'name = "scaler-redis"\n\n[redis]\nuse_socket = false\nbind = "127.0.0.1"\n'
-            f'port = {self.port}\npassword = "{self.password}"\n')
+            f'port = {self.port}\npassword = "{self.password}"\n'
+        )
         self.server = EmbeddedServer(load_config(root, env={}))
         self.url = f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
-    def start(self) -> "TcpRedis":
+    def start(self) -> TcpRedis:
         self.server.ensure_running()
         return self
 
@@ -182,17 +192,24 @@ class TownhallProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "TownhallProcess":
+    def start(self) -> TownhallProcess:
         env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
         env.update(TINYTOWN_TOWN_DIR=str(self.town_dir), TINYTOWN_REST_PORT=str(self.port))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(BIN_DIR / "gunicorn"), "-c", "python:tinytown.gunicorn_conf", "townhall:app"],
-                cwd=self.town_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                cwd=self.town_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
         deadline = time.monotonic() + TOWNHALL_READY_TIMEOUT_SECS
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"townhall exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"townhall exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             try:
                 if requests.get(self.url + "/api/scaling", timeout=2).status_code == 200:
                     return self
@@ -200,8 +217,10 @@ class TownhallProcess:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"townhall did not answer on {self.url} within "
-                           f"{TOWNHALL_READY_TIMEOUT_SECS:g} s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"townhall did not answer on {self.url} within "
+            f"{TOWNHALL_READY_TIMEOUT_SECS:g} s:\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -243,11 +262,16 @@ class ScaledTown:
         from tinytown.scaler.config import load_config as load_scaler_config
         from tinytown.scaler.reconcile import Scaler
 
-        flags = {k: ([str(x) for x in v] if isinstance(v, list) else str(v))
-                 for k, v in self.settings(**overrides).items()}
+        flags = {
+            k: ([str(x) for x in v] if isinstance(v, list) else str(v))
+            for k, v in self.settings(**overrides).items()
+        }
         flags["config"] = str(config_file) if config_file else None
-        environ = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV
-                   and not k.startswith("TINYTOWN_SCALER_")}
+        environ = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in CONFIG_ENV and not k.startswith("TINYTOWN_SCALER_")
+        }
         return Scaler(load_scaler_config(flags, environ), environ)
 
     def cli_args(self, config_file: Path | None = None, **overrides: Any) -> list[str]:
@@ -261,17 +285,27 @@ class ScaledTown:
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run ``python scaler.py ARGS`` (put subcommands and modes first)."""
-        env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV
-               and not k.startswith("TINYTOWN_SCALER_")}
-        return subprocess.run([sys.executable, str(SCALER), *args], capture_output=True,
-                              text=True, env=env, timeout=timeout)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in CONFIG_ENV and not k.startswith("TINYTOWN_SCALER_")
+        }
+        return subprocess.run(
+            [sys.executable, str(SCALER), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
 
     # -- what runs ----------------------------------------------------------------------------
 
     def containers(self, client: docker.DockerClient) -> list:
         """This town's worker containers (live and exited), found by label."""
         # ignore_removed: the scaler may remove an exited one between the list and its inspect
-        return client.containers.list(all=True, filters={"label": f"tinytown.town={self.name}"}, ignore_removed=True)
+        return client.containers.list(
+            all=True, filters={"label": f"tinytown.town={self.name}"}, ignore_removed=True
+        )
 
     def volumes(self, client: docker.DockerClient) -> list:
         """This town's workspace volumes, found by label."""
@@ -320,7 +354,7 @@ class ScalerTown(ScaledTown):
         self.townhall = TownhallProcess(self.host_dir, self.root / "townhall.log")
         self.town: Town | None = None
 
-    def start(self) -> "ScalerTown":
+    def start(self) -> ScalerTown:
         self.townhall.start()
         self.town = Town.connect(load_config(self.host_dir, env={}))
         return self
@@ -352,8 +386,13 @@ class ScalerTown(ScaledTown):
 def agent_item(agent_id: str, state: str = "Idle", task: str | None = None) -> dict[str, Any]:
     """One ``GET /v1/agents`` entry with a heartbeat from just now."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return {"id": agent_id, "name": agent_id[:8], "state": state, "current_task": task,
-            "last_heartbeat": now}
+    return {
+        "id": agent_id,
+        "name": agent_id[:8],
+        "state": state,
+        "current_task": task,
+        "last_heartbeat": now,
+    }
 
 
 @dataclass
@@ -373,15 +412,27 @@ class FakeTown(ScaledTown):
         self.signal(desired=0, recommendation="steady")
         self.agents()
 
-    def signal(self, desired: int, recommendation: str = "scale_up", active: int = 0,
-               busy: int | None = None) -> None:
+    def signal(
+        self,
+        desired: int,
+        recommendation: str = "scale_up",
+        active: int = 0,
+        busy: int | None = None,
+    ) -> None:
         """``GET /api/scaling`` answers this; ``active``/``busy`` are its agent counts (busy_agents
         left out when None, as an upstream townhall does)."""
         body = {
-            "town": self.name, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "queue_depth": desired, "pending_tasks": desired, "in_flight_tasks": 0,
-            "active_agents": active, "cold_agents": 0, "desired_agents": desired,
-            "max_agents": 10, "scaling_recommendation": recommendation}
+            "town": self.name,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "queue_depth": desired,
+            "pending_tasks": desired,
+            "in_flight_tasks": 0,
+            "active_agents": active,
+            "cold_agents": 0,
+            "desired_agents": desired,
+            "max_agents": 10,
+            "scaling_recommendation": recommendation,
+        }
         if busy is not None:
             body["busy_agents"] = busy
         self.townhall.routes["/api/scaling"] = (200, body)
@@ -389,7 +440,8 @@ class FakeTown(ScaledTown):
     def agents(self, *answers: list[dict[str, Any]]) -> None:
         """``GET /v1/agents`` answers these agent lists in turn (the last one repeats)."""
         self.townhall.routes["/v1/agents"] = [
-            (200, {"agents": items, "count": len(items)}) for items in answers or ([],)]
+            (200, {"agents": items, "count": len(items)}) for items in answers or ([],)
+        ]
 
     def stop(self, client: docker.DockerClient) -> None:
         self.remove_containers(client)

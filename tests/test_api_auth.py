@@ -15,8 +15,13 @@ from tinytown.config import ApiKey, AuthConfig
 
 from .api_support import SCOPE_KEYS, anon, keyed_app, keyed_town, keyring  # noqa: F401 - fixtures
 
-PLACEHOLDERS = {"agent": "alice", "task_id": str(uuid.uuid4()), "mission_id": str(uuid.uuid4()),
-                "work_item_id": "w1", "watch_id": "x1"}  # fmt: skip
+PLACEHOLDERS = {
+    "agent": "alice",
+    "task_id": str(uuid.uuid4()),
+    "mission_id": str(uuid.uuid4()),
+    "work_item_id": "w1",
+    "watch_id": "x1",
+}
 # For each scope, a key that has some scope but not that one.
 LACKING = {"town.read": "write", "town.write": "read", "agent.manage": "write"}
 
@@ -40,7 +45,12 @@ def protected_routes(app):
 
 def test_every_v1_route_is_protected(keyed_app):
     routes = protected_routes(keyed_app)
-    v1 = {(m, r.rule) for r in keyed_app.url_map.iter_rules() if r.rule.startswith("/v1/") for m in r.methods - {"HEAD", "OPTIONS"}}
+    v1 = {
+        (m, r.rule)
+        for r in keyed_app.url_map.iter_rules()
+        if r.rule.startswith("/v1/")
+        for m in r.methods - {"HEAD", "OPTIONS"}
+    }
     assert len(routes) == len(v1) >= 38
 
 
@@ -49,7 +59,10 @@ def test_auth_matrix_401_without_credentials_403_without_the_scope(anon, keyring
     for method, url, scope in routes:
         resp = anon.open(method, url, json={})
         assert resp.status_code == 401, (method, url)
-        assert resp.get_json()["error"] == "Authentication required" and resp.get_json()["status"] == 401
+        assert (
+            resp.get_json()["error"] == "Authentication required"
+            and resp.get_json()["status"] == 401
+        )
         resp = anon.as_key(keyring[LACKING[scope]][0]).open(method, url, json={})
         assert resp.status_code == 403, (method, url, scope)
         assert resp.get_json()["error"] == "Insufficient permissions"
@@ -67,7 +80,16 @@ def test_each_scoped_key_reaches_its_own_routes(anon, keyring):
 
 
 def test_public_routes_need_no_credentials(anon):
-    for path in ("/health", "/healthz", "/livez", "/ready", "/readyz", "/metrics", "/api/scaling", "/openapi.yaml"):
+    for path in (
+        "/health",
+        "/healthz",
+        "/livez",
+        "/ready",
+        "/readyz",
+        "/metrics",
+        "/api/scaling",
+        "/openapi.yaml",
+    ):
         assert anon.get(path).status_code == 200, path
 
 
@@ -80,10 +102,23 @@ def test_invalid_key_is_401_invalid_credentials(anon):
 def test_x_api_key_header_works_and_bearer_is_checked_first(anon, keyring):
     good, bad = keyring["read"][0], "0" * 64
     assert anon.get("/v1/town", headers={"X-API-Key": good}).status_code == 200
-    assert anon.get("/v1/town", headers={"Authorization": f"Bearer {good}", "X-API-Key": bad}).status_code == 200
-    assert anon.get("/v1/town", headers={"Authorization": f"Bearer {bad}", "X-API-Key": good}).status_code == 401
+    assert (
+        anon.get(
+            "/v1/town", headers={"Authorization": f"Bearer {good}", "X-API-Key": bad}
+        ).status_code
+        == 200
+    )
+    assert (
+        anon.get(
+            "/v1/town", headers={"Authorization": f"Bearer {bad}", "X-API-Key": good}
+        ).status_code
+        == 401
+    )
     # A non-Bearer Authorization header is ignored, so X-API-Key applies.
-    assert anon.get("/v1/town", headers={"Authorization": "Basic abc", "X-API-Key": good}).status_code == 200
+    assert (
+        anon.get("/v1/town", headers={"Authorization": "Basic abc", "X-API-Key": good}).status_code
+        == 200
+    )
 
 
 def test_upstream_single_key_with_no_scopes_is_admin(anon, keyring):
@@ -100,8 +135,13 @@ def test_admin_scope_implies_every_scope(anon, keyring):
 
 
 def test_two_named_keys_are_both_valid_so_rotation_needs_no_downtime(keyring):
-    auth = AuthConfig(mode="api_key", keys=(ApiKey("old", keyring["read"][1], ("town.read",)),
-                                            ApiKey("new", keyring["write"][1], ("town.read",))))  # fmt: skip
+    auth = AuthConfig(
+        mode="api_key",
+        keys=(
+            ApiKey("old", keyring["read"][1], ("town.read",)),
+            ApiKey("new", keyring["write"][1], ("town.read",)),
+        ),
+    )
     verifier = ApiKeyVerifier(auth)
     assert verifier.authenticate(keyring["read"][0]).id == "old"
     assert verifier.authenticate(keyring["write"][0]).id == "new"
@@ -118,16 +158,22 @@ def test_successful_verifications_are_cached_under_a_keyed_digest(keyring):
     start = time.perf_counter()
     for _ in range(50):
         assert cached.authenticate(raw).id == "k"
-    assert time.perf_counter() - start < one_argon2  # 50 cached checks cost less than one Argon2 run
+    assert (
+        time.perf_counter() - start < one_argon2
+    )  # 50 cached checks cost less than one Argon2 run
     assert not any(raw.encode() in digest for digest in cached._cache)  # the raw key is not stored
 
 
 def test_cached_verification_expires_and_failures_are_never_cached(keyring):
     raw, phc = keyring["read"]
     now = [1000.0]
-    verifier = ApiKeyVerifier(AuthConfig(mode="api_key", keys=(ApiKey("k", phc),)), cache_ttl_secs=60, clock=lambda: now[0])
+    verifier = ApiKeyVerifier(
+        AuthConfig(mode="api_key", keys=(ApiKey("k", phc),)),
+        cache_ttl_secs=60,
+        clock=lambda: now[0],
+    )
     verifier.authenticate(raw)
-    (expires, _), = verifier._cache.values()
+    ((expires, _),) = verifier._cache.values()
     assert expires == 1060.0
     for _ in range(2):
         with pytest.raises(AuthError):
@@ -147,12 +193,19 @@ def test_mutating_requests_leave_one_audit_line_naming_the_principal(anon, keyri
     anon.as_key(keyring["read"][0]).get("/v1/backlog")  # reads are not audited
     lines = audit_records(caplog)
     assert [(a["principal"], a["result"], a["status"]) for a in lines] == [
-        ("write", "success", 201), ("read", "denied", 403), ("anonymous", "denied", 401)]  # fmt: skip
-    assert all(a["method"] == "POST" and a["path"] == "/v1/backlog" and a["request_id"] for a in lines)
+        ("write", "success", 201),
+        ("read", "denied", 403),
+        ("anonymous", "denied", 401),
+    ]
+    assert all(
+        a["method"] == "POST" and a["path"] == "/v1/backlog" and a["request_id"] for a in lines
+    )
 
 
 def test_none_mode_principal_is_local_with_every_scope():
     from tinytown.api.auth import LOCAL, Authenticator
 
     assert Authenticator(AuthConfig()).authenticate(None, None) is LOCAL
-    assert LOCAL.id == "local" and all(LOCAL.allows(s) for scopes in SCOPE_KEYS.values() for s in scopes)
+    assert LOCAL.id == "local" and all(
+        LOCAL.allows(s) for scopes in SCOPE_KEYS.values() for s in scopes
+    )

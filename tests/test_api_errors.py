@@ -47,7 +47,9 @@ def test_wrong_method_is_a_405_problem_with_allow(client):
 
 
 def test_malformed_json_is_400_naming_line_and_column(client, town):
-    resp = client.post("/v1/backlog", data='{\n  "description": "x",\n  oops\n}', content_type="application/json")
+    resp = client.post(
+        "/v1/backlog", data='{\n  "description": "x",\n  oops\n}', content_type="application/json"
+    )
     body = assert_problem(resp, 400)
     assert "line 3, column 3" in body["detail"]
     assert nothing_written(town)
@@ -100,12 +102,18 @@ def test_default_body_limit_is_one_mebibyte(client):
 
 
 def test_redis_unreachable_is_503_with_retry_after_and_health_still_answers(tmp_path):
-    (tmp_path / "tinytown.toml").write_text('name = "down"\n[redis]\nurl = "redis://:s3cret@127.0.0.1:1/0"\n')
+    (tmp_path / "tinytown.toml").write_text(
+        'name = "down"\n[redis]\nurl = "redis://:s3cret@127.0.0.1:1/0"\n'
+    )
     config = load_config(tmp_path, env={})
     town = Town(config, make_client(config))  # never verified: Redis is gone
     client = SpecClient(create_app(config, town=town))
     assert client.get("/health").status_code == 200
-    for resp in (client.get("/v1/status"), client.post("/v1/backlog", json={"description": "x"}), client.get("/api/scaling")):
+    for resp in (
+        client.get("/v1/status"),
+        client.post("/v1/backlog", json={"description": "x"}),
+        client.get("/api/scaling"),
+    ):
         body = assert_problem(resp, 503)
         assert int(resp.headers["Retry-After"]) > 0
         assert "s3cret" not in body["detail"] and "****" in body["detail"]

@@ -27,28 +27,67 @@ SEED = 20261206  # a fixed seed: the same requests in every CI run (change it to
 @pytest.mark.slow
 def test_every_operation_answers_as_documented_and_never_with_a_5xx(tmp_path, redis_url, keyring):
     port = free_port()
-    root = write_town(tmp_path, redis_url, tables=f"[townhall]\nrest_port = {port}\nworkers = 1\n\n" + keyed_tables(keyring))
-    log_path = tmp_path / "townhall.log"  # a file, not a pipe: thousands of access lines must never block it
+    root = write_town(
+        tmp_path,
+        redis_url,
+        tables=f"[townhall]\nrest_port = {port}\nworkers = 1\n\n" + keyed_tables(keyring),
+    )
+    log_path = (
+        tmp_path / "townhall.log"
+    )  # a file, not a pipe: thousands of access lines must never block it
     env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(BIN_DIR / "gunicorn"), "-c", "python:tinytown.gunicorn_conf", "townhall:app"],
-                                cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [str(BIN_DIR / "gunicorn"), "-c", "python:tinytown.gunicorn_conf", "townhall:app"],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(proc, f"{base}/livez")
         run = subprocess.run(
-            [str(BIN_DIR / "st"), "run", f"{base}/openapi.yaml", "--url", base, "--checks", CHECKS,
-             "--header", f"Authorization: Bearer {keyring['admin'][0]}", "--max-examples", str(EXAMPLES_PER_OPERATION),
-             "--seed", str(SEED), "--phases", "examples,coverage,fuzzing", "--workers", "1", "--no-color",
-             "--request-timeout", "10", "--generation-database", "none", "--no-shrink", "--max-failures", "20",
-             "--report", "junit",
-             "--report-dir", str(tmp_path / "report")],
-            cwd=tmp_path, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+            [
+                str(BIN_DIR / "st"),
+                "run",
+                f"{base}/openapi.yaml",
+                "--url",
+                base,
+                "--checks",
+                CHECKS,
+                "--header",
+                f"Authorization: Bearer {keyring['admin'][0]}",
+                "--max-examples",
+                str(EXAMPLES_PER_OPERATION),
+                "--seed",
+                str(SEED),
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--workers",
+                "1",
+                "--no-color",
+                "--request-timeout",
+                "10",
+                "--generation-database",
+                "none",
+                "--no-shrink",
+                "--max-failures",
+                "20",
+                "--report",
+                "junit",
+                "--report-dir",
+                str(tmp_path / "report"),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-3000:]
     output = log_path.read_text()
     assert "Traceback" not in output, output[-5000:]
-    assert ' 500 ' not in output  # no access-log line with a 500
+    assert " 500 " not in output  # no access-log line with a 500

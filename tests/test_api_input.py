@@ -35,7 +35,10 @@ BODY_ROUTES = {
     ("POST", "/v1/missions/<mission_id>/complete"): "/v1/missions/{mission}/complete",
     ("POST", "/v1/missions/<mission_id>/fail"): "/v1/missions/{mission}/fail",
     ("PATCH", "/v1/missions/<mission_id>/work/<work_item_id>"): "/v1/missions/{mission}/work/w1",
-    ("POST", "/v1/missions/<mission_id>/watches/<watch_id>/snooze"): "/v1/missions/{mission}/watches/x1/snooze",
+    (
+        "POST",
+        "/v1/missions/<mission_id>/watches/<watch_id>/snooze",
+    ): "/v1/missions/{mission}/watches/x1/snooze",
 }
 
 HOSTILE = {
@@ -64,7 +67,9 @@ def seeded(client, town):
     giving every key's dump (to prove nothing changed)."""
     assert client.post("/v1/agents", json={"name": "alpha"}).status_code == 201
     task = town.tasks.add("seed")
-    mission = client.post("/v1/missions", json={"objectives": [{"type": "doc", "path": "plan.md"}]}).get_json()
+    mission = client.post(
+        "/v1/missions", json={"objectives": [{"type": "doc", "path": "plan.md"}]}
+    ).get_json()
     ids = {"task": task.id, "mission": mission["mission_id"]}
 
     def snapshot():
@@ -76,7 +81,9 @@ def seeded(client, town):
 
 @pytest.mark.parametrize("payload", HOSTILE, ids=list(HOSTILE))
 @pytest.mark.parametrize("route", BODY_ROUTES, ids=[f"{m} {r}" for m, r in BODY_ROUTES])
-def test_hostile_bodies_get_a_problem_naming_the_fault_and_change_nothing(client, seeded, route, payload):
+def test_hostile_bodies_get_a_problem_naming_the_fault_and_change_nothing(
+    client, seeded, route, payload
+):
     ids, snapshot = seeded
     method, _rule = route
     path = BODY_ROUTES[route].format(**ids)
@@ -90,28 +97,43 @@ def test_hostile_bodies_get_a_problem_naming_the_fault_and_change_nothing(client
     assert snapshot() == before
 
 
-@pytest.mark.parametrize("name", ["bad\nname", "nul\x00", "tab\tname", "sp ace", "-dash", "x" * 65, "ünï"])
+@pytest.mark.parametrize(
+    "name", ["bad\nname", "nul\x00", "tab\tname", "sp ace", "-dash", "x" * 65, "ünï"]
+)
 def test_agent_names_outside_the_documented_set_are_422(client, town, name):
     body = assert_problem(client.post("/v1/agents", json={"name": name}), 422, field="name")
     assert "1-64 characters from A-Z a-z 0-9 . _ -" in body["detail"]
     assert town.agents.all() == []
 
 
-@pytest.mark.parametrize("field,value", [
-    ("tags", ["a\nb"]), ("tags", ["x"] * 51), ("repo", "ext::sh -c id"), ("repo", "--upload-pack=id"),
-    ("base_branch", "--orphan"), ("description", "bell\x07"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("tags", ["a\nb"]),
+        ("tags", ["x"] * 51),
+        ("repo", "ext::sh -c id"),
+        ("repo", "--upload-pack=id"),
+        ("base_branch", "--orphan"),
+        ("description", "bell\x07"),
+    ],
+)
 def test_task_fields_break_their_rules_with_422_and_no_task(client, town, field, value):
     body = {"description": "ok", field: value}
-    assert_problem(client.post("/v1/backlog", json=body), 422, field=field if field != "tags" or len(value) > 1 else "tags[0]")
+    assert_problem(
+        client.post("/v1/backlog", json=body),
+        422,
+        field=field if field != "tags" or len(value) > 1 else "tags[0]",
+    )
     assert town.tasks.counts()["pending"] == 0
 
 
 def test_a_cli_that_is_a_command_line_is_refused_listing_the_names_the_town_runs(client, town):
     """Any holder of town.write could otherwise run any shell command on every worker."""
-    for route, body in (("/v1/backlog", {"description": "x", "cli": "id -un; hostname; true"}),
-                        ("/v1/agents", {"name": "beta", "cli": "id"}),
-                        ("/v1/backlog", {"description": "x", "cli": "nosuchcli"})):  # fmt: skip
+    for route, body in (
+        ("/v1/backlog", {"description": "x", "cli": "id -un; hostname; true"}),
+        ("/v1/agents", {"name": "beta", "cli": "id"}),
+        ("/v1/backlog", {"description": "x", "cli": "nosuchcli"}),
+    ):
         problem = assert_problem(client.post(route, json=body), 422, field="cli")
         assert "claude" in problem["detail"] and "never a command" in problem["detail"]
     assert town.tasks.counts()["pending"] == 0 and town.agents.all() == []

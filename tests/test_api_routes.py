@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import uuid
 
+from tinytown.store.agents import Beat
+
 from .api_support import app, client  # noqa: F401 - fixtures
 from .conftest import next_message
-
-from tinytown.store.agents import Beat
 
 
 def new_agent(client, name="alice", **extra):
@@ -59,7 +59,11 @@ def test_agents_list_carries_heartbeat_and_current_task(client, town):
 def test_spawn_registers_a_starting_agent_with_the_default_cli(client, town):
     resp = client.post("/v1/agents", json={"name": "bob", "role_id": "backend"})
     body = resp.get_json()
-    assert resp.status_code == 201 and body["cli"] == town.config.default_cli and body["nickname"] is None
+    assert (
+        resp.status_code == 201
+        and body["cli"] == town.config.default_cli
+        and body["nickname"] is None
+    )
     assert town.agents.get(body["agent_id"]).state == "starting"
 
 
@@ -114,15 +118,31 @@ def test_prune_removes_stopped_agents_only_unless_all(client, town):
 
 def test_assign_creates_a_task_on_the_agents_docket_with_worker_fields(client, town):
     agent_id = new_agent(client)
-    resp = client.post("/v1/tasks/assign", json={
-        "agent": "alice", "task": "fix it", "repo": "/srv/r.git", "base_branch": "dev", "push": True,
-        "cli": "codex", "tags": ["bug"],
-    })  # fmt: skip
+    resp = client.post(
+        "/v1/tasks/assign",
+        json={
+            "agent": "alice",
+            "task": "fix it",
+            "repo": "/srv/r.git",
+            "base_branch": "dev",
+            "push": True,
+            "cli": "codex",
+            "tags": ["bug"],
+        },
+    )
     body = resp.get_json()
-    assert resp.status_code == 201 and body["agent_id"] == agent_id and body["agent_name"] == "alice"
+    assert (
+        resp.status_code == 201 and body["agent_id"] == agent_id and body["agent_name"] == "alice"
+    )
     task = town.tasks.get(body["task_id"])
     assert (task.state, task.repo, task.base_branch, task.push, task.cli, task.tags) == (
-        "assigned", "/srv/r.git", "dev", True, "codex", ["bug"])  # fmt: skip
+        "assigned",
+        "/srv/r.git",
+        "dev",
+        True,
+        "codex",
+        ["bug"],
+    )
     entries = town.redis.xrange(town.keys.agent_docket(agent_id))
     assert [e[1]["task_id"] for e in entries] == [task.id]
 
@@ -174,7 +194,10 @@ def test_cancel_stops_a_live_task_for_good(client, town):
     again = client.post(f"/v1/tasks/{task.id}/cancel")
     assert again.status_code == 409 and town.tasks.get(task.id).result == "duplicate of #7"
     assert client.post(f"/v1/tasks/{uuid.uuid4()}/cancel").status_code == 404
-    assert client.post(f"/v1/tasks/{town.tasks.add('x').id}/cancel", json={"reason": 7}).status_code == 422
+    assert (
+        client.post(f"/v1/tasks/{town.tasks.add('x').id}/cancel", json={"reason": 7}).status_code
+        == 422
+    )
 
 
 def test_complete_without_a_body_is_accepted(client, town):
@@ -203,8 +226,17 @@ def test_pending_lists_assigned_tasks_not_yet_started(client, town):
     task = town.tasks.add("queued for alice", agent_id=agent_id)
     town.tasks.add("backlog task")
     body = client.get("/v1/tasks/pending").get_json()
-    assert body == {"count": 1, "tasks": [{"task_id": task.id, "description": "queued for alice",
-                                           "agent_id": agent_id, "agent_name": "alice"}]}  # fmt: skip
+    assert body == {
+        "count": 1,
+        "tasks": [
+            {
+                "task_id": task.id,
+                "description": "queued for alice",
+                "agent_id": agent_id,
+                "agent_name": "alice",
+            }
+        ],
+    }
 
 
 # --- backlog ----------------------------------------------------------------------------------
@@ -212,11 +244,18 @@ def test_pending_lists_assigned_tasks_not_yet_started(client, town):
 
 def test_backlog_add_list_claim_and_remove(client, town):
     agent_id = new_agent(client)
-    t1 = client.post("/v1/backlog", json={"description": "one", "tags": ["x"], "repo": "r"}).get_json()["task_id"]
+    t1 = client.post(
+        "/v1/backlog", json={"description": "one", "tags": ["x"], "repo": "r"}
+    ).get_json()["task_id"]
     t2 = client.post("/v1/backlog", json={"description": "two"}).get_json()["task_id"]
     body = client.get("/v1/backlog").get_json()
-    assert body == {"count": 2, "backlog": [{"task_id": t1, "description": "one", "tags": ["x"]},
-                                            {"task_id": t2, "description": "two", "tags": []}]}  # fmt: skip
+    assert body == {
+        "count": 2,
+        "backlog": [
+            {"task_id": t1, "description": "one", "tags": ["x"]},
+            {"task_id": t2, "description": "two", "tags": []},
+        ],
+    }
     claimed = client.post(f"/v1/backlog/{t1}/claim", json={"agent": "alice"}).get_json()
     assert claimed == {"task_id": t1, "agent_id": agent_id, "agent_name": "alice"}
     assert town.tasks.get(t1).state == "assigned"
@@ -230,7 +269,10 @@ def test_backlog_claim_and_remove_errors(client, town):
     missing = uuid.uuid4()
     assert client.post(f"/v1/backlog/{missing}/claim", json={"agent": "alice"}).status_code == 404
     resp = client.delete(f"/v1/backlog/{missing}")
-    assert resp.status_code == 404 and resp.get_json()["detail"] == f"Task {missing} not found in backlog"
+    assert (
+        resp.status_code == 404
+        and resp.get_json()["detail"] == f"Task {missing} not found in backlog"
+    )
     task = town.tasks.add("t")
     client.post(f"/v1/backlog/{task.id}/claim", json={"agent": "alice"})
     assert client.post(f"/v1/backlog/{task.id}/claim", json={"agent": "alice"}).status_code == 409
@@ -251,13 +293,21 @@ def test_assign_all_moves_every_backlog_task_to_the_agent(client, town):
 
 def test_send_puts_a_message_on_the_inbox_and_the_inbox_route_shows_it(client, town):
     agent_id = new_agent(client)
-    resp = client.post("/v1/messages/send", json={"to": "alice", "message": "what is the plan?", "kind": "query"})
+    resp = client.post(
+        "/v1/messages/send", json={"to": "alice", "message": "what is the plan?", "kind": "query"}
+    )
     body = resp.get_json()
     assert resp.status_code == 201 and body["to_agent"] == agent_id and body["urgent"] is False
-    client.post("/v1/messages/send", json={"to": "alice", "message": "stop", "urgent": True, "from": "supervisor"})
+    client.post(
+        "/v1/messages/send",
+        json={"to": "alice", "message": "stop", "urgent": True, "from": "supervisor"},
+    )
     inbox = client.get("/v1/agents/alice/inbox").get_json()
     assert (inbox["agent"], inbox["total"], inbox["urgent"]) == ("alice", 1, 1)
-    assert inbox["messages"][0]["type"] == "query" and inbox["messages"][0]["summary"] == "what is the plan?"
+    assert (
+        inbox["messages"][0]["type"] == "query"
+        and inbox["messages"][0]["summary"] == "what is the plan?"
+    )
     stored = json.loads(town.redis.lindex(town.keys.inbox(agent_id), 0))
     assert stored["id"] == body["message_id"]
 
@@ -274,7 +324,10 @@ def test_send_to_an_unknown_agent_is_404(client):
 
 # --- missions ---------------------------------------------------------------------------------
 
-OBJECTIVES = [{"type": "issue", "owner": "acme", "repo": "app", "number": 7}, {"type": "doc", "path": "docs/plan.md"}]
+OBJECTIVES = [
+    {"type": "issue", "owner": "acme", "repo": "app", "number": 7},
+    {"type": "doc", "path": "docs/plan.md"},
+]
 
 
 def new_mission(client, **policy):
@@ -301,24 +354,37 @@ def test_mission_create_show_and_list(client, town):
 def test_mission_create_validates_objectives_and_policy(client, town):
     resp = client.post("/v1/missions", json={"objectives": []})
     assert resp.status_code == 422 and resp.get_json()["field"] == "objectives"
-    resp = client.post("/v1/missions", json={"objectives": [{"type": "issue", "owner": "a", "repo": "b"}]})
+    resp = client.post(
+        "/v1/missions", json={"objectives": [{"type": "issue", "owner": "a", "repo": "b"}]}
+    )
     assert resp.get_json()["field"] == "objectives[0].number"
-    resp = client.post("/v1/missions", json={"objectives": OBJECTIVES, "policy": {"auto_merge": "yes"}})
+    resp = client.post(
+        "/v1/missions", json={"objectives": OBJECTIVES, "policy": {"auto_merge": "yes"}}
+    )
     assert resp.get_json()["field"] == "auto_merge"
     assert town.redis.zcard(town.keys.missions) == 0
 
 
 def test_mission_lifecycle_stop_resume_complete(client, town):
     mid = new_mission(client)["mission_id"]
-    assert client.post(f"/v1/missions/{mid}/stop", json={}).get_json() == {"id": mid, "state": "blocked"}
+    assert client.post(f"/v1/missions/{mid}/stop", json={}).get_json() == {
+        "id": mid,
+        "state": "blocked",
+    }
     assert not town.redis.sismember(town.keys.missions_active, mid)
     assert client.post(f"/v1/missions/{mid}/resume").get_json() == {"id": mid, "state": "running"}
     assert client.post(f"/v1/missions/{mid}/resume").get_json()["note"] == "already running"
     assert town.redis.sismember(town.keys.missions_active, mid)
-    assert client.post(f"/v1/missions/{mid}/complete").get_json() == {"id": mid, "state": "completed"}
+    assert client.post(f"/v1/missions/{mid}/complete").get_json() == {
+        "id": mid,
+        "state": "completed",
+    }
     assert client.post(f"/v1/missions/{mid}/complete").get_json()["note"] == "already completed"
     resp = client.post(f"/v1/missions/{mid}/resume")
-    assert resp.status_code == 400 and resp.get_json()["detail"] == "mission is completed and cannot be resumed"
+    assert (
+        resp.status_code == 400
+        and resp.get_json()["detail"] == "mission is completed and cannot be resumed"
+    )
 
 
 def test_mission_fail_force_stop_and_delete(client, town):
@@ -326,7 +392,10 @@ def test_mission_fail_force_stop_and_delete(client, town):
     body = client.post(f"/v1/missions/{mid}/fail", json={}).get_json()
     assert body == {"id": mid, "state": "failed", "reason": "Marked failed via API"}
     other = new_mission(client)["mission_id"]
-    assert client.post(f"/v1/missions/{other}/stop", json={"force": True}).get_json()["state"] == "failed"
+    assert (
+        client.post(f"/v1/missions/{other}/stop", json={"force": True}).get_json()["state"]
+        == "failed"
+    )
     assert client.delete(f"/v1/missions/{mid}").get_json() == {"id": mid, "deleted": True}
     assert not town.redis.exists(town.keys.mission(mid), town.keys.mission_log(mid))
     assert client.get(f"/v1/missions/{mid}").status_code == 404
@@ -336,38 +405,82 @@ def test_deleting_an_active_mission_needs_force(client, town):
     mid = new_mission(client)["mission_id"]
     assert client.delete(f"/v1/missions/{mid}").status_code == 409
     assert client.delete(f"/v1/missions/{mid}?force=true").status_code == 200
-    assert town.redis.zcard(town.keys.missions) == 0 and town.redis.scard(town.keys.missions_active) == 0
+    assert (
+        town.redis.zcard(town.keys.missions) == 0
+        and town.redis.scard(town.keys.missions_active) == 0
+    )
 
 
 def test_mission_routes_400_on_bad_ids_and_404_on_unknown(client):
-    assert client.get("/v1/missions/nope").get_json()["detail"] == "invalid mission id 'nope': expected a UUID"
+    assert (
+        client.get("/v1/missions/nope").get_json()["detail"]
+        == "invalid mission id 'nope': expected a UUID"
+    )
     missing = uuid.uuid4()
-    for method, path in (("GET", ""), ("POST", "/stop"), ("POST", "/resume"), ("POST", "/complete"),
-                         ("POST", "/fail"), ("DELETE", ""), ("GET", "/work"), ("GET", "/watches"), ("GET", "/events")):  # fmt: skip
+    for method, path in (
+        ("GET", ""),
+        ("POST", "/stop"),
+        ("POST", "/resume"),
+        ("POST", "/complete"),
+        ("POST", "/fail"),
+        ("DELETE", ""),
+        ("GET", "/work"),
+        ("GET", "/watches"),
+        ("GET", "/events"),
+    ):
         resp = client.open(method, f"/v1/missions/{missing}{path}")
         assert resp.status_code == 404, (method, path)
 
 
 def test_mission_work_items_and_watches_are_records(client, town):
     mid = new_mission(client)["mission_id"]
-    item = {"id": "w1", "mission_id": mid, "title": "Design", "kind": "design", "depends_on": [], "owner_role": None,
-            "status": "ready", "assigned_to": None, "artifact_refs": [], "reviewer_approved": False,
-            "source_ref": None, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}  # fmt: skip
-    watch = {"id": "x1", "mission_id": mid, "work_item_id": "w1", "kind": "pr_checks", "target_ref": "acme/app#3",
-             "interval_secs": 180, "next_due_at": None, "status": "active", "on_trigger": "create_fix_task",
-             "last_check_at": None, "consecutive_failures": 0}  # fmt: skip
+    item = {
+        "id": "w1",
+        "mission_id": mid,
+        "title": "Design",
+        "kind": "design",
+        "depends_on": [],
+        "owner_role": None,
+        "status": "ready",
+        "assigned_to": None,
+        "artifact_refs": [],
+        "reviewer_approved": False,
+        "source_ref": None,
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+    }
+    watch = {
+        "id": "x1",
+        "mission_id": mid,
+        "work_item_id": "w1",
+        "kind": "pr_checks",
+        "target_ref": "acme/app#3",
+        "interval_secs": 180,
+        "next_due_at": None,
+        "status": "active",
+        "on_trigger": "create_fix_task",
+        "last_check_at": None,
+        "consecutive_failures": 0,
+    }
     town.redis.hset(town.keys.mission_work(mid), "w1", json.dumps(item))
     town.redis.hset(town.keys.mission_watch(mid), "x1", json.dumps(watch))
     assert client.get(f"/v1/missions/{mid}/work?status=ready").get_json()["count"] == 1
     assert client.get(f"/v1/missions/{mid}/work?status=done").get_json()["count"] == 0
     assert client.get(f"/v1/missions/{mid}/work/w1").get_json()["title"] == "Design"
-    updated = client.patch(f"/v1/missions/{mid}/work/w1", json={"status": "done", "artifacts": ["pr:3"]}).get_json()
+    updated = client.patch(
+        f"/v1/missions/{mid}/work/w1", json={"status": "done", "artifacts": ["pr:3"]}
+    ).get_json()
     assert updated["status"] == "done" and updated["artifact_refs"] == ["pr:3"]
     assert client.get(f"/v1/missions/{mid}").get_json()["summary"]["done"] == 1
-    snoozed = client.post(f"/v1/missions/{mid}/watches/x1/snooze", json={"duration_secs": 600}).get_json()
+    snoozed = client.post(
+        f"/v1/missions/{mid}/watches/x1/snooze", json={"duration_secs": 600}
+    ).get_json()
     assert snoozed["status"] == "snoozed" and snoozed["next_due_at"]
     assert client.get(f"/v1/missions/{mid}/watches").get_json()["watches"][0]["status"] == "snoozed"
-    assert client.post(f"/v1/missions/{mid}/watches/x1/snooze", json={"duration_secs": 5}).status_code == 422
+    assert (
+        client.post(f"/v1/missions/{mid}/watches/x1/snooze", json={"duration_secs": 5}).status_code
+        == 422
+    )
     assert client.get(f"/v1/missions/{mid}/work/nope").status_code == 404
     assert client.get(f"/v1/missions/{mid}/events?limit=1").get_json()["count"] == 1
 
@@ -415,8 +528,15 @@ def test_orphan_tasks_lists_tasks_of_gone_agents_and_refuses_unknown_actions(cli
     client.post(f"/v1/agents/{agent_id}/kill")
     body = client.post("/v1/reclaim/orphan-tasks").get_json()
     assert body["action"] == "list" and body["count"] == 1
-    assert body["orphans"][0] == {"task_id": task.id, "assigned_to": agent_id, "state": "assigned", "reason": "agent_terminal"}
+    assert body["orphans"][0] == {
+        "task_id": task.id,
+        "assigned_to": agent_id,
+        "state": "assigned",
+        "reason": "agent_terminal",
+    }
     resp = client.post("/v1/reclaim/orphan-tasks", json={"action": "explode"})
     assert resp.status_code == 400 and resp.get_json()["field"] == "action"
-    assert client.post("/v1/reclaim/orphan-tasks", json={"action": "cancel"}).get_json()["count"] == 1
+    assert (
+        client.post("/v1/reclaim/orphan-tasks", json={"action": "cancel"}).get_json()["count"] == 1
+    )
     assert town.tasks.get(task.id).state == "cancelled"

@@ -68,8 +68,16 @@ def test_each_operation_names_the_scope_its_blueprint_enforces(app):
 
 def test_security_schemes_cover_api_keys_and_oidc():
     schemes = SPEC["components"]["securitySchemes"]
-    assert schemes["ApiKeyHeader"] == {**schemes["ApiKeyHeader"], "type": "apiKey", "in": "header", "name": "X-API-Key"}
-    assert schemes["ApiKeyBearer"]["scheme"] == "bearer" and schemes["OidcBearer"]["bearerFormat"] == "JWT"
+    assert schemes["ApiKeyHeader"] == {
+        **schemes["ApiKeyHeader"],
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
+    assert (
+        schemes["ApiKeyBearer"]["scheme"] == "bearer"
+        and schemes["OidcBearer"]["bearerFormat"] == "JWT"
+    )
 
 
 def test_the_served_spec_is_the_documented_file(client):

@@ -45,7 +45,9 @@ class Jwks:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
 
     def add(self, kid: str, private_key, alg: str) -> None:
@@ -85,8 +87,10 @@ def oidc_app(tmp_path, redis_url, jwks):
     towns = []
 
     def make(extra: str = "") -> SpecClient:
-        tables = (f'[townhall.auth]\nmode = "oidc"\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\n'
-                  f'jwks_url = "{jwks.url}"\nclock_skew_seconds = 30\n{extra}')  # fmt: skip
+        tables = (
+            f'[townhall.auth]\nmode = "oidc"\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\n'
+            f'jwks_url = "{jwks.url}"\nclock_skew_seconds = 30\n{extra}'
+        )
         write_town(tmp_path, redis_url, tables=tables)
         towns.append(Town.connect(load_config(tmp_path, env={})))
         return SpecClient(create_app(towns[-1].config, town=towns[-1]))
@@ -114,12 +118,17 @@ def test_rs256_token_with_scope_claim_is_accepted_for_its_scope_only(oidc_client
 
 def test_es256_token_with_scp_list_is_accepted(oidc_client, ec_key):
     tok = token(ec_key, alg="ES256", kid="ec-1", scp=["town.write", "town.read"])
-    assert oidc_client.post("/v1/backlog", json={"description": "x"}, headers=bearer(tok)).status_code == 201
+    assert (
+        oidc_client.post("/v1/backlog", json={"description": "x"}, headers=bearer(tok)).status_code
+        == 201
+    )
 
 
 def test_admin_scope_in_a_token_implies_all(oidc_client, rsa_key):
     tok = token(rsa_key, scope="admin")
-    assert oidc_client.post("/v1/agents", json={"name": "a"}, headers=bearer(tok)).status_code == 201
+    assert (
+        oidc_client.post("/v1/agents", json={"name": "a"}, headers=bearer(tok)).status_code == 201
+    )
 
 
 @pytest.mark.parametrize(
@@ -144,12 +153,25 @@ def test_clock_skew_tolerates_a_token_expired_seconds_ago(oidc_client, rsa_key):
 
 def test_a_token_signed_by_another_key_is_401(oidc_client):
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    assert oidc_client.get("/v1/town", headers=bearer(token(stranger, scope="town.read"))).status_code == 401
+    assert (
+        oidc_client.get("/v1/town", headers=bearer(token(stranger, scope="town.read"))).status_code
+        == 401
+    )
 
 
 def test_hs256_and_unsigned_tokens_are_refused(oidc_client):
-    hs = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": int(time.time()) + 60, "scope": "admin"},
-                    "s" * 32, algorithm="HS256", headers={"kid": "rsa-1"})  # fmt: skip
+    hs = jwt.encode(
+        {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "x",
+            "exp": int(time.time()) + 60,
+            "scope": "admin",
+        },
+        "s" * 32,
+        algorithm="HS256",
+        headers={"kid": "rsa-1"},
+    )
     resp = oidc_client.get("/v1/town", headers=bearer(hs))
     assert resp.status_code == 401 and "HS256" in resp.get_json()["detail"]
     assert oidc_client.get("/v1/town", headers=bearer("not.a.jwt")).status_code == 401
@@ -157,7 +179,9 @@ def test_hs256_and_unsigned_tokens_are_refused(oidc_client):
 
 
 @pytest.mark.parametrize("alg, kid", [("RS256", "ec-1"), ("ES256", "rsa-1")])
-def test_a_token_whose_algorithm_does_not_match_its_key_is_401(oidc_client, rsa_key, ec_key, alg, kid):
+def test_a_token_whose_algorithm_does_not_match_its_key_is_401(
+    oidc_client, rsa_key, ec_key, alg, kid
+):
     tok = token(rsa_key if alg == "RS256" else ec_key, alg=alg, kid=kid, scope="town.read")
     resp = oidc_client.get("/v1/town", headers=bearer(tok))
     body = resp.get_json()
@@ -165,13 +189,19 @@ def test_a_token_whose_algorithm_does_not_match_its_key_is_401(oidc_client, rsa_
     assert "does not match key" in body["detail"]
 
 
-def test_a_403_for_missing_required_scopes_is_audited_under_the_token_subject(oidc_app, rsa_key, caplog):
+def test_a_403_for_missing_required_scopes_is_audited_under_the_token_subject(
+    oidc_app, rsa_key, caplog
+):
     client = oidc_app('required_scopes = ["town.read"]\n')
     caplog.set_level(logging.INFO, logger="tinytown.audit")
-    resp = client.post("/v1/backlog", json={"description": "x"}, headers=bearer(token(rsa_key, scope="town.write")))
+    resp = client.post(
+        "/v1/backlog", json={"description": "x"}, headers=bearer(token(rsa_key, scope="town.write"))
+    )
     assert resp.status_code == 403 and resp.get_json()["error"] == "Insufficient permissions"
     audits = [json.loads(r.getMessage()) for r in caplog.records if r.name == "tinytown.audit"]
-    assert [(a["principal"], a["status"], a["result"]) for a in audits] == [("ci-bot", 403, "denied")]
+    assert [(a["principal"], a["status"], a["result"]) for a in audits] == [
+        ("ci-bot", 403, "denied")
+    ]
 
 
 def test_the_jwks_is_cached_across_requests(oidc_client, rsa_key, jwks):
@@ -210,7 +240,10 @@ def test_required_scopes_reject_tokens_without_them(jwks, rsa_key):
     with pytest.raises(AuthError) as err:
         verifier.authenticate(token(rsa_key, scope="town.write"))
     assert err.value.status == 403
-    assert verifier.authenticate(token(rsa_key, scope="town:read town.write")).scopes == {"town.read", "town.write"}
+    assert verifier.authenticate(token(rsa_key, scope="town:read town.write")).scopes == {
+        "town.read",
+        "town.write",
+    }
 
 
 def test_a_token_without_scopes_has_none(jwks, rsa_key):

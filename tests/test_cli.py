@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import tomllib
 
 import pytest
@@ -40,13 +40,22 @@ def test_every_command_has_help_with_a_description_and_help_for_each_argument(ru
     parser = PARSERS[path]
     assert parser.description, f"tt {' '.join(path)} has no description="
     assert " ".join(parser.description.split()) in " ".join(result.stdout.split())
-    positionals = [a for a in parser._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+    positionals = [
+        a
+        for a in parser._actions
+        if not a.option_strings and not isinstance(a, argparse._SubParsersAction)
+    ]
     assert [a.dest for a in positionals if not a.help] == []
 
 
 def test_top_level_help_documents_exit_codes(run_tt):
     out = run_tt("--help").stdout
-    for line in ("0    success", "3    invalid configuration", "4    Redis unreachable", "5    the named task"):
+    for line in (
+        "0    success",
+        "3    invalid configuration",
+        "4    Redis unreachable",
+        "5    the named task",
+    ):
         assert line in out
 
 
@@ -57,7 +66,9 @@ def test_init_writes_a_loadable_config_with_presets_and_ignores_runtime_dir(run_
     result = run_tt("--town", str(root), "init", "--name", "demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     data = tomllib.loads((root / "tinytown.toml").read_text())
-    assert data["name"] == "demo" and data["agent_clis"]["codex-mini"]["command"].startswith("codex exec")
+    assert data["name"] == "demo" and data["agent_clis"]["codex-mini"]["command"].startswith(
+        "codex exec"
+    )
     assert load_config(root, env={}).agent.claim_timeout_secs == 60
     assert (root / ".gitignore").read_text() == "node_modules/\n.tt/\n"
     again = run_tt("--town", str(root), "init", cwd=tmp_path)
@@ -73,10 +84,22 @@ def test_init_uses_the_directory_name_by_default(run_tt, tmp_path):
 
 
 def test_backlog_add_list_remove(run_tt, town):
-    added = run_tt("backlog", "add", "write docs", "--tags", "docs,urgent", "--repo", "/srv/r.git", "--push", "--json")
+    added = run_tt(
+        "backlog",
+        "add",
+        "write docs",
+        "--tags",
+        "docs,urgent",
+        "--repo",
+        "/srv/r.git",
+        "--push",
+        "--json",
+    )
     assert added.returncode == 0, added.stderr
     task = json.loads(added.stdout)
-    assert task["state"] == "Pending" and task["tags"] == ["docs", "urgent"] and task["push"] is True
+    assert (
+        task["state"] == "Pending" and task["tags"] == ["docs", "urgent"] and task["push"] is True
+    )
     listed = json.loads(run_tt("backlog", "list", "--json").stdout)
     assert listed["count"] == 1 and listed["backlog"][0]["id"] == task["id"]
     text = run_tt("backlog", "list").stdout
@@ -95,7 +118,9 @@ def test_task_show_list_and_complete(run_tt, town):
     assert done.returncode == 0, done.stderr
     stored = town.tasks.get(task.id)
     assert (stored.state, stored.result) == ("completed", "shipped")
-    assert run_tt("task", "list", "--state", "pending").stdout.strip() == "No tasks in state pending"
+    assert (
+        run_tt("task", "list", "--state", "pending").stdout.strip() == "No tasks in state pending"
+    )
 
 
 def test_task_complete_reads_the_task_id_from_the_environment(run_tt, town):
@@ -145,13 +170,18 @@ def test_invalid_config_exits_3_naming_the_key(run_tt, town_dir):
 def test_unreachable_redis_exits_4_with_the_password_redacted(run_tt):
     result = run_tt("status", env={"REDIS_URL": f"redis://:pa55word@127.0.0.1:{closed_port()}/0"})
     assert result.returncode == 4
-    assert "cannot reach Redis at redis://:****@127.0.0.1" in result.stderr and "pa55word" not in result.stderr
+    assert (
+        "cannot reach Redis at redis://:****@127.0.0.1" in result.stderr
+        and "pa55word" not in result.stderr
+    )
 
 
 def test_a_redis_error_mid_command_is_exit_4_without_the_password(tmp_path, monkeypatch):
     """redis-py's own error text goes through redaction too, whatever the password matches in it."""
     port = closed_port()
-    monkeypatch.setenv("REDIS_URL", f"redis://:refused@127.0.0.1:{port}/0")  # as in "Connection refused"
+    monkeypatch.setenv(
+        "REDIS_URL", f"redis://:refused@127.0.0.1:{port}/0"
+    )  # as in "Connection refused"
 
     @guard_redis
     def command(args):
@@ -196,7 +226,9 @@ def one_line_usage_error(result, *phrases):
 
 def test_a_description_that_is_not_utf8_is_a_one_line_usage_error(run_tt, town):
     result = run_tt("backlog", "add", NOT_UTF8)
-    one_line_usage_error(result, "tt backlog add: error: argument description", "not valid UTF-8 (byte 0xFF")
+    one_line_usage_error(
+        result, "tt backlog add: error: argument description", "not valid UTF-8 (byte 0xFF"
+    )
     assert town.tasks.counts()["pending"] == 0
 
 
@@ -207,13 +239,16 @@ def test_a_message_that_is_not_utf8_is_a_one_line_usage_error(run_tt, town):
     assert town.redis.llen(town.keys.inbox(town.agents.resolve("alpha").id)) == 0
 
 
-@pytest.mark.parametrize("args,phrase", [
-    (("backlog", "add", "x", "--cli", "id -un; true"), "a name is 1-64 characters"),
-    (("backlog", "add", "x", "--repo", "ext::sh -c id"), "git transport forms"),
-    (("backlog", "add", "x", "--base-branch=--orphan"), "git branch name"),
-    (("backlog", "add", "bell\x07"), "control character"),
-    (("send", "bad name", "hi"), "a name is 1-64 characters"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args,phrase",
+    [
+        (("backlog", "add", "x", "--cli", "id -un; true"), "a name is 1-64 characters"),
+        (("backlog", "add", "x", "--repo", "ext::sh -c id"), "git transport forms"),
+        (("backlog", "add", "x", "--base-branch=--orphan"), "git branch name"),
+        (("backlog", "add", "bell\x07"), "control character"),
+        (("send", "bad name", "hi"), "a name is 1-64 characters"),
+    ],
+)
 def test_arguments_that_break_their_rule_are_one_line_usage_errors(run_tt, town, args, phrase):
     one_line_usage_error(run_tt(*args), phrase)
     assert town.tasks.counts()["pending"] == 0
@@ -221,14 +256,19 @@ def test_arguments_that_break_their_rule_are_one_line_usage_errors(run_tt, town,
 
 def test_a_cli_the_town_does_not_configure_is_refused_naming_the_ones_it_does(run_tt, town):
     result = run_tt("backlog", "add", "x", "--cli", "nosuchcli")
-    one_line_usage_error(result, "'nosuchcli' is not a coding CLI of this town", "claude", "never a command")
+    one_line_usage_error(
+        result, "'nosuchcli' is not a coding CLI of this town", "claude", "never a command"
+    )
     assert town.tasks.counts()["pending"] == 0
 
 
 def test_inbox_prints_a_stored_message_that_is_not_valid_text(run_tt, town):
     """A message stored before townhall refused lone surrogates is shown, not a traceback."""
     agent = town.agents.register("alpha", "claude")
-    town.redis.rpush(town.keys.inbox(agent.id), json.dumps({"id": "m1", "type": "task", "description": "x\ud800y"}))
+    town.redis.rpush(
+        town.keys.inbox(agent.id),
+        json.dumps({"id": "m1", "type": "task", "description": "x\ud800y"}),
+    )
     for args in (("inbox", "alpha"), ("inbox", "alpha", "--json")):
         result = run_tt(*args)
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr

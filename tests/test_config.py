@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tinytown.core import defaults
 from tinytown.config import load_config, town_dir
-from tinytown.core.errors import ConfigError
 from tinytown.connection.target import resolve_target
+from tinytown.core import defaults
+from tinytown.core.errors import ConfigError
 
 
 def write(root, text):
@@ -31,7 +31,9 @@ def test_no_file_means_every_default_and_the_directory_name(tmp_path):
 
 
 def test_upstream_schema_is_read(tmp_path):
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
 name = "demo"
 default_cli = "codex"
 max_agents = 4
@@ -67,16 +69,23 @@ idle_timeout_secs = 0
 command = "python fake.py"
 workdir = "sub"
 env = { MODE = "quick" }
-""")
+""",
+    )
     cfg = load_config(tmp_path, env={})
     assert (cfg.name, cfg.default_cli, cfg.max_agents) == ("demo", "codex", 4)
     assert resolve_target(cfg).url == "rediss://:pw@10.1.2.3:6380/0"
     assert resolve_target(cfg).managed is False
-    assert cfg.townhall.auth.keys[0].name == "ci" and cfg.townhall.auth.keys[0].scopes == ("town.write",)
+    assert cfg.townhall.auth.keys[0].name == "ci" and cfg.townhall.auth.keys[0].scopes == (
+        "town.write",
+    )
     assert cfg.townhall.tls.cert_file == "c.pem" and cfg.townhall.mtls.required
     assert cfg.agent.idle_timeout_secs == 0
     fake = cfg.agent_clis["fake"]
-    assert (fake.command, fake.workdir, dict(fake.env)) == ("python fake.py", "sub", {"MODE": "quick"})
+    assert (fake.command, fake.workdir, dict(fake.env)) == (
+        "python fake.py",
+        "sub",
+        {"MODE": "quick"},
+    )
 
 
 def test_redis_url_env_wins_over_the_file(tmp_path):
@@ -102,7 +111,7 @@ def test_socket_wins_over_tcp_when_use_socket(tmp_path):
 
 
 def test_loopback_tcp_is_managed(tmp_path):
-    write(tmp_path, '[redis]\nuse_socket = false\nport = 7777\n')
+    write(tmp_path, "[redis]\nuse_socket = false\nport = 7777\n")
     target = resolve_target(load_config(tmp_path, env={}))
     assert target.url == "redis://127.0.0.1:7777/0" and target.managed
 
@@ -116,10 +125,19 @@ def test_password_env_overrides_the_file_password(tmp_path):
 def test_container_variables_override(tmp_path):
     cfg = load_config(
         tmp_path,
-        env={"TINYTOWN_TOWN_NAME": "docker", "TINYTOWN_REST_BIND": "0.0.0.0", "TINYTOWN_REST_PORT": "9999",
-             "TINYTOWN_AGENT_CLI": "codex"},
-    )  # fmt: skip
-    assert (cfg.name, cfg.townhall.bind, cfg.townhall.rest_port, cfg.default_cli) == ("docker", "0.0.0.0", 9999, "codex")
+        env={
+            "TINYTOWN_TOWN_NAME": "docker",
+            "TINYTOWN_REST_BIND": "0.0.0.0",
+            "TINYTOWN_REST_PORT": "9999",
+            "TINYTOWN_AGENT_CLI": "codex",
+        },
+    )
+    assert (cfg.name, cfg.townhall.bind, cfg.townhall.rest_port, cfg.default_cli) == (
+        "docker",
+        "0.0.0.0",
+        9999,
+        "codex",
+    )
 
 
 def test_town_dir_precedence_flag_then_env_then_cwd(tmp_path, monkeypatch):
@@ -141,18 +159,46 @@ BAD_VALUES = [
     ("[redis]\nurl = 'http://x'", "redis.url = 'http://x'", "redis://, rediss:// or unix://"),
     ("[townhall]\nrest_port = 0", "townhall.rest_port = 0", "an integer from 1 to 65535"),
     ("[townhall]\nworkers = 0", "townhall.workers = 0", "an integer from 1 to 64"),
-    ("[townhall.auth]\nmode = 'basic'", "townhall.auth.mode = 'basic'", '"none", "api_key", "oidc"'),
-    ("[townhall.auth]\napi_key_scopes = ['root']", "townhall.auth.api_key_scopes = ['root']", "a list of scopes"),
-    ("[townhall.auth]\napi_key_hash = 'plain'", "townhall.auth.api_key_hash = 'plain'", "Argon2id PHC string"),
-    ("[townhall.auth]\nmode = 'oidc'", "townhall.auth.issuer = None", 'required when mode = "oidc"'),
-    ("[[townhall.auth.keys]]\nname = 'x'\nhash = 'nope'", "townhall.auth.keys[0].hash = 'nope'", "Argon2id"),
+    (
+        "[townhall.auth]\nmode = 'basic'",
+        "townhall.auth.mode = 'basic'",
+        '"none", "api_key", "oidc"',
+    ),
+    (
+        "[townhall.auth]\napi_key_scopes = ['root']",
+        "townhall.auth.api_key_scopes = ['root']",
+        "a list of scopes",
+    ),
+    (
+        "[townhall.auth]\napi_key_hash = 'plain'",
+        "townhall.auth.api_key_hash = 'plain'",
+        "Argon2id PHC string",
+    ),
+    (
+        "[townhall.auth]\nmode = 'oidc'",
+        "townhall.auth.issuer = None",
+        'required when mode = "oidc"',
+    ),
+    (
+        "[[townhall.auth.keys]]\nname = 'x'\nhash = 'nope'",
+        "townhall.auth.keys[0].hash = 'nope'",
+        "Argon2id",
+    ),
     ("[townhall.tls]\nenabled = 1", "townhall.tls.enabled = 1", "true or false"),
     ("[agent]\nidle_timeout_secs = -5", "agent.idle_timeout_secs = -5", "an integer ≥ 0"),
     ("[agent]\nmax_attempts = 0", "agent.max_attempts = 0", "an integer ≥ 1"),
-    ("[agent]\nheartbeat_interval_secs = 10\nclaim_timeout_secs = 5", "agent.claim_timeout_secs = 5", "more than heartbeat_interval_secs"),
+    (
+        "[agent]\nheartbeat_interval_secs = 10\nclaim_timeout_secs = 5",
+        "agent.claim_timeout_secs = 5",
+        "more than heartbeat_interval_secs",
+    ),
     ("[agent_clis.x]\ncommand = ''", "agent_clis.x.command = ''", "a non-empty command line"),
-    ("[agent_clis.x]\ncommand = 'x'\nenv = { A = 1 }", "agent_clis.x.env", "NAME = \"value\" strings"),
-]  # fmt: skip
+    (
+        "[agent_clis.x]\ncommand = 'x'\nenv = { A = 1 }",
+        "agent_clis.x.env",
+        'NAME = "value" strings',
+    ),
+]
 
 
 @pytest.mark.parametrize("toml,names,form", BAD_VALUES, ids=[b[1] for b in BAD_VALUES])
@@ -167,7 +213,10 @@ def test_invalid_value_names_key_value_and_expected_form(tmp_path, toml, names, 
 
 def test_unknown_key_is_named_with_the_accepted_ones(tmp_path):
     write(tmp_path, "[agent]\nidle_timeout_sec = 5\n")
-    with pytest.raises(ConfigError, match=r"unknown key agent.idle_timeout_sec; \[agent\] accepts: .*idle_timeout_secs"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key agent.idle_timeout_sec; \[agent\] accepts: .*idle_timeout_secs",
+    ):
         load_config(tmp_path, env={})
 
 
@@ -181,7 +230,10 @@ def test_broken_toml_says_where(tmp_path):
     "env,message",
     [
         ({"REDIS_URL": "http://:secret@h"}, "REDIS_URL='http://:****@h' is invalid"),
-        ({"TINYTOWN_REST_PORT": "http"}, "TINYTOWN_REST_PORT='http' is invalid; expected an integer from 1 to 65535"),
+        (
+            {"TINYTOWN_REST_PORT": "http"},
+            "TINYTOWN_REST_PORT='http' is invalid; expected an integer from 1 to 65535",
+        ),
     ],
 )
 def test_invalid_environment_override_is_named(tmp_path, env, message):
@@ -193,6 +245,9 @@ def test_invalid_environment_override_is_named(tmp_path, env, message):
 
 def test_duplicate_key_names_are_refused(tmp_path):
     h = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
-    write(tmp_path, f"[[townhall.auth.keys]]\nname='a'\nhash='{h}'\n[[townhall.auth.keys]]\nname='a'\nhash='{h}'\n")
+    write(
+        tmp_path,
+        f"[[townhall.auth.keys]]\nname='a'\nhash='{h}'\n[[townhall.auth.keys]]\nname='a'\nhash='{h}'\n",
+    )
     with pytest.raises(ConfigError, match="unique key names"):
         load_config(tmp_path, env={})

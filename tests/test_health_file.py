@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from tinytown.worker import health_file
 from tinytown.core.defaults import DEAD_AFTER_HEARTBEATS
+from tinytown.worker import health_file
 from tinytown.worker.health_file import HealthFile
 
 
@@ -19,8 +19,13 @@ def run_check(*args: str, env_path: str | None = None) -> subprocess.CompletedPr
     env = {k: v for k, v in os.environ.items() if k != health_file.ENV_VAR}
     if env_path is not None:
         env[health_file.ENV_VAR] = env_path
-    return subprocess.run([sys.executable, "-m", "tinytown.worker.health_file", *args],
-                          capture_output=True, text=True, env=env, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "tinytown.worker.health_file", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
 
 
 def age(path, secs: float) -> None:
@@ -33,8 +38,10 @@ def test_a_beat_writes_the_workers_interval_and_dead_after_into_the_file(tmp_pat
     path = tmp_path / "health"
     HealthFile(str(path), 5).beat()
     data = json.loads(path.read_text())
-    assert (data["heartbeat_interval_secs"], data["dead_after_heartbeats"]) == \
-        (5, DEAD_AFTER_HEARTBEATS)
+    assert (data["heartbeat_interval_secs"], data["dead_after_heartbeats"]) == (
+        5,
+        DEAD_AFTER_HEARTBEATS,
+    )
     assert time.time() - path.stat().st_mtime < 5
 
 

@@ -14,8 +14,18 @@ from tinytown.core import defaults, inputs
 from tinytown.core.inputs import InputError
 
 # JSON documents within the limits: valid text, small numbers, shallow nesting.
-SCALARS = st.none() | st.booleans() | st.integers(-(10**15), 10**15) | st.floats(allow_nan=False, allow_infinity=False) | st.text()
-DOCUMENTS = st.recursive(SCALARS, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(), kids, max_size=4), max_leaves=30)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**15), 10**15)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+DOCUMENTS = st.recursive(
+    SCALARS,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(), kids, max_size=4),
+    max_leaves=30,
+)
 LONE_SURROGATES = st.integers(0xD800, 0xDFFF).map(chr)
 
 
@@ -60,7 +70,9 @@ def test_a_lone_surrogate_anywhere_is_refused_naming_where(doc, surrogate, key):
     assert "lone surrogate" in str(err.value)
 
 
-@pytest.mark.parametrize("levels", [1, defaults.INPUT_MAX_DEPTH, defaults.INPUT_MAX_DEPTH + 1, 500, 5000, 100_000])
+@pytest.mark.parametrize(
+    "levels", [1, defaults.INPUT_MAX_DEPTH, defaults.INPUT_MAX_DEPTH + 1, 500, 5000, 100_000]
+)
 def test_nesting_is_bounded_at_the_documented_depth(levels):
     raw = b"[" * levels + b"]" * levels
     if levels <= defaults.INPUT_MAX_DEPTH:
@@ -71,7 +83,10 @@ def test_nesting_is_bounded_at_the_documented_depth(levels):
         assert err.value.status == 400
 
 
-@pytest.mark.parametrize("literal", [b"1" * 33, b"1" * 5000, b"-" + b"9" * 40, b"1." + b"0" * 40, b"1e999", b"NaN", b"-Infinity"])
+@pytest.mark.parametrize(
+    "literal",
+    [b"1" * 33, b"1" * 5000, b"-" + b"9" * 40, b"1." + b"0" * 40, b"1e999", b"NaN", b"-Infinity"],
+)
 def test_numbers_past_the_limits_are_refused_not_crashed_on(literal):
     with pytest.raises(InputError) as err:
         inputs.decode_json(b'{"n": ' + literal + b"}")
@@ -93,12 +108,23 @@ def test_names_from_the_documented_set_are_accepted(name):
 
 @given(st.text(min_size=1, max_size=70))
 def test_a_name_outside_the_set_is_refused_with_the_rule(name):
-    assume(not (name[0].isascii() and name[0].isalnum() and len(name) <= 64 and all(c in NAME_CHARS or c.isascii() and c.isalnum() for c in name)))
+    assume(
+        not (
+            name[0].isascii()
+            and name[0].isalnum()
+            and len(name) <= 64
+            and all(c in NAME_CHARS or c.isascii() and c.isalnum() for c in name)
+        )
+    )
     with pytest.raises(InputError, match="a name is 1-64 characters"):
         inputs.name(name, "name")
 
 
-@given(st.text(max_size=50), st.sampled_from(["\x00", "\x07", "\x1b", "\x7f", "\x85"]), st.text(max_size=50))
+@given(
+    st.text(max_size=50),
+    st.sampled_from(["\x00", "\x07", "\x1b", "\x7f", "\x85"]),
+    st.text(max_size=50),
+)
 def test_control_characters_are_refused_in_text(before, control, after):
     with pytest.raises(InputError, match="control character"):
         inputs.text(before + control + after, "description")
@@ -115,18 +141,38 @@ def test_text_longer_than_its_limit_is_refused():
         inputs.text("x" * 11, "t", max_chars=10)
 
 
-@pytest.mark.parametrize("repo", [
-    "https://github.com/o/r.git", "http://host/r", "ssh://git@host/r.git", "git://host/r", "file:///srv/r.git",
-    "git@github.com:owner/repo.git", "/srv/repos/r", "../r", "repos/r",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "https://github.com/o/r.git",
+        "http://host/r",
+        "ssh://git@host/r.git",
+        "git://host/r",
+        "file:///srv/r.git",
+        "git@github.com:owner/repo.git",
+        "/srv/repos/r",
+        "../r",
+        "repos/r",
+    ],
+)
 def test_repositories_by_the_documented_schemes_are_accepted(repo):
     assert inputs.repo(repo) == repo
 
 
-@pytest.mark.parametrize("repo", [
-    "ext::sh -c touch% /tmp/pwned", "fd::17", "--upload-pack=touch /tmp/x", "-u x", "ftp://host/r",
-    "javascript://x", " https://host/r", "https://host/r\n", "",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "ext::sh -c touch% /tmp/pwned",
+        "fd::17",
+        "--upload-pack=touch /tmp/x",
+        "-u x",
+        "ftp://host/r",
+        "javascript://x",
+        " https://host/r",
+        "https://host/r\n",
+        "",
+    ],
+)
 def test_other_repositories_are_refused(repo):
     with pytest.raises(InputError):
         inputs.repo(repo)
@@ -137,13 +183,37 @@ def test_git_branch_names_are_accepted(branch):
     assert inputs.branch(branch, "base_branch") == branch
 
 
-@pytest.mark.parametrize("branch", ["-x", "--upload-pack=x", "a..b", "a b", "a~1", "a^", "a:b", "x.lock", "a/", ".a", "a//b", "@", "a@{1}"])
+@pytest.mark.parametrize(
+    "branch",
+    [
+        "-x",
+        "--upload-pack=x",
+        "a..b",
+        "a b",
+        "a~1",
+        "a^",
+        "a:b",
+        "x.lock",
+        "a/",
+        ".a",
+        "a//b",
+        "@",
+        "a@{1}",
+    ],
+)
 def test_what_git_or_its_options_would_misread_is_refused_as_a_branch(branch):
     with pytest.raises(InputError, match="git branch name"):
         inputs.branch(branch, "base_branch")
 
 
-@given(st.lists(st.text(min_size=1, max_size=20).filter(lambda t: t.strip() and "," not in t and t.isprintable()), max_size=defaults.INPUT_MAX_TAGS))
+@given(
+    st.lists(
+        st.text(min_size=1, max_size=20).filter(
+            lambda t: t.strip() and "," not in t and t.isprintable()
+        ),
+        max_size=defaults.INPUT_MAX_TAGS,
+    )
+)
 def test_tags_within_the_limits_are_kept(tags):
     assert inputs.tags(tags) == tags
 

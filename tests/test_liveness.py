@@ -8,16 +8,17 @@ import os
 import signal
 import subprocess
 import time
+from datetime import UTC
 
 import pytest
 import requests
 
 from tinytown.config import load_config
-from tinytown.store.docket import Docket, is_dead
-from tinytown.keeper import Keeper
 from tinytown.core.scaling import ScalingInput, scaling_signal
+from tinytown.keeper import Keeper
 from tinytown.store import Town
 from tinytown.store.agents import Beat
+from tinytown.store.docket import Docket, is_dead
 from tinytown.store.lease import Lease
 
 from .api_support import app, client  # noqa: F401 - fixtures
@@ -33,7 +34,9 @@ LONG_AGO_MS = 10 * 60 * 1000
 def beating(town, name, state, *, interval=5, age_ms=0):
     """An agent in ``state`` whose last heartbeat (at its own ``interval``) was ``age_ms`` ago."""
     agent = town.agents.register(name, "fake", heartbeat_interval_secs=interval)
-    town.agents.update(agent.id, {"idle": "ready", "working": "work"}[state], beat=Beat(interval, age_ms=age_ms))
+    town.agents.update(
+        agent.id, {"idle": "ready", "working": "work"}[state], beat=Beat(interval, age_ms=age_ms)
+    )
     return agent
 
 
@@ -43,18 +46,34 @@ def beating(town, name, state, *, interval=5, age_ms=0):
 def test_dead_agents_are_counted_apart_and_queued_work_with_only_dead_agents_scales_up():
     from datetime import datetime, timezone
 
-    s = scaling_signal(ScalingInput(
-        town="t", now=datetime.now(timezone.utc), pending_tasks=5, in_flight_tasks=1, agents_by_state={},
-        idle_last_active=[], max_agents=10, idle_timeout_secs=300, dead_agents=27,
-    ))  # fmt: skip
-    assert (s["active_agents"], s["busy_agents"], s["idle_agents"], s["dead_agents"]) == (0, 0, 0, 27)
+    s = scaling_signal(
+        ScalingInput(
+            town="t",
+            now=datetime.now(UTC),
+            pending_tasks=5,
+            in_flight_tasks=1,
+            agents_by_state={},
+            idle_last_active=[],
+            max_agents=10,
+            idle_timeout_secs=300,
+            dead_agents=27,
+        )
+    )
+    assert (s["active_agents"], s["busy_agents"], s["idle_agents"], s["dead_agents"]) == (
+        0,
+        0,
+        0,
+        27,
+    )
     assert s["scaling_recommendation"] == "scale_up" and s["desired_agents"] == 6
 
 
 # --- every view, from a real town -------------------------------------------------------------
 
 
-def test_an_agent_past_its_window_is_dead_in_every_view_and_counted_nowhere_as_live(client, town, run_tt):
+def test_an_agent_past_its_window_is_dead_in_every_view_and_counted_nowhere_as_live(
+    client, town, run_tt
+):
     beating(town, "alive-idle", "idle")
     beating(town, "alive-busy", "working")
     corpse = beating(town, "corpse", "working", age_ms=LONG_AGO_MS)
@@ -62,13 +81,21 @@ def test_an_agent_past_its_window_is_dead_in_every_view_and_counted_nowhere_as_l
 
     agents = {a["name"]: a for a in client.get("/v1/agents").get_json()["agents"]}
     assert agents["corpse"]["alive"] is False and agents["corpse"]["state"] == "Working"
-    assert agents["corpse"]["heartbeat_age_secs"] >= 600 and agents["corpse"]["heartbeat_interval_secs"] == 5
+    assert (
+        agents["corpse"]["heartbeat_age_secs"] >= 600
+        and agents["corpse"]["heartbeat_interval_secs"] == 5
+    )
     assert agents["alive-busy"]["alive"] is True and agents["alive-idle"]["alive"] is True
     status = {a["name"]: a for a in client.get("/v1/status").get_json()["agents"]}
     assert status["corpse"]["alive"] is False
 
     s = client.get("/api/scaling").get_json()
-    assert (s["active_agents"], s["busy_agents"], s["idle_agents"], s["dead_agents"]) == (2, 1, 1, 1)
+    assert (s["active_agents"], s["busy_agents"], s["idle_agents"], s["dead_agents"]) == (
+        2,
+        1,
+        1,
+        1,
+    )
 
     metrics = parse(client.get("/metrics").get_data(as_text=True))
     assert metrics['tinytown_agents_total{state="dead"}'] == 1
@@ -99,13 +126,33 @@ def test_death_is_judged_by_the_agents_own_interval_not_the_lookers(tmp_path, re
     5 s. Here the looker's town says 1 s (dead after 3 s); the other beat 4 s ago at 5 s."""
     from .conftest import write_town
 
-    town = Town.connect(load_config(write_town(tmp_path, redis_url, tables="[agent]\nheartbeat_interval_secs = 1\nclaim_timeout_secs = 2\n"), env={}))
+    town = Town.connect(
+        load_config(
+            write_town(
+                tmp_path,
+                redis_url,
+                tables="[agent]\nheartbeat_interval_secs = 1\nclaim_timeout_secs = 2\n",
+            ),
+            env={},
+        )
+    )
     slow = beating(town, "slow", "idle", interval=5, age_ms=4_000)
     slow_docket = Docket(town, slow.id)
     slow_docket.ensure_groups()
     town.tasks.add("x")
     slow_docket.read(100)  # slow holds the task's entry
-    town.redis.xclaim(town.keys.docket, "workers", slow.id, 0, [e["message_id"] for e in town.redis.xpending_range(town.keys.docket, "workers", "-", "+", 10)], idle=60_000, justid=True)
+    town.redis.xclaim(
+        town.keys.docket,
+        "workers",
+        slow.id,
+        0,
+        [
+            e["message_id"]
+            for e in town.redis.xpending_range(town.keys.docket, "workers", "-", "+", 10)
+        ],
+        idle=60_000,
+        justid=True,
+    )
     quick = town.agents.register("quick", "fake")  # the town's 1 s
     looker = Docket(town, quick.id)
 
@@ -138,9 +185,13 @@ def test_the_keeper_stops_a_dead_agent_and_returns_its_task_under_the_lease(town
     wait = keeper.tend()
     assert town.agents.get(agent.id).state == "stopped"
     assert town.tasks.get(task.id).state == "pending"
-    assert town.redis.xpending(town.keys.docket, "workers")["pending"] == 0  # the dead one's entry acknowledged …
+    assert (
+        town.redis.xpending(town.keys.docket, "workers")["pending"] == 0
+    )  # the dead one's entry acknowledged …
     assert town.redis.xlen(town.keys.docket) == 2  # … after a fresh one went on the docket
-    assert wait == 3 * town.config.agent.heartbeat_interval_secs  # nothing live left: one window of the town's interval
+    assert (
+        wait == 3 * town.config.agent.heartbeat_interval_secs
+    )  # nothing live left: one window of the town's interval
 
 
 def test_the_keeper_sleeps_until_the_next_agent_could_die(town):
@@ -160,8 +211,14 @@ def townhall(tmp_path):
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
         env.update(TINYTOWN_TOWN_DIR=str(root), TINYTOWN_REST_PORT=str(port))
-        proc = subprocess.Popen([str(BIN_DIR / "gunicorn"), "-c", "python:tinytown.gunicorn_conf", "townhall:app"],
-                                cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [str(BIN_DIR / "gunicorn"), "-c", "python:tinytown.gunicorn_conf", "townhall:app"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         procs.append(proc)
         wait_health(proc, port)
         return f"http://127.0.0.1:{port}", proc
@@ -172,7 +229,9 @@ def townhall(tmp_path):
         proc.wait(timeout=30)
 
 
-def test_a_sigkilled_workers_task_is_recovered_by_townhall_alone(worker_town, workers, townhall, tmp_path):
+def test_a_sigkilled_workers_task_is_recovered_by_townhall_alone(
+    worker_town, workers, townhall, tmp_path
+):
     root = worker_town(heartbeat_interval_secs=1, claim_timeout_secs=30)
     town = open_town(root)
     url, proc = townhall(root)
@@ -185,20 +244,40 @@ def test_a_sigkilled_workers_task_is_recovered_by_townhall_alone(worker_town, wo
     killed_at = time.monotonic()
 
     def agent_view():
-        return next(a for a in requests.get(f"{url}/v1/agents", timeout=5).json()["agents"] if a["name"] == "doomed")
+        return next(
+            a
+            for a in requests.get(f"{url}/v1/agents", timeout=5).json()["agents"]
+            if a["name"] == "doomed"
+        )
 
-    poll(lambda: agent_view()["state"] == "Stopped", timeout=15, message="townhall's keeper to stop the dead agent")
+    poll(
+        lambda: agent_view()["state"] == "Stopped",
+        timeout=15,
+        message="townhall's keeper to stop the dead agent",
+    )
     assert time.monotonic() - killed_at < 10  # dead after 3 s, recovered within a keeper wake-up
     assert town.tasks.get(task.id).state == "pending"
     s = requests.get(f"{url}/api/scaling", timeout=5).json()
-    assert s["scaling_recommendation"] == "scale_up" and s["active_agents"] == 0 and s["busy_agents"] == 0
+    assert (
+        s["scaling_recommendation"] == "scale_up"
+        and s["active_agents"] == 0
+        and s["busy_agents"] == 0
+    )
 
     rescuer = workers.start(root, name="rescuer")  # what the scaler would start
     done = wait_terminal(town, task.id, timeout=30)
-    assert done.state == "completed" and done.assigned_to == rescuer.agent_id and "second try" in done.result
+    assert (
+        done.state == "completed"
+        and done.assigned_to == rescuer.agent_id
+        and "second try" in done.result
+    )
     for rec in read_records(records):  # the dead worker's CLI is gone (its leash stopped it)
         if rec.get("event") == "start" and rec.get("attempt") == "1":
-            poll(lambda: _gone(int(rec["pid"])), timeout=10, message="the killed worker's CLI to stop")
+            poll(
+                lambda: _gone(int(rec["pid"])),
+                timeout=10,
+                message="the killed worker's CLI to stop",
+            )
     assert proc.poll() is None
 
 

@@ -52,7 +52,9 @@ def test_the_lock_satisfies_every_range_in_setup_cfg():
     for req in declared():
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is in setup.cfg but not in requirements.lock"
-        assert req.specifier.contains(pins[name][0], prereleases=True), f"lock pins {name}=={pins[name][0]}, setup.cfg says {req}"
+        assert req.specifier.contains(pins[name][0], prereleases=True), (
+            f"lock pins {name}=={pins[name][0]}, setup.cfg says {req}"
+        )
 
 
 def test_this_environment_holds_exactly_the_locked_versions():
@@ -71,8 +73,12 @@ def test_this_environment_holds_exactly_the_locked_versions():
 
 def test_every_install_path_takes_its_versions_from_the_lock():
     readme = (ROOT / "README.md").read_text()
-    commands = [c for c in re.findall(r"```sh\n(.+?)\n```", readme, flags=re.S) if "pip install" in c]
+    commands = [
+        c for c in re.findall(r"```sh\n(.+?)\n```", readme, flags=re.S) if "pip install" in c
+    ]
     assert len(commands) >= 2 and all("-c requirements.lock" in c for c in commands)
     assert "-c requirements.lock" in (ROOT / ".ci" / "run").read_text()
     assert "-c /tmp/requirements.lock" in (ROOT / "Dockerfile").read_text()
-    assert '-c "$repo_root/requirements.lock"' in (ROOT / "scripts" / "build-wheelhouse").read_text()
+    assert (
+        '-c "$repo_root/requirements.lock"' in (ROOT / "scripts" / "build-wheelhouse").read_text()
+    )

@@ -57,9 +57,16 @@ def test_values_come_from_the_towns_indexes(client, town):
     town.inbox.send(bob.id, "now", urgent=True)
     client.post("/v1/missions", json={"objectives": [{"type": "doc", "path": "x.md"}]})
     v = parse(client.get("/metrics").get_data(as_text=True))
-    assert v['tinytown_agents_total{state="idle"}'] == 1 and v['tinytown_agents_total{state="starting"}'] == 1
+    assert (
+        v['tinytown_agents_total{state="idle"}'] == 1
+        and v['tinytown_agents_total{state="starting"}'] == 1
+    )
     assert 'tinytown_agents_total{state="working"}' not in v  # only states with agents
-    assert (v["tinytown_backlog_tasks"], v["tinytown_tasks_assigned_pending"], v["tinytown_tasks_pending"]) == (2, 1, 3)
+    assert (
+        v["tinytown_backlog_tasks"],
+        v["tinytown_tasks_assigned_pending"],
+        v["tinytown_tasks_pending"],
+    ) == (2, 1, 3)
     assert v["tinytown_tasks_completed_total"] == 1 and v["tinytown_missions_active"] == 1
     assert v["tinytown_urgent_messages"] == 1 and v["tinytown_up"] == 1 and v["tinytown_ready"] == 1
     assert 0 < v["tinytown_redis_latency_seconds"] < 1
@@ -67,15 +74,23 @@ def test_values_come_from_the_towns_indexes(client, town):
 
 def test_two_app_instances_report_the_same_numbers(town):
     """Like two gunicorn workers: nothing is per-process, both read Redis at scrape time."""
-    one, two = SpecClient(create_app(town.config, town=town)), SpecClient(create_app(town.config, town=town))
+    one, two = (
+        SpecClient(create_app(town.config, town=town)),
+        SpecClient(create_app(town.config, town=town)),
+    )
     one.post("/v1/backlog", json={"description": "x"})
-    a, b = parse(one.get("/metrics").get_data(as_text=True)), parse(two.get("/metrics").get_data(as_text=True))
+    a, b = (
+        parse(one.get("/metrics").get_data(as_text=True)),
+        parse(two.get("/metrics").get_data(as_text=True)),
+    )
     a.pop("tinytown_redis_latency_seconds"), b.pop("tinytown_redis_latency_seconds")
     assert a == b and a["tinytown_backlog_tasks"] == 1
 
 
 def test_unreachable_redis_gives_upstreams_503_body(tmp_path):
-    (tmp_path / "tinytown.toml").write_text('name = "down"\n[redis]\nurl = "redis://127.0.0.1:1/0"\n')
+    (tmp_path / "tinytown.toml").write_text(
+        'name = "down"\n[redis]\nurl = "redis://127.0.0.1:1/0"\n'
+    )
     config = load_config(tmp_path, env={})
     client = SpecClient(create_app(config, town=Town(config, make_client(config))))
     resp = client.get("/metrics")
@@ -83,6 +98,8 @@ def test_unreachable_redis_gives_upstreams_503_body(tmp_path):
     assert resp.status_code == 503
     values = parse(text)
     assert values.pop("tinytown_up") == 1 and values.pop("tinytown_ready") == 0
-    assert set(values.values()) == {0} and not any(k.startswith("tinytown_agents_total") for k in values)
+    assert set(values.values()) == {0} and not any(
+        k.startswith("tinytown_agents_total") for k in values
+    )
     last = text.strip().splitlines()[-1]
     assert last.startswith("# tinytown_metrics_error ") and "Connection refused" in last

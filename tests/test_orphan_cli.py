@@ -20,7 +20,9 @@ def group(env_extra: dict[str, str], script: str = "sleep 60 & wait") -> subproc
 def test_the_group_started_for_that_agents_task_is_stopped_whole():
     proc = group({"TINYTOWN_AGENT_ID": "a1", "TINYTOWN_TASK_ID": "t1"})
     try:
-        members = poll(lambda: len(found := orphan_cli.members(proc.pid, "a1", "t1")) == 2 and found, timeout=5)
+        members = poll(
+            lambda: len(found := orphan_cli.members(proc.pid, "a1", "t1")) == 2 and found, timeout=5
+        )
 
         stopped = orphan_cli.stop(proc.pid, "a1", "t1", grace_secs=5)
 
@@ -61,9 +63,13 @@ def test_a_released_group_is_left_alone_and_the_leash_leaves_when_let_go():
 
 
 def test_a_leash_let_go_while_guarding_stops_the_group_even_one_that_ignores_sigterm():
-    proc = group({"TINYTOWN_AGENT_ID": "a1", "TINYTOWN_TASK_ID": "t1"}, "trap '' TERM; sleep 60 & wait; wait")
+    proc = group(
+        {"TINYTOWN_AGENT_ID": "a1", "TINYTOWN_TASK_ID": "t1"}, "trap '' TERM; sleep 60 & wait; wait"
+    )
     try:
-        members = poll(lambda: len(found := orphan_cli.members(proc.pid, "a1", "t1")) == 2 and found, timeout=5)
+        members = poll(
+            lambda: len(found := orphan_cli.members(proc.pid, "a1", "t1")) == 2 and found, timeout=5
+        )
         leash = orphan_cli.Leash(grace_secs=1)
         leash.attach(proc.pid)
         leash.close()  # as when the worker dies: its end of the pipe closes

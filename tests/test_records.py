@@ -9,11 +9,25 @@ from tinytown.core.records import TASK_OPTIONAL_FIELDS, Task
 
 def full_task() -> Task:
     return Task(
-        id="t1", description="d", state="running", created_at="2026-01-01T00:00:00+00:00",
-        updated_at="2026-01-01T00:00:01+00:00", tags=["a", "b"], assigned_to="ag", started_at="s",
-        completed_at="c", result="r", parent_id="p", attempts=3, repo="/r", base_branch="main", push=True,
-        cli="codex", branch="tt/t1", commit="abc",
-    )  # fmt: skip
+        id="t1",
+        description="d",
+        state="running",
+        created_at="2026-01-01T00:00:00+00:00",
+        updated_at="2026-01-01T00:00:01+00:00",
+        tags=["a", "b"],
+        assigned_to="ag",
+        started_at="s",
+        completed_at="c",
+        result="r",
+        parent_id="p",
+        attempts=3,
+        repo="/r",
+        base_branch="main",
+        push=True,
+        cli="codex",
+        branch="tt/t1",
+        commit="abc",
+    )
 
 
 def test_every_field_is_encoded_and_read_back():

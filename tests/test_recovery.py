@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 
 from tinytown.config import load_config
-from tinytown.store.docket import Docket
-from tinytown.core.errors import InvalidTransition
 from tinytown.core.clock import now, to_rfc3339
+from tinytown.core.errors import InvalidTransition
 from tinytown.recovery import orphan_tasks, reclaim, recover
 from tinytown.store import Town
 from tinytown.store.agents import Beat
+from tinytown.store.docket import Docket
 
 from .conftest import write_town
 
@@ -70,7 +70,9 @@ def test_recover_stops_silent_agents_and_returns_their_task_to_the_backlog(town)
     assert town.redis.lrange(town.keys.backlog, 0, -1) == [task.id]
     assert shared_pending(town) == 0  # old entry acknowledged, a fresh one is unread
     assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.docket)] == [task.id, task.id]
-    assert dead.id not in {c["name"] for c in town.redis.xinfo_consumers(town.keys.docket, "workers")}
+    assert dead.id not in {
+        c["name"] for c in town.redis.xinfo_consumers(town.keys.docket, "workers")
+    }
 
 
 def test_recover_returns_a_held_directed_task_and_fails_one_past_max_attempts(town):
@@ -94,7 +96,9 @@ def test_recover_leaves_the_task_of_an_agent_killed_while_its_worker_still_runs_
     task = town.tasks.add("long job")
     d.read(100)  # the worker took it and runs it
     town.redis.set(town.keys.stop(killed.id), "1")  # POST /v1/agents/{agent}/kill: stop flag …
-    town.agents.update(killed.id, "kill", set_fields={"current_task": task.id})  # … and stopped at once
+    town.agents.update(
+        killed.id, "kill", set_fields={"current_task": task.id}
+    )  # … and stopped at once
 
     assert recover(town)["reclaimed"] == 0  # its heartbeat is fresh: the worker is finishing
 
@@ -104,7 +108,9 @@ def test_recover_leaves_the_task_of_an_agent_killed_while_its_worker_still_runs_
     assert town.tasks.get(task.id).state == "pending"
 
 
-def test_reclaim_and_orphans_leave_the_running_task_of_a_killed_agent_whose_worker_finishes_it(town):
+def test_reclaim_and_orphans_leave_the_running_task_of_a_killed_agent_whose_worker_finishes_it(
+    town,
+):
     killed, d = worker(town, "killed")
     task = town.tasks.add("long job")
     d.read(100)  # its worker runs it
@@ -115,8 +121,13 @@ def test_reclaim_and_orphans_leave_the_running_task_of_a_killed_agent_whose_work
     assert [o["task_id"] for o in orphan_tasks(town)["orphans"]] == [waiting.id]
     result = reclaim(town, to_backlog=True)
 
-    assert {i["id"]: i["outcome"] for i in result["messages"] if i["kind"] == "task"} == {task.id: "kept", waiting.id: "to_backlog"}
-    assert town.tasks.get(task.id).state == "running" and town.tasks.get(waiting.id).state == "pending"
+    assert {i["id"]: i["outcome"] for i in result["messages"] if i["kind"] == "task"} == {
+        task.id: "kept",
+        waiting.id: "to_backlog",
+    }
+    assert (
+        town.tasks.get(task.id).state == "running" and town.tasks.get(waiting.id).state == "pending"
+    )
 
 
 def test_a_killed_agent_whose_heartbeat_went_stale_loses_its_task_to_recover(town):
@@ -197,7 +208,9 @@ def test_reclaim_to_an_agent_moves_messages_and_reassigns_directed_tasks(town):
     assert result["destination"] == 'Agent("heir")' and result["reclaimed"] == 3
     moved = town.tasks.get(directed.id)
     assert moved.state == "assigned" and moved.assigned_to == target.id
-    assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.agent_docket(target.id))] == [directed.id]
+    assert [e[1]["task_id"] for e in town.redis.xrange(town.keys.agent_docket(target.id))] == [
+        directed.id
+    ]
     assert town.redis.llen(town.keys.inbox(agent.id)) == 0
     assert [m["to"] for m in town.inbox.peek(target.id)[0]] == [target.id, target.id]
 

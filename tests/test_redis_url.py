@@ -11,7 +11,10 @@ from tinytown.core.urls import is_loopback, redact_text, redact_url
     "url,shown",
     [
         ("redis://:s3cret@host:6379/0", "redis://:****@host:6379/0"),
-        ("rediss://default:s3cret@db.example.com:10000/0", "rediss://default:****@db.example.com:10000/0"),
+        (
+            "rediss://default:s3cret@db.example.com:10000/0",
+            "rediss://default:****@db.example.com:10000/0",
+        ),
         ("redis://user:p%40ss@[::1]:6379", "redis://user:****@[::1]:6379"),
         ("redis://host:6379/0", "redis://host:6379/0"),
         ("unix:///tmp/town/.tt/redis.sock", "unix:///tmp/town/.tt/redis.sock"),
@@ -29,7 +32,16 @@ def test_redact_text_scrubs_raw_and_encoded_passwords():
     assert "p@ss" not in scrubbed and "****" in scrubbed
 
 
-@pytest.mark.parametrize("host,loop", [("127.0.0.1", True), ("127.9.9.9", True), ("::1", True),
-                                       ("localhost", True), ("10.0.0.1", False), ("redis.example.com", False)])
+@pytest.mark.parametrize(
+    "host,loop",
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("localhost", True),
+        ("10.0.0.1", False),
+        ("redis.example.com", False),
+    ],
+)
 def test_loopback_detection(host, loop):
     assert is_loopback(host) is loop

@@ -41,15 +41,23 @@ def closed_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("TINYTOWN_SCALER_") and k not in ("DOCKER_HOST", "REDIS_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TINYTOWN_SCALER_") and k not in ("DOCKER_HOST", "REDIS_URL")
+    }
     env.update(COLUMNS=HELP_COLUMNS, **extra)
     return env
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30):
-    return subprocess.run([sys.executable, SCALER, *args], capture_output=True, text=True,
-                          env=env or clean_env(), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, SCALER, *args],
+        capture_output=True,
+        text=True,
+        env=env or clean_env(),
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -61,8 +69,9 @@ def state_file(tmp_path) -> Path:
 def dead_outpost_config(tmp_path) -> Path:
     """A config whose only outpost is a Docker endpoint nobody listens on."""
     path = tmp_path / "dead.toml"
-    path.write_text(f'[[outposts]]\nname = "nowhere"\ndocker_host = '
-                    f'"tcp://127.0.0.1:{closed_port()}"\n')
+    path.write_text(
+        f'[[outposts]]\nname = "nowhere"\ndocker_host = "tcp://127.0.0.1:{closed_port()}"\n'
+    )
     return path
 
 
@@ -74,10 +83,19 @@ def townhall():
 
 
 VALID_SIGNAL = {
-    "town": "demo", "timestamp": "2027-01-15T08:00:00Z", "queue_depth": 1, "pending_tasks": 1,
-    "in_flight_tasks": 0, "active_agents": 0, "cold_agents": 0, "desired_agents": 1,
-    "max_agents": 10, "scaling_recommendation": "scale_up", "idle_agents": 0, "busy_agents": 0,
-}  # fmt: skip
+    "town": "demo",
+    "timestamp": "2027-01-15T08:00:00Z",
+    "queue_depth": 1,
+    "pending_tasks": 1,
+    "in_flight_tasks": 0,
+    "active_agents": 0,
+    "cold_agents": 0,
+    "desired_agents": 1,
+    "max_agents": 10,
+    "scaling_recommendation": "scale_up",
+    "idle_agents": 0,
+    "busy_agents": 0,
+}
 
 
 def last_json_line(stdout: str) -> dict:
@@ -98,7 +116,8 @@ def test_help_exits_0_and_names_every_setting_with_its_environment_variable():
 def test_the_docs_hold_the_current_help_text():
     result = run("--help")
     assert result.stdout.strip() in DOCS.read_text(), (
-        "docs/scaler.md is out of date: paste `COLUMNS=100 python scaler.py --help` into it")
+        "docs/scaler.md is out of date: paste `COLUMNS=100 python scaler.py --help` into it"
+    )
 
 
 def test_the_docs_list_every_exit_code():
@@ -183,11 +202,21 @@ def test_an_unknown_command_is_a_usage_error():
 def test_flags_beat_the_environment_which_beats_the_file(tmp_path):
     path = tmp_path / "scaler.toml"
     path.write_text("min_workers = 1\nmax_workers = 7\ninterval_secs = 30\n")
-    result = run("--config", str(path), "--min-workers", "2", "config",
-                 env=clean_env(TINYTOWN_SCALER_MIN_WORKERS="3", TINYTOWN_SCALER_MAX_WORKERS="6"))
+    result = run(
+        "--config",
+        str(path),
+        "--min-workers",
+        "2",
+        "config",
+        env=clean_env(TINYTOWN_SCALER_MIN_WORKERS="3", TINYTOWN_SCALER_MAX_WORKERS="6"),
+    )
     config = json.loads(result.stdout)
-    assert (config["min_workers"], config["max_workers"], config["interval_secs"],
-            config["scale_down_cooldown_secs"]) == (2, 6, 30.0, SCALE_DOWN_COOLDOWN_SECS)
+    assert (
+        config["min_workers"],
+        config["max_workers"],
+        config["interval_secs"],
+        config["scale_down_cooldown_secs"],
+    ) == (2, 6, 30.0, SCALE_DOWN_COOLDOWN_SECS)
 
 
 def test_the_config_file_may_come_from_the_environment(tmp_path):
@@ -199,8 +228,9 @@ def test_the_config_file_may_come_from_the_environment(tmp_path):
 
 def test_container_env_merges_across_layers_with_the_flag_winning(tmp_path):
     path = tmp_path / "scaler.toml"
-    path.write_text('[container]\npass_env = ["REDIS_URL"]\n[container.env]\nA = "file"\n'
-                    'B = "file"\n')
+    path.write_text(
+        '[container]\npass_env = ["REDIS_URL"]\n[container.env]\nA = "file"\nB = "file"\n'
+    )
     result = run("--config", str(path), "--env", "B=flag", "--pass-env", "GIT_TOKEN", "config")
     config = json.loads(result.stdout)
     assert config["env"] == {"A": "file", "B": "flag"}
@@ -209,8 +239,10 @@ def test_container_env_merges_across_layers_with_the_flag_winning(tmp_path):
 
 def test_workers_share_a_workspace_volume_named_for_the_town_by_default():
     config = json.loads(run("config").stdout)
-    assert (config["workspace"], config["workspace_volume"]) == \
-        ("/workspace/.tt", "tinytown-{town}-workspace")
+    assert (config["workspace"], config["workspace_volume"]) == (
+        "/workspace/.tt",
+        "tinytown-{town}-workspace",
+    )
 
 
 def test_a_workspace_volume_name_docker_would_refuse_exits_3():
@@ -221,8 +253,12 @@ def test_a_workspace_volume_name_docker_would_refuse_exits_3():
 def test_a_mount_where_the_workspace_volume_goes_exits_3_saying_how_to_opt_out():
     result = run("--volume", "/srv/checkouts:/workspace/.tt", "config")
     assert result.returncode == 3 and "workspace_volume = 'none'" in result.stderr
-    assert run("--volume", "/srv/checkouts:/workspace/.tt", "--workspace-volume", "none",
-               "config").returncode == 0
+    assert (
+        run(
+            "--volume", "/srv/checkouts:/workspace/.tt", "--workspace-volume", "none", "config"
+        ).returncode
+        == 0
+    )
 
 
 def test_the_api_key_file_is_read_and_the_key_never_printed(tmp_path):
@@ -239,8 +275,12 @@ def test_an_api_key_and_a_key_file_in_the_same_layer_exit_3(tmp_path):
 
 
 def test_an_api_key_flag_overrides_an_api_key_file_from_the_environment(tmp_path):
-    result = run("--api-key", "k", "config",
-                 env=clean_env(TINYTOWN_SCALER_API_KEY_FILE=str(tmp_path / "missing")))
+    result = run(
+        "--api-key",
+        "k",
+        "config",
+        env=clean_env(TINYTOWN_SCALER_API_KEY_FILE=str(tmp_path / "missing")),
+    )
     assert result.returncode == 0
 
 
@@ -253,9 +293,19 @@ def test_an_outpost_with_a_bad_docker_host_exits_3(tmp_path):
 
 # --- safety: townhall unavailable -> nothing done, exit 4 in --once --------------------------
 def test_unreachable_townhall_exits_4_and_does_nothing(state_file, dead_outpost_config):
-    result = run("--once", "--json", "--dry-run", "--image", "worker:1", "--url",
-                 f"http://127.0.0.1:{closed_port()}", "--state-file", str(state_file),
-                 "--config", str(dead_outpost_config))
+    result = run(
+        "--once",
+        "--json",
+        "--dry-run",
+        "--image",
+        "worker:1",
+        "--url",
+        f"http://127.0.0.1:{closed_port()}",
+        "--state-file",
+        str(state_file),
+        "--config",
+        str(dead_outpost_config),
+    )
     assert result.returncode == ExitStatus.TOWNHALL_UNAVAILABLE == 4
     report = last_json_line(result.stdout)
     assert report["plan"] is None and report["actions"] == []
@@ -264,10 +314,20 @@ def test_unreachable_townhall_exits_4_and_does_nothing(state_file, dead_outpost_
 
 
 def test_unreachable_townhall_without_dry_run_also_exits_4_before_touching_docker(
-        state_file, dead_outpost_config):
-    result = run("--once", "--json", "--image", "worker:1", "--url",
-                 f"http://127.0.0.1:{closed_port()}", "--state-file", str(state_file),
-                 "--config", str(dead_outpost_config))
+    state_file, dead_outpost_config
+):
+    result = run(
+        "--once",
+        "--json",
+        "--image",
+        "worker:1",
+        "--url",
+        f"http://127.0.0.1:{closed_port()}",
+        "--state-file",
+        str(state_file),
+        "--config",
+        str(dead_outpost_config),
+    )
     assert result.returncode == 4
     assert last_json_line(result.stdout)["outposts"] == []
     assert "outpost_unreachable" not in result.stderr
@@ -275,39 +335,84 @@ def test_unreachable_townhall_without_dry_run_also_exits_4_before_touching_docke
 
 def test_a_malformed_signal_exits_4_naming_the_bad_field(townhall, state_file):
     townhall.routes["/api/scaling"] = (200, {**VALID_SIGNAL, "desired_agents": "two"})
-    result = run("--once", "--dry-run", "--image", "worker:1", "--url", townhall.url,
-                 "--state-file", str(state_file))
+    result = run(
+        "--once",
+        "--dry-run",
+        "--image",
+        "worker:1",
+        "--url",
+        townhall.url,
+        "--state-file",
+        str(state_file),
+    )
     assert result.returncode == 4
     assert "desired_agents" in result.stderr and "malformed" in result.stderr
 
 
 def test_a_signal_that_is_not_json_exits_4(townhall, state_file):
     townhall.routes["/api/scaling"] = (200, "<html>proxy error</html>")
-    result = run("--once", "--dry-run", "--image", "worker:1", "--url", townhall.url,
-                 "--state-file", str(state_file))
+    result = run(
+        "--once",
+        "--dry-run",
+        "--image",
+        "worker:1",
+        "--url",
+        townhall.url,
+        "--state-file",
+        str(state_file),
+    )
     assert result.returncode == 4 and "not JSON" in result.stderr
 
 
 def test_a_non_200_signal_exits_4_with_the_status(townhall, state_file):
     townhall.routes["/api/scaling"] = (503, {"title": "Service Unavailable"})
-    result = run("--once", "--dry-run", "--image", "worker:1", "--url", townhall.url,
-                 "--state-file", str(state_file))
+    result = run(
+        "--once",
+        "--dry-run",
+        "--image",
+        "worker:1",
+        "--url",
+        townhall.url,
+        "--state-file",
+        str(state_file),
+    )
     assert result.returncode == 4 and "answered 503" in result.stderr
 
 
 def test_a_townhall_serving_another_town_is_refused(townhall, state_file):
     townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
-    result = run("--once", "--dry-run", "--image", "worker:1", "--url", townhall.url,
-                 "--town", "other", "--state-file", str(state_file))
+    result = run(
+        "--once",
+        "--dry-run",
+        "--image",
+        "worker:1",
+        "--url",
+        townhall.url,
+        "--town",
+        "other",
+        "--state-file",
+        str(state_file),
+    )
     assert result.returncode == 4 and "'demo'" in result.stderr
 
 
 # --- safety: Docker unavailable -> nothing done, exit 5 in --once ----------------------------
-def test_every_outpost_unreachable_exits_5_and_opens_its_breaker(townhall, state_file,
-                                                                 dead_outpost_config):
+def test_every_outpost_unreachable_exits_5_and_opens_its_breaker(
+    townhall, state_file, dead_outpost_config
+):
     townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
-    result = run("--once", "--json", "--image", "worker:1", "--url", townhall.url,
-                 "--state-file", str(state_file), "--config", str(dead_outpost_config))
+    result = run(
+        "--once",
+        "--json",
+        "--image",
+        "worker:1",
+        "--url",
+        townhall.url,
+        "--state-file",
+        str(state_file),
+        "--config",
+        str(dead_outpost_config),
+    )
     assert result.returncode == ExitStatus.DOCKER_UNAVAILABLE == 5
     report = last_json_line(result.stdout)
     assert report["actions"] == [] and report["outposts"][0]["reachable"] is False
@@ -315,11 +420,22 @@ def test_every_outpost_unreachable_exits_5_and_opens_its_breaker(townhall, state
     assert saved["outposts"]["nowhere"]["failures"] == 1
 
 
-def test_an_outpost_in_backoff_is_not_contacted_on_the_next_pass(townhall, state_file,
-                                                                 dead_outpost_config):
+def test_an_outpost_in_backoff_is_not_contacted_on_the_next_pass(
+    townhall, state_file, dead_outpost_config
+):
     townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
-    args = ("--once", "--json", "--image", "worker:1", "--url", townhall.url, "--state-file",
-            str(state_file), "--config", str(dead_outpost_config))
+    args = (
+        "--once",
+        "--json",
+        "--image",
+        "worker:1",
+        "--url",
+        townhall.url,
+        "--state-file",
+        str(state_file),
+        "--config",
+        str(dead_outpost_config),
+    )
     run(*args)
     result = run(*args)
     assert result.returncode == 5
@@ -328,8 +444,16 @@ def test_an_outpost_in_backoff_is_not_contacted_on_the_next_pass(townhall, state
 
 
 def test_status_with_every_outpost_unreachable_exits_5(dead_outpost_config, state_file):
-    result = run("status", "--json", "--url", f"http://127.0.0.1:{closed_port()}",
-                 "--state-file", str(state_file), "--config", str(dead_outpost_config))
+    result = run(
+        "status",
+        "--json",
+        "--url",
+        f"http://127.0.0.1:{closed_port()}",
+        "--state-file",
+        str(state_file),
+        "--config",
+        str(dead_outpost_config),
+    )
     assert result.returncode == 5
     assert json.loads(result.stdout)["outposts"][0]["reachable"] is False
 
@@ -337,9 +461,24 @@ def test_status_with_every_outpost_unreachable_exits_5(dead_outpost_config, stat
 # --- the loop --------------------------------------------------------------------------------
 def test_the_loop_survives_an_unreachable_townhall_and_sigterm_ends_it_with_0(state_file):
     proc = subprocess.Popen(
-        [sys.executable, SCALER, "--json", "--image", "worker:1", "--interval-secs", "0.2",
-         "--url", f"http://127.0.0.1:{closed_port()}", "--state-file", str(state_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+        [
+            sys.executable,
+            SCALER,
+            "--json",
+            "--image",
+            "worker:1",
+            "--interval-secs",
+            "0.2",
+            "--url",
+            f"http://127.0.0.1:{closed_port()}",
+            "--state-file",
+            str(state_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
     watchdog = threading.Timer(30, proc.kill)  # a hung scaler fails the test instead of hanging it
     watchdog.start()
     try:
@@ -357,9 +496,23 @@ def test_a_second_signal_during_a_pass_ends_the_loop_at_once_with_130(townhall, 
     townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
     townhall.delays["/api/scaling"] = 60  # the pass hangs reading the signal
     proc = subprocess.Popen(
-        [sys.executable, SCALER, "--image", "worker:1", "--url", townhall.url,
-         "--http-timeout-secs", "120", "--state-file", str(state_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+        [
+            sys.executable,
+            SCALER,
+            "--image",
+            "worker:1",
+            "--url",
+            townhall.url,
+            "--http-timeout-secs",
+            "120",
+            "--state-file",
+            str(state_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
     watchdog = threading.Timer(30, proc.kill)
     watchdog.start()
     try:
@@ -387,8 +540,15 @@ def test_the_systemd_loop_unit_runs_the_loop():
 
 
 def test_status_as_text_says_which_outpost_is_unreachable(dead_outpost_config, state_file):
-    result = run("status", "--url", f"http://127.0.0.1:{closed_port()}", "--config",
-                 str(dead_outpost_config), "--state-file", str(state_file))
+    result = run(
+        "status",
+        "--url",
+        f"http://127.0.0.1:{closed_port()}",
+        "--config",
+        str(dead_outpost_config),
+        "--state-file",
+        str(state_file),
+    )
     assert result.returncode == 5
     assert "outpost nowhere: unreachable" in result.stdout
 
@@ -396,23 +556,52 @@ def test_status_as_text_says_which_outpost_is_unreachable(dead_outpost_config, s
 # --- the state file belongs to one town --------------------------------------------------------
 def other_towns_state(path: Path) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"version": 1, "town": "elsewhere", "updated_at": 1.0,
-                                "last_scale_up_at": 1.0, "surplus_passes": 2, "removed_cost": 4.2,
-                                "outposts": {}, "containers": {}, "crash_loops": {}}))
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "town": "elsewhere",
+                "updated_at": 1.0,
+                "last_scale_up_at": 1.0,
+                "surplus_passes": 2,
+                "removed_cost": 4.2,
+                "outposts": {},
+                "containers": {},
+                "crash_loops": {},
+            }
+        )
+    )
     return path.read_bytes()
 
 
-def test_a_state_file_of_another_town_exits_3_and_is_left_unchanged(townhall, state_file,
-                                                                    dead_outpost_config):
+def test_a_state_file_of_another_town_exits_3_and_is_left_unchanged(
+    townhall, state_file, dead_outpost_config
+):
     townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
     before = other_towns_state(state_file)
-    result = run("--once", "--json", "--image", "worker:1", "--url", townhall.url,
-                 "--state-file", str(state_file), "--config", str(dead_outpost_config))
+    result = run(
+        "--once",
+        "--json",
+        "--image",
+        "worker:1",
+        "--url",
+        townhall.url,
+        "--state-file",
+        str(state_file),
+        "--config",
+        str(dead_outpost_config),
+    )
     assert result.returncode == ExitStatus.CONFIG_ERROR == 3
     report = last_json_line(result.stdout)
     assert report["actions"] == [] and report["plan"] is None and report["outposts"] == []
-    for part in (str(state_file), "'elsewhere'", "'demo'", "--state-file",
-                 "TINYTOWN_SCALER_STATE_FILE", "delete"):
+    for part in (
+        str(state_file),
+        "'elsewhere'",
+        "'demo'",
+        "--state-file",
+        "TINYTOWN_SCALER_STATE_FILE",
+        "delete",
+    ):
         assert part in report["error"] and part in result.stderr, part
     assert "event=state_other_town" in result.stderr
     assert state_file.read_bytes() == before
@@ -422,9 +611,24 @@ def test_the_loop_with_another_towns_state_file_keeps_it_and_does_nothing(townha
     townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
     before = other_towns_state(state_file)
     proc = subprocess.Popen(
-        [sys.executable, SCALER, "--json", "--image", "worker:1", "--interval-secs", "0.2",
-         "--url", townhall.url, "--state-file", str(state_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+        [
+            sys.executable,
+            SCALER,
+            "--json",
+            "--image",
+            "worker:1",
+            "--interval-secs",
+            "0.2",
+            "--url",
+            townhall.url,
+            "--state-file",
+            str(state_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
     watchdog = threading.Timer(30, proc.kill)
     watchdog.start()
     try:
@@ -439,13 +643,22 @@ def test_the_loop_with_another_towns_state_file_keeps_it_and_does_nothing(townha
     assert state_file.read_bytes() == before
 
 
-def test_without_a_state_file_setting_each_town_gets_its_own(townhall, tmp_path,
-                                                             dead_outpost_config):
+def test_without_a_state_file_setting_each_town_gets_its_own(
+    townhall, tmp_path, dead_outpost_config
+):
     townhall.routes["/api/scaling"] = (200, VALID_SIGNAL)
     elsewhere = tmp_path / "tinytown-scaler" / "state.json"
     before = other_towns_state(elsewhere)  # where every town's state used to go
-    result = run("--once", "--image", "worker:1", "--url", townhall.url, "--config",
-                 str(dead_outpost_config), env=clean_env(XDG_STATE_HOME=str(tmp_path)))
+    result = run(
+        "--once",
+        "--image",
+        "worker:1",
+        "--url",
+        townhall.url,
+        "--config",
+        str(dead_outpost_config),
+        env=clean_env(XDG_STATE_HOME=str(tmp_path)),
+    )
     assert result.returncode == 5  # the pass ran: its only outpost is unreachable
     saved = json.loads((tmp_path / "tinytown-scaler" / "demo" / "state.json").read_text())
     assert saved["town"] == "demo" and saved["outposts"]["nowhere"]["failures"] == 1

@@ -31,8 +31,21 @@ import requests
 
 from tinytown.core.clock import parse_rfc3339
 
-from .docker_support import BASE_IMAGE, STAGE_LABEL, build_image, docker_client_or_skip_reason, remove_stale_stages
-from .scaler_stack import HEARTBEATING_COMMAND, FakeTown, ScalerTown, TcpRedis, agent_item, free_port
+from .docker_support import (
+    BASE_IMAGE,
+    STAGE_LABEL,
+    build_image,
+    docker_client_or_skip_reason,
+    remove_stale_stages,
+)
+from .scaler_stack import (
+    HEARTBEATING_COMMAND,
+    FakeTown,
+    ScalerTown,
+    TcpRedis,
+    agent_item,
+    free_port,
+)
 from .worker_support import poll
 
 pytestmark = pytest.mark.docker
@@ -165,7 +178,9 @@ def stop_worker_process(container) -> int:
 
 
 def recommendation(town: ScalerTown) -> str:
-    return requests.get(town.townhall.url + "/api/scaling", timeout=5).json()["scaling_recommendation"]
+    return requests.get(town.townhall.url + "/api/scaling", timeout=5).json()[
+        "scaling_recommendation"
+    ]
 
 
 def heartbeat_age_secs(town: ScalerTown, agent_id: str) -> float:
@@ -180,8 +195,12 @@ def docker_health(container) -> str | None:
 
 
 def wait_health(container, status: str, timeout: float = 30.0) -> None:
-    poll(lambda: docker_health(container) == status, timeout=timeout, interval=0.2,
-         message=f"container {container.name} to be {status} by Docker")
+    poll(
+        lambda: docker_health(container) == status,
+        timeout=timeout,
+        interval=0.2,
+        message=f"container {container.name} to be {status} by Docker",
+    )
 
 
 def started_container(town, engine, start: dict):
@@ -191,7 +210,9 @@ def started_container(town, engine, start: dict):
 # --- scale from zero, back to zero -------------------------------------------------------------
 
 
-def test_tasks_arriving_with_zero_workers_start_one_container_each_and_the_tasks_complete(make_town, engine):
+def test_tasks_arriving_with_zero_workers_start_one_container_each_and_the_tasks_complete(
+    make_town, engine
+):
     town = make_town()
     tasks = [town.town.tasks.add(f"task {i} [sleep 1]") for i in range(2)]
     assert town.containers(engine) == []
@@ -212,7 +233,9 @@ def test_tasks_arriving_with_zero_workers_start_one_container_each_and_the_tasks
         assert done.assigned_to in agent_ids  # run by a worker the scaler started
 
 
-def test_idle_workers_exit_zero_by_themselves_and_exited_containers_beyond_keep_are_removed(make_town, engine):
+def test_idle_workers_exit_zero_by_themselves_and_exited_containers_beyond_keep_are_removed(
+    make_town, engine
+):
     town = make_town()  # idle_timeout_secs = 3
     tasks = [town.town.tasks.add(f"task {i} [sleep 0]") for i in range(2)]
     assert len(started(one_pass(town.scaler()))) == 2
@@ -248,8 +271,11 @@ def test_dry_run_prints_the_starts_it_would_make_and_creates_nothing(make_town, 
     assert "plan: target=2 live=0 start=local,local drain=0" in text.stdout
     assert line.returncode == 0, line.stderr
     report = json.loads(line.stdout)
-    assert (report["dry_run"], report["plan"]["starts"], report["actions"]) == \
-        (True, ["local", "local"], [])
+    assert (report["dry_run"], report["plan"]["starts"], report["actions"]) == (
+        True,
+        ["local", "local"],
+        [],
+    )
     assert town.containers(engine) == [] and town.volumes(engine) == []
     assert not town.state_file.exists()
 
@@ -259,8 +285,9 @@ def test_dry_run_prints_the_starts_it_would_make_and_creates_nothing(make_town, 
 
 def test_workers_share_the_towns_workspace_volume_which_outlives_each_of_them(fake_town, engine):
     # Each worker appends its agent id to a file in the workspace, prints it and exits 0.
-    town = fake_town("sh -c 'echo $TINYTOWN_AGENT_ID >> /workspace/.tt/seen; "
-                     "cat /workspace/.tt/seen'")
+    town = fake_town(
+        "sh -c 'echo $TINYTOWN_AGENT_ID >> /workspace/.tt/seen; cat /workspace/.tt/seen'"
+    )
     town.signal(desired=1)
     scaler = town.scaler(workspace_volume=None, keep_exited=0)  # None: the default volume
 
@@ -268,8 +295,9 @@ def test_workers_share_the_towns_workspace_volume_which_outlives_each_of_them(fa
     wait_exited(town, engine, 1)
     report = one_pass(scaler)  # removes the first container, starts a second
     (second,) = started(report)
-    assert [a["container_id"] for a in report.actions if a["action"] == "remove"] == \
-        [first["container_id"]]
+    assert [a["container_id"] for a in report.actions if a["action"] == "remove"] == [
+        first["container_id"]
+    ]
     (container,) = wait_exited(town, engine, 1)
 
     assert container.attrs["State"]["ExitCode"] == 0
@@ -277,14 +305,17 @@ def test_workers_share_the_towns_workspace_volume_which_outlives_each_of_them(fa
     (volume,) = town.volumes(engine)
     assert volume.name == f"tinytown-{town.name}-workspace"
     assert volume.attrs["Labels"]["tinytown.role"] == "workspace"
-    assert [(m["Name"], m["Destination"]) for m in container.attrs["Mounts"]] == \
-        [(volume.name, "/workspace/.tt")]
+    assert [(m["Name"], m["Destination"]) for m in container.attrs["Mounts"]] == [
+        (volume.name, "/workspace/.tt")
+    ]
 
 
 # --- safety ------------------------------------------------------------------------------------
 
 
-def test_a_worker_holding_a_task_is_never_drained_even_when_the_scaler_wants_zero(make_town, engine):
+def test_a_worker_holding_a_task_is_never_drained_even_when_the_scaler_wants_zero(
+    make_town, engine
+):
     town = make_town(idle_timeout_secs=60)  # the idle worker stays until it is drained
     long = town.town.tasks.add("long [sleep 12]")
     short = town.town.tasks.add("short [sleep 0]")
@@ -294,8 +325,11 @@ def test_a_worker_holding_a_task_is_never_drained_even_when_the_scaler_wants_zer
     busy = next(c for c in town.containers(engine) if agent_of(c) == busy_agent)
     idle = next(c for c in town.containers(engine) if agent_of(c) != busy_agent)
     wait_health(idle, "healthy")  # the container's own word that its worker is alive
-    poll(lambda: recommendation(town) == "scale_down", timeout=10,
-             message="townhall to recommend scale_down (1 task in flight, 2 agents)")
+    poll(
+        lambda: recommendation(town) == "scale_down",
+        timeout=10,
+        message="townhall to recommend scale_down (1 task in flight, 2 agents)",
+    )
 
     # Target 0, no cooldown, no hysteresis: the most eager scale-down there is.
     eager = town.scaler(max_workers=0, scale_down_cooldown_secs=0, scale_down_after_passes=1)
@@ -315,7 +349,9 @@ def test_a_worker_holding_a_task_is_never_drained_even_when_the_scaler_wants_zer
     assert idle.status == "exited" and idle.attrs["State"]["ExitCode"] == 0  # drained cleanly
 
 
-def test_townhall_down_means_nothing_is_started_drained_or_removed_and_once_exits_4(make_town, engine):
+def test_townhall_down_means_nothing_is_started_drained_or_removed_and_once_exits_4(
+    make_town, engine
+):
     town = make_town()
     long = town.town.tasks.add("long [sleep 120]")
     town.town.tasks.add("short [sleep 0]")
@@ -329,9 +365,19 @@ def test_townhall_down_means_nothing_is_started_drained_or_removed_and_once_exit
     town.townhall.stop()
     # Settings that would remove the exited container, drain or restart the running one and
     # start another if the pass acted at all.
-    result = town.cli("--once", "--json", *town.cli_args(
-        keep_exited=0, max_workers=0, scale_down_cooldown_secs=0, scale_down_after_passes=1,
-        start_grace_secs=0, unhealthy_after_secs=1, restart_after_failures=1))
+    result = town.cli(
+        "--once",
+        "--json",
+        *town.cli_args(
+            keep_exited=0,
+            max_workers=0,
+            scale_down_cooldown_secs=0,
+            scale_down_after_passes=1,
+            start_grace_secs=0,
+            unhealthy_after_secs=1,
+            restart_after_failures=1,
+        ),
+    )
 
     assert result.returncode == 4, result.stderr
     line = json.loads(result.stdout)
@@ -341,7 +387,9 @@ def test_townhall_down_means_nothing_is_started_drained_or_removed_and_once_exit
     assert statuses(town, engine) == before
 
 
-def test_a_worker_that_takes_a_task_between_the_plan_and_the_drain_is_not_drained(fake_town, engine):
+def test_a_worker_that_takes_a_task_between_the_plan_and_the_drain_is_not_drained(
+    fake_town, engine
+):
     town = fake_town(HEARTBEATING_COMMAND)
     town.signal(desired=1)
     (start,) = started(one_pass(town.scaler()))
@@ -354,8 +402,9 @@ def test_a_worker_that_takes_a_task_between_the_plan_and_the_drain_is_not_draine
     report = one_pass(town.scaler(scale_down_cooldown_secs=0, scale_down_after_passes=1))
 
     assert [w["agent_id"] for w in report.plan["drains"]] == [agent_id]  # the plan chose it
-    assert [(a["action"], a["reason"]) for a in report.actions] == \
-        [("drain_skipped", "agent Working with task t-1")]
+    assert [(a["action"], a["reason"]) for a in report.actions] == [
+        ("drain_skipped", "agent Working with task t-1")
+    ]
     (container,) = town.containers(engine)
     assert container.status == "running"
 
@@ -363,7 +412,9 @@ def test_a_worker_that_takes_a_task_between_the_plan_and_the_drain_is_not_draine
 # --- outposts ----------------------------------------------------------------------------------
 
 
-def test_an_unreachable_outpost_is_skipped_by_its_breaker_and_the_next_one_takes_the_start(make_town, engine, tmp_path):
+def test_an_unreachable_outpost_is_skipped_by_its_breaker_and_the_next_one_takes_the_start(
+    make_town, engine, tmp_path
+):
     town = make_town()
     config = write_outposts(
         tmp_path / "outposts.toml",
@@ -388,7 +439,9 @@ def test_an_unreachable_outpost_is_skipped_by_its_breaker_and_the_next_one_takes
     assert [a["outpost"] for a in started(report)] == ["local"]
 
 
-def test_the_first_outpost_takes_new_workers_until_its_max_workers_then_the_next(make_town, engine, tmp_path):
+def test_the_first_outpost_takes_new_workers_until_its_max_workers_then_the_next(
+    make_town, engine, tmp_path
+):
     town = make_town()
     config = write_outposts(
         tmp_path / "outposts.toml",
@@ -413,10 +466,13 @@ def test_the_first_outpost_takes_new_workers_until_its_max_workers_then_the_next
 # --- cost --------------------------------------------------------------------------------------
 
 
-def test_the_cost_cap_stops_new_starts_and_json_and_status_report_the_cost(make_town, engine, tmp_path):
+def test_the_cost_cap_stops_new_starts_and_json_and_status_report_the_cost(
+    make_town, engine, tmp_path
+):
     town = make_town()
-    config = write_outposts(tmp_path / "priced.toml",
-                            {"name": "local", "max_workers": 5, "cost_per_hour": 1.5})
+    config = write_outposts(
+        tmp_path / "priced.toml", {"name": "local", "max_workers": 5, "cost_per_hour": 1.5}
+    )
     for i in range(3):
         town.town.tasks.add(f"task {i} [sleep 60]")
     args = town.cli_args(config, cost_cap_hourly=3.0)
@@ -436,20 +492,29 @@ def test_the_cost_cap_stops_new_starts_and_json_and_status_report_the_cost(make_
     assert again["actions"] == [] and again["plan"]["unplaced"] == 1
     assert len(town.containers(engine)) == 2
 
-    poll(lambda: town.town.tasks.counts().get("running") == 2, timeout=20,
-             message="both workers to take a task")
+    poll(
+        lambda: town.town.tasks.counts().get("running") == 2,
+        timeout=20,
+        message="both workers to take a task",
+    )
     status = town.cli("status", "--json", *args)
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["cost"]["hourly"] == 3.0 and report["cost"]["cap_hourly"] == 3.0
     assert len(report["containers"]) == 2
-    assert all(row["cost_so_far"] >= 0 and row["agent_state"] == "Working" for row in report["containers"])
+    assert all(
+        row["cost_so_far"] >= 0 and row["agent_state"] == "Working" for row in report["containers"]
+    )
 
 
 # --- health ------------------------------------------------------------------------------------
 
-HEALTH = {"start_grace_secs": 1, "unhealthy_after_secs": 2, "restart_after_failures": 3,
-          "restart_timeout_secs": 1}
+HEALTH = {
+    "start_grace_secs": 1,
+    "unhealthy_after_secs": 2,
+    "restart_after_failures": 3,
+    "restart_timeout_secs": 1,
+}
 
 
 def a_hung_worker(town: ScalerTown, engine, **settings):
@@ -461,13 +526,20 @@ def a_hung_worker(town: ScalerTown, engine, **settings):
     (container,) = town.containers(engine)
     wait_health(container, "healthy")
     stop_worker_process(container)
-    poll(lambda: heartbeat_age_secs(town, agent_of(container)) > HEALTH["unhealthy_after_secs"] + 0.5,
-             timeout=10, message="the heartbeat to go stale")
+    poll(
+        lambda: (
+            heartbeat_age_secs(town, agent_of(container)) > HEALTH["unhealthy_after_secs"] + 0.5
+        ),
+        timeout=10,
+        message="the heartbeat to go stale",
+    )
     wait_health(container, "unhealthy")
     return container
 
 
-def test_a_worker_that_stops_heartbeating_is_restarted_after_three_failing_passes(make_town, engine):
+def test_a_worker_that_stops_heartbeating_is_restarted_after_three_failing_passes(
+    make_town, engine
+):
     town = make_town(idle_timeout_secs=120)
     container = a_hung_worker(town, engine)
     container.reload()
@@ -482,13 +554,22 @@ def test_a_worker_that_stops_heartbeating_is_restarted_after_three_failing_passe
 
     # Both witnesses: townhall's stale heartbeat and the container's own Docker health.
     (action,) = report.actions
-    assert (action["action"], action["ok"], action["container_id"]) == ("restart", True, container.id[:12])
+    assert (action["action"], action["ok"], action["container_id"]) == (
+        "restart",
+        True,
+        container.id[:12],
+    )
     assert "heartbeat" in action["reason"] and "Docker health unhealthy" in action["reason"]
     container.reload()
     assert container.status == "running" and container.attrs["State"]["StartedAt"] != first_start
-    poll(lambda: heartbeat_age_secs(town, agent_of(container)) < 1.5
-             and town.town.agents.get(agent_of(container)).state == "idle", timeout=20,
-             message="the restarted worker to serve (Idle, heartbeating) again")
+    poll(
+        lambda: (
+            heartbeat_age_secs(town, agent_of(container)) < 1.5
+            and town.town.agents.get(agent_of(container)).state == "idle"
+        ),
+        timeout=20,
+        message="the restarted worker to serve (Idle, heartbeating) again",
+    )
 
 
 def test_a_failed_restart_marks_the_worker_and_runs_the_notify_command(make_town, engine, tmp_path):
@@ -496,8 +577,11 @@ def test_a_failed_restart_marks_the_worker_and_runs_the_notify_command(make_town
     extra = tmp_path / "extra"
     extra.mkdir()
     event_file, env_file = tmp_path / "event.json", tmp_path / "event.env"
-    settings = {**HEALTH, "volumes": town.settings()["volumes"] + [f"{extra}:/extra"],
-                "notify_command": f"sh -c 'cat > {event_file}; printf %s \"$TINYTOWN_EVENT\" > {env_file}'"}
+    settings = {
+        **HEALTH,
+        "volumes": town.settings()["volumes"] + [f"{extra}:/extra"],
+        "notify_command": f"sh -c 'cat > {event_file}; printf %s \"$TINYTOWN_EVENT\" > {env_file}'",
+    }
     container = a_hung_worker(town, engine, **settings)
     # The container can no longer start: its mount source became a file.
     extra.rmdir()
@@ -512,8 +596,11 @@ def test_a_failed_restart_marks_the_worker_and_runs_the_notify_command(make_town
     assert "restart container" in action["error"]
     event = json.loads(event_file.read_text())
     assert event["event"] == env_file.read_text() == "worker_restart_failed"
-    assert (event["container_id"], event["agent_id"], event["town"]) == \
-        (container.id, agent_of(container), town.name)
+    assert (event["container_id"], event["agent_id"], event["town"]) == (
+        container.id,
+        agent_of(container),
+        town.name,
+    )
 
     after = one_pass(scaler)  # marked: neither judged nor restarted again, nor counted as live
     assert after.plan["restarts"] == [] and after.plan["live"] == 0
@@ -559,19 +646,40 @@ def test_a_worker_given_up_on_is_posted_to_the_notify_webhook(fake_town, engine)
     ((path, headers, body),) = town.townhall.posts
     assert path == "/hook" and headers["Content-Type"] == "application/json"
     event = json.loads(body)
-    assert {k: event[k] for k in ("event", "town", "outpost", "container_name", "agent_id",
-                                  "reason", "error", "restarts")} == {
-        "event": "worker_restarts_exhausted", "town": town.name, "outpost": "local",
-        "container_name": start["name"], "agent_id": start["agent_id"],
-        "reason": GIVEN_UP_REASON, "error": None, "restarts": 0}
+    assert {
+        k: event[k]
+        for k in (
+            "event",
+            "town",
+            "outpost",
+            "container_name",
+            "agent_id",
+            "reason",
+            "error",
+            "restarts",
+        )
+    } == {
+        "event": "worker_restarts_exhausted",
+        "town": town.name,
+        "outpost": "local",
+        "container_name": start["name"],
+        "agent_id": start["agent_id"],
+        "reason": GIVEN_UP_REASON,
+        "error": None,
+        "restarts": 0,
+    }
     assert event["container_id"].startswith(start["container_id"])
     assert parse_rfc3339(event["timestamp"])
 
 
 # --- evidence: townhall and the container must agree -------------------------------------------
 
-EAGER = {"start_grace_secs": 0, "restart_after_failures": 1, "scale_down_cooldown_secs": 0,
-         "scale_down_after_passes": 1}
+EAGER = {
+    "start_grace_secs": 0,
+    "restart_after_failures": 1,
+    "scale_down_cooldown_secs": 0,
+    "scale_down_after_passes": 1,
+}
 
 
 def two_healthy_workers(town: FakeTown, engine) -> list:
@@ -596,10 +704,14 @@ def test_workers_get_a_docker_healthcheck_that_their_heartbeats_keep_healthy(mak
     assert check["Test"] == ["CMD", "python", "-P", "-m", "tinytown.worker.health_file"]
     assert check["Interval"] == 1_000_000_000  # the workers' heartbeat_interval_secs
     assert "TINYTOWN_HEALTH_FILE=/tmp/tinytown-worker.health" in container.attrs["Config"]["Env"]
-    assert container.attrs["State"]["Health"]["Log"][-1]["Output"].startswith("last acknowledged heartbeat")
+    assert container.attrs["State"]["Health"]["Log"][-1]["Output"].startswith(
+        "last acknowledged heartbeat"
+    )
 
 
-def test_an_empty_agent_list_while_the_signal_counts_live_agents_restarts_nobody_and_is_logged(fake_town, engine):
+def test_an_empty_agent_list_while_the_signal_counts_live_agents_restarts_nobody_and_is_logged(
+    fake_town, engine
+):
     town = fake_town(HEARTBEATING_COMMAND)
     containers = two_healthy_workers(town, engine)
     before = {c.id: c.attrs["State"]["StartedAt"] for c in containers}
@@ -612,8 +724,10 @@ def test_an_empty_agent_list_while_the_signal_counts_live_agents_restarts_nobody
     assert result.returncode == 0, result.stderr
     line = json.loads(result.stdout)
     assert line["actions"] == [] and line["plan"]["restarts"] == []
-    assert line["plan"]["evidence_inconsistent"][0] == \
-        "/api/scaling says active_agents=2 but /v1/agents lists 0 live agent(s) (tolerance 1)"
+    assert (
+        line["plan"]["evidence_inconsistent"][0]
+        == "/api/scaling says active_agents=2 but /v1/agents lists 0 live agent(s) (tolerance 1)"
+    )
     assert "event=evidence_inconsistent" in result.stderr and "active_agents=2" in result.stderr
     for c in containers:
         c.reload()
@@ -631,7 +745,9 @@ def test_idle_agents_while_the_signal_counts_them_busy_are_not_drained(fake_town
 
     assert report.exit_status == 0, report.error
     assert report.actions == [] and report.plan["drains"] == []
-    assert report.plan["scale_down"]["reason"].startswith("evidence inconsistent: /api/scaling says busy_agents=2")
+    assert report.plan["scale_down"]["reason"].startswith(
+        "evidence inconsistent: /api/scaling says busy_agents=2"
+    )
     assert [statuses(town, engine)[c.id] for c in containers] == ["running", "running"]
 
 
@@ -654,9 +770,15 @@ def test_a_healthy_container_whose_agent_townhall_calls_dead_is_left_alone(fake_
     line = json.loads(result.stdout)
     assert line["actions"] == [] and line["plan"]["restarts"] == []
     (unknown,) = line["plan"]["unknown"]
-    assert (unknown["container_id"], unknown["evidence"], unknown["health"]) == \
-        (start["container_id"], "evidence_inconsistent", "healthy")
-    assert unknown["reason"].startswith("townhall says heartbeat") and "Docker health is healthy" in unknown["reason"]
+    assert (unknown["container_id"], unknown["evidence"], unknown["health"]) == (
+        start["container_id"],
+        "evidence_inconsistent",
+        "healthy",
+    )
+    assert (
+        unknown["reason"].startswith("townhall says heartbeat")
+        and "Docker health is healthy" in unknown["reason"]
+    )
     assert f"event=evidence_inconsistent container={start['container_id']}" in result.stderr
     (row,) = json.loads(status.stdout)["containers"]
     assert row["health"] == "healthy" and row["evidence"]["kind"] == "evidence_inconsistent"
@@ -685,8 +807,12 @@ def test_workers_exiting_3_at_start_hold_starts_on_the_outpost_and_notify_once(f
     assert report.outposts[0]["starts_held_until"] == hold["until"]
     ((_, _, body),) = town.townhall.posts
     event = json.loads(body)
-    assert (event["event"], event["outpost"], event["exit_code"], event["exits"]) == \
-        ("outpost_crash_loop", "local", 3, 3)
+    assert (event["event"], event["outpost"], event["exit_code"], event["exits"]) == (
+        "outpost_crash_loop",
+        "local",
+        3,
+        3,
+    )
     assert "configuration error: no [redis] url" in event["log_tail"]
 
     again = one_pass(scaler)  # still held: no start, no second notification
@@ -702,8 +828,12 @@ def test_earlier_builds_stage_images_are_pruned_and_the_newest_kept_as_cache(eng
     built = []
     try:
         for n in (1, 2, 3):
-            dockerfile = f"FROM {BASE_IMAGE}\nLABEL {STAGE_LABEL}={stage}\nLABEL tinytown.test=1 n={n}\n"
-            image, _ = engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), pull=False, rm=True)
+            dockerfile = (
+                f"FROM {BASE_IMAGE}\nLABEL {STAGE_LABEL}={stage}\nLABEL tinytown.test=1 n={n}\n"
+            )
+            image, _ = engine.images.build(
+                fileobj=io.BytesIO(dockerfile.encode()), pull=False, rm=True
+            )
             built.append(image.id)
             time.sleep(0.01)
 

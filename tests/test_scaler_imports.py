@@ -23,7 +23,9 @@ MAX_LINES = 400  # one idea per file (STYLE.md)
 
 
 def scaler_modules() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(tinytown.scaler.__path__, "tinytown.scaler."))
+    return sorted(
+        m.name for m in pkgutil.iter_modules(tinytown.scaler.__path__, "tinytown.scaler.")
+    )
 
 
 def imported_names(path: Path) -> set[str]:
@@ -44,7 +46,9 @@ def test_importing_the_scaler_loads_no_redis_flask_or_server_code():
         "    importlib.import_module(name)\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout))
     assert {m.split(".")[0] for m in loaded} & set(SERVER_SIDE) == set()
@@ -67,7 +71,11 @@ def test_every_scaler_file_imports_only_the_standard_library_requests_docker_and
 
 def test_the_scaler_modules_import_each_other_without_a_circle():
     graph = {
-        module: {n for n in imported_names(PACKAGE / (module.rsplit(".", 1)[1] + ".py")) if n in scaler_modules()}
+        module: {
+            n
+            for n in imported_names(PACKAGE / (module.rsplit(".", 1)[1] + ".py"))
+            if n in scaler_modules()
+        }
         for module in scaler_modules()
     }
     done: set[str] = set()
@@ -84,6 +92,10 @@ def test_the_scaler_modules_import_each_other_without_a_circle():
 
 
 def test_no_scaler_file_reaches_400_lines_and_the_front_door_stays_a_few():
-    long = {p.name: n for p in PACKAGE.glob("*.py") if (n := len(p.read_text().splitlines())) >= MAX_LINES}
+    long = {
+        p.name: n
+        for p in PACKAGE.glob("*.py")
+        if (n := len(p.read_text().splitlines())) >= MAX_LINES
+    }
     assert long == {}
     assert len((ROOT / "scaler.py").read_text().splitlines()) < 20  # a front door

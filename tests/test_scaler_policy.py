@@ -43,11 +43,19 @@ HOUR = 3600.0
 
 def signal_body(**overrides):
     body = {
-        "town": "demo", "timestamp": "2027-01-15T08:00:00Z", "queue_depth": 2,
-        "pending_tasks": 2, "in_flight_tasks": 0, "active_agents": 0, "cold_agents": 0,
-        "desired_agents": 2, "max_agents": 10, "scaling_recommendation": "scale_up",
-        "idle_agents": 0, "busy_agents": 0,
-    }  # fmt: skip
+        "town": "demo",
+        "timestamp": "2027-01-15T08:00:00Z",
+        "queue_depth": 2,
+        "pending_tasks": 2,
+        "in_flight_tasks": 0,
+        "active_agents": 0,
+        "cold_agents": 0,
+        "desired_agents": 2,
+        "max_agents": 10,
+        "scaling_recommendation": "scale_up",
+        "idle_agents": 0,
+        "busy_agents": 0,
+    }
     body.update(overrides)
     return body
 
@@ -56,21 +64,46 @@ def signal(**overrides) -> Signal:
     return parse_signal(signal_body(**overrides))
 
 
-def worker(n: int, outpost: str = "local", status: str = "running", age_secs: float = HOUR,
-           cost: float = 0.0, health: str | None = "healthy") -> Worker:
+def worker(
+    n: int,
+    outpost: str = "local",
+    status: str = "running",
+    age_secs: float = HOUR,
+    cost: float = 0.0,
+    health: str | None = "healthy",
+) -> Worker:
     """A worker container; ``health`` is its Docker health (None: it has no healthcheck)."""
-    return Worker(f"c{n}", f"tt-demo-{outpost}-{n}", outpost, f"a{n}", status, NOW - age_secs,
-                  cost, health=health)
+    return Worker(
+        f"c{n}",
+        f"tt-demo-{outpost}-{n}",
+        outpost,
+        f"a{n}",
+        status,
+        NOW - age_secs,
+        cost,
+        health=health,
+    )
 
 
-def agent(n: int, state: str = "Idle", task: str | None = None,
-          heartbeat_age_secs: float | None = 1.0, alive: bool | None = None) -> Agent:
+def agent(
+    n: int,
+    state: str = "Idle",
+    task: str | None = None,
+    heartbeat_age_secs: float | None = 1.0,
+    alive: bool | None = None,
+) -> Agent:
     beat = None if heartbeat_age_secs is None else NOW - heartbeat_age_secs
     return Agent(f"a{n}", state, task, beat, alive=alive)
 
 
-def view(name: str, live: int = 0, max_workers: int = 10, cost: float = 0.0,
-         available: bool = True, hold: str | None = None) -> OutpostView:
+def view(
+    name: str,
+    live: int = 0,
+    max_workers: int = 10,
+    cost: float = 0.0,
+    available: bool = True,
+    hold: str | None = None,
+) -> OutpostView:
     return OutpostView(name, max_workers, cost, available, live, hold)
 
 
@@ -86,10 +119,21 @@ def test_a_signal_without_idle_and_busy_agents_parses_so_upstream_townhall_works
     assert parse_signal(body).idle_agents is None
 
 
-@pytest.mark.parametrize("field", [
-    "town", "timestamp", "queue_depth", "pending_tasks", "in_flight_tasks", "active_agents",
-    "cold_agents", "desired_agents", "max_agents", "scaling_recommendation",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "field",
+    [
+        "town",
+        "timestamp",
+        "queue_depth",
+        "pending_tasks",
+        "in_flight_tasks",
+        "active_agents",
+        "cold_agents",
+        "desired_agents",
+        "max_agents",
+        "scaling_recommendation",
+    ],
+)
 def test_a_signal_missing_a_field_is_malformed(field):
     body = signal_body()
     del body[field]
@@ -130,19 +174,30 @@ def agents_body(*items):
 
 
 def agent_item(**overrides):
-    item = {"id": "a1", "name": "w1", "nickname": None, "role_id": "worker",
-            "parent_agent_id": None, "spawn_mode": "fresh", "cli": "claude", "state": "Idle",
-            "current_scope": None, "current_task": None,
-            "last_heartbeat": "2027-01-15T08:00:00.123456+00:00"}
+    item = {
+        "id": "a1",
+        "name": "w1",
+        "nickname": None,
+        "role_id": "worker",
+        "parent_agent_id": None,
+        "spawn_mode": "fresh",
+        "cli": "claude",
+        "state": "Idle",
+        "current_scope": None,
+        "current_task": None,
+        "last_heartbeat": "2027-01-15T08:00:00.123456+00:00",
+    }
     item.update(overrides)
     return item
 
 
 def test_heartbeats_with_z_or_offset_parse_to_the_same_moment():
-    agents = parse_agents(agents_body(
-        agent_item(id="a1", last_heartbeat="2027-01-15T08:00:00Z"),
-        agent_item(id="a2", last_heartbeat="2027-01-15T09:00:00+01:00"),
-    ))
+    agents = parse_agents(
+        agents_body(
+            agent_item(id="a1", last_heartbeat="2027-01-15T08:00:00Z"),
+            agent_item(id="a2", last_heartbeat="2027-01-15T09:00:00+01:00"),
+        )
+    )
     assert agents["a1"].last_heartbeat == agents["a2"].last_heartbeat
 
 
@@ -164,13 +219,13 @@ def test_an_unparseable_heartbeat_is_malformed():
 
 
 def test_a_null_heartbeat_is_allowed():
-    assert parse_agents(agents_body(agent_item(last_heartbeat=None)))["a1"]\
-        .last_heartbeat is None
+    assert parse_agents(agents_body(agent_item(last_heartbeat=None)))["a1"].last_heartbeat is None
 
 
 def test_alive_and_the_agents_own_heartbeat_fields_are_read_when_present():
-    (a,) = parse_agents(agents_body(agent_item(
-        alive=False, heartbeat_interval_secs=5, heartbeat_age_secs=42.5))).values()
+    (a,) = parse_agents(
+        agents_body(agent_item(alive=False, heartbeat_interval_secs=5, heartbeat_age_secs=42.5))
+    ).values()
     assert (a.alive, a.heartbeat_interval_secs, a.heartbeat_age_secs) == (False, 5, 42.5)
 
 
@@ -179,68 +234,110 @@ def test_without_alive_an_agent_is_judged_by_its_heartbeats_age_as_before():
     assert (a.alive, a.heartbeat_interval_secs, a.heartbeat_age_secs) == (None, None, None)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("alive", "yes"), ("alive", 1), ("heartbeat_interval_secs", 0),
-    ("heartbeat_interval_secs", "5"), ("heartbeat_interval_secs", True),
-    ("heartbeat_interval_secs", 2.5), ("heartbeat_age_secs", "old"),
-    ("heartbeat_age_secs", False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("alive", "yes"),
+        ("alive", 1),
+        ("heartbeat_interval_secs", 0),
+        ("heartbeat_interval_secs", "5"),
+        ("heartbeat_interval_secs", True),
+        ("heartbeat_interval_secs", 2.5),
+        ("heartbeat_age_secs", "old"),
+        ("heartbeat_age_secs", False),
+    ],
+)
 def test_an_alive_or_heartbeat_field_of_the_wrong_type_is_malformed(field, value):
     with pytest.raises(Malformed, match=field):
         parse_agents(agents_body(agent_item(**{field: value})))
 
 
 def test_null_heartbeat_age_is_allowed():
-    assert parse_agents(agents_body(agent_item(heartbeat_age_secs=None)))["a1"]\
-        .heartbeat_age_secs is None
+    assert (
+        parse_agents(agents_body(agent_item(heartbeat_age_secs=None)))["a1"].heartbeat_age_secs
+        is None
+    )
 
 
 # --- times and containers --------------------------------------------------------------------
 def test_docker_nanosecond_times_parse():
     assert epoch_secs("2027-01-15T08:00:00.123456789Z") == pytest.approx(
-        epoch_secs("2027-01-15T08:00:00Z") + 0.123456789)
+        epoch_secs("2027-01-15T08:00:00Z") + 0.123456789
+    )
 
 
 def test_a_worker_from_docker_ps_attributes_reads_labels_and_status():
-    attrs = {"Id": "abc", "Names": ["/tt-demo-local-1"], "State": "running", "Created": 100,
-             "Labels": {"tinytown.outpost": "local", "tinytown.agent_id": "a1",
-                        "tinytown.started_at": "2027-01-15T08:00:00Z",
-                        "tinytown.cost_per_hour": "0.5"}}
+    attrs = {
+        "Id": "abc",
+        "Names": ["/tt-demo-local-1"],
+        "State": "running",
+        "Created": 100,
+        "Labels": {
+            "tinytown.outpost": "local",
+            "tinytown.agent_id": "a1",
+            "tinytown.started_at": "2027-01-15T08:00:00Z",
+            "tinytown.cost_per_hour": "0.5",
+        },
+    }
     w = worker_from_attrs(attrs, Outpost())
-    assert (w.name, w.agent_id, w.status, w.cost_per_hour) == ("tt-demo-local-1", "a1",
-                                                               "running", 0.5)
+    assert (w.name, w.agent_id, w.status, w.cost_per_hour) == (
+        "tt-demo-local-1",
+        "a1",
+        "running",
+        0.5,
+    )
     assert w.started_at == epoch_secs("2027-01-15T08:00:00Z")
 
 
 def test_a_worker_from_docker_inspect_attributes_knows_when_it_finished():
-    attrs = {"Id": "abc", "Name": "/w", "Created": "2027-01-15T08:00:00.5Z",
-             "State": {"Status": "exited", "FinishedAt": "2027-01-15T09:00:00.000000001Z"},
-             "Config": {"Labels": {"tinytown.started_at": "2027-01-15T08:00:00Z"}}}
+    attrs = {
+        "Id": "abc",
+        "Name": "/w",
+        "Created": "2027-01-15T08:00:00.5Z",
+        "State": {"Status": "exited", "FinishedAt": "2027-01-15T09:00:00.000000001Z"},
+        "Config": {"Labels": {"tinytown.started_at": "2027-01-15T08:00:00Z"}},
+    }
     w = worker_from_attrs(attrs, Outpost(cost_per_hour=2.0))
     assert w.status == "exited" and not w.live
     assert w.cost_so_far(NOW) == pytest.approx(2.0)
 
 
 def test_an_exited_worker_from_docker_inspect_knows_its_exit_code_and_how_long_it_ran():
-    attrs = {"Id": "abc", "Name": "/w", "Created": "2027-01-15T08:00:00Z",
-             "State": {"Status": "exited", "ExitCode": 3, "StartedAt": "2027-01-15T08:00:01Z",
-                       "FinishedAt": "2027-01-15T08:00:03.5Z"}}
+    attrs = {
+        "Id": "abc",
+        "Name": "/w",
+        "Created": "2027-01-15T08:00:00Z",
+        "State": {
+            "Status": "exited",
+            "ExitCode": 3,
+            "StartedAt": "2027-01-15T08:00:01Z",
+            "FinishedAt": "2027-01-15T08:00:03.5Z",
+        },
+    }
     w = worker_from_attrs(attrs, Outpost())
     assert (w.exit_code, w.ran_secs) == (3, 2.5)
 
 
-@pytest.mark.parametrize("status, health", [
-    ("Up 5 minutes (healthy)", "healthy"), ("Up 2 hours (unhealthy)", "unhealthy"),
-    ("Up Less than a second (health: starting)", "starting"), ("Up 5 minutes", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "status, health",
+    [
+        ("Up 5 minutes (healthy)", "healthy"),
+        ("Up 2 hours (unhealthy)", "unhealthy"),
+        ("Up Less than a second (health: starting)", "starting"),
+        ("Up 5 minutes", None),
+    ],
+)
 def test_docker_health_is_read_from_docker_ps_status(status, health):
     attrs = {"Id": "abc", "Names": ["/w"], "State": "running", "Status": status, "Created": 100}
     assert worker_from_attrs(attrs, Outpost()).health == health
 
 
 def test_docker_health_is_read_from_docker_inspect_and_none_without_a_healthcheck():
-    inspected = {"Id": "abc", "Name": "/w", "State": {"Status": "running",
-                                                      "Health": {"Status": "unhealthy"}}}
+    inspected = {
+        "Id": "abc",
+        "Name": "/w",
+        "State": {"Status": "running", "Health": {"Status": "unhealthy"}},
+    }
     assert container_health(inspected) == "unhealthy"
     assert container_health({"State": {"Status": "running"}}) is None
 
@@ -268,8 +365,7 @@ def test_target_is_zero_when_nothing_is_wanted_and_min_is_zero():
 
 # --- where new workers go --------------------------------------------------------------------
 def test_new_workers_fill_the_first_outpost_then_overflow_to_the_next():
-    placement = choose_outposts(3, [view("vm", live=1, max_workers=2), view("cloud")],
-                                       0.0, None)
+    placement = choose_outposts(3, [view("vm", live=1, max_workers=2), view("cloud")], 0.0, None)
     assert placement.outposts == ("vm", "cloud", "cloud")
     assert placement.unplaced == 0
 
@@ -291,8 +387,7 @@ def test_a_start_the_cap_allows_exactly_is_made():
 
 
 def test_under_the_cost_cap_a_cheaper_later_outpost_still_takes_the_start():
-    placement = choose_outposts(1, [view("big", cost=1.0), view("small", cost=0.1)],
-                                       0.0, 0.5)
+    placement = choose_outposts(1, [view("big", cost=1.0), view("small", cost=0.1)], 0.0, 0.5)
     assert placement.outposts == ("small",)
 
 
@@ -303,14 +398,12 @@ def test_when_every_outpost_is_full_the_reason_says_so():
 
 
 def test_an_outpost_holding_starts_is_skipped_and_the_next_one_takes_the_start():
-    placement = choose_outposts(1, [view("vm", hold="crash loop"), view("cloud")],
-                                       0.0, None)
+    placement = choose_outposts(1, [view("vm", hold="crash loop"), view("cloud")], 0.0, None)
     assert placement.outposts == ("cloud",)
 
 
 def test_when_the_only_outpost_holds_starts_the_reason_says_why():
-    placement = choose_outposts(1, [view("vm", hold="3 workers in a row exited")], 0.0,
-                                       None)
+    placement = choose_outposts(1, [view("vm", hold="3 workers in a row exited")], 0.0, None)
     assert placement.unplaced == 1
     assert placement.reason == "vm holds starts (3 workers in a row exited)"
 
@@ -342,8 +435,9 @@ def test_a_success_closes_the_breaker():
 
 
 # --- scale-down gate: signal, cooldown, hysteresis -------------------------------------------
-def gate(recommendation="scale_down", surplus=1, passes=5, last_up=None, now=NOW,
-         cooldown=300, after=3):
+def gate(
+    recommendation="scale_down", surplus=1, passes=5, last_up=None, now=NOW, cooldown=300, after=3
+):
     return scale_down_gate(recommendation, surplus, passes, last_up, now, cooldown, after)
 
 
@@ -382,11 +476,18 @@ def test_a_surplus_that_vanishes_resets_the_count():
 # --- which worker may be drained -------------------------------------------------------------
 def test_only_idle_workers_without_a_task_are_drained():
     workers = [worker(n) for n in range(1, 7)]
-    agents = {a.id: a for a in [agent(1, "Working", "t1"), agent(2, "Starting"),
-                                agent(3, "Idle", "t3"), agent(4, "Draining"),
-                                agent(5, "Paused"), agent(6, "Idle")]}
-    assert [w.container_id for w in drain_candidates(workers, agents, 6, ["local"])] \
-        == ["c6"]
+    agents = {
+        a.id: a
+        for a in [
+            agent(1, "Working", "t1"),
+            agent(2, "Starting"),
+            agent(3, "Idle", "t3"),
+            agent(4, "Draining"),
+            agent(5, "Paused"),
+            agent(6, "Idle"),
+        ]
+    }
+    assert [w.container_id for w in drain_candidates(workers, agents, 6, ["local"])] == ["c6"]
 
 
 def test_the_drain_veto_lets_only_an_idle_agent_without_a_task_be_drained():
@@ -401,13 +502,13 @@ def test_a_worker_whose_agent_is_unknown_is_never_drained():
 
 @pytest.mark.parametrize("health", ["unhealthy", "starting", None])
 def test_an_idle_worker_is_drained_only_when_its_container_says_it_is_healthy(health):
-    assert drain_candidates([worker(1, health=health)], {"a1": agent(1)}, 1,
-                                   ["local"]) == []
+    assert drain_candidates([worker(1, health=health)], {"a1": agent(1)}, 1, ["local"]) == []
 
 
 def test_trust_townhall_alone_drains_an_idle_worker_without_a_healthcheck():
-    drained = drain_candidates([worker(1, health=None)], {"a1": agent(1)}, 1, ["local"],
-                                      trust_townhall_alone=True)
+    drained = drain_candidates(
+        [worker(1, health=None)], {"a1": agent(1)}, 1, ["local"], trust_townhall_alone=True
+    )
     assert [w.container_id for w in drained] == ["c1"]
 
 
@@ -474,11 +575,17 @@ def test_townhall_saying_alive_outweighs_an_old_heartbeat_by_the_scalers_window(
 
 
 # Two witnesses that disagree: the verdict is unknown, never a failure.
-@pytest.mark.parametrize("a", [None, agent(1, heartbeat_age_secs=600),
-                               agent(1, heartbeat_age_secs=None), agent(1, "Error"),
-                               agent(1, alive=False)],
-                         ids=["not registered", "old heartbeat", "no heartbeat", "Error",
-                              "not alive"])  # fmt: skip
+@pytest.mark.parametrize(
+    "a",
+    [
+        None,
+        agent(1, heartbeat_age_secs=600),
+        agent(1, heartbeat_age_secs=None),
+        agent(1, "Error"),
+        agent(1, alive=False),
+    ],
+    ids=["not registered", "old heartbeat", "no heartbeat", "Error", "not alive"],
+)
 def test_townhall_saying_dead_while_docker_says_healthy_is_unknown_not_a_failure(a):
     v = verdict(worker(1, health="healthy"), a=a)
     assert (v.judged, v.healthy, v.unknown) == (False, True, "evidence_inconsistent")
@@ -520,8 +627,11 @@ def test_a_just_restarted_container_is_not_judged():
 
 
 def test_failures_count_up_reset_when_healthy_and_hold_when_not_judged():
-    fail, ok, skip = (Verdict(True, False, "x"), Verdict(True, True, "ok"),
-                      Verdict(False, True, "young"))
+    fail, ok, skip = (
+        Verdict(True, False, "x"),
+        Verdict(True, True, "ok"),
+        Verdict(False, True, "young"),
+    )
     assert next_failure_count(2, fail) == 3
     assert next_failure_count(2, ok) == 0
     assert next_failure_count(2, skip) == 2
@@ -539,21 +649,25 @@ def conflicts(sig, agents, workers=(), grace=120):
 
 def test_an_empty_agent_list_while_the_signal_counts_two_live_agents_is_a_contradiction():
     found = conflicts(signal(active_agents=2, busy_agents=2), [], [worker(1), worker(2)])
-    assert found[0] == ("/api/scaling says active_agents=2 but /v1/agents lists 0 live agent(s) "
-                        "(tolerance 1)")
+    assert found[0] == (
+        "/api/scaling says active_agents=2 but /v1/agents lists 0 live agent(s) (tolerance 1)"
+    )
     assert "busy_agents=2" in found[1]
 
 
 def test_counts_that_agree_within_the_race_tolerance_are_consistent():
-    assert conflicts(signal(active_agents=2, busy_agents=1),
-                     [agent(1), agent(2, "Working", "t2")]) == ()
+    assert (
+        conflicts(signal(active_agents=2, busy_agents=1), [agent(1), agent(2, "Working", "t2")])
+        == ()
+    )
     assert conflicts(signal(active_agents=3, busy_agents=1), [agent(1), agent(2)]) == ()
 
 
 def test_busy_agents_that_the_list_does_not_show_working_is_a_contradiction():
     found = conflicts(signal(active_agents=3, busy_agents=3), [agent(n) for n in (1, 2, 3)])
-    assert found == ("/api/scaling says busy_agents=3 but /v1/agents lists 0 Working agent(s) "
-                     "(tolerance 1)",)
+    assert found == (
+        "/api/scaling says busy_agents=3 but /v1/agents lists 0 Working agent(s) (tolerance 1)",
+    )
 
 
 def test_agents_townhall_lists_as_not_alive_or_stopped_do_not_count_as_live():
@@ -563,8 +677,10 @@ def test_agents_townhall_lists_as_not_alive_or_stopped_do_not_count_as_live():
 
 def test_containers_within_their_start_grace_widen_the_tolerance():
     young = [worker(n, age_secs=10) for n in (1, 2)]
-    assert conflicts(signal(active_agents=0, busy_agents=0), [agent(n) for n in (1, 2, 3)],
-                     young) == ()
+    assert (
+        conflicts(signal(active_agents=0, busy_agents=0), [agent(n) for n in (1, 2, 3)], young)
+        == ()
+    )
 
 
 def test_an_upstream_signal_without_busy_agents_is_checked_on_active_agents_only():
@@ -586,8 +702,18 @@ QUICK = 120.0
 
 
 def exited(n: int, code: int, ran_secs: float = 1.0, outpost: str = "local") -> Worker:
-    return Worker(f"c{n}", f"tt-demo-{outpost}-{n}", outpost, f"a{n}", "exited", NOW - 60, 0.0,
-                  finished_at=NOW - 60 + n, exit_code=code, ran_secs=ran_secs)
+    return Worker(
+        f"c{n}",
+        f"tt-demo-{outpost}-{n}",
+        outpost,
+        f"a{n}",
+        "exited",
+        NOW - 60,
+        0.0,
+        finished_at=NOW - 60 + n,
+        exit_code=code,
+        ran_secs=ran_secs,
+    )
 
 
 def watch(exits, previous=None, now=NOW, after=3):
@@ -656,8 +782,15 @@ def plan(sig=None, agents="idle", workers=(), outposts=None, state=None, **confi
     if agents == "idle":
         agents = {w.agent_id: agent(int(w.agent_id[1:])) for w in workers}
     outposts = outposts or [view("local", live=sum(w.live for w in workers))]
-    return plan_pass(Config(**config), sig or signal(), agents, workers, outposts,
-                            state or State(town="demo"), NOW)
+    return plan_pass(
+        Config(**config),
+        sig or signal(),
+        agents,
+        workers,
+        outposts,
+        state or State(town="demo"),
+        NOW,
+    )
 
 
 def test_a_pass_starts_the_shortfall():
@@ -677,32 +810,52 @@ def test_a_pass_never_starts_beyond_max_workers():
 
 def test_a_pass_drains_an_idle_surplus_worker_after_the_gate_opens():
     state = State(town="demo", surplus_passes=2)
-    p = plan(signal(desired_agents=0, scaling_recommendation="scale_to_zero"),
-             workers=[worker(1)], state=state, scale_down_cooldown_secs=0)
+    p = plan(
+        signal(desired_agents=0, scaling_recommendation="scale_to_zero"),
+        workers=[worker(1)],
+        state=state,
+        scale_down_cooldown_secs=0,
+    )
     assert [w.container_id for w in p.drains] == ["c1"]
 
 
 def test_a_pass_never_drains_a_busy_worker_even_on_scale_to_zero():
     state = State(town="demo", surplus_passes=10)
-    p = plan(signal(desired_agents=0, scaling_recommendation="scale_to_zero"),
-             agents={"a1": agent(1, "Working", "t1")}, workers=[worker(1)], state=state,
-             scale_down_cooldown_secs=0)
+    p = plan(
+        signal(desired_agents=0, scaling_recommendation="scale_to_zero"),
+        agents={"a1": agent(1, "Working", "t1")},
+        workers=[worker(1)],
+        state=state,
+        scale_down_cooldown_secs=0,
+    )
     assert p.gate.allowed and p.drains == ()
 
 
 def test_a_pass_without_the_agent_list_drains_nobody_and_judges_nobody():
     state = State(town="demo", surplus_passes=10)
-    p = plan(signal(desired_agents=0, scaling_recommendation="scale_to_zero"), agents=None,
-             workers=[worker(1)], state=state, scale_down_cooldown_secs=0)
+    p = plan(
+        signal(desired_agents=0, scaling_recommendation="scale_to_zero"),
+        agents=None,
+        workers=[worker(1)],
+        state=state,
+        scale_down_cooldown_secs=0,
+    )
     assert p.drains == () and p.restarts == () and p.verdicts == {}
     assert p.gate.reason == "agent list unavailable"
 
 
 def test_a_worker_asked_to_drain_does_not_count_so_no_second_worker_is_drained():
-    state = State(town="demo", surplus_passes=10,
-                  containers={"c1": ContainerMemory("local", drain_requested_at=NOW - 5)})
-    p = plan(signal(desired_agents=1, scaling_recommendation="scale_down"),
-             workers=[worker(1), worker(2)], state=state, scale_down_cooldown_secs=0)
+    state = State(
+        town="demo",
+        surplus_passes=10,
+        containers={"c1": ContainerMemory("local", drain_requested_at=NOW - 5)},
+    )
+    p = plan(
+        signal(desired_agents=1, scaling_recommendation="scale_down"),
+        workers=[worker(1), worker(2)],
+        state=state,
+        scale_down_cooldown_secs=0,
+    )
     assert p.live == 1 and p.drains == ()
 
 
@@ -720,30 +873,42 @@ def test_the_second_consecutive_failure_does_not_restart_yet():
 
 
 def test_a_container_out_of_restarts_is_given_up_instead_of_restarted_again():
-    state = State(town="demo", containers={
-        "c1": ContainerMemory("local", health_failures=2, restarts=3, restarted_at=NOW - 600)})
+    state = State(
+        town="demo",
+        containers={
+            "c1": ContainerMemory("local", health_failures=2, restarts=3, restarted_at=NOW - 600)
+        },
+    )
     p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[UNHEALTHY], state=state)
     assert p.restarts == ()
     assert [w.container_id for w, _ in p.give_up] == ["c1"]
 
 
 def test_a_container_marked_in_error_is_replaced_and_not_judged_again():
-    state = State(town="demo",
-                  containers={"c1": ContainerMemory("local", marked_error_at=NOW - 60)})
+    state = State(
+        town="demo", containers={"c1": ContainerMemory("local", marked_error_at=NOW - 60)}
+    )
     p = plan(signal(desired_agents=1), agents={}, workers=[worker(1)], state=state)
     assert p.placement.outposts == ("local",)
     assert "c1" not in p.verdicts
 
 
-LYING = {"sig": signal(active_agents=2, busy_agents=2, desired_agents=0,
-                      scaling_recommendation="scale_to_zero"), "agents": {}}
+LYING = {
+    "sig": signal(
+        active_agents=2, busy_agents=2, desired_agents=0, scaling_recommendation="scale_to_zero"
+    ),
+    "agents": {},
+}
 
 
 def test_a_lying_townhall_restarts_nobody_even_with_unhealthy_containers_at_the_limit():
-    state = State(town="demo", containers={
-        f"c{n}": ContainerMemory("local", health_failures=2) for n in (1, 2)})
-    p = plan(**LYING, workers=[worker(1, health="unhealthy"), worker(2, health="unhealthy")],
-             state=state)
+    state = State(
+        town="demo",
+        containers={f"c{n}": ContainerMemory("local", health_failures=2) for n in (1, 2)},
+    )
+    p = plan(
+        **LYING, workers=[worker(1, health="unhealthy"), worker(2, health="unhealthy")], state=state
+    )
     assert p.restarts == () and p.give_up == ()
     assert p.conflicts and "active_agents=2" in p.conflicts[0]
     assert p.health_failures == {"c1": 0, "c2": 0}  # the count starts again
@@ -758,8 +923,12 @@ def test_a_lying_townhall_drains_nobody_and_the_surplus_count_starts_again():
 
 
 def test_a_lying_townhall_does_not_stop_starts_or_the_removal_of_exited_containers():
-    p = plan(signal(active_agents=3, busy_agents=0, desired_agents=2), agents={},
-             workers=[worker(5, status="exited"), worker(6, status="exited")], keep_exited=0)
+    p = plan(
+        signal(active_agents=3, busy_agents=0, desired_agents=2),
+        agents={},
+        workers=[worker(5, status="exited"), worker(6, status="exited")],
+        keep_exited=0,
+    )
     assert p.conflicts
     assert p.placement.outposts == ("local", "local")
     assert sorted(w.container_id for w in p.removals) == ["c5", "c6"]
@@ -775,17 +944,32 @@ def test_a_healthy_container_whose_agent_townhall_calls_dead_is_left_alone_and_r
 
 def test_a_container_without_a_healthcheck_is_not_restarted_by_default_and_says_why():
     state = State(town="demo", containers={"c1": ContainerMemory("local", health_failures=2)})
-    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[worker(1, health=None)],
-             state=state)
+    p = plan(
+        agents={"a1": agent(1, heartbeat_age_secs=600)},
+        workers=[worker(1, health=None)],
+        state=state,
+    )
     assert p.restarts == () and p.verdicts["c1"].unknown == "evidence_missing"
-    p = plan(agents={"a1": agent(1, heartbeat_age_secs=600)}, workers=[worker(1, health=None)],
-             state=state, trust_townhall_alone=True)
+    p = plan(
+        agents={"a1": agent(1, heartbeat_age_secs=600)},
+        workers=[worker(1, health=None)],
+        state=state,
+        trust_townhall_alone=True,
+    )
     assert [w.container_id for w in p.restarts] == ["c1"]
 
 
 def test_the_cost_of_unseen_outposts_counts_against_the_cap():
-    p = plan_pass(Config(cost_cap_hourly=1.0), signal(desired_agents=2), {}, [],
-                         [view("cloud", cost=0.5)], State(town="demo"), NOW, unseen_hourly=0.6)
+    p = plan_pass(
+        Config(cost_cap_hourly=1.0),
+        signal(desired_agents=2),
+        {},
+        [],
+        [view("cloud", cost=0.5)],
+        State(town="demo"),
+        NOW,
+        unseen_hourly=0.6,
+    )
     assert p.placement.unplaced == 2
 
 
@@ -806,12 +990,17 @@ def test_an_explicit_state_file_is_used_for_any_town():
     path = state_path(Config(state_file="/srv/s.json"), {}, "demo")
     assert str(path) == "/srv/s.json"
 
+
 def test_state_survives_a_round_trip_through_json():
-    state = State(town="demo", last_scale_up_at=NOW, surplus_passes=2, removed_cost=1.5,
-                  breakers={"vm": Breaker(2, NOW + 60, "refused")},
-                  last_seen_hourly={"vm": 0.5},
-                  containers={"c1": ContainerMemory("vm", health_failures=1, restarts=1,
-                                                    exit_counted=True)},
-                  crash_loops={"vm": CrashWatch(3, Breaker(1, NOW + 30, "exited"), 3)})
+    state = State(
+        town="demo",
+        last_scale_up_at=NOW,
+        surplus_passes=2,
+        removed_cost=1.5,
+        breakers={"vm": Breaker(2, NOW + 60, "refused")},
+        last_seen_hourly={"vm": 0.5},
+        containers={"c1": ContainerMemory("vm", health_failures=1, restarts=1, exit_counted=True)},
+        crash_loops={"vm": CrashWatch(3, Breaker(1, NOW + 30, "exited"), 3)},
+    )
     again = State.from_json(json.loads(json.dumps(state.to_json(NOW))))
     assert again == state

@@ -21,8 +21,13 @@ NOW = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 
 
 def agent_item(state: str) -> dict:
-    return {"id": "a1", "name": "w1", "state": state, "current_task": None,
-            "last_heartbeat": "2027-01-15T08:00:00+00:00"}  # fmt: skip
+    return {
+        "id": "a1",
+        "name": "w1",
+        "state": state,
+        "current_task": None,
+        "last_heartbeat": "2027-01-15T08:00:00+00:00",
+    }
 
 
 def test_the_scaler_takes_the_agent_states_and_recommendations_from_the_core():
@@ -32,7 +37,9 @@ def test_the_scaler_takes_the_agent_states_and_recommendations_from_the_core():
 
 @pytest.mark.parametrize("state", AGENT_STATES)
 def test_every_agent_state_townhall_reports_is_read(state):
-    assert parse_agents({"agents": [agent_item(rest_state(state))]})["a1"].state == rest_state(state)
+    assert parse_agents({"agents": [agent_item(rest_state(state))]})["a1"].state == rest_state(
+        state
+    )
 
 
 @pytest.mark.parametrize("state", [*AGENT_STATES, "Sleeping"])  # lowercase: Redis's form
@@ -56,11 +63,18 @@ def test_every_signal_townhall_computes_is_read_and_every_recommendation_occurs(
     for pending, in_flight, state, count, max_agents in itertools.product(
         (0, 2), (0, 1), ("idle", "working", "starting"), (0, 1, 3), (0, 10)
     ):
-        document = scaling_signal(ScalingInput(
-            town="t", now=NOW, pending_tasks=pending, in_flight_tasks=in_flight,
-            agents_by_state={state: count}, idle_last_active=[NOW - timedelta(hours=1)] * count,
-            max_agents=max_agents, idle_timeout_secs=300,
-        ))  # fmt: skip
+        document = scaling_signal(
+            ScalingInput(
+                town="t",
+                now=NOW,
+                pending_tasks=pending,
+                in_flight_tasks=in_flight,
+                agents_by_state={state: count},
+                idle_last_active=[NOW - timedelta(hours=1)] * count,
+                max_agents=max_agents,
+                idle_timeout_secs=300,
+            )
+        )
         signal = parse_signal(document)
         assert signal.scaling_recommendation == document["scaling_recommendation"]
         seen.add(signal.scaling_recommendation)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -12,14 +12,24 @@ from tinytown.core.scaling import ScalingInput, recommend, scaling_signal
 from .api_support import SpecClient, app, client  # noqa: F401 - fixtures
 from .conftest import write_town
 
-NOW = datetime(2026, 4, 4, 18, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 4, 4, 18, 0, tzinfo=UTC)
 
 
-def signal(pending=0, in_flight=0, agents=None, idle_last_active=(), max_agents=10, idle_timeout_secs=300):
-    return scaling_signal(ScalingInput(
-        town="t", now=NOW, pending_tasks=pending, in_flight_tasks=in_flight, agents_by_state=agents or {},
-        idle_last_active=idle_last_active, max_agents=max_agents, idle_timeout_secs=idle_timeout_secs,
-    ))  # fmt: skip
+def signal(
+    pending=0, in_flight=0, agents=None, idle_last_active=(), max_agents=10, idle_timeout_secs=300
+):
+    return scaling_signal(
+        ScalingInput(
+            town="t",
+            now=NOW,
+            pending_tasks=pending,
+            in_flight_tasks=in_flight,
+            agents_by_state=agents or {},
+            idle_last_active=idle_last_active,
+            max_agents=max_agents,
+            idle_timeout_secs=idle_timeout_secs,
+        )
+    )
 
 
 # --- pure: upstream's worked examples ---------------------------------------------------------
@@ -27,12 +37,20 @@ def signal(pending=0, in_flight=0, agents=None, idle_last_active=(), max_agents=
 
 def test_starting_agent_with_two_pending_tasks_scales_up():
     s = signal(pending=2, agents={"starting": 1})
-    assert (s["pending_tasks"], s["in_flight_tasks"], s["queue_depth"], s["active_agents"], s["desired_agents"]) == (2, 0, 2, 1, 2)
+    assert (
+        s["pending_tasks"],
+        s["in_flight_tasks"],
+        s["queue_depth"],
+        s["active_agents"],
+        s["desired_agents"],
+    ) == (2, 0, 2, 1, 2)
     assert s["scaling_recommendation"] == "scale_up"
 
 
 def test_one_idle_agent_past_the_idle_timeout_with_no_work_scales_to_zero():
-    s = signal(agents={"idle": 1}, idle_last_active=[NOW - timedelta(seconds=10)], idle_timeout_secs=1)
+    s = signal(
+        agents={"idle": 1}, idle_last_active=[NOW - timedelta(seconds=10)], idle_timeout_secs=1
+    )
     assert s["queue_depth"] == 0 and s["active_agents"] == 1 and s["idle_agents"] == 1
     assert s["scaling_recommendation"] == "scale_to_zero"
 
@@ -63,7 +81,11 @@ def test_a_task_held_by_a_dead_worker_keeps_the_town_awake():
 
 def test_desired_is_capped_by_max_agents():
     s = signal(pending=50, max_agents=3, agents={"working": 3})
-    assert s["desired_agents"] == 3 and s["scaling_recommendation"] == "steady" and s["busy_agents"] == 3
+    assert (
+        s["desired_agents"] == 3
+        and s["scaling_recommendation"] == "steady"
+        and s["busy_agents"] == 3
+    )
 
 
 def test_surplus_agents_with_nothing_pending_scale_down():
@@ -76,7 +98,10 @@ def test_surplus_agents_with_work_pending_stay_steady():
 
 
 def test_idle_agents_not_yet_past_the_timeout_are_not_scaled_to_zero():
-    s = signal(agents={"idle": 2}, idle_last_active=[NOW - timedelta(seconds=10), NOW - timedelta(seconds=900)])
+    s = signal(
+        agents={"idle": 2},
+        idle_last_active=[NOW - timedelta(seconds=10), NOW - timedelta(seconds=900)],
+    )
     assert s["scaling_recommendation"] == "scale_down"
 
 
@@ -87,7 +112,10 @@ def test_a_working_agent_is_never_all_idle():
 
 def test_idle_timeout_zero_means_scale_to_zero_only_with_no_active_agents():
     assert signal(agents={"idle": 1}, idle_timeout_secs=0)["scaling_recommendation"] == "scale_down"
-    assert signal(agents={"stopped": 4}, idle_timeout_secs=0)["scaling_recommendation"] == "scale_to_zero"
+    assert (
+        signal(agents={"stopped": 4}, idle_timeout_secs=0)["scaling_recommendation"]
+        == "scale_to_zero"
+    )
 
 
 def test_cold_agents_are_reported_not_active():
@@ -135,10 +163,18 @@ def test_an_empty_town_with_an_idle_agent_past_its_timeout_scales_to_zero(tmp_pa
     from tinytown.config import load_config
     from tinytown.store import Town
 
-    write_town(tmp_path, redis_url, tables="[agent]\nidle_timeout_secs = 1\nheartbeat_interval_secs = 1\nclaim_timeout_secs = 5\n")
+    write_town(
+        tmp_path,
+        redis_url,
+        tables="[agent]\nidle_timeout_secs = 1\nheartbeat_interval_secs = 1\nclaim_timeout_secs = 5\n",
+    )
     town = Town.connect(load_config(tmp_path, env={}))
     agent = town.agents.register("alice", "claude")
-    town.agents.set_state(agent.id, "ready", last_active_at=(datetime.now(timezone.utc) - timedelta(seconds=10)).isoformat())
+    town.agents.set_state(
+        agent.id,
+        "ready",
+        last_active_at=(datetime.now(UTC) - timedelta(seconds=10)).isoformat(),
+    )
     s = SpecClient(create_app(town.config, town=town)).get("/api/scaling").get_json()
     assert (s["queue_depth"], s["active_agents"], s["idle_agents"]) == (0, 1, 1)
     assert s["scaling_recommendation"] == "scale_to_zero"
@@ -151,7 +187,11 @@ def test_scaling_reads_do_not_depend_on_queue_length(client, town):
         before = {k: v["calls"] for k, v in town.redis.info("commandstats").items()}
         client.get("/api/scaling")
         after = town.redis.info("commandstats")
-        return {k: v["calls"] - before.get(k, 0) for k, v in after.items() if v["calls"] - before.get(k, 0)}
+        return {
+            k: v["calls"] - before.get(k, 0)
+            for k, v in after.items()
+            if v["calls"] - before.get(k, 0)
+        }
 
     empty = commands_for_one_request()
     pipe = town.redis.pipeline(transaction=False)
@@ -162,4 +202,13 @@ def test_scaling_reads_do_not_depend_on_queue_length(client, town):
     full = commands_for_one_request()
     full.pop("cmdstat_info", None), empty.pop("cmdstat_info", None)
     assert full == empty
-    assert not any(k in full for k in ("cmdstat_keys", "cmdstat_scan", "cmdstat_zrange", "cmdstat_lrange", "cmdstat_hgetall"))
+    assert not any(
+        k in full
+        for k in (
+            "cmdstat_keys",
+            "cmdstat_scan",
+            "cmdstat_zrange",
+            "cmdstat_lrange",
+            "cmdstat_hgetall",
+        )
+    )

@@ -23,10 +23,17 @@ def assert_agent_indexes_exact(town):
 def test_register_writes_record_indexes_and_its_docket_group(town):
     agent = town.agents.register("alice", "claude", role_id="backend")
     stored = town.agents.get(agent.id)
-    assert (stored.name, stored.state, stored.cli, stored.role_id) == ("alice", "starting", "claude", "backend")
+    assert (stored.name, stored.state, stored.cli, stored.role_id) == (
+        "alice",
+        "starting",
+        "claude",
+        "backend",
+    )
     assert stored.nickname and stored.last_heartbeat and stored.alive(town.agents.now_ms())
     assert town.agents.counts().live["starting"] == 1
-    assert [g["name"] for g in town.redis.xinfo_groups(town.keys.agent_docket(agent.id))] == ["workers"]
+    assert [g["name"] for g in town.redis.xinfo_groups(town.keys.agent_docket(agent.id))] == [
+        "workers"
+    ]
     assert_agent_indexes_exact(town)
 
 

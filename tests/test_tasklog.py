@@ -40,7 +40,9 @@ def test_a_first_attempt_writes_into_the_ready_file_which_gets_the_tasks_name(tm
     run_into(log, " and more")  # still the same file after naming
     assert log.tail() == "hello from the CLI and more"
     log.close()
-    assert (tmp_path / "logs" / "t1.log").read_text() == "=== attempt 1\nhello from the CLI and more"
+    assert (
+        tmp_path / "logs" / "t1.log"
+    ).read_text() == "=== attempt 1\nhello from the CLI and more"
     assert logs.spare is None
     logs.close()
 
@@ -58,7 +60,9 @@ def test_a_later_attempt_appends_to_the_earlier_log_and_its_tail_is_its_own(tmp_
     assert second.tail() == "second output"
     second.close()
 
-    assert (tmp_path / "t1.log").read_text() == "=== attempt 1\nfirst output=== attempt 2\nsecond output"
+    assert (
+        tmp_path / "t1.log"
+    ).read_text() == "=== attempt 1\nfirst output=== attempt 2\nsecond output"
     assert logs.spare is not None  # the ready file waits for the next first attempt
     logs.close()
 
@@ -113,7 +117,9 @@ def test_a_killed_worker_leaves_no_file_behind(tmp_path):
         "import sys, time; from pathlib import Path; from tinytown.worker.tasklog import TaskLogs;"
         "logs = TaskLogs(Path(sys.argv[1])); logs.prepare('h'); print('ready', flush=True); time.sleep(60)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         assert logs_in(proc.pid, tmp_path)  # the process holds an (unnamed) file in the folder
@@ -135,7 +141,9 @@ def logs_in(pid: int, folder) -> bool:
 
 def test_a_cli_that_truncates_its_output_leaves_an_empty_tail_not_an_error(tmp_path):
     logs, log = first_attempt(tmp_path, "=== attempt 1\n")
-    subprocess.run(["sh", "-c", ": > /dev/stdout"], stdout=log.fd, check=True)  # reopens fd 1 with O_TRUNC
+    subprocess.run(
+        ["sh", "-c", ": > /dev/stdout"], stdout=log.fd, check=True
+    )  # reopens fd 1 with O_TRUNC
     assert os.fstat(log.fd).st_size == 0
     assert log.tail() == ""
     log.close()

@@ -23,13 +23,17 @@ def audit_lines(output: str) -> list[dict]:
 
 def test_mutating_requests_and_denials_each_leave_one_audit_line(tmp_path, redis_url, keyring):
     port = free_port()
-    root = write_town(tmp_path, redis_url, tables=f"[townhall]\nrest_port = {port}\nworkers = 1\n\n" + keyed_tables(keyring))
+    root = write_town(
+        tmp_path,
+        redis_url,
+        tables=f"[townhall]\nrest_port = {port}\nworkers = 1\n\n" + keyed_tables(keyring),
+    )
     proc = start(root, "-c", "python:tinytown.gunicorn_conf", "townhall:app")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(proc, f"{base}/livez")
         write, read = keyring["write"][0], keyring["read"][0]
-        bearer = lambda key: {"Authorization": f"Bearer {key}"}  # noqa: E731
+        bearer = lambda key: {"Authorization": f"Bearer {key}"}
         calls = [
             ("POST", "/v1/backlog", bearer(write), {"description": "audited"}, 201),
             ("POST", "/v1/backlog", bearer(read), {"description": "x"}, 403),

@@ -41,11 +41,18 @@ def townhall(root: Path, redis_url: str, tables: str = "", scheme: str = "http",
     warm); stopped by PID."""
     port = free_port()
     limits = f"max_body_bytes = {MAX_BODY_BYTES}\nrequest_read_timeout_secs = {READ_TIMEOUT_SECS}\n"
-    write_town(root, redis_url, tables=f"[townhall]\nrest_port = {port}\nworkers = 1\n{limits}\n{tables}")
+    write_town(
+        root, redis_url, tables=f"[townhall]\nrest_port = {port}\nworkers = 1\n{limits}\n{tables}"
+    )
     env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
     with open(root / "gunicorn.log", "w") as log:  # a file, not a pipe nobody drains
-        proc = subprocess.Popen([str(BIN_DIR / "gunicorn"), "-c", "python:tinytown.gunicorn_conf", "townhall:app"],
-                                cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [str(BIN_DIR / "gunicorn"), "-c", "python:tinytown.gunicorn_conf", "townhall:app"],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 30
         while not _serving(f"{scheme}://127.0.0.1:{port}", **get_options):
@@ -64,7 +71,10 @@ def townhall(root: Path, redis_url: str, tables: str = "", scheme: str = "http",
 
 def _serving(url: str, **get_options) -> bool:
     try:
-        return all(requests.get(url + path, timeout=5, **get_options).ok for path in ("/livez", "/api/scaling"))
+        return all(
+            requests.get(url + path, timeout=5, **get_options).ok
+            for path in ("/livez", "/api/scaling")
+        )
     except requests.ConnectionError:
         return False
 
@@ -78,7 +88,9 @@ def port(tmp_path_factory, redis_url):
 @pytest.fixture(scope="module")
 def tls_port(tmp_path_factory, redis_url, pki):
     tls = f'[townhall.tls]\nenabled = true\ncert_file = "{pki / "server.pem"}"\nkey_file = "{pki / "server-key.pem"}"\n'
-    with townhall(tmp_path_factory.mktemp("slow-tls"), redis_url, tls, "https", verify=str(pki / "ca.pem")) as p:
+    with townhall(
+        tmp_path_factory.mktemp("slow-tls"), redis_url, tls, "https", verify=str(pki / "ca.pem")
+    ) as p:
         yield p
 
 
@@ -114,7 +126,9 @@ def responses(data: bytes) -> list[tuple[int, dict, bytes]]:
     while b"\r\n\r\n" in data:
         head, rest = data.split(b"\r\n\r\n", 1)
         lines = head.decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        headers = {
+            k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])
+        }
         length = int(headers.get("content-length", 0))
         if len(rest) < length:
             break
@@ -123,7 +137,9 @@ def responses(data: bytes) -> list[tuple[int, dict, bytes]]:
     return out
 
 
-def read_responses(sock: socket.socket, count: int, timeout: float = 5) -> list[tuple[int, dict, bytes]]:
+def read_responses(
+    sock: socket.socket, count: int, timeout: float = 5
+) -> list[tuple[int, dict, bytes]]:
     data, deadline = b"", time.monotonic() + timeout
     while len(responses(data)) < count and (left := deadline - time.monotonic()) > 0:
         sock.settimeout(left)
@@ -221,8 +237,12 @@ def test_a_slow_drip_client_is_cut_at_the_deadline(port):
 
 def post_chunked(port: int, pieces: list[bytes]) -> requests.Response:
     """POST /v1/backlog with ``Transfer-Encoding: chunked`` (requests chunks a generator)."""
-    return requests.post(f"http://127.0.0.1:{port}/v1/backlog", data=iter(pieces), timeout=10,
-                         headers={"Content-Type": "application/json"})  # fmt: skip
+    return requests.post(
+        f"http://127.0.0.1:{port}/v1/backlog",
+        data=iter(pieces),
+        timeout=10,
+        headers={"Content-Type": "application/json"},
+    )
 
 
 def test_a_chunked_body_over_the_limit_is_413(port):
@@ -243,20 +263,27 @@ def test_a_chunked_body_under_the_limit_is_accepted(port):
 
 
 def test_a_chunked_body_over_the_limit_is_413_even_on_a_route_that_reads_no_body(port):
-    resp = requests.get(f"http://127.0.0.1:{port}/api/scaling", data=iter([b"x" * MAX_BODY_BYTES, b"x"]), timeout=10)
+    resp = requests.get(
+        f"http://127.0.0.1:{port}/api/scaling", data=iter([b"x" * MAX_BODY_BYTES, b"x"]), timeout=10
+    )
     assert resp.status_code == 413 and resp.headers["Content-Type"] == "application/problem+json"
 
 
 def test_a_body_too_large_for_its_100_continue_is_413_before_it_is_sent(port):
-    head = (b"POST /v1/backlog HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1))  # fmt: skip
+    head = (
+        b"POST /v1/backlog HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1)
+    )
     assert_problem(exchange(port, head), 413)
 
 
 def test_a_client_waiting_for_100_continue_gets_it_once_then_its_answer(port):
     body = b'{"description": "asked first"}'
-    with connect(port, b"POST /v1/backlog HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                       b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)) as sock:  # fmt: skip
+    with connect(
+        port,
+        b"POST /v1/backlog HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body),
+    ) as sock:
         assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(body)
         sock.settimeout(5)
@@ -268,13 +295,17 @@ def test_a_client_waiting_for_100_continue_gets_it_once_then_its_answer(port):
 
 
 def test_a_request_line_over_limit_request_line_is_414(port):
-    doc = assert_problem(exchange(port, b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), 414)
+    doc = assert_problem(
+        exchange(port, b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), 414
+    )
     assert "limit_request_line" in doc["detail"]
 
 
 def test_more_header_fields_than_limit_request_fields_is_431(port):
     fields = b"".join(b"X-Field-%d: 1\r\n" % i for i in range(101))
-    doc = assert_problem(exchange(port, b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fields + b"\r\n"), 431)
+    doc = assert_problem(
+        exchange(port, b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fields + b"\r\n"), 431
+    )
     assert "limit_request_fields" in doc["detail"]
 
 
@@ -290,7 +321,10 @@ def test_a_garbage_request_line_is_400(port):
 @pytest.mark.parametrize(
     "request_bytes, status",
     [
-        (b"GET /livez HTTP/1.1\nHost: 127.0.0.1\n\n", 400),  # bare LF: h11 lets it through, gunicorn does not
+        (
+            b"GET /livez HTTP/1.1\nHost: 127.0.0.1\n\n",
+            400,
+        ),  # bare LF: h11 lets it through, gunicorn does not
         (b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Folded: a\r\n b\r\n\r\n", 400),
         (b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: something\r\n\r\n", 417),
     ],
@@ -308,17 +342,26 @@ def test_two_requests_on_one_kept_alive_connection(port):
         sock.sendall(b"GET /api/scaling HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         second = read_responses(sock, 1)
     assert [r[0] for r in first + second] == [200, 200]
-    assert json.loads(first[0][2])["status"] == "ok" and "desired_agents" in json.loads(second[0][2])
+    assert json.loads(first[0][2])["status"] == "ok" and "desired_agents" in json.loads(
+        second[0][2]
+    )
 
 
 def test_two_pipelined_requests_in_one_send_are_both_answered_in_order(port):
     body = b'{"description": "pipelined"}'
-    sent = (b"POST /v1/backlog HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body) + b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # fmt: skip
+    sent = (
+        b"POST /v1/backlog HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s"
+        % (len(body), body)
+        + b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
     with connect(port, sent) as sock:
         answers = read_responses(sock, 2)
     assert [a[0] for a in answers] == [201, 200]
-    assert json.loads(answers[0][2])["description"] == "pipelined" and json.loads(answers[1][2])["status"] == "ok"
+    assert (
+        json.loads(answers[0][2])["description"] == "pipelined"
+        and json.loads(answers[1][2])["status"] == "ok"
+    )
 
 
 # --- TLS ------------------------------------------------------------------------------------------
@@ -335,14 +378,18 @@ def client_hello() -> bytes:
 
 def tls_connect(port: int, pki: Path, sent: bytes) -> ssl.SSLSocket:
     context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="127.0.0.1")
+    sock = context.wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="127.0.0.1"
+    )
     sock.sendall(sent)
     return sock
 
 
 def test_stalled_tls_clients_do_not_starve_the_api(tls_port, pki):
     hello = client_hello()
-    stalled = [connect(tls_port) for _ in range(5)] + [connect(tls_port, hello[: len(hello) // 2]) for _ in range(5)]
+    stalled = [connect(tls_port) for _ in range(5)] + [
+        connect(tls_port, hello[: len(hello) // 2]) for _ in range(5)
+    ]
     stalled += [tls_connect(tls_port, pki, STALLED_HEADERS) for _ in range(5)]
     try:
         for _ in range(3):
@@ -355,7 +402,10 @@ def test_stalled_tls_clients_do_not_starve_the_api(tls_port, pki):
 
 def test_a_stalled_tls_client_gets_408_and_a_stalled_handshake_is_closed(tls_port, pki):
     half_hello = client_hello()[:40]
-    with tls_connect(tls_port, pki, STALLED_BODY) as tls, connect(tls_port, half_hello) as handshake:
+    with (
+        tls_connect(tls_port, pki, STALLED_BODY) as tls,
+        connect(tls_port, half_hello) as handshake,
+    ):
         assert_problem(read_until_closed(tls, READ_TIMEOUT_SECS + 3), 408)
         assert read_until_closed(handshake, 3) == b""
 
@@ -368,8 +418,10 @@ def reader() -> RequestReader:
 
 
 def test_the_reader_splits_pipelined_requests_exactly_however_the_bytes_arrive():
-    chunked = (b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n")  # fmt: skip
+    chunked = (
+        b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
     sized = b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
     plain = b"GET /c HTTP/1.1\r\nHost: h\r\n\r\n"
     for step in (1, 7, 10_000):

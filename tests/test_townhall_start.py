@@ -22,11 +22,19 @@ RUN_COMMAND = ["gunicorn", "-c", "python:tinytown.gunicorn_conf", "townhall:app"
 
 
 def start_townhall(cwd: Path, path_env: str, port: int) -> subprocess.Popen:
-    env = {"PATH": path_env, "HOME": os.environ.get("HOME", "/tmp"), "TINYTOWN_REST_PORT": str(port)}
+    env = {
+        "PATH": path_env,
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "TINYTOWN_REST_PORT": str(port),
+    }
     return subprocess.Popen(
-        [str(BIN_DIR / RUN_COMMAND[0]), *RUN_COMMAND[1:]], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [str(BIN_DIR / RUN_COMMAND[0]), *RUN_COMMAND[1:]],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_health(proc: subprocess.Popen, port: int, timeout: float = 30) -> requests.Response:
@@ -48,7 +56,9 @@ def run_in_empty_dir(tmp_path: Path, path_env: str) -> dict:
     proc = start_townhall(town, path_env, port)
     try:
         response = wait_health(proc, port)
-        info = redis.Redis(unix_socket_path=str(town / ".tt" / "redis.sock"), decode_responses=True).info("server")
+        info = redis.Redis(
+            unix_socket_path=str(town / ".tt" / "redis.sock"), decode_responses=True
+        ).info("server")
         return {"status": response.status_code, "body": response.json(), "info": info}
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -62,7 +72,9 @@ def test_run_command_without_redis_server_on_path_uses_the_embedded_valkey(tmp_p
     assert result["info"].get("server_name") == "valkey"
 
 
-@pytest.mark.skipif(not shutil.which("redis-server"), reason="no redis-server on PATH (.ci/run installs one)")
+@pytest.mark.skipif(
+    not shutil.which("redis-server"), reason="no redis-server on PATH (.ci/run installs one)"
+)
 def test_run_command_with_redis_server_on_path_uses_it(tmp_path):
     path_env = os.pathsep.join([str(BIN_DIR), str(Path(shutil.which("redis-server")).parent)])
     result = run_in_empty_dir(tmp_path, path_env=path_env)

@@ -21,8 +21,14 @@ GUNICORN = str(BIN_DIR / "gunicorn")
 def start(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     full_env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
     full_env.update(env or {})
-    return subprocess.Popen([GUNICORN, *args], cwd=cwd, env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [GUNICORN, *args],
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> str:
@@ -36,7 +42,9 @@ def stop(proc: subprocess.Popen) -> str:
     return out
 
 
-def wait_until_serving(proc: subprocess.Popen, url: str, timeout: float = 30, **kwargs) -> requests.Response:
+def wait_until_serving(
+    proc: subprocess.Popen, url: str, timeout: float = 30, **kwargs
+) -> requests.Response:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -64,7 +72,9 @@ def test_tls_is_served(tmp_path, redis_url, pki):
     town = tls_town(tmp_path, redis_url, pki, port)
     proc = start(town, "-c", "python:tinytown.gunicorn_conf", "townhall:app")
     try:
-        resp = wait_until_serving(proc, f"https://127.0.0.1:{port}/health", verify=str(pki / "ca.pem"))
+        resp = wait_until_serving(
+            proc, f"https://127.0.0.1:{port}/health", verify=str(pki / "ca.pem")
+        )
         assert resp.status_code == 200 and resp.json()["status"] == "ok"
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/health", timeout=3)  # plain HTTP is not spoken
@@ -90,7 +100,14 @@ def test_mtls_required_refuses_clients_without_a_certificate_from_the_ca(tmp_pat
 
 def test_non_loopback_bind_without_auth_refuses_to_start_with_the_fix(tmp_path, redis_url):
     write_town(tmp_path, redis_url)
-    proc = start(tmp_path, "-c", "python:tinytown.gunicorn_conf", "-b", f"0.0.0.0:{free_port()}", "townhall:app")
+    proc = start(
+        tmp_path,
+        "-c",
+        "python:tinytown.gunicorn_conf",
+        "-b",
+        f"0.0.0.0:{free_port()}",
+        "townhall:app",
+    )
     proc.wait(timeout=30)
     out = proc.stdout.read()
     assert proc.returncode == 3, out
@@ -98,7 +115,11 @@ def test_non_loopback_bind_without_auth_refuses_to_start_with_the_fix(tmp_path, 
 
 
 def test_missing_tls_files_refuse_to_start(tmp_path, redis_url):
-    write_town(tmp_path, redis_url, tables='[townhall.tls]\nenabled = true\ncert_file = "gone.pem"\nkey_file = "gone-key.pem"\n')
+    write_town(
+        tmp_path,
+        redis_url,
+        tables='[townhall.tls]\nenabled = true\ncert_file = "gone.pem"\nkey_file = "gone-key.pem"\n',
+    )
     proc = start(tmp_path, "-c", "python:tinytown.gunicorn_conf", "townhall:app")
     proc.wait(timeout=30)
     out = proc.stdout.read()
@@ -107,10 +128,18 @@ def test_missing_tls_files_refuse_to_start(tmp_path, redis_url):
 
 def test_plain_gunicorn_in_a_tt_init_town_honours_townhall_config(tmp_path, redis_url):
     env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
-    subprocess.run([tt_executable(), "init", "--name", "shim"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [tt_executable(), "init", "--name", "shim"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     assert (tmp_path / "gunicorn.conf.py").exists()
     port = free_port()
-    text = (tmp_path / "tinytown.toml").read_text().replace("rest_port = 8080", f"rest_port = {port}")
+    text = (
+        (tmp_path / "tinytown.toml").read_text().replace("rest_port = 8080", f"rest_port = {port}")
+    )
     (tmp_path / "tinytown.toml").write_text(text)
     proc = start(tmp_path, "townhall:app", env={"REDIS_URL": redis_url})
     try:
@@ -150,7 +179,9 @@ def test_invalid_tinytown_toml_exits_3_naming_the_key(tmp_path):
 def test_unreachable_redis_exits_4_before_workers_boot_without_the_password(tmp_path):
     write_town(tmp_path, "redis://unused", tables=f"[townhall]\nrest_port = {free_port()}\n")
     env = {"REDIS_URL": f"redis://:s3cret-pw@127.0.0.1:{closed_port()}/0"}
-    code, out = exit_of(start(tmp_path, "-c", "python:tinytown.gunicorn_conf", "townhall:app", env=env))
+    code, out = exit_of(
+        start(tmp_path, "-c", "python:tinytown.gunicorn_conf", "townhall:app", env=env)
+    )
     assert code == 4, out
     assert "townhall: cannot reach Redis at redis://:****@127.0.0.1" in out
     assert "s3cret-pw" not in out and "Traceback" not in out and "Booting worker" not in out
@@ -158,7 +189,9 @@ def test_unreachable_redis_exits_4_before_workers_boot_without_the_password(tmp_
 
 def test_plain_gunicorn_without_config_refuses_tls_it_would_not_serve(tmp_path, redis_url, pki):
     tls_town(tmp_path, redis_url, pki, free_port())
-    code, out = exit_of(start(tmp_path, "-b", f"127.0.0.1:{free_port()}", "-w", "1", "townhall:app"))
+    code, out = exit_of(
+        start(tmp_path, "-b", f"127.0.0.1:{free_port()}", "-w", "1", "townhall:app")
+    )
     assert code == 3, out
     assert "plain HTTP" in out and "-c python:tinytown.gunicorn_conf" in out and "tt init" in out
     assert "Traceback" not in out

@@ -12,7 +12,9 @@ from tinytown.store import transaction
 
 def test_the_commands_run_together_and_their_replies_come_back(town):
     r, k = town.redis, town.keys.task("tx")
-    replies = transaction.execute(r, [("HSET", k, "a", "1", "b", 2), ("HGET", k, "b"), ("RPUSH", k + ":l", "x")])
+    replies = transaction.execute(
+        r, [("HSET", k, "a", "1", "b", 2), ("HGET", k, "b"), ("RPUSH", k + ":l", "x")]
+    )
     assert replies == [2, "2", 1]
     assert r.hgetall(k) == {"a": "1", "b": "2"}
 
@@ -20,7 +22,9 @@ def test_the_commands_run_together_and_their_replies_come_back(town):
 def test_a_command_refused_when_queued_runs_nothing_and_the_pool_stays_usable(town):
     r, k = town.redis, town.keys.task("tx")
     with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
-        transaction.execute(r, [("HSET", k, "a", "1"), ("ZADD", k + ":z", "1")])  # ZADD lacks its member
+        transaction.execute(
+            r, [("HSET", k, "a", "1"), ("ZADD", k + ":z", "1")]
+        )  # ZADD lacks its member
     assert not r.exists(k)
     assert transaction.execute(r, [("SET", k + ":s", "ok")]) == ["OK"]
     assert r.get(k + ":s") == "ok" and r.ping()
@@ -34,7 +38,9 @@ def test_a_command_failing_inside_exec_is_raised_and_the_others_ran(town):
     assert r.lrange(k + ":l", 0, -1) == ["x"]  # Redis does not roll back (documented)
 
 
-def test_a_pooled_connection_the_server_closed_is_replaced_and_the_transaction_runs_once(town, redis_url):
+def test_a_pooled_connection_the_server_closed_is_replaced_and_the_transaction_runs_once(
+    town, redis_url
+):
     r, k = town.redis, town.keys.task("tx")
     pooled_id = r.client_id()  # the pool's one connection
     other = redis.Redis.from_url(redis_url)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from .worker_support import poll, read_records, worker_town, workers  # noqa: F401  (fixtures)
-
 from tinytown.config import load_config
 from tinytown.core.clock import parse_rfc3339
 from tinytown.store import Town
+
+from .worker_support import poll, read_records, worker_town, workers  # noqa: F401  (fixtures)
 
 
 def open_town(root):
@@ -17,8 +17,11 @@ def open_town(root):
 
 
 def wait_terminal(town, task_id, timeout=20.0):
-    return poll(lambda: (t := town.tasks.find(task_id)) is not None and t.terminal and t, timeout=timeout,
-                message=f"task {task_id} to finish")  # fmt: skip
+    return poll(
+        lambda: (t := town.tasks.find(task_id)) is not None and t.terminal and t,
+        timeout=timeout,
+        message=f"task {task_id} to finish",
+    )
 
 
 def pending_entries(town, stream):
@@ -27,7 +30,11 @@ def pending_entries(town, stream):
 
 def acked(town, stream):
     """Entries are acknowledged just after the final state is written: wait for that."""
-    return poll(lambda: pending_entries(town, stream) == 0, timeout=5, message=f"every entry on {stream} acknowledged")
+    return poll(
+        lambda: pending_entries(town, stream) == 0,
+        timeout=5,
+        message=f"every entry on {stream} acknowledged",
+    )
 
 
 def test_an_idle_worker_picks_up_a_new_task_at_once(worker_town, workers, tmp_path):
@@ -51,7 +58,9 @@ def test_an_idle_worker_picks_up_a_new_task_at_once(worker_town, workers, tmp_pa
     assert "hello from the fake CLI" in log
 
 
-def test_the_cli_gets_the_prompt_on_stdin_with_inbox_messages_and_its_environment(worker_town, workers, tmp_path):
+def test_the_cli_gets_the_prompt_on_stdin_with_inbox_messages_and_its_environment(
+    worker_town, workers, tmp_path
+):
     root = worker_town()
     town = open_town(root)
     worker = workers.start(root, name="alice")
@@ -86,7 +95,9 @@ def test_custom_cli_workdir_and_env_are_applied(tmp_path, redis_url, workers):
         "[agent_clis.fake]",
         f'[agent_clis.other]\ncommand = "{sys.executable} {FAKE_CLI}"\nworkdir = "sub"\nenv = {{ FAKE_FLAVOUR = "mint" }}\n\n[agent_clis.fake]',
     )
-    (root / "tinytown.toml").write_text(f'name = "cw-{tmp_path.name[-8:]}"\ndefault_cli = "fake"\n[redis]\nurl = "{redis_url}"\n{table}')
+    (root / "tinytown.toml").write_text(
+        f'name = "cw-{tmp_path.name[-8:]}"\ndefault_cli = "fake"\n[redis]\nurl = "{redis_url}"\n{table}'
+    )
     town = open_town(root)
     workers.start(root).wait_event("agent_state", state="idle")
     env_file = tmp_path / "env.json"
@@ -104,8 +115,13 @@ def test_auggie_gets_the_prompt_as_an_instruction_file(tmp_path, redis_url, work
 
     root = tmp_path / "town"
     root.mkdir()
-    table = agent_table().replace("[agent_clis.fake]", f'[agent_clis.auggie]\ncommand = "{sys.executable} {FAKE_CLI}"\n\n[agent_clis.fake]')
-    (root / "tinytown.toml").write_text(f'name = "au-{tmp_path.name[-8:]}"\ndefault_cli = "fake"\n[redis]\nurl = "{redis_url}"\n{table}')
+    table = agent_table().replace(
+        "[agent_clis.fake]",
+        f'[agent_clis.auggie]\ncommand = "{sys.executable} {FAKE_CLI}"\n\n[agent_clis.fake]',
+    )
+    (root / "tinytown.toml").write_text(
+        f'name = "au-{tmp_path.name[-8:]}"\ndefault_cli = "fake"\n[redis]\nurl = "{redis_url}"\n{table}'
+    )
     town = open_town(root)
     workers.start(root).wait_event("agent_state", state="idle")
     prompt_file = tmp_path / "prompt.md"
@@ -132,7 +148,9 @@ def test_a_task_assigned_to_an_agent_runs_on_that_agent(worker_town, workers, tm
     assert acked(town, town.keys.agent_docket(second.agent_id))
 
 
-def test_a_backlog_task_claimed_for_an_agent_runs_there_and_its_shared_entry_is_skipped(worker_town, workers, run_tt, tmp_path):
+def test_a_backlog_task_claimed_for_an_agent_runs_there_and_its_shared_entry_is_skipped(
+    worker_town, workers, run_tt, tmp_path
+):
     root = worker_town()
     town = open_town(root)
     agent = town.agents.register("claimer", "fake")
@@ -182,7 +200,9 @@ def test_two_workers_never_run_one_task(worker_town, workers, tmp_path):
     starts = Counter(r["task"] for r in read_records(records) if r["event"] == "start")
     assert set(starts) == {t.id for t in tasks}
     assert max(starts.values()) == 1
-    assert {r["agent"] for r in read_records(records)} == {w.agent_id for w in pair}  # both took work
+    assert {r["agent"] for r in read_records(records)} == {
+        w.agent_id for w in pair
+    }  # both took work
 
 
 def test_a_long_task_is_not_taken_over_while_its_worker_lives(worker_town, workers, tmp_path):
@@ -220,7 +240,9 @@ def test_the_result_keeps_the_last_4_kib_of_output_and_the_log_keeps_it_all(work
     assert "output line 00000" in log and "output line 00999" in log
 
 
-def test_a_cli_that_reports_completion_and_keeps_running_is_not_stopped(worker_town, workers, tmp_path):
+def test_a_cli_that_reports_completion_and_keeps_running_is_not_stopped(
+    worker_town, workers, tmp_path
+):
     """Only a cancel stops a running CLI: one that reported `tt task complete` and then works on
     for a few heartbeats (1 s here) finishes in peace."""
     root = worker_town()

@@ -9,14 +9,24 @@ import time
 from tinytown.store import control
 
 from .test_worker_dispatch import acked, open_town, wait_terminal
-from .worker_support import in_process_worker, kill_recorded_groups, poll, process_gone, read_records, worker_town, workers  # noqa: F401
+from .worker_support import (
+    in_process_worker,
+    kill_recorded_groups,
+    poll,
+    process_gone,
+    read_records,
+    worker_town,
+    workers,
+)  # noqa: F401
 
 
 def starts(records):
     return [r for r in read_records(records) if r["event"] == "start"]
 
 
-def test_a_failing_task_is_retried_then_failed_with_the_reason_and_stays_listed(worker_town, workers, tmp_path):
+def test_a_failing_task_is_retried_then_failed_with_the_reason_and_stays_listed(
+    worker_town, workers, tmp_path
+):
     root = worker_town(max_attempts=3)
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
@@ -94,11 +104,19 @@ def test_a_worker_killed_mid_task_loses_no_task(worker_town, workers, tmp_path):
     assert reclaimed["holder"] == doomed.agent_id
     assert acked(town, town.keys.docket)
     # the dead consumer leaves the group once it holds nothing
-    poll(lambda: doomed.agent_id not in {c["name"] for c in town.redis.xinfo_consumers(town.keys.docket, "workers")},
-         timeout=10, message="dead consumer removal")  # fmt: skip
+    poll(
+        lambda: (
+            doomed.agent_id
+            not in {c["name"] for c in town.redis.xinfo_consumers(town.keys.docket, "workers")}
+        ),
+        timeout=10,
+        message="dead consumer removal",
+    )
 
 
-def test_task_timeout_stops_the_whole_process_group_and_counts_as_a_failed_attempt(worker_town, workers, tmp_path):
+def test_task_timeout_stops_the_whole_process_group_and_counts_as_a_failed_attempt(
+    worker_town, workers, tmp_path
+):
     root = worker_town(task_timeout_secs=1, max_attempts=1)
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
@@ -112,7 +130,9 @@ def test_task_timeout_stops_the_whole_process_group_and_counts_as_a_failed_attem
     assert poll(lambda: process_gone(child), timeout=5, message="the CLI's child to be killed")
 
 
-def test_cancelling_a_running_task_stops_its_cli_and_the_worker_goes_on(worker_town, workers, tmp_path):
+def test_cancelling_a_running_task_stops_its_cli_and_the_worker_goes_on(
+    worker_town, workers, tmp_path
+):
     root = worker_town(heartbeat_interval_secs=1)
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
@@ -127,20 +147,28 @@ def test_cancelling_a_running_task_stops_its_cli_and_the_worker_goes_on(worker_t
     runs = read_records(records)
     cli = next(r["pid"] for r in runs if r["event"] == "start")
     child = next(r["child_pid"] for r in runs if r["event"] == "child")
-    assert poll(lambda: process_gone(cli) and process_gone(child), timeout=5, message="the CLI's group to be stopped")
+    assert poll(
+        lambda: process_gone(cli) and process_gone(child),
+        timeout=5,
+        message="the CLI's group to be stopped",
+    )
     assert town.tasks.get(task.id).state == "cancelled"  # the worker does not overwrite it
     assert acked(town, town.keys.docket)
     nxt = town.tasks.add(f"[record {records}]")
     assert wait_terminal(town, nxt.id).state == "completed"
 
 
-def test_a_directed_task_of_a_killed_worker_goes_back_to_the_backlog_for_others(worker_town, workers, tmp_path):
+def test_a_directed_task_of_a_killed_worker_goes_back_to_the_backlog_for_others(
+    worker_town, workers, tmp_path
+):
     root = worker_town(claim_timeout_secs=2, heartbeat_interval_secs=1)
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
     doomed = workers.start(root, name="doomed")
     doomed.wait_event("agent_state", state="idle")
-    task = town.tasks.add(f"[record {records}] [sleep-first 30] [print finished]", agent_id=doomed.agent_id)
+    task = town.tasks.add(
+        f"[record {records}] [sleep-first 30] [print finished]", agent_id=doomed.agent_id
+    )
     doomed.wait_event("task_started", task=task.id)
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.wait_exit()
@@ -149,7 +177,9 @@ def test_a_directed_task_of_a_killed_worker_goes_back_to_the_backlog_for_others(
     survivor = workers.start(root, name="survivor")
 
     done = wait_terminal(town, task.id, timeout=30)
-    assert done.state == "completed" and done.assigned_to == survivor.agent_id and done.attempts == 2
+    assert (
+        done.state == "completed" and done.assigned_to == survivor.agent_id and done.attempts == 2
+    )
     assert survivor.wait_event("directed_tasks_returned")["count"] == "1"
 
 
@@ -178,19 +208,25 @@ def running_cli(root, town, workers, records):
     doomed.wait_event("agent_state", state="idle")
     task = town.tasks.add(f"[record {records}] [child] [sleep-first 60] [print finished]")
     leash = int(doomed.wait_event("cli_started", task=task.id)["leash_pid"])
-    child = poll(lambda: next((r["child_pid"] for r in read_records(records) if r["event"] == "child"), None))
+    child = poll(
+        lambda: next((r["child_pid"] for r in read_records(records) if r["event"] == "child"), None)
+    )
     cli = next(r for r in read_records(records) if r["event"] == "start")
     return doomed, task, leash, cli, child
 
 
-def test_a_cli_left_running_by_a_killed_worker_is_stopped_before_its_task_is_taken_over(worker_town, workers, tmp_path):
+def test_a_cli_left_running_by_a_killed_worker_is_stopped_before_its_task_is_taken_over(
+    worker_town, workers, tmp_path
+):
     root = worker_town(claim_timeout_secs=2, heartbeat_interval_secs=1)
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
     doomed, victim, leash, cli, child = running_cli(root, town, workers, records)
     try:
         os.kill(leash, signal.SIGKILL)  # its leash lost too (say, both killed at once) …
-        os.kill(doomed.pid, signal.SIGKILL)  # … and outside a container nothing takes its CLI down with it
+        os.kill(
+            doomed.pid, signal.SIGKILL
+        )  # … and outside a container nothing takes its CLI down with it
         doomed.wait_exit()
         assert not process_gone(cli["pid"]) and not process_gone(child)
 
@@ -206,7 +242,9 @@ def test_a_cli_left_running_by_a_killed_worker_is_stopped_before_its_task_is_tak
         kill_recorded_groups(records)
 
 
-def test_the_cli_of_a_killed_worker_is_stopped_by_its_leash_even_if_no_worker_takes_over(worker_town, workers, tmp_path):
+def test_the_cli_of_a_killed_worker_is_stopped_by_its_leash_even_if_no_worker_takes_over(
+    worker_town, workers, tmp_path
+):
     root = worker_town(heartbeat_interval_secs=1)
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
@@ -215,7 +253,11 @@ def test_the_cli_of_a_killed_worker_is_stopped_by_its_leash_even_if_no_worker_ta
         os.kill(doomed.pid, signal.SIGKILL)
         doomed.wait_exit()
 
-        poll(lambda: process_gone(cli["pid"]) and process_gone(child), timeout=10, message="the leash to stop the CLI")
+        poll(
+            lambda: process_gone(cli["pid"]) and process_gone(child),
+            timeout=10,
+            message="the leash to stop the CLI",
+        )
         poll(lambda: process_gone(leash), timeout=10, message="the leash to leave")
         assert town.tasks.get(task.id).state == "running"  # left for reclaim, as before
     finally:
@@ -228,32 +270,44 @@ def test_one_leash_serves_every_task_of_a_worker_and_leaves_with_it(worker_town,
     worker = workers.start(root)
     first, second = town.tasks.add("[print one]"), town.tasks.add("[print two]")
     leashes = {worker.wait_event("cli_started", task=t.id)["leash_pid"] for t in (first, second)}
-    assert wait_terminal(town, second.id).state == "completed" == wait_terminal(town, first.id).state
+    assert (
+        wait_terminal(town, second.id).state == "completed" == wait_terminal(town, first.id).state
+    )
     (leash,) = map(int, leashes)  # the same watchdog, not one started per task
     assert not process_gone(leash)
 
     worker.signal(signal.SIGTERM)
     assert worker.wait_exit() == 0
-    assert poll(lambda: process_gone(leash), timeout=5, message="the leash to leave with its worker")
+    assert poll(
+        lambda: process_gone(leash), timeout=5, message="the leash to leave with its worker"
+    )
 
 
 def test_a_cancel_stops_the_cli_at_once_not_at_the_next_heartbeat(worker_town, workers, tmp_path):
-    root = worker_town(heartbeat_interval_secs=30, claim_timeout_secs=120)  # a heartbeat would notice only after 30 s
+    root = worker_town(
+        heartbeat_interval_secs=30, claim_timeout_secs=120
+    )  # a heartbeat would notice only after 30 s
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
     worker = workers.start(root)
     task = town.tasks.add(f"[record {records}] [child] [sleep 60]")
     worker.wait_event("cli_started", task=task.id)
-    cli = poll(lambda: next((r["pid"] for r in read_records(records) if r["event"] == "start"), None))
+    cli = poll(
+        lambda: next((r["pid"] for r in read_records(records) if r["event"] == "start"), None)
+    )
 
     town.tasks.cancel(task.id, "not needed any more")
 
-    assert worker.wait_event("task_finished", task=task.id, timeout=5)["outcome"] == "kept:cancelled"
+    assert (
+        worker.wait_event("task_finished", task=task.id, timeout=5)["outcome"] == "kept:cancelled"
+    )
     assert poll(lambda: process_gone(cli), timeout=5, message="the CLI to be stopped")
 
 
 def test_an_idle_worker_stopped_through_rest_leaves_at_once(worker_town, workers):
-    root = worker_town(heartbeat_interval_secs=30, claim_timeout_secs=120, idle_timeout_secs=0)  # its read blocks 30 s
+    root = worker_town(
+        heartbeat_interval_secs=30, claim_timeout_secs=120, idle_timeout_secs=0
+    )  # its read blocks 30 s
     town = open_town(root)
     worker = workers.start(root)
     worker.wait_event("agent_state", state="idle")
@@ -296,17 +350,23 @@ def test_a_paused_worker_stopped_through_rest_leaves_at_once(worker_town, worker
     assert worker.wait_exit(timeout=5) == 0
 
 
-def test_what_a_cli_leaves_running_in_its_group_is_stopped_when_it_exits(worker_town, workers, tmp_path):
+def test_what_a_cli_leaves_running_in_its_group_is_stopped_when_it_exits(
+    worker_town, workers, tmp_path
+):
     root = worker_town()
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
     worker = workers.start(root)
-    task = town.tasks.add(f"[record {records}] [child] [print done]")  # exits 0, its child sleeps on
+    task = town.tasks.add(
+        f"[record {records}] [child] [print done]"
+    )  # exits 0, its child sleeps on
     try:
         assert wait_terminal(town, task.id).state == "completed"
         child = next(r["child_pid"] for r in read_records(records) if r["event"] == "child")
         assert worker.wait_event("cli_leftovers_stopped", task=task.id)
-        assert poll(lambda: process_gone(child), timeout=10, message="the leftover child to be stopped")
+        assert poll(
+            lambda: process_gone(child), timeout=10, message="the leftover child to be stopped"
+        )
     finally:
         kill_recorded_groups(records)
 
@@ -314,7 +374,9 @@ def test_what_a_cli_leaves_running_in_its_group_is_stopped_when_it_exits(worker_
 # --- what is already stored can never stop a worker ---------------------------------------------
 
 
-def test_a_stored_message_that_is_not_valid_text_reaches_the_prompt_replaced_and_the_worker_carries_on(worker_town, workers, tmp_path):
+def test_a_stored_message_that_is_not_valid_text_reaches_the_prompt_replaced_and_the_worker_carries_on(
+    worker_town, workers, tmp_path
+):
     """A message with a lone surrogate (accepted before townhall refused them) once made the
     worker exit 1 on every new task; now the text is replaced (U+FFFD), logged, and the task runs."""
     import json
@@ -323,19 +385,26 @@ def test_a_stored_message_that_is_not_valid_text_reaches_the_prompt_replaced_and
     town = open_town(root)
     worker = workers.start(root, name="alpha")
     worker.wait_event("agent_state", state="idle")
-    town.redis.rpush(town.keys.inbox(worker.agent_id), json.dumps({"id": "m1", "type": "task", "description": "x\ud800y"}))
+    town.redis.rpush(
+        town.keys.inbox(worker.agent_id),
+        json.dumps({"id": "m1", "type": "task", "description": "x\ud800y"}),
+    )
     prompt = tmp_path / "prompt.md"
     task = town.tasks.add(f"[prompt {prompt}]", agent_id=worker.agent_id)
 
     assert wait_terminal(town, task.id).state == "completed"
     assert "x\ufffdy" in prompt.read_text(encoding="utf-8")
     worker.wait_event("prompt_text_replaced", task=task.id)
-    assert town.redis.llen(town.keys.inbox(worker.agent_id)) == 0  # taken with the task, not left to poison the next
+    assert (
+        town.redis.llen(town.keys.inbox(worker.agent_id)) == 0
+    )  # taken with the task, not left to poison the next
     second = town.tasks.add("[print still here]")
     assert wait_terminal(town, second.id).state == "completed" and worker.alive()
 
 
-def test_a_stored_task_naming_a_command_as_its_cli_fails_at_once_and_runs_nothing(worker_town, workers, tmp_path):
+def test_a_stored_task_naming_a_command_as_its_cli_fails_at_once_and_runs_nothing(
+    worker_town, workers, tmp_path
+):
     """`cli` was once passed to sh -c whatever it said; a task stored that way (or naming a CLI
     the town no longer configures) fails with the reason, attempt 1, and the worker goes on."""
     root = worker_town(max_attempts=3)
@@ -355,7 +424,9 @@ def test_a_stored_task_naming_a_command_as_its_cli_fails_at_once_and_runs_nothin
     assert wait_terminal(town, good.id).state == "completed" and worker.alive()
 
 
-def test_bytes_that_are_not_utf8_in_a_stored_task_do_not_stop_the_worker(worker_town, workers, tmp_path):
+def test_bytes_that_are_not_utf8_in_a_stored_task_do_not_stop_the_worker(
+    worker_town, workers, tmp_path
+):
     """Another Redis client wrote raw bytes into a task's description: read as U+FFFD."""
     import redis
 
@@ -364,8 +435,14 @@ def test_bytes_that_are_not_utf8_in_a_stored_task_do_not_stop_the_worker(worker_
     prompt = tmp_path / "prompt.md"
     task = town.tasks.add("placeholder")
     kwargs = {**town.redis.connection_pool.connection_kwargs, "decode_responses": False}
-    binary = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=town.redis.connection_pool.connection_class, **kwargs))
-    binary.hset(town.keys.task(task.id), "description", f"[prompt {prompt}] caf".encode() + b"\xe9\xff\xfe")
+    binary = redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=town.redis.connection_pool.connection_class, **kwargs
+        )
+    )
+    binary.hset(
+        town.keys.task(task.id), "description", f"[prompt {prompt}] caf".encode() + b"\xe9\xff\xfe"
+    )
     binary.close()
 
     worker = workers.start(root)

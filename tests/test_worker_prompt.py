@@ -9,7 +9,9 @@ from tinytown.core.records import Task
 
 def prompt(**kwargs):
     task = kwargs.pop("task", Task(id="t-1", description="Fix the flaky test", attempts=1))
-    return build_prompt(task, agent_name="alice", town_name="town", townhall_url="http://127.0.0.1:8080", **kwargs)
+    return build_prompt(
+        task, agent_name="alice", town_name="town", townhall_url="http://127.0.0.1:8080", **kwargs
+    )
 
 
 def test_the_prompt_starts_with_the_task_and_says_how_to_report():
@@ -21,7 +23,10 @@ def test_the_prompt_starts_with_the_task_and_says_how_to_report():
 
 
 def test_pending_messages_are_listed_but_shutdown_is_not():
-    msgs = [build_message("sup", "alice", "also bump the version", "task"), build_message("sup", "alice", "", "shutdown")]
+    msgs = [
+        build_message("sup", "alice", "also bump the version", "task"),
+        build_message("sup", "alice", "", "shutdown"),
+    ]
     text = prompt(messages=msgs)
     assert "## Messages for you" in text and "[task] from sup: also bump the version" in text
     assert "shutdown" not in text

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tinytown.worker import workspace
 from tinytown.core.records import Task
+from tinytown.worker import workspace
 
 from .test_worker_dispatch import open_town, wait_terminal
 from .worker_support import worker_town, workers  # noqa: F401
 
 
 def git(*args, cwd) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -27,7 +29,17 @@ def bare_repo(tmp_path) -> Path:
     git("init", "-q", "-b", "main", cwd=seed)
     (seed / "README.md").write_text("hello\n")
     git("add", "-A", cwd=seed)
-    git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "initial", cwd=seed)
+    git(
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.invalid",
+        "commit",
+        "-q",
+        "-m",
+        "initial",
+        cwd=seed,
+    )
     git("clone", "-q", "--bare", str(seed), str(bare), cwd=tmp_path)
     return bare
 
@@ -41,7 +53,10 @@ def test_the_branch_is_named_after_the_short_task_id():
 
 def test_local_paths_become_file_urls_so_clones_can_be_shallow(tmp_path):
     assert workspace.remote_url("repo.git", tmp_path) == (tmp_path / "repo.git").as_uri()
-    assert workspace.remote_url("https://example.com/o/r.git", tmp_path) == "https://example.com/o/r.git"
+    assert (
+        workspace.remote_url("https://example.com/o/r.git", tmp_path)
+        == "https://example.com/o/r.git"
+    )
     assert workspace.remote_url("git@github.com:o/r.git", tmp_path) == "git@github.com:o/r.git"
 
 
@@ -72,7 +87,9 @@ def test_a_task_with_a_repo_gets_its_branch_commit_and_push(worker_town, workers
     town = open_town(root)
     workers.start(root)
 
-    task = town.tasks.add("Add notes [write NOTES.md written by the fake CLI]", repo=str(bare_repo), push=True)
+    task = town.tasks.add(
+        "Add notes [write NOTES.md written by the fake CLI]", repo=str(bare_repo), push=True
+    )
     done = wait_terminal(town, task.id)
 
     assert done.state == "completed"
@@ -80,33 +97,46 @@ def test_a_task_with_a_repo_gets_its_branch_commit_and_push(worker_town, workers
     assert done.branch == branch
     assert git("rev-parse", branch, cwd=bare_repo) == done.commit  # pushed
     assert git("show", f"{branch}:NOTES.md", cwd=bare_repo) == "written by the fake CLI"
-    assert git("log", "-1", "--format=%s", branch, cwd=bare_repo) == f"tt: task {task.id}: Add notes [write NOTES.md written by the fake CLI]"
+    assert (
+        git("log", "-1", "--format=%s", branch, cwd=bare_repo)
+        == f"tt: task {task.id}: Add notes [write NOTES.md written by the fake CLI]"
+    )
     assert git("rev-parse", f"{branch}~1", cwd=bare_repo) == git("rev-parse", "main", cwd=bare_repo)
 
 
-def test_commits_the_cli_made_are_kept_and_nothing_is_pushed_unless_asked(worker_town, workers, bare_repo):
+def test_commits_the_cli_made_are_kept_and_nothing_is_pushed_unless_asked(
+    worker_town, workers, bare_repo
+):
     root = worker_town()
     town = open_town(root)
     workers.start(root)
 
-    task = town.tasks.add("[write a.txt one] [commit the CLI's own commit] [write b.txt two]", repo=str(bare_repo))
+    task = town.tasks.add(
+        "[write a.txt one] [commit the CLI's own commit] [write b.txt two]", repo=str(bare_repo)
+    )
     done = wait_terminal(town, task.id)
 
     assert done.state == "completed" and done.commit
     ws_dir = next((root / ".tt" / "workspace").glob("origin-*"))
     subjects = git("log", "--format=%s", "-3", done.commit, cwd=ws_dir).splitlines()
-    assert subjects[:2] == [f"tt: task {task.id}: [write a.txt one] [commit the CLI's own commit] [write b.txt two]",
-                            "the CLI's own commit"]  # fmt: skip
+    assert subjects[:2] == [
+        f"tt: task {task.id}: [write a.txt one] [commit the CLI's own commit] [write b.txt two]",
+        "the CLI's own commit",
+    ]
     assert workspace.branch_for(task.id) not in git("branch", "--list", cwd=bare_repo)
 
 
-def test_the_workspace_persists_and_each_task_starts_clean_from_the_base(worker_town, workers, bare_repo):
+def test_the_workspace_persists_and_each_task_starts_clean_from_the_base(
+    worker_town, workers, bare_repo
+):
     root = worker_town()
     town = open_town(root)
     workers.start(root)
 
     first = wait_terminal(town, town.tasks.add("[write first.txt 1]", repo=str(bare_repo)).id)
-    second = wait_terminal(town, town.tasks.add("[write second.txt 2]", repo=str(bare_repo), base_branch="main").id)
+    second = wait_terminal(
+        town, town.tasks.add("[write second.txt 2]", repo=str(bare_repo), base_branch="main").id
+    )
 
     slots = list((root / ".tt" / "workspace").glob("origin-*"))
     assert len([s for s in slots if s.is_dir()]) == 1  # reused, not cloned again
@@ -115,13 +145,18 @@ def test_the_workspace_persists_and_each_task_starts_clean_from_the_base(worker_
     assert first.commit != second.commit
 
 
-def test_a_drain_timeout_pushes_a_wip_commit_and_the_next_attempt_continues_from_it(worker_town, workers, bare_repo):
+def test_a_drain_timeout_pushes_a_wip_commit_and_the_next_attempt_continues_from_it(
+    worker_town, workers, bare_repo
+):
     root = worker_town(drain_timeout_secs=1, claim_timeout_secs=2)
     town = open_town(root)
     first = workers.start(root, name="first")
     first.wait_event("agent_state", state="idle")
-    task = town.tasks.add("Long job [write progress.txt half done] [sleep-first 60] [write final.txt done]",
-                          repo=str(bare_repo), push=True)  # fmt: skip
+    task = town.tasks.add(
+        "Long job [write progress.txt half done] [sleep-first 60] [write final.txt done]",
+        repo=str(bare_repo),
+        push=True,
+    )
     first.wait_event("cli_started", task=task.id)
 
     first.signal(signal.SIGTERM)
@@ -129,7 +164,9 @@ def test_a_drain_timeout_pushes_a_wip_commit_and_the_next_attempt_continues_from
     assert first.wait_exit(timeout=20) == 0
     branch = workspace.branch_for(task.id)
     wip = git("rev-parse", branch, cwd=bare_repo)
-    assert git("log", "-1", "--format=%s", branch, cwd=bare_repo).startswith(f"WIP: tt task {task.id}")
+    assert git("log", "-1", "--format=%s", branch, cwd=bare_repo).startswith(
+        f"WIP: tt task {task.id}"
+    )
     assert git("show", f"{branch}:progress.txt", cwd=bare_repo) == "half done"
     held = town.tasks.get(task.id)
     assert held.state == "running" and held.commit == wip
@@ -142,7 +179,9 @@ def test_a_drain_timeout_pushes_a_wip_commit_and_the_next_attempt_continues_from
     assert git("show", f"{branch}:final.txt", cwd=bare_repo) == "done"
 
 
-def test_an_unreachable_repository_is_a_failed_attempt_with_the_git_error(worker_town, workers, tmp_path):
+def test_an_unreachable_repository_is_a_failed_attempt_with_the_git_error(
+    worker_town, workers, tmp_path
+):
     root = worker_town(max_attempts=1)
     town = open_town(root)
     workers.start(root)

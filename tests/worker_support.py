@@ -45,7 +45,9 @@ def write_worker_town(root: Path, redis_url: str | None, **agent) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     redis_table = f'[redis]\nurl = "{redis_url}"\n' if redis_url else ""
     name = f"w-{uuid.uuid4().hex[:10]}"
-    (root / "tinytown.toml").write_text(f'name = "{name}"\ndefault_cli = "fake"\n\n{redis_table}\n{agent_table(**agent)}')
+    (root / "tinytown.toml").write_text(
+        f'name = "{name}"\ndefault_cli = "fake"\n\n{redis_table}\n{agent_table(**agent)}'
+    )
     return root
 
 
@@ -113,7 +115,9 @@ class WorkerProc:
     @property
     def agent_id(self) -> str:
         if self._agent_id is None:
-            first = poll(lambda: self.events("agent_state"), message=f"worker {self.pid} to register")
+            first = poll(
+                lambda: self.events("agent_state"), message=f"worker {self.pid} to register"
+            )
             self._agent_id = first[0]["agent"]
         return self._agent_id
 
@@ -124,7 +128,11 @@ class WorkerProc:
                     return e
             return None
 
-        return poll(find, timeout=timeout, message=f"event {name} {match} from worker {self.pid}:\n{self.log_path.read_text()}")
+        return poll(
+            find,
+            timeout=timeout,
+            message=f"event {name} {match} from worker {self.pid}:\n{self.log_path.read_text()}",
+        )
 
     def wait_exit(self, timeout: float = 20.0) -> int:
         return self.popen.wait(timeout=timeout)
@@ -165,8 +173,15 @@ class Workers:
         self.tmp_path = tmp_path
         self.procs: list[WorkerProc] = []
 
-    def start(self, town_dir: Path, *, name: str | None = None, agent_id: str | None = None,
-              env: dict | None = None, args: tuple = ()) -> WorkerProc:  # fmt: skip
+    def start(
+        self,
+        town_dir: Path,
+        *,
+        name: str | None = None,
+        agent_id: str | None = None,
+        env: dict | None = None,
+        args: tuple = (),
+    ) -> WorkerProc:
         full_env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
         full_env["TINYTOWN_AGENT_NAME"] = name or f"worker-{len(self.procs) + 1}"
         full_env["PYTHONUNBUFFERED"] = "1"
@@ -177,8 +192,12 @@ class Workers:
         with open(log_path, "w") as log:
             popen = subprocess.Popen(
                 [sys.executable, str(WORKER), "--town", str(town_dir), *args],
-                cwd=str(town_dir), env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            )  # fmt: skip
+                cwd=str(town_dir),
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
         proc = WorkerProc(popen, log_path)
         self.procs.append(proc)
         return proc
@@ -200,7 +219,9 @@ def kill_recorded_groups(path: Path) -> None:
         for pid in (rec.get("pgid"), rec.get("child_pid")):
             if pid:
                 try:
-                    os.killpg(pid, signal.SIGKILL) if pid == rec.get("pgid") else os.kill(pid, signal.SIGKILL)
+                    os.killpg(pid, signal.SIGKILL) if pid == rec.get("pgid") else os.kill(
+                        pid, signal.SIGKILL
+                    )
                 except (ProcessLookupError, PermissionError):
                     pass
 

@@ -20,9 +20,10 @@ import dataclasses
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from tinytown.core import defaults, inputs
 from tinytown.core.clis import AgentCli, UnknownCli, default_cli, resolve_cli
@@ -111,7 +112,6 @@ class AgentConfig:
     workspace_dir: str = ".tt/workspace"
 
 
-
 @dataclass(frozen=True)
 class Config:
     root: Path
@@ -157,7 +157,9 @@ class _Table:
         return f"{self.section}.{key}" if self.section else key
 
     def _fail(self, key: str, value: Any, form: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {self._key(key)} = {value!r} is invalid; expected {form}")
+        return ConfigError(
+            f"{self.source}: {self._key(key)} = {value!r} is invalid; expected {form}"
+        )
 
     def get(self, key: str, default: Any, kind: type, form: str | None = None) -> Any:
         self.seen.add(key)
@@ -198,7 +200,7 @@ class _Table:
             raise self._fail(key, value, form)
         return tuple(value)
 
-    def table(self, key: str) -> "_Table":
+    def table(self, key: str) -> _Table:
         self.seen.add(key)
         return _Table(self.data.get(key, {}), self._key(key), self.source)
 
@@ -278,27 +280,35 @@ def _auth(t: _Table) -> AuthConfig:
         clock_skew_seconds=t.int_range("clock_skew_seconds", defaults.OIDC_CLOCK_SKEW_SECS, 0),
     )
     if cfg.api_key_hash and not cfg.api_key_hash.startswith("$argon2id$"):
-        raise t._fail("api_key_hash", cfg.api_key_hash, "an Argon2id PHC string from `tt auth gen-key`")
+        raise t._fail(
+            "api_key_hash", cfg.api_key_hash, "an Argon2id PHC string from `tt auth gen-key`"
+        )
     if cfg.mode == "oidc":
         for key in ("issuer", "audience", "jwks_url"):
             if not getattr(cfg, key):
-                raise t._fail(key, None, "a value (required when mode = \"oidc\")")
+                raise t._fail(key, None, 'a value (required when mode = "oidc")')
     t.check_unknown()
     return cfg
 
 
 def _townhall(t: _Table, env: Mapping[str, str]) -> TownhallConfig:
     tls_t, mtls_t = t.table("tls"), t.table("mtls")
-    tls = TlsConfig(tls_t.get("enabled", False, bool), tls_t.opt_str("cert_file"), tls_t.opt_str("key_file"))
+    tls = TlsConfig(
+        tls_t.get("enabled", False, bool), tls_t.opt_str("cert_file"), tls_t.opt_str("key_file")
+    )
     mtls = MtlsConfig(
-        mtls_t.get("enabled", False, bool), mtls_t.get("required", False, bool), mtls_t.opt_str("ca_file")
+        mtls_t.get("enabled", False, bool),
+        mtls_t.get("required", False, bool),
+        mtls_t.opt_str("ca_file"),
     )
     tls_t.check_unknown()
     mtls_t.check_unknown()
     cfg = TownhallConfig(
         bind=t.get("bind", defaults.TOWNHALL_BIND, str),
         rest_port=_port(t, "rest_port", defaults.TOWNHALL_PORT),
-        request_timeout_ms=t.int_range("request_timeout_ms", defaults.TOWNHALL_REQUEST_TIMEOUT_MS, 1),
+        request_timeout_ms=t.int_range(
+            "request_timeout_ms", defaults.TOWNHALL_REQUEST_TIMEOUT_MS, 1
+        ),
         workers=t.int_range("workers", defaults.TOWNHALL_WORKERS, 1, 64),
         max_body_bytes=t.int_range("max_body_bytes", defaults.TOWNHALL_MAX_BODY_BYTES, 1),
         request_read_timeout_secs=t.int_range(
@@ -320,7 +330,9 @@ def _townhall(t: _Table, env: Mapping[str, str]) -> TownhallConfig:
 def _agent(t: _Table) -> AgentConfig:
     cfg = AgentConfig(
         idle_timeout_secs=t.int_range("idle_timeout_secs", defaults.IDLE_TIMEOUT_SECS, 0),
-        heartbeat_interval_secs=t.int_range("heartbeat_interval_secs", defaults.HEARTBEAT_INTERVAL_SECS, 1),
+        heartbeat_interval_secs=t.int_range(
+            "heartbeat_interval_secs", defaults.HEARTBEAT_INTERVAL_SECS, 1
+        ),
         claim_timeout_secs=t.int_range("claim_timeout_secs", defaults.CLAIM_TIMEOUT_SECS, 1),
         max_attempts=t.int_range("max_attempts", defaults.MAX_ATTEMPTS, 1),
         task_timeout_secs=t.int_range("task_timeout_secs", defaults.TASK_TIMEOUT_SECS, 1),
@@ -331,7 +343,8 @@ def _agent(t: _Table) -> AgentConfig:
         raise t._fail(
             "claim_timeout_secs",
             cfg.claim_timeout_secs,
-            f"more than heartbeat_interval_secs ({cfg.heartbeat_interval_secs}), or live work is reclaimed",
+            f"more than heartbeat_interval_secs ({cfg.heartbeat_interval_secs}), "
+            "or live work is reclaimed",
         )
     t.check_unknown()
     return cfg
@@ -348,11 +361,13 @@ def _agent_clis(t: _Table) -> dict[str, AgentCli]:
         command = ct.get("command", "", str)
         if not command.strip():
             raise ct._fail("command", ct.data.get("command"), "a non-empty command line")
-        env = ct.get("env", {}, dict, "a table of NAME = \"value\" strings")
+        env = ct.get("env", {}, dict, 'a table of NAME = "value" strings')
         if any(not isinstance(v, str) for v in env.values()):
-            raise ct._fail("env", env, "a table of NAME = \"value\" strings")
+            raise ct._fail("env", env, 'a table of NAME = "value" strings')
         ct.get("name", name, str)  # upstream writes the name again; accepted, ignored
-        clis[name] = AgentCli(name=name, command=command, workdir=ct.opt_str("workdir"), env=dict(env))
+        clis[name] = AgentCli(
+            name=name, command=command, workdir=ct.opt_str("workdir"), env=dict(env)
+        )
         ct.check_unknown()
     return clis
 
@@ -363,14 +378,18 @@ def _env_int(env: Mapping[str, str], key: str, low: int, high: int) -> int:
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        raise ConfigError(f"environment: {key}={env[key]!r} is invalid; expected an integer from {low} to {high}")
+        raise ConfigError(
+            f"environment: {key}={env[key]!r} is invalid; expected an integer from {low} to {high}"
+        )
     return value
 
 
 # --- loading ----------------------------------------------------------------------------------
 
 
-def town_dir(explicit: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Path:
+def town_dir(
+    explicit: str | os.PathLike | None = None, env: Mapping[str, str] | None = None
+) -> Path:
     """The town directory: ``--town``, else ``TINYTOWN_TOWN_DIR``, else the current directory."""
     env = os.environ if env is None else env
     chosen = explicit or env.get("TINYTOWN_TOWN_DIR") or "."
@@ -383,7 +402,9 @@ def default_town_name(root: Path) -> str:
     return name[:100]
 
 
-def load_config(root: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    root: str | os.PathLike | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Read ``<root>/tinytown.toml`` (defaults when absent) and apply environment overrides.
 
     Raises :class:`ConfigError` naming the key, value and expected form on any invalid value.
@@ -404,7 +425,9 @@ def load_config(root: str | os.PathLike | None = None, env: Mapping[str, str] | 
 
     name = top.get("name", None, str) or env.get("TINYTOWN_TOWN_NAME") or default_town_name(root)
     if not _TOWN_NAME_RE.match(name):
-        raise top._fail("name", name, "1-100 characters from A-Z a-z 0-9 . _ - (it namespaces Redis keys)")
+        raise top._fail(
+            "name", name, "1-100 characters from A-Z a-z 0-9 . _ - (it namespaces Redis keys)"
+        )
     redis_cfg = _redis(top.table("redis"))
     if env.get("REDIS_URL", "").strip():
         url = env["REDIS_URL"].strip()
@@ -422,7 +445,8 @@ def load_config(root: str | os.PathLike | None = None, env: Mapping[str, str] | 
     cfg = Config(
         root=root,
         name=name,
-        default_cli=env.get("TINYTOWN_AGENT_CLI") or top.get("default_cli", defaults.DEFAULT_CLI, str),
+        default_cli=env.get("TINYTOWN_AGENT_CLI")
+        or top.get("default_cli", defaults.DEFAULT_CLI, str),
         conductor_cli=top.opt_str("conductor_cli"),
         max_agents=top.int_range("max_agents", defaults.MAX_AGENTS, 0),
         use_central_redis=top.get("use_central_redis", False, bool),
@@ -437,6 +461,12 @@ def load_config(root: str | os.PathLike | None = None, env: Mapping[str, str] | 
     try:
         default_cli(cfg.default_cli, cfg.agent_clis)
     except UnknownCli as err:
-        where = "environment: TINYTOWN_AGENT_CLI" if env.get("TINYTOWN_AGENT_CLI") else f"{source}: default_cli"
-        raise ConfigError(f"{where}: {err}; add a [agent_clis.NAME] table with its command") from None
+        where = (
+            "environment: TINYTOWN_AGENT_CLI"
+            if env.get("TINYTOWN_AGENT_CLI")
+            else f"{source}: default_cli"
+        )
+        raise ConfigError(
+            f"{where}: {err}; add a [agent_clis.NAME] table with its command"
+        ) from None
     return cfg

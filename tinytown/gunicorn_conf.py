@@ -17,9 +17,9 @@ older than 7.0 with exit status 4 — each with a one-line reason on stderr.
 
 import ssl
 
-from tinytown.core import defaults
 from tinytown.api.startup import refuse_to_start
 from tinytown.config import load_config
+from tinytown.core import defaults
 from tinytown.core.errors import TinytownError
 
 try:
@@ -31,7 +31,8 @@ _th = _config.townhall
 _host = f"[{_th.bind}]" if ":" in _th.bind else _th.bind
 bind = [f"{_host}:{_th.rest_port}"]
 workers = _th.workers
-worker_class = "tinytown.api.server.BufferingWorker"  # reads [townhall] max_body_bytes, request_read_timeout_secs
+# reads [townhall] max_body_bytes, request_read_timeout_secs
+worker_class = "tinytown.api.server.BufferingWorker"
 threads = defaults.TOWNHALL_THREADS
 worker_connections = defaults.TOWNHALL_WORKER_CONNECTIONS
 keepalive = defaults.TOWNHALL_KEEPALIVE_SECS
@@ -46,7 +47,9 @@ graceful_timeout = 10
 accesslog = "-"
 errorlog = "-"
 proc_name = f"townhall-{_config.name}"
-control_socket_disable = True  # gunicorn ≥ 24 otherwise shares ~/.gunicorn/gunicorn.ctl across towns
+control_socket_disable = (
+    True  # gunicorn ≥ 24 otherwise shares ~/.gunicorn/gunicorn.ctl across towns
+)
 
 if _th.tls.enabled:
     certfile = str(_config.path(_th.tls.cert_file)) if _th.tls.cert_file else None

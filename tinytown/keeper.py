@@ -38,10 +38,12 @@ class Keeper:
         self.stopped = threading.Event()
         # Longest sleep: an agent registered meanwhile (deadline ≥ its beat + its own window) is
         # seen no later than this after its window ends.
-        self.max_sleep_secs = town.config.agent.heartbeat_interval_secs * defaults.DEAD_AFTER_HEARTBEATS
+        self.max_sleep_secs = (
+            town.config.agent.heartbeat_interval_secs * defaults.DEAD_AFTER_HEARTBEATS
+        )
         self.thread: threading.Thread | None = None
 
-    def start(self) -> "Keeper":
+    def start(self) -> Keeper:
         self.thread = threading.Thread(target=self.run, name="tinytown-keeper", daemon=True)
         self.thread.start()
         return self
@@ -72,8 +74,12 @@ class Keeper:
             finally:
                 self.lease.release()
             if result["recovered"] or result["reclaimed"]:
-                log.warning("event=agents_recovered agents=%s recovered=%d reclaimed=%d",
-                            json.dumps(",".join(result["agents"])), result["recovered"], result["reclaimed"])  # fmt: skip
+                log.warning(
+                    "event=agents_recovered agents=%s recovered=%d reclaimed=%d",
+                    json.dumps(",".join(result["agents"])),
+                    result["recovered"],
+                    result["reclaimed"],
+                )
             deadline, now_ms = self.town.agents.next_deadline_ms()
         if deadline is None:
             return self.max_sleep_secs

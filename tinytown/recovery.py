@@ -17,15 +17,16 @@ the caller's disk. These are operator actions, not hot paths: they read the agen
 from __future__ import annotations
 
 from tinytown.core import messages as inbox
-from tinytown.store.docket import is_dead
-from tinytown.core.errors import InvalidTransition
-from tinytown.core.states import BACKLOG_STATE, LIVE_TASK_STATES, TASK, TASK_RUNNING
-from tinytown.core.records import Agent
 from tinytown.core.clock import now, to_rfc3339
+from tinytown.core.errors import InvalidTransition
+from tinytown.core.records import Agent
+from tinytown.core.states import BACKLOG_STATE, LIVE_TASK_STATES, TASK, TASK_RUNNING
 from tinytown.store import Town
+from tinytown.store.docket import is_dead
 
 ORPHAN_ACTIONS = ("list", "to_backlog", "backlog", "cancel", "delete")
 _HELD_ENTRIES_PER_PASS = 1000
+
 
 def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: int = 0) -> int:
     """Give back every entry ``holder`` holds on ``stream`` (idle at least ``min_idle_ms``).
@@ -37,7 +38,9 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
     """
     returned = 0
     max_attempts = town.config.agent.max_attempts
-    for entry_id, _idle in town.dockets.held(stream, holder, min_idle_ms=min_idle_ms, count=_HELD_ENTRIES_PER_PASS):
+    for entry_id, _idle in town.dockets.held(
+        stream, holder, min_idle_ms=min_idle_ms, count=_HELD_ENTRIES_PER_PASS
+    ):
         task_id = town.dockets.task_of(stream, entry_id)
         task = town.tasks.find(task_id) if task_id else None
         if task is not None and not task.terminal:
@@ -48,9 +51,12 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
                     f"the last one ended when worker {holder} stopped without finishing it"
                 )
                 if town.tasks.transition(
-                    task.id, "fail", expect=TASK_RUNNING, assignee=holder,
+                    task.id,
+                    "fail",
+                    expect=TASK_RUNNING,
+                    assignee=holder,
                     set_fields={"result": reason, "completed_at": to_rfc3339(now())},
-                ).ok:  # fmt: skip
+                ).ok:
                     returned += 1
             elif owned:
                 assignee = "" if task.state == BACKLOG_STATE else holder
@@ -78,7 +84,9 @@ def recover(town: Town, *, sweep_terminal: bool = True) -> dict:
         result = town.agents.update(agent.id, "recover")
         if result.ok:
             age = "never" if not agent.last_heartbeat else agent.last_heartbeat
-            town.agents.log_activity(agent.id, f"recovered: no heartbeat since {age}; marked stopped")
+            town.agents.log_activity(
+                agent.id, f"recovered: no heartbeat since {age}; marked stopped"
+            )
             stopped.append(agent)
 
     reclaimed = 0
@@ -94,7 +102,12 @@ def recover(town: Town, *, sweep_terminal: bool = True) -> dict:
             if not agent.active and agent.current_task and not still_finishing(town, agent, now_ms):
                 reclaimed += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id)
                 town.agents.update(agent.id, delete_fields=("current_task",))
-    return {"checked": checked, "recovered": len(stopped), "agents": [a.name for a in stopped], "reclaimed": reclaimed}
+    return {
+        "checked": checked,
+        "recovered": len(stopped),
+        "agents": [a.name for a in stopped],
+        "reclaimed": reclaimed,
+    }
 
 
 def still_finishing(town: Town, agent: Agent | None, now_ms: int) -> bool:
@@ -116,7 +129,9 @@ def recover_silent_workers(town: Town) -> int:
     min_idle_ms = town.config.agent.claim_timeout_secs * 1000
     returned = 0
     for agent in town.agents.dead():
-        returned += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id, min_idle_ms=min_idle_ms)
+        returned += return_held_entries(
+            town, town.keys.agent_docket(agent.id), agent.id, min_idle_ms=min_idle_ms
+        )
     return returned
 
 
@@ -127,11 +142,21 @@ def _directed_tasks(town: Town, agent_ids: set[str]) -> list:
     """Live tasks (assigned or running) whose assignee is one of ``agent_ids``."""
     out = []
     for state in TASK["reassign"].source:  # the live states of a task aimed at an agent
-        out += [t for t in town.tasks.many(town.tasks.ids_in_state(state)) if t is not None and t.assigned_to in agent_ids]
+        out += [
+            t
+            for t in town.tasks.many(town.tasks.ids_in_state(state))
+            if t is not None and t.assigned_to in agent_ids
+        ]
     return out
 
 
-def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None, from_agent: str | None = None) -> dict:
+def reclaim(
+    town: Town,
+    *,
+    to_backlog: bool = False,
+    to_agent: str | None = None,
+    from_agent: str | None = None,
+) -> dict:
     """Move the work of terminal agents (or of ``from_agent``) to the backlog or another agent.
 
     Directed tasks (``assigned``/``running`` to the agent) go back to the backlog or are
@@ -152,7 +177,9 @@ def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None
     if from_agent:
         source = town.agents.resolve(from_agent)
         if source.active:
-            raise InvalidTransition("agent", source.name, source.state, "reclaimed from while it runs (stop it first)")
+            raise InvalidTransition(
+                "agent", source.name, source.state, "reclaimed from while it runs (stop it first)"
+            )
         sources = [source]
     else:
         sources = [a for a in town.agents.all() if not a.active]
@@ -164,13 +191,24 @@ def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None
     now_ms = town.agents.now_ms()
     finishing = {a.id for a in sources if still_finishing(town, a, now_ms)}
     for task in _directed_tasks(town, set(names)):
-        item = {"agent": names[task.assigned_to], "kind": "task", "id": task.id, "type": "task",
-                "summary": task.description, "outcome": "listed"}  # fmt: skip
-        if task.state == TASK_RUNNING and task.assigned_to in finishing:  # killed, but its worker still runs it
+        item = {
+            "agent": names[task.assigned_to],
+            "kind": "task",
+            "id": task.id,
+            "type": "task",
+            "summary": task.description,
+            "outcome": "listed",
+        }
+        if (
+            task.state == TASK_RUNNING and task.assigned_to in finishing
+        ):  # killed, but its worker still runs it
             item["outcome"] = "kept" if to_backlog or target else "listed"
         elif to_backlog or target:
             moved = town.tasks.requeue(
-                task.id, expect=task.state, assignee=task.assigned_to, to_agent=target.id if target else None
+                task.id,
+                expect=task.state,
+                assignee=task.assigned_to,
+                to_agent=target.id if target else None,
             ).ok
             item["outcome"] = ("moved" if target else "to_backlog") if moved else "kept"
         items.append(item)
@@ -180,8 +218,14 @@ def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None
         for list_key, raw in town.inbox.raw(agent.id):
             message = inbox.decode(raw)
             kind, summary = inbox.summarize(message)
-            item = {"agent": agent.name, "kind": "message", "id": message.get("id", ""), "type": kind,
-                    "summary": summary, "outcome": "listed"}  # fmt: skip
+            item = {
+                "agent": agent.name,
+                "kind": "message",
+                "id": message.get("id", ""),
+                "type": kind,
+                "summary": summary,
+                "outcome": "listed",
+            }
             if target:
                 moved = town.inbox.move(list_key, raw, target.id, urgent=list_key == urgent_list)
                 item["outcome"] = "moved" if moved else "kept"
@@ -197,7 +241,8 @@ def reclaim(town: Town, *, to_backlog: bool = False, to_agent: str | None = None
 
 
 def _message_to_backlog(town: Town, agent: Agent, list_key: str, raw: str, message: dict) -> str:
-    """A ``task`` message becomes a backlog task; a ``task_assign`` requeues its task; others stay."""
+    """A ``task`` message becomes a backlog task; a ``task_assign`` requeues its task; others
+    stay."""
     kind = message.get("type")
     if kind == "task" and message.get("description"):
         # Remove first: if the message is already gone someone else moved it; never duplicate.
@@ -210,7 +255,9 @@ def _message_to_backlog(town: Town, agent: Agent, list_key: str, raw: str, messa
         if task is None or task.terminal:
             return "kept"
         if task.state != BACKLOG_STATE:
-            if not town.tasks.requeue(task.id, expect=task.state, assignee=task.assigned_to or "").ok:
+            if not town.tasks.requeue(
+                task.id, expect=task.state, assignee=task.assigned_to or ""
+            ).ok:
                 return "kept"
         town.inbox.remove(list_key, raw)
         return "to_backlog"
@@ -233,27 +280,47 @@ def orphan_tasks(town: Town, action: str = "list") -> dict:
         raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ORPHAN_ACTIONS)}")
     orphans = []
     now_ms = town.agents.now_ms()
-    verdicts: dict[str, tuple[str | None, bool]] = {}  # assignee → (reason, its worker still finishing)
+    verdicts: dict[
+        str, tuple[str | None, bool]
+    ] = {}  # assignee → (reason, its worker still finishing)
     for state in LIVE_TASK_STATES:
         for task in town.tasks.many(town.tasks.ids_in_state(state)):
             if task is None or not task.assigned_to:
                 continue
             if task.assigned_to not in verdicts:
                 agent = town.agents.find(task.assigned_to)
-                reason = "agent_missing" if agent is None else None if agent.active else "agent_terminal"
+                reason = (
+                    "agent_missing" if agent is None else None if agent.active else "agent_terminal"
+                )
                 verdicts[task.assigned_to] = (reason, still_finishing(town, agent, now_ms))
             reason, finishing = verdicts[task.assigned_to]
-            if reason and not (finishing and task.state == TASK_RUNNING):  # a killed agent's worker still runs it
-                orphans.append({"task_id": task.id, "assigned_to": task.assigned_to, "state": task.state, "reason": reason})
+            if reason and not (
+                finishing and task.state == TASK_RUNNING
+            ):  # a killed agent's worker still runs it
+                orphans.append(
+                    {
+                        "task_id": task.id,
+                        "assigned_to": task.assigned_to,
+                        "state": task.state,
+                        "reason": reason,
+                    }
+                )
     for o in orphans:
         if action in ("to_backlog", "backlog"):
             town.tasks.requeue(o["task_id"], expect=o["state"], assignee=o["assigned_to"])
         elif action == "cancel":
-            why = "assignee no longer exists" if o["reason"] == "agent_missing" else "assignee is in a terminal state"
+            why = (
+                "assignee no longer exists"
+                if o["reason"] == "agent_missing"
+                else "assignee is in a terminal state"
+            )
             town.tasks.transition(
-                o["task_id"], "cancel", expect=o["state"], assignee=o["assigned_to"],
+                o["task_id"],
+                "cancel",
+                expect=o["state"],
+                assignee=o["assigned_to"],
                 set_fields={"result": f"Cancelled: {why}", "completed_at": to_rfc3339(now())},
-            )  # fmt: skip
+            )
         elif action == "delete":
             town.tasks.delete(o["task_id"])
     return {"action": action, "count": len(orphans), "orphans": orphans}

@@ -12,21 +12,23 @@ import time
 
 from flask import Flask
 
-from tinytown.api.auth import Authenticator
-from tinytown.config import Config
-from tinytown.keeper import Keeper
-from tinytown.store import Town
 from tinytown.api.access import install_audit
+from tinytown.api.auth import Authenticator
 from tinytown.api.manage import manage
 from tinytown.api.problems import register_error_handlers
 from tinytown.api.public import public
 from tinytown.api.read import read
 from tinytown.api.write import write
+from tinytown.config import Config
+from tinytown.keeper import Keeper
+from tinytown.store import Town
 
 BLUEPRINTS = (public, read, write, manage)
 
 
-def create_app(config: Config, town: Town | None = None, *, keeper: bool = False, **auth_options) -> Flask:
+def create_app(
+    config: Config, town: Town | None = None, *, keeper: bool = False, **auth_options
+) -> Flask:
     """The townhall app for ``config``; connects to (and if needed starts) the town's Redis.
 
     ``keeper``: start this process's :class:`tinytown.keeper.Keeper`, which recovers dead

@@ -14,7 +14,7 @@ import uuid
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
-from tinytown.api.auth import INSUFFICIENT, AuthError, Authenticator, audit_line
+from tinytown.api.auth import INSUFFICIENT, Authenticator, AuthError, audit_line
 from tinytown.api.problems import problem
 
 audit_log = logging.getLogger("tinytown.audit")
@@ -34,7 +34,9 @@ def protect(bp: Blueprint, scope: str) -> None:
     def _check():
         authenticator: Authenticator = current_app.config["AUTHENTICATOR"]
         try:
-            principal = authenticator.authenticate(request.headers.get("Authorization"), request.headers.get("X-API-Key"))
+            principal = authenticator.authenticate(
+                request.headers.get("Authorization"), request.headers.get("X-API-Key")
+            )
         except AuthError as err:
             if err.principal is not None:  # identified but refused: audit under who it was
                 g.principal = err.principal
@@ -59,9 +61,13 @@ def install_audit(app: Flask) -> None:
             principal = getattr(g, "principal", None)
             audit_log.info(
                 audit_line(
-                    request_id=str(uuid.uuid4()), principal=principal.id if principal else "anonymous",
-                    method=request.method, path=request.path, status=status, result=result,
+                    request_id=str(uuid.uuid4()),
+                    principal=principal.id if principal else "anonymous",
+                    method=request.method,
+                    path=request.path,
+                    status=status,
+                    result=result,
                     remote=request.remote_addr,
-                )  # fmt: skip
+                )
             )
         return resp

@@ -22,15 +22,15 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jwt
 import requests
 
+from tinytown.config import SCOPES, AuthConfig
 from tinytown.core import defaults
 from tinytown.core.apikeys import verify_key
-from tinytown.config import SCOPES, AuthConfig
 from tinytown.core.clock import now, to_rfc3339
 
 ALL_SCOPES = frozenset(SCOPES)
@@ -85,7 +85,9 @@ class ApiKeyVerifier:
     ):
         self.keys: list[tuple[str, str, frozenset[str]]] = []
         if auth.api_key_hash:
-            self.keys.append(("api_key", auth.api_key_hash, frozenset(auth.api_key_scopes) or ALL_SCOPES))
+            self.keys.append(
+                ("api_key", auth.api_key_hash, frozenset(auth.api_key_scopes) or ALL_SCOPES)
+            )
         for key in auth.keys:
             self.keys.append((key.name, key.hash, frozenset(key.scopes) or ALL_SCOPES))
         self.cache_ttl_secs, self.max_entries, self.clock = cache_ttl_secs, max_entries, clock
@@ -95,8 +97,14 @@ class ApiKeyVerifier:
 
     def authenticate(self, raw_key: str) -> Principal:
         if not self.keys:
-            raise AuthError(401, AUTH_REQUIRED, "no API key is configured; run `tt auth gen-key` and set [townhall.auth]")
-        digest = hmac.new(self._secret, raw_key.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+            raise AuthError(
+                401,
+                AUTH_REQUIRED,
+                "no API key is configured; run `tt auth gen-key` and set [townhall.auth]",
+            )
+        digest = hmac.new(
+            self._secret, raw_key.encode("utf-8", "surrogatepass"), hashlib.sha256
+        ).digest()
         now = self.clock()
         if self.cache_ttl_secs > 0:
             hit = self._cache.get(digest)
@@ -142,7 +150,10 @@ class OidcVerifier:
         now = self.clock()
         with self._lock:
             age = None if self._fetched_at is None else now - self._fetched_at
-            if age is not None and (age < defaults.JWKS_MIN_REFETCH_INTERVAL_SECS or (not force and age < defaults.JWKS_CACHE_TTL_SECS)):
+            if age is not None and (
+                age < defaults.JWKS_MIN_REFETCH_INTERVAL_SECS
+                or (not force and age < defaults.JWKS_CACHE_TTL_SECS)
+            ):
                 return
             try:
                 data = self.fetch(self.auth.jwks_url)
@@ -151,7 +162,11 @@ class OidcVerifier:
                 if self._keys:  # keep serving with the keys we have
                     self._fetched_at = now
                     return
-                raise AuthError(401, INVALID_CREDENTIALS, f"cannot load the issuer's keys from {self.auth.jwks_url}: {err}") from None
+                raise AuthError(
+                    401,
+                    INVALID_CREDENTIALS,
+                    f"cannot load the issuer's keys from {self.auth.jwks_url}: {err}",
+                ) from None
             self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
             self._fetched_at = now
 
@@ -160,7 +175,9 @@ class OidcVerifier:
         if kid not in self._keys:
             self._refresh(force=True)  # key rotation: an unknown kid refetches (rate-limited)
         if kid not in self._keys:
-            raise AuthError(401, INVALID_CREDENTIALS, f"token key id {kid!r} is not in the issuer's JWKS")
+            raise AuthError(
+                401, INVALID_CREDENTIALS, f"token key id {kid!r} is not in the issuer's JWKS"
+            )
         return self._keys[kid]
 
     def authenticate(self, token: str) -> Principal:
@@ -170,24 +187,47 @@ class OidcVerifier:
             raise AuthError(401, INVALID_CREDENTIALS, f"not a JWT: {err}") from None
         alg = header.get("alg")
         if alg not in OIDC_ALGORITHMS:
-            raise AuthError(401, INVALID_CREDENTIALS, f"token algorithm {alg!r} is not accepted (RS256, ES256)")
+            raise AuthError(
+                401, INVALID_CREDENTIALS, f"token algorithm {alg!r} is not accepted (RS256, ES256)"
+            )
         kid = header.get("kid")
         key = self._key_for(kid)
         if key.algorithm_name != alg:  # e.g. an RS256 header naming an EC key
-            raise AuthError(401, INVALID_CREDENTIALS, f"token algorithm {alg} does not match key {kid!r} ({key.algorithm_name})")
+            raise AuthError(
+                401,
+                INVALID_CREDENTIALS,
+                f"token algorithm {alg} does not match key {kid!r} ({key.algorithm_name})",
+            )
         try:
             claims = jwt.decode(
-                token, key.key, algorithms=[alg], audience=self.auth.audience, issuer=self.auth.issuer,
-                leeway=self.auth.clock_skew_seconds, options={"require": ["exp", "iss", "aud", "sub"]},
-            )  # fmt: skip
-        except (jwt.PyJWTError, TypeError, ValueError) as err:  # the library's key errors are not all PyJWTError
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=self.auth.audience,
+                issuer=self.auth.issuer,
+                leeway=self.auth.clock_skew_seconds,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except (
+            jwt.PyJWTError,
+            TypeError,
+            ValueError,
+        ) as err:  # the library's key errors are not all PyJWTError
             raise AuthError(401, INVALID_CREDENTIALS, f"token rejected: {err}") from None
         raw = claims.get("scope", claims.get("scp", ""))
-        values = raw.split() if isinstance(raw, str) else [str(v) for v in raw] if isinstance(raw, list) else []
+        values = (
+            raw.split()
+            if isinstance(raw, str)
+            else [str(v) for v in raw]
+            if isinstance(raw, list)
+            else []
+        )
         principal = Principal(str(claims["sub"]), normalize_scopes(values))
         missing = [s for s in self.auth.required_scopes if s not in principal.scopes]
         if missing:
-            raise AuthError(403, INSUFFICIENT, f"token lacks required scope(s): {', '.join(missing)}", principal)
+            raise AuthError(
+                403, INSUFFICIENT, f"token lacks required scope(s): {', '.join(missing)}", principal
+            )
         return principal
 
 
@@ -206,7 +246,8 @@ def credential(authorization: str | None, x_api_key: str | None) -> str | None:
 
 
 class Authenticator:
-    """The configured mode: ``none`` (everyone is ``local`` with all scopes), ``api_key``, ``oidc``."""
+    """The configured mode: ``none`` (everyone is ``local`` with all scopes), ``api_key``,
+    ``oidc``."""
 
     def __init__(self, auth: AuthConfig, **kwargs):
         self.mode = auth.mode
@@ -218,7 +259,9 @@ class Authenticator:
             return LOCAL
         token = credential(authorization, x_api_key)
         if token is None:
-            raise AuthError(401, AUTH_REQUIRED, "send Authorization: Bearer <key or token> or X-API-Key: <key>")
+            raise AuthError(
+                401, AUTH_REQUIRED, "send Authorization: Bearer <key or token> or X-API-Key: <key>"
+            )
         if self.oidc is not None:
             return self.oidc.authenticate(token)
         return self.api_keys.authenticate(token)

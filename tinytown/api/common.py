@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import current_app
 
+from tinytown.api.validation import field, uuid_param
 from tinytown.core import inputs
 from tinytown.core.clis import named_cli
 from tinytown.core.records import SUPERVISOR_ID, Agent, Task
 from tinytown.core.states import rest_state
 from tinytown.store import Town
 from tinytown.store.missions import MissionStore
-from tinytown.api.validation import field, uuid_param
 
 SUPERVISOR_ALIASES = ("supervisor", "conductor")
 
@@ -25,7 +25,9 @@ def missions() -> MissionStore:
 
 def agent_id_for(ref: str, *, allow_supervisor: bool = False) -> tuple[str, Agent | None]:
     """An agent reference (UUID, name, nickname, short id) → its id and record; 404 if unknown."""
-    if allow_supervisor and (ref.strip().lower() in SUPERVISOR_ALIASES or ref.strip().lower() == SUPERVISOR_ID):
+    if allow_supervisor and (
+        ref.strip().lower() in SUPERVISOR_ALIASES or ref.strip().lower() == SUPERVISOR_ID
+    ):
         return SUPERVISOR_ID, None
     agent = town().agents.resolve(ref)
     return agent.id, agent
@@ -37,8 +39,11 @@ def agent_ref(body: dict, name: str, *, required: bool = False) -> str | None:
 
 
 def cli_rule(value: str, name: str) -> str:
-    """A coding-CLI name this town configures (a preset or ``[agent_clis.NAME]``); never a command."""
-    return named_cli(inputs.text(value, name, max_chars=200, multiline=False), town().config.agent_clis).name
+    """A coding-CLI name this town configures (a preset or ``[agent_clis.NAME]``); never a
+    command."""
+    return named_cli(
+        inputs.text(value, name, max_chars=200, multiline=False), town().config.agent_clis
+    ).name
 
 
 def valid_mission_id(value: str) -> str:
@@ -50,12 +55,19 @@ def agent_json(agent: Agent, current_scope: str | None, now_ms: int) -> dict:
     the agent's own window, by the Redis clock), its ``heartbeat_interval_secs`` and the
     ``heartbeat_age_secs``. A dead agent keeps the state it had; ``alive`` says it is dead."""
     return {
-        "id": agent.id, "name": agent.name, "nickname": agent.nickname, "role_id": agent.role_id,
-        "parent_agent_id": agent.parent_agent_id, "spawn_mode": agent.spawn_mode, "cli": agent.cli,
-        "state": rest_state(agent.state), "current_scope": current_scope, "alive": agent.alive(now_ms),
+        "id": agent.id,
+        "name": agent.name,
+        "nickname": agent.nickname,
+        "role_id": agent.role_id,
+        "parent_agent_id": agent.parent_agent_id,
+        "spawn_mode": agent.spawn_mode,
+        "cli": agent.cli,
+        "state": rest_state(agent.state),
+        "current_scope": current_scope,
+        "alive": agent.alive(now_ms),
         "heartbeat_interval_secs": agent.heartbeat_interval_secs or None,
         "heartbeat_age_secs": agent.heartbeat_age_secs(now_ms),
-    }  # fmt: skip
+    }
 
 
 def task_json(task: Task) -> dict:

@@ -16,7 +16,9 @@ import h11
 GUNICORN_MAX_REQUEST_LINE_BYTES = 8190  # gunicorn's cap on limit_request_line
 GUNICORN_MAX_HEADER_FIELDS = 32768
 GUNICORN_HEADER_FIELD_BYTES = 8190  # limit_request_field_size = 0 means this to gunicorn
-UNLIMITED_REQUEST_LINE_BYTES = 1024 * 1024  # limit_request_line = 0, as gunicorn's fast parser reads it
+UNLIMITED_REQUEST_LINE_BYTES = (
+    1024 * 1024
+)  # limit_request_line = 0, as gunicorn's fast parser reads it
 DETAIL_MAX_CHARS = 200
 
 
@@ -38,7 +40,11 @@ class RequestLimits:
             line = GUNICORN_MAX_REQUEST_LINE_BYTES
         fields = cfg.limit_request_fields
         fields = fields if 0 < fields <= GUNICORN_MAX_HEADER_FIELDS else GUNICORN_MAX_HEADER_FIELDS
-        size = cfg.limit_request_field_size if cfg.limit_request_field_size > 0 else GUNICORN_HEADER_FIELD_BYTES
+        size = (
+            cfg.limit_request_field_size
+            if cfg.limit_request_field_size > 0
+            else GUNICORN_HEADER_FIELD_BYTES
+        )
         line = line or UNLIMITED_REQUEST_LINE_BYTES
         return cls(townhall.max_body_bytes, townhall.request_read_timeout_secs, line, fields, size)
 
@@ -53,9 +59,11 @@ class RequestLimits:
             "([townhall] request_read_timeout_secs); send it without pausing",
             413: f"request body is larger than the limit of {self.max_body_bytes} bytes "
             "([townhall].max_body_bytes)",
-            414: f"request line is longer than {self.request_line_bytes} bytes (gunicorn limit_request_line)",
-            431: f"request headers are over the limits: at most {self.header_fields} fields of at most "
-            f"{self.header_field_bytes} bytes each (gunicorn limit_request_fields, limit_request_field_size)",
+            414: f"request line is longer than {self.request_line_bytes} bytes "
+            "(gunicorn limit_request_line)",
+            431: f"request headers are over the limits: at most {self.header_fields} fields "
+            f"of at most {self.header_field_bytes} bytes each "
+            "(gunicorn limit_request_fields, limit_request_field_size)",
         }[status]
 
 
@@ -85,7 +93,9 @@ class RequestReader:
         """The whole request at the front of the buffer, taken out of it; None until it has all
         arrived. Raises :class:`Rejected` as soon as it breaks a limit or is malformed."""
         if self._h11 is None:
-            if self.buffer[:2] == b"\r\n":  # RFC 9112 §2.2: one empty line before a request is ignored
+            if (
+                self.buffer[:2] == b"\r\n"
+            ):  # RFC 9112 §2.2: one empty line before a request is ignored
                 del self.buffer[:2]
             if not self.buffer:
                 return None
@@ -115,7 +125,9 @@ class RequestReader:
         except h11.RemoteProtocolError as err:
             self._check_request_line()  # a request line that alone fills the head is 414, not 431
             status = err.error_status_hint if err.error_status_hint in (431, 501, 505) else 400
-            said = str(err).split(": bytearray(", 1)[0][:DETAIL_MAX_CHARS]  # not the client's bytes h11 quotes
+            said = str(err).split(": bytearray(", 1)[0][
+                :DETAIL_MAX_CHARS
+            ]  # not the client's bytes h11 quotes
             detail = self.limits.detail(431) if status == 431 else f"malformed HTTP request: {said}"
             raise Rejected(status, detail) from None
 
@@ -128,7 +140,11 @@ class RequestReader:
 
     def _head_arrived(self) -> bool:
         start = max(0, self._scanned - 2)
-        ends = [i for i in (self.buffer.find(b"\n\r\n", start), self.buffer.find(b"\n\n", start)) if i >= 0]
+        ends = [
+            i
+            for i in (self.buffer.find(b"\n\r\n", start), self.buffer.find(b"\n\n", start))
+            if i >= 0
+        ]
         if ends:
             return True
         self._scanned = len(self.buffer)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _MARK = "_tinytown_handler"
 
@@ -27,7 +27,7 @@ class _Formatter(logging.Formatter):
         message = record.getMessage()
         if record.name == "tinytown.audit":
             return message
-        ts = datetime.fromtimestamp(record.created, timezone.utc).isoformat()
+        ts = datetime.fromtimestamp(record.created, UTC).isoformat()
         line = f"ts={ts} level={record.levelname.lower()} logger={record.name} {message}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from tinytown.core import inputs
-from tinytown.core.states import MISSION, PRUNABLE_AGENT_STATES
-
-from tinytown.core.records import RESERVED_AGENT_NAMES, is_uuid
 from tinytown.api.access import protect
-from tinytown.api.common import agent_id_for, agent_ref, cli_rule, valid_mission_id, missions, town
+from tinytown.api.common import agent_id_for, agent_ref, cli_rule, missions, town, valid_mission_id
 from tinytown.api.problems import Problem
 from tinytown.api.validation import field, json_body, query_bool
+from tinytown.core import inputs
+from tinytown.core.records import RESERVED_AGENT_NAMES, is_uuid
+from tinytown.core.states import MISSION, PRUNABLE_AGENT_STATES
 
 manage = Blueprint("manage", __name__)
 protect(manage, "agent.manage")
-
 
 
 @manage.post("/v1/agents")
@@ -33,10 +31,20 @@ def spawn_agent():
     if name.strip().lower() in RESERVED_AGENT_NAMES:
         raise Problem(400, f"agent name {name!r} is reserved; choose another name", field="name")
     if parent is not None and not is_uuid(parent.lower()):
-        raise Problem(400, f"Invalid parent_agent_id: {parent!r} is not a UUID", field="parent_agent_id")
-    agent = town().agents.register(name, cli, role_id=role_id, nickname=nickname, parent_agent_id=parent and parent.lower())
-    return {"agent_id": agent.id, "name": agent.name, "cli": agent.cli, "role_id": agent.role_id,
-            "nickname": nickname, "parent_agent_id": agent.parent_agent_id}, 201  # fmt: skip
+        raise Problem(
+            400, f"Invalid parent_agent_id: {parent!r} is not a UUID", field="parent_agent_id"
+        )
+    agent = town().agents.register(
+        name, cli, role_id=role_id, nickname=nickname, parent_agent_id=parent and parent.lower()
+    )
+    return {
+        "agent_id": agent.id,
+        "name": agent.name,
+        "cli": agent.cli,
+        "role_id": agent.role_id,
+        "nickname": nickname,
+        "parent_agent_id": agent.parent_agent_id,
+    }, 201
 
 
 @manage.post("/v1/agents/<agent>/kill")
@@ -79,7 +87,8 @@ def _recovery():
 
 @manage.post("/v1/recover")
 def recover():
-    """Agents without a heartbeat for several intervals are marked stopped; their work is reclaimable."""
+    """Agents without a heartbeat for several intervals are marked stopped; their work is
+    reclaimable."""
     json_body(optional=True)
     return _recovery().recover(town())
 
@@ -154,4 +163,3 @@ def delete_mission(mission_id: str):
     mid = valid_mission_id(mission_id)
     missions().delete(mid, force=query_bool("force"))
     return {"id": mid, "deleted": True}
-

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tinytown.core.states import TASK
-
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from tinytown.core.states import TASK
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -56,10 +56,15 @@ def read_snapshot(town) -> MetricsSnapshot:
     urgent = town.inbox.urgent_total(town.agents.ids())
     by_state = {**counts.agents.live, "dead": counts.agents.dead_total}
     return MetricsSnapshot(
-        ready=True, agents_by_state={s: n for s, n in by_state.items() if n > 0}, backlog=counts.backlog,
-        assigned_pending=counts.tasks[TASK["assign"].target], completed=counts.tasks[TASK["complete"].target],
-        missions_active=counts.missions_active, redis_latency_seconds=round(latency, 6), urgent_messages=urgent,
-    )  # fmt: skip
+        ready=True,
+        agents_by_state={s: n for s, n in by_state.items() if n > 0},
+        backlog=counts.backlog,
+        assigned_pending=counts.tasks[TASK["assign"].target],
+        completed=counts.tasks[TASK["complete"].target],
+        missions_active=counts.missions_active,
+        redis_latency_seconds=round(latency, 6),
+        urgent_messages=urgent,
+    )
 
 
 class TownCollector:
@@ -76,12 +81,16 @@ class TownCollector:
 
         yield gauge("tinytown_up", 1)
         yield gauge("tinytown_ready", 1 if s.ready else 0)
-        agents = GaugeMetricFamily("tinytown_agents_total", HELP["tinytown_agents_total"], labels=["state"])
+        agents = GaugeMetricFamily(
+            "tinytown_agents_total", HELP["tinytown_agents_total"], labels=["state"]
+        )
         for state in sorted(s.agents_by_state):
             agents.add_metric([state], s.agents_by_state[state])
         yield agents
         yield gauge("tinytown_tasks_pending", s.backlog + s.assigned_pending)
-        yield CounterMetricFamily("tinytown_tasks_completed", HELP["tinytown_tasks_completed"], value=s.completed)
+        yield CounterMetricFamily(
+            "tinytown_tasks_completed", HELP["tinytown_tasks_completed"], value=s.completed
+        )
         yield gauge("tinytown_missions_active", s.missions_active)
         yield gauge("tinytown_redis_latency_seconds", s.redis_latency_seconds)
         yield gauge("tinytown_backlog_tasks", s.backlog)
@@ -103,7 +112,11 @@ def scrape(town) -> tuple[int, bytes]:
         from tinytown.connection.target import resolve_target
         from tinytown.core.urls import redact_text
 
-        detail = redact_text(str(err), resolve_target(town.config).url).replace("\n", " ").replace("\r", " ")
+        detail = (
+            redact_text(str(err), resolve_target(town.config).url)
+            .replace("\n", " ")
+            .replace("\r", " ")
+        )
         body = render(MetricsSnapshot) + f"# tinytown_metrics_error {detail}\n".encode()
         return 503, body
     return 200, render(lambda: snapshot)

@@ -15,11 +15,11 @@ import redis
 from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
+from tinytown.connection.target import resolve_target
 from tinytown.core import defaults
 from tinytown.core.clis import UnknownCli
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.inputs import InputError
-from tinytown.connection.target import resolve_target
 from tinytown.core.urls import redact_text
 
 PROBLEM_TYPE = "https://tinytown.dev/errors/{status}"
@@ -29,7 +29,15 @@ log = logging.getLogger("tinytown.townhall")
 class Problem(Exception):
     """Raise anywhere in a request to answer with a problem document."""
 
-    def __init__(self, status: int, detail: str, *, field: str | None = None, headers: dict | None = None, **extra):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        field: str | None = None,
+        headers: dict | None = None,
+        **extra,
+    ):
         super().__init__(detail)
         self.status, self.detail, self.field = status, detail, field
         self.headers, self.extra = headers or {}, extra
@@ -50,7 +58,9 @@ def problem_document(status: int, detail: str, *, field: str | None = None, **ex
     return body
 
 
-def problem(status: int, detail: str, *, field: str | None = None, headers: dict | None = None, **extra) -> Response:
+def problem(
+    status: int, detail: str, *, field: str | None = None, headers: dict | None = None, **extra
+) -> Response:
     body = problem_document(status, detail, field=field, **extra)
     resp = Response(json.dumps(body), status=status, mimetype="application/problem+json")
     for name, value in (headers or {}).items():
@@ -75,7 +85,10 @@ def register_error_handlers(app: Flask) -> None:
         detail = err.description or HTTPStatus(err.code or 500).phrase
         if err.code == 413:
             limit = current_app.config.get("MAX_CONTENT_LENGTH")
-            detail = f"request body is larger than the limit of {limit} bytes ([townhall].max_body_bytes)"
+            detail = (
+                f"request body is larger than the limit of {limit} bytes "
+                "([townhall].max_body_bytes)"
+            )
         elif err.code == 404:
             detail = "no such route; see /openapi.yaml for the API"
         headers = {}
@@ -108,7 +121,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.TimeoutError)
     def _redis_down(err: Exception):
         log.warning("event=redis_unavailable detail=%s", json.dumps(redis_detail(err)))
-        return problem(503, redis_detail(err), headers={"Retry-After": str(defaults.TOWNHALL_RETRY_AFTER_SECS)})
+        return problem(
+            503, redis_detail(err), headers={"Retry-After": str(defaults.TOWNHALL_RETRY_AFTER_SECS)}
+        )
 
     @app.errorhandler(Exception)
     def _internal(err: Exception):

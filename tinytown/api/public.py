@@ -8,12 +8,12 @@ from importlib import resources
 import redis
 from flask import Blueprint, Response, current_app
 
-from tinytown.core import defaults
 from tinytown.api import metrics
-from tinytown.connection.target import resolve_target
-from tinytown.core.urls import redact_text
 from tinytown.api.problems import problem, redis_detail
 from tinytown.api.signals import dispatcher_status, scaling
+from tinytown.connection.target import resolve_target
+from tinytown.core import defaults
+from tinytown.core.urls import redact_text
 
 public = Blueprint("public", __name__)
 SPEC_RESOURCE = "townhall-v1.yaml"
@@ -41,15 +41,25 @@ def ready():
         latency = town.ping_ms()
     except (redis.RedisError, OSError) as err:
         detail = redact_text(str(err), resolve_target(town.config).url)
-        body = {"status": "not_ready", "redis": "disconnected", "dispatcher": "unknown", "town": town.config.name,
-                "detail": f"Redis ping failed: {detail}"}  # fmt: skip
+        body = {
+            "status": "not_ready",
+            "redis": "disconnected",
+            "dispatcher": "unknown",
+            "town": town.config.name,
+            "detail": f"Redis ping failed: {detail}",
+        }
         return body, 503, {"Retry-After": str(defaults.TOWNHALL_RETRY_AFTER_SECS)}
     try:
         dispatcher = dispatcher_status(town)
     except redis.RedisError:
         dispatcher = "unknown"
-    return {"status": "ready", "redis": "connected", "redis_latency_ms": round(latency, 3),
-            "dispatcher": dispatcher, "town": town.config.name}  # fmt: skip
+    return {
+        "status": "ready",
+        "redis": "connected",
+        "redis_latency_ms": round(latency, 3),
+        "dispatcher": dispatcher,
+        "town": town.config.name,
+    }
 
 
 @public.get("/metrics")
@@ -63,8 +73,11 @@ def scaling_route():
     try:
         return scaling(_town())
     except redis.RedisError as err:
-        return problem(503, f"cannot compute the scaling signal: {redis_detail(err)}",
-                       headers={"Retry-After": str(defaults.TOWNHALL_RETRY_AFTER_SECS)})  # fmt: skip
+        return problem(
+            503,
+            f"cannot compute the scaling signal: {redis_detail(err)}",
+            headers={"Retry-After": str(defaults.TOWNHALL_RETRY_AFTER_SECS)},
+        )
 
 
 def spec_text() -> str:

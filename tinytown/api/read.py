@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from tinytown.core import defaults, messages
-from tinytown.core.states import TASK, TASK_STATES
-from tinytown.connection.target import resolve_target
-from tinytown.core.states import WORK_STATUSES
 from tinytown.api.access import protect
-from tinytown.api.common import agent_id_for, agent_json, current_scopes, valid_mission_id, missions, task_json, town
+from tinytown.api.common import (
+    agent_id_for,
+    agent_json,
+    current_scopes,
+    missions,
+    task_json,
+    town,
+    valid_mission_id,
+)
 from tinytown.api.problems import Problem
 from tinytown.api.validation import page, query_bool, query_int, uuid_param
+from tinytown.connection.target import resolve_target
+from tinytown.core import defaults, messages
+from tinytown.core.states import TASK, TASK_STATES, WORK_STATUSES
 
 read = Blueprint("read", __name__)
 protect(read, "town.read")
@@ -33,8 +40,12 @@ def status():
     rows = []
     for a, (inbox_len, urgent_len) in zip(agents, t.inbox.lengths(a.id for a in agents)):
         row = agent_json(a, scopes.get(a.current_task or ""), now_ms)
-        row.update(rounds_completed=a.rounds_completed, tasks_completed=a.tasks_completed,
-                   inbox_len=inbox_len, urgent_len=urgent_len)  # fmt: skip
+        row.update(
+            rounds_completed=a.rounds_completed,
+            tasks_completed=a.tasks_completed,
+            inbox_len=inbox_len,
+            urgent_len=urgent_len,
+        )
         rows.append(row)
     info = town_info()
     return {**info, "agent_count": len(rows), "agents": rows}
@@ -46,10 +57,13 @@ def list_agents():
     now_ms = town().agents.now_ms()
     scopes = current_scopes(agents)
     rows = [
-        {**agent_json(a, scopes.get(a.current_task or ""), now_ms), "last_heartbeat": a.last_heartbeat or None,
-         "current_task": a.current_task}
+        {
+            **agent_json(a, scopes.get(a.current_task or ""), now_ms),
+            "last_heartbeat": a.last_heartbeat or None,
+            "current_task": a.current_task,
+        }
         for a in agents
-    ]  # fmt: skip
+    ]
     return {"agents": rows, "count": len(rows)}
 
 
@@ -59,10 +73,21 @@ def list_tasks():
     if state is not None:
         state = state.lower()
         if state not in TASK_STATES:
-            raise Problem(422, f"query parameter 'state' must be one of {', '.join(TASK_STATES)}, got {request.args['state']!r}", field="state")
+            raise Problem(
+                422,
+                f"query parameter 'state' must be one of {', '.join(TASK_STATES)}, "
+                f"got {request.args['state']!r}",
+                field="state",
+            )
     offset, limit = page()
     tasks, total = town().tasks.list(state, offset=offset, limit=limit)
-    return {"tasks": [task_json(t) for t in tasks], "count": len(tasks), "total": total, "offset": offset, "limit": limit}
+    return {
+        "tasks": [task_json(t) for t in tasks],
+        "count": len(tasks),
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+    }
 
 
 @read.get("/v1/tasks/pending")
@@ -73,10 +98,14 @@ def pending_tasks():
     tasks, total = t.tasks.list(TASK["assign"].target, offset=offset, limit=limit)
     names = t.agents.names({task.assigned_to for task in tasks if task.assigned_to})
     rows = [
-        {"task_id": task.id, "description": task.description, "agent_id": task.assigned_to,
-         "agent_name": names.get(task.assigned_to or "")}
+        {
+            "task_id": task.id,
+            "description": task.description,
+            "agent_id": task.assigned_to,
+            "agent_name": names.get(task.assigned_to or ""),
+        }
         for task in tasks
-    ]  # fmt: skip
+    ]
     return {"tasks": rows, "count": total}
 
 
@@ -107,7 +136,9 @@ def inbox(agent: str):
     rows = []
     for m in msgs:
         kind, summary = messages.summarize(m)
-        rows.append({"id": m.get("id", ""), "from": m.get("from", ""), "type": kind, "summary": summary})
+        rows.append(
+            {"id": m.get("id", ""), "from": m.get("from", ""), "type": kind, "summary": summary}
+        )
     return {"agent": agent, "total": total, "urgent": urgent, "messages": rows}
 
 
@@ -117,7 +148,9 @@ def inbox(agent: str):
 @read.get("/v1/missions")
 def list_missions():
     offset, limit = page()
-    found, total = missions().list(active_only=query_bool("active_only"), offset=offset, limit=limit)
+    found, total = missions().list(
+        active_only=query_bool("active_only"), offset=offset, limit=limit
+    )
     return {"missions": [m.data for m in found], "count": len(found), "total": total}
 
 
@@ -140,7 +173,11 @@ def mission_work(mission_id: str):
     mid = valid_mission_id(mission_id)
     status = request.args.get("status")
     if status is not None and status not in WORK_STATUSES:
-        raise Problem(422, f"query parameter 'status' must be one of {', '.join(WORK_STATUSES)}", field="status")
+        raise Problem(
+            422,
+            f"query parameter 'status' must be one of {', '.join(WORK_STATUSES)}",
+            field="status",
+        )
     missions().get(mid)
     items = missions().work_items(mid, status)
     return {"work_items": items, "count": len(items)}

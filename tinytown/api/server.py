@@ -1,4 +1,5 @@
-"""Townhall's gunicorn worker: a request is read whole, on the event loop, before a thread serves it.
+"""Townhall's gunicorn worker: a request is read whole, on the event loop, before a thread
+serves it.
 
 gunicorn's gthread worker gives a connection to a pool thread once its first byte arrives, and
 that thread reads the rest of the request from a blocking socket with no deadline: a few clients
@@ -42,11 +43,11 @@ from gunicorn.http.parser import RequestParser
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers import gthread
 
-from tinytown.config import load_config
-from tinytown.core.errors import ConfigError, TinytownError
 from tinytown.api.framing import DETAIL_MAX_CHARS, Rejected, RequestLimits, RequestReader
 from tinytown.api.problems import problem_document
 from tinytown.api.startup import refuse_to_start
+from tinytown.config import load_config
+from tinytown.core.errors import ConfigError, TinytownError
 
 READ_CHUNK_BYTES = 64 * 1024
 # After an error answer (or a response that closes the connection), what the client still sends
@@ -61,14 +62,17 @@ def problem_response(status: int, detail: str) -> bytes:
     """A whole HTTP/1.1 response carrying a problem document, closing the connection."""
     body = json.dumps(problem_document(status, detail)).encode()
     head = (
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/problem+json\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "Content-Type: application/problem+json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
 
 
 def _error_classes(*names: str) -> tuple:
-    return tuple(getattr(gerrors, n) for n in names if hasattr(gerrors, n))  # older gunicorns lack some
+    return tuple(
+        getattr(gerrors, n) for n in names if hasattr(gerrors, n)
+    )  # older gunicorns lack some
 
 
 # The statuses gunicorn's own Worker.handle_error gives its parse errors (anything else is 400).
@@ -86,7 +90,9 @@ GUNICORN_ERROR_STATUS = (
 
 
 def gunicorn_error_status(exc: BaseException) -> int:
-    return next((status for classes, status in GUNICORN_ERROR_STATUS if isinstance(exc, classes)), 500)
+    return next(
+        (status for classes, status in GUNICORN_ERROR_STATUS if isinstance(exc, classes)), 500
+    )
 
 
 class _Conn(gthread.TConn):
@@ -108,19 +114,30 @@ class BufferingWorker(gthread.ThreadWorker):
     def check_config(cls, cfg, log):
         super().check_config(cfg, log)
         unsupported = [
-            name for name, on in (
+            name
+            for name, on in (
                 ("http_protocols with h2", "h2" in (getattr(cfg, "http_protocols", None) or ())),
-                ("proxy_protocol", getattr(cfg, "proxy_protocol", False) not in (False, None, "off")),
+                (
+                    "proxy_protocol",
+                    getattr(cfg, "proxy_protocol", False) not in (False, None, "off"),
+                ),
                 ("protocol = uwsgi", getattr(cfg, "protocol", "http") != "http"),
-            ) if on
-        ]  # fmt: skip
-        if not hasattr(gthread, "PollableMethodQueue"):  # gthread's event loop as this class extends it
+            )
+            if on
+        ]
+        if not hasattr(
+            gthread, "PollableMethodQueue"
+        ):  # gthread's event loop as this class extends it
             unsupported.append(f"gunicorn {gunicorn.__version__} (24 or newer is needed)")
         if unsupported:
-            refuse_to_start(ConfigError(
-                "townhall's worker (tinytown.api.server.BufferingWorker) serves HTTP/1.x and cannot run with "
-                + ", ".join(unsupported) + "; change those gunicorn settings or upgrade gunicorn"
-            ))  # fmt: skip
+            refuse_to_start(
+                ConfigError(
+                    "townhall's worker (tinytown.api.server.BufferingWorker) serves HTTP/1.x "
+                    "and cannot run with "
+                    + ", ".join(unsupported)
+                    + "; change those gunicorn settings or upgrade gunicorn"
+                )
+            )
 
     def init_process(self):
         try:
@@ -145,15 +162,21 @@ class BufferingWorker(gthread.ThreadWorker):
         self.nr_conns += 1
         conn = _Conn(self.cfg, sock, client, listener.getsockname(), self.limits)
         if self.cfg.is_ssl:
-            try:  # gunicorn's context (certfile, keyfile, ca_certs, cert_reqs): per connection, as gunicorn does
+            # gunicorn's context (certfile, keyfile, ca_certs, cert_reqs): per connection, as
+            # gunicorn does
+            try:
                 conn.sock = gsock.ssl_context(self.cfg).wrap_socket(
-                    sock, server_side=True, do_handshake_on_connect=False,
+                    sock,
+                    server_side=True,
+                    do_handshake_on_connect=False,
                     suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
-                )  # fmt: skip
+                )
             except OSError:
                 return self._close(conn)
             conn.handshaking = True
-        self._wait(conn, self.limits.read_timeout_secs)  # the first request's deadline counts from accept
+        self._wait(
+            conn, self.limits.read_timeout_secs
+        )  # the first request's deadline counts from accept
         self._watch(conn, selectors.EVENT_READ)
 
     def _on_ready(self, conn: _Conn, _fileobj=None) -> None:
@@ -177,7 +200,9 @@ class BufferingWorker(gthread.ThreadWorker):
         except ssl.SSLWantWriteError:
             self._watch(conn, selectors.EVENT_WRITE)
             return False
-        except OSError as err:  # ssl.SSLError included: no certificate, a stranger's, not TLS at all
+        except (
+            OSError
+        ) as err:  # ssl.SSLError included: no certificate, a stranger's, not TLS at all
             self.log.debug("TLS handshake with %s failed: %s", conn.client, err)
             self._close(conn)
             return False
@@ -226,11 +251,15 @@ class BufferingWorker(gthread.ThreadWorker):
         self.serving.pop(conn, None)
         try:
             keep = not fs.cancelled() and fs.result() is True
-        except Exception:  # noqa: BLE001 - handle() reports its own errors; the connection just closes
+        except Exception:  # noqa: BLE001
+            # handle() reports its own errors; the connection just closes
             keep = False
         if keep and conn.parser.unreader.buf.getvalue():
-            self.log.warning("event=request_framing_mismatch peer=%s detail=gunicorn left bytes of the "
-                             "request h11 framed; closing", conn.client)  # fmt: skip
+            self.log.warning(
+                "event=request_framing_mismatch peer=%s detail=gunicorn left bytes of the "
+                "request h11 framed; closing",
+                conn.client,
+            )
             keep = False
         if not keep:
             return self._close(conn, linger=True)
@@ -239,7 +268,10 @@ class BufferingWorker(gthread.ThreadWorker):
             self._wait(conn, self.limits.read_timeout_secs)
         else:
             conn.kept_alive = True
-            self._wait(conn, self.cfg.keepalive if self.alive else min(self.cfg.keepalive, STOP_LINGER_SECS))
+            self._wait(
+                conn,
+                self.cfg.keepalive if self.alive else min(self.cfg.keepalive, STOP_LINGER_SECS),
+            )
         self._watch(conn, selectors.EVENT_READ)
         try:
             if conn.reader.started and not self._advance(conn):
@@ -253,8 +285,12 @@ class BufferingWorker(gthread.ThreadWorker):
     # --- answers, deadlines, closing ------------------------------------------------------------
 
     def _reject(self, conn: _Conn, status: int, detail: str) -> None:
-        self.log.warning("event=request_rejected status=%d peer=%s detail=%s",
-                         status, conn.client, json.dumps(detail))  # fmt: skip
+        self.log.warning(
+            "event=request_rejected status=%d peer=%s detail=%s",
+            status,
+            conn.client,
+            json.dumps(detail),
+        )
         self._send(conn, problem_response(status, detail))
         self._close(conn, linger=True)
 
@@ -268,7 +304,8 @@ class BufferingWorker(gthread.ThreadWorker):
         if conn.closed:
             return
         if linger and not conn.closing:
-            try:  # FIN after the answer; keep reading what the client still sends, so no RST eats it
+            # FIN after the answer; keep reading what the client still sends, so no RST eats it
+            try:
                 conn.sock.setblocking(False)
                 conn.sock.shutdown(socket.SHUT_WR)
                 conn.closing = True
@@ -323,13 +360,16 @@ class BufferingWorker(gthread.ThreadWorker):
         super().wait_for_and_dispatch_events(timeout)
 
     def notify(self):
-        """The heartbeat gunicorn's arbiter watches, withheld while a request has run past gunicorn's
-        ``timeout``: the arbiter then restarts this worker, as it did a sync worker stuck in one
-        request (the event loop itself keeps beating, so nothing else would)."""
+        """The heartbeat gunicorn's arbiter watches, withheld while a request has run past
+        gunicorn's ``timeout``: the arbiter then restarts this worker, as it did a sync worker
+        stuck in one request (the event loop itself keeps beating, so nothing else would)."""
         since = min(self.serving.values(), default=math.inf)
         if time.monotonic() - since > self.cfg.timeout:
-            self.log.error("event=request_stuck detail=a request has run over %s s (gunicorn timeout); "
-                           "this worker stops reporting in and gunicorn restarts it", self.cfg.timeout)  # fmt: skip
+            self.log.error(
+                "event=request_stuck detail=a request has run over %s s (gunicorn timeout); "
+                "this worker stops reporting in and gunicorn restarts it",
+                self.cfg.timeout,
+            )
             return
         super().notify()
 
@@ -349,7 +389,9 @@ class BufferingWorker(gthread.ThreadWorker):
             if conn.deadline > now:
                 self.next_deadline = min(self.next_deadline, conn.deadline)
             elif conn.closing or conn.handshaking or not conn.reader.started:
-                self._close(conn)  # nothing of a request arrived (or it was answered): nothing to say
+                self._close(
+                    conn
+                )  # nothing of a request arrived (or it was answered): nothing to say
             else:
                 self._reject(conn, 408, self.limits.detail(408))
 
@@ -357,13 +399,20 @@ class BufferingWorker(gthread.ThreadWorker):
 
     def handle_request(self, req, conn):
         if getattr(req, "_expected_100_continue", False):
-            req._expected_100_continue = False  # the body is already here: no 100 Continue from gunicorn
-        conn.sock.settimeout(self.limits.read_timeout_secs)  # a client that stops reading its response
+            req._expected_100_continue = (
+                False  # the body is already here: no 100 Continue from gunicorn
+            )
+        conn.sock.settimeout(
+            self.limits.read_timeout_secs
+        )  # a client that stops reading its response
         try:
             return super().handle_request(req, conn)
         except TimeoutError:
-            self.log.warning("event=response_write_timeout peer=%s detail=the client read no response for %s s",
-                             conn.client, self.limits.read_timeout_secs)  # fmt: skip
+            self.log.warning(
+                "event=response_write_timeout peer=%s detail=the client read no response for %s s",
+                conn.client,
+                self.limits.read_timeout_secs,
+            )
             return False
 
     def handle_error(self, req, client, addr, exc):
@@ -383,7 +432,10 @@ class BufferingWorker(gthread.ThreadWorker):
             environ = default_environ(req, client, self.cfg)
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = addr[0], str(addr[1])
             resp = Response(req, client, self.cfg)
-            resp.status, resp.response_length = f"{status} {HTTPStatus(status).phrase}", len(payload)
+            resp.status, resp.response_length = (
+                f"{status} {HTTPStatus(status).phrase}",
+                len(payload),
+            )
             self.log.access(resp, req, environ, datetime.now() - started)
         try:
             client.settimeout(self.limits.read_timeout_secs)

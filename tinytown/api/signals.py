@@ -15,11 +15,16 @@ def scaling(town: Town) -> dict:
     counts = town.counts(idle_times=cfg.agent.idle_timeout_secs > 0)
     return scaling_signal(
         ScalingInput(
-            town=cfg.name, now=now(), pending_tasks=counts.pending_tasks, in_flight_tasks=counts.in_flight_tasks,
-            agents_by_state=counts.agents.live, dead_agents=counts.agents.dead_total,
-            idle_last_active=counts.agents.idle_last_active, max_agents=cfg.max_agents,
+            town=cfg.name,
+            now=now(),
+            pending_tasks=counts.pending_tasks,
+            in_flight_tasks=counts.in_flight_tasks,
+            agents_by_state=counts.agents.live,
+            dead_agents=counts.agents.dead_total,
+            idle_last_active=counts.agents.idle_last_active,
+            max_agents=cfg.max_agents,
             idle_timeout_secs=cfg.agent.idle_timeout_secs,
-        )  # fmt: skip
+        )
     )
 
 

@@ -26,12 +26,13 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping, NoReturn
+from typing import NoReturn
 
+from tinytown.config import Config, load_config
 from tinytown.core import defaults
 from tinytown.core.apikeys import generate_key, hash_key
-from tinytown.config import Config, load_config
 from tinytown.core.errors import ConfigError, TinytownError
 from tinytown.core.urls import is_loopback
 
@@ -80,30 +81,48 @@ def startup_errors(config: Config, binds: Iterable[str] | None = None) -> list[s
     exposed = [h for h in hosts if not is_local_bind(h)]
     if exposed and th.auth.mode == "none":
         errors.append(
-            f"townhall would listen on {exposed[0]} (not loopback) with [townhall.auth] mode = \"none\": "
-            "anyone who can reach it could drive the town. Set mode = \"api_key\" with a hash from "
-            "`tt auth gen-key` (or mode = \"oidc\"), or bind 127.0.0.1 ([townhall] bind / TINYTOWN_REST_BIND)"
+            f"townhall would listen on {exposed[0]} (not loopback) "
+            'with [townhall.auth] mode = "none": '
+            'anyone who can reach it could drive the town. Set mode = "api_key" with a hash from '
+            '`tt auth gen-key` (or mode = "oidc"), '
+            "or bind 127.0.0.1 ([townhall] bind / TINYTOWN_REST_BIND)"
         )
     if th.tls.enabled:
         for key in ("cert_file", "key_file"):
             value = getattr(th.tls, key)
             if _readable(config, value) is None:
                 shown = config.path(value) if value else "unset"
-                errors.append(f"[townhall.tls] {key} is {shown} but TLS is enabled: set it to a readable PEM file")
+                errors.append(
+                    f"[townhall.tls] {key} is {shown} but TLS is enabled: "
+                    "set it to a readable PEM file"
+                )
     if th.mtls.enabled or th.mtls.required:
         if not th.tls.enabled:
-            errors.append("[townhall.mtls] is on but [townhall.tls] enabled = false: mTLS needs TLS; enable it with cert_file and key_file")
+            errors.append(
+                "[townhall.mtls] is on but [townhall.tls] enabled = false: mTLS needs TLS; "
+                "enable it with cert_file and key_file"
+            )
         if _readable(config, th.mtls.ca_file) is None:
             shown = config.path(th.mtls.ca_file) if th.mtls.ca_file else "unset"
-            errors.append(f"[townhall.mtls] ca_file is {shown}: set it to a readable PEM bundle of the CAs that sign client certificates")
+            errors.append(
+                f"[townhall.mtls] ca_file is {shown}: "
+                "set it to a readable PEM bundle of the CAs that sign client certificates"
+            )
     return errors
 
 
 def startup_warnings(config: Config, binds: Iterable[str] | None = None) -> list[str]:
     th = config.townhall
     hosts = [bind_host(b) for b in binds] if binds is not None else [th.bind]
-    if th.auth.mode == "api_key" and any(not is_local_bind(h) for h in hosts) and not th.tls.enabled:
-        return ["API keys travel in clear text without [townhall.tls]; enable TLS or terminate it in front of townhall"]
+    if (
+        th.auth.mode == "api_key"
+        and any(not is_local_bind(h) for h in hosts)
+        and not th.tls.enabled
+    ):
+        return [
+            "API keys travel in clear text without [townhall.tls]; "
+            "enable TLS or terminate it in front of townhall"
+        ]
     return []
 
 
@@ -121,14 +140,17 @@ def check_startup(config: Config, binds: Iterable[str] | None = None) -> None:
 
 
 def set_auth_in_toml(text: str, phc: str) -> str:
-    """``tinytown.toml`` text with ``mode = "api_key"`` and ``api_key_hash`` under ``[townhall.auth]``."""
+    """``tinytown.toml`` text with ``mode = "api_key"`` and ``api_key_hash`` under
+    ``[townhall.auth]``."""
     lines = text.splitlines()
     wanted = {"mode": '"api_key"', "api_key_hash": f'"{phc}"'}
     start = next((i for i, line in enumerate(lines) if line.strip() == "[townhall.auth]"), None)
     if start is None:
         block = ["", "[townhall.auth]"] + [f"{k} = {v}" for k, v in wanted.items()]
         return "\n".join(lines + block) + "\n"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines)
+    )
     section = lines[start + 1 : end]
     for key, value in wanted.items():
         pattern = re.compile(rf"^\s*{key}\s*=")
@@ -146,8 +168,11 @@ def key_file_path(config: Config, env: Mapping[str, str]) -> Path:
     return Path(custom) if custom else config.root / defaults.TOWNHALL_API_KEY_FILENAME
 
 
-def bootstrap_api_key(config: Config, env: Mapping[str, str] | None = None, binds: Iterable[str] | None = None) -> Config:
-    """Make and configure an API key if the container bootstrap applies; returns the config to use."""
+def bootstrap_api_key(
+    config: Config, env: Mapping[str, str] | None = None, binds: Iterable[str] | None = None
+) -> Config:
+    """Make and configure an API key if the container bootstrap applies; returns the config to
+    use."""
     env = os.environ if env is None else env
     hosts = [bind_host(b) for b in binds] if binds is not None else [config.townhall.bind]
     if env.get("TINYTOWN_BOOTSTRAP_API_KEY") != "1" or config.townhall.auth.mode != "none":
@@ -172,8 +197,11 @@ def bootstrap_api_key(config: Config, env: Mapping[str, str] | None = None, bind
         tmp = path.with_suffix(".toml.tmp")
         tmp.write_text(set_auth_in_toml(text, hash_key(key)), encoding="utf-8")
         os.replace(tmp, path)
-        log.warning("event=api_key_bootstrapped key_file=%s detail=%s", key_path,
-                    "generated an API key for this non-loopback townhall; its hash is in tinytown.toml")  # fmt: skip
+        log.warning(
+            "event=api_key_bootstrapped key_file=%s detail=%s",
+            key_path,
+            "generated an API key for this non-loopback townhall; its hash is in tinytown.toml",
+        )
         return load_config(config.root, env)
 
 
@@ -199,13 +227,16 @@ def check_gunicorn_settings(config: Config, argv: list[str] | None = None) -> No
             + RUN_WITH_CONFIG
         )
     log.warning(
-        "event=startup_warning detail=gunicorn runs without tinytown.gunicorn_conf: [townhall] bind, "
-        "rest_port, workers and timeouts are not applied; gunicorn's own flags (-b, -w, -t) decide "
-        "them. To apply [townhall], %s", RUN_WITH_CONFIG,
-    )  # fmt: skip
+        "event=startup_warning detail=gunicorn runs without tinytown.gunicorn_conf: "
+        "[townhall] bind, rest_port, workers and timeouts are not applied; "
+        "gunicorn's own flags (-b, -w, -t) decide them. To apply [townhall], %s",
+        RUN_WITH_CONFIG,
+    )
 
 
-def gunicorn_command_binds(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> list[str] | None:
+def gunicorn_command_binds(
+    argv: list[str] | None = None, env: Mapping[str, str] | None = None
+) -> list[str] | None:
     """Addresses given to gunicorn with ``-b``/``--bind`` (argv or ``GUNICORN_CMD_ARGS``), if any.
 
     Lets the app check the real bind even when gunicorn runs without this project's config
@@ -230,7 +261,9 @@ def gunicorn_command_binds(argv: list[str] | None = None, env: Mapping[str, str]
     return binds or None
 
 
-def townhall_config(root=None, env: Mapping[str, str] | None = None, binds: Iterable[str] | None = None) -> Config:
+def townhall_config(
+    root=None, env: Mapping[str, str] | None = None, binds: Iterable[str] | None = None
+) -> Config:
     """Load the town's config for townhall: bootstrap a key if asked, then enforce the rules."""
     env = os.environ if env is None else env
     binds = list(binds) if binds is not None else None

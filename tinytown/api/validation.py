@@ -11,14 +11,15 @@ request writes nothing.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from tinytown.api.problems import Problem
 from tinytown.core import defaults, inputs
 from tinytown.core.records import is_uuid
-from tinytown.api.problems import Problem
 
 _MISSING = object()
 _READ_CHUNK_BYTES = 64 * 1024
@@ -62,17 +63,27 @@ def json_body(*, optional: bool = False) -> dict[str, Any]:
         raise Problem(422, "request body is empty; send a JSON object", field="body")
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise Problem(415, f"Content-Type must be application/json, got {inputs.printable(request.content_type or 'none')!r}")
+        raise Problem(
+            415,
+            "Content-Type must be application/json, got "
+            f"{inputs.printable(request.content_type or 'none')!r}",
+        )
     body = inputs.decode_json(raw)
     if not isinstance(body, dict):
-        raise Problem(422, f"request body must be a JSON object, got {type_name(body)}", field="body")
+        raise Problem(
+            422, f"request body must be a JSON object, got {type_name(body)}", field="body"
+        )
     return body
 
 
 def type_name(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), "a number")
 
 
 def field(
@@ -98,13 +109,18 @@ def field(
             raise Problem(422, f"field {name!r} is required", field=name)
         return default
     ok = (
-        isinstance(value, str) if kind is str
-        else isinstance(value, bool) if kind is bool
-        else isinstance(value, int) and not isinstance(value, bool) if kind is int
+        isinstance(value, str)
+        if kind is str
+        else isinstance(value, bool)
+        if kind is bool
+        else isinstance(value, int) and not isinstance(value, bool)
+        if kind is int
         else isinstance(value, list) and all(isinstance(v, str) for v in value)
-    )  # fmt: skip
+    )
     if not ok:
-        raise Problem(422, f"field {name!r} must be {_KIND_NAMES[kind]}, got {type_name(value)}", field=name)
+        raise Problem(
+            422, f"field {name!r} must be {_KIND_NAMES[kind]}, got {type_name(value)}", field=name
+        )
     if kind is int:
         return inputs.integer(value, name, low, high)
     if kind is str and rule is None:
@@ -114,7 +130,9 @@ def field(
 
 def required_text(body: dict, name: str, *, multiline: bool = True) -> str:
     """A required string with something in it besides whitespace."""
-    value = field(body, name, str, required=True, rule=lambda v, f: inputs.text(v, f, multiline=multiline))
+    value = field(
+        body, name, str, required=True, rule=lambda v, f: inputs.text(v, f, multiline=multiline)
+    )
     if not value.strip():
         raise Problem(422, f"field {name!r} must not be empty", field=name)
     return value
@@ -128,7 +146,11 @@ def line(value: str, name: str) -> str:
 def uuid_param(value: str, what: str, status: int = 400) -> str:
     """A path id that must be a UUID (upstream answers 400 "Invalid task ID: …")."""
     if not is_uuid(value.lower()):
-        raise Problem(status, f"invalid {what} {inputs.printable(value)!r}: expected a UUID", field=what.replace(" ", "_"))
+        raise Problem(
+            status,
+            f"invalid {what} {inputs.printable(value)!r}: expected a UUID",
+            field=what.replace(" ", "_"),
+        )
     return value.lower()
 
 
@@ -138,7 +160,11 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
         return default
     value = int(raw) if raw.isascii() and raw.lstrip("-").isdigit() and len(raw) <= 20 else None
     if value is None or not low <= value <= high:
-        raise Problem(422, f"query parameter {name!r} must be an integer from {low} to {high}, got {raw[:40]!r}", field=name)
+        raise Problem(
+            422,
+            f"query parameter {name!r} must be an integer from {low} to {high}, got {raw[:40]!r}",
+            field=name,
+        )
     return value
 
 
@@ -150,7 +176,9 @@ def query_bool(name: str, default: bool = False) -> bool:
         return True
     if raw.lower() in ("0", "false", "no"):
         return False
-    raise Problem(422, f"query parameter {name!r} must be true or false, got {raw[:40]!r}", field=name)
+    raise Problem(
+        422, f"query parameter {name!r} must be true or false, got {raw[:40]!r}", field=name
+    )
 
 
 def page() -> tuple[int, int]:

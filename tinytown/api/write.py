@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from tinytown.core import defaults, inputs
-from tinytown.core.records import SUPERVISOR_ID, Task
-from tinytown.core.states import TASK
-from tinytown.core.states import WORK_STATUSES
 from tinytown.api.access import protect
-from tinytown.api.common import agent_id_for, agent_ref, cli_rule, valid_mission_id, missions, task_json, town
+from tinytown.api.common import (
+    agent_id_for,
+    agent_ref,
+    cli_rule,
+    missions,
+    task_json,
+    town,
+    valid_mission_id,
+)
 from tinytown.api.problems import Problem
 from tinytown.api.validation import field, json_body, line, required_text, uuid_param
+from tinytown.core import defaults, inputs
+from tinytown.core.records import SUPERVISOR_ID, Task
+from tinytown.core.states import TASK, WORK_STATUSES
 
 write = Blueprint("write", __name__)
 protect(write, "town.write")
@@ -66,7 +73,9 @@ def assign_all():
     assigned = []
     ids, _ = t.tasks.backlog(limit=2**31)
     for tid in ids:
-        if t.tasks.transition(tid, "assign", set_fields={"assigned_to": agent_id}, dispatch_to=agent_id).ok:
+        if t.tasks.transition(
+            tid, "assign", set_fields={"assigned_to": agent_id}, dispatch_to=agent_id
+        ).ok:
             assigned.append(tid)
     return {"assigned": len(assigned), "tasks": assigned}
 
@@ -105,7 +114,11 @@ def complete_task(task_id: str):
 def fail_task(task_id: str):
     task_id = uuid_param(task_id, "task id")
     body = json_body(optional=True)
-    reason = field(body, "reason", str, default="") or field(body, "error", str, default="") or "Marked failed via API"
+    reason = (
+        field(body, "reason", str, default="")
+        or field(body, "error", str, default="")
+        or "Marked failed via API"
+    )
     return _reported(town().tasks.fail(task_id, reason, agent_id=_guard_agent(body)))
 
 
@@ -139,7 +152,9 @@ def send_message():
 def _objective(i: int, value) -> dict:
     name = f"objectives[{i}]"
     if not isinstance(value, dict) or value.get("type") not in ("issue", "doc"):
-        raise Problem(422, f"field {name!r} must be an object with type \"issue\" or \"doc\"", field=name)
+        raise Problem(
+            422, f'field {name!r} must be an object with type "issue" or "doc"', field=name
+        )
     if value["type"] == "doc":
         path = field(value, "path", str, required=True, rule=line)
         if not path.strip():
@@ -147,10 +162,17 @@ def _objective(i: int, value) -> dict:
         return {"type": "doc", "path": path}
     for key, kind in (("owner", str), ("repo", str), ("number", int)):
         if not isinstance(value.get(key), kind) or isinstance(value.get(key), bool):
-            raise Problem(422, f"field '{name}.{key}' is required for an issue objective", field=f"{name}.{key}")
-    return {"type": "issue", "owner": inputs.name(value["owner"], f"{name}.owner"),
-            "repo": inputs.name(value["repo"], f"{name}.repo"),
-            "number": inputs.integer(value["number"], f"{name}.number", 1, 2**31 - 1)}  # fmt: skip
+            raise Problem(
+                422,
+                f"field '{name}.{key}' is required for an issue objective",
+                field=f"{name}.{key}",
+            )
+    return {
+        "type": "issue",
+        "owner": inputs.name(value["owner"], f"{name}.owner"),
+        "repo": inputs.name(value["repo"], f"{name}.repo"),
+        "number": inputs.integer(value["number"], f"{name}.number", 1, 2**31 - 1),
+    }
 
 
 def _policy(body: dict) -> dict:
@@ -158,8 +180,12 @@ def _policy(body: dict) -> dict:
     if not isinstance(raw, dict):
         raise Problem(422, "field 'policy' must be an object", field="policy")
     policy = {}
-    for key, kind, high in (("max_parallel_items", int, 1000), ("reviewer_required", bool, 0), ("auto_merge", bool, 0),
-                            ("watch_interval_secs", int, 7 * 86400)):  # fmt: skip
+    for key, kind, high in (
+        ("max_parallel_items", int, 1000),
+        ("reviewer_required", bool, 0),
+        ("auto_merge", bool, 0),
+        ("watch_interval_secs", int, 7 * 86400),
+    ):
         value = field(raw, key, kind, low=1, high=high)
         if value is not None:
             policy[key] = value
@@ -171,11 +197,19 @@ def start_mission():
     body = json_body()
     raw = body.get("objectives")
     if not isinstance(raw, list) or not raw or len(raw) > defaults.MISSION_MAX_OBJECTIVES:
-        raise Problem(422, "field 'objectives' must be a non-empty array of at most "
-                      f"{defaults.MISSION_MAX_OBJECTIVES} issue or doc references", field="objectives")  # fmt: skip
+        raise Problem(
+            422,
+            "field 'objectives' must be a non-empty array of at most "
+            f"{defaults.MISSION_MAX_OBJECTIVES} issue or doc references",
+            field="objectives",
+        )
     objectives = [_objective(i, v) for i, v in enumerate(raw)]
     mission = missions().create(objectives, _policy(body))
-    return {"mission_id": mission.id, "state": mission.state, "objective_count": len(objectives)}, 201
+    return {
+        "mission_id": mission.id,
+        "state": mission.state,
+        "objective_count": len(objectives),
+    }, 201
 
 
 @write.patch("/v1/missions/<mission_id>/work/<work_item_id>")
@@ -184,7 +218,9 @@ def update_work_item(mission_id: str, work_item_id: str):
     body = json_body()
     status = field(body, "status", str, rule=line)
     if status is not None and status not in WORK_STATUSES:
-        raise Problem(422, f"field 'status' must be one of {', '.join(WORK_STATUSES)}", field="status")
+        raise Problem(
+            422, f"field 'status' must be one of {', '.join(WORK_STATUSES)}", field="status"
+        )
     artifacts = field(body, "artifacts", list, rule=_artifacts)
     return missions().update_work_item(mid, work_item_id, status=status, artifacts=artifacts)
 
@@ -198,5 +234,9 @@ def snooze_watch(mission_id: str, watch_id: str):
 
 def _artifacts(values: list[str], name: str) -> list[str]:
     if len(values) > defaults.INPUT_MAX_TAGS:
-        raise Problem(422, f"field {name!r} has {len(values)} entries; at most {defaults.INPUT_MAX_TAGS}", field=name)
+        raise Problem(
+            422,
+            f"field {name!r} has {len(values)} entries; at most {defaults.INPUT_MAX_TAGS}",
+            field=name,
+        )
     return [line(v, f"{name}[{i}]") for i, v in enumerate(values)]

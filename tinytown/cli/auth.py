@@ -8,16 +8,20 @@ from tinytown.core.apikeys import gen_key_text, generate_key, hash_key
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("auth", help="API keys for townhall",
-                       description="API keys for townhall's [townhall.auth] mode = \"api_key\".")
+    p = sub.add_parser(
+        "auth",
+        help="API keys for townhall",
+        description='API keys for townhall\'s [townhall.auth] mode = "api_key".',
+    )
     asub = p.add_subparsers(dest="auth_command", metavar="ACTION", required=True)
     g = asub.add_parser(
-        "gen-key", help="generate an API key and its Argon2id hash",
+        "gen-key",
+        help="generate an API key and its Argon2id hash",
         description="Print a new 64-hex API key (shown once) and its Argon2id PHC hash "
         "(m=19456, t=2, p=1) for [townhall.auth] api_key_hash or [[townhall.auth.keys]] hash. "
         "Scripts can read the line after 'API Key (store securely, shown only once):' and the "
         "line after 'API Key Hash (add to tinytown.toml):'.",
-    )  # fmt: skip
+    )
     g.set_defaults(func=cmd_gen_key)
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
-from tinytown.core import inputs
 from tinytown.config import Config, load_config
-from tinytown.core.errors import RedisUnavailable
 from tinytown.connection.target import resolve_target
+from tinytown.core import inputs
+from tinytown.core.errors import RedisUnavailable
 from tinytown.core.urls import redact_text
 from tinytown.store import Town
 
@@ -76,7 +77,9 @@ def guard_redis(func):
             return func(args)
         except (redis.ConnectionError, redis.TimeoutError) as err:
             target = resolve_target(config_of(args))
-            raise RedisUnavailable(f"lost Redis at {target.display}: {redact_text(str(err), target.url)}") from None
+            raise RedisUnavailable(
+                f"lost Redis at {target.display}: {redact_text(str(err), target.url)}"
+            ) from None
 
     wrapper.__doc__ = func.__doc__
     return wrapper

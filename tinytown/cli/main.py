@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from tinytown import __version__
-from tinytown.core.errors import ExitStatus, TinytownError
 from tinytown.cli import auth, backlog, redis_cmd, task, town, worker
 from tinytown.cli.common import Parser, undecodable
+from tinytown.core.errors import ExitStatus, TinytownError
 
 COMMAND_GROUPS = (town, backlog, task, auth, redis_cmd, worker)
 
@@ -38,9 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tt {__version__}")
     parser.add_argument(
-        "-t", "--town", metavar="DIR",
+        "-t",
+        "--town",
+        metavar="DIR",
         help="town directory (default: $TINYTOWN_TOWN_DIR, else the current directory)",
-    )  # fmt: skip
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)

@@ -6,30 +6,37 @@ import argparse
 import json
 from pathlib import Path
 
+from tinytown.cli.common import NAME, add_json_flag, guard_redis, open_town, print_json
+from tinytown.config import default_town_name, load_config, town_dir
+from tinytown.connection.target import resolve_target
 from tinytown.core import defaults
 from tinytown.core.clis import PRESETS
-from tinytown.config import default_town_name, load_config, town_dir
 from tinytown.core.errors import ConfigError, TinytownError
-from tinytown.connection.target import resolve_target
-from tinytown.cli.common import NAME, add_json_flag, guard_redis, open_town, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "init", help="create tinytown.toml in the town directory",
-        description="Write tinytown.toml (with every coding-CLI preset) and ignore .tt/ in .gitignore. "
+        "init",
+        help="create tinytown.toml in the town directory",
+        description="Write tinytown.toml (with every coding-CLI preset) "
+        "and ignore .tt/ in .gitignore. "
         "Nothing else is needed: Redis starts on first use.",
-    )  # fmt: skip
+    )
     p.add_argument("--name", help="town name; namespaces Redis keys (default: the directory name)")
-    p.add_argument("--cli", type=NAME, default=defaults.DEFAULT_CLI,
-                   help="default coding CLI, a preset (default: %(default)s)")
+    p.add_argument(
+        "--cli",
+        type=NAME,
+        default=defaults.DEFAULT_CLI,
+        help="default coding CLI, a preset (default: %(default)s)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing tinytown.toml")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser(
-        "status", help="show the town: Redis, agents and tasks by state",
+        "status",
+        help="show the town: Redis, agents and tasks by state",
         description="Connect to the town (starting its own Redis if needed) and summarise it.",
-    )  # fmt: skip
+    )
     add_json_flag(p)
     p.set_defaults(func=cmd_status)
 
@@ -40,7 +47,8 @@ def toml_string(value: str) -> str:
 
 def render_config(name: str, default_cli: str) -> str:
     clis = "\n".join(
-        f"[agent_clis.{toml_string(n) if '-' in n else n}]\ncommand = {toml_string(c)}\n" for n, c in PRESETS.items()
+        f"[agent_clis.{toml_string(n) if '-' in n else n}]\ncommand = {toml_string(c)}\n"
+        for n, c in PRESETS.items()
     )
     return f"""# Tinytown town configuration. Every key is optional; see README.md "Configuration".
 name = {toml_string(name)}
@@ -119,7 +127,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     ignored = ignore_runtime_dir(root)
     shim = write_gunicorn_shim(root)
     print(f"Initialised town {name!r} in {root}")
-    print(f"  wrote {path}" + (f"\n  wrote {shim}" if shim else "") + ("\n  added .tt/ to .gitignore" if ignored else ""))
+    print(
+        f"  wrote {path}"
+        + (f"\n  wrote {shim}" if shim else "")
+        + ("\n  added .tt/ to .gitignore" if ignored else "")
+    )
     print("  next: gunicorn townhall:app   (townhall; starts the town's Redis on first use)")
     print("        python -m agent_worker   (a worker; exits after [agent] idle_timeout_secs)")
     return 0
@@ -130,7 +142,9 @@ def liveness(agent, now_ms: int) -> str:
     if not agent.active or agent.alive(now_ms):
         return agent.state
     age = agent.heartbeat_age_secs(now_ms)
-    return f"dead (was {agent.state}, " + ("never beat)" if age is None else f"no heartbeat for {age:.0f} s)")
+    return f"dead (was {agent.state}, " + (
+        "never beat)" if age is None else f"no heartbeat for {age:.0f} s)"
+    )
 
 
 @guard_redis
@@ -148,9 +162,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         "redis_version": version,
         "agent_count": len(agents),
         "agents": [
-            {"id": a.id, "name": a.name, "state": a.state, "alive": a.alive(now_ms), "current_task": a.current_task,
-             "last_heartbeat": a.last_heartbeat, "heartbeat_age_secs": a.heartbeat_age_secs(now_ms),
-             "heartbeat_interval_secs": a.heartbeat_interval_secs or None}
+            {
+                "id": a.id,
+                "name": a.name,
+                "state": a.state,
+                "alive": a.alive(now_ms),
+                "current_task": a.current_task,
+                "last_heartbeat": a.last_heartbeat,
+                "heartbeat_age_secs": a.heartbeat_age_secs(now_ms),
+                "heartbeat_interval_secs": a.heartbeat_interval_secs or None,
+            }
             for a in agents
         ],
         "tasks": task_counts,

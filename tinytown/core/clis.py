@@ -14,8 +14,8 @@ upstream's configs have (``"codex exec … -m gpt-5.4-mini"`` → ``codex-mini``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from tinytown.core.errors import ExitStatus, TinytownError
 
@@ -23,7 +23,8 @@ PRESETS: dict[str, str] = {
     "claude": "claude --print --dangerously-skip-permissions",
     "auggie": "auggie --print",
     "codex": "codex exec --dangerously-bypass-approvals-and-sandbox",
-    "codex-mini": 'codex exec --dangerously-bypass-approvals-and-sandbox -m gpt-5.4-mini -c model_reasoning_effort="medium"',
+    "codex-mini": "codex exec --dangerously-bypass-approvals-and-sandbox -m gpt-5.4-mini "
+    '-c model_reasoning_effort="medium"',
     "aider": "aider --yes --no-auto-commits --message",
     "gemini": "gemini",
     "copilot": "gh copilot",

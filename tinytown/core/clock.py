@@ -5,17 +5,17 @@ townhall and the scaler."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 _ZONE = re.compile(r"([Zz]|[+-]\d\d:\d\d)$")
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def to_rfc3339(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat()
+    return ts.astimezone(UTC).isoformat()
 
 
 def parse_rfc3339(text: str | None, *, require_zone: bool = False) -> datetime | None:
@@ -30,12 +30,12 @@ def parse_rfc3339(text: str | None, *, require_zone: bool = False) -> datetime |
     if "." in t:  # Python parses at most 6 fraction digits; upstream writes 9
         head, _, rest = t.partition(".")
         digits = "".join(c for c in rest if c.isdigit())
-        t = f"{head}.{digits[:6]}{rest[len(digits):]}"
+        t = f"{head}.{digits[:6]}{rest[len(digits) :]}"
     try:
         ts = datetime.fromisoformat(t)
     except ValueError:
         return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def epoch_us(ts: datetime) -> int:

@@ -72,9 +72,11 @@ KEEPER_MIN_SLEEP_SECS = 1.0
 KEEPER_LEASE_SECS = 30
 DISPATCHER_FRESH_SECS = 90  # /ready reports the dispatcher "running" if it ticked this recently
 
-# --- input rules (tinytown.core.inputs): request bodies, tt arguments -------------------------------
+# --- input rules (tinytown.core.inputs): request bodies, tt arguments ---------------------------
 INPUT_MAX_DEPTH = 32  # nesting of a JSON body
-INPUT_MAX_NUMBER_CHARS = 32  # one number literal in a JSON body (Python's own int limit is 4300 digits)
+INPUT_MAX_NUMBER_CHARS = (
+    32  # one number literal in a JSON body (Python's own int limit is 4300 digits)
+)
 INPUT_MAX_TEXT_CHARS = 256 * 1024  # a description, message, result or reason
 INPUT_MAX_LINE_CHARS = 1024  # a one-line value without a rule of its own (a doc path, an artifact)
 INPUT_MAX_TAGS = 50

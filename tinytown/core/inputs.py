@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from tinytown.core import defaults
 
@@ -43,8 +44,12 @@ class InputError(ValueError):
 def _number(kind: str):
     def parse(literal: str):
         if len(literal) > defaults.INPUT_MAX_NUMBER_CHARS:
-            raise InputError("body", f"a number in the body has {len(literal)} characters; at most "
-                             f"{defaults.INPUT_MAX_NUMBER_CHARS} are accepted", 400)  # fmt: skip
+            raise InputError(
+                "body",
+                f"a number in the body has {len(literal)} characters; at most "
+                f"{defaults.INPUT_MAX_NUMBER_CHARS} are accepted",
+                400,
+            )
         if kind == "int":
             return int(literal)
         number = float(literal)
@@ -67,13 +72,21 @@ def decode_json(raw: bytes) -> Any:
     try:
         text_ = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise InputError("body", f"the body is not UTF-8 (invalid byte at offset {err.start})", 400) from None
+        raise InputError(
+            "body", f"the body is not UTF-8 (invalid byte at offset {err.start})", 400
+        ) from None
     try:
-        value = json.loads(text_, parse_int=_number("int"), parse_float=_number("float"), parse_constant=_constant)
+        value = json.loads(
+            text_, parse_int=_number("int"), parse_float=_number("float"), parse_constant=_constant
+        )
     except json.JSONDecodeError as err:
-        raise InputError("body", f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", 400) from None
+        raise InputError(
+            "body", f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", 400
+        ) from None
     except RecursionError:
-        raise InputError("body", f"the JSON is nested deeper than {defaults.INPUT_MAX_DEPTH} levels", 400) from None
+        raise InputError(
+            "body", f"the JSON is nested deeper than {defaults.INPUT_MAX_DEPTH} levels", 400
+        ) from None
     check_document(value)
     return value
 
@@ -87,7 +100,9 @@ def check_document(value: Any, where: str = "body") -> None:
             _valid_unicode(item, path)
         elif isinstance(item, (dict, list)):
             if depth >= defaults.INPUT_MAX_DEPTH:
-                raise InputError(path, f"the JSON is nested deeper than {defaults.INPUT_MAX_DEPTH} levels", 400)
+                raise InputError(
+                    path, f"the JSON is nested deeper than {defaults.INPUT_MAX_DEPTH} levels", 400
+                )
             if isinstance(item, dict):
                 for key, child in item.items():
                     _valid_unicode(key, f"{path} (a key)")
@@ -100,8 +115,11 @@ def _valid_unicode(value: str, field: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise InputError(field, f"field {field!r} is not valid Unicode text: a lone surrogate "
-                         f"(U+{ord(value[err.start]):04X}) at character {err.start}") from None  # fmt: skip
+        raise InputError(
+            field,
+            f"field {field!r} is not valid Unicode text: a lone surrogate "
+            f"(U+{ord(value[err.start]):04X}) at character {err.start}",
+        ) from None
 
 
 # --- fields -----------------------------------------------------------------------------------
@@ -112,16 +130,27 @@ NAME_RULE = "1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or d
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def text(value: str, field: str, *, max_chars: int = defaults.INPUT_MAX_TEXT_CHARS, multiline: bool = True) -> str:
+def text(
+    value: str,
+    field: str,
+    *,
+    max_chars: int = defaults.INPUT_MAX_TEXT_CHARS,
+    multiline: bool = True,
+) -> str:
     """Valid Unicode of at most ``max_chars`` characters; control characters refused (newline,
     carriage return and tab allowed when ``multiline``)."""
     _valid_unicode(value, field)
     if len(value) > max_chars:
-        raise InputError(field, f"field {field!r} has {len(value)} characters; at most {max_chars} are accepted")
+        raise InputError(
+            field, f"field {field!r} has {len(value)} characters; at most {max_chars} are accepted"
+        )
     bad = (_CONTROL_MULTILINE if multiline else _CONTROL).search(value)
     if bad:
-        raise InputError(field, f"field {field!r} holds a control character (U+{ord(bad.group()):04X}) at "
-                         f"character {bad.start()}" + ("" if multiline else "; it must be one line"))  # fmt: skip
+        raise InputError(
+            field,
+            f"field {field!r} holds a control character (U+{ord(bad.group()):04X}) at "
+            f"character {bad.start()}" + ("" if multiline else "; it must be one line"),
+        )
     return value
 
 
@@ -142,12 +171,17 @@ def tags(values: Iterable[str], field: str = "tags") -> list[str]:
     """At most ``INPUT_MAX_TAGS`` one-line labels of 1–``INPUT_MAX_TAG_CHARS`` characters."""
     out = list(values)
     if len(out) > defaults.INPUT_MAX_TAGS:
-        raise InputError(field, f"field {field!r} has {len(out)} tags; at most {defaults.INPUT_MAX_TAGS} are accepted")
+        raise InputError(
+            field,
+            f"field {field!r} has {len(out)} tags; at most {defaults.INPUT_MAX_TAGS} are accepted",
+        )
     for i, tag in enumerate(out):
         text(tag, f"{field}[{i}]", max_chars=defaults.INPUT_MAX_TAG_CHARS, multiline=False)
         if not tag.strip() or "," in tag:
-            raise InputError(f"{field}[{i}]", f"field '{field}[{i}]' is {_shown(tag)}; a tag is non-empty "
-                             "and has no comma")  # fmt: skip
+            raise InputError(
+                f"{field}[{i}]",
+                f"field '{field}[{i}]' is {_shown(tag)}; a tag is non-empty and has no comma",
+            )
     return out
 
 
@@ -155,20 +189,31 @@ _BRANCH_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
 
 
 def branch(value: str, field: str) -> str:
-    """A git branch name as ``git check-ref-format --branch`` accepts it, not starting with ``-``."""
+    """A git branch name as ``git check-ref-format --branch`` accepts it, not starting with
+    ``-``."""
     text(value, field, max_chars=defaults.INPUT_MAX_BRANCH_CHARS, multiline=False)
-    if (not value or value.startswith(("-", "/", ".")) or value.endswith(("/", ".", ".lock"))
-            or _BRANCH_BAD.search(value) or "/." in value or value == "@"):  # fmt: skip
-        raise InputError(field, f"field {field!r} is {_shown(value)}; expected a git branch name (no spaces, "
-                         "'..', '~^:?*[\\', leading '-' or '.', or trailing '/', '.' or '.lock')")  # fmt: skip
+    if (
+        not value
+        or value.startswith(("-", "/", "."))
+        or value.endswith(("/", ".", ".lock"))
+        or _BRANCH_BAD.search(value)
+        or "/." in value
+        or value == "@"
+    ):
+        raise InputError(
+            field,
+            f"field {field!r} is {_shown(value)}; expected a git branch name (no spaces, "
+            "'..', '~^:?*[\\', leading '-' or '.', or trailing '/', '.' or '.lock')",
+        )
     return value
 
 
 REPO_SCHEMES = ("https", "http", "ssh", "git", "file")
 REPO_RULE = (
-    "a git URL with scheme " + ", ".join(f"{s}://" for s in REPO_SCHEMES)
+    "a git URL with scheme "
+    + ", ".join(f"{s}://" for s in REPO_SCHEMES)
     + ", an scp-like user@host:path, or a path on the worker"
-)  # fmt: skip
+)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _SCP_LIKE = re.compile(r"[\w.-]+@[\w.-]+:[^:]")
 _TRANSPORT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*::")  # git's <transport>::<address>, e.g. ext::
@@ -183,17 +228,24 @@ def repo(value: str, field: str = "repo") -> str:
     scheme = _SCHEME.match(value)
     if scheme:
         if scheme.group(1).lower() not in REPO_SCHEMES:
-            raise InputError(field, f"field {field!r} uses the scheme {scheme.group(1)!r}; expected {REPO_RULE}")
+            raise InputError(
+                field, f"field {field!r} uses the scheme {scheme.group(1)!r}; expected {REPO_RULE}"
+            )
         return value
     if _TRANSPORT.match(value):
-        raise InputError(field, f"field {field!r} is {_shown(value)}: git transport forms (<transport>::) are "
-                         f"refused; expected {REPO_RULE}")  # fmt: skip
+        raise InputError(
+            field,
+            f"field {field!r} is {_shown(value)}: git transport forms (<transport>::) are "
+            f"refused; expected {REPO_RULE}",
+        )
     return value  # scp-like or a path (relative paths are the town's)
 
 
 def integer(value: int, field: str, low: int, high: int) -> int:
     if not low <= value <= high:
-        raise InputError(field, f"field {field!r} is {value}; expected an integer from {low} to {high}")
+        raise InputError(
+            field, f"field {field!r} is {value}; expected an integer from {low} to {high}"
+        )
     return value
 
 

@@ -8,7 +8,7 @@ tasks by state and missions listable and countable without scanning the key spac
 |---|---|---|
 | ``agent:<id>`` | hash | agent record |
 | ``agents`` | set | every agent id |
-| ``agents:by_state:<state>`` | zset | agent ids in that state, scored by ``alive_until`` (ms, Redis clock): counting those above now gives the live ones |
+| ``agents:by_state:<state>`` | zset | agent ids in that state, scored by ``alive_until`` |
 | ``inbox:<id>`` / ``urgent:<id>`` | list | JSON messages for the agent |
 | ``activity:<id>`` | list | last activity lines |
 | ``stop:<id>`` | string | graceful stop flag |
@@ -22,6 +22,9 @@ tasks by state and missions listable and countable without scanning the key spac
 | ``mission:<id>`` … | string/hash | mission documents (upstream §4.7) |
 | ``missions`` | zset | every mission id, scored by creation time (µs) |
 | ``mission:active`` | set | active mission ids |
+
+``agents:by_state:<state>`` scores are ``alive_until`` (ms, Redis clock): counting those above now
+gives the live ones.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class Keys:
         return self._k("agent", agent_id)
 
     def agent_field(self, field: str) -> str:
-        """``tt:<town>:agent:*-><field>``: a ``SORT … GET`` pattern reading one field of each agent."""
+        """``tt:<town>:agent:*-><field>``: a ``SORT … GET`` pattern reading one field of each
+        agent."""
         return self._k("agent", "*") + "->" + field
 
     @property
@@ -82,7 +86,8 @@ class Keys:
         return self._k("stop", agent_id)
 
     def control(self, agent_id: str) -> str:
-        """A pub/sub channel, not a key: nudges to the agent's worker (``tinytown.store.control``)."""
+        """A pub/sub channel, not a key: nudges to the agent's worker
+        (``tinytown.store.control``)."""
         return self._k("control", agent_id)
 
     # -- tasks ------------------------------------------------------------------------------

@@ -31,11 +31,16 @@ def line(event: str, *, level: str | None = None, **fields) -> str:
     if level:
         parts.append(f"level={level}")
     parts.append(f"event={event}")
-    parts += [f"{key}={value_text(value)}" for key, value in fields.items() if value is not None and value != ""]
+    parts += [
+        f"{key}={value_text(value)}"
+        for key, value in fields.items()
+        if value is not None and value != ""
+    ]
     return " ".join(parts)
 
 
 def emit(text: str, stream=None) -> None:
-    """Write one line in one ``write(2)``: safe in a signal handler, and threads never interleave."""
+    """Write one line in one ``write(2)``: safe in a signal handler, and threads never
+    interleave."""
     fd = (stream or sys.stderr).fileno()
     os.write(fd, (text + "\n").encode("utf-8", errors="replace"))

@@ -5,7 +5,7 @@ a worker drain and exit."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tinytown.core.records import new_id
 
@@ -14,7 +14,7 @@ ACTIONABLE_TYPES = ("task", "query", "task_assign", "status_request", "ping", "s
 
 
 def _json_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _ack_type(text: str) -> dict:
@@ -44,9 +44,14 @@ def build_message(sender: str, to: str, text: str, kind: str = "task") -> dict:
     else:
         body = {"type": "task", "description": text}
     return {
-        "id": new_id(), "from": sender, "to": to, **body,
-        "priority": "normal", "created_at": _json_now(), "correlation_id": None,
-    }  # fmt: skip
+        "id": new_id(),
+        "from": sender,
+        "to": to,
+        **body,
+        "priority": "normal",
+        "created_at": _json_now(),
+        "correlation_id": None,
+    }
 
 
 def summarize(message: dict) -> tuple[str, str]:
@@ -62,7 +67,9 @@ def summarize(message: dict) -> tuple[str, str]:
         return "info", str(message.get("summary", ""))
     if kind == "confirmation":
         ack = message.get("ack_type") or {}
-        return kind, str(ack.get("type", "acknowledged")) + (f": {ack['reason']}" if ack.get("reason") else "")
+        return kind, str(ack.get("type", "acknowledged")) + (
+            f": {ack['reason']}" if ack.get("reason") else ""
+        )
     if kind == "task_done":
         return kind, f"done {message.get('task_id', '')}: {message.get('result', '')}"
     if kind == "task_failed":

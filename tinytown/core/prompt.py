@@ -27,12 +27,16 @@ def build_prompt(
         "",
         "## Context",
         f"- You are agent `{agent_name}` in Tinytown town `{town_name}`.",
-        f"- Attempt {task.attempts} of this task." if task.attempts > 1 else "- First attempt of this task.",
+        f"- Attempt {task.attempts} of this task."
+        if task.attempts > 1
+        else "- First attempt of this task.",
     ]
     if workdir:
         lines.append(f"- Work in `{workdir}`" + (f" on git branch `{branch}`." if branch else "."))
     if branch:
-        lines.append("- Commit as you go; anything left uncommitted is committed for you when you exit.")
+        lines.append(
+            "- Commit as you go; anything left uncommitted is committed for you when you exit."
+        )
     if task.tags:
         lines.append("- Tags: " + ", ".join(task.tags))
     lines += [
@@ -43,8 +47,11 @@ def build_prompt(
         f'    tt task complete {task.id} --result "<one-line summary>"',
         f'    tt task fail {task.id} --reason "<why it cannot be done>"',
         "",
-        f"or over HTTP: `POST {townhall_url}/v1/tasks/{task.id}/complete` with `{{\"result\": \"...\"}}`",
-        "(or `/fail` with `{\"reason\": \"...\"}`). If you exit 0 without reporting, the task is",
+        (
+            f"or over HTTP: `POST {townhall_url}/v1/tasks/{task.id}/complete` "
+            'with `{"result": "..."}`'
+        ),
+        '(or `/fail` with `{"reason": "..."}`). If you exit 0 without reporting, the task is',
         "marked completed with the end of your output as its result; a non-zero exit is retried.",
     ]
     shown = [m for m in messages if m.get("type") not in _QUIET_TYPES]

@@ -1,6 +1,7 @@
 """Agent and task records and their encodings in Redis hashes (upstream spec §4.2–4.3).
 
-States and their moves are in :mod:`tinytown.core.states`. Hash timestamps are RFC 3339 with ``+00:00``; readers also accept ``Z``. Pure: no I/O.
+States and their moves are in :mod:`tinytown.core.states`. Hash timestamps are RFC 3339 with
+``+00:00``; readers also accept ``Z``. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -36,9 +37,20 @@ def is_uuid(text: str) -> bool:
         return False
 
 
-# Task fields stored only when not None. The rest are always stored, except ``push`` (only when true).
-TASK_OPTIONAL_FIELDS = ("assigned_to", "started_at", "completed_at", "result", "parent_id", "repo", "base_branch", "cli",
-                        "branch", "commit")  # fmt: skip
+# Task fields stored only when not None. The rest are always stored, except ``push``
+# (only when true).
+TASK_OPTIONAL_FIELDS = (
+    "assigned_to",
+    "started_at",
+    "completed_at",
+    "result",
+    "parent_id",
+    "repo",
+    "base_branch",
+    "cli",
+    "branch",
+    "commit",
+)
 
 
 @dataclass
@@ -70,10 +82,14 @@ class Task:
     def to_hash(self) -> dict[str, str]:
         """Field → string, omitting empty optionals (they are HDEL'd, never stored empty)."""
         out = {
-            "id": self.id, "description": self.description, "state": self.state, "created_at": self.created_at,
-            "updated_at": self.updated_at, "tags": json.dumps(self.tags) if self.tags else "[]",
+            "id": self.id,
+            "description": self.description,
+            "state": self.state,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "tags": json.dumps(self.tags) if self.tags else "[]",
             "attempts": str(self.attempts),
-        }  # fmt: skip
+        }
         for name in TASK_OPTIONAL_FIELDS:
             value = getattr(self, name)
             if value is not None:
@@ -83,7 +99,7 @@ class Task:
         return out
 
     @classmethod
-    def from_hash(cls, data: dict[str, str]) -> "Task":
+    def from_hash(cls, data: dict[str, str]) -> Task:
         state = data.get("state", TASK_DEFAULT_STATE)
         state = TASK_STATE_ALIASES.get(state, state)
         if state not in TASK_STATES:
@@ -163,10 +179,14 @@ class Agent:
         return None if beat is None else round(max(0.0, now_ms / 1000 - beat.timestamp()), 3)
 
     def to_hash(self) -> dict[str, str]:
-        return {f.name: str(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
+        return {
+            f.name: str(getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
 
     @classmethod
-    def from_hash(cls, data: dict[str, str]) -> "Agent":
+    def from_hash(cls, data: dict[str, str]) -> Agent:
         state = data.get("state", AGENT_DEFAULT_STATE)
         created = data.get("created_at", "")
 

@@ -23,12 +23,17 @@ Recommendation, first match wins (upstream order):
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Mapping
 
-from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT_COLD_STATE, AGENT_IDLE_STATE, AGENT_WORKING_STATE
 from tinytown.core.clock import to_rfc3339
+from tinytown.core.states import (
+    ACTIVE_AGENT_STATES,
+    AGENT_COLD_STATE,
+    AGENT_IDLE_STATE,
+    AGENT_WORKING_STATE,
+)
 
 RECOMMENDATIONS = ("scale_up", "steady", "scale_down", "scale_to_zero")
 SCALE_DOWN_RECOMMENDATIONS = ("scale_down", "scale_to_zero")  # a surplus of workers may go
@@ -87,7 +92,9 @@ def scaling_signal(inp: ScalingInput) -> dict:
         "cold_agents": inp.agents_by_state.get(AGENT_COLD_STATE, 0),
         "desired_agents": desired,
         "max_agents": inp.max_agents,
-        "scaling_recommendation": recommend(desired=desired, active=active, pending=pending, in_flight=in_flight, idle=idle),
+        "scaling_recommendation": recommend(
+            desired=desired, active=active, pending=pending, in_flight=in_flight, idle=idle
+        ),
         "idle_agents": inp.agents_by_state.get(AGENT_IDLE_STATE, 0),
         "busy_agents": inp.agents_by_state.get(AGENT_WORKING_STATE, 0),
         "dead_agents": inp.dead_agents,

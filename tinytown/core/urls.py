@@ -50,6 +50,8 @@ def redact_text(text: str, url: str) -> str:
         password = None
     text = text.replace(url, redact_url(url))
     if password:
-        for secret in sorted({password, unquote(password), quote(unquote(password), safe="")}, key=len, reverse=True):
+        for secret in sorted(
+            {password, unquote(password), quote(unquote(password), safe="")}, key=len, reverse=True
+        ):
             text = text.replace(secret, REDACTED)
     return text

@@ -31,8 +31,13 @@ from tinytown.scaler.townhall import Townhall
 class Actions:
     """The hands of a ``Scaler``: what its passes do to the outposts (never in ``--dry-run``)."""
 
-    def __init__(self, config: Config, environ: Mapping[str, str], townhall: Townhall,
-                 outposts: Sequence[DockerOutpost]):
+    def __init__(
+        self,
+        config: Config,
+        environ: Mapping[str, str],
+        townhall: Townhall,
+        outposts: Sequence[DockerOutpost],
+    ):
         self.config = config
         self.environ = environ
         self.townhall = townhall
@@ -41,13 +46,27 @@ class Actions:
     def _outpost(self, name: str) -> DockerOutpost:
         return next(o for o in self.outposts if o.name == name)
 
-    def start(self, plan: Plan, views: list[OutpostView], workers: list[Worker], state: State,
-              town: str, now: float, report: Report, unseen_hourly: float) -> int:
+    def start(
+        self,
+        plan: Plan,
+        views: list[OutpostView],
+        workers: list[Worker],
+        state: State,
+        town: str,
+        now: float,
+        report: Report,
+        unseen_hourly: float,
+    ) -> int:
         """Start the plan's shortfall, placing each start again so that an outpost that refuses
         one drops out; returns how many started. ``views`` are updated as starts land."""
         if plan.placement.unplaced:
-            log("warning", "start_limited", wanted=plan.shortfall,
-                placed=len(plan.placement.outposts), reason=plan.placement.reason)
+            log(
+                "warning",
+                "start_limited",
+                wanted=plan.shortfall,
+                placed=len(plan.placement.outposts),
+                reason=plan.placement.reason,
+            )
         started = 0
         hourly = hourly_cost(workers) + unseen_hourly
         for _ in range(plan.shortfall):
@@ -59,31 +78,55 @@ class Actions:
             outpost = self._outpost(name)
             index = next(i for i, v in enumerate(views) if v.name == name)
             try:
-                cid, cname, agent_id = outpost.start_worker(self.config, town, time.time(),
-                                                            self.environ)
+                cid, cname, agent_id = outpost.start_worker(
+                    self.config, town, time.time(), self.environ
+                )
             except OutpostError as err:
                 breaker = state.breakers.get(name, Breaker()).failed(
-                    now, str(err), self.config.breaker_backoff_secs,
-                    self.config.breaker_backoff_max_secs)
+                    now,
+                    str(err),
+                    self.config.breaker_backoff_secs,
+                    self.config.breaker_backoff_max_secs,
+                )
                 state.breakers[name] = breaker
                 views[index] = dataclasses.replace(views[index], available=False)
-                log("error", "start_failed", outpost=name, error=str(err),
-                    retry_at=iso(breaker.open_until))
-                report.actions.append({"action": "start", "outpost": name, "ok": False,
-                                       "error": str(err)})
+                log(
+                    "error",
+                    "start_failed",
+                    outpost=name,
+                    error=str(err),
+                    retry_at=iso(breaker.open_until),
+                )
+                report.actions.append(
+                    {"action": "start", "outpost": name, "ok": False, "error": str(err)}
+                )
                 continue
             started += 1
             hourly += outpost.outpost.cost_per_hour
-            state.last_seen_hourly[name] = state.last_seen_hourly.get(name, 0.0) + \
-                outpost.outpost.cost_per_hour
+            state.last_seen_hourly[name] = (
+                state.last_seen_hourly.get(name, 0.0) + outpost.outpost.cost_per_hour
+            )
             views[index] = dataclasses.replace(views[index], live=views[index].live + 1)
             state.last_scale_up_at = now
             state.containers[cid] = ContainerMemory(name)
-            log("info", "worker_started", outpost=name, container=cid[:12], name=cname,
-                agent_id=agent_id)
-            report.actions.append({"action": "start", "outpost": name, "ok": True,
-                                   "container_id": cid[:12], "name": cname,
-                                   "agent_id": agent_id})
+            log(
+                "info",
+                "worker_started",
+                outpost=name,
+                container=cid[:12],
+                name=cname,
+                agent_id=agent_id,
+            )
+            report.actions.append(
+                {
+                    "action": "start",
+                    "outpost": name,
+                    "ok": True,
+                    "container_id": cid[:12],
+                    "name": cname,
+                    "agent_id": agent_id,
+                }
+            )
         return started
 
     def drain(self, plan: Plan, state: State, now: float, report: Report) -> None:
@@ -100,22 +143,37 @@ class Actions:
                 veto = f"agent list unavailable: {err}"
             veto = veto or self._health_veto(outpost, w, "healthy")
             if veto:
-                log("info", "drain_skipped", container=w.container_id[:12], agent_id=w.agent_id,
-                    outpost=w.outpost, reason=veto)
-                report.actions.append({"action": "drain_skipped", **worker_ref(w), "ok": True,
-                                       "reason": veto})
+                log(
+                    "info",
+                    "drain_skipped",
+                    container=w.container_id[:12],
+                    agent_id=w.agent_id,
+                    outpost=w.outpost,
+                    reason=veto,
+                )
+                report.actions.append(
+                    {"action": "drain_skipped", **worker_ref(w), "ok": True, "reason": veto}
+                )
                 continue
             try:
                 outpost.drain(w.container_id)
             except OutpostError as err:
                 log("error", "drain_failed", container=w.container_id[:12], error=str(err))
-                report.actions.append({"action": "drain", **worker_ref(w), "ok": False,
-                                       "error": str(err)})
+                report.actions.append(
+                    {"action": "drain", **worker_ref(w), "ok": False, "error": str(err)}
+                )
                 continue
-            state.containers.setdefault(w.container_id, ContainerMemory(w.outpost)) \
-                .drain_requested_at = now
-            log("info", "worker_drain_requested", container=w.container_id[:12],
-                agent_id=w.agent_id, outpost=w.outpost, reason=plan.gate.reason)
+            state.containers.setdefault(
+                w.container_id, ContainerMemory(w.outpost)
+            ).drain_requested_at = now
+            log(
+                "info",
+                "worker_drain_requested",
+                container=w.container_id[:12],
+                agent_id=w.agent_id,
+                outpost=w.outpost,
+                reason=plan.gate.reason,
+            )
             report.actions.append({"action": "drain", **worker_ref(w), "ok": True})
 
     def restart(self, plan: Plan, state: State, now: float, report: Report, town: str) -> None:
@@ -131,10 +189,17 @@ class Actions:
             veto = self._health_veto(outpost, w, "unhealthy")
             if veto:
                 memory.health_failures = 0
-                log("info", "restart_skipped", container=w.container_id[:12],
-                    agent_id=w.agent_id, outpost=w.outpost, reason=veto)
-                report.actions.append({"action": "restart_skipped", **worker_ref(w),
-                                       "ok": True, "reason": veto})
+                log(
+                    "info",
+                    "restart_skipped",
+                    container=w.container_id[:12],
+                    agent_id=w.agent_id,
+                    outpost=w.outpost,
+                    reason=veto,
+                )
+                report.actions.append(
+                    {"action": "restart_skipped", **worker_ref(w), "ok": True, "reason": veto}
+                )
                 continue
             try:
                 outpost.restart(w.container_id, self.config.restart_timeout_secs)
@@ -144,10 +209,18 @@ class Actions:
             memory.restarts += 1
             memory.restarted_at, memory.health_failures = time.time(), 0
             memory.drain_requested_at = None  # a fresh worker process: it serves again
-            log("warning", "worker_restarted", container=w.container_id[:12],
-                agent_id=w.agent_id, outpost=w.outpost, reason=reason, restarts=memory.restarts)
-            report.actions.append({"action": "restart", **worker_ref(w), "ok": True,
-                                   "reason": reason})
+            log(
+                "warning",
+                "worker_restarted",
+                container=w.container_id[:12],
+                agent_id=w.agent_id,
+                outpost=w.outpost,
+                reason=reason,
+                restarts=memory.restarts,
+            )
+            report.actions.append(
+                {"action": "restart", **worker_ref(w), "ok": True, "reason": reason}
+            )
 
     def _health_veto(self, outpost: DockerOutpost, w: Worker, wanted: str) -> str | None:
         """Why the container's Docker health, inspected now, does not confirm the action
@@ -160,18 +233,42 @@ class Actions:
             return None
         return "no Docker healthcheck" if health is None else f"Docker health now {health}"
 
-    def _mark_error(self, w: Worker, state: State, now: float, report: Report, town: str,
-                    reason: str, error: str | None) -> None:
+    def _mark_error(
+        self,
+        w: Worker,
+        state: State,
+        now: float,
+        report: Report,
+        town: str,
+        reason: str,
+        error: str | None,
+    ) -> None:
         memory = state.containers.setdefault(w.container_id, ContainerMemory(w.outpost))
         memory.marked_error_at, memory.marked_reason = now, error or reason
-        event = {"event": "worker_restart_failed" if error else "worker_restarts_exhausted",
-                 "town": town, "outpost": w.outpost, "container_id": w.container_id,
-                 "container_name": w.name, "agent_id": w.agent_id, "reason": reason,
-                 "error": error, "restarts": memory.restarts, "timestamp": iso(now)}
-        log("error", event["event"], container=w.container_id[:12], agent_id=w.agent_id,
-            outpost=w.outpost, reason=reason, error=error)
-        report.actions.append({"action": "mark_error", **worker_ref(w), "ok": True,
-                               "reason": reason, "error": error})
+        event = {
+            "event": "worker_restart_failed" if error else "worker_restarts_exhausted",
+            "town": town,
+            "outpost": w.outpost,
+            "container_id": w.container_id,
+            "container_name": w.name,
+            "agent_id": w.agent_id,
+            "reason": reason,
+            "error": error,
+            "restarts": memory.restarts,
+            "timestamp": iso(now),
+        }
+        log(
+            "error",
+            event["event"],
+            container=w.container_id[:12],
+            agent_id=w.agent_id,
+            outpost=w.outpost,
+            reason=reason,
+            error=error,
+        )
+        report.actions.append(
+            {"action": "mark_error", **worker_ref(w), "ok": True, "reason": reason, "error": error}
+        )
         notify(self.config, event)
 
     def remove(self, plan: Plan, state: State, report: Report) -> None:
@@ -182,11 +279,17 @@ class Actions:
                 gone = outpost.remove(w.container_id)
             except OutpostError as err:
                 log("warning", "remove_failed", container=w.container_id[:12], error=str(err))
-                report.actions.append({"action": "remove", **worker_ref(w), "ok": False,
-                                       "error": str(err)})
+                report.actions.append(
+                    {"action": "remove", **worker_ref(w), "ok": False, "error": str(err)}
+                )
                 continue
             state.removed_cost += (gone or w).cost_so_far(time.time())
             state.containers.pop(w.container_id, None)
-            log("info", "worker_removed", container=w.container_id[:12], agent_id=w.agent_id,
-                outpost=w.outpost)
+            log(
+                "info",
+                "worker_removed",
+                container=w.container_id[:12],
+                agent_id=w.agent_id,
+                outpost=w.outpost,
+            )
             report.actions.append({"action": "remove", **worker_ref(w), "ok": True})

@@ -42,23 +42,38 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser, named as invoked (``scaler.py`` or ``tinytown-scaler``)."""
     parser = argparse.ArgumentParser(
         description="Start and retire Tinytown agent-worker containers from townhall's "
-                    "/api/scaling signal. Precedence: flags > TINYTOWN_SCALER_* environment > "
-                    "TOML file (--config) > defaults.",
+        "/api/scaling signal. Precedence: flags > TINYTOWN_SCALER_* environment > "
+        "TOML file (--config) > defaults.",
         epilog="exit codes: 0 success, 2 bad command line, 3 bad configuration, 4 townhall "
-               "unavailable (--once), 5 Docker unavailable (--once), 130 interrupted. "
-               "See docs/scaler.md.")
-    parser.add_argument("subcommand", nargs="?", choices=("run", "status", "config"),
-                        default="run", metavar="{run,status,config}",
-                        help="run: reconcile (default); status: list this town's containers; "
-                             "config: print the resolved configuration")
+        "unavailable (--once), 5 Docker unavailable (--once), 130 interrupted. "
+        "See docs/scaler.md.",
+    )
+    parser.add_argument(
+        "subcommand",
+        nargs="?",
+        choices=("run", "status", "config"),
+        default="run",
+        metavar="{run,status,config}",
+        help="run: reconcile (default); status: list this town's containers; "
+        "config: print the resolved configuration",
+    )
     modes = parser.add_argument_group("modes")
-    modes.add_argument("--config", metavar="PATH",
-                       help=f"TOML file with the settings below [env {ENV_PREFIX}CONFIG]")
+    modes.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"TOML file with the settings below [env {ENV_PREFIX}CONFIG]",
+    )
     modes.add_argument("--once", action="store_true", help="one pass, then exit (for cron)")
-    modes.add_argument("--dry-run", action="store_true",
-                       help="compute and print the plan; change nothing, not even the state file")
-    modes.add_argument("--json", action="store_true",
-                       help="print one JSON object per pass (or for status) on stdout")
+    modes.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compute and print the plan; change nothing, not even the state file",
+    )
+    modes.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per pass (or for status) on stdout",
+    )
     modes.add_argument("-v", "--verbose", action="store_true", help="log debug events too")
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
     defaults = Config()
@@ -69,10 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         if isinstance(default, bool):
             where.append(f"default {str(default).lower()}")
         elif default not in (None, (), {}):
-            where.append(f"default {default:g}" if isinstance(default, float) else
-                         f"default {default}")
-        kwargs: dict[str, Any] = dict(dest=s.key, metavar=s.metavar,
-                                      help=f"{s.help} [{'; '.join(where)}]")
+            where.append(
+                f"default {default:g}" if isinstance(default, float) else f"default {default}"
+            )
+        kwargs: dict[str, Any] = dict(
+            dest=s.key, metavar=s.metavar, help=f"{s.help} [{'; '.join(where)}]"
+        )
         if s.kind in ("list", "map"):
             kwargs["action"] = "append"
         groups[s.group].add_argument(s.option, **kwargs)
@@ -86,14 +103,24 @@ def run_loop(scaler: Scaler, interval_secs: float, as_json: bool) -> ExitStatus:
     def on_signal(signum: int, _frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt  # a second signal: stop now
-        log("info", "stopping", signal=signal.Signals(signum).name,
-            action="finishing the current pass")
+        log(
+            "info",
+            "stopping",
+            signal=signal.Signals(signum).name,
+            action="finishing the current pass",
+        )
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log("info", "loop_started", interval_secs=interval_secs, url=scaler.config.url,
-        outposts=",".join(o.name for o in scaler.outposts), dry_run=scaler.dry_run)
+    log(
+        "info",
+        "loop_started",
+        interval_secs=interval_secs,
+        url=scaler.config.url,
+        outposts=",".join(o.name for o in scaler.outposts),
+        dry_run=scaler.dry_run,
+    )
     while not stop.is_set():
         began = time.monotonic()
         try:
@@ -116,15 +143,26 @@ def print_report(report: Report, as_json: bool, dry_run: bool) -> None:
         if plan is None:
             print(f"plan: none ({report.error})", flush=True)
         else:
-            print(f"plan: target={plan['target']} live={plan['live']} "
-                  f"start={','.join(plan['starts']) or '-'} "
-                  f"drain={len(plan['drains'])} ({plan['scale_down']['reason']}) "
-                  f"restart={len(plan['restarts'])} remove={len(plan['removals'])}"
-                  + (f" unplaced={plan['unplaced']} ({plan['unplaced_reason']})"
-                     if plan["unplaced"] else ""), flush=True)
+            print(
+                f"plan: target={plan['target']} live={plan['live']} "
+                f"start={','.join(plan['starts']) or '-'} "
+                f"drain={len(plan['drains'])} ({plan['scale_down']['reason']}) "
+                f"restart={len(plan['restarts'])} remove={len(plan['removals'])}"
+                + (
+                    f" unplaced={plan['unplaced']} ({plan['unplaced_reason']})"
+                    if plan["unplaced"]
+                    else ""
+                ),
+                flush=True,
+            )
     if report.actions or report.error:
-        log("info", "pass_done", town=report.town, actions=len(report.actions),
-            exit_code=int(report.exit_status))
+        log(
+            "info",
+            "pass_done",
+            town=report.town,
+            actions=len(report.actions),
+            exit_code=int(report.exit_status),
+        )
     else:
         log("debug", "pass_done", town=report.town, actions=0)
 
@@ -140,8 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(flags, environ)
         if args.subcommand == "run" and not config.image:
-            raise ConfigError(f"image is not set: pass --image, set {ENV_PREFIX}IMAGE or "
-                              "[container] image in the config file")
+            raise ConfigError(
+                f"image is not set: pass --image, set {ENV_PREFIX}IMAGE or "
+                "[container] image in the config file"
+            )
     except ConfigError as err:
         print(f"{parser.prog}: configuration error: {err}", file=sys.stderr)
         return ExitStatus.CONFIG_ERROR
@@ -152,8 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.subcommand == "status":
             return run_status(config, environ, args.json)
         if "REDIS_URL" not in config.env and "REDIS_URL" not in config.pass_env:
-            log("warning", "no_redis_url", hint="workers get no REDIS_URL from the scaler; pass "
-                "--pass-env REDIS_URL or --env REDIS_URL=... unless the image sets it")
+            log(
+                "warning",
+                "no_redis_url",
+                hint="workers get no REDIS_URL from the scaler; pass "
+                "--pass-env REDIS_URL or --env REDIS_URL=... unless the image sets it",
+            )
         scaler = Scaler(config, environ, dry_run=args.dry_run)
         if not args.once:
             return run_loop(scaler, config.interval_secs, args.json)

@@ -43,12 +43,20 @@ EXPECTED = {
     "float": "a number",
     "bool": "true or false",
     "list": "a list of strings",
-    "map": "a table of NAME = \"value\" strings",
+    "map": 'a table of NAME = "value" strings',
 }
 
 
-BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True,
-              "false": False, "0": False, "no": False, "off": False}
+BOOL_WORDS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
 
 
 def _invalid(key: str, value: Any, source: str, expected: str) -> ConfigError:
@@ -112,8 +120,9 @@ def read_toml(path: str) -> dict[str, Any]:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}; check --config or "
-                          f"{ENV_PREFIX}CONFIG") from None
+        raise ConfigError(
+            f"cannot read config file {path}: {err.strerror}; check --config or {ENV_PREFIX}CONFIG"
+        ) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
 
@@ -124,15 +133,18 @@ def flatten_toml(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], list[A
     known_container = {s.key for s in SETTINGS if s.section == "container"}
     for key in doc:
         if key not in known_top:
-            raise ConfigError(f"unknown key {key!r} in {path}; known keys: "
-                              f"{', '.join(sorted(known_top))}")
+            raise ConfigError(
+                f"unknown key {key!r} in {path}; known keys: {', '.join(sorted(known_top))}"
+            )
     container = doc.get("container", {})
     if not isinstance(container, dict):
         raise _invalid("container", container, path, "a [container] table")
     for key in container:
         if key not in known_container:
-            raise ConfigError(f"unknown key 'container.{key}' in {path}; known keys: "
-                              f"{', '.join(sorted(known_container))}")
+            raise ConfigError(
+                f"unknown key 'container.{key}' in {path}; known keys: "
+                f"{', '.join(sorted(known_container))}"
+            )
     values = {k: v for k, v in doc.items() if k not in ("outposts", "container")}
     values.update(container)
     outposts = doc.get("outposts", [])
@@ -151,22 +163,35 @@ def parse_outposts(raw: list[Any], source: str, max_workers: int) -> tuple[Outpo
             raise _invalid(where, table, source, "a table")
         unknown = set(table) - OUTPOST_KEYS
         if unknown:
-            raise ConfigError(f"unknown key {sorted(unknown)[0]!r} in {where} of {source}; known "
-                              f"keys: {', '.join(sorted(OUTPOST_KEYS))}")
+            raise ConfigError(
+                f"unknown key {sorted(unknown)[0]!r} in {where} of {source}; known "
+                f"keys: {', '.join(sorted(OUTPOST_KEYS))}"
+            )
         name = table.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise _invalid(f"{where}.name", name, source, "letters, digits, '.', '_' or '-'")
         if any(o.name == name for o in outposts):
             raise _invalid(f"{where}.name", name, source, "a name not used by another outpost")
         host = table.get("docker_host")
-        if host is not None and (not isinstance(host, str) or
-                                 not re.match(r"^(unix|tcp|ssh)://.", host)):
-            raise _invalid(f"{where}.docker_host", host, source,
-                           "unix:///path, tcp://host:port or ssh://user@host")
-        mw = coerce(Setting("max_workers", "int", "", "", minimum=0),
-                    table.get("max_workers", max_workers), f"{source} {where}")
-        cost = coerce(Setting("cost_per_hour", "float", "", "", minimum=0),
-                      table.get("cost_per_hour", 0.0), f"{source} {where}")
+        if host is not None and (
+            not isinstance(host, str) or not re.match(r"^(unix|tcp|ssh)://.", host)
+        ):
+            raise _invalid(
+                f"{where}.docker_host",
+                host,
+                source,
+                "unix:///path, tcp://host:port or ssh://user@host",
+            )
+        mw = coerce(
+            Setting("max_workers", "int", "", "", minimum=0),
+            table.get("max_workers", max_workers),
+            f"{source} {where}",
+        )
+        cost = coerce(
+            Setting("cost_per_hour", "float", "", "", minimum=0),
+            table.get("cost_per_hour", 0.0),
+            f"{source} {where}",
+        )
         tls = {}
         for key in ("tls_ca", "tls_cert", "tls_key"):
             value = table.get(key)
@@ -178,11 +203,17 @@ def parse_outposts(raw: list[Any], source: str, max_workers: int) -> tuple[Outpo
                 raise _invalid(f"{where}.{key}", value, source, "TLS files only with tcp://")
             tls[key] = os.path.expanduser(value)
         if ("tls_cert" in tls) != ("tls_key" in tls):
-            raise _invalid(f"{where}.tls_cert", table.get("tls_cert"), source,
-                           "tls_cert and tls_key together")
+            raise _invalid(
+                f"{where}.tls_cert", table.get("tls_cert"), source, "tls_cert and tls_key together"
+            )
         if host and host.startswith("ssh://") and importlib.util.find_spec("paramiko") is None:
-            raise _invalid(f"{where}.docker_host", host, source, "an installed paramiko for "
-                           "ssh:// (the Docker SDK needs it): pip install 'docker[ssh]'")
+            raise _invalid(
+                f"{where}.docker_host",
+                host,
+                source,
+                "an installed paramiko for "
+                "ssh:// (the Docker SDK needs it): pip install 'docker[ssh]'",
+            )
         verify = table.get("tls_verify", True)
         if not isinstance(verify, bool):
             raise _invalid(f"{where}.tls_verify", verify, source, "true or false")
@@ -201,8 +232,12 @@ def load_config(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     layers: list[tuple[str, dict[str, Any]]] = [(str(config_path), file_values)]
     env_layer = {s.key: environ[s.env] for s in SETTINGS if s.env and environ.get(s.env)}
     layers.append(("the environment", env_layer))
-    layers.append(("the command line", {k: v for k, v in flags.items()
-                                         if k in SETTINGS_BY_KEY and v not in (None, [])}))
+    layers.append(
+        (
+            "the command line",
+            {k: v for k, v in flags.items() if k in SETTINGS_BY_KEY and v not in (None, [])},
+        )
+    )
 
     resolved: dict[str, Any] = {}
     origin: dict[str, str] = {}  # where each value came from, for messages
@@ -210,8 +245,11 @@ def load_config(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     for layer, (source, values) in enumerate(layers):
         for key, raw in values.items():
             setting = SETTINGS_BY_KEY[key]
-            where = setting.env if source == "the environment" else (
-                setting.option if source == "the command line" else source)
+            where = (
+                setting.env
+                if source == "the environment"
+                else (setting.option if source == "the command line" else source)
+            )
             value = coerce(setting, raw, where)
             if setting.kind == "list":  # lists add up across layers
                 value = list(dict.fromkeys([*resolved.get(key, []), *value]))
@@ -223,16 +261,19 @@ def load_config(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     # api_key and api_key_file are one choice: the higher layer wins; both in one layer is an error.
     if "api_key" in resolved and "api_key_file" in resolved:
         if rank["api_key"] == rank["api_key_file"]:
-            raise ConfigError(f"both api_key and api_key_file are set ({origin['api_key']} and "
-                              f"{origin['api_key_file']}); set only one")
+            raise ConfigError(
+                f"both api_key and api_key_file are set ({origin['api_key']} and "
+                f"{origin['api_key_file']}); set only one"
+            )
         resolved.pop("api_key_file" if rank["api_key"] > rank["api_key_file"] else "api_key")
     if "api_key_file" in resolved:
         path = os.path.expanduser(resolved["api_key_file"])
         try:
             resolved["api_key"] = Path(path).read_text().strip()
         except OSError as err:
-            raise ConfigError(f"cannot read api_key_file={path!r} (from "
-                              f"{origin['api_key_file']}): {err.strerror}") from None
+            raise ConfigError(
+                f"cannot read api_key_file={path!r} (from {origin['api_key_file']}): {err.strerror}"
+            ) from None
         if not resolved["api_key"]:
             raise ConfigError(f"api_key_file={path!r} is empty; it should hold the API key")
 
@@ -240,8 +281,9 @@ def load_config(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         if key in resolved:
             resolved[key] = tuple(resolved[key])
     max_workers = resolved.get("max_workers", MAX_WORKERS)
-    config = Config(**resolved,
-                    outposts=parse_outposts(raw_outposts, str(config_path), max_workers))
+    config = Config(
+        **resolved, outposts=parse_outposts(raw_outposts, str(config_path), max_workers)
+    )
     validate(config, origin)
     return config
 
@@ -255,20 +297,36 @@ def validate(config: Config, origin: Mapping[str, str]) -> None:
     if not re.match(r"^https?://[^/\s]+", config.url):
         raise _invalid("url", config.url, where("url"), "http://host:port or https://host:port")
     if config.min_workers > config.max_workers:
-        raise _invalid("min_workers", config.min_workers, where("min_workers"),
-                       f"at most max_workers ({config.max_workers})")
+        raise _invalid(
+            "min_workers",
+            config.min_workers,
+            where("min_workers"),
+            f"at most max_workers ({config.max_workers})",
+        )
     if config.breaker_backoff_max_secs < config.breaker_backoff_secs:
-        raise _invalid("breaker_backoff_max_secs", config.breaker_backoff_max_secs,
-                       where("breaker_backoff_max_secs"), "at least breaker_backoff_secs")
+        raise _invalid(
+            "breaker_backoff_max_secs",
+            config.breaker_backoff_max_secs,
+            where("breaker_backoff_max_secs"),
+            "at least breaker_backoff_secs",
+        )
     if config.town is not None and not NAME_RE.match(config.town):
         raise _invalid("town", config.town, where("town"), "a town name (letters, digits, ._-)")
     if config.notify_webhook and not re.match(r"^https?://", config.notify_webhook):
-        raise _invalid("notify_webhook", config.notify_webhook, where("notify_webhook"),
-                       "an http:// or https:// URL")
+        raise _invalid(
+            "notify_webhook",
+            config.notify_webhook,
+            where("notify_webhook"),
+            "an http:// or https:// URL",
+        )
     for spec in config.volumes:
         parts = spec.split(":")
-        if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/") or (
-                len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        if (
+            len(parts) not in (2, 3)
+            or not parts[0]
+            or not parts[1].startswith("/")
+            or (len(parts) == 3 and parts[2] not in ("ro", "rw"))
+        ):
             raise _invalid("volumes", spec, where("volumes"), "SOURCE:/container/path[:ro|rw]")
     if not config.workspace.startswith("/"):
         raise _invalid("workspace", config.workspace, where("workspace"), "an absolute path")
@@ -278,22 +336,39 @@ def validate(config: Config, origin: Mapping[str, str]) -> None:
         except (KeyError, IndexError, ValueError):
             sample = ""
         if not VOLUME_NAME_RE.match(sample):
-            raise _invalid("workspace_volume", config.workspace_volume, where("workspace_volume"),
-                           f"a volume name (letters, digits, _.-; {{town}} allowed) or "
-                           f"'{NO_WORKSPACE_VOLUME}'")
-        clash = [spec for spec in config.volumes
-                 if spec.split(":")[1].rstrip("/") == config.workspace.rstrip("/")]
+            raise _invalid(
+                "workspace_volume",
+                config.workspace_volume,
+                where("workspace_volume"),
+                f"a volume name (letters, digits, _.-; {{town}} allowed) or "
+                f"'{NO_WORKSPACE_VOLUME}'",
+            )
+        clash = [
+            spec
+            for spec in config.volumes
+            if spec.split(":")[1].rstrip("/") == config.workspace.rstrip("/")
+        ]
         if clash:
-            raise _invalid("volumes", clash[0], where("volumes"), f"no mount at {config.workspace}"
-                           f", where the workspace volume goes: change workspace, or set "
-                           f"workspace_volume = '{NO_WORKSPACE_VOLUME}'")
+            raise _invalid(
+                "volumes",
+                clash[0],
+                where("volumes"),
+                f"no mount at {config.workspace}"
+                f", where the workspace volume goes: change workspace, or set "
+                f"workspace_volume = '{NO_WORKSPACE_VOLUME}'",
+            )
     for key, names in (("env", config.env), ("pass_env", config.pass_env)):
         for name in names:
             if not ENV_NAME_RE.match(name):
                 raise _invalid(key, name, where(key), "a variable name like REDIS_URL")
             if name in RESERVED_ENV:
-                raise _invalid(key, name, where(key), "no TINYTOWN_AGENT_ID or "
-                               "TINYTOWN_AGENT_NAME: the scaler sets those per container")
+                raise _invalid(
+                    key,
+                    name,
+                    where(key),
+                    "no TINYTOWN_AGENT_ID or "
+                    "TINYTOWN_AGENT_NAME: the scaler sets those per container",
+                )
     for name in ("townhall_ca_file",):
         value = getattr(config, name)
         if value is not None and not os.path.isfile(os.path.expanduser(value)):

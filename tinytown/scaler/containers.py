@@ -68,8 +68,11 @@ def worker_from_attrs(attrs: Mapping[str, Any], outpost: Outpost) -> Worker:
     status = state.get("Status", "") if isinstance(state, dict) else str(state or "")
     name = attrs.get("Name") or ((attrs.get("Names") or [""])[0])
     created = attrs.get("Created")
-    created_at = float(created) if isinstance(created, (int, float)) else (
-        epoch_secs(created) if isinstance(created, str) else None)
+    created_at = (
+        float(created)
+        if isinstance(created, (int, float))
+        else (epoch_secs(created) if isinstance(created, str) else None)
+    )
     started_at = epoch_secs(labels.get(LABEL_STARTED_AT, "")) or created_at
     finished_at = exit_code = ran_secs = None
     if isinstance(state, dict):
@@ -84,9 +87,19 @@ def worker_from_attrs(attrs: Mapping[str, Any], outpost: Outpost) -> Worker:
         cost = float(labels.get(LABEL_COST_PER_HOUR, outpost.cost_per_hour))
     except ValueError:
         cost = outpost.cost_per_hour
-    return Worker(attrs.get("Id", ""), name.lstrip("/"), labels.get(LABEL_OUTPOST, outpost.name),
-                  labels.get(LABEL_AGENT_ID) or None, status, started_at, cost, finished_at,
-                  exit_code, ran_secs, container_health(attrs))
+    return Worker(
+        attrs.get("Id", ""),
+        name.lstrip("/"),
+        labels.get(LABEL_OUTPOST, outpost.name),
+        labels.get(LABEL_AGENT_ID) or None,
+        status,
+        started_at,
+        cost,
+        finished_at,
+        exit_code,
+        ran_secs,
+        container_health(attrs),
+    )
 
 
 _HEALTH_IN_PS_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)\s*$")

@@ -29,13 +29,22 @@ class CrashWatch:
 def is_crash(worker: Worker, quick_exit_secs: float) -> bool:
     """A non-zero exit within ``quick_exit_secs`` of the start. Exit 0 (idle exit, drain) never
     is, nor is a failure after a long run."""
-    return (worker.exit_code not in (None, 0) and worker.ran_secs is not None
-            and worker.ran_secs < quick_exit_secs)
+    return (
+        worker.exit_code not in (None, 0)
+        and worker.ran_secs is not None
+        and worker.ran_secs < quick_exit_secs
+    )
 
 
-def watch_exits(watch: CrashWatch, exits: Iterable[Worker], now: float, after_exits: int,
-                quick_exit_secs: float, backoff_secs: float,
-                max_secs: float) -> tuple[CrashWatch, Worker | None]:
+def watch_exits(
+    watch: CrashWatch,
+    exits: Iterable[Worker],
+    now: float,
+    after_exits: int,
+    quick_exit_secs: float,
+    backoff_secs: float,
+    max_secs: float,
+) -> tuple[CrashWatch, Worker | None]:
     """Count exits seen for the first time, oldest first. A crash adds one to the streak and
     anything else resets it (and lifts the hold). When the streak reaches ``after_exits`` and no
     hold is open, a hold opens for the breaker backoff, doubling per hold in one crash loop.
@@ -50,21 +59,27 @@ def watch_exits(watch: CrashWatch, exits: Iterable[Worker], now: float, after_ex
         hold = watch.hold
         streak = watch.streak + 1
         if streak >= after_exits and not hold.is_open(now):
-            hold = hold.failed(now, f"{streak} workers in a row exited within "
-                               f"{quick_exit_secs:g}s, the last with code {w.exit_code}",
-                               backoff_secs, max_secs)
+            hold = hold.failed(
+                now,
+                f"{streak} workers in a row exited within "
+                f"{quick_exit_secs:g}s, the last with code {w.exit_code}",
+                backoff_secs,
+                max_secs,
+            )
             opened = w
         watch = CrashWatch(streak, hold, w.exit_code)
     return watch, opened
 
 
-def crash_limited(view: OutpostView, watch: CrashWatch, now: float,
-                  after_exits: int) -> OutpostView:
+def crash_limited(
+    view: OutpostView, watch: CrashWatch, now: float, after_exits: int
+) -> OutpostView:
     """The outpost as placement should see it: held while the hold is open; after it, in a crash
     loop still, one new worker per pass as a trial."""
     if watch.hold.is_open(now):
-        return dataclasses.replace(view, hold=f"{watch.hold.last_error}; until "
-                                              f"{iso(watch.hold.open_until)}")
+        return dataclasses.replace(
+            view, hold=f"{watch.hold.last_error}; until {iso(watch.hold.open_until)}"
+        )
     if after_exits and watch.streak >= after_exits:
         return dataclasses.replace(view, max_workers=min(view.max_workers, view.live + 1))
     return view

@@ -43,8 +43,9 @@ def townhall_failure(agent: Agent | None, now: float, unhealthy_after_secs: floa
         age = agent.heartbeat_age_secs
         if age is None and agent.last_heartbeat is not None:
             age = now - agent.last_heartbeat
-        return "agent not alive" + (f" (heartbeat {age:.0f}s old)" if age is not None
-                                    else " (no heartbeat)")
+        return "agent not alive" + (
+            f" (heartbeat {age:.0f}s old)" if age is not None else " (no heartbeat)"
+        )
     if agent.last_heartbeat is None:
         return "no heartbeat"
     age = now - agent.last_heartbeat
@@ -53,9 +54,15 @@ def townhall_failure(agent: Agent | None, now: float, unhealthy_after_secs: floa
     return None
 
 
-def health_verdict(worker: Worker, agent: Agent | None, now: float, unhealthy_after_secs: float,
-                   start_grace_secs: float, quiet_since: float | None = None,
-                   trust_townhall_alone: bool = False) -> Verdict:
+def health_verdict(
+    worker: Worker,
+    agent: Agent | None,
+    now: float,
+    unhealthy_after_secs: float,
+    start_grace_secs: float,
+    quiet_since: float | None = None,
+    trust_townhall_alone: bool = False,
+) -> Verdict:
     """Judge one container by two witnesses: its agent's record in townhall and its own Docker
     health (the worker's health file). It fails only when both say so; when they disagree, or
     townhall's word cannot be confirmed (no healthcheck, unless ``trust_townhall_alone``), the
@@ -74,17 +81,30 @@ def health_verdict(worker: Worker, agent: Agent | None, now: float, unhealthy_af
             return Verdict(True, True, "ok")
         if trust_townhall_alone:
             return Verdict(True, False, failure)
-        return Verdict(False, True, f"townhall says {failure}, but the container has no Docker "
-                       "healthcheck to confirm it (started by an older scaler or image); not "
-                       "restarted unless trust_townhall_alone is set", EVIDENCE_MISSING)
+        return Verdict(
+            False,
+            True,
+            f"townhall says {failure}, but the container has no Docker "
+            "healthcheck to confirm it (started by an older scaler or image); not "
+            "restarted unless trust_townhall_alone is set",
+            EVIDENCE_MISSING,
+        )
     if worker.health == "unhealthy":
         if failure is not None:
             return Verdict(True, False, f"{failure}; Docker health unhealthy")
-        return Verdict(False, True, "Docker health unhealthy, but townhall says the agent is "
-                       "alive", EVIDENCE_INCONSISTENT)
+        return Verdict(
+            False,
+            True,
+            "Docker health unhealthy, but townhall says the agent is alive",
+            EVIDENCE_INCONSISTENT,
+        )
     if failure is not None:
-        return Verdict(False, True, f"townhall says {failure}, but Docker health is healthy",
-                       EVIDENCE_INCONSISTENT)
+        return Verdict(
+            False,
+            True,
+            f"townhall says {failure}, but Docker health is healthy",
+            EVIDENCE_INCONSISTENT,
+        )
     return Verdict(True, True, "ok")
 
 
@@ -99,8 +119,13 @@ def next_failure_count(previous: int, verdict: Verdict) -> int:
     return 0 if verdict.healthy else previous + 1
 
 
-def evidence_conflicts(signal_: Signal, agents: Mapping[str, Agent], workers: Iterable[Worker],
-                       now: float, start_grace_secs: float) -> tuple[str, ...]:
+def evidence_conflicts(
+    signal_: Signal,
+    agents: Mapping[str, Agent],
+    workers: Iterable[Worker],
+    now: float,
+    start_grace_secs: float,
+) -> tuple[str, ...]:
     """Where townhall's two answers contradict each other: the signal's ``active_agents`` (and
     ``busy_agents``, when given) against the agents ``/v1/agents`` lists as live (and Working),
     beyond a race tolerance of EVIDENCE_TOLERANCE_AGENTS plus one per live container still within
@@ -111,12 +136,15 @@ def evidence_conflicts(signal_: Signal, agents: Mapping[str, Agent], workers: It
     tolerance = EVIDENCE_TOLERANCE_AGENTS + young
     conflicts = []
     for name, claimed, listed in (
-            ("active_agents", signal_.active_agents, len(live)),
-            ("busy_agents", signal_.busy_agents, sum(1 for a in live if a.state == WORKING))):
+        ("active_agents", signal_.active_agents, len(live)),
+        ("busy_agents", signal_.busy_agents, sum(1 for a in live if a.state == WORKING)),
+    ):
         if claimed is not None and abs(claimed - listed) > tolerance:
-            conflicts.append(f"/api/scaling says {name}={claimed} but /v1/agents lists {listed} "
-                             f"{'live' if name == 'active_agents' else WORKING} agent(s) "
-                             f"(tolerance {tolerance})")
+            conflicts.append(
+                f"/api/scaling says {name}={claimed} but /v1/agents lists {listed} "
+                f"{'live' if name == 'active_agents' else WORKING} agent(s) "
+                f"(tolerance {tolerance})"
+            )
     return tuple(conflicts)
 
 
@@ -128,8 +156,9 @@ def drain_veto(agent: Agent | None) -> str | None:
     if agent.alive is False:
         return "agent not alive"
     if agent.state != IDLE or agent.busy:
-        return f"agent {agent.state}" + (f" with task {agent.current_task}"
-                                         if agent.current_task else "")
+        return f"agent {agent.state}" + (
+            f" with task {agent.current_task}" if agent.current_task else ""
+        )
     return None
 
 
@@ -139,6 +168,8 @@ def health_veto(health: str | None, trust_townhall_alone: bool) -> str | None:
     if health == "healthy" or (health is None and trust_townhall_alone):
         return None
     if health is None:
-        return "no Docker healthcheck to confirm the worker (set trust_townhall_alone to act on " \
-               "townhall's word alone)"
+        return (
+            "no Docker healthcheck to confirm the worker (set trust_townhall_alone to act on "
+            "townhall's word alone)"
+        )
     return f"Docker health {health}"

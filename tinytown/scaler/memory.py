@@ -59,8 +59,12 @@ class State:
     def from_json(cls, data: Mapping[str, Any]) -> State:
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"state version {data.get('version')!r}, expected {STATE_VERSION}")
-        state = cls(data.get("town"), data.get("last_scale_up_at"),
-                    int(data.get("surplus_passes", 0)), float(data.get("removed_cost", 0.0)))
+        state = cls(
+            data.get("town"),
+            data.get("last_scale_up_at"),
+            int(data.get("surplus_passes", 0)),
+            float(data.get("removed_cost", 0.0)),
+        )
         for name, b in (data.get("outposts") or {}).items():
             hourly = b.pop("last_seen_hourly", None)
             state.breakers[name] = Breaker(**b)
@@ -69,6 +73,7 @@ class State:
         for cid, m in (data.get("containers") or {}).items():
             state.containers[cid] = ContainerMemory(**m)
         for name, w in (data.get("crash_loops") or {}).items():
-            state.crash_loops[name] = CrashWatch(w["streak"], Breaker(**w["hold"]),
-                                                 w.get("last_exit_code"))
+            state.crash_loops[name] = CrashWatch(
+                w["streak"], Breaker(**w["hold"]), w.get("last_exit_code")
+            )
         return state

@@ -22,23 +22,40 @@ def notify(config: Config, event: dict[str, Any]) -> None:
     """Run the notification hook(s); failures are logged, never raised."""
     payload = json.dumps(event)
     if config.notify_command:
-        env = {**os.environ, "TINYTOWN_EVENT": event["event"],
-               "TINYTOWN_TOWN": event.get("town") or "", "TINYTOWN_OUTPOST": event.get("outpost")
-               or "", "TINYTOWN_CONTAINER_ID": event.get("container_id") or "",
-               "TINYTOWN_AGENT_ID": event.get("agent_id") or ""}
+        env = {
+            **os.environ,
+            "TINYTOWN_EVENT": event["event"],
+            "TINYTOWN_TOWN": event.get("town") or "",
+            "TINYTOWN_OUTPOST": event.get("outpost") or "",
+            "TINYTOWN_CONTAINER_ID": event.get("container_id") or "",
+            "TINYTOWN_AGENT_ID": event.get("agent_id") or "",
+        }
         try:
-            done = subprocess.run(shlex.split(config.notify_command), input=payload, text=True,
-                                  env=env, timeout=NOTIFY_TIMEOUT_SECS, capture_output=True)
+            done = subprocess.run(
+                shlex.split(config.notify_command),
+                input=payload,
+                text=True,
+                env=env,
+                timeout=NOTIFY_TIMEOUT_SECS,
+                capture_output=True,
+            )
             if done.returncode != 0:
-                log("warning", "notify_command_failed", exit_code=done.returncode,
-                    stderr=done.stderr[-300:])
+                log(
+                    "warning",
+                    "notify_command_failed",
+                    exit_code=done.returncode,
+                    stderr=done.stderr[-300:],
+                )
         except (OSError, subprocess.SubprocessError) as err:
             log("warning", "notify_command_failed", error=str(err))
     if config.notify_webhook:
         try:
-            response = requests.post(config.notify_webhook, data=payload,
-                                     headers={"Content-Type": "application/json"},
-                                     timeout=NOTIFY_TIMEOUT_SECS)
+            response = requests.post(
+                config.notify_webhook,
+                data=payload,
+                headers={"Content-Type": "application/json"},
+                timeout=NOTIFY_TIMEOUT_SECS,
+            )
             if response.status_code >= 300:
                 log("warning", "notify_webhook_failed", status=response.status_code)
         except requests.RequestException as err:

@@ -65,10 +65,13 @@ def worker_healthcheck(config: Config) -> dict[str, Any]:
     worker's own heartbeat interval) run once per heartbeat interval; unhealthy after
     HEALTHCHECK_RETRIES failures in a row, not counted within the start grace."""
     ns = 1_000_000_000
-    return {"test": ["CMD", *shlex.split(config.healthcheck)],
-            "interval": int(config.heartbeat_interval_secs * ns),
-            "timeout": int(HEALTHCHECK_TIMEOUT_SECS * ns), "retries": HEALTHCHECK_RETRIES,
-            "start_period": int(config.start_grace_secs * ns)}
+    return {
+        "test": ["CMD", *shlex.split(config.healthcheck)],
+        "interval": int(config.heartbeat_interval_secs * ns),
+        "timeout": int(HEALTHCHECK_TIMEOUT_SECS * ns),
+        "retries": HEALTHCHECK_RETRIES,
+        "start_period": int(config.start_grace_secs * ns),
+    }
 
 
 class DockerOutpost:
@@ -93,15 +96,21 @@ class DockerOutpost:
                     tls = None
                     if o.tls_ca or o.tls_cert:
                         cert = (o.tls_cert, o.tls_key) if o.tls_cert else None
-                        tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=o.tls_ca,
-                                                   verify=o.tls_verify)
+                        tls = docker.tls.TLSConfig(
+                            client_cert=cert, ca_cert=o.tls_ca, verify=o.tls_verify
+                        )
                     # use_ssh_client: the system ssh binary, so paramiko is not needed.
                     self._client = docker.DockerClient(
-                        base_url=o.docker_host, tls=tls or False, timeout=self.timeout,
-                        use_ssh_client=o.docker_host.startswith("ssh://"))
+                        base_url=o.docker_host,
+                        tls=tls or False,
+                        timeout=self.timeout,
+                        use_ssh_client=o.docker_host.startswith("ssh://"),
+                    )
             except Exception as err:  # the SDK raises DockerException, OSError, ValueError…
-                raise OutpostError(f"cannot reach Docker at {o.docker_host or 'the local engine'}"
-                                   f": {short_reason(err)}") from None
+                raise OutpostError(
+                    f"cannot reach Docker at {o.docker_host or 'the local engine'}"
+                    f": {short_reason(err)}"
+                ) from None
         return self._client
 
     def _call(self, what: str, fn, *args, missing_ok: bool = False, **kwargs):
@@ -121,8 +130,12 @@ class DockerOutpost:
         labels = [f"{LABEL_ROLE}={ROLE}", f"{LABEL_OUTPOST}={self.name}"]
         if town:
             labels.append(f"{LABEL_TOWN}={town}")
-        containers = self._call("list containers", lambda: self.client().containers.list(
-            all=True, filters={"label": labels}, sparse=not full, ignore_removed=True))
+        containers = self._call(
+            "list containers",
+            lambda: self.client().containers.list(
+                all=True, filters={"label": labels}, sparse=not full, ignore_removed=True
+            ),
+        )
         workers = []
         for c in containers:
             if not full and c.attrs.get("State") in EXITED_STATUSES:
@@ -133,8 +146,9 @@ class DockerOutpost:
             workers.append(worker_from_attrs(c.attrs, self.outpost))
         return workers
 
-    def start_worker(self, config: Config, town: str, now: float,
-                     environ: Mapping[str, str]) -> tuple[str, str, str]:
+    def start_worker(
+        self, config: Config, town: str, now: float, environ: Mapping[str, str]
+    ) -> tuple[str, str, str]:
         """Create and start one worker; returns (container id, container name, agent id)."""
         agent_id = str(uuid.uuid4())
         short = agent_id[:8]
@@ -143,31 +157,44 @@ class DockerOutpost:
         env.update(config.env)
         env.setdefault("TINYTOWN_TOWN_NAME", town)
         env.setdefault(HEALTH_FILE_ENV, HEALTH_FILE)
-        env.update(TINYTOWN_AGENT_ID=agent_id, TINYTOWN_AGENT_NAME=f"{self.name}-{short}",
-                   TINYTOWN_OUTPOST=self.name)
-        labels = {LABEL_TOWN: town, LABEL_ROLE: ROLE, LABEL_OUTPOST: self.name,
-                  LABEL_AGENT_ID: agent_id, LABEL_STARTED_AT: iso(now),
-                  LABEL_COST_PER_HOUR: f"{self.outpost.cost_per_hour:g}"}
+        env.update(
+            TINYTOWN_AGENT_ID=agent_id,
+            TINYTOWN_AGENT_NAME=f"{self.name}-{short}",
+            TINYTOWN_OUTPOST=self.name,
+        )
+        labels = {
+            LABEL_TOWN: town,
+            LABEL_ROLE: ROLE,
+            LABEL_OUTPOST: self.name,
+            LABEL_AGENT_ID: agent_id,
+            LABEL_STARTED_AT: iso(now),
+            LABEL_COST_PER_HOUR: f"{self.outpost.cost_per_hour:g}",
+        }
         mounts = []
         volume = workspace_volume_name(config, town)
         if volume:
             self.ensure_workspace_volume(volume, config.image, town)
-            mounts.append(docker.types.Mount(target=config.workspace, source=volume,
-                                             type="volume"))
+            mounts.append(docker.types.Mount(target=config.workspace, source=volume, type="volume"))
         volumes = {}
         for spec in config.volumes:
             source, target, *mode = spec.split(":")
             volumes[source] = {"bind": target, "mode": mode[0] if mode else "rw"}
         kwargs: dict[str, Any] = dict(
-            name=name, labels=labels, environment=env, detach=True, mounts=mounts,
-            volumes=volumes, restart_policy={"Name": "no"}, network=config.network)
+            name=name,
+            labels=labels,
+            environment=env,
+            detach=True,
+            mounts=mounts,
+            volumes=volumes,
+            restart_policy={"Name": "no"},
+            network=config.network,
+        )
         if config.command:
             kwargs["command"] = shlex.split(config.command)
         if config.healthcheck != IMAGE_HEALTHCHECK:
             kwargs["healthcheck"] = worker_healthcheck(config)
         client = self.client()
-        container = self._call("create container", client.containers.create, config.image,
-                               **kwargs)
+        container = self._call("create container", client.containers.create, config.image, **kwargs)
         try:
             self._call("start container", container.start)
         except OutpostError:
@@ -188,8 +215,9 @@ class DockerOutpost:
             volume = self._call("create volume", client.volumes.create, name=name, labels=labels)
             try:
                 if user.split(":")[0] not in ("", "0", "root"):
-                    self._hand_over(volume.name, image, user, {**labels,
-                                                               LABEL_ROLE: ROLE_WORKSPACE_INIT})
+                    self._hand_over(
+                        volume.name, image, user, {**labels, LABEL_ROLE: ROLE_WORKSPACE_INIT}
+                    )
             except BaseException:
                 with contextlib.suppress(Exception):
                     volume.remove(force=True)  # so that the next start tries again
@@ -199,20 +227,31 @@ class DockerOutpost:
     def _hand_over(self, volume: str, image: str, user: str, labels: dict[str, str]) -> None:
         """``chown USER`` the volume's root in a one-off root container of the worker image."""
         container = self._call(
-            "create workspace-init container", self.client().containers.create, image,
-            entrypoint=["chown", user, WORKSPACE_INIT_MOUNT], user="0",
-            labels=labels, network_mode="none", detach=True,
-            mounts=[docker.types.Mount(target=WORKSPACE_INIT_MOUNT, source=volume,
-                                       type="volume")])
+            "create workspace-init container",
+            self.client().containers.create,
+            image,
+            entrypoint=["chown", user, WORKSPACE_INIT_MOUNT],
+            user="0",
+            labels=labels,
+            network_mode="none",
+            detach=True,
+            mounts=[docker.types.Mount(target=WORKSPACE_INIT_MOUNT, source=volume, type="volume")],
+        )
         try:
             self._call("start workspace-init container", container.start)
-            code = self._call("wait for workspace-init container", container.wait,
-                              timeout=self.timeout).get("StatusCode")
+            code = self._call(
+                "wait for workspace-init container", container.wait, timeout=self.timeout
+            ).get("StatusCode")
             if code != 0:
-                output = self._call("read workspace-init logs", container.logs).decode(
-                    errors="replace").strip()
-                raise OutpostError(f"chown {user} of workspace volume {volume} on outpost "
-                                   f"{self.name} exited {code}: {output[-300:]}")
+                output = (
+                    self._call("read workspace-init logs", container.logs)
+                    .decode(errors="replace")
+                    .strip()
+                )
+                raise OutpostError(
+                    f"chown {user} of workspace volume {volume} on outpost "
+                    f"{self.name} exited {code}: {output[-300:]}"
+                )
         finally:
             with contextlib.suppress(Exception):
                 container.remove(force=True)

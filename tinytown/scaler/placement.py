@@ -49,8 +49,9 @@ class Placement:
     reason: str | None = None  # why some could not be placed
 
 
-def choose_outposts(count: int, outposts: Sequence[OutpostView], hourly_cost: float,
-                    cost_cap_hourly: float | None) -> Placement:
+def choose_outposts(
+    count: int, outposts: Sequence[OutpostView], hourly_cost: float, cost_cap_hourly: float | None
+) -> Placement:
     """Place ``count`` new workers: each on the first outpost, in preference order, that is
     available, below its ``max_workers`` and whose price keeps the fleet within the cost cap."""
     live = {o.name: o.live for o in outposts}
@@ -66,8 +67,10 @@ def choose_outposts(count: int, outposts: Sequence[OutpostView], hourly_cost: fl
                 continue
             if not o.available or live[o.name] >= o.max_workers:
                 continue
-            over_cap = cost_cap_hourly is not None and \
-                hourly_cost + o.cost_per_hour > cost_cap_hourly + 1e-9
+            over_cap = (
+                cost_cap_hourly is not None
+                and hourly_cost + o.cost_per_hour > cost_cap_hourly + 1e-9
+            )
             if over_cap:
                 blocked_by_cost = True
                 continue

@@ -46,9 +46,15 @@ class ScaleDownGate:
     reason: str
 
 
-def scale_down_gate(recommendation: str, surplus: int, surplus_passes: int,
-                    last_scale_up_at: float | None, now: float, cooldown_secs: float,
-                    after_passes: int) -> ScaleDownGate:
+def scale_down_gate(
+    recommendation: str,
+    surplus: int,
+    surplus_passes: int,
+    last_scale_up_at: float | None,
+    now: float,
+    cooldown_secs: float,
+    after_passes: int,
+) -> ScaleDownGate:
     """May this pass drain surplus workers? Only on a down signal that has lasted
     ``after_passes`` passes in a row, and not within ``cooldown_secs`` of the last start."""
     if surplus <= 0:
@@ -64,19 +70,27 @@ def scale_down_gate(recommendation: str, surplus: int, surplus_passes: int,
     return ScaleDownGate(True, passes, f"surplus {surplus} for {passes} passes")
 
 
-def drain_candidates(workers: Iterable[Worker], agents: Mapping[str, Agent], surplus: int,
-                     outpost_order: Sequence[str],
-                     trust_townhall_alone: bool = False) -> list[Worker]:
+def drain_candidates(
+    workers: Iterable[Worker],
+    agents: Mapping[str, Agent],
+    surplus: int,
+    outpost_order: Sequence[str],
+    trust_townhall_alone: bool = False,
+) -> list[Worker]:
     """Up to ``surplus`` running workers whose agent is alive and Idle with no task and whose
     container Docker reports healthy, least preferred outpost first, oldest first. An agent that
     is unknown, busy, starting or draining, or a container that does not confirm it, is never
     chosen."""
     rank = {name: i for i, name in enumerate(outpost_order)}
-    idle = [w for w in workers
-            if w.status == "running" and drain_veto(agents.get(w.agent_id or "")) is None
-            and health_veto(w.health, trust_townhall_alone) is None]
+    idle = [
+        w
+        for w in workers
+        if w.status == "running"
+        and drain_veto(agents.get(w.agent_id or "")) is None
+        and health_veto(w.health, trust_townhall_alone) is None
+    ]
     idle.sort(key=lambda w: (-rank.get(w.outpost, len(rank)), w.started_at or 0.0))
-    return idle[:max(0, surplus)]
+    return idle[: max(0, surplus)]
 
 
 def exited_to_remove(workers: Iterable[Worker], keep: int) -> list[Worker]:
@@ -123,9 +137,16 @@ def hourly_cost(workers: Iterable[Worker]) -> float:
     return sum(w.cost_per_hour for w in workers if w.live)
 
 
-def plan_pass(config: Config, signal_: Signal, agents: Mapping[str, Agent] | None,
-              workers: Sequence[Worker], outposts: Sequence[OutpostView], state: State,
-              now: float, unseen_hourly: float = 0.0) -> Plan:
+def plan_pass(
+    config: Config,
+    signal_: Signal,
+    agents: Mapping[str, Agent] | None,
+    workers: Sequence[Worker],
+    outposts: Sequence[OutpostView],
+    state: State,
+    now: float,
+    unseen_hourly: float = 0.0,
+) -> Plan:
     """Decide one pass. ``agents`` is None when the agent list was unavailable: then nothing is
     drained and nobody is judged. When townhall's answers contradict each other
     (:func:`evidence_conflicts`) nothing is drained or judged either, and every health count
@@ -136,26 +157,43 @@ def plan_pass(config: Config, signal_: Signal, agents: Mapping[str, Agent] | Non
     live = [w for w in workers if w.live]
     # A container marked in error, or asked to drain, still costs money and takes its outpost's
     # room, but it will do no more work: it does not count toward the target.
-    leaving = {cid for cid, m in state.containers.items()
-               if m.marked_error_at is not None or m.drain_requested_at is not None}
+    leaving = {
+        cid
+        for cid, m in state.containers.items()
+        if m.marked_error_at is not None or m.drain_requested_at is not None
+    }
     serving = [w for w in live if w.container_id not in leaving]
-    placement = choose_outposts(max(0, target - len(serving)), outposts,
-                                hourly_cost(live) + unseen_hourly, config.cost_cap_hourly)
+    placement = choose_outposts(
+        max(0, target - len(serving)),
+        outposts,
+        hourly_cost(live) + unseen_hourly,
+        config.cost_cap_hourly,
+    )
 
     surplus = max(0, len(serving) - target)
-    gate = scale_down_gate(signal_.scaling_recommendation, surplus, state.surplus_passes,
-                           state.last_scale_up_at, now, config.scale_down_cooldown_secs,
-                           config.scale_down_after_passes)
-    conflicts = () if agents is None else evidence_conflicts(signal_, agents, workers, now,
-                                                             config.start_grace_secs)
+    gate = scale_down_gate(
+        signal_.scaling_recommendation,
+        surplus,
+        state.surplus_passes,
+        state.last_scale_up_at,
+        now,
+        config.scale_down_cooldown_secs,
+        config.scale_down_after_passes,
+    )
+    conflicts = (
+        ()
+        if agents is None
+        else evidence_conflicts(signal_, agents, workers, now, config.start_grace_secs)
+    )
     drains: list[Worker] = []
     if agents is None and gate.allowed:
         gate = ScaleDownGate(False, gate.surplus_passes, "agent list unavailable")
     elif conflicts and surplus:
         gate = ScaleDownGate(False, 0, f"evidence inconsistent: {conflicts[0]}")
     elif gate.allowed:
-        drains = drain_candidates(serving, agents or {}, surplus, [o.name for o in outposts],
-                                  config.trust_townhall_alone)
+        drains = drain_candidates(
+            serving, agents or {}, surplus, [o.name for o in outposts], config.trust_townhall_alone
+        )
 
     failures: dict[str, int] = {}
     verdicts: dict[str, Verdict] = {}
@@ -168,13 +206,20 @@ def plan_pass(config: Config, signal_: Signal, agents: Mapping[str, Agent] | Non
             if memory.marked_error_at is not None or w.container_id in drained_now:
                 continue
             if conflicts:
-                verdict = Verdict(False, True, f"townhall inconsistent: {conflicts[0]}",
-                                  EVIDENCE_INCONSISTENT)
+                verdict = Verdict(
+                    False, True, f"townhall inconsistent: {conflicts[0]}", EVIDENCE_INCONSISTENT
+                )
             else:
                 quiet_since = max(memory.restarted_at or 0.0, memory.drain_requested_at or 0.0)
-                verdict = health_verdict(w, agents.get(w.agent_id or ""), now,
-                                         config.unhealthy_after_secs, config.start_grace_secs,
-                                         quiet_since or None, config.trust_townhall_alone)
+                verdict = health_verdict(
+                    w,
+                    agents.get(w.agent_id or ""),
+                    now,
+                    config.unhealthy_after_secs,
+                    config.start_grace_secs,
+                    quiet_since or None,
+                    config.trust_townhall_alone,
+                )
             verdicts[w.container_id] = verdict
             count = next_failure_count(memory.health_failures, verdict)
             failures[w.container_id] = count
@@ -184,8 +229,23 @@ def plan_pass(config: Config, signal_: Signal, agents: Mapping[str, Agent] | Non
                 else:
                     restarts.append(w)
 
-    unknown = tuple(w for w in live if not conflicts and verdicts.get(w.container_id)
-                    and verdicts[w.container_id].unknown)
-    return Plan(target, len(serving), placement, gate, tuple(drains), tuple(restarts),
-                tuple(give_up), tuple(exited_to_remove(workers, config.keep_exited)), failures,
-                verdicts, agents is not None, conflicts, unknown)
+    unknown = tuple(
+        w
+        for w in live
+        if not conflicts and verdicts.get(w.container_id) and verdicts[w.container_id].unknown
+    )
+    return Plan(
+        target,
+        len(serving),
+        placement,
+        gate,
+        tuple(drains),
+        tuple(restarts),
+        tuple(give_up),
+        tuple(exited_to_remove(workers, config.keep_exited)),
+        failures,
+        verdicts,
+        agents is not None,
+        conflicts,
+        unknown,
+    )

@@ -43,7 +43,8 @@ class StateOfAnotherTown(ConfigError):
             f"state file {path} belongs to town {state_town!r}, not {town!r} (the town this "
             f"scaler serves); refusing to use or replace it. Give each town its own state file "
             f"(--state-file or {ENV_PREFIX}STATE_FILE), or delete {path} if town "
-            f"{state_town!r} is no longer scaled from here")
+            f"{state_town!r} is no longer scaled from here"
+        )
 
 
 def load_state(path: Path, town: str) -> State:
@@ -55,8 +56,13 @@ def load_state(path: Path, town: str) -> State:
     except FileNotFoundError:
         return State(town=town)
     except (OSError, ValueError, TypeError, AttributeError) as err:
-        log("warning", "state_unreadable", path=str(path), error=str(err),
-            action="starting from empty state")
+        log(
+            "warning",
+            "state_unreadable",
+            path=str(path),
+            error=str(err),
+            action="starting from empty state",
+        )
         return State(town=town)
     if state.town and state.town != town:
         raise StateOfAnotherTown(path, state.town, town)

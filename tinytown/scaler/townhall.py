@@ -35,18 +35,24 @@ class Townhall:
         try:
             response = self.session.get(url, timeout=self.timeout)
         except requests.RequestException as err:
-            raise TownhallError(f"GET {url} failed ({short_reason(err)}); is townhall running "
-                                "and is --url right?") from None
+            raise TownhallError(
+                f"GET {url} failed ({short_reason(err)}); is townhall running and is --url right?"
+            ) from None
         if response.status_code != 200:
-            hint = " (check the API key and its town.read scope)" \
-                if response.status_code in (401, 403) else ""
-            raise TownhallError(f"GET {url} answered {response.status_code}{hint}: "
-                                f"{response.text[:200]!r}")
+            hint = (
+                " (check the API key and its town.read scope)"
+                if response.status_code in (401, 403)
+                else ""
+            )
+            raise TownhallError(
+                f"GET {url} answered {response.status_code}{hint}: {response.text[:200]!r}"
+            )
         try:
             return response.json()
         except ValueError:
-            raise TownhallError(f"GET {url} answered 200 with a body that is not JSON: "
-                                f"{response.text[:200]!r}") from None
+            raise TownhallError(
+                f"GET {url} answered 200 with a body that is not JSON: {response.text[:200]!r}"
+            ) from None
 
     def scaling_signal(self) -> Signal:
         body = self._get("/api/scaling")

@@ -45,8 +45,15 @@ class Signal:
     busy_agents: int | None = None
 
 
-SIGNAL_COUNTS = ("queue_depth", "pending_tasks", "in_flight_tasks", "active_agents",
-                 "cold_agents", "desired_agents", "max_agents")
+SIGNAL_COUNTS = (
+    "queue_depth",
+    "pending_tasks",
+    "in_flight_tasks",
+    "active_agents",
+    "cold_agents",
+    "desired_agents",
+    "max_agents",
+)
 
 
 def _count(body: Mapping[str, Any], key: str, required: bool = True) -> int | None:
@@ -75,11 +82,18 @@ def parse_signal(body: Any) -> Signal:
     counts = {key: _count(body, key) for key in SIGNAL_COUNTS}
     recommendation = body.get("scaling_recommendation")
     if recommendation not in RECOMMENDATIONS:
-        raise Malformed(f"scaling_recommendation={recommendation!r}: expected one of "
-                        f"{', '.join(RECOMMENDATIONS)}")
-    return Signal(town, stamp, **counts, scaling_recommendation=recommendation,
-                  idle_agents=_count(body, "idle_agents", required=False),
-                  busy_agents=_count(body, "busy_agents", required=False))
+        raise Malformed(
+            f"scaling_recommendation={recommendation!r}: expected one of "
+            f"{', '.join(RECOMMENDATIONS)}"
+        )
+    return Signal(
+        town,
+        stamp,
+        **counts,
+        scaling_recommendation=recommendation,
+        idle_agents=_count(body, "idle_agents", required=False),
+        busy_agents=_count(body, "busy_agents", required=False),
+    )
 
 
 @dataclass(frozen=True)
@@ -103,14 +117,17 @@ class Agent:
         return self.state in ACTIVE_AGENT_STATES and self.alive is not False
 
 
-def _optional_number(item: Mapping[str, Any], key: str, index: int,
-                     kind: type | tuple[type, ...]) -> Any:
+def _optional_number(
+    item: Mapping[str, Any], key: str, index: int, kind: type | tuple[type, ...]
+) -> Any:
     value = item.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
-        raise Malformed(f"agents[{index}].{key}={value!r}: expected "
-                        f"{'a whole number' if kind is int else 'a number'} or null")
+        raise Malformed(
+            f"agents[{index}].{key}={value!r}: expected "
+            f"{'a whole number' if kind is int else 'a number'} or null"
+        )
     return value
 
 
@@ -131,27 +148,42 @@ def parse_agents(body: Any) -> dict[str, Agent]:
         if not isinstance(agent_id, str) or not agent_id:
             raise Malformed(f"agents[{index}].id={agent_id!r}: expected a non-empty string")
         if state not in AGENT_STATES:
-            raise Malformed(f"agents[{index}].state={state!r}: expected one of "
-                            f"{', '.join(sorted(AGENT_STATES))}")
+            raise Malformed(
+                f"agents[{index}].state={state!r}: expected one of "
+                f"{', '.join(sorted(AGENT_STATES))}"
+            )
         for key in ("current_task", "last_heartbeat"):
             if key not in item or not (item[key] is None or isinstance(item[key], str)):
-                raise Malformed(f"agents[{index}].{key}={item.get(key)!r}: expected a string or "
-                                "null")
+                raise Malformed(
+                    f"agents[{index}].{key}={item.get(key)!r}: expected a string or null"
+                )
         heartbeat = None
         if item["last_heartbeat"] is not None:
             heartbeat = epoch_secs(item["last_heartbeat"])
             if heartbeat is None:
-                raise Malformed(f"agents[{index}].last_heartbeat={item['last_heartbeat']!r}: "
-                                "expected an RFC 3339 time")
+                raise Malformed(
+                    f"agents[{index}].last_heartbeat={item['last_heartbeat']!r}: "
+                    "expected an RFC 3339 time"
+                )
         name = item.get("name") if isinstance(item.get("name"), str) else None
         alive = item.get("alive")
         if alive is not None and not isinstance(alive, bool):
             raise Malformed(f"agents[{index}].alive={alive!r}: expected true, false or null")
         interval = _optional_number(item, "heartbeat_interval_secs", index, int)
         if interval is not None and interval < 1:
-            raise Malformed(f"agents[{index}].heartbeat_interval_secs={interval!r}: expected a "
-                            "whole number >= 1")
+            raise Malformed(
+                f"agents[{index}].heartbeat_interval_secs={interval!r}: expected a "
+                "whole number >= 1"
+            )
         age = _optional_number(item, "heartbeat_age_secs", index, (int, float))
-        agents[agent_id] = Agent(agent_id, state, item["current_task"] or None, heartbeat, name,
-                                 alive, interval, None if age is None else float(age))
+        agents[agent_id] = Agent(
+            agent_id,
+            state,
+            item["current_task"] or None,
+            heartbeat,
+            name,
+            alive,
+            interval,
+            None if age is None else float(age),
+        )
     return agents

@@ -39,7 +39,7 @@ class Town:
         self.dockets = Dockets(self.redis, self.keys)
 
     @classmethod
-    def connect(cls, config: Config, *, start_server: bool = True) -> "Town":
+    def connect(cls, config: Config, *, start_server: bool = True) -> Town:
         """Connect (starting the embedded server when it is the town's own) and verify Redis."""
         from tinytown.connection.client import connect
 

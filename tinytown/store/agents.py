@@ -2,29 +2,64 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import redis
 
-from tinytown.store import control
 from tinytown.core import defaults, inputs
+from tinytown.core.clock import now, parse_rfc3339, to_rfc3339
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
-from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT, AGENT_STATES
 from tinytown.core.keys import Keys
 from tinytown.core.records import RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id
-from tinytown.core.clock import now, parse_rfc3339, to_rfc3339
+from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT, AGENT_STATES
+from tinytown.store import control
 from tinytown.store.scripts import AGENT_COUNTS, AGENT_UPDATE, execute_pipelined, queue_script
 from tinytown.store.tasks import Transition, ensure_group
 
 # Deterministic nicknames (upstream picks from 400 names by the id's first two bytes).
 _NICKNAMES = (
-    "Robert", "Dorothy", "John", "Helen", "James", "Margaret", "William", "Ruth", "Charles",
-    "Mildred", "George", "Virginia", "Joseph", "Elizabeth", "Richard", "Frances", "Edward", "Anna",
-    "Donald", "Evelyn", "Thomas", "Marie", "Frank", "Alice", "Harold", "Jean", "Paul", "Doris",
-    "Raymond", "Irene", "Walter", "Louise", "Jack", "Florence", "Henry", "Lillian", "Arthur", "Rose",
-    "Albert", "Martha",
-)  # fmt: skip
+    "Robert",
+    "Dorothy",
+    "John",
+    "Helen",
+    "James",
+    "Margaret",
+    "William",
+    "Ruth",
+    "Charles",
+    "Mildred",
+    "George",
+    "Virginia",
+    "Joseph",
+    "Elizabeth",
+    "Richard",
+    "Frances",
+    "Edward",
+    "Anna",
+    "Donald",
+    "Evelyn",
+    "Thomas",
+    "Marie",
+    "Frank",
+    "Alice",
+    "Harold",
+    "Jean",
+    "Paul",
+    "Doris",
+    "Raymond",
+    "Irene",
+    "Walter",
+    "Louise",
+    "Jack",
+    "Florence",
+    "Henry",
+    "Lillian",
+    "Arthur",
+    "Rose",
+    "Albert",
+    "Martha",
+)
 
 
 def nickname_for(agent_id: str) -> str:
@@ -36,12 +71,22 @@ def nickname_for(agent_id: str) -> str:
 
 
 class AgentStore:
-    def __init__(self, r: redis.Redis, keys: Keys, heartbeat_interval_secs: int = defaults.HEARTBEAT_INTERVAL_SECS):
+    def __init__(
+        self,
+        r: redis.Redis,
+        keys: Keys,
+        heartbeat_interval_secs: int = defaults.HEARTBEAT_INTERVAL_SECS,
+    ):
         self.r, self.keys = r, keys
-        self.heartbeat_interval_secs = heartbeat_interval_secs  # for records made without a worker's own
+        self.heartbeat_interval_secs = (
+            heartbeat_interval_secs  # for records made without a worker's own
+        )
         self._update = r.register_script(AGENT_UPDATE)
         self._counts = r.register_script(AGENT_COUNTS)
-        self.scripts = (self._update, self._counts)  # for scripts.execute_pipelined after a cache loss
+        self.scripts = (
+            self._update,
+            self._counts,
+        )  # for scripts.execute_pipelined after a cache loss
 
     # -- create -----------------------------------------------------------------------------
 
@@ -78,13 +123,25 @@ class AgentStore:
             fields = {"name": name, "cli": cli, "last_active_at": ts}
             if role_id:
                 fields["role_id"] = role_id
-            self.update(agent_id, "register", set_fields=fields, delete_fields=("current_task",), beat=beat)
+            self.update(
+                agent_id, "register", set_fields=fields, delete_fields=("current_task",), beat=beat
+            )
         else:
             agent = Agent(
-                id=agent_id, name=name, cli=cli, created_at=ts, last_active_at=ts,
-                nickname=nickname or nickname_for(agent_id), role_id=role_id, parent_agent_id=parent_agent_id,
-            )  # fmt: skip
-            record = {k: v for k, v in agent.to_hash().items() if k not in ("state", "last_heartbeat", "alive_until")}
+                id=agent_id,
+                name=name,
+                cli=cli,
+                created_at=ts,
+                last_active_at=ts,
+                nickname=nickname or nickname_for(agent_id),
+                role_id=role_id,
+                parent_agent_id=parent_agent_id,
+            )
+            record = {
+                k: v
+                for k, v in agent.to_hash().items()
+                if k not in ("state", "last_heartbeat", "alive_until")
+            }
             self.update(agent_id, "register", set_fields=record, beat=beat, create=True)
         ensure_group(self.r, self.keys.agent_docket(agent_id))
         return self.get(agent_id)
@@ -173,8 +230,9 @@ class AgentStore:
             pipe.hgetall(self.keys.agent(agent_id))
         return [Agent.from_hash(d) if d else None for d in pipe.execute()]
 
-    def counts(self) -> "AgentCounts":
-        """Agents in each state, live and dead, by the Redis clock (one script, O(log n) per state)."""
+    def counts(self) -> AgentCounts:
+        """Agents in each state, live and dead, by the Redis clock (one script, O(log n) per
+        state)."""
         return parse_counts(self._counts(keys=self.counts_keys(), args=self.counts_args(False)))
 
     def queue_counts(self, pipe, *, idle_times: bool) -> None:
@@ -186,7 +244,11 @@ class AgentStore:
         return [self.keys.agents_in_state(s) for s in AGENT_STATES]
 
     def counts_args(self, idle_times: bool) -> list[str]:
-        return [self.keys.agent_prefix, "1" if idle_times else "0", str(AGENT_STATES.index("idle") + 1)]
+        return [
+            self.keys.agent_prefix,
+            "1" if idle_times else "0",
+            str(AGENT_STATES.index("idle") + 1),
+        ]
 
     def resolve(self, ref: str) -> Agent:
         """An agent by UUID, name, nickname or short id (case-insensitive), as upstream §3.
@@ -239,36 +301,54 @@ class AgentStore:
         expect: str | None = None,
         set_fields: dict[str, str] | None = None,
         delete_fields: Iterable[str] = (),
-        beat: "Beat | None" = None,
+        beat: Beat | None = None,
         create: bool = False,
     ) -> tuple[list[str], list[str]]:
         """The update script's keys and arguments. ``beat``: a heartbeat (``last_heartbeat``,
         ``heartbeat_interval_secs``, ``alive_until``); ``create``: make the record if missing."""
         rule = AGENT[move]
         set_fields = dict(set_fields or {})
-        if owned := {"state", "last_heartbeat", "alive_until"} & (set(set_fields) | set(delete_fields)):
-            raise ValueError(f"an update may not set or delete {', '.join(sorted(owned))}; give a state or a beat")
+        if owned := {"state", "last_heartbeat", "alive_until"} & (
+            set(set_fields) | set(delete_fields)
+        ):
+            raise ValueError(
+                f"an update may not set or delete {', '.join(sorted(owned))}; "
+                "give a state or a beat"
+            )
         allowed = "," + ",".join(rule.narrowed(expect)) + ","
         dead_after_ms, age_ms = "", "0"
         if beat is not None:
             set_fields["heartbeat_interval_secs"] = str(beat.interval_secs)
             dead_after_ms, age_ms = str(beat.dead_after_ms), str(beat.age_ms)
         delete_fields = list(delete_fields)
-        args = [agent_id, allowed, rule.target or "", dead_after_ms, age_ms, "1" if create else "0",
-                str(len(set_fields)), str(len(delete_fields))]  # fmt: skip
+        args = [
+            agent_id,
+            allowed,
+            rule.target or "",
+            dead_after_ms,
+            age_ms,
+            "1" if create else "0",
+            str(len(set_fields)),
+            str(len(delete_fields)),
+        ]
         for k, v in set_fields.items():
             args += [k, v]
         args += delete_fields
-        keys = [self.keys.agent(agent_id), self.keys.agents] + [self.keys.agents_in_state(s) for s in AGENT_STATES]
+        keys = [self.keys.agent(agent_id), self.keys.agents] + [
+            self.keys.agents_in_state(s) for s in AGENT_STATES
+        ]
         return keys, args
 
     def set_state(self, agent_id: str, move: str, **fields: str) -> str:
-        """Make a move (with fields); returns the previous state. Raises if missing or not allowed."""
+        """Make a move (with fields); returns the previous state. Raises if missing or not
+        allowed."""
         result = self.update(agent_id, move, set_fields=fields)
         if result.status == "missing":
             raise NotFound(f"agent {agent_id} not found")
         if result.status == "state":
-            raise InvalidTransition("agent", agent_id, result.old_state, f"moved to {AGENT[move].target} ({move})")
+            raise InvalidTransition(
+                "agent", agent_id, result.old_state, f"moved to {AGENT[move].target} ({move})"
+            )
         return result.old_state
 
     def request_stop(self, agent_id: str) -> str:
@@ -284,9 +364,11 @@ class AgentStore:
         """REST restart, as upstream: state ``idle``, ``rounds_completed`` 0, a heartbeat now and
         the stop flag cleared — one transaction. Returns the previous state; NotFound if missing."""
         keys, args = self.update_request(
-            agent_id, "restart", set_fields={"rounds_completed": "0", "last_active_at": to_rfc3339(now())},
+            agent_id,
+            "restart",
+            set_fields={"rounds_completed": "0", "last_active_at": to_rfc3339(now())},
             beat=Beat(self.heartbeat_interval_secs),
-        )  # fmt: skip
+        )
 
         def build(pipe):
             queue_script(pipe, self._update, keys, args)
@@ -309,9 +391,12 @@ class AgentStore:
         """Remove an agent record, its indexes, inboxes and flags."""
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(
-            self.keys.agent(agent_id), self.keys.inbox(agent_id), self.keys.urgent(agent_id),
-            self.keys.activity(agent_id), self.keys.stop(agent_id),
-        )  # fmt: skip
+            self.keys.agent(agent_id),
+            self.keys.inbox(agent_id),
+            self.keys.urgent(agent_id),
+            self.keys.activity(agent_id),
+            self.keys.stop(agent_id),
+        )
         pipe.srem(self.keys.agents, agent_id)
         for state in AGENT_STATES:
             pipe.zrem(self.keys.agents_in_state(state), agent_id)
@@ -329,8 +414,15 @@ class AgentStore:
         for agent in agents:
             beat = parse_rfc3339(agent.last_heartbeat)
             interval = agent.heartbeat_interval_secs or self.heartbeat_interval_secs
-            until = int(beat.timestamp() * 1000) + interval * defaults.DEAD_AFTER_HEARTBEATS * 1000 if beat else 0
-            pipe.hset(self.keys.agent(agent.id), mapping={"alive_until": str(until), "heartbeat_interval_secs": str(interval)})
+            until = (
+                int(beat.timestamp() * 1000) + interval * defaults.DEAD_AFTER_HEARTBEATS * 1000
+                if beat
+                else 0
+            )
+            pipe.hset(
+                self.keys.agent(agent.id),
+                mapping={"alive_until": str(until), "heartbeat_interval_secs": str(interval)},
+            )
             pipe.zadd(self.keys.agents_in_state(agent.state), {agent.id: until})
         pipe.delete(*legacy)
         pipe.execute()

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import redis
 
 from tinytown.core import defaults
+from tinytown.core.keys import Keys
 from tinytown.core.states import BACKLOG_STATE, TASK, TASK_RUNNING, TASK_STATES
 from tinytown.store.agents import AgentCounts, AgentStore, parse_counts
-from tinytown.core.keys import Keys
 from tinytown.store.scripts import execute_pipelined
 
 ASSIGNED = TASK["assign"].target  # aimed at one agent, not started
@@ -57,7 +57,9 @@ def _pending_count(result) -> int:
     return int(result.get("pending", 0) if isinstance(result, dict) else result[0] or 0)
 
 
-def town_counts(r: redis.Redis, keys: Keys, agents: AgentStore, *, idle_times: bool = False) -> TownCounts:
+def town_counts(
+    r: redis.Redis, keys: Keys, agents: AgentStore, *, idle_times: bool = False
+) -> TownCounts:
     """Every count in one pipelined round trip: tasks by state (``ZCARD``), agents by state, live
     and dead (one script, ``ZCOUNT`` either side of the Redis clock), the backlog, active missions
     and the docket's held entries. With ``idle_times`` also live idle agents' last activity

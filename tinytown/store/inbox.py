@@ -9,7 +9,7 @@ by :mod:`tinytown.core.messages`.
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 import redis
 
@@ -21,7 +21,8 @@ from tinytown.core.records import SUPERVISOR_ID
 # KEYS: 1 source list, 2 destination list; ARGV: 1 raw message, 2 rewritten message, 3 urgent.
 _MOVE = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-if ARGV[3] == '1' then redis.call('LPUSH', KEYS[2], ARGV[2]) else redis.call('RPUSH', KEYS[2], ARGV[2]) end
+if ARGV[3] == '1' then redis.call('LPUSH', KEYS[2], ARGV[2])
+else redis.call('RPUSH', KEYS[2], ARGV[2]) end
 return 1
 """
 
@@ -35,8 +36,15 @@ class InboxStore:
         """The agent's two lists, urgent first (the order a worker reads them in)."""
         return self.keys.urgent(agent_id), self.keys.inbox(agent_id)
 
-    def send(self, to_agent_id: str, text: str, *, kind: str = "task", sender: str = SUPERVISOR_ID,
-             urgent: bool = False) -> dict:  # fmt: skip
+    def send(
+        self,
+        to_agent_id: str,
+        text: str,
+        *,
+        kind: str = "task",
+        sender: str = SUPERVISOR_ID,
+        urgent: bool = False,
+    ) -> dict:
         """Put a message on an agent's inbox (urgent: at the head of its urgent list)."""
         message = build_message(sender, to_agent_id, text, kind)
         encoded = json.dumps(message)
@@ -60,7 +68,9 @@ class InboxStore:
         pipe = self.r.pipeline(transaction=False)
         for key in self.lists(agent_id):
             pipe.lrange(key, 0, limit if limit < 0 else limit - 1)
-        return [(key, raw) for key, raws in zip(self.lists(agent_id), pipe.execute()) for raw in raws]
+        return [
+            (key, raw) for key, raws in zip(self.lists(agent_id), pipe.execute()) for raw in raws
+        ]
 
     def lengths(self, agent_ids: Iterable[str]) -> list[tuple[int, int]]:
         """``(inbox length, urgent length)`` per agent, one round trip."""
@@ -90,4 +100,8 @@ class InboxStore:
         message = decode(raw)
         message["to"] = target_id
         dest = self.keys.urgent(target_id) if urgent else self.keys.inbox(target_id)
-        return bool(self._move(keys=[list_key, dest], args=[raw, json.dumps(message), "1" if urgent else "0"]))
+        return bool(
+            self._move(
+                keys=[list_key, dest], args=[raw, json.dumps(message), "1" if urgent else "0"]
+            )
+        )

@@ -12,24 +12,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 
+from tinytown.core.clock import epoch_us, now
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.keys import Keys
-from tinytown.core.states import MISSION, MISSION_DEFAULT_STATE, TERMINAL_MISSION_STATES
-from tinytown.core.clock import epoch_us, now
 from tinytown.core.records import new_id
+from tinytown.core.states import MISSION, MISSION_DEFAULT_STATE, TERMINAL_MISSION_STATES
 
 MISSION_LOG_MAX_LINES = 100
-DEFAULT_POLICY = {"max_parallel_items": 2, "reviewer_required": True, "auto_merge": False, "watch_interval_secs": 180}
+DEFAULT_POLICY = {
+    "max_parallel_items": 2,
+    "reviewer_required": True,
+    "auto_merge": False,
+    "watch_interval_secs": 180,
+}
 
 
 def json_now(ts: datetime | None = None) -> str:
     """Upstream's JSON-document timestamp form (``…Z``)."""
-    return (ts or now()).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (ts or now()).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
@@ -49,7 +54,7 @@ class Mission:
         return self.state in TERMINAL_MISSION_STATES
 
     @classmethod
-    def decode(cls, raw: str | None) -> "Mission | None":
+    def decode(cls, raw: str | None) -> Mission | None:
         if not raw:
             return None
         try:
@@ -66,13 +71,21 @@ def new_mission(objectives: list[dict], policy: dict | None = None) -> Mission:
     ts = json_now()
     return Mission(
         {
-            "id": new_id(), "objective_refs": objectives, "state": MISSION_DEFAULT_STATE,
-            "policy": {**DEFAULT_POLICY, **(policy or {})}, "created_at": ts, "updated_at": ts,
-            "next_wake_at": None, "blocked_reason": None, "dispatcher_last_tick_at": None,
-            "dispatcher_last_progress_at": None, "dispatcher_last_help_request_at": None,
-            "dispatcher_last_help_request_reason": None, "dispatcher_help_request_attempts": 0,
+            "id": new_id(),
+            "objective_refs": objectives,
+            "state": MISSION_DEFAULT_STATE,
+            "policy": {**DEFAULT_POLICY, **(policy or {})},
+            "created_at": ts,
+            "updated_at": ts,
+            "next_wake_at": None,
+            "blocked_reason": None,
+            "dispatcher_last_tick_at": None,
+            "dispatcher_last_progress_at": None,
+            "dispatcher_last_help_request_at": None,
+            "dispatcher_last_help_request_reason": None,
+            "dispatcher_help_request_attempts": 0,
         }
-    )  # fmt: skip
+    )
 
 
 def _decode_values(values) -> list[dict]:
@@ -93,7 +106,9 @@ class MissionStore:
 
     # -- create and read --------------------------------------------------------------------
 
-    def create(self, objectives: list[dict], policy: dict | None = None, *, start: bool = True) -> Mission:
+    def create(
+        self, objectives: list[dict], policy: dict | None = None, *, start: bool = True
+    ) -> Mission:
         """Save a new mission; ``start`` moves it to ``running`` and into the active set."""
         mission = new_mission(objectives, policy)
         if start:
@@ -122,7 +137,9 @@ class MissionStore:
         docs = self.r.mget([self.keys.mission(i) for i in ids]) if ids else []
         return [m for m in (Mission.decode(d) for d in docs) if m is not None]
 
-    def list(self, *, active_only: bool = False, offset: int = 0, limit: int = 100) -> tuple[list[Mission], int]:
+    def list(
+        self, *, active_only: bool = False, offset: int = 0, limit: int = 100
+    ) -> tuple[list[Mission], int]:
         """Missions newest first (or only active ones), a page of them, and the total."""
         if active_only:
             ids = sorted(self.r.smembers(self.keys.missions_active))
@@ -246,19 +263,26 @@ class MissionStore:
         """Delete a mission and its work, watches, log and control notes (not a held lease)."""
         mission = self.get(mission_id)
         if not force and self.r.sismember(self.keys.missions_active, mission_id):
-            raise InvalidTransition("mission", mission_id, f"{mission.state} and active", "deleted without force")
+            raise InvalidTransition(
+                "mission", mission_id, f"{mission.state} and active", "deleted without force"
+            )
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(
-            self.keys.mission(mission_id), self.keys.mission_work(mission_id), self.keys.mission_watch(mission_id),
-            self.keys.mission_log(mission_id), self.keys.mission_control(mission_id),
-        )  # fmt: skip
+            self.keys.mission(mission_id),
+            self.keys.mission_work(mission_id),
+            self.keys.mission_watch(mission_id),
+            self.keys.mission_log(mission_id),
+            self.keys.mission_control(mission_id),
+        )
         pipe.srem(self.keys.missions_active, mission_id)
         pipe.zrem(self.keys.missions, mission_id)
         pipe.execute()
 
     # -- work items and watches -------------------------------------------------------------
 
-    def update_work_item(self, mission_id: str, item_id: str, *, status: str | None, artifacts: list[str] | None) -> dict:
+    def update_work_item(
+        self, mission_id: str, item_id: str, *, status: str | None, artifacts: list[str] | None
+    ) -> dict:
         self.get(mission_id)
         key = self.keys.mission_work(mission_id)
         result: dict = {}
@@ -305,7 +329,11 @@ class MissionStore:
         items, watches = self.work_items(mission_id), self.watches(mission_id)
         count = lambda s: sum(1 for i in items if i.get("status") == s)  # noqa: E731
         return {
-            "total_work_items": len(items), "pending": count("pending"), "ready": count("ready"),
-            "running": count("running") + count("assigned"), "done": count("done"), "blocked": count("blocked"),
+            "total_work_items": len(items),
+            "pending": count("pending"),
+            "ready": count("ready"),
+            "running": count("running") + count("assigned"),
+            "done": count("done"),
+            "blocked": count("blocked"),
             "active_watches": sum(1 for w in watches if w.get("status") == "active"),
-        }  # fmt: skip
+        }

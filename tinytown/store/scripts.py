@@ -26,13 +26,17 @@ def _state_table(states: tuple[str, ...], first_key: int) -> str:
 
 def _fill(template: str) -> str:
     """A script with its ``{{NAME}}`` marks replaced by Lua string literals from the state table."""
-    (alias, aliased), = TASK_STATE_ALIASES.items()
+    ((alias, aliased),) = TASK_STATE_ALIASES.items()
     values = {
-        "TASK_DEFAULT": TASK_DEFAULT_STATE, "BACKLOG": BACKLOG_STATE, "ALIAS": alias, "ALIASED": aliased,
+        "TASK_DEFAULT": TASK_DEFAULT_STATE,
+        "BACKLOG": BACKLOG_STATE,
+        "ALIAS": alias,
+        "ALIASED": aliased,
         "TAKE_SHARED_FROM": "," + ",".join(TASK["take_shared"].source) + ",",
         "TAKE_DIRECTED_FROM": "," + ",".join(TASK["take_directed"].source) + ",",
-        "TAKEN": TASK["take_shared"].target, "AGENT_DEFAULT": AGENT_DEFAULT_STATE,
-    }  # fmt: skip
+        "TAKEN": TASK["take_shared"].target,
+        "AGENT_DEFAULT": AGENT_DEFAULT_STATE,
+    }
     assert TASK["take_shared"].target == TASK["take_directed"].target
     for name, value in values.items():
         template = template.replace("{{" + name + "}}", f"'{value}'")
@@ -105,7 +109,8 @@ local function rfc3339(secs, usec)
   local z = days + 719468
   local era = math.floor(z / 146097)
   local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
   local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
   local mp = math.floor((5 * doy + 2) / 153)
   local d = doy - math.floor((153 * mp + 2) / 5) + 1
@@ -123,7 +128,7 @@ end
 # KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4 dispatch stream, 5.. one zset per task state
 # ARGV: as A of the transition function above.
 TASK_TRANSITION = _fill(
-    "local idx = %s\n" % _state_table(TASK_STATES, 5)
+    f"local idx = {_state_table(TASK_STATES, 5)}\n"
     + _TRANSITION_FUNCTION
     + "return transition({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, idx, ARGV)\n"
 )
@@ -147,7 +152,7 @@ TASK_TRANSITION = _fill(
 # status ok | none | refused:<agent state> and skipped a flat list of (stream, entry id, task
 # id, reason).
 DOCKET_CLAIM = _fill(
-    "local idx = %s\n" % _state_table(TASK_STATES, 8)
+    f"local idx = {_state_table(TASK_STATES, 8)}\n"
     + _TRANSITION_FUNCTION
     + _NOW_FUNCTION
     + """
@@ -177,7 +182,8 @@ for s, pair in ipairs(held) do
       local allowed, assignee = {{TAKE_SHARED_FROM}}, ''
       if stream == KEYS[1] then allowed, assignee = {{TAKE_DIRECTED_FROM}}, me end
       r = transition({prefix .. task_id, KEYS[3], KEYS[4], stream}, idx,
-        {task_id, allowed, {{TAKEN}}, ts, assignee, '1', '0', '2', '0', 'assigned_to', me, 'started_at', ts})
+        {task_id, allowed, {{TAKEN}}, ts, assignee, '1', '0', '2', '0', 'assigned_to', me,
+         'started_at', ts})
     end
     if r[1] == 'ok' then
       local urgent, inbox = {}, {}
@@ -203,17 +209,21 @@ return {'none', '', '', '', {}, {}, {}, skipped}
 # KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4.. one zset per task state
 # ARGV: 1 task id, 2 allowed states as ",a,b," ("" = any)
 # Returns {status, old_state}; deletes the record and removes it from every index.
-TASK_DELETE = _fill("""
-local idx = %s
+TASK_DELETE = _fill(
+    f"local idx = {_state_table(TASK_STATES, 4)}\n"
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
 local old = redis.call('HGET', KEYS[1], 'state') or {{TASK_DEFAULT}}
-if ARGV[2] ~= '' and not string.find(ARGV[2], ',' .. old .. ',', 1, true) then return {'state', old} end
+if ARGV[2] ~= '' and not string.find(ARGV[2], ',' .. old .. ',', 1, true) then
+  return {'state', old}
+end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 for _, key in pairs(idx) do redis.call('ZREM', key, ARGV[1]) end
 redis.call('LREM', KEYS[3], 1, ARGV[1])
 return {'ok', old}
-""" % _state_table(TASK_STATES, 4))
+"""
+)
 
 
 # Register, update or beat an agent: fields, state and its index in one step. Each agent state
@@ -228,7 +238,7 @@ return {'ok', old}
 # the Redis clock, so liveness never depends on the clocks of the hosts that beat or look.
 # Returns {status, old_state}; status is ok | missing | state (old_state "" when created).
 AGENT_UPDATE = _fill(
-    "local idx = %s\n" % _state_table(AGENT_STATES, 3)
+    f"local idx = {_state_table(AGENT_STATES, 3)}\n"
     + _NOW_FUNCTION
     + """
 local id, allowed, new = ARGV[1], ARGV[2], ARGV[3]
@@ -287,7 +297,9 @@ return {live, dead, times, now}
 """
 
 
-def execute_pipelined(r: redis.Redis, build, scripts, *, transaction: bool = False, raise_on_error: bool = True) -> list:
+def execute_pipelined(
+    r: redis.Redis, build, scripts, *, transaction: bool = False, raise_on_error: bool = True
+) -> list:
     """Run the commands ``build(pipe)`` queues in one round trip; returns their replies.
 
     Scripts go in as plain ``EVALSHA`` (:func:`queue_script`): redis-py would otherwise ask
@@ -306,7 +318,9 @@ def execute_pipelined(r: redis.Redis, build, scripts, *, transaction: bool = Fal
                 raise
             replies = None
         else:
-            if attempt == 2 or not any(isinstance(x, redis.exceptions.NoScriptError) for x in replies):
+            if attempt == 2 or not any(
+                isinstance(x, redis.exceptions.NoScriptError) for x in replies
+            ):
                 return replies
         for script in scripts:
             r.script_load(script.script)

@@ -8,7 +8,7 @@ packed with hiredis directly, which costs a quarter of redis-py's pipeline there
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import redis
 

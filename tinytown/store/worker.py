@@ -38,7 +38,9 @@ class WorkerStore:
         for key in lists:
             pipe.lrange(key, 0, MESSAGES_PER_CHECK - 1)
         stop_flag, state, *raws = pipe.execute()
-        return Controls(bool(stop_flag), state, [(key, raw) for key, rs in zip(lists, raws) for raw in rs])
+        return Controls(
+            bool(stop_flag), state, [(key, raw) for key, rs in zip(lists, raws) for raw in rs]
+        )
 
     def clear_stop(self) -> None:
         self.r.delete(self.keys.stop(self.agent_id))
@@ -58,17 +60,33 @@ class WorkerStore:
         replies = execute_pipelined(self.r, build, agents.scripts + docket.scripts)
         return (bool(replies[1]), replies[2]) if entry is not None else None
 
-    def cli_started(self, task_id: str, started_at: str, *, pgid: int, host: str,
-                    taken: list[tuple[str, str]]) -> tuple[str, str]:  # fmt: skip
+    def cli_started(
+        self, task_id: str, started_at: str, *, pgid: int, host: str, taken: list[tuple[str, str]]
+    ) -> tuple[str, str]:
         """Once the CLI runs: the task's ``started_at``, the agent ``working`` with its task and
         the CLI's process group, and the messages its prompt carried off the inbox. Returns the
         agent move's ``(status, old state)``."""
         tasks, agents = self.town.tasks, self.town.agents
 
         def build(pipe):
-            tasks.queue_transition(pipe, task_id, "record", assignee=self.agent_id, set_fields={"started_at": started_at})
-            agents.queue_update(pipe, self.agent_id, "work", set_fields={
-                "current_task": task_id, "last_active_at": started_at, "cli_pgid": str(pgid), "host": host})  # fmt: skip
+            tasks.queue_transition(
+                pipe,
+                task_id,
+                "record",
+                assignee=self.agent_id,
+                set_fields={"started_at": started_at},
+            )
+            agents.queue_update(
+                pipe,
+                self.agent_id,
+                "work",
+                set_fields={
+                    "current_task": task_id,
+                    "last_active_at": started_at,
+                    "cli_pgid": str(pgid),
+                    "host": host,
+                },
+            )
             for key, raw in taken:
                 self.town.inbox.queue_remove(pipe, key, raw)
 
