@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinytown.config.table import SCOPES as SCOPES
+from tinytown.config.table import Table
 from tinytown.core import defaults, inputs
 from tinytown.core.clis import AgentCli, UnknownCli, default_cli, resolve_cli
 from tinytown.core.errors import ConfigError
 
 AUTH_MODES = ("none", "api_key", "oidc")
-SCOPES = ("town.read", "town.write", "agent.manage", "admin")
 _TOWN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -141,87 +142,14 @@ class Config:
         return p if p.is_absolute() else self.root / p
 
 
-# --- reading values ---------------------------------------------------------------------------
-
-
-class _Table:
-    """One TOML table being read: typed getters that name the key on error, unknown-key check."""
-
-    def __init__(self, data: Any, section: str, source: str):
-        self.section, self.source = section, source
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: [{section}] must be a table, got {data!r}")
-        self.data, self.seen = data, set()
-
-    def _key(self, key: str) -> str:
-        return f"{self.section}.{key}" if self.section else key
-
-    def _fail(self, key: str, value: Any, form: str) -> ConfigError:
-        return ConfigError(
-            f"{self.source}: {self._key(key)} = {value!r} is invalid; expected {form}"
-        )
-
-    def get(self, key: str, default: Any, kind: type, form: str | None = None) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise self._fail(key, value, form or "an integer")
-        if kind is bool and not isinstance(value, bool):
-            raise self._fail(key, value, form or "true or false")
-        if kind is str and not isinstance(value, str):
-            raise self._fail(key, value, form or "a string")
-        return value
-
-    def opt_str(self, key: str) -> str | None:
-        value = self.get(key, None, str)
-        return value if value else None
-
-    def int_range(self, key: str, default: int, low: int, high: int | None = None) -> int:
-        form = f"an integer ≥ {low}" if high is None else f"an integer from {low} to {high}"
-        value = self.get(key, default, int, form)
-        if value < low or (high is not None and value > high):
-            raise self._fail(key, value, form)
-        return value
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        form = "one of " + ", ".join(f'"{c}"' for c in choices)
-        value = self.get(key, default, str, form)
-        if value not in choices:
-            raise self._fail(key, value, form)
-        return value
-
-    def scopes(self, key: str) -> tuple[str, ...]:
-        self.seen.add(key)
-        value = self.data.get(key, [])
-        form = "a list of scopes from " + ", ".join(f'"{s}"' for s in SCOPES)
-        if not isinstance(value, list) or any(s not in SCOPES for s in value):
-            raise self._fail(key, value, form)
-        return tuple(value)
-
-    def table(self, key: str) -> _Table:
-        self.seen.add(key)
-        return _Table(self.data.get(key, {}), self._key(key), self.source)
-
-    def check_unknown(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            known = ", ".join(sorted(self.seen))
-            raise ConfigError(
-                f"{self.source}: unknown key {self._key(unknown[0])!s}; "
-                f"[{self.section or 'top level'}] accepts: {known}"
-            )
-
-
-def _port(table: _Table, key: str, default: int) -> int:
+def _port(table: Table, key: str, default: int) -> int:
     return table.int_range(key, default, 1, 65535)
 
 
 # --- sections ---------------------------------------------------------------------------------
 
 
-def _redis(t: _Table) -> RedisConfig:
+def _redis(t: Table) -> RedisConfig:
     cfg = RedisConfig(
         url=t.opt_str("url"),
         use_socket=t.get("use_socket", True, bool),
@@ -244,14 +172,14 @@ def _redis(t: _Table) -> RedisConfig:
     return cfg
 
 
-def _api_keys(t: _Table) -> tuple[ApiKey, ...]:
+def _api_keys(t: Table) -> tuple[ApiKey, ...]:
     t.seen.add("keys")
     raw = t.data.get("keys", [])
     if not isinstance(raw, list):
         raise t._fail("keys", raw, "an array of tables [[townhall.auth.keys]]")
     keys = []
     for i, item in enumerate(raw):
-        kt = _Table(item, f"{t.section}.keys[{i}]", t.source)
+        kt = Table(item, f"{t.section}.keys[{i}]", t.source)
         key = ApiKey(
             name=kt.get("name", "", str), hash=kt.get("hash", "", str), scopes=kt.scopes("scopes")
         )
@@ -267,7 +195,7 @@ def _api_keys(t: _Table) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
-def _auth(t: _Table) -> AuthConfig:
+def _auth(t: Table) -> AuthConfig:
     cfg = AuthConfig(
         mode=t.choice("mode", "none", AUTH_MODES),
         api_key_hash=t.opt_str("api_key_hash"),
@@ -291,7 +219,7 @@ def _auth(t: _Table) -> AuthConfig:
     return cfg
 
 
-def _townhall(t: _Table, env: Mapping[str, str]) -> TownhallConfig:
+def _townhall(t: Table, env: Mapping[str, str]) -> TownhallConfig:
     tls_t, mtls_t = t.table("tls"), t.table("mtls")
     tls = TlsConfig(
         tls_t.get("enabled", False, bool), tls_t.opt_str("cert_file"), tls_t.opt_str("key_file")
@@ -327,7 +255,7 @@ def _townhall(t: _Table, env: Mapping[str, str]) -> TownhallConfig:
     return dataclasses.replace(cfg, **overrides)
 
 
-def _agent(t: _Table) -> AgentConfig:
+def _agent(t: Table) -> AgentConfig:
     cfg = AgentConfig(
         idle_timeout_secs=t.int_range("idle_timeout_secs", defaults.IDLE_TIMEOUT_SECS, 0),
         heartbeat_interval_secs=t.int_range(
@@ -350,7 +278,7 @@ def _agent(t: _Table) -> AgentConfig:
     return cfg
 
 
-def _agent_clis(t: _Table) -> dict[str, AgentCli]:
+def _agent_clis(t: Table) -> dict[str, AgentCli]:
     clis = {}
     for name in list(t.data):
         try:
@@ -421,7 +349,7 @@ def load_config(
         except OSError as err:
             raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
     source = str(path) if path.exists() else "defaults"
-    top = _Table(data, "", source)
+    top = Table(data, "", source)
 
     name = top.get("name", None, str) or env.get("TINYTOWN_TOWN_NAME") or default_town_name(root)
     if not _TOWN_NAME_RE.match(name):
