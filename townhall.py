@@ -3,8 +3,11 @@
     gunicorn -c python:tinytown.gunicorn_conf townhall:app
     gunicorn townhall:app  (in a town made by `tt init`: its gunicorn.conf.py applies [townhall])
 
-Each gunicorn worker also runs the keeper (``tinytown.keeper``), which recovers dead agents'
-work by itself. Refuses to start on a non-loopback bind without auth, with unreadable TLS
+Each gunicorn worker also runs the town's background duties: the keeper
+(``tinytown.keeper``), which recovers dead agents' work; the mission dispatcher
+(``tinytown.missions.dispatcher``; a lease per mission keeps one acting on it), unless
+``[missions] dispatcher = false``; and the notifier (``tinytown.notify``), which sends
+``[[notify]]`` pings. Refuses to start on a non-loopback bind without auth, with unreadable TLS
 files, or with TLS on under a gunicorn that does not apply [townhall] (exit 3); or when Redis
 cannot be used (exit 4).
 """
@@ -22,6 +25,6 @@ logs.configure()
 try:
     _config = townhall_config(binds=gunicorn_command_binds())
     check_gunicorn_settings(_config)
-    app = create_app(_config, keeper=True)
+    app = create_app(_config, background=True)
 except TinytownError as err:
     refuse_to_start(err)

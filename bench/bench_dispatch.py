@@ -158,7 +158,7 @@ def wait_for(check, timeout: float, what: str):
 
 def wait_tt_idle(town: Town, count: int, timeout: float) -> None:
     wait_for(
-        lambda: town.agents.counts()["idle"] >= count, timeout, f"{count} idle agent_worker(s)"
+        lambda: town.agents.counts().live["idle"] >= count, timeout, f"{count} idle agent_worker(s)"
     )
 
 

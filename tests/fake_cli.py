@@ -18,6 +18,8 @@ It reads the prompt on stdin like they do, and does what markers in the task des
     [lines N]             print N numbered lines ("output line 00000" …)
     [exit CODE]           exit with CODE (default 0)
     [exit-first CODE]     exit with CODE only on the first attempt
+    [verdicts FILE]       in a mission's review task only: print FILE's first line (and drop it
+                          from FILE), as a reviewer's verdict
 
 Configured in tests as ``[agent_clis.fake] command = "<python> tests/fake_cli.py"``. Given
 ``--instruction-file PATH`` (as the worker passes to ``auggie``) it reads the prompt from PATH.
@@ -113,6 +115,10 @@ def main() -> int:
             for i in range(int(arg)):
                 print(f"output line {i:05d}", flush=False)
             sys.stdout.flush()
+        elif name == "verdicts" and "[Mission Review]" in description:
+            lines = Path(arg).read_text().splitlines()
+            print(lines[0] if lines else "approved", flush=True)
+            Path(arg).write_text("".join(line + "\n" for line in lines[1:]))
         elif name == "exit" or (name == "exit-first" and first_attempt):
             code = int(arg or 0)
     for path in records:

@@ -34,6 +34,8 @@ BODY_ROUTES = {
     ("POST", "/v1/missions/<mission_id>/resume"): "/v1/missions/{mission}/resume",
     ("POST", "/v1/missions/<mission_id>/complete"): "/v1/missions/{mission}/complete",
     ("POST", "/v1/missions/<mission_id>/fail"): "/v1/missions/{mission}/fail",
+    ("POST", "/v1/missions/<mission_id>/notes"): "/v1/missions/{mission}/notes",
+    ("POST", "/v1/agents/<agent>/unhealthy"): "/v1/agents/alpha/unhealthy",
     ("PATCH", "/v1/missions/<mission_id>/work/<work_item_id>"): "/v1/missions/{mission}/work/w1",
     (
         "POST",
@@ -58,7 +60,7 @@ def test_the_list_holds_every_view_that_reads_a_body(app):
         if "json_body(" in inspect.getsource(view):
             readers |= {(m, rule.rule) for m in rule.methods - {"HEAD", "OPTIONS", "GET"}}
     assert readers == set(BODY_ROUTES)
-    assert len(BLUEPRINTS) == 4
+    assert len(BLUEPRINTS) == 6
 
 
 @pytest.fixture

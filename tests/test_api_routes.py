@@ -336,16 +336,21 @@ def new_mission(client, **policy):
     return resp.get_json()
 
 
-def test_mission_create_show_and_list(client, town):
+def test_mission_create_show_and_list(client, town, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no gh: each issue is titled "Issue #N"
     created = new_mission(client, max_parallel_items=3)
     assert created["state"] == "running" and created["objective_count"] == 2
+    assert created["work_items"] == 2 and "gh" in created["warnings"][0]
     mid = created["mission_id"]
     assert town.redis.sismember(town.keys.missions_active, mid)
     shown = client.get(f"/v1/missions/{mid}?include_events=true").get_json()
     assert shown["mission"]["policy"]["max_parallel_items"] == 3
     assert shown["mission"]["objective_refs"] == OBJECTIVES
-    assert shown["work_items"] == [] and shown["summary"]["total_work_items"] == 0
-    assert len(shown["events"]) == 1
+    items = {i["key"]: i for i in shown["work_items"]}
+    assert items["acme/app#7"]["title"] == "Issue #7" and items["doc-1"]["kind"] == "design"
+    assert shown["summary"]["total_work_items"] == 2 and shown["summary"]["pending"] == 2
+    (event,) = shown["events"]
+    assert event["event_type"] == "mission_state_changed" and event["new_state"] == "running"
     listed = client.get("/v1/missions").get_json()
     assert [m["id"] for m in listed["missions"]] == [mid]
     assert client.get("/v1/missions?active_only=true").get_json()["total"] == 1
@@ -353,6 +358,8 @@ def test_mission_create_show_and_list(client, town):
 
 def test_mission_create_validates_objectives_and_policy(client, town):
     resp = client.post("/v1/missions", json={"objectives": []})
+    assert resp.status_code == 422 and resp.get_json()["field"] == "items"
+    resp = client.post("/v1/missions", json={"objectives": "nope"})
     assert resp.status_code == 422 and resp.get_json()["field"] == "objectives"
     resp = client.post(
         "/v1/missions", json={"objectives": [{"type": "issue", "owner": "a", "repo": "b"}]}
@@ -361,7 +368,7 @@ def test_mission_create_validates_objectives_and_policy(client, town):
     resp = client.post(
         "/v1/missions", json={"objectives": OBJECTIVES, "policy": {"auto_merge": "yes"}}
     )
-    assert resp.get_json()["field"] == "auto_merge"
+    assert resp.get_json()["field"] == "policy.auto_merge"
     assert town.redis.zcard(town.keys.missions) == 0
 
 

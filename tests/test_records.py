@@ -27,6 +27,9 @@ def full_task() -> Task:
         cli="codex",
         branch="tt/t1",
         commit="abc",
+        mission_id="m1",
+        work_item_id="w1",
+        max_attempts=2,
     )
 
 

@@ -30,6 +30,7 @@ import pytest
 import requests
 
 from tinytown.core.clock import parse_rfc3339
+from tinytown.missions.start import start_mission
 
 from .docker_support import (
     BASE_IMAGE,
@@ -256,6 +257,41 @@ def test_idle_workers_exit_zero_by_themselves_and_exited_containers_beyond_keep_
 
     report = one_pass(town.scaler(keep_exited=0))
     assert [a["action"] for a in report.actions] == ["remove"]
+    assert town.containers(engine) == []
+
+
+def test_a_mission_with_no_worker_running_scales_workers_from_zero_and_back(make_town, engine):
+    """The mission's first item is pending work like any other: the scaler starts a worker for
+    it, townhall's dispatcher queues the next item the moment the first is done, and once the
+    mission completed the idle workers exit and the scaler removes them: zero again."""
+    town = make_town()  # idle_timeout_secs = 3
+    mission, _ = start_mission(
+        town.town,
+        items=[
+            {"key": "first", "title": "First [sleep 0.5]"},
+            {"key": "second", "title": "Second [sleep 0.5]", "depends_on": ["first"]},
+        ],
+    )
+    assert town.containers(engine) == []
+    poll(
+        lambda: recommendation(town) == "scale_up",
+        timeout=20,
+        message="the mission's first item to show as queued work in /api/scaling",
+    )
+    deadline = time.monotonic() + 2 * TASK_DONE_TIMEOUT_SECS
+    while town.town.missions.get(mission.id).state == "running":
+        assert time.monotonic() < deadline, town.town.missions.work_items(mission.id)
+        report = one_pass(town.scaler())  # as the scaler's loop does, every half second here
+        assert report.exit_status == 0, report.error
+        time.sleep(0.5)
+    assert town.town.missions.get(mission.id).state == "completed"
+    agents = {agent_of(c) for c in town.containers(engine)}
+    items = town.town.missions.work_items(mission.id)
+    assert {town.town.tasks.get(i["task_id"]).assigned_to for i in items} <= agents
+
+    wait_exited(town, engine, len(agents))
+    report = one_pass(town.scaler(keep_exited=0))
+    assert report.exit_status == 0 and started(report) == []
     assert town.containers(engine) == []
 
 
@@ -643,7 +679,10 @@ def test_a_worker_given_up_on_is_posted_to_the_notify_webhook(fake_town, engine)
     town = fake_town()
     start, _ = a_worker_given_up_on(town, engine, notify_webhook=town.townhall.url + "/hook")
 
-    ((path, headers, body),) = town.townhall.posts
+    # townhall hears first (POST /v1/agents/<id>/unhealthy), then the scaler's own hook runs
+    report, (path, headers, body) = town.townhall.posts
+    assert report[0] == f"/v1/agents/{start['agent_id']}/unhealthy"
+    assert json.loads(report[2])["reason"].startswith(GIVEN_UP_REASON)
     assert path == "/hook" and headers["Content-Type"] == "application/json"
     event = json.loads(body)
     assert {

@@ -21,6 +21,12 @@ ALLOWED = {
     "tinytown.recovery": {"tinytown.core", "tinytown.config", "tinytown.store"},
     "tinytown.keeper": {"tinytown.core", "tinytown.config", "tinytown.store", "tinytown.recovery"},
     "tinytown.worker": {"tinytown.core", "tinytown.config", "tinytown.store", "tinytown.recovery"},
+    "tinytown.missions": {
+        "tinytown.core",
+        "tinytown.config",
+        "tinytown.store",
+        "tinytown.recovery",
+    },
     "tinytown.api": {
         "tinytown.core",
         "tinytown.config",
@@ -28,6 +34,8 @@ ALLOWED = {
         "tinytown.store",
         "tinytown.recovery",
         "tinytown.keeper",
+        "tinytown.missions",
+        "tinytown.notify",
     },
     "tinytown.cli": {
         "tinytown.core",
@@ -35,6 +43,8 @@ ALLOWED = {
         "tinytown.connection",
         "tinytown.store",
         "tinytown.recovery",
+        "tinytown.missions",
+        "tinytown.notify",
     },
     "tinytown.gunicorn_conf": {
         "tinytown.core",
@@ -43,6 +53,7 @@ ALLOWED = {
         "tinytown.api",
     },
     "tinytown.scaler": {"tinytown.core"},
+    "tinytown.notify": {"tinytown.core", "tinytown.config", "tinytown.store"},
 }
 # Third-party and standard modules a room must never import.
 FORBIDDEN = {

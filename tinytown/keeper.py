@@ -22,11 +22,10 @@ import json
 import logging
 import threading
 
-import redis
-
 from tinytown.core import defaults
 from tinytown.recovery import recover
 from tinytown.store import Town
+from tinytown.store.duty import run_duty
 
 log = logging.getLogger("tinytown.townhall")
 
@@ -52,18 +51,7 @@ class Keeper:
         self.stopped.set()
 
     def run(self) -> None:
-        failing = False
-        while not self.stopped.is_set():
-            try:
-                wait = self.tend()
-                if failing:
-                    log.info("event=keeper_resumed")
-                failing = False
-            except redis.RedisError as err:
-                if not failing:
-                    log.warning("event=keeper_redis_error detail=%s", json.dumps(str(err)))
-                failing, wait = True, self.max_sleep_secs
-            self.stopped.wait(wait)
+        run_duty("keeper", self.tend, self.stopped, log, retry_secs=self.max_sleep_secs)
 
     def tend(self) -> float:
         """Recover what is due (under the lease); returns the seconds until it may be due again."""

@@ -37,13 +37,13 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
     between leaves a duplicate entry, never a lost task.
     """
     returned = 0
-    max_attempts = town.config.agent.max_attempts
     for entry_id, _idle in town.dockets.held(
         stream, holder, min_idle_ms=min_idle_ms, count=_HELD_ENTRIES_PER_PASS
     ):
         task_id = town.dockets.task_of(stream, entry_id)
         task = town.tasks.find(task_id) if task_id else None
         if task is not None and not task.terminal:
+            max_attempts = task.attempts_allowed(town.config.agent.max_attempts)
             owned = task.state == BACKLOG_STATE or task.assigned_to == holder
             if owned and task.state == TASK_RUNNING and task.attempts >= max_attempts:
                 reason = (

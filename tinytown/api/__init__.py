@@ -14,25 +14,32 @@ from flask import Flask
 
 from tinytown.api.access import install_audit
 from tinytown.api.auth import Authenticator
+from tinytown.api.feed import feed
 from tinytown.api.manage import manage
 from tinytown.api.problems import register_error_handlers
 from tinytown.api.public import public
 from tinytown.api.read import read
+from tinytown.api.reports import reports
 from tinytown.api.write import write
 from tinytown.config import Config
 from tinytown.keeper import Keeper
+from tinytown.missions.dispatcher import Dispatcher
+from tinytown.notify.deliver import Notifier
 from tinytown.store import Town
 
-BLUEPRINTS = (public, read, write, manage)
+BLUEPRINTS = (public, read, feed, write, manage, reports)
 
 
 def create_app(
-    config: Config, town: Town | None = None, *, keeper: bool = False, **auth_options
+    config: Config, town: Town | None = None, *, background: bool = False, **auth_options
 ) -> Flask:
     """The townhall app for ``config``; connects to (and if needed starts) the town's Redis.
 
-    ``keeper``: start this process's :class:`tinytown.keeper.Keeper`, which recovers dead
-    agents' work by itself (townhall.py does; tests that build an app directly need not).
+    ``background``: start this process's background duties (townhall.py does; tests that build
+    an app directly need not): the :class:`tinytown.keeper.Keeper`, which recovers dead agents'
+    work; unless ``[missions] dispatcher = false``, the mission
+    :class:`tinytown.missions.dispatcher.Dispatcher`; and the
+    :class:`tinytown.notify.deliver.Notifier`, which sends ``[[notify]]`` notifications.
     ``auth_options`` go to :class:`tinytown.api.auth.Authenticator` (e.g. ``cache_ttl_secs=0`` to
     measure Argon2 without the verification cache).
     """
@@ -48,6 +55,11 @@ def create_app(
     install_audit(app)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
-    if keeper:
+    if background:
         app.config["KEEPER"] = Keeper(town).start()
+        if config.missions.dispatcher:
+            app.config["DISPATCHER"] = Dispatcher(
+                town, tick_secs=config.missions.tick_secs, lease_secs=config.missions.lease_secs
+            ).start()
+        app.config["NOTIFIER"] = Notifier(town).start()
     return app

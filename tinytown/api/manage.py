@@ -11,7 +11,7 @@ from flask import Blueprint
 from tinytown.api.access import protect
 from tinytown.api.common import agent_id_for, agent_ref, cli_rule, missions, town, valid_mission_id
 from tinytown.api.problems import Problem
-from tinytown.api.validation import field, json_body, query_bool
+from tinytown.api.validation import field, json_body, query_bool, required_text
 from tinytown.core import inputs
 from tinytown.core.records import RESERVED_AGENT_NAMES, is_uuid
 from tinytown.core.states import MISSION, PRUNABLE_AGENT_STATES
@@ -163,3 +163,15 @@ def delete_mission(mission_id: str):
     mid = valid_mission_id(mission_id)
     missions().delete(mid, force=query_bool("force"))
     return {"id": mid, "deleted": True}
+
+
+@manage.post("/v1/missions/<mission_id>/notes")
+def note_mission(mission_id: str):
+    """A note for the mission's dispatcher (upstream's control message): ``resume``/``retry``,
+    ``pause``/``hold``, ``redirect [<item key>] to <agent>``, or anything else for the log."""
+    mid = valid_mission_id(mission_id)
+    body = json_body()
+    text = required_text(body, "body")
+    sender = field(body, "sender", str, rule=inputs.name) or "conductor"
+    note = missions().add_note(mid, sender, text)
+    return note, 201

@@ -14,6 +14,7 @@ from tinytown.api.common import (
     town,
     valid_mission_id,
 )
+from tinytown.api.feed import NEWEST, event_cursor
 from tinytown.api.problems import Problem
 from tinytown.api.validation import page, query_bool, query_int, uuid_param
 from tinytown.connection.target import resolve_target
@@ -151,7 +152,12 @@ def list_missions():
     found, total = missions().list(
         active_only=query_bool("active_only"), offset=offset, limit=limit
     )
-    return {"missions": [m.data for m in found], "count": len(found), "total": total}
+    summaries = missions().summaries([m.id for m in found])
+    return {
+        "missions": [{**m.data, "summary": summaries[m.id]} for m in found],
+        "count": len(found),
+        "total": total,
+    }
 
 
 @read.get("/v1/missions/<mission_id>")
@@ -163,7 +169,9 @@ def show_mission(mission_id: str):
         "mission": mission.data,
         "work_items": store.work_items(mid) if query_bool("include_work", True) else [],
         "watches": store.watches(mid) if query_bool("include_watches", True) else [],
-        "events": store.events(mid) if query_bool("include_events", False) else [],
+        "events": town().events.latest(defaults.MISSION_EVENTS_SHOWN, mid)
+        if query_bool("include_events", False)
+        else [],
         "summary": store.summary(mid),
     }
 
@@ -200,7 +208,17 @@ def mission_watches(mission_id: str):
 
 @read.get("/v1/missions/<mission_id>/events")
 def mission_events(mission_id: str):
+    """The mission's own event stream (oldest first, after ``after``) and its log lines."""
     mid = valid_mission_id(mission_id)
     missions().get(mid)
-    events = missions().events(mid, query_int("limit", 50, 1, 100))
-    return {"events": events, "count": len(events)}
+    after = event_cursor()
+    if after == NEWEST:
+        after = town().events.last_id(mid)
+    limit = query_int("limit", 50, 1, defaults.EVENTS_PAGE_MAX)
+    events = town().events.read(after, limit, mission_id=mid)
+    return {
+        "events": events,
+        "count": len(events),
+        "next_after": events[-1]["id"] if events else after,
+        "log": missions().log_lines(mid, 50),
+    }

@@ -19,6 +19,7 @@ from tinytown.api.validation import field, json_body, line, required_text, uuid_
 from tinytown.core import defaults, inputs
 from tinytown.core.records import SUPERVISOR_ID, Task
 from tinytown.core.states import TASK, WORK_STATUSES
+from tinytown.missions.start import start_mission as start
 
 write = Blueprint("write", __name__)
 protect(write, "town.write")
@@ -175,41 +176,48 @@ def _objective(i: int, value) -> dict:
     }
 
 
-def _policy(body: dict) -> dict:
-    raw = body.get("policy") or {}
-    if not isinstance(raw, dict):
-        raise Problem(422, "field 'policy' must be an object", field="policy")
-    policy = {}
-    for key, kind, high in (
-        ("max_parallel_items", int, 1000),
-        ("reviewer_required", bool, 0),
-        ("auto_merge", bool, 0),
-        ("watch_interval_secs", int, 7 * 86400),
-    ):
-        value = field(raw, key, kind, low=1, high=high)
-        if value is not None:
-            policy[key] = value
-    return policy
-
-
 @write.post("/v1/missions")
 def start_mission():
+    """A mission of work items and/or upstream's objectives (issue and document references,
+    compiled through ``gh`` on townhall's machine when it is installed)."""
     body = json_body()
+    title = field(body, "title", str, rule=line)
     raw = body.get("objectives")
-    if not isinstance(raw, list) or not raw or len(raw) > defaults.MISSION_MAX_OBJECTIVES:
+    if raw is not None and (
+        not isinstance(raw, list) or len(raw) > defaults.MISSION_MAX_OBJECTIVES
+    ):
         raise Problem(
             422,
-            "field 'objectives' must be a non-empty array of at most "
+            "field 'objectives' must be an array of at most "
             f"{defaults.MISSION_MAX_OBJECTIVES} issue or doc references",
             field="objectives",
         )
-    objectives = [_objective(i, v) for i, v in enumerate(raw)]
-    mission = missions().create(objectives, _policy(body))
-    return {
+    objectives = [_objective(i, v) for i, v in enumerate(raw or [])]
+    if not objectives and not body.get("items"):
+        raise Problem(
+            422,
+            "a mission needs 'items' (work items) or 'objectives' (issue and doc references)",
+            field="items",
+        )
+    mission, warnings = start(
+        town(),
+        items=body.get("items"),
+        objectives=objectives,
+        policy=body.get("policy"),
+        title=title,
+        cli_rule=cli_rule,
+        cwd=town().config.root,
+        budget_secs=defaults.MISSION_GH_BUDGET_SECS,
+    )
+    out = {
         "mission_id": mission.id,
         "state": mission.state,
         "objective_count": len(objectives),
-    }, 201
+        "work_items": missions().summary(mission.id)["total_work_items"],
+    }
+    if warnings:
+        out["warnings"] = warnings
+    return out, 201
 
 
 @write.patch("/v1/missions/<mission_id>/work/<work_item_id>")

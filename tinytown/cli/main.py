@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from tinytown import __version__
-from tinytown.cli import auth, backlog, redis_cmd, task, town, worker
+from tinytown.cli import auth, backlog, events, mission, notify, redis_cmd, task, town, worker
 from tinytown.cli.common import Parser, undecodable
 from tinytown.core.errors import ExitStatus, TinytownError
 
-COMMAND_GROUPS = (town, backlog, task, auth, redis_cmd, worker)
+COMMAND_GROUPS = (town, backlog, task, mission, events, notify, auth, redis_cmd, worker)
 
 EPILOG = """exit codes:
   0    success
@@ -32,7 +32,8 @@ EPILOG = """exit codes:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="tt",
-        description="Operate a Tinytown town: its Redis, backlog, tasks and API keys.",
+        description="Operate a Tinytown town: its Redis, backlog, tasks, missions, events, "
+        "notifications and API keys.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinytown.config.missions import MissionsConfig, missions_config
+from tinytown.config.notify import NotifyTarget, notify_targets
 from tinytown.config.table import SCOPES as SCOPES
 from tinytown.config.table import Table
 from tinytown.core import defaults, inputs
@@ -126,6 +128,8 @@ class Config:
     townhall: TownhallConfig = field(default_factory=TownhallConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     agent_clis: Mapping[str, AgentCli] = field(default_factory=dict)
+    notify: tuple[NotifyTarget, ...] = ()
+    missions: MissionsConfig = field(default_factory=MissionsConfig)
     file: Path | None = None  # the tinytown.toml read, if any
 
     @property
@@ -383,6 +387,8 @@ def load_config(
         townhall=_townhall(top.table("townhall"), env),
         agent=_agent(top.table("agent")),
         agent_clis=_agent_clis(top.table("agent_clis")),
+        notify=notify_targets(top, env),
+        missions=missions_config(top.table("missions")),
         file=path if path.exists() else None,
     )
     top.check_unknown()

@@ -84,6 +84,15 @@ INPUT_MAX_TAG_CHARS = 100
 INPUT_MAX_BRANCH_CHARS = 200
 INPUT_MAX_REPO_CHARS = 2048
 MISSION_MAX_OBJECTIVES = 100
+MISSION_MAX_ITEMS = 200  # work items in one mission
+MISSION_MAX_PARALLEL_ITEMS = 2  # policy default: items whose tasks are queued or run at once
+MISSION_MAX_ATTEMPTS = 3  # policy default: runs of an item's task (and review rounds)
+MISSION_HELP_AFTER_SECS = 600  # policy default: no progress this long → mission_help_needed
+MISSION_GH_BUDGET_SECS = 15  # POST /v1/missions runs gh for issues at most this long in all
+MISSION_TICK_SECS = 5  # the dispatcher's backstop tick; events wake it at once
+MISSION_LEASE_SECS = 15  # a dispatcher's lease on one mission; refreshed every tick
+MISSION_EVENTS_SHOWN = 50  # the latest events GET /v1/missions/{id}?include_events=true shows
+MISSION_RETRY_SECS = 2  # after a Redis error, the dispatcher tries again this much later
 
 # --- agent worker -----------------------------------------------------------------------------
 # 300 s matches KEDA's cooldown and Semaphore's idle default; coding agents that are slow to
@@ -128,6 +137,14 @@ GIT_TIMEOUT_SECS = 600
 # --- docket (Redis Streams) -------------------------------------------------------------------
 DOCKET_GROUP = "workers"
 DOCKET_MAXLEN = 100_000  # approximate trim of acknowledged history
+EVENTS_MAXLEN = 10_000  # the town's event stream keeps about this many (approximate trim)
+MISSION_EVENTS_MAXLEN = 1_000  # a mission's own event stream
+EVENTS_BLOCK_SLICE_MS = 5_000  # a long-poll waits in blocking reads of at most this
+EVENTS_WAIT_MAX_SECS = 25  # the longest wait= GET /v1/events accepts
+EVENTS_PAGE_MAX = 1_000  # the most events one read returns
+# Long-polls (GET /v1/events?wait=…) waiting at once per townhall process: each holds a thread
+# while it waits, so at most half of them; one more is answered at once, without waiting.
+EVENTS_WAITERS_MAX = TOWNHALL_THREADS // 2
 
 # --- auth -------------------------------------------------------------------------------------
 ARGON2_MEMORY_KIB = 19456

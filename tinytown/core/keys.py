@@ -18,7 +18,10 @@ tasks by state and missions listable and countable without scanning the key spac
 | ``backlog`` | list | unassigned pending task ids, FIFO (upstream-compatible) |
 | ``docket:tasks`` | stream | the shared docket, consumer group ``workers`` |
 | ``docket:agent:<id>`` | stream | tasks aimed at one agent, same group |
-| ``docket:events`` / ``events`` | stream | lifecycle events |
+| ``events`` | stream | the town's events (capped): every state change, in its transaction |
+| ``docket:events`` | stream | upstream's docket events (named, not written here) |
+| ``events:mission:<id>`` | stream | one mission's events (capped) |
+| ``notify:outbox`` / ``notify:dead`` | stream | notifications to send / given up on |
 | ``mission:<id>`` … | string/hash | mission documents (upstream §4.7) |
 | ``missions`` | zset | every mission id, scored by creation time (µs) |
 | ``mission:active`` | set | active mission ids |
@@ -131,6 +134,14 @@ class Keys:
 
     def mission_event_stream(self, mission_id: str) -> str:
         return self._k("events", "mission", mission_id)
+
+    @property
+    def notify_outbox(self) -> str:
+        return self._k("notify", "outbox")
+
+    @property
+    def notify_dead(self) -> str:
+        return self._k("notify", "dead")
 
     @property
     def broadcast(self) -> str:

@@ -50,7 +50,18 @@ TASK_OPTIONAL_FIELDS = (
     "cli",
     "branch",
     "commit",
+    "mission_id",
+    "work_item_id",
+    "max_attempts",
 )
+
+
+def _positive_int(text: str | None) -> int | None:
+    try:
+        value = int(text or "")
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 @dataclass
@@ -74,10 +85,18 @@ class Task:
     cli: str | None = None
     branch: str | None = None
     commit: str | None = None
+    # A mission's task: its mission and work item, and the item's attempts (else the worker's).
+    mission_id: str | None = None
+    work_item_id: str | None = None
+    max_attempts: int | None = None
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_TASK_STATES
+
+    def attempts_allowed(self, default: int) -> int:
+        """The task's own ``max_attempts`` (a mission item's policy), else ``default``."""
+        return self.max_attempts or default
 
     def to_hash(self) -> dict[str, str]:
         """Field → string, omitting empty optionals (they are HDEL'd, never stored empty)."""
@@ -132,6 +151,9 @@ class Task:
             cli=data.get("cli") or None,
             branch=data.get("branch") or None,
             commit=data.get("commit") or None,
+            mission_id=data.get("mission_id") or None,
+            work_item_id=data.get("work_item_id") or None,
+            max_attempts=_positive_int(data.get("max_attempts")),
         )
 
     def to_json(self) -> dict:

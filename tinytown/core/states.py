@@ -161,8 +161,6 @@ AGENT = Machine(
 MISSION_STATES = ("planning", "running", "blocked", "completed", "failed")
 TERMINAL_MISSION_STATES = ("completed", "failed")
 LIVE_MISSION_STATES = ("planning", "running", "blocked")
-WORK_STATUSES = ("pending", "ready", "assigned", "running", "blocked", "done")
-
 MISSION_DEFAULT_STATE = "planning"
 
 MISSION = Machine(
@@ -175,7 +173,35 @@ MISSION = Machine(
         "resume": Move(LIVE_MISSION_STATES, "running"),
         "complete": Move(("planning", "running", "blocked", "completed"), "completed"),
         "fail": Move(("planning", "running", "blocked", "failed"), "failed"),
+        # a note says pause or hold: the dispatcher queues nothing until it is resumed
+        "pause": Move(("running",), "blocked"),
+        # a note says retry (or resume) a mission that failed or was stopped: its failed items
+        # get their attempts again
+        "retry": Move(("blocked", "failed"), "running"),
     },
 )
 
-MACHINES = (TASK, AGENT, MISSION)
+# A work item (upstream §5.3, plus ``failed``: its task failed after its attempts, or its review
+# was rejected past them). ``blocked``: its work is done and waits for a review or a fix.
+WORK_STATUSES = ("pending", "ready", "assigned", "running", "blocked", "done", "failed")
+WORK_DEFAULT_STATUS = "pending"
+LIVE_WORK_STATUSES = ("pending", "ready", "assigned", "running", "blocked")
+# Items whose task is queued or running: what ``max_parallel_items`` counts.
+WORK_IN_FLIGHT_STATUSES = ("assigned", "running", "blocked")
+
+WORK = Machine(
+    "work item",
+    WORK_STATUSES,
+    {
+        "promote": Move(("pending",), "ready"),  # every dependency is done
+        "queue": Move(("ready",), "assigned"),  # its task is on the docket
+        "start": Move(("assigned",), "running"),  # a worker runs its task
+        "await_review": Move(WORK_IN_FLIGHT_STATUSES, "blocked"),  # a review or fix task queued
+        "complete": Move(WORK_IN_FLIGHT_STATUSES, "done"),
+        "fail": Move(LIVE_WORK_STATUSES, "failed"),
+        "requeue": Move(WORK_IN_FLIGHT_STATUSES, "ready"),  # its task vanished: a new one
+        "retry": Move(("failed",), "pending"),  # a retry note: attempts again
+    },
+)
+
+MACHINES = (TASK, AGENT, MISSION, WORK)

@@ -1,7 +1,8 @@
 """The scaler's one door to the town: HTTP to townhall, never Redis.
 
-``GET /api/scaling`` (public) and ``GET /v1/agents`` (scope ``town.read``), with the configured
-API key, CA bundle and timeout. Any failure, a status other than 200, a body that is not JSON or
+``GET /api/scaling`` (public), ``GET /v1/agents`` (scope ``town.read``) and
+``POST /v1/agents/{id}/unhealthy`` (scope ``agent.manage``), with the configured API key, CA
+bundle and timeout. Any failure, a status other than the expected one, a body that is not JSON or
 not as the contract says (:mod:`tinytown.scaler.wire`) raises TownhallError saying which.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -18,7 +20,7 @@ from tinytown.scaler.wire import Agent, Signal, parse_agents, parse_signal
 
 
 class Townhall:
-    """A session to one townhall: ``scaling_signal()`` and ``agents()``."""
+    """A session to one townhall: ``scaling_signal()``, ``agents()``, ``report_unhealthy()``."""
 
     def __init__(self, config: Config):
         self.base = config.url.rstrip("/")
@@ -67,3 +69,32 @@ class Townhall:
             return parse_agents(body)
         except Malformed as err:
             raise TownhallError(f"GET {self.base}/v1/agents is malformed: {err}") from None
+
+    def report_unhealthy(
+        self, agent_id: str, reason: str, outpost: str | None, container_id: str | None
+    ) -> str:
+        """Tell townhall a worker is unhealthy (it appends ``agent_unhealthy``, which its
+        ``[[notify]]`` targets hear about); returns the event's id."""
+        url = f"{self.base}/v1/agents/{quote(agent_id, safe='')}/unhealthy"
+        body = {"reason": reason, "outpost": outpost, "container_id": container_id}
+        try:
+            response = self.session.post(
+                url, json={k: v for k, v in body.items() if v}, timeout=self.timeout
+            )
+        except requests.RequestException as err:
+            raise TownhallError(f"POST {url} failed ({short_reason(err)})") from None
+        if response.status_code != 202:
+            hint = (
+                " (check the API key and its agent.manage scope)"
+                if response.status_code in (401, 403)
+                else ""
+            )
+            raise TownhallError(
+                f"POST {url} answered {response.status_code}{hint}: {response.text[:200]!r}"
+            )
+        try:
+            return str(response.json()["event_id"])
+        except (ValueError, KeyError, TypeError):
+            raise TownhallError(
+                f"POST {url} answered 202 without an event_id: {response.text[:200]!r}"
+            ) from None

@@ -19,6 +19,7 @@ from tinytown.core.keys import Keys
 from tinytown.store.agents import AgentStore
 from tinytown.store.counts import TownCounts, town_counts
 from tinytown.store.docket import Docket, Dockets
+from tinytown.store.events import Events
 from tinytown.store.inbox import InboxStore
 from tinytown.store.lease import Lease
 from tinytown.store.missions import MissionStore
@@ -37,6 +38,7 @@ class Town:
         self.missions = MissionStore(self.redis, self.keys)
         self.inbox = InboxStore(self.redis, self.keys)
         self.dockets = Dockets(self.redis, self.keys)
+        self.events = Events(self.redis, self.keys)
 
     @classmethod
     def connect(cls, config: Config, *, start_server: bool = True) -> Town:

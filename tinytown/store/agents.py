@@ -334,7 +334,7 @@ class AgentStore:
         for k, v in set_fields.items():
             args += [k, v]
         args += delete_fields
-        keys = [self.keys.agent(agent_id), self.keys.agents] + [
+        keys = [self.keys.agent(agent_id), self.keys.agents, self.keys.events] + [
             self.keys.agents_in_state(s) for s in AGENT_STATES
         ]
         return keys, args
@@ -454,6 +454,11 @@ class AgentCounts:
     @property
     def dead_total(self) -> int:
         return sum(self.dead.values())
+
+    @property
+    def live_active(self) -> int:
+        """Agents whose worker runs and beats: live in an active state."""
+        return sum(self.live[s] for s in ACTIVE_AGENT_STATES)
 
 
 def parse_counts(reply: list) -> AgentCounts:

@@ -211,6 +211,7 @@ class Docket:
             k.urgent(agent_id),
             k.inbox(agent_id),
             k.agent(agent_id),
+            k.events,
         ]
         self._claim_keys += [k.tasks_in_state(s) for s in TASK_STATES]
         self._claim_args = [
@@ -362,10 +363,11 @@ class Docket:
             assignee = holder
         else:
             return Claim(None, f"state:{task.state}")
-        if task.attempts >= self.config.agent.max_attempts:
+        max_attempts = task.attempts_allowed(self.config.agent.max_attempts)
+        if task.attempts >= max_attempts:
             reason = (
                 f"failed after {task.attempts} attempts "
-                f"(max_attempts = {self.config.agent.max_attempts}); "
+                f"(max_attempts = {max_attempts}); "
                 f"the last one ended when worker {holder} stopped without finishing it"
             )
             self.town.tasks.transition(

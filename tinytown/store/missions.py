@@ -1,125 +1,90 @@
-"""Mission records (upstream §4.7): JSON documents, their work items, watches and log.
+"""Mission records in Redis (upstream §4.7): the document, its work items, notes and log.
 
-A mission is a JSON string at ``mission:<id>``; work items and watches are JSON values in the
-hashes ``mission:<id>:work`` and ``mission:<id>:watch``; its log is a capped list. Every mission
-id is in the ``missions`` zset (scored by creation time) so listing needs no ``KEYS``; running
-ones are also in ``mission:active``. Lifecycle changes are optimistic transactions (``WATCH``) so
-the document and the active set never disagree. The dispatcher that plans and assigns work is
-separate; this module only keeps the records.
+A mission is a JSON string at ``mission:<id>``; work items are JSON values in the hash
+``mission:<id>:work``, notes (control messages) in ``mission:<id>:control``; its log is a capped
+list. Every mission id is in the ``missions`` zset (scored by creation time) so listing needs
+no ``KEYS``; running ones are also in ``mission:active``. Every change writes the documents, the
+active set and its events (:mod:`tinytown.core.events`) in one ``MULTI``; changes that depend on
+what is stored are optimistic (``WATCH``), so the document, the items and the active set never
+disagree. The dispatcher (:mod:`tinytown.missions.dispatcher`) decides; this module keeps.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import redis
 
-from tinytown.core.clock import epoch_us, now
+from tinytown.core import events as ev
+from tinytown.core.clock import epoch_us, now, to_rfc3339
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.keys import Keys
+from tinytown.core.mission_plan import Plan
+from tinytown.core.missions import Mission, decode_items, json_now, new_mission, summary
 from tinytown.core.records import new_id
-from tinytown.core.states import MISSION, MISSION_DEFAULT_STATE, TERMINAL_MISSION_STATES
+from tinytown.core.states import MISSION, TERMINAL_MISSION_STATES
+from tinytown.core.work_items import new_item_documents
+from tinytown.store.events import Events
 
 MISSION_LOG_MAX_LINES = 100
-DEFAULT_POLICY = {
-    "max_parallel_items": 2,
-    "reviewer_required": True,
-    "auto_merge": False,
-    "watch_interval_secs": 180,
-}
+NOTES_MAX = 200  # notes kept per mission (processed ones are dropped first)
 
 
-def json_now(ts: datetime | None = None) -> str:
-    """Upstream's JSON-document timestamp form (``…Z``)."""
-    return (ts or now()).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass
-class Mission:
-    data: dict[str, Any]
+@dataclass(frozen=True)
+class Snapshot:
+    raw: str | None  # the mission's document as stored
+    work: dict[str, str]  # its work items as stored (id → JSON)
+    items: list[dict]  # the same, decoded, in order
 
     @property
-    def id(self) -> str:
-        return self.data["id"]
-
-    @property
-    def state(self) -> str:
-        return self.data.get("state", MISSION_DEFAULT_STATE)
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL_MISSION_STATES
-
-    @classmethod
-    def decode(cls, raw: str | None) -> Mission | None:
-        if not raw:
-            return None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            return None
-        return cls(data) if isinstance(data, dict) and "id" in data else None
-
-    def encode(self) -> str:
-        return json.dumps(self.data)
-
-
-def new_mission(objectives: list[dict], policy: dict | None = None) -> Mission:
-    ts = json_now()
-    return Mission(
-        {
-            "id": new_id(),
-            "objective_refs": objectives,
-            "state": MISSION_DEFAULT_STATE,
-            "policy": {**DEFAULT_POLICY, **(policy or {})},
-            "created_at": ts,
-            "updated_at": ts,
-            "next_wake_at": None,
-            "blocked_reason": None,
-            "dispatcher_last_tick_at": None,
-            "dispatcher_last_progress_at": None,
-            "dispatcher_last_help_request_at": None,
-            "dispatcher_last_help_request_reason": None,
-            "dispatcher_help_request_attempts": 0,
-        }
-    )
-
-
-def _decode_values(values) -> list[dict]:
-    out = []
-    for raw in values:
-        try:
-            item = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(item, dict):
-            out.append(item)
-    return sorted(out, key=lambda i: (i.get("created_at") or "", i.get("id") or ""))
+    def mission(self) -> dict | None:
+        return json.loads(self.raw) if self.raw else None
 
 
 class MissionStore:
     def __init__(self, r: redis.Redis, keys: Keys):
         self.r, self.keys = r, keys
+        self.events = Events(r, keys)
 
     # -- create and read --------------------------------------------------------------------
 
     def create(
-        self, objectives: list[dict], policy: dict | None = None, *, start: bool = True
+        self,
+        items: list[dict],
+        policy: dict,
+        *,
+        objectives: list[dict] = (),
+        title: str | None = None,
+        start: bool = True,
     ) -> Mission:
-        """Save a new mission; ``start`` moves it to ``running`` and into the active set."""
-        mission = new_mission(objectives, policy)
+        """Save a new mission with its work items (checked by ``core.work_items``); ``start``
+        moves it to ``running`` and into the active set, with its event, in the same step."""
+        created = now()
+        ts, mission_id = json_now(created), new_id()
+        mission = new_mission(mission_id, list(objectives), policy, title, ts)
+        docs = new_item_documents(mission_id, items, ts)
+        pipe = self.r.pipeline(transaction=True)
         if start:
             mission.data["state"] = MISSION["start"].target
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.keys.mission(mission.id), mission.encode())
-        pipe.zadd(self.keys.missions, {mission.id: epoch_us(now())})
-        if start:
-            pipe.sadd(self.keys.missions_active, mission.id)
+            pipe.sadd(self.keys.missions_active, mission_id)
+        pipe.set(self.keys.mission(mission_id), mission.encode())
+        pipe.zadd(self.keys.missions, {mission_id: epoch_us(created)})
+        if docs:
+            pipe.hset(
+                self.keys.mission_work(mission_id), mapping={d["id"]: json.dumps(d) for d in docs}
+            )
+        self._queue_event(
+            pipe,
+            ev.MISSION_STATE_CHANGED,
+            f"mission {mission_id} created with {len(docs)} work item(s), {mission.state}",
+            mission_id=mission_id,
+            new_state=mission.state,
+        )
+        self._queue_log(pipe, mission_id, f"Mission created with {len(docs)} work item(s)")
         pipe.execute()
-        self.log(mission.id, f"Mission created with {len(objectives)} objective(s)")
         return mission
 
     def find(self, mission_id: str) -> Mission | None:
@@ -131,9 +96,12 @@ class MissionStore:
             raise NotFound(f"mission {mission_id} not found")
         return mission
 
+    def active_ids(self) -> list[str]:
+        return sorted(self.r.smembers(self.keys.missions_active))
+
     def active(self) -> list[Mission]:
         """The missions in the active set (O(active missions), not every mission ever made)."""
-        ids = sorted(self.r.smembers(self.keys.missions_active))
+        ids = self.active_ids()
         docs = self.r.mget([self.keys.mission(i) for i in ids]) if ids else []
         return [m for m in (Mission.decode(d) for d in docs) if m is not None]
 
@@ -142,7 +110,7 @@ class MissionStore:
     ) -> tuple[list[Mission], int]:
         """Missions newest first (or only active ones), a page of them, and the total."""
         if active_only:
-            ids = sorted(self.r.smembers(self.keys.missions_active))
+            ids = self.active_ids()
             total, ids = len(ids), ids[offset : offset + limit]
         else:
             pipe = self.r.pipeline(transaction=False)
@@ -155,34 +123,132 @@ class MissionStore:
             missions.sort(key=lambda m: m.data.get("created_at") or "", reverse=True)
         return missions, total
 
+    def snapshot(self, mission_id: str) -> Snapshot:
+        """The mission's document and work items as stored, for a dispatcher step."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.keys.mission(mission_id))
+        pipe.hgetall(self.keys.mission_work(mission_id))
+        raw, work = pipe.execute()
+        return Snapshot(raw, work, decode_items(work.values()))
+
     def work_items(self, mission_id: str, status: str | None = None) -> list[dict]:
-        items = _decode_values(self.r.hvals(self.keys.mission_work(mission_id)))
+        items = decode_items(self.r.hvals(self.keys.mission_work(mission_id)))
         return [i for i in items if status is None or i.get("status") == status]
 
     def work_item(self, mission_id: str, item_id: str) -> dict:
         raw = self.r.hget(self.keys.mission_work(mission_id), item_id)
-        items = _decode_values([raw]) if raw else []
+        items = decode_items([raw]) if raw else []
         if not items:
             raise NotFound(f"work item {item_id} not found in mission {mission_id}")
         return items[0]
 
     def watches(self, mission_id: str) -> list[dict]:
-        return _decode_values(self.r.hvals(self.keys.mission_watch(mission_id)))
+        return decode_items(self.r.hvals(self.keys.mission_watch(mission_id)))
 
-    def events(self, mission_id: str, limit: int = 50) -> list[str]:
+    def summaries(self, mission_ids: list[str]) -> dict[str, dict]:
+        """Each mission's counts and progress, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for mid in mission_ids:
+            pipe.hvals(self.keys.mission_work(mid))
+        return {
+            mid: summary(decode_items(values)) for mid, values in zip(mission_ids, pipe.execute())
+        }
+
+    def summary(self, mission_id: str) -> dict:
+        return summary(self.work_items(mission_id), self.watches(mission_id))
+
+    def log_lines(self, mission_id: str, limit: int = 50) -> list[str]:
         return self.r.lrange(self.keys.mission_log(mission_id), 0, limit - 1)
 
-    def log(self, mission_id: str, text: str) -> None:
-        line = f"[{now().strftime('%Y-%m-%d %H:%M:%S')}] {text}"
+    # -- the dispatcher's step --------------------------------------------------------------
+
+    def apply(self, mission_id: str, snap: Snapshot, plan: Plan, tick_at: str) -> bool:
+        """Write a plan made from ``snap``: the items and the mission it changed, the active
+        set, its events, and ``dispatcher_last_tick_at`` — only if the document and the items
+        are still as in ``snap`` (else False: someone changed them; plan again)."""
+        key, work_key = self.keys.mission(mission_id), self.keys.mission_work(mission_id)
+        with self.r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key, work_key)
+                if (
+                    snap.raw is None
+                    or pipe.get(key) != snap.raw
+                    or pipe.hgetall(work_key) != (snap.work)
+                ):
+                    pipe.unwatch()
+                    return False
+                mission = Mission(plan.mission or json.loads(snap.raw))
+                mission.data["dispatcher_last_tick_at"] = tick_at
+                pipe.multi()
+                pipe.set(key, mission.encode())
+                if plan.items:
+                    pipe.hset(work_key, mapping={i: json.dumps(d) for i, d in plan.items.items()})
+                if mission.terminal:
+                    pipe.srem(self.keys.missions_active, mission_id)
+                for doc in plan.events:
+                    for command in self.events.commands(doc):
+                        pipe.execute_command(*command)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
+
+    def change_items(self, mission_id: str, items: dict[str, dict], events: list[dict]) -> None:
+        """Write changed work items with their events in one step (a note's retry or redirect;
+        the dispatcher's next step plans from them)."""
+        if not items:
+            return
         pipe = self.r.pipeline(transaction=True)
-        pipe.lpush(self.keys.mission_log(mission_id), line)
-        pipe.ltrim(self.keys.mission_log(mission_id), 0, MISSION_LOG_MAX_LINES - 1)
+        pipe.hset(
+            self.keys.mission_work(mission_id),
+            mapping={i: json.dumps(d) for i, d in items.items()},
+        )
+        for doc in events:
+            for command in self.events.commands(doc):
+                pipe.execute_command(*command)
         pipe.execute()
+
+    # -- notes ------------------------------------------------------------------------------
+
+    def add_note(self, mission_id: str, sender: str, body: str) -> dict:
+        """A note (upstream's control message) for the dispatcher, with its event."""
+        self.get(mission_id)
+        note = {
+            "id": new_id(),
+            "mission_id": mission_id,
+            "sender": sender,
+            "body": body,
+            "created_at": json_now(),
+            "processed_at": None,
+        }
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.keys.mission_control(mission_id), note["id"], json.dumps(note))
+        self._queue_event(
+            pipe, ev.MISSION_EVENT, f"note from {sender}: {body[:200]}", mission_id=mission_id
+        )
+        pipe.execute()
+        return note
+
+    def pending_notes(self, mission_id: str) -> list[dict]:
+        notes = decode_items(self.r.hvals(self.keys.mission_control(mission_id)))
+        return [n for n in notes if not n.get("processed_at")]
+
+    def note_processed(self, mission_id: str, note: dict, outcome: str) -> None:
+        note = {**note, "processed_at": json_now(), "outcome": outcome}
+        key = self.keys.mission_control(mission_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(key, note["id"], json.dumps(note))
+        self._queue_log(pipe, mission_id, f"Note from {note['sender']}: {outcome}")
+        pipe.execute()
+        if self.r.hlen(key) > NOTES_MAX:
+            done = [n for n in decode_items(self.r.hvals(key)) if n.get("processed_at")]
+            self.r.hdel(key, *[n["id"] for n in done[: len(done) // 2]] or ["-"])
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def _change(self, mission_id: str, mutate) -> tuple[Mission, str]:
-        """Apply ``mutate(mission) -> active?`` atomically; returns the mission and old state."""
+    def _change(self, mission_id: str, mutate: Callable[[Mission], bool | None], message: str):
+        """Apply ``mutate(mission) -> active?`` atomically with its event and log line; returns
+        the mission and its old state."""
         key = self.keys.mission(mission_id)
         result: dict = {}
 
@@ -199,10 +265,28 @@ class MissionStore:
                 pipe.sadd(self.keys.missions_active, mission_id)
             elif active is False:
                 pipe.srem(self.keys.missions_active, mission_id)
+            if mission.state != old:
+                reason = mission.data.get("blocked_reason")
+                self._queue_event(
+                    pipe,
+                    ev.MISSION_STATE_CHANGED,
+                    f"mission {mission_id} {mission.state}" + (f": {reason}" if reason else ""),
+                    mission_id=mission_id,
+                    old_state=old,
+                    new_state=mission.state,
+                    reason=reason,
+                )
+                self._queue_log(pipe, mission_id, message.format(state=mission.state))
             result.update(mission=mission, old=old)
 
         self.r.transaction(txn, key)
         return result["mission"], result["old"]
+
+    @staticmethod
+    def _clear_help(m: Mission) -> None:
+        m.data["dispatcher_last_help_request_at"] = None
+        m.data["dispatcher_last_help_request_reason"] = None
+        m.data["dispatcher_help_request_attempts"] = 0
 
     def stop(self, mission_id: str, *, force: bool = False) -> Mission:
         def mutate(m: Mission):
@@ -211,28 +295,34 @@ class MissionStore:
                 raise InvalidTransition("mission", mission_id, m.state, "stopped")
             m.data["state"] = move.target
             m.data["blocked_reason"] = "Stopped by user (forced)" if force else "Stopped by user"
-            m.data["dispatcher_last_help_request_at"] = None
-            m.data["dispatcher_last_help_request_reason"] = None
-            m.data["dispatcher_help_request_attempts"] = 0
+            self._clear_help(m)
             return False
 
-        mission, _ = self._change(mission_id, mutate)
-        self.log(mission_id, f"Mission stopped ({mission.state})")
-        return mission
+        return self._change(mission_id, mutate, "Mission stopped ({state})")[0]
 
-    def resume(self, mission_id: str) -> tuple[Mission, str]:
+    def resume(self, mission_id: str, *, move: str = "resume") -> tuple[Mission, str]:
+        """Back to ``running`` (``move`` "retry" also from ``failed``: a retry note)."""
+
         def mutate(m: Mission):
-            if not MISSION["resume"].allows(m.state):
+            if not MISSION[move].allows(m.state):
                 raise TinytownError(f"mission is {m.state} and cannot be resumed")
-            m.data["state"] = MISSION["resume"].target
+            m.data["state"] = MISSION[move].target
             m.data["blocked_reason"] = None
             m.data["next_wake_at"] = None
+            self._clear_help(m)
             return True
 
-        mission, old = self._change(mission_id, mutate)
-        if old != MISSION["resume"].target:
-            self.log(mission_id, "Mission resumed")
-        return mission, old
+        return self._change(mission_id, mutate, "Mission resumed")
+
+    def pause(self, mission_id: str, reason: str) -> Mission:
+        def mutate(m: Mission):
+            if not MISSION["pause"].allows(m.state):
+                raise InvalidTransition("mission", mission_id, m.state, "paused")
+            m.data["state"] = MISSION["pause"].target
+            m.data["blocked_reason"] = reason
+            return None
+
+        return self._change(mission_id, mutate, "Mission paused")[0]
 
     def complete(self, mission_id: str) -> tuple[Mission, str]:
         def mutate(m: Mission):
@@ -242,10 +332,7 @@ class MissionStore:
             m.data["blocked_reason"] = None
             return False
 
-        mission, old = self._change(mission_id, mutate)
-        if old != MISSION["complete"].target:
-            self.log(mission_id, "Mission marked completed")
-        return mission, old
+        return self._change(mission_id, mutate, "Mission marked completed")
 
     def fail(self, mission_id: str, reason: str) -> Mission:
         def mutate(m: Mission):
@@ -255,12 +342,10 @@ class MissionStore:
             m.data["blocked_reason"] = reason
             return False
 
-        mission, _ = self._change(mission_id, mutate)
-        self.log(mission_id, f"Mission marked failed: {reason}")
-        return mission
+        return self._change(mission_id, mutate, f"Mission marked failed: {reason}")[0]
 
     def delete(self, mission_id: str, *, force: bool = False) -> None:
-        """Delete a mission and its work, watches, log and control notes (not a held lease)."""
+        """Delete a mission and its work, watches, log, notes and event stream."""
         mission = self.get(mission_id)
         if not force and self.r.sismember(self.keys.missions_active, mission_id):
             raise InvalidTransition(
@@ -273,12 +358,13 @@ class MissionStore:
             self.keys.mission_watch(mission_id),
             self.keys.mission_log(mission_id),
             self.keys.mission_control(mission_id),
+            self.keys.mission_event_stream(mission_id),
         )
         pipe.srem(self.keys.missions_active, mission_id)
         pipe.zrem(self.keys.missions, mission_id)
         pipe.execute()
 
-    # -- work items and watches -------------------------------------------------------------
+    # -- work items and watches (upstream's manual routes) ----------------------------------
 
     def update_work_item(
         self, mission_id: str, item_id: str, *, status: str | None, artifacts: list[str] | None
@@ -289,10 +375,11 @@ class MissionStore:
 
         def txn(pipe: redis.client.Pipeline) -> None:
             raw = pipe.hget(key, item_id)
-            items = _decode_values([raw]) if raw else []
+            items = decode_items([raw]) if raw else []
             if not items:
                 raise NotFound(f"work item {item_id} not found in mission {mission_id}")
             item = items[0]
+            old = item.get("status")
             if status is not None:
                 item["status"] = status
             if artifacts:
@@ -300,6 +387,16 @@ class MissionStore:
             item["updated_at"] = json_now()
             pipe.multi()
             pipe.hset(key, item_id, json.dumps(item))
+            if status is not None and status != old:
+                self._queue_event(
+                    pipe,
+                    ev.MISSION_EVENT,
+                    f"work item {item.get('key') or item_id} set to {status} by hand",
+                    mission_id=mission_id,
+                    work_item_id=item_id,
+                    old_state=old,
+                    new_state=status,
+                )
             result["item"] = item
 
         self.r.transaction(txn, key)
@@ -312,7 +409,7 @@ class MissionStore:
 
         def txn(pipe: redis.client.Pipeline) -> None:
             raw = pipe.hget(key, watch_id)
-            items = _decode_values([raw]) if raw else []
+            items = decode_items([raw]) if raw else []
             if not items:
                 raise NotFound(f"watch {watch_id} not found in mission {mission_id}")
             watch = items[0]
@@ -325,15 +422,22 @@ class MissionStore:
         self.r.transaction(txn, key)
         return result["watch"]
 
-    def summary(self, mission_id: str) -> dict:
-        items, watches = self.work_items(mission_id), self.watches(mission_id)
-        count = lambda s: sum(1 for i in items if i.get("status") == s)  # noqa: E731
-        return {
-            "total_work_items": len(items),
-            "pending": count("pending"),
-            "ready": count("ready"),
-            "running": count("running") + count("assigned"),
-            "done": count("done"),
-            "blocked": count("blocked"),
-            "active_watches": sum(1 for w in watches if w.get("status") == "active"),
-        }
+    # -- the log and events -----------------------------------------------------------------
+
+    def _queue_log(self, pipe, mission_id: str, text: str, at: datetime | None = None) -> None:
+        line = f"[{(at or now()).strftime('%Y-%m-%d %H:%M:%S')}] {text}"
+        pipe.lpush(self.keys.mission_log(mission_id), line)
+        pipe.ltrim(self.keys.mission_log(mission_id), 0, MISSION_LOG_MAX_LINES - 1)
+
+    def _queue_event(self, pipe, event_type: str, message: str, **fields) -> None:
+        doc = ev.event(event_type, message, to_rfc3339(now()), **fields)
+        for command in self.events.commands(doc):
+            pipe.execute_command(*command)
+
+    def log(self, mission_id: str, text: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        self._queue_log(pipe, mission_id, text)
+        pipe.execute()
+
+
+__all__ = ["MissionStore", "Mission", "TERMINAL_MISSION_STATES"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import redis
 
+from tinytown.core import defaults
+from tinytown.core import events as ev
 from tinytown.core.states import (
     AGENT_DEFAULT_STATE,
     AGENT_STATES,
@@ -24,8 +26,14 @@ def _state_table(states: tuple[str, ...], first_key: int) -> str:
     return "{" + ", ".join(f'["{s}"] = KEYS[{first_key + i}]' for i, s in enumerate(states)) + "}"
 
 
+def _lua_table(mapping: dict[str, str]) -> str:
+    return "{" + ", ".join(f"[\"{k}\"] = '{v}'" for k, v in mapping.items()) + "}"
+
+
 def _fill(template: str) -> str:
-    """A script with its ``{{NAME}}`` marks replaced by Lua string literals from the state table."""
+    """A script with its ``{{NAME}}`` marks replaced by Lua literals from the state table and
+    the event types (:mod:`tinytown.core.events`)."""
+    template = template.replace("{{TASK_EVENTS}}", _lua_table(ev.TASK_EVENT_BY_STATE))
     ((alias, aliased),) = TASK_STATE_ALIASES.items()
     values = {
         "TASK_DEFAULT": TASK_DEFAULT_STATE,
@@ -36,6 +44,13 @@ def _fill(template: str) -> str:
         "TAKE_DIRECTED_FROM": "," + ",".join(TASK["take_directed"].source) + ",",
         "TAKEN": TASK["take_shared"].target,
         "AGENT_DEFAULT": AGENT_DEFAULT_STATE,
+        "EVENTS_MAXLEN": defaults.EVENTS_MAXLEN,
+        "MISSION_EVENTS_MAXLEN": defaults.MISSION_EVENTS_MAXLEN,
+        "AGENT_SPAWNED": ev.AGENT_SPAWNED,
+        "AGENT_STOPPED": ev.AGENT_STOPPED,
+        "AGENT_STATE_CHANGED": ev.AGENT_STATE_CHANGED,
+        "AGENT_STOPPED_STATE": ev.AGENT_STOPPED_STATE,
+        "REASON_STATES": "," + ",".join(ev.TASK_REASON_STATES) + ",",
     }
     assert TASK["take_shared"].target == TASK["take_directed"].target
     for name, value in values.items():
@@ -44,14 +59,33 @@ def _fill(template: str) -> str:
     return template
 
 
+# Append an event document (a Lua table; :mod:`tinytown.core.events`) to the town's event stream
+# and, when it names a mission, to that mission's stream (the key is the town's plus
+# ``:mission:<id>``, as ``Keys.mission_event_stream``). Entries as upstream: event_type and data.
+_EMIT_FUNCTION = """
+local function emit(stream, doc)
+  local data = cjson.encode(doc)
+  redis.call('XADD', stream, 'MAXLEN', '~', {{EVENTS_MAXLEN}}, '*',
+    'event_type', doc.event_type, 'data', data)
+  if doc.mission_id then
+    redis.call('XADD', stream .. ':mission:' .. doc.mission_id, 'MAXLEN', '~',
+      {{MISSION_EVENTS_MAXLEN}}, '*', 'event_type', doc.event_type, 'data', data)
+  end
+end
+"""
+
 # The task transition, as a Lua function that more than one script calls.
-# K: {task hash, tasks zset, backlog list, dispatch stream}; idx: state → index zset;
+# K: {task hash, tasks zset, backlog list, dispatch stream, event stream}; idx: state → index
+# zset;
 # A: 1 task id, 2 allowed from-states as ",a,b," or "*", 3 new state, 4 now (RFC 3339),
 #    5 required assignee ("" = any), 6 incr attempts (0/1), 7 dispatch entry fields count
 #    (0 = no XADD), 8 fields-to-set count, 9 fields-to-delete count, then the pairs/names.
+# A change of state appends its event (TASK_EVENT_BY_STATE), with the task's agent, mission and
+# work item, and for a failed or cancelled task the first line of its result as the reason.
 # Returns {status, old_state[, stream entry id, the task hash as a flat list]}; status is
 # ok | missing | state | owner.
 _TRANSITION_FUNCTION = """
+local TASK_EVENTS = {{TASK_EVENTS}}
 local function transition(K, idx, A)
   local h = redis.call('HGETALL', K[1])
   if #h == 0 then return {'missing', ''} end
@@ -93,6 +127,16 @@ local function transition(K, idx, A)
   if new == {{BACKLOG}} and old ~= {{BACKLOG}} then redis.call('RPUSH', K[3], id) end
   local entry = ''
   if n_xadd > 0 then entry = redis.call('XADD', K[4], '*', unpack(xfields)) end
+  if old ~= new then
+    local doc = {event_type = TASK_EVENTS[new], task_id = id, agent_id = rec.assigned_to,
+      mission_id = rec.mission_id, work_item_id = rec.work_item_id, old_state = old,
+      new_state = new, message = 'task ' .. id .. ' ' .. old .. ' -> ' .. new, timestamp = ts}
+    if rec.result and string.find({{REASON_STATES}}, ',' .. new .. ',', 1, true) then
+      doc.reason = string.sub(string.match(rec.result, '^[^\\n]*'), 1, 300)
+      doc.attempt = tonumber(rec.attempts)
+    end
+    emit(K[5], doc)
+  end
   local flat = {}
   for k, v in pairs(rec) do flat[#flat + 1] = k; flat[#flat + 1] = v end
   return {'ok', old, entry, flat}
@@ -125,12 +169,14 @@ local function rfc3339_now()
 end
 """
 
-# KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4 dispatch stream, 5.. one zset per task state
+# KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4 dispatch stream, 5 event stream,
+#       6.. one zset per task state
 # ARGV: as A of the transition function above.
 TASK_TRANSITION = _fill(
-    f"local idx = {_state_table(TASK_STATES, 5)}\n"
+    f"local idx = {_state_table(TASK_STATES, 6)}\n"
+    + _EMIT_FUNCTION
     + _TRANSITION_FUNCTION
-    + "return transition({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, idx, ARGV)\n"
+    + "return transition({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, idx, ARGV)\n"
 )
 
 # A worker's claim of what its blocking XREADGROUP just delivered, sent right behind that read
@@ -144,7 +190,7 @@ TASK_TRANSITION = _fill(
 # skipped; an entry whose task is already ``running`` for this agent (a reply lost earlier,
 # which the worker resumes) is left.
 # KEYS: 1 own stream, 2 shared docket, 3 tasks zset, 4 backlog list, 5 urgent list, 6 inbox
-#       list, 7 agent hash, 8.. one zset per task state
+#       list, 7 agent hash, 8 event stream, 9.. one zset per task state
 # ARGV: 1 group, 2 consumer (the agent id), 3 task hash key prefix (the script builds the task's
 #       key itself, as it learns the id from the entry: one Redis, not a cluster, as everywhere
 #       here), 4 agent states that take no work, as ",a,b,"
@@ -152,7 +198,8 @@ TASK_TRANSITION = _fill(
 # status ok | none | refused:<agent state> and skipped a flat list of (stream, entry id, task
 # id, reason).
 DOCKET_CLAIM = _fill(
-    f"local idx = {_state_table(TASK_STATES, 8)}\n"
+    f"local idx = {_state_table(TASK_STATES, 9)}\n"
+    + _EMIT_FUNCTION
     + _TRANSITION_FUNCTION
     + _NOW_FUNCTION
     + """
@@ -181,7 +228,7 @@ for s, pair in ipairs(held) do
     if task_id ~= '' then
       local allowed, assignee = {{TAKE_SHARED_FROM}}, ''
       if stream == KEYS[1] then allowed, assignee = {{TAKE_DIRECTED_FROM}}, me end
-      r = transition({prefix .. task_id, KEYS[3], KEYS[4], stream}, idx,
+      r = transition({prefix .. task_id, KEYS[3], KEYS[4], stream, KEYS[8]}, idx,
         {task_id, allowed, {{TAKEN}}, ts, assignee, '1', '0', '2', '0', 'assigned_to', me,
          'started_at', ts})
     end
@@ -229,16 +276,19 @@ return {'ok', old}
 # Register, update or beat an agent: fields, state and its index in one step. Each agent state
 # has a zset of agent ids scored by ``alive_until`` (ms, Redis clock), so live and dead agents
 # are counted with ZCOUNT on either side of now (AGENT_COUNTS) and a heartbeat is one ZADD.
-# KEYS: 1 agent hash, 2 agents set, 3.. one zset per agent state
+# KEYS: 1 agent hash, 2 agents set, 3 event stream, 4.. one zset per agent state
 # ARGV: 1 agent id, 2 allowed from-states ",a,b," or "*", 3 new state ("" = keep),
 #       4 dead-after ms ("" = no heartbeat: keep alive_until), 5 the heartbeat's age in ms
 #       (0 = now), 6 "1" = create the record if missing, 7 fields-to-set count,
 #       8 fields-to-delete count, then pairs/names.
 # A heartbeat writes last_heartbeat (RFC 3339) and alive_until = beat + dead-after, both from
 # the Redis clock, so liveness never depends on the clocks of the hosts that beat or look.
+# A new record appends agent_spawned, a move to stopped agent_stopped and any other change of
+# state agent_state_changed (a heartbeat alone appends nothing).
 # Returns {status, old_state}; status is ok | missing | state (old_state "" when created).
 AGENT_UPDATE = _fill(
-    f"local idx = {_state_table(AGENT_STATES, 3)}\n"
+    f"local idx = {_state_table(AGENT_STATES, 4)}\n"
+    + _EMIT_FUNCTION
     + _NOW_FUNCTION
     + """
 local id, allowed, new = ARGV[1], ARGV[2], ARGV[3]
@@ -266,6 +316,19 @@ if new ~= '' and new ~= old then
   redis.call('HSET', KEYS[1], 'state', new)
   if idx[old] then redis.call('ZREM', idx[old], id) end
   state = new
+end
+if not exists or state ~= old then
+  local kind = {{AGENT_STATE_CHANGED}}
+  if not exists then
+    kind = {{AGENT_SPAWNED}}
+  elseif state == {{AGENT_STOPPED_STATE}} then
+    kind = {{AGENT_STOPPED}}
+  end
+  local doc = {event_type = kind, agent_id = id, new_state = state,
+    message = 'agent ' .. id .. ' ' .. (old ~= '' and old or 'new') .. ' -> ' .. state,
+    timestamp = rfc3339_now()}
+  if old ~= '' then doc.old_state = old end
+  emit(KEYS[3], doc)
 end
 if idx[state] then redis.call('ZADD', idx[state], string.format('%.0f', score), id) end
 return {'ok', old}

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 import redis
 
 from tinytown.core import defaults
+from tinytown.core import events as ev
 from tinytown.core.clock import epoch_us, now, to_rfc3339
 from tinytown.core.errors import InvalidTransition, NotFound
 from tinytown.core.keys import Keys
 from tinytown.core.records import Task, new_id
 from tinytown.core.states import TASK, TASK_RUNNING, TASK_STATES
 from tinytown.store import control, transaction
+from tinytown.store.events import Events
 from tinytown.store.scripts import TASK_DELETE, TASK_TRANSITION, queue_script
 
 
@@ -71,6 +73,7 @@ def docket_fields(task: Task, to: str = "", timestamp: str = "") -> dict[str, st
 class TaskStore:
     def __init__(self, r: redis.Redis, keys: Keys):
         self.r, self.keys = r, keys
+        self.events = Events(r, keys)
         self._transition = r.register_script(TASK_TRANSITION)
         self.scripts = (self._transition,)  # for scripts.execute_pipelined after a cache loss
         self._delete = r.register_script(TASK_DELETE)
@@ -94,16 +97,22 @@ class TaskStore:
         push: bool = False,
         cli: str | None = None,
         parent_id: str | None = None,
+        mission_id: str | None = None,
+        work_item_id: str | None = None,
+        max_attempts: int | None = None,
+        task_id: str | None = None,
     ) -> Task:
-        """Create a task and its docket entry in one atomic step (``store.transaction``).
+        """Create a task, its docket entry and its ``task_created`` event in one atomic step.
 
         Without ``agent_id`` it is ``pending``: in the backlog and on the shared docket, for any
         idle worker. With ``agent_id`` it is ``assigned`` and goes on that agent's own docket.
+        ``task_id`` (a mission's task, whose id is derived from its work item) makes the call
+        idempotent: if that task exists, nothing is written and the stored task is returned.
         """
         created = now()
         ts = to_rfc3339(created)
         task = Task(
-            id=new_id(),
+            id=task_id or new_id(),
             description=description,
             state=TASK["submit_to_agent" if agent_id else "submit"].target,
             created_at=ts,
@@ -115,6 +124,9 @@ class TaskStore:
             base_branch=base_branch,
             push=push,
             cli=cli,
+            mission_id=mission_id,
+            work_item_id=work_item_id,
+            max_attempts=max_attempts,
         )
         stream = self.keys.agent_docket(agent_id) if agent_id else self.keys.docket
         self._ensure_group(stream)
@@ -129,8 +141,39 @@ class TaskStore:
         if not agent_id:
             commands.append(("RPUSH", self.keys.backlog, task.id))
         commands.append(("XADD", stream, "MAXLEN", "~", defaults.DOCKET_MAXLEN, "*", *entry))
-        transaction.execute(self.r, commands)
-        return task
+        created_event = ev.event(
+            ev.TASK_CREATED,
+            f"task {task.id} created ({task.state})",
+            ts,
+            task_id=task.id,
+            agent_id=agent_id,
+            mission_id=mission_id,
+            work_item_id=work_item_id,
+            new_state=task.state,
+        )
+        commands += self.events.commands(created_event)
+        if task_id is None:
+            transaction.execute(self.r, commands)
+            return task
+        return self._add_once(task, commands)
+
+    def _add_once(self, task: Task, commands: list) -> Task:
+        """Run ``commands`` unless the task already exists (``WATCH`` on its key)."""
+        key = self.keys.task(task.id)
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if pipe.exists(key):
+                        pipe.unwatch()
+                        return self.get(task.id)
+                    pipe.multi()
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    pipe.execute()
+                    return task
+                except redis.WatchError:
+                    continue
 
     # -- read -------------------------------------------------------------------------------
 
@@ -245,7 +288,7 @@ class TaskStore:
                 for k, v in docket_fields(task, dispatch_to or "").items():
                     xfields += [k, v]
         keys = [self.keys.task(task_id), self.keys.tasks, self.keys.backlog, stream]
-        keys += [self.keys.tasks_in_state(s) for s in TASK_STATES]
+        keys += [self.keys.events] + [self.keys.tasks_in_state(s) for s in TASK_STATES]
         args: list[str] = [
             task_id,
             allowed,

@@ -44,13 +44,15 @@ class Outcome:
         """The worker stopped the CLI's process group (a timeout, a drain, a cancel)."""
         return self.timed_out or self.left_unfinished or self.cancelled
 
-    def verdict(self, attempts: int, config: Config) -> tuple[str, str]:
+    def verdict(
+        self, attempts: int, config: Config, max_attempts: int | None = None
+    ) -> tuple[str, str]:
         """The task's final state for this attempt and its result: ``("completed", tail)``,
         ``("failed", reason and tail)`` once no attempt is left (or it was rejected), else
-        ``("retry", "")``."""
+        ``("retry", "")``. ``max_attempts``: the task's own limit, else the worker's."""
         if self.succeeded:
             return "completed", self.tail
-        max_attempts = config.agent.max_attempts
+        max_attempts = max_attempts or config.agent.max_attempts
         if not self.rejected and attempts < max_attempts:
             return "retry", ""
         reason = (

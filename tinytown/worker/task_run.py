@@ -324,7 +324,7 @@ class TaskRunner:
         (the CLI reported through tt/REST, or the task was cancelled or taken over). ``fields``
         (the workspace's branch and commit) are recorded either way while the task is ours."""
         w, tasks, me = self.worker, self.worker.town.tasks, self.worker.agent_id
-        final, text = outcome.verdict(task.attempts, w.config)
+        final, text = outcome.verdict(task.attempts, w.config, task.max_attempts)
         if final == "retry":
             to = me if entry.directed else None
             result = w.with_redis(

@@ -1,0 +1,184 @@
+"""What each kind of target is sent: exact headers and body, the webhook's signature, the one-line
+text, which targets want an event, the backoff, and URLs as they may be logged. Pure: no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from tinytown.config.notify import NotifyTarget
+from tinytown.core import events as ev
+from tinytown.notify.message import Notification, idempotency_key, text
+from tinytown.notify.policy import backoff_secs, wanted_by
+from tinytown.notify.targets import build_request, redact
+
+MISSION = "1a2b3c4d-0000-4000-8000-000000000001"
+EVENT = {
+    "id": "1700000000000-0",
+    "event_type": "mission_state_changed",
+    "mission_id": MISSION,
+    "old_state": "running",
+    "new_state": "completed",
+    "message": f"mission {MISSION} completed (4/4 items)",
+    "timestamp": "2026-01-02T03:04:05+00:00",
+    "items_done": 4,
+    "items_total": 4,
+}
+KEY = idempotency_key("demo", EVENT["id"], "hook")
+NOTE = Notification(KEY, ev.NOTIFY_MISSION_COMPLETED, "demo", EVENT, sent_at=1_767_000_000)
+
+
+def webhook(secret: str | None = None) -> NotifyTarget:
+    return NotifyTarget("hook", "webhook", "https://hooks.example/in?token=t0k3n", secret=secret)
+
+
+def test_the_idempotency_key_names_town_event_and_target():
+    assert KEY == "demo:1700000000000-0:hook"
+    assert idempotency_key("demo", EVENT["id"], "phone") != KEY
+
+
+def test_a_webhook_gets_the_event_as_json_with_the_key():
+    url, headers, body = build_request(webhook(), NOTE)
+    assert url == "https://hooks.example/in?token=t0k3n"
+    assert headers == {
+        "Content-Type": "application/json",
+        "Idempotency-Key": KEY,
+        "User-Agent": "tinytown-notify",
+    }
+    assert json.loads(body) == {
+        "id": KEY,
+        "kind": "mission_completed",
+        "town": "demo",
+        "event": EVENT,
+        "text": "Mission 1a2b3c4d completed (4 items)",
+    }
+
+
+def test_a_webhook_with_a_secret_is_signed_over_the_raw_body():
+    _, headers, body = build_request(webhook("hunter2"), NOTE)
+    assert headers["X-Tinytown-Timestamp"] == "1767000000"
+    expected = "sha256=" + hmac.new(b"hunter2", body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Tinytown-Signature"], expected)
+    forged = "sha256=" + hmac.new(b"other", body, hashlib.sha256).hexdigest()
+    assert not hmac.compare_digest(headers["X-Tinytown-Signature"], forged)
+    assert "hunter2" not in json.dumps(headers) and b"hunter2" not in body
+
+
+def test_ntfy_gets_the_text_with_title_priority_and_tags():
+    target = NotifyTarget("phone", "ntfy", "https://ntfy.sh/secret-topic", tags=("robot",))
+    url, headers, body = build_request(target, NOTE)
+    assert url == "https://ntfy.sh/secret-topic"
+    assert body == b"Mission 1a2b3c4d completed (4 items)"
+    assert headers == {
+        "Content-Type": "text/plain; charset=utf-8",
+        "Title": "demo: mission completed",
+        "Priority": "3",
+        "Tags": "robot,white_check_mark",
+        "Idempotency-Key": KEY,
+        "User-Agent": "tinytown-notify",
+    }
+
+
+def test_ntfy_priority_is_the_targets_else_high_for_trouble():
+    help_note = Notification(KEY, ev.NOTIFY_MISSION_HELP, "demo", EVENT)
+    plain = NotifyTarget("p", "ntfy", "https://ntfy.sh/t")
+    assert build_request(plain, help_note)[1]["Priority"] == "4"
+    urgent = NotifyTarget("p", "ntfy", "https://ntfy.sh/t", priority=5)
+    assert build_request(urgent, NOTE)[1]["Priority"] == "5"
+
+
+def test_slack_gets_a_text_message_and_the_key_it_does_not_dedupe_on():
+    target = NotifyTarget("team", "slack", "https://hooks.slack.com/services/T/B/x")
+    url, headers, body = build_request(target, NOTE)
+    assert url == "https://hooks.slack.com/services/T/B/x"
+    assert headers == {
+        "Content-Type": "application/json",
+        "Idempotency-Key": KEY,
+        "User-Agent": "tinytown-notify",
+    }
+    assert json.loads(body) == {"text": "[demo] Mission 1a2b3c4d completed (4 items)"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "doc", "line"),
+    [
+        (
+            ev.NOTIFY_MISSION_FAILED,
+            {"mission_id": MISSION, "reason": "CI is red\nlong log…"},
+            "Mission 1a2b3c4d failed: CI is red",
+        ),
+        (
+            ev.NOTIFY_MISSION_HELP,
+            {"mission_id": MISSION, "reason": "which branch?"},
+            "Mission 1a2b3c4d needs help: which branch?",
+        ),
+        (
+            ev.NOTIFY_TASK_FAILED,
+            {"task_id": "9f8e7d6c-1111", "attempt": 3, "reason": "exit 2\ntraceback"},
+            "Task 9f8e7d6c failed after 3 attempts: exit 2",
+        ),
+        (
+            ev.NOTIFY_TASK_FAILED,
+            {"task_id": "9f8e7d6c-1111", "message": "task 9f8e… running -> failed"},
+            "Task 9f8e7d6c failed",
+        ),
+        (
+            ev.NOTIFY_MISSION_FAILED,
+            {"mission_id": MISSION, "items_done": 3, "items_total": 4, "message": "stuck"},
+            "Mission 1a2b3c4d failed (3/4 items)",
+        ),
+        (
+            ev.NOTIFY_MISSION_COMPLETED,
+            {"mission_id": MISSION, "message": "mission … completed"},
+            "Mission 1a2b3c4d completed",
+        ),
+        (
+            ev.NOTIFY_WORKER_UNHEALTHY,
+            {"agent_id": "a1", "message": "Worker alice unhealthy on outpost vm1: no heartbeat"},
+            "Worker alice unhealthy on outpost vm1: no heartbeat",
+        ),
+        (
+            ev.NOTIFY_WORKER_UNHEALTHY,
+            {"agent_id": "5e6f7a8b-2222", "reason": "no heartbeat"},
+            "Worker 5e6f7a8b unhealthy: no heartbeat",
+        ),
+    ],
+)
+def test_the_text_is_one_line_per_kind(kind, doc, line):
+    assert text(kind, doc) == line
+
+
+def test_the_text_is_bounded_and_has_no_control_characters():
+    line = text(ev.NOTIFY_MISSION_HELP, {"mission_id": MISSION, "reason": "x\x07" + "y" * 500})
+    assert len(line) == 300 and line.endswith("…") and "\x07" not in line
+
+
+def test_targets_want_their_kinds_and_missions():
+    every = NotifyTarget("every", "webhook", "https://a.example/")
+    failures = NotifyTarget("failures", "webhook", "https://a.example/", events=("task_failed",))
+    one = NotifyTarget("one", "webhook", "https://a.example/", missions=(MISSION,))
+    targets = [every, failures, one]
+    assert wanted_by(targets, "mission_completed", EVENT) == [every, one]
+    assert wanted_by(targets, "task_failed", {"mission_id": "other"}) == [every, failures]
+    assert wanted_by(targets, "worker_unhealthy", {"agent_id": "a"}) == [every]
+
+
+def test_the_backoff_doubles_from_the_base_up_to_the_cap():
+    assert [backoff_secs(n, 2, 300) for n in (1, 2, 3, 8, 9, 1000)] == [2, 4, 8, 256, 300, 300]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://ntfy.sh/secret-topic", "https://ntfy.sh/…"),
+        ("https://hooks.slack.com/services/T0/B0/XyZ", "https://hooks.slack.com/…"),
+        ("http://user:pw@127.0.0.1:8080/hook?token=abc", "http://127.0.0.1:8080/…"),
+        ("https://[::1]:9000/x", "https://[::1]:9000/…"),
+        ("https://example.com", "https://example.com/…"),
+    ],
+)
+def test_redact_keeps_only_scheme_host_and_port(url, shown):
+    assert redact(url) == shown

@@ -1,0 +1,155 @@
+"""``tt notify list|test|listen``: the ``[[notify]]`` targets of tinytown.toml, a test ping, and
+a local receiver to try a webhook with.
+
+``test`` sends through the same request builder townhall's notifier uses, at once and without
+Redis, so a wrong URL, secret or token shows here rather than at the first real failure.
+URLs are printed redacted (``https://ntfy.sh/…``): their paths hold the secrets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+
+from tinytown.cli.common import NAME, add_json_flag, config_of, print_json, print_table
+from tinytown.core.clock import now, to_rfc3339
+from tinytown.core.errors import NotFound, TinytownError
+from tinytown.core.events import NOTIFICATION_KINDS
+from tinytown.notify.message import Notification, idempotency_key
+from tinytown.notify.send import send
+from tinytown.notify.targets import redact
+
+TEST_KIND = "test"
+TEST_TEXT = "Test notification from `tt notify test`: this target works."
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "notify",
+        help="list notification targets or send a test ping",
+        description="The [[notify]] targets of tinytown.toml (webhook, ntfy, Slack): list "
+        "them, or send a test notification to check one.",
+    )
+    nsub = p.add_subparsers(dest="notify_command", metavar="ACTION", required=True)
+
+    ls = nsub.add_parser(
+        "list",
+        help="list targets: name, kind, redacted URL, filters",
+        description="List the [[notify]] targets with their URL redacted and their filters.",
+    )
+    add_json_flag(ls)
+    ls.set_defaults(func=cmd_list)
+
+    t = nsub.add_parser(
+        "test",
+        help="send a test notification now (exit 1 if one fails)",
+        description='Send a test notification (kind "test") to one target, or to every '
+        "target, through the same request townhall sends; prints the HTTP status or the error.",
+    )
+    t.add_argument("name", nargs="?", type=NAME, help="the target's name (default: every target)")
+    t.set_defaults(func=cmd_test)
+
+    li = nsub.add_parser(
+        "listen",
+        help="a local webhook receiver that prints each notification once",
+        description="Listen on 127.0.0.1:PORT and print one line per notification a webhook "
+        "target sends there (a repeat of an Idempotency-Key is skipped, as a receiver should). "
+        'Point a target at it: [[notify]] name = "local", url = "http://127.0.0.1:PORT/".',
+    )
+    li.add_argument("--port", type=int, default=9000, help="port (default: %(default)s)")
+    li.add_argument("--secret", help="check the X-Tinytown-Signature HMAC with this secret")
+    li.add_argument(
+        "--count", type=int, metavar="N", help="exit after N notifications (default: never)"
+    )
+    li.set_defaults(func=cmd_listen)
+
+
+def _row(target) -> dict:
+    everything = target.events == NOTIFICATION_KINDS
+    return {
+        "name": target.name,
+        "kind": target.kind,
+        "url": redact(target.url),
+        "events": "all" if everything else list(target.events),
+        "missions": list(target.missions) or "all",
+        "signed": bool(target.secret),
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    targets = config_of(args).notify
+    rows = [_row(t) for t in targets]
+    if args.json:
+        print_json({"targets": rows, "count": len(rows)})
+        return 0
+    if not rows:
+        print("No notification targets; add [[notify]] tables to tinytown.toml")
+        return 0
+    table = [
+        [
+            r["name"],
+            r["kind"],
+            r["url"],
+            r["events"] if r["events"] == "all" else ",".join(r["events"]),
+            r["missions"] if r["missions"] == "all" else ",".join(m[:8] for m in r["missions"]),
+        ]
+        for r in rows
+    ]
+    print_table(table, ["NAME", "KIND", "URL", "EVENTS", "MISSIONS"])
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    targets = [t for t in config.notify if args.name in (None, t.name)]
+    if not config.notify:
+        raise TinytownError("no [[notify]] targets in tinytown.toml; see docs/notifications.md")
+    if not targets:
+        names = ", ".join(t.name for t in config.notify)
+        raise NotFound(f"no [[notify]] target named {args.name!r}; configured: {names}")
+    event_id = f"test-{uuid.uuid4().hex[:12]}"
+    event = {
+        "id": event_id,
+        "event_type": "notification_test",
+        "message": TEST_TEXT,
+        "timestamp": to_rfc3339(now()),
+    }
+    failed = 0
+    for target in targets:
+        key = idempotency_key(config.name, event_id, target.name)
+        notification = Notification(key, TEST_KIND, config.name, event, int(now().timestamp()))
+        outcome = send(target, notification)
+        if outcome.ok:
+            print(f"sent to {target.name} ({outcome.reason})")
+        else:
+            failed += 1
+            print(
+                f"failed to send to {target.name} at {redact(target.url)}: {outcome.reason}",
+                file=sys.stderr,
+            )
+    return 1 if failed else 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    import threading
+
+    from tinytown.notify.receiver import Receiver
+
+    def show(text: str) -> None:
+        print(f"{now().strftime('%H:%M:%S')}  {text}", flush=True)
+
+    try:
+        receiver = Receiver(args.port, show, args.secret)
+    except OSError as err:
+        raise TinytownError(f"cannot listen on 127.0.0.1:{args.port}: {err.strerror}") from None
+    print(f"Listening on http://127.0.0.1:{args.port}/ (Ctrl-C to stop)", flush=True)
+    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+    thread.start()
+    try:
+        while args.count is None or receiver.received < args.count:
+            thread.join(0.2)
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    return 0

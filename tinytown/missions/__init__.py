@@ -1,0 +1,1 @@
+"""Missions: the dispatcher and what feeds it."""
