@@ -17,7 +17,8 @@ The lifecycle, as agent states in Redis (functions below follow it top to bottom
     Starting ──▶ Idle ⇄ Working ──▶ Draining ──▶ Stopped
 
 - Starting: register, or adopt the record named by ``TINYTOWN_AGENT_ID``; name from
-  ``TINYTOWN_AGENT_NAME``, else the host name.
+  ``TINYTOWN_AGENT_NAME``, else the host name and a short suffix (``vm-3f9a``: random, or the
+  adopted id's first hex digits). A name a live agent has is refused (exit 3).
 - Idle: one blocking ``XREADGROUP`` over the shared docket and the agent's own stream, with the
   claim sent right behind it: Redis takes the task (a guarded Lua transition: ``running``,
   attempts + 1) and reads the inbox the moment an entry arrives, in the same round trip. A
@@ -48,7 +49,9 @@ leash (``tinytown.worker.orphan_cli``), a watchdog that stops the running CLI's 
 this worker dies, however it dies. A task's run is ``tinytown.worker.task_run``.
 
 The coding CLI sees ``TINYTOWN_AGENT_ID``, ``TINYTOWN_AGENT_NAME``, ``TINYTOWN_TASK_ID``,
-``TINYTOWN_TASK_ATTEMPT``, ``TINYTOWN_URL`` and ``TINYTOWN_TOWN_DIR``, plus its preset's ``env``.
+``TINYTOWN_TASK_ATTEMPT``, ``TINYTOWN_TASK_TOKEN`` (reports this attempt over REST, nothing else:
+``tinytown.store.task_tokens``), ``TINYTOWN_URL`` and ``TINYTOWN_TOWN_DIR``, plus its preset's
+``env``.
 Its output goes to ``.tt/logs/tasks/<task id>.log``; the last 4 KiB become the task's result.
 Logs: one ``key=value`` line per event on stderr, each with the agent id (and task id).
 """
@@ -57,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -70,13 +74,14 @@ import redis
 from tinytown.config import Config, load_config
 from tinytown.core import defaults
 from tinytown.core.clock import now, to_rfc3339
+from tinytown.core.cost import outpost_from_env
 from tinytown.core.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
 from tinytown.core.logfmt import emit, line
 from tinytown.core.records import Task
 from tinytown.core.states import AGENT, TASK_RUNNING
 from tinytown.recovery import return_held_entries
 from tinytown.store import Town
-from tinytown.store.agents import Beat
+from tinytown.store.agents import Beat, NameTaken
 from tinytown.store.docket import Claim, Delivery, Docket, Entry
 from tinytown.store.worker import WorkerStore
 from tinytown.worker import cli_process, health_file, orphan_cli
@@ -90,6 +95,14 @@ from tinytown.worker.tasklog import TaskLogs
 from tinytown.worker.workspace import Workspace
 
 
+def default_agent_name(host: str, agent_id: str | None = None) -> str:
+    """The name without ``TINYTOWN_AGENT_NAME``: the host name and 4 hex digits (the adopted
+    id's first, else random), so workers that come and go on one host never share a name."""
+    digits = defaults.AGENT_NAME_SUFFIX_HEX
+    suffix = agent_id.replace("-", "")[:digits] if agent_id else secrets.token_hex(digits // 2)
+    return f"{host[: defaults.AGENT_NAME_MAX_CHARS - digits - 1]}-{suffix}"
+
+
 def log(event: str, **fields) -> None:
     """One ``key=value`` line per event on stderr (``tinytown.core.logfmt``), in one write."""
     emit(line(event, **fields))
@@ -100,8 +113,10 @@ class Worker:
         self.config = config
         self.agent_cfg = config.agent
         self.host = socket.gethostname()
-        self.name = os.environ.get("TINYTOWN_AGENT_NAME") or self.host
         self.agent_id = os.environ.get("TINYTOWN_AGENT_ID", "").strip().lower() or None
+        self.name = os.environ.get("TINYTOWN_AGENT_NAME") or default_agent_name(
+            self.host, self.agent_id
+        )
         self.town: Town | None = None
         self.docket: Docket | None = None
         self.stopping: str = ""  # why the worker is draining ("" while it is not)
@@ -114,6 +129,7 @@ class Worker:
         # Stops the running CLI if this worker dies.
         self.leash = orphan_cli.WorkerLeash(self.log, defaults.CLI_STOP_GRACE_SECS)
         self.wake = threading.Event()  # set by a signal: the heartbeat thread ends an idle read
+        self.cost_per_hour = 0.0  # its outpost's rate (TINYTOWN_COST_PER_HOUR), set at register
         self.exiting = threading.Event()  # set when the worker ends: its threads end too
         self.last_controls = 0.0  # time.monotonic() of the last control check
         self.controls_due = threading.Event()  # set by a stop nudge or a signal: check them now
@@ -187,8 +203,25 @@ class Worker:
     def register(self) -> None:
         cli = self.config.cli().name
         agents = self.town.agents
-        agent = self.with_redis("register", agents.register, self.name, cli, agent_id=self.agent_id)
+        register = agents.register
+        try:
+            agent = self.with_redis(
+                "register", register, self.name, cli, agent_id=self.agent_id, unique_name=True
+            )
+        except NameTaken:  # a random suffix another live worker drew too: draw again, once
+            if os.environ.get("TINYTOWN_AGENT_NAME") or self.agent_id:
+                raise
+            self.name = default_agent_name(self.host)
+            agent = self.with_redis(
+                "register", register, self.name, cli, agent_id=None, unique_name=True
+            )
         self.agent_id = agent.id
+        outpost, self.cost_per_hour, problem = outpost_from_env(os.environ)
+        if problem:
+            self.log("cost_ignored", detail=problem)
+        if outpost or self.cost_per_hour:
+            where = {"outpost": outpost or "", "cost_per_hour": f"{self.cost_per_hour:g}"}
+            self.with_redis("record_outpost", agents.update, agent.id, set_fields=where)
         if self.docket is None:  # (registering again after the record vanished keeps the reader)
             self.docket = self.town.docket(agent.id)
         self.store = WorkerStore(self.town, agent.id, self.agent_cfg.heartbeat_interval_secs)

@@ -12,12 +12,15 @@ It reads the prompt on stdin like they do, and does what markers in the task des
     [ignore-term]         ignore SIGTERM (only SIGKILL stops it)
     [complete]            report through `tt task complete` itself
     [fail-via-api]        report through `tt task fail` itself
+    [complete-via-rest]   POST to the prompt's REST URL with $TINYTOWN_TASK_TOKEN (exit 9 if
+                          townhall refuses)
     [sleep SECS]          sleep
     [sleep-first SECS]    sleep only on the first attempt
     [print TEXT]          print TEXT
     [lines N]             print N numbered lines ("output line 00000" …)
     [exit CODE]           exit with CODE (default 0)
     [exit-first CODE]     exit with CODE only on the first attempt
+    [fail-until PATH]     exit 2 until PATH exists (a test creates it to let a retry succeed)
     [verdicts FILE]       in a mission's review task only: print FILE's first line (and drop it
                           from FILE), as a reviewer's verdict
 
@@ -34,6 +37,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 MARKER = re.compile(r"\[([a-z-]+)(?: ([^\]]*))?\]")
@@ -56,6 +61,27 @@ def record(path: str, event: str, **extra) -> None:
     }
     with open(path, "a") as fh:
         fh.write(json.dumps(line) + "\n")
+
+
+def complete_via_rest(prompt: str) -> bool:
+    """POST complete to the URL the prompt gives, as a coding CLI following it would."""
+    url = re.search(r"POST (\S+/complete)`", prompt).group(1)
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"result": "reported over REST by the fake CLI"}).encode(),
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {os.environ.get('TINYTOWN_TASK_TOKEN', '')}",
+            "Content-Type": "application/json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            print(f"REST complete: {resp.status}", flush=True)
+            return True
+    except urllib.error.HTTPError as err:
+        print(f"REST complete: {err.code} {err.read().decode()}", flush=True)
+        return False
 
 
 def main() -> int:
@@ -107,6 +133,9 @@ def main() -> int:
             )
         elif name == "fail-via-api":
             subprocess.run([tt(), "task", "fail", "--reason", "the fake CLI gave up"], check=True)
+        elif name == "complete-via-rest":
+            if not complete_via_rest(prompt):
+                return 9
         elif name == "sleep" or (name == "sleep-first" and first_attempt):
             time.sleep(float(arg))
         elif name == "print":
@@ -119,6 +148,8 @@ def main() -> int:
             lines = Path(arg).read_text().splitlines()
             print(lines[0] if lines else "approved", flush=True)
             Path(arg).write_text("".join(line + "\n" for line in lines[1:]))
+        elif name == "fail-until" and not Path(arg).exists():
+            code = 2
         elif name == "exit" or (name == "exit-first" and first_attempt):
             code = int(arg or 0)
     for path in records:

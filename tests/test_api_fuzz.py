@@ -49,6 +49,8 @@ def test_every_operation_answers_as_documented_and_never_with_a_5xx(tmp_path, re
     # the fuzzer asks GET /v1/events not to wait (tests/test_api_events.py covers waiting).
     (tmp_path / "schemathesis.toml").write_text(
         '[[operations]]\ninclude-path = "/v1/events"\nparameters = { "query.wait" = 0 }\n'
+        '[[operations]]\ninclude-path = "/v1/tasks/{task_id}/log"\n'
+        'parameters = { "query.wait" = 0 }\n'
     )
     try:
         wait_until_serving(proc, f"{base}/livez")

@@ -55,6 +55,7 @@ def test_top_level_help_documents_exit_codes(run_tt):
         "3    invalid configuration",
         "4    Redis unreachable",
         "5    the named task",
+        "6    townhall's address is in use",
     ):
         assert line in out
 
@@ -179,6 +180,7 @@ def test_unreachable_redis_exits_4_with_the_password_redacted(run_tt):
 def test_a_redis_error_mid_command_is_exit_4_without_the_password(tmp_path, monkeypatch):
     """redis-py's own error text goes through redaction too, whatever the password matches in it."""
     port = closed_port()
+    (tmp_path / "tinytown.toml").write_text('name = "lost"\n')  # a town: tt refuses anything else
     monkeypatch.setenv(
         "REDIS_URL", f"redis://:refused@127.0.0.1:{port}/0"
     )  # as in "Connection refused"
@@ -209,6 +211,7 @@ def test_auth_gen_key_prints_a_key_that_verifies_against_its_hash(run_tt):
 def test_bad_arguments_exit_2(run_tt):
     assert run_tt("backlog").returncode == 2
     assert run_tt("task", "list", "--state", "sleeping").returncode == 2
+    assert run_tt("agent").returncode == 2
 
 
 # --- arguments follow the input rules (tinytown.core.inputs): exit 2, one line ------------------------

@@ -42,3 +42,74 @@ def test_the_worker_docs_list_every_event_the_worker_logs():
     documented = set(re.findall(r"`([a-z_]+)`", logs_section))
     assert len(events) > 30  # the pattern still finds the worker's log calls
     assert events - documented == set()
+
+
+# --- links: the docs stand on their own -------------------------------------------------------
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE = re.compile(r"^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\".*\")?\s*$", re.M)
+
+
+def without_code(text: str) -> str:
+    """The text without fenced code blocks and code spans (what is in them is not a link)."""
+    text = re.sub(r"^(```|~~~).*?^\1", "", text, flags=re.S | re.M)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """GitHub's anchors for a Markdown file's headings (duplicates get -1, -2, …)."""
+    anchors: set[str] = set()
+    text = re.sub(r"^(```|~~~).*?^\1", "", path.read_text(), flags=re.S | re.M)
+    for title in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, flags=re.M):
+        title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", title)  # a link keeps its text
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in anchors:
+            n += 1
+            anchor = f"{slug}-{n}"
+        anchors.add(anchor)
+    return anchors
+
+
+def doc_links() -> list[tuple[Path, str]]:
+    found = []
+    for doc in DOCS:
+        text = without_code(doc.read_text())
+        found += [(doc, target) for target in LINK.findall(text) + REFERENCE.findall(text)]
+    return found
+
+
+def test_every_relative_link_in_the_docs_resolves_inside_the_repository():
+    broken = []
+    for doc, target in doc_links():
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: … — not a file here
+            continue
+        path_part, _, anchor = target.partition("#")
+        resolved = (doc.parent / path_part).resolve() if path_part else doc
+        where = f"{doc.relative_to(ROOT)} → {target}"
+        if path_part.startswith("/") or not resolved.is_relative_to(ROOT):
+            broken.append(f"{where}: outside the repository")
+        elif not resolved.exists():
+            broken.append(f"{where}: no such file")
+        elif anchor and (resolved.suffix != ".md" or anchor not in heading_anchors(resolved)):
+            broken.append(f"{where}: no heading #{anchor} there")
+    assert len(doc_links()) > 50  # the pattern still finds the docs' links
+    assert broken == []
+
+
+def test_no_doc_names_a_relative_path_that_is_not_in_the_repository():
+    """`../x` in a code span is read as a path too: it must be a file of the repository."""
+    mentions = []
+    for doc in DOCS:
+        for m in re.findall(r"`(\.\./[^`\s]*)`", doc.read_text()):
+            resolved = (doc.parent / m.split("#")[0]).resolve()
+            if not (resolved.is_relative_to(ROOT) and resolved.exists()):
+                mentions.append(f"{doc.relative_to(ROOT)}: {m}")
+    assert mentions == []
+
+
+def test_the_concepts_page_is_linked_from_the_top_of_the_readme():
+    top = README.split("\n## ", 1)[0]
+    assert "(docs/concepts.md)" in top
+    assert (ROOT / "docs" / "concepts.md").exists()

@@ -25,6 +25,10 @@ UPSTREAM_HELP = [
     ("tinytown_tasks_assigned_pending", "Pending assigned tasks across all agents."),
     ("tinytown_urgent_messages", "Urgent inbox messages across all agents."),
 ]
+# Added here, after upstream's (issue 13: cost)
+ADDED_HELP = [
+    ("tinytown_worker_seconds_total", "Seconds coding CLIs have run, every attempt of every task."),
+]
 
 
 def parse(text: str) -> dict[str, float]:
@@ -41,7 +45,7 @@ def test_series_names_help_texts_and_order_are_upstreams(client):
     assert resp.status_code == 200
     assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     text = resp.get_data(as_text=True)
-    assert re.findall(r"^# HELP (\S+) (.*)$", text, re.M) == UPSTREAM_HELP
+    assert re.findall(r"^# HELP (\S+) (.*)$", text, re.M) == UPSTREAM_HELP + ADDED_HELP
     assert re.search(r"^# TYPE tinytown_tasks_completed_total counter$", text, re.M)
 
 

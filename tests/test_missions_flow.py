@@ -188,3 +188,64 @@ def test_a_stopped_mission_queues_nothing_until_resumed(dispatched, workers):
     town.missions.resume(mission.id)
     workers.start(root)
     wait_mission(town, mission.id, "completed")
+
+
+def test_notes_pause_resume_and_retry_a_failed_mission(dispatched, workers, tmp_path):
+    fixed = tmp_path / "fixed"  # the second item fails until this exists
+    root, town = dispatched()
+    mission, _ = start_mission(
+        town,
+        items=[
+            {"key": "first", "title": "First"},
+            {"key": "second", "title": f"Second [fail-until {fixed}]", "depends_on": ["first"]},
+        ],
+        policy={"max_attempts": 1},
+    )
+    town.missions.add_note(mission.id, "conductor", "pause, please")
+    poll(lambda: town.missions.get(mission.id).state == "blocked", message="the pause note")
+    assert town.missions.get(mission.id).data["blocked_reason"].startswith("Paused by conductor")
+    workers.start(root)
+    # the first item's task may have been queued before the note: it runs; nothing more is
+    poll(
+        lambda: (
+            {i["key"]: i["status"] for i in town.missions.work_items(mission.id)}["first"]
+            in ("done", "pending")
+        ),
+        message="the first item to settle",
+    )
+    time.sleep(1.5)  # more than a tick
+    second = {i["key"]: i for i in town.missions.work_items(mission.id)}["second"]
+    assert second["status"] in ("pending", "ready") and second["task_id"] is None
+
+    town.missions.add_note(mission.id, "conductor", "resume")
+    wait_mission(town, mission.id, "failed")  # the second item fails on its only attempt
+    fixed.write_text("")
+    town.missions.add_note(mission.id, "conductor", "retry")
+    wait_mission(town, mission.id, "completed")  # the item's new task, and it passes now
+    notes = town.missions.log_lines(mission.id)
+    assert any("resumed (1 failed item(s) retried)" in line for line in notes)
+    types = event_types(town, mission.id)
+    assert ev.MISSION_WORK_REQUEUED in types and types.count(ev.MISSION_EVENT) >= 3
+
+
+def test_a_mission_with_no_live_worker_asks_for_help(dispatched):
+    """No worker for help_after_secs (the shortest allowed, 10 s): mission_help_needed, once."""
+    root, town = dispatched()
+    mission, _ = start_mission(
+        town, items=[{"key": "only", "title": "Only"}], policy={"help_after_secs": 10}
+    )
+    poll(
+        lambda: ev.MISSION_HELP_NEEDED in event_types(town, mission.id),
+        timeout=20,
+        message="mission_help_needed",
+    )
+    time.sleep(2)  # two more ticks: the same reason is not repeated within its backoff
+    helps = [
+        e
+        for e in town.events.read(mission_id=mission.id, limit=1000)
+        if e["event_type"] == ev.MISSION_HELP_NEEDED
+    ]
+    assert len(helps) == 1 and "no worker is live" in helps[0]["reason"]
+    doc = town.missions.get(mission.id).data
+    assert doc["dispatcher_last_help_request_reason"] == helps[0]["reason"]
+    assert doc["state"] == "running"

@@ -175,3 +175,49 @@ def test_a_dispatcher_killed_mid_mission_is_replaced_and_the_mission_completes(
                 except subprocess.TimeoutExpired:
                     proc.kill()
         town.close()
+
+
+def test_tt_mission_start_compiles_issues_through_gh_and_the_mission_runs(
+    worker_town, workers, townhalls, tmp_path
+):
+    from .test_mission_github import FakeGh
+
+    gh = FakeGh(tmp_path)
+    gh.answer(
+        {
+            "acme/widgets#1": {"title": "Add the model", "body": ""},
+            "acme/widgets#2": {"title": "Add the view", "body": "Depends on #1"},
+        }
+    )
+    root = worker_town()
+    townhalls(root)
+    town = Town.connect(load_config(root, env={}))
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
+    env["PATH"] = f"{gh.bin}{os.pathsep}{env['PATH']}"
+    started = subprocess.run(
+        [
+            tt_executable(),
+            "--town",
+            str(root),
+            "mission",
+            "start",
+            "-i",
+            "acme/widgets#2",
+            "-i",
+            "acme/widgets#1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert started.returncode == 0, started.stderr
+    mission_id = json.loads(started.stdout)["mission_id"]
+    items = {i["key"]: i for i in town.missions.work_items(mission_id)}
+    assert items["acme/widgets#2"]["title"] == "Add the view"
+    assert items["acme/widgets#2"]["depends_on"] == [items["acme/widgets#1"]["id"]]
+    workers.start(root)
+    wait_done(town, mission_id)
+    assert town.missions.get(mission_id).state == "completed"
+    town.close()

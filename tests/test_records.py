@@ -30,6 +30,8 @@ def full_task() -> Task:
         mission_id="m1",
         work_item_id="w1",
         max_attempts=2,
+        worker_secs=12.5,
+        cost=0.25,
     )
 
 

@@ -288,6 +288,8 @@ def test_a_mission_with_no_worker_running_scales_workers_from_zero_and_back(make
     agents = {agent_of(c) for c in town.containers(engine)}
     items = town.town.missions.work_items(mission.id)
     assert {town.town.tasks.get(i["task_id"]).assigned_to for i in items} <= agents
+    # each worker learnt its outpost from the scaler (TINYTOWN_OUTPOST; docs/cost.md)
+    assert {town.town.agents.get(a).outpost for a in agents} == {"local"}
 
     wait_exited(town, engine, len(agents))
     report = one_pass(town.scaler(keep_exited=0))

@@ -36,6 +36,7 @@ ALLOWED = {
         "tinytown.keeper",
         "tinytown.missions",
         "tinytown.notify",
+        "tinytown.sampler",
     },
     "tinytown.cli": {
         "tinytown.core",
@@ -54,6 +55,7 @@ ALLOWED = {
     },
     "tinytown.scaler": {"tinytown.core"},
     "tinytown.notify": {"tinytown.core", "tinytown.config", "tinytown.store"},
+    "tinytown.sampler": {"tinytown.core", "tinytown.config", "tinytown.store"},
 }
 # Third-party and standard modules a room must never import.
 FORBIDDEN = {

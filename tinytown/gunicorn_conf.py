@@ -11,8 +11,9 @@ that has fully arrived, so slow or stalled clients cannot hold them (limits in d
 "Limits and slow clients"). Flags on the gunicorn command line still win;
 the start-up rules are checked against the addresses actually bound, in the master, before any
 worker starts. An invalid ``tinytown.toml``, a non-loopback bind without auth or unreadable TLS
-files stop it with exit status 3; a Redis that cannot be reached, refuses the credentials or is
-older than 7.0 with exit status 4 — each with a one-line reason on stderr.
+files stop it with exit status 3; an address another process listens on (another townhall?) with
+exit status 6; a Redis that cannot be reached, refuses the credentials or is older than 7.0 with
+exit status 4 — each with a one-line reason on stderr.
 """
 
 import ssl
@@ -61,12 +62,16 @@ if _th.mtls.enabled or _th.mtls.required:
 
 
 def on_starting(server):
-    """In the master, once, before any worker boots: bootstrap a key if asked, enforce the
-    start-up rules, start the town's own Redis if needed and check that Redis answers."""
-    from tinytown.api.startup import townhall_config
+    """In the master, once, before any worker boots and before gunicorn binds: bootstrap a key if
+    asked, enforce the start-up rules, check that the port is free, start the town's own Redis
+    if needed and check that Redis answers."""
+    from tinytown.api.startup import check_addresses_free, inherits_listeners, townhall_config
     from tinytown.connection.client import connect
 
     try:
-        connect(townhall_config(binds=server.cfg.bind)).close()
-    except TinytownError as err:  # ConfigError → 3, RedisUnavailable → 4
+        config = townhall_config(binds=server.cfg.bind)
+        if not inherits_listeners(server):
+            check_addresses_free(server.cfg.address)
+        connect(config).close()
+    except TinytownError as err:  # ConfigError → 3, AddressInUse → 6, RedisUnavailable → 4
         refuse_to_start(err)

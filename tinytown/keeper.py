@@ -14,6 +14,11 @@ in time: one round trip per wake-up, about four a minute in a town with no agent
 agent is past its window it takes the town's keeper lease, so one process recovers at a time,
 and a process that dies holding it loses it after ``KEEPER_LEASE_SECS``. Redis errors are logged
 once and retried a window later; the thread never ends before its process.
+
+It also forgets agents: records stopped or in error whose last heartbeat window ended more than
+``[agent] retention_secs`` ago (a day by default; 0 keeps them) are deleted with their index
+entries, inboxes and flags, as ``POST /v1/agents/prune`` deletes them. It looks at most every
+``AGENT_PRUNE_INTERVAL_SECS`` (a few Redis commands), under the same lease.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 from tinytown.core import defaults
 from tinytown.recovery import recover
@@ -41,6 +47,8 @@ class Keeper:
             town.config.agent.heartbeat_interval_secs * defaults.DEAD_AFTER_HEARTBEATS
         )
         self.thread: threading.Thread | None = None
+        self.retention_secs = town.config.agent.retention_secs
+        self.next_prune = 0.0  # time.monotonic() when stopped agents are looked at next
 
     def start(self) -> Keeper:
         self.thread = threading.Thread(target=self.run, name="tinytown-keeper", daemon=True)
@@ -69,8 +77,28 @@ class Keeper:
                     result["reclaimed"],
                 )
             deadline, now_ms = self.town.agents.next_deadline_ms()
+        self.prune()
         if deadline is None:
             return self.max_sleep_secs
         # Just past the deadline, so the agent is dead by then if it has not beaten.
         due = (deadline - now_ms) / 1000 + defaults.KEEPER_MIN_SLEEP_SECS / 10
         return min(self.max_sleep_secs, max(defaults.KEEPER_MIN_SLEEP_SECS, due))
+
+    def prune(self) -> None:
+        """Delete agents stopped longer than the retention (when due, and under the lease)."""
+        if not self.retention_secs or time.monotonic() < self.next_prune:
+            return
+        if not self.lease.acquire():
+            return  # another process holds it: look again at the next wake-up
+        try:
+            pruned = self.town.agents.prune_stopped(self.retention_secs)
+        finally:
+            self.lease.release()
+        self.next_prune = time.monotonic() + defaults.AGENT_PRUNE_INTERVAL_SECS
+        if pruned:
+            log.info(
+                "event=agents_pruned count=%d agents=%s retention_secs=%d",
+                len(pruned),
+                json.dumps(",".join(pruned)),
+                self.retention_secs,
+            )

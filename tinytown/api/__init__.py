@@ -16,6 +16,8 @@ from tinytown.api.access import install_audit
 from tinytown.api.auth import Authenticator
 from tinytown.api.feed import feed
 from tinytown.api.manage import manage
+from tinytown.api.output import output
+from tinytown.api.page import page
 from tinytown.api.problems import register_error_handlers
 from tinytown.api.public import public
 from tinytown.api.read import read
@@ -25,9 +27,11 @@ from tinytown.config import Config
 from tinytown.keeper import Keeper
 from tinytown.missions.dispatcher import Dispatcher
 from tinytown.notify.deliver import Notifier
+from tinytown.sampler import Sampler
 from tinytown.store import Town
+from tinytown.store.task_tokens import TaskTokens
 
-BLUEPRINTS = (public, read, feed, write, manage, reports)
+BLUEPRINTS = (public, read, feed, write, manage, reports, page, output)
 
 
 def create_app(
@@ -39,7 +43,8 @@ def create_app(
     an app directly need not): the :class:`tinytown.keeper.Keeper`, which recovers dead agents'
     work; unless ``[missions] dispatcher = false``, the mission
     :class:`tinytown.missions.dispatcher.Dispatcher`; and the
-    :class:`tinytown.notify.deliver.Notifier`, which sends ``[[notify]]`` notifications.
+    :class:`tinytown.notify.deliver.Notifier`, which sends ``[[notify]]`` notifications; and the
+    :class:`tinytown.sampler.Sampler`, which keeps the status page's chart.
     ``auth_options`` go to :class:`tinytown.api.auth.Authenticator` (e.g. ``cache_ttl_secs=0`` to
     measure Argon2 without the verification cache).
     """
@@ -47,7 +52,9 @@ def create_app(
     app.config["STARTED_MONOTONIC"] = time.monotonic()
     app.config["TOWN"] = town = town or Town.connect(config)
     app.config["MISSIONS"] = town.missions
-    app.config["AUTHENTICATOR"] = Authenticator(config.townhall.auth, **auth_options)
+    app.config["AUTHENTICATOR"] = Authenticator(
+        config.townhall.auth, task_token_valid=TaskTokens.of(town).valid, **auth_options
+    )
     app.config["MAX_CONTENT_LENGTH"] = config.townhall.max_body_bytes
     app.json.sort_keys = False
     app.url_map.strict_slashes = False
@@ -62,4 +69,5 @@ def create_app(
                 town, tick_secs=config.missions.tick_secs, lease_secs=config.missions.lease_secs
             ).start()
         app.config["NOTIFIER"] = Notifier(town).start()
+        app.config["SAMPLER"] = Sampler(town).start()
     return app

@@ -35,7 +35,9 @@ def protect(bp: Blueprint, scope: str) -> None:
         authenticator: Authenticator = current_app.config["AUTHENTICATOR"]
         try:
             principal = authenticator.authenticate(
-                request.headers.get("Authorization"), request.headers.get("X-API-Key")
+                request.headers.get("Authorization"),
+                request.headers.get("X-API-Key"),
+                (request.method, request.path),
             )
         except AuthError as err:
             if err.principal is not None:  # identified but refused: audit under who it was

@@ -11,7 +11,12 @@ design; a successful verification is remembered for ``API_KEY_CACHE_TTL_SECS`` u
 the raw key with a random per-process secret, so the cache never holds a key or anything that
 can be checked against one offline. Failures are never cached.
 
-No Flask here; :mod:`tinytown.api.access` wires this into requests.
+A task token (``TINYTOWN_TASK_TOKEN``, :mod:`tinytown.store.task_tokens`), in any mode but
+``none``, is the principal ``task:<id>``: allowed ``POST /v1/tasks/<id>/complete`` and ``/fail``
+of its own task while that task runs and the token is its current attempt's, nothing else.
+
+:mod:`tinytown.api.access` wires this into requests; the only Flask here is the default way a
+task token learns the request's method and path and finds the town (:class:`Authenticator`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from tinytown.config import SCOPES, AuthConfig
 from tinytown.core import defaults
 from tinytown.core.apikeys import verify_key
 from tinytown.core.clock import now, to_rfc3339
+from tinytown.store import task_tokens
 
 ALL_SCOPES = frozenset(SCOPES)
 OIDC_ALGORITHMS = ("RS256", "ES256")
@@ -100,7 +106,7 @@ class ApiKeyVerifier:
             raise AuthError(
                 401,
                 AUTH_REQUIRED,
-                "no API key is configured; run `tt auth gen-key` and set [townhall.auth]",
+                "no API key is configured; run `tt auth add-key NAME` in the town directory",
             )
         digest = hmac.new(
             self._secret, raw_key.encode("utf-8", "surrogatepass"), hashlib.sha256
@@ -247,14 +253,33 @@ def credential(authorization: str | None, x_api_key: str | None) -> str | None:
 
 class Authenticator:
     """The configured mode: ``none`` (everyone is ``local`` with all scopes), ``api_key``,
-    ``oidc``."""
+    ``oidc``; task tokens in the last two.
 
-    def __init__(self, auth: AuthConfig, **kwargs):
+    ``task_token_valid`` (task id, token → whether Redis holds it for a running task; townhall
+    passes its town's :class:`tinytown.store.task_tokens.TaskTokens`): without it, task tokens
+    are refused.
+    """
+
+    def __init__(
+        self,
+        auth: AuthConfig,
+        *,
+        task_token_valid: Callable[[str, str], bool] | None = None,
+        **kwargs,
+    ):
         self.mode = auth.mode
         self.api_keys = ApiKeyVerifier(auth, **kwargs) if auth.mode == "api_key" else None
         self.oidc = OidcVerifier(auth) if auth.mode == "oidc" else None
+        self.task_token_valid = task_token_valid
 
-    def authenticate(self, authorization: str | None, x_api_key: str | None) -> Principal:
+    def authenticate(
+        self,
+        authorization: str | None,
+        x_api_key: str | None,
+        target: tuple[str, str] = ("", ""),
+    ) -> Principal:
+        """The caller's principal; ``target`` is the request's method and path (a task token is
+        good for one route only)."""
         if self.mode == "none":
             return LOCAL
         token = credential(authorization, x_api_key)
@@ -262,9 +287,31 @@ class Authenticator:
             raise AuthError(
                 401, AUTH_REQUIRED, "send Authorization: Bearer <key or token> or X-API-Key: <key>"
             )
+        if (task_id := task_tokens.task_of(token)) is not None:
+            return self.task_principal(task_id, token, target)
         if self.oidc is not None:
             return self.oidc.authenticate(token)
         return self.api_keys.authenticate(token)
+
+    def task_principal(self, task_id: str, token: str, target: tuple[str, str]) -> Principal:
+        """A task token may report its own task, while that runs: 403 on any other route
+        (checked first, without Redis), 401 once it is not the running attempt's."""
+        method, path = target
+        own = (f"/v1/tasks/{task_id}/complete", f"/v1/tasks/{task_id}/fail")
+        if method != "POST" or path.rstrip("/") not in own:
+            raise AuthError(
+                403,
+                INSUFFICIENT,
+                f"a task token only reports its own task: POST {own[0]} or {own[1]}",
+            )
+        if self.task_token_valid is None or not self.task_token_valid(task_id, token):
+            raise AuthError(
+                401,
+                INVALID_CREDENTIALS,
+                "the task token is not valid: its task is no longer running, or a later "
+                "attempt holds a newer token",
+            )
+        return Principal(f"task:{task_id}", frozenset({"town.write"}))
 
 
 def audit_line(**fields) -> str:

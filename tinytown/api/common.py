@@ -67,6 +67,8 @@ def agent_json(agent: Agent, current_scope: str | None, now_ms: int) -> dict:
         "alive": agent.alive(now_ms),
         "heartbeat_interval_secs": agent.heartbeat_interval_secs or None,
         "heartbeat_age_secs": agent.heartbeat_age_secs(now_ms),
+        "outpost": agent.outpost,
+        "cost_per_hour": agent.cost_per_hour,
     }
 
 

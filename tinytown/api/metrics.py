@@ -34,6 +34,7 @@ HELP = {
     "tinytown_backlog_tasks": "Tasks currently in the global backlog.",
     "tinytown_tasks_assigned_pending": "Pending assigned tasks across all agents.",
     "tinytown_urgent_messages": "Urgent inbox messages across all agents.",
+    "tinytown_worker_seconds": "Seconds coding CLIs have run, every attempt of every task.",
 }
 
 
@@ -47,6 +48,7 @@ class MetricsSnapshot:
     missions_active: int = 0
     redis_latency_seconds: float = 0.0
     urgent_messages: int = 0
+    worker_seconds: float = 0.0
 
 
 def read_snapshot(town) -> MetricsSnapshot:
@@ -64,6 +66,7 @@ def read_snapshot(town) -> MetricsSnapshot:
         missions_active=counts.missions_active,
         redis_latency_seconds=round(latency, 6),
         urgent_messages=urgent,
+        worker_seconds=town.tasks.worker_seconds_total(),
     )
 
 
@@ -96,6 +99,9 @@ class TownCollector:
         yield gauge("tinytown_backlog_tasks", s.backlog)
         yield gauge("tinytown_tasks_assigned_pending", s.assigned_pending)
         yield gauge("tinytown_urgent_messages", s.urgent_messages)
+        yield CounterMetricFamily(  # exposed as tinytown_worker_seconds_total
+            "tinytown_worker_seconds", HELP["tinytown_worker_seconds"], value=s.worker_seconds
+        )
 
 
 def render(read) -> bytes:

@@ -76,8 +76,8 @@ def list_tasks():
         if state not in TASK_STATES:
             raise Problem(
                 422,
-                f"query parameter 'state' must be one of {', '.join(TASK_STATES)}, "
-                f"got {request.args['state']!r}",
+                f"query parameter 'state' must be one of {', '.join(TASK_STATES)} "
+                f"(any case), got {request.args['state']!r}",
                 field="state",
             )
     offset, limit = page()
@@ -180,12 +180,15 @@ def show_mission(mission_id: str):
 def mission_work(mission_id: str):
     mid = valid_mission_id(mission_id)
     status = request.args.get("status")
-    if status is not None and status not in WORK_STATUSES:
-        raise Problem(
-            422,
-            f"query parameter 'status' must be one of {', '.join(WORK_STATUSES)}",
-            field="status",
-        )
+    if status is not None:
+        status = status.lower()  # any case, as ?state= of /v1/tasks
+        if status not in WORK_STATUSES:
+            raise Problem(
+                422,
+                f"query parameter 'status' must be one of {', '.join(WORK_STATUSES)} "
+                f"(any case), got {request.args['status']!r}",
+                field="status",
+            )
     missions().get(mid)
     items = missions().work_items(mid, status)
     return {"work_items": items, "count": len(items)}

@@ -10,7 +10,8 @@ Refuses to start, with the fix in the message, when:
   flags decide bind, port and workers.
 
 A refusal is one line on stderr and an exit status from :class:`tinytown.core.errors.ExitStatus`:
-3 for configuration, 4 for a Redis that cannot be used.
+3 for configuration, 6 for an address another process already listens on (another townhall?),
+4 for a Redis that cannot be used.
 
 Container bootstrap: bound to a non-loopback address with no auth configured and
 ``TINYTOWN_BOOTSTRAP_API_KEY=1``, townhall generates an API key, writes its Argon2id hash into
@@ -21,10 +22,12 @@ one key is made.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import re
+import socket
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,7 +36,7 @@ from typing import NoReturn
 from tinytown.config import Config, load_config
 from tinytown.core import defaults
 from tinytown.core.apikeys import generate_key, hash_key
-from tinytown.core.errors import ConfigError, TinytownError
+from tinytown.core.errors import AddressInUse, ConfigError, TinytownError
 from tinytown.core.urls import is_loopback
 
 log = logging.getLogger("tinytown.townhall")
@@ -134,6 +137,51 @@ def check_startup(config: Config, binds: Iterable[str] | None = None) -> None:
     errors = startup_errors(config, binds)
     if errors:
         raise ConfigError("townhall refuses to start: " + "; ".join(errors))
+
+
+# --- the addresses to bind -----------------------------------------------------------------------
+
+
+def inherits_listeners(server, env: Mapping[str, str] | None = None) -> bool:
+    """gunicorn will not bind itself: it was handed its sockets (a USR2 re-exec, systemd socket
+    activation) or shares the port on purpose (``reuse_port``). The port is then rightly taken."""
+    env = os.environ if env is None else env
+    return bool(
+        server.LISTENERS
+        or env.get("GUNICORN_FD")
+        or env.get("LISTEN_FDS")
+        or getattr(server.cfg, "reuse_port", False)
+    )
+
+
+def check_addresses_free(addresses: Iterable) -> None:
+    """Raise :class:`AddressInUse` (exit 6) if another process listens on one of gunicorn's TCP
+    addresses (``server.cfg.address``: ``(host, port)``; unix sockets and file descriptors are
+    left to gunicorn). Run before gunicorn binds, which would otherwise retry for 5 s and exit 1
+    with a page of log. The probe binds as gunicorn does (``SO_REUSEADDR``), so a port held only
+    by closing connections (``TIME_WAIT``) is free; any other bind error is gunicorn's to report.
+    """
+    for address in addresses:
+        if not isinstance(address, tuple):
+            continue
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            probe = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:  # no IPv6 here, say: gunicorn reports it
+            continue
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as err:
+                if err.errno != errno.EADDRINUSE:
+                    continue
+                shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                raise AddressInUse(
+                    f"{shown} is in use (another townhall?); stop it or set [townhall] "
+                    "rest_port / TINYTOWN_REST_PORT"
+                ) from None
 
 
 # --- container bootstrap ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from tinytown.cli.common import (
     open_town,
     print_json,
     print_table,
+    resolve_agent,
     short,
 )
 from tinytown.core.clis import named_cli
@@ -135,15 +136,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 @guard_redis
 def cmd_remove(args: argparse.Namespace) -> int:
     town = open_town(args)
-    town.tasks.remove_from_backlog(args.task_id)
-    print(f"Removed task {args.task_id} from the backlog")
+    task_id = town.tasks.resolve(args.task_id)
+    town.tasks.remove_from_backlog(task_id)
+    print(f"Removed task {task_id} from the backlog")
     return 0
 
 
 @guard_redis
 def cmd_claim(args: argparse.Namespace) -> int:
     town = open_town(args)
-    agent = town.agents.resolve(args.agent)
-    town.tasks.assign(args.task_id, agent.id)
-    print(f"Assigned task {args.task_id} to {agent.name} ({agent.id})")
+    task_id = town.tasks.resolve(args.task_id)
+    agent = resolve_agent(town, args.agent)
+    town.tasks.assign(task_id, agent.id)
+    print(f"Assigned task {task_id} to {agent.name} ({agent.id})")
     return 0

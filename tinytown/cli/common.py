@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from tinytown.config import Config, load_config
+from tinytown.config import Config, load_config, town_dir
 from tinytown.connection.target import resolve_target
-from tinytown.core import inputs
-from tinytown.core.errors import RedisUnavailable
+from tinytown.core import defaults, inputs
+from tinytown.core.errors import ConfigError, NotFound, RedisUnavailable
+from tinytown.core.records import Agent
 from tinytown.core.urls import redact_text
 from tinytown.store import Town
+from tinytown.store.short_ids import match_short_id, short_id_digits
 
-TASK_ID_HELP = "task id (as printed by `tt backlog add` or `tt task list`)"
+TASK_ID_HELP = (
+    "task id, or its first 8 or more hex digits (as printed by `tt backlog add` or `tt task list`)"
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -60,13 +66,50 @@ BRANCH = rule(inputs.branch, "branch")
 TAGS = rule(lambda v, f: inputs.tags([t.strip() for t in v.split(",") if t.strip()], f), "tags")
 
 
+def is_town(root: Path) -> bool:
+    """A town directory holds ``tinytown.toml`` (``tt init``), or ``.tt/``: a town ran there
+    without one (townhall or a worker on defaults, which every tt command then reaches too)."""
+    return (root / defaults.CONFIG_FILENAME).is_file() or (root / defaults.RUNTIME_DIRNAME).is_dir()
+
+
+def require_town(explicit: str | None) -> Path:
+    """The town directory (``--town``, ``$TINYTOWN_TOWN_DIR``, the current directory), or
+    ConfigError (exit 3) saying how to get one: never a new town, nor its Redis, by accident."""
+    root = town_dir(explicit)
+    if is_town(root):
+        return root
+    named_by = (
+        "--town" if explicit else "TINYTOWN_TOWN_DIR" if os.environ.get("TINYTOWN_TOWN_DIR") else ""
+    )
+    where = f"in {root} (from {named_by})" if named_by else f"here ({root})"
+    what = "does not exist" if not root.is_dir() else f"has no {defaults.CONFIG_FILENAME}"
+    raise ConfigError(
+        f"no town {where}: the directory {what}; run `tt init` "
+        f"{'there' if named_by else 'here'} to make one, or pass --town DIR or set "
+        "TINYTOWN_TOWN_DIR to use an existing town"
+    )
+
+
 def config_of(args: argparse.Namespace) -> Config:
-    return load_config(args.town)
+    """The town's configuration; every command but ``tt init`` comes through here (the one
+    place that refuses a directory that is not a town)."""
+    return load_config(require_town(args.town))
 
 
 def open_town(args: argparse.Namespace) -> Town:
     """Load the config and connect, starting the town's own Redis if needed."""
     return Town.connect(config_of(args))
+
+
+def resolve_agent(town: Town, ref: str) -> Agent:
+    """An agent by id, name, nickname or 4-character short id (the store's rule, upstream's),
+    or by a unique short id of 8 or more hex digits (what ``tt agent list`` shows)."""
+    try:
+        return town.agents.resolve(ref)
+    except NotFound:
+        if short_id_digits(ref) is None:
+            raise
+    return town.agents.get(match_short_id("agent", ref, town.agents.ids()))
 
 
 def guard_redis(func):
@@ -92,6 +135,38 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def human(value: Any) -> str:
+    """A value as a person reads it, never as Python writes it: lists joined with ", ",
+    booleans as yes/no, None as nothing."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(human(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={human(v)}" for k, v in value.items())
+    return str(value)
+
+
+def print_fields(record: dict[str, Any]) -> None:
+    """``key: value`` lines, keys aligned; empty values (None, "", []) are left out. A value of
+    several lines keeps them under its first."""
+    shown = {k: human(v) for k, v in record.items() if not _empty(v)}
+    width = max((len(k) for k in shown), default=0)
+    for key, text in shown.items():
+        lines = text.splitlines() or [""]
+        print(f"{key:>{width}}: {lines[0]}")
+        for line in lines[1:]:
+            print(f"{'':>{width}}  {line}")
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, str | list | tuple | set | frozenset | dict) and not value
+    )
 
 
 def print_table(rows: list[list[str]], headers: list[str]) -> None:

@@ -13,6 +13,7 @@ from tinytown.core import defaults
 from tinytown.core import events as ev
 from tinytown.core.clock import parse_rfc3339
 from tinytown.core.records import is_uuid
+from tinytown.store.short_ids import short_id_digits
 
 OLDEST, NEWEST = ev.OLDEST, ev.NEWEST
 SHORT_ID_CHARS = 8
@@ -41,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--mission",
         type=_mission_id,
         metavar="ID",
-        help="only this mission's events (its own stream; its ids are that stream's)",
+        help="only this mission's events, by its id or short id (its own stream; its ids "
+        "are that stream's)",
     )
     p.add_argument(
         "--after",
@@ -68,6 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 @guard_redis
 def cmd_events(args: argparse.Namespace) -> int:
     town = open_town(args)
+    if args.mission:
+        args.mission = town.missions.resolve(args.mission)
     after = town.events.last_id(args.mission) if args.after == NEWEST else args.after
     show = json_line if args.json else text_line
     if not args.follow:
@@ -129,8 +133,10 @@ def _after(value: str) -> str:
 
 
 def _mission_id(value: str) -> str:
-    if not is_uuid(value.lower()):
-        raise argparse.ArgumentTypeError(f"{value[:40]!r} is not a mission id (a UUID)")
+    if not is_uuid(value.lower()) and short_id_digits(value) is None:
+        raise argparse.ArgumentTypeError(
+            f"{value[:40]!r} is not a mission id (a UUID, or its first 8 or more hex digits)"
+        )
     return value.lower()
 
 

@@ -1,8 +1,9 @@
 """``tt``: operate a town from the shell.
 
 Exit codes (also in the README): 0 success; 1 the command failed (e.g. a task in the wrong
-state); 2 bad command line; 3 invalid configuration; 4 Redis unreachable, refusing the
-credentials or too old; 5 the named task, agent or mission does not exist; 130 interrupted.
+state, an ambiguous short id); 2 bad command line; 3 invalid configuration, or no town here (no
+tinytown.toml); 4 Redis unreachable, refusing the credentials or too old; 5 the named task, agent
+or mission does not exist; 6 townhall's address is in use (townhall's start-up); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,28 +13,44 @@ import sys
 from collections.abc import Sequence
 
 from tinytown import __version__
-from tinytown.cli import auth, backlog, events, mission, notify, redis_cmd, task, town, worker
+from tinytown.cli import (
+    agent,
+    auth,
+    backlog,
+    events,
+    mission,
+    notify,
+    redis_cmd,
+    task,
+    town,
+    worker,
+)
 from tinytown.cli.common import Parser, undecodable
 from tinytown.core.errors import ExitStatus, TinytownError
 
-COMMAND_GROUPS = (town, backlog, task, mission, events, notify, auth, redis_cmd, worker)
+COMMAND_GROUPS = (town, backlog, task, agent, mission, events, notify, auth, redis_cmd, worker)
 
 EPILOG = """exit codes:
   0    success
-  1    the command failed (e.g. a task in the wrong state)
+  1    the command failed (e.g. a task in the wrong state, an ambiguous short id)
   2    bad command line
-  3    invalid configuration (tinytown.toml or an environment override)
+  3    invalid configuration (tinytown.toml or an environment override), or no
+       town here: run `tt init`, or give --town DIR or TINYTOWN_TOWN_DIR
   4    Redis unreachable, refused the credentials, or older than 7.0
   5    the named task, agent or mission does not exist
+  6    townhall's address is in use (townhall's start-up, not tt)
   130  interrupted
+
+Task, agent and mission ids may be shortened to their first 8 or more hex digits.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="tt",
-        description="Operate a Tinytown town: its Redis, backlog, tasks, missions, events, "
-        "notifications and API keys.",
+        description="Operate a Tinytown town: its Redis, backlog, tasks, agents, missions, "
+        "events, notifications and API keys. Every command but `tt init` needs a town: a "
+        "directory with tinytown.toml.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -27,7 +27,10 @@ items, or an object with "items", "title", "policy"). An item: key, title, and o
 description, kind (design implement test review mergegate followup), depends_on (keys), repo,
 base_branch, push, cli, owner_role, tags"""
 BAR_WIDTH = 24
-MISSION_ID_HELP = "mission id (as printed by `tt mission start` or `tt mission list`)"
+MISSION_ID_HELP = (
+    "mission id, or its first 8 or more hex digits "
+    "(as printed by `tt mission start` or `tt mission list`)"
+)
 
 
 class BadInput(TinytownError):
@@ -91,7 +94,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a mission's progress and items",
         description="Progress, items and recent events of a mission (default: the newest).",
     )
-    st.add_argument("mission_id", nargs="?", help="mission id (default: the newest mission)")
+    st.add_argument(
+        "mission_id", nargs="?", help="mission id or short id (default: the newest mission)"
+    )
     st.add_argument(
         "--watch",
         action="store_true",
@@ -141,7 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run the dispatcher in the foreground until Ctrl-C: for towns whose "
         "townhall has [missions] dispatcher = false, or for one mission with --mission.",
     )
-    d.add_argument("--mission", dest="only", help="only this mission")
+    d.add_argument("--mission", dest="only", help="only this mission (its id or short id)")
     d.add_argument("--once", action="store_true", help="one round, then exit")
     d.set_defaults(func=cmd_dispatch)
 
@@ -228,7 +233,7 @@ def progress_bar(summary: dict) -> str:
 
 def _mission(town: Town, mission_id: str | None) -> Mission:
     if mission_id:
-        return town.missions.get(mission_id)
+        return town.missions.get(town.missions.resolve(mission_id))
     found, _ = town.missions.list(limit=1)
     if not found:
         raise NotFound("no mission yet: start one with `tt mission start`")
@@ -242,6 +247,8 @@ def render_status(town: Town, mission: Mission) -> list[str]:
     lines = [
         f"Mission {mission.id}" + (f" — {title}" if title else ""),
         f"  state: {mission.state}    {progress_bar(summary)}",
+        f"  cost: {summary['cost']:.4f} for {summary['worker_secs']:.1f} s of worker time "
+        "(finished tasks, at their outposts' rates)",
     ]
     if mission.data.get("blocked_reason"):
         lines.append(f"  reason: {mission.data['blocked_reason']}")
@@ -314,7 +321,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @guard_redis
 def cmd_stop(args: argparse.Namespace) -> int:
-    mission = open_town(args).missions.stop(args.mission_id, force=args.force)
+    town = open_town(args)
+    mission = town.missions.stop(town.missions.resolve(args.mission_id), force=args.force)
     print(f"Mission {mission.id} stopped ({mission.state})")
     return 0
 
@@ -322,7 +330,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 @guard_redis
 def cmd_resume(args: argparse.Namespace) -> int:
     town = open_town(args)
-    mission = town.missions.get(args.mission_id)
+    mission = town.missions.get(town.missions.resolve(args.mission_id))
     if mission.state == MISSION["resume"].target:
         print(f"Mission {mission.id} is already running")
         return 0
@@ -333,8 +341,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 @guard_redis
 def cmd_note(args: argparse.Namespace) -> int:
-    note = open_town(args).missions.add_note(args.mission_id, "conductor", args.text)
-    print(f"Note {note['id']} sent to mission {args.mission_id}")
+    town = open_town(args)
+    mission_id = town.missions.resolve(args.mission_id)
+    note = town.missions.add_note(mission_id, "conductor", args.text)
+    print(f"Note {note['id']} sent to mission {mission_id}")
     return 0
 
 
@@ -342,9 +352,8 @@ def cmd_note(args: argparse.Namespace) -> int:
 def cmd_dispatch(args: argparse.Namespace) -> int:
     town = open_town(args)
     cfg = town.config.missions
-    dispatcher = Dispatcher(
-        town, tick_secs=cfg.tick_secs, lease_secs=cfg.lease_secs, only=args.only
-    )
+    only = town.missions.resolve(args.only) if args.only else None
+    dispatcher = Dispatcher(town, tick_secs=cfg.tick_secs, lease_secs=cfg.lease_secs, only=only)
     if args.once:
         dispatcher.run_once(wait=False)
         dispatcher.release_all()

@@ -1,10 +1,11 @@
-"""``tt task show|list|complete|fail|cancel``: one task's record, how a coding CLI reports back,
-and cancelling."""
+"""``tt task show|list|logs|complete|fail|cancel``: one task's record and its output, how a
+coding CLI reports back, and cancelling."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from tinytown.cli.common import (
     TASK_ID_HELP,
@@ -12,20 +13,23 @@ from tinytown.cli.common import (
     add_json_flag,
     guard_redis,
     open_town,
+    print_fields,
     print_json,
     print_table,
     short,
 )
-from tinytown.core.errors import TinytownError
+from tinytown.core import defaults
+from tinytown.core.errors import NotFound, TinytownError
 from tinytown.core.states import TASK_STATES
+from tinytown.store.output import START
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "task",
-        help="show, list, complete, fail or cancel tasks",
-        description="Tasks in every state: inspect them, report a result from a "
-        "coding CLI, or cancel one.",
+        help="show, list, follow the output of, complete, fail or cancel tasks",
+        description="Tasks in every state: inspect them, follow a running task's output, "
+        "report a result from a coding CLI, or cancel one.",
     )
     tsub = p.add_subparsers(dest="task_command", metavar="ACTION", required=True)
 
@@ -43,7 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list tasks, oldest first",
         description="List tasks in any state (or one state), oldest first.",
     )
-    ls.add_argument("--state", choices=TASK_STATES, help="only tasks in this state")
+    ls.add_argument(
+        "--state",
+        type=str.lower,
+        choices=TASK_STATES,
+        metavar="STATE",
+        help=f"only tasks in this state, in any case: {', '.join(TASK_STATES)}",
+    )
     ls.add_argument(
         "--limit", type=int, default=100, help="at most this many (default: %(default)s)"
     )
@@ -84,6 +94,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     x.set_defaults(func=cmd_cancel)
 
+    lg = tsub.add_parser(
+        "logs",
+        help="print a task's output; --follow keeps printing it until the task ends",
+        description="Print what a task's coding CLI wrote, from anywhere: its worker streams it "
+        "to Redis as it runs (the newest 1 MiB is kept; the worker's .tt/logs/tasks/ID.log has "
+        "all of it). --follow prints more as it comes and exits 0 once the task is in a final "
+        "state.",
+    )
+    lg.add_argument("task_id", help=TASK_ID_HELP)
+    lg.add_argument(
+        "-f", "--follow", action="store_true", help="wait for more output until the task ends"
+    )
+    lg.set_defaults(func=cmd_logs)
+
+
+@guard_redis
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print the task's output (``tinytown.store.output``); with --follow, until it is finished
+    (blocking reads, not polling)."""
+    town = open_town(args)
+    task_id = town.tasks.resolve(args.task_id)
+    after, warned = START, False
+    while True:
+        page = town.output.page(task_id, after, defaults.TASK_OUTPUT_PAGE_MAX)
+        if page is None:
+            raise NotFound(f"task {task_id} not found")
+        if page.truncated and not warned:
+            warned = True
+            print("tt: some of the task's output was trimmed or lost", file=sys.stderr)
+        sys.stdout.write("".join(text for _, text in page.chunks))
+        sys.stdout.flush()  # a follower's reader sees the output as it comes
+        after = page.next_after
+        if page.finished or (page.complete and not args.follow):
+            return 0
+        if page.complete:
+            town.output.wait(task_id, after, defaults.EVENTS_BLOCK_SLICE_MS)
+
 
 def _task_id(args: argparse.Namespace) -> str:
     task_id = args.task_id or os.environ.get("TINYTOWN_TASK_ID")
@@ -94,13 +141,15 @@ def _task_id(args: argparse.Namespace) -> str:
 
 @guard_redis
 def cmd_show(args: argparse.Namespace) -> int:
-    task = open_town(args).tasks.get(args.task_id)
+    town = open_town(args)
+    task = town.tasks.get(town.tasks.resolve(args.task_id))
     if args.json:
         print_json(task.to_json())
         return 0
-    for key, value in task.to_json().items():
-        if value not in (None, "", []):
-            print(f"{key:>12}: {value}")
+    record = {**task.to_json(), "state": task.state}  # tt's text spells states as filters do
+    if task.assigned_to and (name := town.agents.names([task.assigned_to]).get(task.assigned_to)):
+        record["assigned_to"] = f"{task.assigned_to} ({name})"
+    print_fields(record)
     return 0
 
 
@@ -123,22 +172,26 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 @guard_redis
 def cmd_complete(args: argparse.Namespace) -> int:
-    task_id = _task_id(args)
-    open_town(args).tasks.complete(task_id, args.result)
+    town = open_town(args)
+    task_id = town.tasks.resolve(_task_id(args))
+    town.tasks.complete(task_id, args.result)
     print(f"Task {task_id} completed")
     return 0
 
 
 @guard_redis
 def cmd_fail(args: argparse.Namespace) -> int:
-    task_id = _task_id(args)
-    open_town(args).tasks.fail(task_id, args.reason)
+    town = open_town(args)
+    task_id = town.tasks.resolve(_task_id(args))
+    town.tasks.fail(task_id, args.reason)
     print(f"Task {task_id} failed: {args.reason}")
     return 0
 
 
 @guard_redis
 def cmd_cancel(args: argparse.Namespace) -> int:
-    open_town(args).tasks.cancel(args.task_id, args.reason)
-    print(f"Task {args.task_id} cancelled: {args.reason}")
+    town = open_town(args)
+    task_id = town.tasks.resolve(args.task_id)
+    town.tasks.cancel(task_id, args.reason)
+    print(f"Task {task_id} cancelled: {args.reason}")
     return 0

@@ -12,6 +12,7 @@ from tinytown.connection.target import resolve_target
 from tinytown.core import defaults
 from tinytown.core.clis import PRESETS
 from tinytown.core.errors import ConfigError, TinytownError
+from tinytown.core.states import rest_state
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,6 +68,7 @@ rest_port = {defaults.TOWNHALL_PORT}
 request_timeout_ms = {defaults.TOWNHALL_REQUEST_TIMEOUT_MS}
 
 [townhall.auth]
+# `tt auth add-key NAME` adds an API key here (and sets mode = "api_key"); see docs/api.md.
 mode = "none"
 
 [agent]
@@ -165,7 +167,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             {
                 "id": a.id,
                 "name": a.name,
-                "state": a.state,
+                "state": rest_state(a.state),  # as REST's /v1/status spells it
                 "alive": a.alive(now_ms),
                 "current_task": a.current_task,
                 "last_heartbeat": a.last_heartbeat,

@@ -14,11 +14,14 @@ from tinytown.cli.common import (
     open_town,
     print_json,
     print_table,
+    resolve_agent,
     short,
 )
 from tinytown.core import messages
 from tinytown.core.errors import ExitStatus
-from tinytown.core.records import SUPERVISOR_ID
+from tinytown.core.records import RESERVED_AGENT_NAMES, SUPERVISOR_ID, is_uuid
+
+INBOX_SHOWN = 100  # messages listed from each of an agent's two lists
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,8 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser(
         "inbox",
         help="show an agent's pending messages (without taking them)",
-        description="Peek at an agent's inbox: counts and a summary of each message; "
-        "nothing is removed.",
+        description="Peek at an agent's inbox: counts, then each message, urgent ones first "
+        "(the order its worker reads them in), with its sender and a summary; nothing is "
+        "removed.",
     )
     i.add_argument("agent", type=AGENT, help="agent id, name, nickname or short id")
     add_json_flag(i)
@@ -93,13 +97,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _agent_id(town, ref: str | None) -> str:
     if not ref or ref.lower() in ("supervisor", "conductor"):
         return SUPERVISOR_ID
-    return town.agents.resolve(ref).id
+    return resolve_agent(town, ref).id
 
 
 @guard_redis
 def cmd_send(args: argparse.Namespace) -> int:
     town = open_town(args)
-    agent = town.agents.resolve(args.agent)
+    agent = resolve_agent(town, args.agent)
     sent = town.inbox.send(
         agent.id,
         args.message,
@@ -117,14 +121,41 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
+def sender_names(town, messages_found: list[dict]) -> dict[str, str]:
+    """Who sent each message, by name: ``supervisor`` for the supervisor's id, an agent's name,
+    else the first 8 characters of the id (an agent since pruned)."""
+    senders = {str(m.get("from") or "") for m in messages_found}
+    names = town.agents.names(s for s in senders if is_uuid(s) and s != SUPERVISOR_ID)
+    shown = {}
+    for sender in senders:
+        if sender == SUPERVISOR_ID or sender.lower() in RESERVED_AGENT_NAMES:
+            shown[sender] = "supervisor"
+        else:
+            shown[sender] = names.get(sender) or sender[:8] or "-"
+    return shown
+
+
 @guard_redis
 def cmd_inbox(args: argparse.Namespace) -> int:
     town = open_town(args)
-    agent = town.agents.resolve(args.agent)
-    found, total, urgent = town.inbox.peek(agent.id)
+    agent = resolve_agent(town, args.agent)
+    ((total, urgent),) = town.inbox.lengths([agent.id])
+    urgent_list = town.inbox.lists(agent.id)[0]
+    found = [
+        (key == urgent_list, messages.decode(raw))
+        for key, raw in town.inbox.raw(agent.id, INBOX_SHOWN)
+    ]
+    names = sender_names(town, [m for _, m in found])
     rows = [
-        {"id": m.get("id", ""), "from": m.get("from", ""), "type": t, "summary": s}
-        for m in found
+        {
+            "id": m.get("id", ""),
+            "from": m.get("from", ""),
+            "from_name": names[str(m.get("from") or "")],
+            "urgent": is_urgent,
+            "type": t,
+            "summary": s,
+        }
+        for is_urgent, m in found
         for t, s in [messages.summarize(m)]
     ]
     if args.json:
@@ -133,9 +164,19 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     print(f"{agent.name}: {total} message(s), {urgent} urgent")
     if rows:
         print_table(
-            [[r["type"], r["from"][:8], short(r["summary"])] for r in rows],
-            ["TYPE", "FROM", "SUMMARY"],
+            [
+                [
+                    "urgent" if r["urgent"] else "normal",
+                    r["type"],
+                    r["from_name"],
+                    short(r["summary"]),
+                ]
+                for r in rows
+            ],
+            ["PRIORITY", "TYPE", "FROM", "SUMMARY"],
         )
+    if len(rows) < total + urgent:
+        print(f"({len(rows)} of {total + urgent} shown: the first {INBOX_SHOWN} of each list)")
     return 0
 
 
@@ -183,8 +224,11 @@ def cmd_reclaim(args: argparse.Namespace) -> int:
     if args.cancel or args.delete:
         print("tt reclaim: error: --cancel and --delete need --orphan-tasks", file=sys.stderr)
         return int(ExitStatus.USAGE)
+    to_agent, from_agent = (
+        resolve_agent(town, ref).id if ref else None for ref in (args.to_agent, args.from_agent)
+    )
     result = recovery.reclaim(
-        town, to_backlog=args.to_backlog, to_agent=args.to_agent, from_agent=args.from_agent
+        town, to_backlog=args.to_backlog, to_agent=to_agent, from_agent=from_agent
     )
     if args.json:
         print_json(result)

@@ -113,6 +113,7 @@ class AgentConfig:
     task_timeout_secs: int = defaults.TASK_TIMEOUT_SECS
     drain_timeout_secs: int = defaults.DRAIN_TIMEOUT_SECS
     workspace_dir: str = ".tt/workspace"
+    retention_secs: int = defaults.AGENT_RETENTION_SECS  # stopped agents kept; 0 = forever
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,11 @@ def _auth(t: Table) -> AuthConfig:
         raise t._fail(
             "api_key_hash", cfg.api_key_hash, "an Argon2id PHC string from `tt auth gen-key`"
         )
+    if cfg.mode == "api_key" and not (cfg.api_key_hash or cfg.keys):
+        raise ConfigError(
+            f'{t.source}: [{t.section}] mode = "api_key" but no key is configured, so every '
+            "request would be refused; run `tt auth add-key NAME` in the town directory"
+        )
     if cfg.mode == "oidc":
         for key in ("issuer", "audience", "jwks_url"):
             if not getattr(cfg, key):
@@ -270,6 +276,7 @@ def _agent(t: Table) -> AgentConfig:
         task_timeout_secs=t.int_range("task_timeout_secs", defaults.TASK_TIMEOUT_SECS, 1),
         drain_timeout_secs=t.int_range("drain_timeout_secs", defaults.DRAIN_TIMEOUT_SECS, 0),
         workspace_dir=t.get("workspace_dir", ".tt/workspace", str),
+        retention_secs=t.int_range("retention_secs", defaults.AGENT_RETENTION_SECS, 0),
     )
     if cfg.claim_timeout_secs <= cfg.heartbeat_interval_secs:
         raise t._fail(

@@ -39,20 +39,3 @@ def verify_key(phc: str, key: str) -> bool:
         return HASHER.verify(phc, key)
     except (VerificationError, InvalidHashError):
         return False
-
-
-def gen_key_text(key: str, phc: str) -> str:
-    """What ``tt auth gen-key`` prints: scripts scrape the line after each header line."""
-    return (
-        "🔐 Generated new API key\n\n"
-        "API Key (store securely, shown only once):\n"
-        f"{key}\n\n"
-        "API Key Hash (add to tinytown.toml):\n"
-        f"{phc}\n\n"
-        "Add to tinytown.toml:\n\n"
-        "[townhall.auth]\n"
-        'mode = "api_key"\n'
-        f'api_key_hash = "{phc}"\n\n'
-        "Example request:\n"
-        f'curl -H "Authorization: Bearer {key[:8]}..." http://127.0.0.1:8080/v1/status\n'
-    )

@@ -92,6 +92,12 @@ MISSION_GH_BUDGET_SECS = 15  # POST /v1/missions runs gh for issues at most this
 MISSION_TICK_SECS = 5  # the dispatcher's backstop tick; events wake it at once
 MISSION_LEASE_SECS = 15  # a dispatcher's lease on one mission; refreshed every tick
 MISSION_EVENTS_SHOWN = 50  # the latest events GET /v1/missions/{id}?include_events=true shows
+SAMPLE_INTERVAL_SECS = 60  # townhall samples queue depth and live agents this often (the chart)
+SAMPLES_MAXLEN = 2_000  # samples kept (about a day and a half at 60 s)
+PAGE_REFRESH_SECS = 10  # the status page reloads itself this often
+PAGE_OUTPUT_CHUNKS = 4  # a task's page shows its newest output chunks (each ≤ 16 KiB)
+PAGE_CHART_HOURS = 6  # the status page's chart spans this many hours
+PAGE_COOKIE_MAX_AGE_SECS = 30 * 86400  # the login cookie (the key itself) is kept this long
 MISSION_RETRY_SECS = 2  # after a Redis error, the dispatcher tries again this much later
 
 # --- agent worker -----------------------------------------------------------------------------
@@ -152,3 +158,29 @@ ARGON2_TIME_COST = 2
 ARGON2_PARALLELISM = 1
 ARGON2_HASH_LEN_BYTES = 32
 ARGON2_SALT_LEN_BYTES = 16
+
+# --- first hour: task tokens, agent names, agent retention ------------------------------------
+# A task token (TINYTOWN_TASK_TOKEN) lives in Redis at most the task timeout plus this, in case
+# its worker dies before it can delete it; it is refused anyway once its task is not running.
+TASK_TOKEN_GRACE_SECS = 60
+TASK_TOKEN_SECRET_BYTES = 32  # random bytes in a task token's secret part
+AGENT_NAME_SUFFIX_HEX = 4  # the default agent name: host name, "-", this many hex digits
+AGENT_NAME_MAX_CHARS = 64  # the longest name inputs.NAME_RULE allows (a long host is cut)
+# Stopped and errored agent records are deleted by townhall's keeper this long after their last
+# heartbeat window ended ([agent] retention_secs; 0 keeps them), looked for at most this often.
+AGENT_RETENTION_SECS = 86_400
+AGENT_PRUNE_INTERVAL_SECS = 300
+AGENT_PRUNE_BATCH = 1000  # records per state deleted per pass; the next pass takes more
+
+# --- task output: a running task's output in Redis (tt:<town>:task:<id>:output) ----------------
+# Per task, the stream keeps the newest output up to this many bytes (plus at most one chunk);
+# older chunks are trimmed. The local log file (.tt/logs/tasks/<id>.log) keeps all of it.
+TASK_OUTPUT_MAX_BYTES = 1024 * 1024
+TASK_OUTPUT_CHUNK_MAX_BYTES = 16 * 1024  # the most of the CLI's output one chunk (one XADD) holds
+TASK_OUTPUT_FLUSH_SECS = 0.2  # while the CLI runs, its new output is sent this often
+TASK_OUTPUT_TTL_SECS = 7 * 86_400  # the stream expires this long after its last write
+TASK_OUTPUT_RETRY_SECS = 1.0  # after a failed write, the worker tries again this much later
+# Once the CLI exits, the worker waits at most this long for its last output to be sent before it
+# writes the task's final state (Redis being slow or away never holds the task up for longer).
+TASK_OUTPUT_STOP_WAIT_SECS = 2.0
+TASK_OUTPUT_PAGE_MAX = 1_000  # chunks one read returns at most (GET /v1/tasks/{id}/log limit)

@@ -17,6 +17,7 @@ class ExitStatus(enum.IntEnum):
     CONFIG_ERROR = 3  # tinytown.toml or an environment override is invalid
     REDIS_UNAVAILABLE = 4  # Redis unreachable, refused the credentials, or too old
     NOT_FOUND = 5  # the named task, agent or mission does not exist
+    ADDRESS_IN_USE = 6  # townhall's address is taken (another townhall?)
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -42,6 +43,12 @@ class NotFound(TinytownError):
     """A task, agent or mission that does not exist."""
 
     exit_status = ExitStatus.NOT_FOUND
+
+
+class AddressInUse(TinytownError):
+    """Townhall's bind address is already taken by another process."""
+
+    exit_status = ExitStatus.ADDRESS_IN_USE
 
 
 class InvalidTransition(TinytownError):

@@ -13,6 +13,8 @@ tasks by state and missions listable and countable without scanning the key spac
 | ``activity:<id>`` | list | last activity lines |
 | ``stop:<id>`` | string | graceful stop flag |
 | ``task:<id>`` | hash | task record |
+| ``task_token:<id>`` | string | SHA-256 of the running attempt's task token (expires) |
+| ``task:<id>:output`` | stream | the task's CLI output as it runs (capped in bytes, expires) |
 | ``tasks`` | zset | every task id, scored by creation time (µs) |
 | ``tasks:state:<state>`` | zset | task ids in that state, scored by creation time (µs) |
 | ``backlog`` | list | unassigned pending task ids, FIFO (upstream-compatible) |
@@ -97,6 +99,14 @@ class Keys:
     def task(self, task_id: str) -> str:
         return self._k("task", task_id)
 
+    def task_output(self, task_id: str) -> str:
+        """The task's CLI output as it runs (``tinytown.store.output``)."""
+        return self._k("task", task_id, "output")
+
+    def task_token(self, task_id: str) -> str:
+        """The SHA-256 of the task token its running attempt's CLI holds (ours; it expires)."""
+        return self._k("task_token", task_id)
+
     @property
     def task_prefix(self) -> str:
         """What ``task(id)`` puts before the id: for a Lua script that finds task ids itself."""
@@ -142,6 +152,20 @@ class Keys:
     @property
     def notify_dead(self) -> str:
         return self._k("notify", "dead")
+
+    @property
+    def worker_seconds(self) -> str:
+        """A float: seconds coding CLIs have run, all tasks (tinytown_worker_seconds_total)."""
+        return self._k("worker_seconds")
+
+    @property
+    def samples(self) -> str:
+        """The status page's chart: a capped stream of the town's counts over time."""
+        return self._k("samples")
+
+    @property
+    def samples_lease(self) -> str:
+        return self._k("samples", "lease")
 
     @property
     def broadcast(self) -> str:

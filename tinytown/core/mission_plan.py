@@ -60,6 +60,8 @@ class TaskView:
     id: str
     state: str
     result: str | None = None
+    worker_secs: float | None = None  # what its runs took, and cost (see records.Task)
+    cost: float | None = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,8 @@ class _Step:
                 self.queue(item, stage, prompt)
                 self.plan.items[item["id"]] = item
             return
+        if task.state in (_COMPLETED, _FAILED, _CANCELLED):
+            self.charge(item, task)
         if task.state == _STARTED:
             self.move(item, "start", ev.MISSION_WORK_STARTED, "its task runs")
         elif task.state == _COMPLETED:
@@ -262,6 +266,13 @@ class _Step:
                 why = f"its {stage} task was cancelled" + (f": {why}" if task.result else "")
             item["reason"] = why
             self.move(item, "fail", ev.MISSION_WORK_FAILED, f"failed: {why}")
+
+    @staticmethod
+    def charge(item: dict, task: TaskView) -> None:
+        """Add a finished task's worker time and cost to its item (once: the item then moves on
+        from that task)."""
+        item["worker_secs"] = round((item.get("worker_secs") or 0) + (task.worker_secs or 0), 3)
+        item["cost"] = round((item.get("cost") or 0) + (task.cost or 0), 6)
 
     def finished(self, item: dict, stage: str, task: TaskView) -> None:
         gated = self.policy.get("reviewer_required") and item["kind"] in REVIEWED_KINDS

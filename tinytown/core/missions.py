@@ -109,4 +109,7 @@ def summary(items: list[dict], watches: list[dict] = ()) -> dict:
         "active_watches": sum(1 for w in watches if w.get("status") == "active"),
         "counts": counts,
         "progress": round(done / len(items), 4) if items else 0.0,
+        # the finished tasks of its items: seconds their coding CLIs ran, and what that cost
+        "worker_secs": round(sum(i.get("worker_secs") or 0 for i in items), 3),
+        "cost": round(sum(i.get("cost") or 0 for i in items), 6),
     }

@@ -19,7 +19,12 @@ def build_prompt(
     workdir: str = "",
     branch: str = "",
 ) -> str:
-    """The task, how to report the outcome, and the agent's pending inbox messages."""
+    """The task, how to report the outcome, and the agent's pending inbox messages.
+
+    ``townhall_url`` is where the CLI reaches townhall (the worker's ``TINYTOWN_URL``: the
+    town's configured bind and port unless set); the REST way to report uses the task token the
+    worker puts in the CLI's environment, never the token itself (the prompt may be logged).
+    """
     lines = [
         f"# Task {task.id}",
         "",
@@ -47,12 +52,17 @@ def build_prompt(
         f'    tt task complete {task.id} --result "<one-line summary>"',
         f'    tt task fail {task.id} --reason "<why it cannot be done>"',
         "",
-        (
-            f"or over HTTP: `POST {townhall_url}/v1/tasks/{task.id}/complete` "
-            'with `{"result": "..."}`'
-        ),
-        '(or `/fail` with `{"reason": "..."}`). If you exit 0 without reporting, the task is',
-        "marked completed with the end of your output as its result; a non-zero exit is retried.",
+        f"or over HTTP: `POST {townhall_url}/v1/tasks/{task.id}/complete` with",
+        '`{"result": "..."}` (or `/fail` with `{"reason": "..."}`), sending the header',
+        "`Authorization: Bearer $TINYTOWN_TASK_TOKEN` (a token that reports this task only,",
+        "while it runs):",
+        "",
+        f"    curl -sS -X POST {townhall_url}/v1/tasks/{task.id}/complete \\",
+        '      -H "Authorization: Bearer $TINYTOWN_TASK_TOKEN" \\',
+        """      -H 'content-type: application/json' -d '{"result": "<one-line summary>"}'""",
+        "",
+        "If you exit 0 without reporting, the task is marked completed with the end of your",
+        "output as its result; a non-zero exit is retried.",
     ]
     shown = [m for m in messages if m.get("type") not in _QUIET_TYPES]
     if shown:

@@ -53,7 +53,18 @@ TASK_OPTIONAL_FIELDS = (
     "mission_id",
     "work_item_id",
     "max_attempts",
+    "worker_secs",
+    "cost",
 )
+
+
+def _amount(text: str | None) -> float | None:
+    """A non-negative number as stored (seconds, money); None when absent or unreadable."""
+    try:
+        value = float(text or "")
+    except ValueError:
+        return None
+    return value if value >= 0 and value == value and value != float("inf") else None
 
 
 def _positive_int(text: str | None) -> int | None:
@@ -89,6 +100,10 @@ class Task:
     mission_id: str | None = None
     work_item_id: str | None = None
     max_attempts: int | None = None
+    # What running it took: seconds its coding CLI ran, all attempts, and their cost at the
+    # rate of the outposts that ran it (None: it has not run).
+    worker_secs: float | None = None
+    cost: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -154,6 +169,8 @@ class Task:
             mission_id=data.get("mission_id") or None,
             work_item_id=data.get("work_item_id") or None,
             max_attempts=_positive_int(data.get("max_attempts")),
+            worker_secs=_amount(data.get("worker_secs")),
+            cost=_amount(data.get("cost")),
         )
 
     def to_json(self) -> dict:
@@ -186,6 +203,10 @@ class Agent:
     # older version), so never alive.
     heartbeat_interval_secs: int = 0
     alive_until: int = 0
+    # Where its worker runs and what that costs an hour (the scaler's outpost; set from the
+    # worker's TINYTOWN_OUTPOST and TINYTOWN_COST_PER_HOUR).
+    outpost: str | None = None
+    cost_per_hour: float | None = None
 
     @property
     def active(self) -> bool:
@@ -236,6 +257,8 @@ class Agent:
             parent_agent_id=data.get("parent_agent_id") or None,
             heartbeat_interval_secs=count("heartbeat_interval_secs"),
             alive_until=count("alive_until"),
+            outpost=data.get("outpost") or None,
+            cost_per_hour=_amount(data.get("cost_per_hour")),
         )
 
     def short_id(self) -> str:

@@ -29,7 +29,7 @@ from tinytown.core.clock import now
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.mission_plan import Plan, TaskView, plan
 from tinytown.core.missions import json_now
-from tinytown.core.states import MISSION
+from tinytown.core.states import TERMINAL_MISSION_STATES
 from tinytown.missions.notes import apply_note
 from tinytown.store import Town
 from tinytown.store.duty import run_duty
@@ -143,14 +143,14 @@ class Dispatcher:
         for _ in range(STEP_TRIES):
             snap = self.town.missions.snapshot(mission_id)
             mission, items = snap.mission, snap.items
-            if mission is None or mission.get("state") in (
-                MISSION["complete"].target,
-                MISSION["fail"].target,
-            ):
+            if mission is None:
                 self.forget(mission_id)
                 return False
             if self.handle_notes(mission_id, mission, items):
-                continue  # a note changed the mission: plan from what it is now
+                continue  # a note (a retry of an ended mission too): plan from what it is now
+            if mission.get("state") in TERMINAL_MISSION_STATES:
+                self.forget(mission_id)
+                return False
             result = self.plan_step(mission, items)
             self.create_tasks(mission_id, result)
             if self.town.missions.apply(mission_id, snap, result, json_now()):
@@ -165,7 +165,11 @@ class Dispatcher:
     def plan_step(self, mission: dict, items: list[dict]) -> Plan:
         ids = [i["task_id"] for i in items if i.get("task_id")]
         found = self.town.tasks.many(ids)
-        tasks = {t.id: TaskView(t.id, t.state, t.result) for t in found if t is not None}
+        tasks = {
+            t.id: TaskView(t.id, t.state, t.result, t.worker_secs, t.cost)
+            for t in found
+            if t is not None
+        }
         live = self.town.agents.counts().live_active
         current = now()
         return plan(mission, items, tasks, now=current, ts=json_now(current), live_workers=live)

@@ -161,6 +161,7 @@ class DockerOutpost:
             TINYTOWN_AGENT_ID=agent_id,
             TINYTOWN_AGENT_NAME=f"{self.name}-{short}",
             TINYTOWN_OUTPOST=self.name,
+            TINYTOWN_COST_PER_HOUR=f"{self.outpost.cost_per_hour:g}",
         )
         labels = {
             LABEL_TOWN: town,

@@ -23,6 +23,8 @@ from tinytown.store.events import Events
 from tinytown.store.inbox import InboxStore
 from tinytown.store.lease import Lease
 from tinytown.store.missions import MissionStore
+from tinytown.store.output import TaskOutput
+from tinytown.store.samples import Samples
 from tinytown.store.tasks import TaskStore
 
 
@@ -39,6 +41,8 @@ class Town:
         self.inbox = InboxStore(self.redis, self.keys)
         self.dockets = Dockets(self.redis, self.keys)
         self.events = Events(self.redis, self.keys)
+        self.output = TaskOutput(self.redis, self.keys)  # tasks' CLI output as it runs
+        self.samples = Samples(self.redis, self.keys)
 
     @classmethod
     def connect(cls, config: Config, *, start_server: bool = True) -> Town:

@@ -12,53 +12,24 @@ from tinytown.core.clock import now, parse_rfc3339, to_rfc3339
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.keys import Keys
 from tinytown.core.records import RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id
-from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT, AGENT_STATES
+from tinytown.core.states import (
+    ACTIVE_AGENT_STATES,
+    AGENT,
+    AGENT_STATES,
+    PRUNABLE_AGENT_STATES,
+)
 from tinytown.store import control
 from tinytown.store.scripts import AGENT_COUNTS, AGENT_UPDATE, execute_pipelined, queue_script
 from tinytown.store.tasks import Transition, ensure_group
 
 # Deterministic nicknames (upstream picks from 400 names by the id's first two bytes).
-_NICKNAMES = (
-    "Robert",
-    "Dorothy",
-    "John",
-    "Helen",
-    "James",
-    "Margaret",
-    "William",
-    "Ruth",
-    "Charles",
-    "Mildred",
-    "George",
-    "Virginia",
-    "Joseph",
-    "Elizabeth",
-    "Richard",
-    "Frances",
-    "Edward",
-    "Anna",
-    "Donald",
-    "Evelyn",
-    "Thomas",
-    "Marie",
-    "Frank",
-    "Alice",
-    "Harold",
-    "Jean",
-    "Paul",
-    "Doris",
-    "Raymond",
-    "Irene",
-    "Walter",
-    "Louise",
-    "Jack",
-    "Florence",
-    "Henry",
-    "Lillian",
-    "Arthur",
-    "Rose",
-    "Albert",
-    "Martha",
+_NICKNAMES = tuple(
+    (
+        "Robert Dorothy John Helen James Margaret William Ruth Charles Mildred George Virginia "
+        "Joseph Elizabeth Richard Frances Edward Anna Donald Evelyn Thomas Marie Frank Alice "
+        "Harold Jean Paul Doris Raymond Irene Walter Louise Jack Florence Henry Lillian Arthur "
+        "Rose Albert Martha"
+    ).split()
 )
 
 
@@ -70,6 +41,10 @@ def nickname_for(agent_id: str) -> str:
         return _NICKNAMES[0]
 
 
+class NameTaken(TinytownError):
+    """A live agent already has the name a worker registers with."""
+
+
 class AgentStore:
     def __init__(
         self,
@@ -78,15 +53,12 @@ class AgentStore:
         heartbeat_interval_secs: int = defaults.HEARTBEAT_INTERVAL_SECS,
     ):
         self.r, self.keys = r, keys
-        self.heartbeat_interval_secs = (
-            heartbeat_interval_secs  # for records made without a worker's own
-        )
+        # for records made without a worker's own
+        self.heartbeat_interval_secs = heartbeat_interval_secs
         self._update = r.register_script(AGENT_UPDATE)
         self._counts = r.register_script(AGENT_COUNTS)
-        self.scripts = (
-            self._update,
-            self._counts,
-        )  # for scripts.execute_pipelined after a cache loss
+        # for scripts.execute_pipelined after a cache loss
+        self.scripts = (self._update, self._counts)
 
     # -- create -----------------------------------------------------------------------------
 
@@ -100,6 +72,7 @@ class AgentStore:
         nickname: str | None = None,
         parent_agent_id: str | None = None,
         heartbeat_interval_secs: int | None = None,
+        unique_name: bool = False,
     ) -> Agent:
         """Register a new agent in state ``starting``, or adopt the record ``agent_id`` names.
 
@@ -107,6 +80,7 @@ class AgentStore:
         container keeps its identity); an unknown ``agent_id`` is created with that id. Either
         way it counts as one heartbeat, at ``heartbeat_interval_secs`` (the worker's own; default
         the town's ``[agent]`` setting), which the agent's liveness is judged by from then on.
+        ``unique_name`` (workers): :class:`NameTaken` if another live agent has the name.
         """
         try:
             inputs.name(name, "agent name")
@@ -120,6 +94,8 @@ class AgentStore:
         ts = to_rfc3339(now())
         beat = Beat(heartbeat_interval_secs or self.heartbeat_interval_secs)
         if self.find(agent_id) is not None:
+            if unique_name:
+                self.check_name_free(name, agent_id)
             fields = {"name": name, "cli": cli, "last_active_at": ts}
             if role_id:
                 fields["role_id"] = role_id
@@ -137,14 +113,44 @@ class AgentStore:
                 role_id=role_id,
                 parent_agent_id=parent_agent_id,
             )
-            record = {
-                k: v
-                for k, v in agent.to_hash().items()
-                if k not in ("state", "last_heartbeat", "alive_until")
-            }
-            self.update(agent_id, "register", set_fields=record, beat=beat, create=True)
+            owned = ("state", "last_heartbeat", "alive_until")  # the update script's
+            record = {k: v for k, v in agent.to_hash().items() if k not in owned}
+            if unique_name:
+                self.create_if_name_free(name, agent_id, record, beat)
+            else:
+                self.update(agent_id, "register", set_fields=record, beat=beat, create=True)
         ensure_group(self.r, self.keys.agent_docket(agent_id))
         return self.get(agent_id)
+
+    def check_name_free(self, name: str, agent_id: str) -> None:
+        """:class:`NameTaken` if another live agent (not a stopped or dead one) is ``name``."""
+        now_ms = self.now_ms()
+        for a in self.all():
+            if a.id != agent_id and a.name.lower() == name.lower() and a.alive(now_ms):
+                raise NameTaken(
+                    f"agent name {name!r} is taken by live agent {a.id} ({a.state}, last "
+                    f"heartbeat {a.heartbeat_age_secs(now_ms)} s ago); set another "
+                    f"TINYTOWN_AGENT_NAME, or stop it first (tt send {a.id} --kind shutdown)"
+                )
+
+    def create_if_name_free(self, name: str, agent_id: str, record: dict, beat: Beat) -> None:
+        """Create the record unless a live agent has the name, as one atomic step: the look is
+        made under WATCH of the agents set, so an agent registered meanwhile makes it retry."""
+        keys, args = self.update_request(
+            agent_id, "register", set_fields=record, beat=beat, create=True
+        )
+        while True:
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(self.keys.agents)
+                    self.check_name_free(name, agent_id)
+                    pipe.multi()
+                    # EVAL with the text, not EVALSHA: rare, and no NOSCRIPT inside MULTI
+                    pipe.eval(self._update.script, len(keys), *keys, *args)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
 
     # -- read -------------------------------------------------------------------------------
 
@@ -268,8 +274,9 @@ class AgentStore:
         ]
         if not matches:
             raise NotFound(f"agent {ref!r} not found")
-        if len(matches) > 1:
-            live = [a for a in matches if a.active]
+        if len(matches) > 1:  # the one beating, else the one presumed to run (dead: not yet)
+            now_ms = self.now_ms()
+            live = [a for a in matches if a.alive(now_ms)] or [a for a in matches if a.active]
             if len(live) == 1:
                 return live[0]
             names = ", ".join(f"{a.name} ({a.id})" for a in matches)
@@ -402,6 +409,23 @@ class AgentStore:
             pipe.zrem(self.keys.agents_in_state(state), agent_id)
         pipe.execute()
 
+    def prune_stopped(self, retention_secs: int) -> list[str]:
+        """:meth:`delete` agents stopped or in error whose heartbeat window ended more than
+        ``retention_secs`` ago (Redis clock; found in the per-state index, scored by
+        ``alive_until``), at most ``AGENT_PRUNE_BATCH`` per state; returns their names."""
+        cutoff = self.now_ms() - retention_secs * 1000
+        pipe = self.r.pipeline(transaction=False)
+        for state in PRUNABLE_AGENT_STATES:
+            key = self.keys.agents_in_state(state)
+            pipe.zrangebyscore(key, "-inf", f"({cutoff}", start=0, num=defaults.AGENT_PRUNE_BATCH)
+        ids = sorted(set().union(*pipe.execute()))
+        pruned = []
+        for agent in self.many(ids):  # as they are now: one adopted meanwhile stays
+            if agent and agent.state in PRUNABLE_AGENT_STATES and agent.alive_until < cutoff:
+                self.delete(agent.id)
+                pruned.append(agent.name)
+        return pruned
+
     def upgrade_index(self) -> int:
         """Rebuild the per-state index from the records if this town still has the sets an
         earlier version kept (no liveness); returns how many agents were indexed. One EXISTS
@@ -472,4 +496,4 @@ def parse_counts(reply: list) -> AgentCounts:
     return AgentCounts(live_by, dead_by, [parse_rfc3339(t) for t in times], int(now_ms))
 
 
-__all__ = ["AgentStore", "SUPERVISOR_ID", "nickname_for"]
+__all__ = ["AgentStore", "NameTaken", "SUPERVISOR_ID", "nickname_for"]

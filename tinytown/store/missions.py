@@ -28,6 +28,7 @@ from tinytown.core.records import new_id
 from tinytown.core.states import MISSION, TERMINAL_MISSION_STATES
 from tinytown.core.work_items import new_item_documents
 from tinytown.store.events import Events
+from tinytown.store.short_ids import resolve_reference, zset_members
 
 MISSION_LOG_MAX_LINES = 100
 NOTES_MAX = 200  # notes kept per mission (processed ones are dropped first)
@@ -95,6 +96,16 @@ class MissionStore:
         if mission is None:
             raise NotFound(f"mission {mission_id} not found")
         return mission
+
+    def resolve(self, ref: str) -> str:
+        """The mission id ``ref`` names: its id, or a unique short id (its first 8 or more hex
+        digits; dashes may be left out).
+
+        Cost: a full id costs no command. A short id reads the whole ``missions`` index, 10 000
+        ids per ZRANGE: O(every mission kept) — for ``tt``, never a request or the dispatcher.
+        Raises NotFound when no mission id begins with it and TinytownError naming the
+        candidates when several do."""
+        return resolve_reference("mission", ref, lambda: zset_members(self.r, self.keys.missions))
 
     def active_ids(self) -> list[str]:
         return sorted(self.r.smembers(self.keys.missions_active))

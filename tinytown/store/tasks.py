@@ -23,6 +23,7 @@ from tinytown.core.states import TASK, TASK_RUNNING, TASK_STATES
 from tinytown.store import control, transaction
 from tinytown.store.events import Events
 from tinytown.store.scripts import TASK_DELETE, TASK_TRANSITION, queue_script
+from tinytown.store.short_ids import resolve_reference, zset_members
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,16 @@ class TaskStore:
             raise NotFound(f"task {task_id} not found")
         return task
 
+    def resolve(self, ref: str) -> str:
+        """The task id ``ref`` names: its id, or a unique short id (its first 8 or more hex
+        digits, as ``tt/<8 hex>`` branch names show; dashes may be left out).
+
+        Cost: a full id costs no command. A short id reads the whole ``tasks`` index, 10 000 ids
+        per ZRANGE: O(every task the town keeps) — an operator's command (``tt``), never a
+        request, worker or scaling path. Raises NotFound when no task id begins with it and
+        TinytownError naming the candidates when several do."""
+        return resolve_reference("task", ref, lambda: zset_members(self.r, self.keys.tasks))
+
     def many(self, task_ids: Iterable[str]) -> list[Task | None]:
         """Records for ids in one round trip; None where a record is missing."""
         pipe = self.r.pipeline(transaction=False)
@@ -219,6 +230,19 @@ class TaskStore:
         pipe.zcard(key)
         ids, total = pipe.execute()
         return [t for t in self.many(ids) if t is not None], total
+
+    def add_worker_seconds(self, secs: float) -> None:
+        """Count what one CLI run took toward ``tinytown_worker_seconds_total``."""
+        self.r.incrbyfloat(self.keys.worker_seconds, round(secs, 3))
+
+    def worker_seconds_total(self) -> float:
+        """Seconds coding CLIs have run in this town, every attempt of every task."""
+        return float(self.r.get(self.keys.worker_seconds) or 0)
+
+    def newest(self, state: str, limit: int) -> list[Task]:
+        """The ``limit`` newest tasks in ``state``, newest first (the status page's failures)."""
+        ids = self.r.zrevrange(self.keys.tasks_in_state(state), 0, limit - 1)
+        return [t for t in self.many(ids) if t is not None]
 
     def counts(self) -> dict[str, int]:
         """Number of tasks in each state (``ZCARD`` per index: O(1) each)."""
@@ -366,6 +390,7 @@ class TaskStore:
         to_agent: str | None = None,
         attempts: int | None = None,
         move: str | None = None,
+        set_fields: dict[str, str] | None = None,
     ) -> Transition:
         """Put a live task back to work with a fresh docket entry, in one atomic step.
 
@@ -374,9 +399,10 @@ class TaskStore:
         shared docket. ``expect`` and ``assignee`` guard it as in :meth:`transition`;
         ``attempts`` sets the attempt count (with ``move="undo_claim"``: a claim undone before its
         CLI started). Old docket entries of the task are left alone: whoever reads one finds the
-        task moved on and skips it.
+        task moved on and skips it. ``set_fields`` are written with it (what the attempt cost).
         """
         counted = {} if attempts is None else {"attempts": str(attempts)}
+        counted.update(set_fields or {})
         if to_agent:
             return self.transition(
                 task_id,

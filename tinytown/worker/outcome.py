@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tinytown.config import Config
-from tinytown.core import messages
+from tinytown.core import cost, messages
 
 
 @dataclass
@@ -34,6 +34,12 @@ class Outcome:
     # The task as stored cannot run here (``TaskRunner.unrunnable``): failed, not retried.
     rejected: bool = False
     tail: str = ""
+    run_secs: float = 0.0  # how long the CLI ran (monotonic clock)
+
+    def charge(self, task, cost_per_hour: float) -> dict[str, str]:
+        """The task's fields after this attempt: its CLI's seconds and their cost, added to what
+        earlier attempts took (:func:`tinytown.core.cost.charge`)."""
+        return cost.charge(task.worker_secs, task.cost, self.run_secs, cost_per_hour)
 
     @property
     def succeeded(self) -> bool:

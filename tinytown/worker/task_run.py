@@ -12,7 +12,10 @@ it writes the task's final state. In between:
   stdin, and one round trip records ``started_at``, the agent ``working`` and the inbox
   messages the prompt took;
 - the runner waits for the CLI and stops its group on the task timeout, a drain timeout or a
-  cancel (set by the worker's other threads), and after its exit stops what it left running.
+  cancel (set by the worker's other threads), and after its exit stops what it left running;
+- meanwhile a thread sends the CLI's output from the log file to the task's Redis stream
+  (:mod:`tinytown.worker.output_stream`), its last part before the final state is written, and
+  the stream is marked finished once the task is in a final state.
 
 The way from a delivery to ``Popen`` is the submit→start latency (``docs/benchmarks.md``): for a
 task without a repository nothing on it can wait — no Redis round trip, no file creation, no
@@ -37,12 +40,14 @@ from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.errors import TinytownError
 from tinytown.core.prompt import build_prompt
 from tinytown.core.records import Task
-from tinytown.core.states import AGENT, TASK_RUNNING
+from tinytown.core.states import AGENT, TASK_RUNNING, TERMINAL_TASK_STATES
 from tinytown.store import Town
 from tinytown.store.docket import Entry
+from tinytown.store.task_tokens import TaskTokens, new_token
 from tinytown.store.worker import WorkerStore
 from tinytown.worker import cli_process, orphan_cli, workspace
 from tinytown.worker.outcome import Inbox, Outcome
+from tinytown.worker.output_stream import OutputStream
 from tinytown.worker.tasklog import TaskLogs
 from tinytown.worker.workspace import Workspace
 
@@ -64,6 +69,7 @@ class WorkerState(Protocol):
     stopping: str  # read: why the worker is draining ("" while it is not)
     cancelled_task: str  # read: set by the heartbeat or control thread on a cancel
     proc: subprocess.Popen | None  # set: the running CLI, whose group a second signal kills
+    cost_per_hour: float  # its outpost's rate: what a second of a task's CLI costs × 3600
 
     def log(self, event: str, **fields) -> None: ...
 
@@ -73,6 +79,7 @@ class WorkerState(Protocol):
 class TaskRunner:
     def __init__(self, worker: WorkerState):
         self.worker = worker
+        self.output: OutputStream | None = None  # the running (or last) attempt's output stream
 
     def run(self, task: Task, entry: Entry, inbox: Inbox) -> tuple[Outcome, Workspace | None]:
         """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
@@ -175,11 +182,13 @@ class TaskRunner:
             prompt_path = w.logs.folder / f"{task.id}.prompt.md"
             prompt_path.write_bytes(self.prompt_bytes(make_prompt, task))
             command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
+        token = new_token(task.id)  # reports this attempt over REST; its hash is stored below
         env = {
             **w.base_env,
             **cli.env,
             "TINYTOWN_TASK_ID": task.id,
             "TINYTOWN_TASK_ATTEMPT": str(task.attempts),
+            "TINYTOWN_TASK_TOKEN": token,
         }
         cancelled = w.cancelled_task == task.id
         if w.stopping or cancelled:  # told to leave, or cancelled, while the workspace was made
@@ -212,6 +221,10 @@ class TaskRunner:
                 if ws is None:
                     self.log_task_started(task, entry)
             leash = w.leash.attach(proc.pid, task.id)
+            # Valid before the CLI reads its prompt; expires if this worker dies before revoking.
+            tokens = TaskTokens.of(w.town)
+            ttl_secs = w.agent_cfg.task_timeout_secs + defaults.TASK_TOKEN_GRACE_SECS
+            w.with_redis("task_token", tokens.issue, task.id, token, ttl_secs)
             if not prompt_path:  # on stdin, written once the process exists
                 try:
                     data = self.prompt_bytes(make_prompt, task)
@@ -233,7 +246,13 @@ class TaskRunner:
                 log=out.path,
                 leash_pid=leash.proc.pid if leash else None,
             )
+            self.output = OutputStream(
+                w.town.output, task.id, out.fd, out.start, self.log_header(task.attempts), w.log
+            ).start()
+            began = time.monotonic()
             outcome = self.wait_for_cli(task, proc)
+            outcome.run_secs = time.monotonic() - began
+            w.with_redis("task_token_revoke", tokens.revoke, task.id, token)
             if not outcome.stopped and cli_process.group_alive(proc):
                 # It left processes running (a background server, say): nothing of a task
                 # outlives it, and its leash is about to let go.
@@ -243,6 +262,7 @@ class TaskRunner:
             if leash is not None:
                 w.leash.release()
             outcome.tail = out.tail()
+            self.output.stop()  # its last output sent before the final state is written
         finally:  # (not released after an error: this worker is ending; the leash stops the CLI)
             out.close()
             if prompt_path:
@@ -325,14 +345,23 @@ class TaskRunner:
         (the workspace's branch and commit) are recorded either way while the task is ours."""
         w, tasks, me = self.worker, self.worker.town.tasks, self.worker.agent_id
         final, text = outcome.verdict(task.attempts, w.config, task.max_attempts)
+        charge = outcome.charge(task, w.cost_per_hour)
+        if outcome.run_secs:
+            w.with_redis("count_worker_secs", tasks.add_worker_seconds, outcome.run_secs)
         if final == "retry":
             to = me if entry.directed else None
             result = w.with_redis(
-                "requeue", tasks.requeue, task.id, expect=TASK_RUNNING, assignee=me, to_agent=to
+                "requeue",
+                tasks.requeue,
+                task.id,
+                expect=TASK_RUNNING,
+                assignee=me,
+                to_agent=to,
+                set_fields=charge,
             )
         else:
             move = "complete" if final == "completed" else "fail"
-            ended = {"result": text, "completed_at": to_rfc3339(now()), **fields}
+            ended = {"result": text, "completed_at": to_rfc3339(now()), **charge, **fields}
             result = w.with_redis(
                 move,
                 tasks.transition,
@@ -343,6 +372,7 @@ class TaskRunner:
                 set_fields=ended,
             )
         if result.ok:
+            self.output_finished(task, final)
             return final
         current = w.with_redis("reread", tasks.find, task.id)
         if fields and current is not None and current.assigned_to == me:
@@ -355,7 +385,15 @@ class TaskRunner:
                 assignee=me,
                 set_fields=fields,
             )
+        self.output_finished(task, current.state if current else "")
         return f"kept:{current.state if current else 'missing'}"
+
+    def output_finished(self, task: Task, state: str) -> None:
+        """Once the task is in a final state, mark its output stream finished."""
+        if self.output is not None and self.output.task_id == task.id:
+            if state in TERMINAL_TASK_STATES:
+                self.output.finish()
+            self.output = None
 
     def push_wip(self, task: Task, ws: Workspace) -> None:
         """The task is left unfinished: commit and push its work in progress, so the next

@@ -1,0 +1,206 @@
+"""The status page (GET /): what it shows, its auth (header, or a key kept in a cookie by the
+login form), and how it renders in a real headless Chromium through a real gunicorn."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+import requests
+
+from tinytown.config import load_config
+from tinytown.core.chart import Sample, chart_svg
+from tinytown.missions.start import start_mission
+from tinytown.store import Town
+
+from .api_support import keyed_app, keyed_tables, keyed_town, keyring  # noqa: F401 - fixtures
+from .conftest import free_port, write_town
+from .townhall_support import Townhall
+
+HOUR_MS = 3600 * 1000
+
+
+def populate(town: Town) -> dict:
+    """Two live agents (one working), a stopped one, a mission half done, a failed task and
+    six hours of samples."""
+    alice = town.agents.register("alice", "claude")
+    bob = town.agents.register("bob", "claude")
+    old = town.agents.register("old-timer", "claude")
+    town.agents.set_state(old.id, "kill")
+    town.agents.set_state(alice.id, "ready")
+    busy = town.tasks.add("Refactor the exporter")
+    town.agents.update(bob.id, "work", set_fields={"current_task": busy.id})
+    mission, _ = start_mission(
+        town,
+        items=[{"key": "a", "title": "First"}, {"key": "b", "title": "Second"}],
+        title="release 1.2",
+    )
+    item = town.missions.work_items(mission.id)[0]
+    town.missions.update_work_item(mission.id, item["id"], status="done", artifacts=None)
+    broken = town.tasks.add("Break the build")
+    town.tasks.fail(broken.id, "exit 3: tests failed\ntraceback …")
+    now_ms = town.samples.now_ms()
+    for k in range(12):
+        town.samples.record(k % 4, 1, 2, at_ms=now_ms - (6 * HOUR_MS) + k * HOUR_MS // 2)
+    return {"alice": alice, "bob": bob, "mission": mission}
+
+
+class Text(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.parts: list[str] = []
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def text_of(html: str) -> str:
+    parser = Text()
+    parser.feed(html)
+    return " ".join(" ".join(parser.parts).split())
+
+
+def test_the_page_needs_town_read_by_header_or_login_cookie(keyed_app, keyed_town, keyring):
+    populate(keyed_town)
+    client = keyed_app.test_client()
+    resp = client.get("/")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/login")
+    form = client.get("/login")
+    assert form.status_code == 200 and 'name="key"' in form.get_data(as_text=True)
+
+    bad = client.post("/login", data={"key": "not-a-key"})
+    assert bad.status_code == 401 and "not valid" in bad.get_data(as_text=True)
+    assert "Set-Cookie" not in bad.headers
+
+    read_key = keyring["read"][0]
+    ok = client.post("/login", data={"key": read_key})
+    assert ok.status_code == 303 and ok.headers["Location"].endswith("/")
+    cookie = ok.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
+    page = client.get("/")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert "alice" in text_of(page.get_data(as_text=True))
+
+    out = client.post("/logout")
+    assert out.status_code == 303 and "tinytown_key=;" in out.headers["Set-Cookie"]
+    assert client.get("/").status_code == 302
+
+    header = keyed_app.test_client().get("/", headers={"Authorization": f"Bearer {read_key}"})
+    assert header.status_code == 200
+
+
+def test_a_key_without_town_read_cannot_log_in(keyed_app, keyring):
+    resp = keyed_app.test_client().post("/login", data={"key": keyring["write"][0]})
+    assert resp.status_code == 401 and "lacks the town.read scope" in resp.get_data(as_text=True)
+
+
+def test_the_page_shows_agents_queue_missions_failures_events_and_the_chart(
+    keyed_app, keyed_town, keyring
+):
+    populate(keyed_town)
+    client = keyed_app.test_client()
+    html = client.get("/", headers={"X-API-Key": keyring["read"][0]}).get_data(as_text=True)
+    text = text_of(html)
+    assert '<meta http-equiv="refresh" content="10">' in html
+    assert re.search(r"alice\s+Idle", text) and re.search(
+        r"bob\s+Working\s+Refactor the exporter", text
+    )
+    assert "old-timer" not in text and "1 stopped agent(s) not shown" in text
+    assert re.search(r"Queued\s*1\b", text)  # the busy task (no dispatcher here: items wait)
+    assert "release 1.2" in text and "1/2 done" in text and 'aria-valuenow="50"' in html
+    assert "Break the build" in text and "exit 3: tests failed" in text
+    assert "traceback" not in text  # the first line of a reason only
+    assert "task_failed" in text  # recent events
+    assert html.count("<polyline") == 2 and "no samples yet" not in html
+
+
+def test_the_chart_draws_both_lines_within_its_box_and_says_when_empty():
+    now = 10 * HOUR_MS
+    samples = [Sample(now - k * HOUR_MS // 4, k, 1, 3) for k in range(24)]
+    svg = chart_svg(samples, now_ms=now, hours=6, width=600, height=160)
+    coords = [tuple(map(float, p.split(","))) for p in re.findall(r"[\d.]+,[\d.]+", svg)]
+    assert svg.count("<polyline") == 2 and coords
+    assert all(0 <= x <= 600 and 0 <= y <= 160 for x, y in coords)
+    assert ">23<" in svg  # the scale's top: the largest value shown
+    assert "no samples yet" in chart_svg([], now_ms=now)
+    assert "<polyline" not in chart_svg([Sample(now - 7 * HOUR_MS, 1, 1, 1)], now_ms=now)
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def browser():
+    path = chromium()
+    if path is None:
+        if os.environ.get("TINYTOWN_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("TINYTOWN_REQUIRE_CHROMIUM=1 but no chromium on PATH", pytrace=False)
+        pytest.skip("no chromium on PATH (apt-get install chromium; .ci/run does)")
+    return path
+
+
+def run_chromium(path: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            path,
+            "--headless",
+            "--no-sandbox",  # CI runs as root
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--window-size=412,1600",  # a phone's width
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_page_renders_in_headless_chromium_on_a_phone_sized_screen(
+    tmp_path, redis_url, browser
+):
+    port = free_port()
+    root = write_town(tmp_path, redis_url, tables=f"[townhall]\nrest_port = {port}\nworkers = 1\n")
+    town = Town.connect(load_config(root, env={}))
+    populate(town)
+    townhall = Townhall(root, port)
+    url = f"{townhall.url}/"
+    shot = tmp_path / "status-page.png"
+    try:
+        townhall.wait_serving()
+        assert requests.get(url, timeout=10).status_code == 200
+        dom = run_chromium(browser, tmp_path, "--dump-dom", url)
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        taken = run_chromium(browser, tmp_path, f"--screenshot={shot}", url)
+        assert taken.returncode == 0, taken.stderr[-2000:]
+    finally:
+        townhall.stop()
+        town.close()
+    rendered = dom.stdout
+    assert "alice" in rendered and "bob" in rendered
+    assert 'aria-valuenow="50"' in rendered and "1/2 done" in rendered
+    assert rendered.count("<polyline") == 2
+    assert shot.exists() and shot.stat().st_size > 5_000
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"status page screenshot: {shot}")
+
+
+def test_a_tasks_page_shows_its_output_and_cost(keyed_app, keyed_town, keyring):
+    task = keyed_town.tasks.add("Write the exporter")
+    keyed_town.output.append(task.id, ["step 1: parse\n", "step 2: <write> & done\n"])
+    client = keyed_app.test_client()
+    headers = {"X-API-Key": keyring["read"][0]}
+    html = client.get(f"/tasks/{task.id}", headers=headers).get_data(as_text=True)
+    assert "Write the exporter" in html and '<meta http-equiv="refresh"' in html  # live
+    assert "step 1: parse" in html and "step 2: &lt;write&gt; &amp; done" in html  # escaped
+    keyed_town.tasks.fail(task.id, "exit 2")
+    done = client.get(f"/tasks/{task.id}", headers=headers).get_data(as_text=True)
+    assert '<meta http-equiv="refresh"' not in done and "Failed" in done
+    assert client.get(f"/tasks/{task.id}").status_code == 302  # no key
+    assert client.get("/tasks/not-a-task", headers=headers).status_code == 404
