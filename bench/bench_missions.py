@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_dispatch import make_town, start_tt_worker, wait_for  # noqa: E402
 
+from tinytown.connection.embedded import EmbeddedServer  # noqa: E402
 from tinytown.core import events as ev  # noqa: E402
 from tinytown.core.clock import parse_rfc3339  # noqa: E402
 from tinytown.missions.dispatcher import Dispatcher  # noqa: E402
@@ -126,6 +127,7 @@ def main() -> int:
         except Exception:
             worker.kill()
         town.close()
+        EmbeddedServer(town.config).stop()  # the town's own Redis, by its pid file
         shutil.rmtree(root, ignore_errors=True)
 
     out = {
