@@ -3,6 +3,9 @@ its CLI ran and their cost; a mission sums its items'; /metrics counts worker-se
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from tinytown.config import load_config
@@ -11,6 +14,7 @@ from tinytown.missions.dispatcher import Dispatcher
 from tinytown.missions.start import start_mission
 from tinytown.store import Town
 
+from .conftest import CONFIG_ENV, tt_executable
 from .worker_support import poll, worker_town, workers  # noqa: F401  (fixtures)
 
 
@@ -64,6 +68,25 @@ def test_a_mission_reports_what_its_tasks_cost_at_the_workers_rate(worker_town, 
         assert summary["worker_secs"] == pytest.approx(sum(t.worker_secs for t in tasks), abs=0.01)
         assert summary["cost"] == pytest.approx(sum(t.cost for t in tasks), abs=1e-5)
         assert town.tasks.worker_seconds_total() >= summary["worker_secs"] - 0.01
+        env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
+        shown = subprocess.run(
+            [tt_executable(), "--town", str(root), "task", "show", tasks[0].id[:8]],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert f"worker_secs: {tasks[0].worker_secs}" in shown.stdout
+        assert f"cost: {tasks[0].cost}" in shown.stdout
+        status = subprocess.run(
+            [tt_executable(), "--town", str(root), "mission", "status", mission.id],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert f"cost: {summary['cost']:.4f} for" in status.stdout, status.stdout
     finally:
         dispatcher.stop()
         town.close()
