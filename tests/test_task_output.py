@@ -304,3 +304,11 @@ def test_a_reader_starting_after_the_end_entry_is_finished_at_once():
     )
     page = page_of(TASK, reply, limit=10)
     assert page.finished and page.chunks == []
+
+
+def test_deleting_a_task_deletes_its_output(town):
+    task = town.tasks.add("short-lived")
+    town.output.append(task.id, ["some output\n"])
+    assert town.redis.exists(town.keys.task_output(task.id))
+    town.tasks.delete(task.id)
+    assert not town.redis.exists(town.keys.task_output(task.id))

@@ -117,6 +117,7 @@ def test_a_token_not_stored_for_a_running_task_is_401():
         ("[townhall]\nrest_port = 9123\n", {}, "http://127.0.0.1:9123"),
         ("[townhall]\nrest_port = 9123\n", {"TINYTOWN_REST_PORT": "9200"}, "http://127.0.0.1:9200"),
         ('[townhall]\nbind = "0.0.0.0"\n', {}, "http://127.0.0.1:8080"),
+        ('[townhall]\nbind = "::1"\n', {}, "http://[::1]:8080"),
     ],
 )
 def test_the_prompt_gives_the_configured_townhall_address(tmp_path, redis_url, tables, env, url):

@@ -432,6 +432,7 @@ class TaskStore:
         )
         if status == "missing":
             raise NotFound(f"task {task_id} not found")
+        self.r.delete(self.keys.task_output(task_id))  # its output goes with it
         return old
 
     def remove_from_backlog(self, task_id: str) -> None:

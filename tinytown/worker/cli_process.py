@@ -37,6 +37,8 @@ def townhall_url(config: Config) -> str:
         return os.environ["TINYTOWN_URL"]
     th = config.townhall
     host = "127.0.0.1" if th.bind in ("0.0.0.0", "::", "") else th.bind
+    if ":" in host:  # an IPv6 address goes in brackets in a URL
+        host = f"[{host}]"
     scheme = "https" if th.tls.enabled else "http"
     return f"{scheme}://{host}:{th.rest_port}"
 
