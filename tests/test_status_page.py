@@ -16,6 +16,7 @@ from tinytown.config import load_config
 from tinytown.core.chart import Sample, chart_svg
 from tinytown.missions.start import start_mission
 from tinytown.store import Town
+from tinytown.store.agents import Beat
 
 from .api_support import keyed_app, keyed_tables, keyed_town, keyring  # noqa: F401 - fixtures
 from .conftest import free_port, write_town
@@ -31,6 +32,8 @@ def populate(town: Town) -> dict:
     bob = town.agents.register("bob", "claude")
     old = town.agents.register("old-timer", "claude")
     town.agents.set_state(old.id, "kill")
+    ghost = town.agents.register("ghost", "claude")  # working, but its heartbeat stopped long ago
+    town.agents.update(ghost.id, "work", beat=Beat(5, age_ms=3_600_000))
     town.agents.set_state(alice.id, "ready")
     busy = town.tasks.add("Refactor the exporter")
     town.agents.update(bob.id, "work", set_fields={"current_task": busy.id})
@@ -110,6 +113,7 @@ def test_the_page_shows_agents_queue_missions_failures_events_and_the_chart(
         r"bob\s+Working\s+Refactor the exporter", text
     )
     assert "old-timer" not in text and "1 stopped agent(s) not shown" in text
+    assert re.search(r"ghost\s+Working \(dead\)", text) and re.search(r"Dead agents\s*1", text)
     assert re.search(r"Queued\s*1\b", text)  # the busy task (no dispatcher here: items wait)
     assert "release 1.2" in text and "1/2 done" in text and 'aria-valuenow="50"' in html
     assert "Break the build" in text and "exit 3: tests failed" in text
@@ -183,7 +187,7 @@ def test_the_page_renders_in_headless_chromium_on_a_phone_sized_screen(
         townhall.stop()
         town.close()
     rendered = dom.stdout
-    assert "alice" in rendered and "bob" in rendered
+    assert "alice" in rendered and "bob" in rendered  # (ghost: recovered by the keeper here)
     assert 'aria-valuenow="50"' in rendered and "1/2 done" in rendered
     assert rendered.count("<polyline") == 2
     assert shot.exists() and shot.stat().st_size > 5_000
