@@ -76,12 +76,13 @@ from tinytown.core import defaults
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.cost import outpost_from_env
 from tinytown.core.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
+from tinytown.core.liveness import Beat
 from tinytown.core.logfmt import emit, line
 from tinytown.core.records import Task
 from tinytown.core.states import AGENT, TASK_RUNNING
 from tinytown.recovery import return_held_entries
 from tinytown.store import Town
-from tinytown.store.agents import Beat, NameTaken
+from tinytown.store.agents import NameTaken
 from tinytown.store.docket import Claim, Delivery, Docket, Entry
 from tinytown.store.worker import WorkerStore
 from tinytown.worker import cli_process, health_file, orphan_cli

@@ -12,10 +12,11 @@ import pytest
 import agent_worker
 from tinytown.config import load_config
 from tinytown.core.errors import ConfigError
+from tinytown.core.liveness import Beat
 from tinytown.core.states import AGENT_STATES
 from tinytown.keeper import Keeper
 from tinytown.store import Town
-from tinytown.store.agents import Beat, NameTaken
+from tinytown.store.agents import NameTaken
 
 from .conftest import write_town
 from .worker_support import workers, write_worker_town  # noqa: F401 - fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from tinytown.store.agents import Beat
+from tinytown.core.liveness import Beat
 
 from .api_support import app, client  # noqa: F401 - fixtures
 from .conftest import next_message

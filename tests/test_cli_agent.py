@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from tinytown.core.liveness import Beat
 from tinytown.core.states import AGENT
-from tinytown.store.agents import Beat
 
 LONG_AGO_MS = 10 * 60 * 1000
 

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
+from tinytown.core.liveness import Beat
 from tinytown.missions.start import start_mission
-from tinytown.store.agents import Beat
 
 from .api_support import app, client  # noqa: F401 - fixtures
 from .conftest import CONFIG_ENV, tt_executable

@@ -11,9 +11,9 @@ import redis
 
 from tinytown.config import load_config
 from tinytown.core.clock import now, parse_rfc3339, to_rfc3339
+from tinytown.core.liveness import Beat
 from tinytown.core.records import Agent
 from tinytown.store import Town
-from tinytown.store.agents import Beat
 from tinytown.store.docket import Docket, holders, is_dead
 
 from .conftest import write_town

@@ -14,10 +14,10 @@ import pytest
 import requests
 
 from tinytown.config import load_config
+from tinytown.core.liveness import Beat
 from tinytown.core.scaling import ScalingInput, scaling_signal
 from tinytown.keeper import Keeper
 from tinytown.store import Town
-from tinytown.store.agents import Beat
 from tinytown.store.docket import Docket, is_dead
 from tinytown.store.lease import Lease
 

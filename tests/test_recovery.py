@@ -10,9 +10,9 @@ import pytest
 from tinytown.config import load_config
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.errors import InvalidTransition
+from tinytown.core.liveness import Beat
 from tinytown.recovery import orphan_tasks, reclaim, recover
 from tinytown.store import Town
-from tinytown.store.agents import Beat
 from tinytown.store.docket import Docket
 
 from .conftest import write_town

@@ -14,9 +14,9 @@ import requests
 
 from tinytown.config import load_config
 from tinytown.core.chart import Sample, chart_svg
+from tinytown.core.liveness import Beat
 from tinytown.missions.start import start_mission
 from tinytown.store import Town
-from tinytown.store.agents import Beat
 
 from .api_support import keyed_app, keyed_tables, keyed_town, keyring  # noqa: F401 - fixtures
 from .conftest import free_port, write_town

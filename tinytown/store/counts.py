@@ -15,8 +15,9 @@ import redis
 
 from tinytown.core import defaults
 from tinytown.core.keys import Keys
+from tinytown.core.liveness import AgentCounts, parse_counts
 from tinytown.core.states import BACKLOG_STATE, TASK, TASK_RUNNING, TASK_STATES
-from tinytown.store.agents import AgentCounts, AgentStore, parse_counts
+from tinytown.store.agents import AgentStore
 from tinytown.store.scripts import execute_pipelined
 
 ASSIGNED = TASK["assign"].target  # aimed at one agent, not started
