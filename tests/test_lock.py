@@ -79,6 +79,4 @@ def test_every_install_path_takes_its_versions_from_the_lock():
     assert len(commands) >= 2 and all("-c requirements.txt" in c for c in commands)
     assert "-c requirements.txt" in (ROOT / ".ci" / "run").read_text()
     assert "-c /tmp/requirements.txt" in (ROOT / "Dockerfile").read_text()
-    assert (
-        '-c "$repo_root/requirements.txt"' in (ROOT / "scripts" / "build-wheelhouse").read_text()
-    )
+    assert '-c "$repo_root/requirements.txt"' in (ROOT / "scripts" / "build-wheelhouse").read_text()

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinytown.core import events as ev
+from tinytown.core import work_items
 from tinytown.core.inputs import InputError
 from tinytown.core.mission_notes import read_note, redirect, retry_failed
 from tinytown.core.mission_plan import TaskView, plan, review_rejects, task_id_for
@@ -271,22 +272,7 @@ JSON = st.recursive(
     ),
     max_leaves=12,
 )
-ITEM_FIELDS = st.sampled_from(
-    [
-        "key",
-        "title",
-        "description",
-        "kind",
-        "depends_on",
-        "repo",
-        "base_branch",
-        "push",
-        "cli",
-        "owner_role",
-        "tags",
-        "source_ref",
-    ]
-)
+ITEM_FIELDS = st.sampled_from(work_items.ITEM_FIELDS)
 
 
 # a valid item with some fields replaced by anything JSON can hold

@@ -19,6 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from tinytown.api.problems import Problem
 from tinytown.core import defaults, inputs
+from tinytown.core.inputs import type_name
 from tinytown.core.records import is_uuid
 
 _MISSING = object()
@@ -74,16 +75,6 @@ def json_body(*, optional: bool = False) -> dict[str, Any]:
             422, f"request body must be a JSON object, got {type_name(body)}", field="body"
         )
     return body
-
-
-def type_name(value: Any) -> str:
-    return {
-        dict: "an object",
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        type(None): "null",
-    }.get(type(value), "a number")
 
 
 def field(

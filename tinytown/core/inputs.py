@@ -241,6 +241,17 @@ def repo(value: str, field: str = "repo") -> str:
     return value  # scp-like or a path (relative paths are the town's)
 
 
+def type_name(value: Any) -> str:
+    """A JSON value's type as an error message names it (``got an array``)."""
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), "a number")
+
+
 def integer(value: int, field: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InputError(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tinytown.core import defaults, inputs
-from tinytown.core.inputs import InputError
+from tinytown.core.inputs import InputError, type_name
 from tinytown.core.issues import find_cycle, topological_order
 from tinytown.core.states import WORK_DEFAULT_STATUS
 
@@ -44,7 +44,7 @@ POLICY_FIELDS = (
     ("watch_interval_secs", int, 1, 7 * 86400),
 )
 
-_ITEM_FIELDS = (
+ITEM_FIELDS = (
     "key",
     "title",
     "description",
@@ -68,12 +68,6 @@ def item_id(mission_id: str, key: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{mission_id}/{key}"))
 
 
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", str: "a string", list: "an array"}.get(
-        type(value), "null" if value is None else "an object"
-    )
-
-
 def _get(raw: dict, name: str, where: str, kind: type, default: Any = None) -> Any:
     value = raw.get(name, default)
     if value is None:
@@ -81,7 +75,7 @@ def _get(raw: dict, name: str, where: str, kind: type, default: Any = None) -> A
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         want = {bool: "a boolean", int: "an integer", str: "a string", list: "an array"}[kind]
         raise InputError(
-            f"{where}.{name}", f"field '{where}.{name}' must be {want}, got {_type_name(value)}"
+            f"{where}.{name}", f"field '{where}.{name}' must be {want}, got {type_name(value)}"
         )
     return value
 
@@ -91,7 +85,7 @@ def _strings(raw: dict, name: str, where: str) -> list[str]:
     for i, value in enumerate(values):
         if not isinstance(value, str):
             field = f"{where}.{name}[{i}]"
-            raise InputError(field, f"field {field!r} must be a string, got {_type_name(value)}")
+            raise InputError(field, f"field {field!r} must be a string, got {type_name(value)}")
     return values
 
 
@@ -100,7 +94,7 @@ def parse_policy(raw: Any) -> dict:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise InputError("policy", f"field 'policy' must be an object, got {_type_name(raw)}")
+        raise InputError("policy", f"field 'policy' must be an object, got {type_name(raw)}")
     unknown = sorted(set(raw) - {name for name, *_ in POLICY_FIELDS})
     if unknown:
         raise InputError(
@@ -120,7 +114,7 @@ def parse_policy(raw: Any) -> dict:
 
 def _key(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise InputError(where, f"field {where!r} must be a string, got {_type_name(value)}")
+        raise InputError(where, f"field {where!r} must be a string, got {type_name(value)}")
     inputs.text(value, where, max_chars=100, multiline=False)
     if not _KEY.fullmatch(value):
         raise InputError(where, f"field {where!r} is {value!r}; a key is {KEY_RULE}")
@@ -130,12 +124,12 @@ def _key(value: Any, where: str) -> str:
 def _item(raw: Any, i: int, cli_rule: Callable[[str, str], str]) -> dict:
     where = f"items[{i}]"
     if not isinstance(raw, dict):
-        raise InputError(where, f"field {where!r} must be an object, got {_type_name(raw)}")
-    unknown = sorted(set(raw) - set(_ITEM_FIELDS))
+        raise InputError(where, f"field {where!r} must be an object, got {type_name(raw)}")
+    unknown = sorted(set(raw) - set(ITEM_FIELDS))
     if unknown:
         raise InputError(
             f"{where}.{unknown[0]}",
-            f"field '{where}.{unknown[0]}' is unknown; an item has " + ", ".join(_ITEM_FIELDS),
+            f"field '{where}.{unknown[0]}' is unknown; an item has " + ", ".join(ITEM_FIELDS),
         )
     key = _key(raw.get("key"), f"{where}.key")
     title = _get(raw, "title", where, str)

@@ -143,17 +143,7 @@ class Actions:
                 veto = f"agent list unavailable: {err}"
             veto = veto or self._health_veto(outpost, w, "healthy")
             if veto:
-                log(
-                    "info",
-                    "drain_skipped",
-                    container=w.container_id[:12],
-                    agent_id=w.agent_id,
-                    outpost=w.outpost,
-                    reason=veto,
-                )
-                report.actions.append(
-                    {"action": "drain_skipped", **worker_ref(w), "ok": True, "reason": veto}
-                )
+                skipped(report, "drain", w, veto)
                 continue
             try:
                 outpost.drain(w.container_id)
@@ -189,17 +179,7 @@ class Actions:
             veto = self._health_veto(outpost, w, "unhealthy")
             if veto:
                 memory.health_failures = 0
-                log(
-                    "info",
-                    "restart_skipped",
-                    container=w.container_id[:12],
-                    agent_id=w.agent_id,
-                    outpost=w.outpost,
-                    reason=veto,
-                )
-                report.actions.append(
-                    {"action": "restart_skipped", **worker_ref(w), "ok": True, "reason": veto}
-                )
+                skipped(report, "restart", w, veto)
                 continue
             try:
                 outpost.restart(w.container_id, self.config.restart_timeout_secs)
@@ -293,3 +273,18 @@ class Actions:
                 outpost=w.outpost,
             )
             report.actions.append({"action": "remove", **worker_ref(w), "ok": True})
+
+
+def skipped(report: Report, action: str, w, reason: str) -> None:
+    """A drain or restart not done (``<action>_skipped``): logged, and in the pass's report."""
+    log(
+        "info",
+        f"{action}_skipped",
+        container=w.container_id[:12],
+        agent_id=w.agent_id,
+        outpost=w.outpost,
+        reason=reason,
+    )
+    report.actions.append(
+        {"action": f"{action}_skipped", **worker_ref(w), "ok": True, "reason": reason}
+    )

@@ -128,7 +128,8 @@ SETTINGS = (
         "api_key",
         "str",
         "townhall",
-        "API key with scope town.read (prefer --api-key-file)",
+        "API key with scope town.read, and agent.manage to report unhealthy workers (prefer "
+        "--api-key-file)",
         metavar="KEY",
     ),
     Setting("api_key_file", "str", "townhall", "file holding the API key", metavar="PATH"),
