@@ -27,7 +27,16 @@ ALLOWED = {
         "tinytown.store",
         "tinytown.recovery",
     },
+    "tinytown.ops": {
+        "tinytown.core",
+        "tinytown.config",
+        "tinytown.connection",
+        "tinytown.store",
+        "tinytown.recovery",
+        "tinytown.missions",
+    },
     "tinytown.api": {
+        "tinytown.ops",
         "tinytown.core",
         "tinytown.config",
         "tinytown.connection",
@@ -70,6 +79,7 @@ FORBIDDEN = {
         "docker",
     },
     "tinytown.scaler": {"redis", "flask", "werkzeug", "gunicorn"},
+    "tinytown.ops": {"flask", "werkzeug", "gunicorn"},
     "tinytown.store": {"flask", "werkzeug", "gunicorn"},
 }
 # Only these rooms talk to Redis; anywhere else these attributes mean a Redis command or client.

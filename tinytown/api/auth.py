@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import threading
 import time
@@ -36,7 +35,6 @@ import requests
 from tinytown.config import SCOPES, AuthConfig
 from tinytown.core import defaults
 from tinytown.core.apikeys import verify_key
-from tinytown.core.clock import now, to_rfc3339
 from tinytown.store import task_tokens
 
 ALL_SCOPES = frozenset(SCOPES)
@@ -312,8 +310,3 @@ class Authenticator:
                 "attempt holds a newer token",
             )
         return Principal(f"task:{task_id}", frozenset({"town.write"}))
-
-
-def audit_line(**fields) -> str:
-    """One audit record as a JSON line, with its time (RFC 3339)."""
-    return json.dumps({"ts": to_rfc3339(now()), "event": "audit", **fields}, separators=(",", ":"))

@@ -15,32 +15,13 @@ import redis
 from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
-from tinytown.connection.target import resolve_target
-from tinytown.core import defaults
-from tinytown.core.clis import UnknownCli
-from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
+from tinytown.core.errors import Problem, TinytownError
 from tinytown.core.inputs import InputError
-from tinytown.core.urls import redact_text
+from tinytown.ops import table
+from tinytown.ops.table import as_problem
 
 PROBLEM_TYPE = "https://tinytown.dev/errors/{status}"
 log = logging.getLogger("tinytown.townhall")
-
-
-class Problem(Exception):
-    """Raise anywhere in a request to answer with a problem document."""
-
-    def __init__(
-        self,
-        status: int,
-        detail: str,
-        *,
-        field: str | None = None,
-        headers: dict | None = None,
-        **extra,
-    ):
-        super().__init__(detail)
-        self.status, self.detail, self.field = status, detail, field
-        self.headers, self.extra = headers or {}, extra
 
 
 def problem_document(status: int, detail: str, *, field: str | None = None, **extra) -> dict:
@@ -70,14 +51,14 @@ def problem(
 
 def redis_detail(err: Exception) -> str:
     """What went wrong with Redis, naming it with its password redacted."""
-    target = resolve_target(current_app.config["TOWN"].config)
-    url, shown = target.url, target.display
-    return f"Redis at {shown} is unreachable: {redact_text(str(err), url)}; retry shortly"
+    return table.redis_detail(err, current_app.config["TOWN"])
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Problem)
     def _problem(err: Problem):
+        if err.status == 503:
+            log.warning("event=redis_unavailable detail=%s", json.dumps(err.detail))
         return problem(err.status, err.detail, field=err.field, headers=err.headers, **err.extra)
 
     @app.errorhandler(HTTPException)
@@ -98,32 +79,11 @@ def register_error_handlers(app: Flask) -> None:
         return problem(err.code or 500, detail, headers=headers)
 
     @app.errorhandler(InputError)
-    def _bad_input(err: InputError):
-        return problem(err.status, str(err), field=err.field)
-
-    @app.errorhandler(UnknownCli)
-    def _unknown_cli(err: UnknownCli):
-        return problem(422, f"field 'cli': {err}", field="cli")
-
-    @app.errorhandler(NotFound)
-    def _not_found(err: NotFound):
-        return problem(404, str(err))
-
-    @app.errorhandler(InvalidTransition)
-    def _conflict(err: InvalidTransition):
-        return problem(409, str(err))
-
-    @app.errorhandler(TinytownError)
-    def _bad_request(err: TinytownError):
-        return problem(400, str(err))
-
+    @app.errorhandler(TinytownError)  # UnknownCli, NotFound, InvalidTransition, ...
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
-    def _redis_down(err: Exception):
-        log.warning("event=redis_unavailable detail=%s", json.dumps(redis_detail(err)))
-        return problem(
-            503, redis_detail(err), headers={"Retry-After": str(defaults.TOWNHALL_RETRY_AFTER_SECS)}
-        )
+    def _known(err: Exception):
+        return _problem(as_problem(err, current_app.config["TOWN"]))
 
     @app.errorhandler(Exception)
     def _internal(err: Exception):

@@ -7,11 +7,12 @@ from __future__ import annotations
 from flask import Blueprint
 
 from tinytown.api.access import protect
-from tinytown.api.common import agent_id_for, town
+from tinytown.api.common import town
 from tinytown.api.validation import field, json_body, required_text
 from tinytown.core import events as ev
 from tinytown.core import inputs
 from tinytown.core.clock import now, to_rfc3339
+from tinytown.ops.refs import agent_id_for
 
 REASON_MAX_CHARS = 500  # one line of why; the scaler's log holds the rest
 PLACE_MAX_CHARS = 200  # an outpost name or a container id
@@ -32,7 +33,7 @@ def agent_unhealthy(agent: str):
     reason = inputs.text(reason.strip(), "reason", max_chars=REASON_MAX_CHARS, multiline=False)
     outpost = field(body, "outpost", str, rule=_place)
     container = field(body, "container_id", str, rule=_place)
-    resolved, record = agent_id_for(inputs.reference(agent, "agent"))
+    resolved, record = agent_id_for(town(), inputs.reference(agent, "agent"))
     where = f" on outpost {outpost}" if outpost else ""
     in_container = f" (container {container[:12]})" if container else ""
     doc = ev.event(

@@ -3,28 +3,36 @@
 One path for every body: :func:`json_body` reads at most ``max_body_bytes`` whatever the framing
 (``Content-Length`` or chunked: anything longer is 413, never cut), then
 :func:`tinytown.core.inputs.decode_json` parses it (UTF-8, depth, number size, valid Unicode) — 400
-naming what is wrong. Wrong content type → 415. Fields are read with :func:`field`, which checks
-the JSON type and then the field's rule from :mod:`tinytown.core.inputs` (text, names, tags, branch,
-repository) — 422 naming the field. Views check everything before writing, so a rejected
-request writes nothing.
+naming what is wrong. Wrong content type → 415. Fields are read with
+:func:`tinytown.ops.args.field` (the operations' own rules, shared by REST, MCP and A2A) — 422
+naming the field. Operations check everything before writing, so a rejected request writes
+nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from tinytown.api.problems import Problem
 from tinytown.core import defaults, inputs
+from tinytown.core.errors import Problem
 from tinytown.core.inputs import type_name
-from tinytown.core.records import is_uuid
+from tinytown.ops.args import field, line, required_text, uuid_param
 
-_MISSING = object()
+__all__ = [
+    "field",
+    "json_body",
+    "line",
+    "page",
+    "query_bool",
+    "query_int",
+    "required_text",
+    "uuid_param",
+]
+
 _READ_CHUNK_BYTES = 64 * 1024
-_KIND_NAMES = {str: "a string", bool: "a boolean", int: "an integer", list: "an array of strings"}
 
 
 def read_body() -> bytes:
@@ -75,74 +83,6 @@ def json_body(*, optional: bool = False) -> dict[str, Any]:
             422, f"request body must be a JSON object, got {type_name(body)}", field="body"
         )
     return body
-
-
-def field(
-    body: dict,
-    name: str,
-    kind: type,
-    *,
-    required: bool = False,
-    default: Any = None,
-    rule: Callable[..., Any] | None = None,
-    low: int = 0,
-    high: int = 2**31 - 1,
-) -> Any:
-    """``body[name]``: of JSON type ``kind`` (str, bool, int, list of str), then its rule; 422
-    naming the field if not.
-
-    A string without a ``rule`` is checked as multi-line text (:func:`tinytown.core.inputs.text`);
-    an integer must lie in [``low``, ``high``]; a list's ``rule`` gets the whole list.
-    """
-    value = body.get(name, _MISSING)
-    if value is _MISSING or value is None:
-        if required:
-            raise Problem(422, f"field {name!r} is required", field=name)
-        return default
-    ok = (
-        isinstance(value, str)
-        if kind is str
-        else isinstance(value, bool)
-        if kind is bool
-        else isinstance(value, int) and not isinstance(value, bool)
-        if kind is int
-        else isinstance(value, list) and all(isinstance(v, str) for v in value)
-    )
-    if not ok:
-        raise Problem(
-            422, f"field {name!r} must be {_KIND_NAMES[kind]}, got {type_name(value)}", field=name
-        )
-    if kind is int:
-        return inputs.integer(value, name, low, high)
-    if kind is str and rule is None:
-        return inputs.text(value, name)
-    return rule(value, name) if rule is not None else value
-
-
-def required_text(body: dict, name: str, *, multiline: bool = True) -> str:
-    """A required string with something in it besides whitespace."""
-    value = field(
-        body, name, str, required=True, rule=lambda v, f: inputs.text(v, f, multiline=multiline)
-    )
-    if not value.strip():
-        raise Problem(422, f"field {name!r} must not be empty", field=name)
-    return value
-
-
-def line(value: str, name: str) -> str:
-    """A rule for one-line values without a rule of their own (a path, an artifact)."""
-    return inputs.text(value, name, max_chars=defaults.INPUT_MAX_LINE_CHARS, multiline=False)
-
-
-def uuid_param(value: str, what: str, status: int = 400) -> str:
-    """A path id that must be a UUID (upstream answers 400 "Invalid task ID: …")."""
-    if not is_uuid(value.lower()):
-        raise Problem(
-            status,
-            f"invalid {what} {inputs.printable(value)!r}: expected a UUID",
-            field=what.replace(" ", "_"),
-        )
-    return value.lower()
 
 
 def query_int(name: str, default: int, low: int, high: int) -> int:

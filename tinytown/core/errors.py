@@ -57,3 +57,22 @@ class InvalidTransition(TinytownError):
     def __init__(self, kind: str, record_id: str, state: str, action: str):
         self.kind, self.record_id, self.state, self.action = kind, record_id, state, action
         super().__init__(f"{kind} {record_id} is {state}; it cannot be {action}")
+
+
+class Problem(Exception):
+    """A caller's request that cannot be done as asked: an HTTP status, a complete sentence
+    (``detail``) and, where one argument is at fault, its ``field``. REST answers it as a problem
+    document, MCP as a tool error, A2A as a JSON-RPC error, all with the same sentence."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        field: str | None = None,
+        headers: dict | None = None,
+        **extra,
+    ):
+        super().__init__(detail)
+        self.status, self.detail, self.field = status, detail, field
+        self.headers, self.extra = headers or {}, extra

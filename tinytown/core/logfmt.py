@@ -39,6 +39,17 @@ def line(event: str, *, level: str | None = None, **fields) -> str:
     return " ".join(parts)
 
 
+def audit_line(**fields) -> str:
+    """One audit record as a JSON line, with its time (RFC 3339): townhall's audit log and
+    ``tt mcp-stdio``'s write the same records."""
+    return json.dumps({"ts": to_rfc3339(now()), "event": "audit", **fields}, separators=(",", ":"))
+
+
+def audit_result(status: int) -> str:
+    """How an audited call ended, by the HTTP status it had (or would have had)."""
+    return "success" if status < 300 else "denied" if status in (401, 403) else "error"
+
+
 def emit(text: str, stream=None) -> None:
     """Write one line in one ``write(2)``: safe in a signal handler, and threads never
     interleave."""
