@@ -27,12 +27,14 @@ LACKING = {"town.read": "write", "town.write": "read", "agent.manage": "write"}
 
 
 def protected_routes(app):
-    """(method, url, scope) for every protected route in the app's URL map."""
+    """(method, url, scope) for every protected REST route in the app's URL map (the JSON-RPC
+    doors, /mcp and /a2a, answer with JSON-RPC errors: tests/test_mcp_http.py and
+    tests/test_a2a.py hold them to the same keys)."""
     scopes = {bp.name: getattr(bp, "required_scope", None) for bp in BLUEPRINTS}
     out = []
     for rule in app.url_map.iter_rules():
         scope = scopes.get(rule.endpoint.split(".")[0])
-        if scope is None:
+        if scope is None or not rule.rule.startswith("/v1/"):
             continue
         url = rule.rule
         for name, value in PLACEHOLDERS.items():

@@ -113,3 +113,29 @@ def test_the_concepts_page_is_linked_from_the_top_of_the_readme():
     top = README.split("\n## ", 1)[0]
     assert "(docs/concepts.md)" in top
     assert (ROOT / "docs" / "concepts.md").exists()
+
+
+# --- docs/mcp.md: the tool table is the operations table --------------------------------------
+
+MCP_TABLE_START = "<!-- tools: generated from tinytown.ops (tests/test_docs.py) -->"
+MCP_TABLE_END = "<!-- /tools -->"
+
+
+def mcp_tool_table() -> str:
+    """The tools of docs/mcp.md, as ``tools/list`` orders them: name, scope, REST route, what."""
+    from tinytown import ops
+    from tinytown.mcp.tools import tool_list
+
+    rows = ["| Tool | Scope | REST route | What it does |", "|---|---|---|---|"]
+    for tool in tool_list():
+        op = ops.OPERATIONS[tool["name"]]
+        name = f"`{op.name}`" + "".join(f" (also `{a}`)" for a in op.aliases)
+        what = op.summary.replace("<", "&lt;").replace("|", "\\|")
+        rows.append(f"| {name} | `{op.scope}` | `{op.rest}` | {what} |")
+    return "\n".join(rows)
+
+
+def test_the_mcp_doc_lists_every_tool_as_the_operations_table_defines_it():
+    text = (ROOT / "docs" / "mcp.md").read_text()
+    table = text.split(MCP_TABLE_START, 1)[1].split(MCP_TABLE_END, 1)[0].strip()
+    assert table == mcp_tool_table(), "paste this table into docs/mcp.md:\n" + mcp_tool_table()

@@ -35,8 +35,18 @@ ALLOWED = {
         "tinytown.recovery",
         "tinytown.missions",
     },
-    "tinytown.api": {
+    "tinytown.mcp": {
+        "tinytown.core",
+        "tinytown.config",
+        "tinytown.connection",
+        "tinytown.store",
         "tinytown.ops",
+    },
+    "tinytown.a2a": {"tinytown.core", "tinytown.store", "tinytown.ops"},
+    "tinytown.api": {
+        "tinytown.a2a",
+        "tinytown.ops",
+        "tinytown.mcp",
         "tinytown.core",
         "tinytown.config",
         "tinytown.connection",
@@ -48,6 +58,8 @@ ALLOWED = {
         "tinytown.sampler",
     },
     "tinytown.cli": {
+        "tinytown.ops",
+        "tinytown.mcp",
         "tinytown.core",
         "tinytown.config",
         "tinytown.connection",
@@ -80,6 +92,8 @@ FORBIDDEN = {
     },
     "tinytown.scaler": {"redis", "flask", "werkzeug", "gunicorn"},
     "tinytown.ops": {"flask", "werkzeug", "gunicorn"},
+    "tinytown.mcp": {"flask", "werkzeug", "gunicorn"},
+    "tinytown.a2a": {"flask", "werkzeug", "gunicorn"},
     "tinytown.store": {"flask", "werkzeug", "gunicorn"},
 }
 # Only these rooms talk to Redis; anywhere else these attributes mean a Redis command or client.

@@ -1,7 +1,8 @@
 """Townhall's Flask application: ``create_app(config)`` builds it from blueprints.
 
 Blueprints follow the scope groups: ``public`` (no auth: probes, metrics, scaling, the spec),
-``read`` (``town.read``), ``write`` (``town.write``), ``manage`` (``agent.manage``). Errors are
+``read`` (``town.read``), ``write`` (``town.write``), ``manage`` (``agent.manage``); ``a2a_card``
+and ``a2a`` serve the A2A agent card and its JSON-RPC endpoint (:mod:`.a2a`). Errors are
 problem details (:mod:`.problems`), bodies are checked by :mod:`.validation`, and auth and the
 audit log live in :mod:`.access`.
 """
@@ -12,10 +13,12 @@ import time
 
 from flask import Flask
 
+from tinytown.api.a2a import a2a, a2a_card
 from tinytown.api.access import install_audit
 from tinytown.api.auth import Authenticator
 from tinytown.api.feed import feed
 from tinytown.api.manage import manage
+from tinytown.api.mcp_http import mcp
 from tinytown.api.output import output
 from tinytown.api.page import page
 from tinytown.api.problems import register_error_handlers
@@ -31,7 +34,7 @@ from tinytown.sampler import Sampler
 from tinytown.store import Town
 from tinytown.store.task_tokens import TaskTokens
 
-BLUEPRINTS = (public, read, feed, write, manage, reports, page, output)
+BLUEPRINTS = (public, read, feed, write, manage, reports, page, output, mcp, a2a_card, a2a)
 
 
 def create_app(

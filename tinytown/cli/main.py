@@ -18,6 +18,7 @@ from tinytown.cli import (
     auth,
     backlog,
     events,
+    mcp,
     mission,
     notify,
     redis_cmd,
@@ -28,7 +29,19 @@ from tinytown.cli import (
 from tinytown.cli.common import Parser, undecodable
 from tinytown.core.errors import ExitStatus, TinytownError
 
-COMMAND_GROUPS = (town, backlog, task, agent, mission, events, notify, auth, redis_cmd, worker)
+COMMAND_GROUPS = (
+    town,
+    backlog,
+    task,
+    agent,
+    mission,
+    events,
+    notify,
+    auth,
+    redis_cmd,
+    worker,
+    mcp,
+)
 
 EPILOG = """exit codes:
   0    success

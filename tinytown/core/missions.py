@@ -17,6 +17,10 @@ from tinytown.core.states import (
     WORK_STATUSES,
 )
 
+# A stopped mission's ``blocked_reason`` (A2A reads a forced stop as the mission cancelled).
+STOPPED_REASON = "Stopped by user"
+FORCED_STOP_REASON = "Stopped by user (forced)"
+
 
 def json_now(ts: datetime | None = None) -> str:
     """Upstream's JSON-document timestamp form (``…Z``)."""

@@ -23,7 +23,15 @@ from tinytown.core.clock import epoch_us, now, to_rfc3339
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.keys import Keys
 from tinytown.core.mission_plan import Plan
-from tinytown.core.missions import Mission, decode_items, json_now, new_mission, summary
+from tinytown.core.missions import (
+    FORCED_STOP_REASON,
+    STOPPED_REASON,
+    Mission,
+    decode_items,
+    json_now,
+    new_mission,
+    summary,
+)
 from tinytown.core.records import new_id
 from tinytown.core.states import MISSION, TERMINAL_MISSION_STATES
 from tinytown.core.work_items import new_item_documents
@@ -305,7 +313,7 @@ class MissionStore:
             if not move.allows(m.state):
                 raise InvalidTransition("mission", mission_id, m.state, "stopped")
             m.data["state"] = move.target
-            m.data["blocked_reason"] = "Stopped by user (forced)" if force else "Stopped by user"
+            m.data["blocked_reason"] = FORCED_STOP_REASON if force else STOPPED_REASON
             self._clear_help(m)
             return False
 
