@@ -47,7 +47,7 @@ def _task_options(t: Town, args: dict) -> dict:
 @operation(
     "task.list",
     READ,
-    "Tasks, newest first, optionally in one state.",
+    "Tasks, oldest first, optionally in one state.",
     params={"state": string("only tasks in this state", enum=list(TASK_STATES)), **PAGE},
     rest="GET /v1/tasks",
 )
