@@ -13,8 +13,8 @@ from werkzeug.serving import make_server
 from tinytown.config.notify import NotifyTarget
 from tinytown.core import events as ev
 from tinytown.notify.deliver import Notifier
+from tinytown.scaler.model import Config as ScalerConfig
 from tinytown.scaler.notify import notify
-from tinytown.scaler.settings import Config as ScalerConfig
 
 from .api_support import keyed_app, keyed_town, keyring  # noqa: F401 - fixtures
 from .test_notify_delivery import FAST, Receiver, until

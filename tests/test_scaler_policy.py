@@ -24,6 +24,7 @@ from tinytown.scaler.health import (
     next_failure_count,
 )
 from tinytown.scaler.memory import ContainerMemory, State
+from tinytown.scaler.model import Config, Outpost
 from tinytown.scaler.outposts import worker_healthcheck
 from tinytown.scaler.placement import Breaker, OutpostView, choose_outposts
 from tinytown.scaler.policy import (
@@ -33,7 +34,6 @@ from tinytown.scaler.policy import (
     plan_pass,
     scale_down_gate,
 )
-from tinytown.scaler.settings import Config, Outpost
 from tinytown.scaler.state_file import state_path
 from tinytown.scaler.wire import Agent, Signal, parse_agents, parse_signal
 

@@ -134,6 +134,23 @@ def test_the_chart_draws_both_lines_within_its_box_and_says_when_empty():
     assert "<polyline" not in chart_svg([Sample(now - 7 * HOUR_MS, 1, 1, 1)], now_ms=now)
 
 
+def test_the_chart_holds_each_value_until_the_next_sample_and_until_now():
+    """Townhall skips the samples of quiet intervals: a value holds, it does not slope."""
+    now = 10 * HOUR_MS
+    svg = chart_svg(
+        [Sample(now - 4 * HOUR_MS, 2, 0, 1), Sample(now - 2 * HOUR_MS, 6, 0, 1)],
+        now_ms=now,
+        hours=6,
+        width=634,
+        height=160,
+    )
+    queue = re.search(r'<polyline points="([^"]+)"[^>]*><title>tasks queued', svg).group(1)
+    points = [tuple(map(float, p.split(","))) for p in queue.split()]
+    (x1, y1), (x2, y2), (x3, y3), (x4, y4) = points  # start, step across, step up, on to now
+    assert x2 == x3 and y2 == y1 and y3 < y1  # 2 held until the next sample, then 6
+    assert y4 == y3 and x4 == 634 - 8  # 6 held until now, the right edge (margin 8)
+
+
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

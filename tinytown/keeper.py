@@ -10,7 +10,8 @@ One daemon thread per townhall process. It sleeps until the earliest moment an a
 can run out (the lowest ``alive_until`` in the index, Redis clock), at least
 ``KEEPER_MIN_SLEEP_SECS`` and at most one dead-after window of the town's own
 ``heartbeat_interval_secs`` (15 s by default), so an agent that registers meanwhile is looked at
-in time: one round trip per wake-up, about four a minute in a town with no agents. When an
+in time. With no live agent at all it waits on the process's event pump instead (a worker that
+registers appends an event), so an empty town costs it nothing. When an
 agent is past its window it takes the town's keeper lease, so one process recovers at a time,
 and a process that dies holding it loses it after ``KEEPER_LEASE_SECS``. Redis errors are logged
 once and retried a window later; the thread never ends before its process.
@@ -32,13 +33,17 @@ from tinytown.core import defaults
 from tinytown.recovery import recover
 from tinytown.store import Town
 from tinytown.store.duty import run_duty
+from tinytown.store.pump import EventPump
 
 log = logging.getLogger("tinytown.townhall")
 
 
 class Keeper:
-    def __init__(self, town: Town):
-        self.town = town
+    def __init__(self, town: Town, pump: EventPump | None = None):
+        """``pump``: the process's event pump; with it, a town without live agents is not
+        looked at on a timer but when an event comes (a worker registering makes one)."""
+        self.town, self.pump = town, pump
+        self.seen = -1  # the pump seq the last look reflects
         self.lease = town.lease(town.keys.keeper_lease, defaults.KEEPER_LEASE_SECS * 1000)
         self.stopped = threading.Event()
         # Longest sleep: an agent registered meanwhile (deadline ≥ its beat + its own window) is
@@ -61,8 +66,10 @@ class Keeper:
     def run(self) -> None:
         run_duty("keeper", self.tend, self.stopped, log, retry_secs=self.max_sleep_secs)
 
-    def tend(self) -> float:
-        """Recover what is due (under the lease); returns the seconds until it may be due again."""
+    def tend(self) -> float | None:
+        """Recover what is due (under the lease); returns the seconds until it may be due again
+        (None when it waited on the pump itself)."""
+        seen = self.pump.seq if self.pump is not None else -1
         deadline, now_ms = self.town.agents.next_deadline_ms()
         if deadline is not None and deadline <= now_ms and self.lease.acquire():
             try:
@@ -79,7 +86,11 @@ class Keeper:
             deadline, now_ms = self.town.agents.next_deadline_ms()
         self.prune()
         if deadline is None:
-            return self.max_sleep_secs
+            if self.pump is None or not self.pump.healthy:
+                return self.max_sleep_secs
+            # No live agent: nothing can die until one registers, which appends an event.
+            self.pump.wait(seen, defaults.AGENT_PRUNE_INTERVAL_SECS)
+            return None
         # Just past the deadline, so the agent is dead by then if it has not beaten.
         due = (deadline - now_ms) / 1000 + defaults.KEEPER_MIN_SLEEP_SECS / 10
         return min(self.max_sleep_secs, max(defaults.KEEPER_MIN_SLEEP_SECS, due))

@@ -25,6 +25,7 @@ from tinytown.api.problems import register_error_handlers
 from tinytown.api.public import public
 from tinytown.api.read import read
 from tinytown.api.reports import reports
+from tinytown.api.signals import SignalCache
 from tinytown.api.write import write
 from tinytown.config import Config
 from tinytown.keeper import Keeper
@@ -32,6 +33,7 @@ from tinytown.missions.dispatcher import Dispatcher
 from tinytown.notify.deliver import Notifier
 from tinytown.sampler import Sampler
 from tinytown.store import Town
+from tinytown.store.pump import EventPump
 from tinytown.store.task_tokens import TaskTokens
 
 BLUEPRINTS = (public, read, feed, write, manage, reports, page, output, mcp, a2a_card, a2a)
@@ -55,6 +57,9 @@ def create_app(
     app.config["STARTED_MONOTONIC"] = time.monotonic()
     app.config["TOWN"] = town = town or Town.connect(config)
     app.config["MISSIONS"] = town.missions
+    pump = EventPump(town).start() if background else None
+    app.config["PUMP"] = pump
+    app.config["SIGNALS"] = SignalCache(town, pump)
     app.config["AUTHENTICATOR"] = Authenticator(
         config.townhall.auth, task_token_valid=TaskTokens.of(town).valid, **auth_options
     )
@@ -66,11 +71,14 @@ def create_app(
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     if background:
-        app.config["KEEPER"] = Keeper(town).start()
+        app.config["KEEPER"] = Keeper(town, pump).start()
         if config.missions.dispatcher:
             app.config["DISPATCHER"] = Dispatcher(
-                town, tick_secs=config.missions.tick_secs, lease_secs=config.missions.lease_secs
+                town,
+                tick_secs=config.missions.tick_secs,
+                lease_secs=config.missions.lease_secs,
+                pump=pump,
             ).start()
         app.config["NOTIFIER"] = Notifier(town).start()
-        app.config["SAMPLER"] = Sampler(town).start()
+        app.config["SAMPLER"] = Sampler(town, pump=pump).start()
     return app

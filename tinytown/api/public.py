@@ -6,16 +6,18 @@ import time
 from importlib import resources
 
 import redis
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 
-from tinytown.api import metrics
+from tinytown.api import longpoll, metrics
 from tinytown.api.problems import problem, redis_detail
-from tinytown.api.signals import dispatcher_status, scaling
+from tinytown.api.signals import SignalCache, dispatcher_status
+from tinytown.api.validation import query_int
 from tinytown.connection.target import resolve_target
 from tinytown.core import defaults
 from tinytown.core.urls import redact_text
 
 public = Blueprint("public", __name__)
+longpoll.share_waiters(public)
 SPEC_RESOURCE = "townhall-v1.yaml"
 
 
@@ -70,8 +72,34 @@ def metrics_route():
 
 @public.get("/api/scaling")
 def scaling_route():
+    """The scaling signal. ``wait`` (seconds, at most ``SCALING_WAIT_MAX_SECS``) with ``since``
+    (the ``version`` last seen): answer as soon as the signal's version differs from ``since``,
+    woken by the event that changed it (the process's event pump), or with the unchanged signal
+    when the wait ends. Without ``wait`` (KEDA, an upstream client), answer at once."""
+    wait_secs = query_int("wait", 0, 0, defaults.SCALING_WAIT_MAX_SECS)
+    since = request.args.get("since")
+    cache: SignalCache = current_app.config["SIGNALS"]
     try:
-        return scaling(_town())
+        doc, seq = cache.current()
+        if not wait_secs or since != doc["version"]:
+            return doc
+        if cache.pump is None:  # an app without background duties cannot wait for events
+            return doc, 200, {longpoll.WAIT_HEADER: "unsupported"}
+        waiters = current_app.extensions[longpoll.WAITERS]
+        if not waiters.acquire(blocking=False):
+            return doc, 200, {longpoll.WAIT_HEADER: "busy"}
+        try:
+            deadline = time.monotonic() + wait_secs
+            while (left := deadline - time.monotonic()) > 0:
+                if longpoll.worker_stopping():
+                    return doc, 200, {longpoll.WAIT_HEADER: "stopping"}
+                seq = cache.pump.wait(seq, min(left, defaults.EVENTS_BLOCK_SLICE_MS / 1000))
+                doc, seq = cache.current()
+                if doc["version"] != since:
+                    break
+        finally:
+            waiters.release()
+        return doc
     except redis.RedisError as err:
         return problem(
             503,

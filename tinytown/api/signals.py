@@ -1,12 +1,23 @@
 """The scaling signal and the dispatcher's status, from the town's counts
-(:mod:`tinytown.store.counts`: one round trip, O(1) in the queue's length)."""
+(:mod:`tinytown.store.counts`: one round trip, O(1) in the queue's length).
+
+A process keeps its last signal (:class:`SignalCache`) for as long as its event pump
+(:mod:`tinytown.store.pump`) has seen no event: every change the signal counts appends an event
+in the same transaction, so an unchanged feed means an unchanged signal, and a scaler or KEDA
+asking again costs Redis nothing. The cache is a convenience, never an authority: without a
+healthy pump, or after ``SCALING_CACHE_MAX_SECS``, the signal is read from Redis again.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from tinytown.core import defaults
-from tinytown.core.clock import now, parse_rfc3339
+from tinytown.core.clock import now, parse_rfc3339, to_rfc3339
 from tinytown.core.scaling import ScalingInput, scaling_signal
 from tinytown.store import Town
+from tinytown.store.pump import EventPump
 
 
 def scaling(town: Town) -> dict:
@@ -26,6 +37,32 @@ def scaling(town: Town) -> dict:
             idle_timeout_secs=cfg.agent.idle_timeout_secs,
         )
     )
+
+
+class SignalCache:
+    """One process's latest scaling signal, valid while its pump's ``seq`` stays the same."""
+
+    def __init__(self, town: Town, pump: EventPump | None):
+        self.town, self.pump = town, pump
+        self.lock = threading.Lock()
+        self.doc: dict | None = None
+        self.seq = -1
+        self.at = 0.0
+
+    def current(self) -> tuple[dict, int]:
+        """The signal now, and the pump ``seq`` it reflects (-1 without a pump)."""
+        pump = self.pump
+        if pump is None or not pump.healthy:
+            return scaling(self.town), -1
+        seq = pump.seq  # read before Redis: an event during the read makes the next call read
+        with self.lock:
+            fresh = time.monotonic() - self.at < defaults.SCALING_CACHE_MAX_SECS
+            if self.doc is not None and self.seq == seq and fresh:
+                return {**self.doc, "timestamp": to_rfc3339(now())}, seq
+        doc = scaling(self.town)
+        with self.lock:
+            self.doc, self.seq, self.at = doc, seq, time.monotonic()
+        return doc, seq
 
 
 def dispatcher_status(town: Town) -> str:

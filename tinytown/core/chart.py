@@ -39,11 +39,25 @@ def _line(points: list[tuple[float, float]], colour: str, label: str) -> str:
     )
 
 
+def _held(points: list[tuple[float, float]], right: float) -> list[tuple[float, float]]:
+    """Steps, not slopes: each value holds until the next sample, and the last one until now
+    (townhall skips the samples of quiet intervals, in which nothing shown changed)."""
+    out: list[tuple[float, float]] = []
+    for x, y in points:
+        if out:
+            out.append((x, out[-1][1]))
+        out.append((x, y))
+    if out and out[-1][0] < right:
+        out.append((right, out[-1][1]))
+    return out
+
+
 def chart_svg(
     samples: list[Sample], *, now_ms: int, hours: int = 6, width: int = 600, height: int = 160
 ) -> str:
     """Two lines over the last ``hours``: tasks queued (waiting for a worker) and live agents,
-    on one scale from 0 to the largest value seen (at least 1)."""
+    on one scale from 0 to the largest value seen (at least 1), each value held until the
+    next sample."""
     span_ms = hours * 3600 * 1000
     start_ms = now_ms - span_ms
     shown = sorted((s for s in samples if start_ms <= s.at_ms <= now_ms), key=lambda s: s.at_ms)
@@ -52,6 +66,8 @@ def chart_svg(
     agents = [
         (_x(s.at_ms, start_ms, span_ms, width), _y(s.live_agents, top, height)) for s in shown
     ]
+    right = _x(now_ms, start_ms, span_ms, width)
+    queue, agents = _held(queue, right), _held(agents, right)
     bottom = height - MARGIN_BOTTOM
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '

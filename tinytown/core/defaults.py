@@ -90,9 +90,12 @@ MISSION_MAX_ATTEMPTS = 3  # policy default: runs of an item's task (and review r
 MISSION_HELP_AFTER_SECS = 600  # policy default: no progress this long → mission_help_needed
 MISSION_GH_BUDGET_SECS = 15  # POST /v1/missions runs gh for issues at most this long in all
 MISSION_TICK_SECS = 5  # the dispatcher's backstop tick; events wake it at once
+MISSION_IDLE_RECHECK_SECS = 300  # with no active mission, it looks for one this often (events
+# wake it at once)
 MISSION_LEASE_SECS = 15  # a dispatcher's lease on one mission; refreshed every tick
 MISSION_EVENTS_SHOWN = 50  # the latest events GET /v1/missions/{id}?include_events=true shows
 SAMPLE_INTERVAL_SECS = 60  # townhall samples queue depth and live agents this often (the chart)
+SAMPLE_QUIET_MAX_SECS = 1_800  # ...but skips intervals without events, for at most this long
 SAMPLES_MAXLEN = 2_000  # samples kept (about a day and a half at 60 s)
 PAGE_REFRESH_SECS = 10  # the status page reloads itself this often
 PAGE_OUTPUT_CHUNKS = 4  # a task's page shows its newest output chunks (each ≤ 16 KiB)
@@ -151,6 +154,16 @@ EVENTS_PAGE_MAX = 1_000  # the most events one read returns
 # Long-polls (GET /v1/events?wait=…) waiting at once per townhall process: each holds a thread
 # while it waits, so at most half of them; one more is answered at once, without waiting.
 EVENTS_WAITERS_MAX = TOWNHALL_THREADS // 2
+# Each townhall process reads the event feed once (tinytown.store.pump), in blocking reads of at
+# most this long: a quiet town costs one command per this many seconds per process, and every
+# background duty and long-poll of the process waits on that one read.
+PUMP_BLOCK_SECS = 55
+PUMP_READ_COUNT = 1_000  # events one pump read takes (it only needs to know something came)
+PUMP_RETRY_SECS = 2  # while Redis is unreachable the pump tries again this often
+# GET /api/scaling?wait=: the longest wait accepted, and how old a process's cached signal may
+# be before it is computed again even though no event came (a safety net; events drive it).
+SCALING_WAIT_MAX_SECS = 25
+SCALING_CACHE_MAX_SECS = 600
 
 # --- auth -------------------------------------------------------------------------------------
 ARGON2_MEMORY_KIB = 19456

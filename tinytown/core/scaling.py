@@ -19,10 +19,15 @@ Recommendation, first match wins (upstream order):
 2. ``scale_up`` — desired > active agents.
 3. ``scale_down`` — desired < active agents and nothing pending.
 4. ``steady``.
+
+``version`` (16 hex digits) changes whenever any other field but ``timestamp`` does: a client
+that long-polls passes the last one it saw, and is answered when it differs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,7 +87,7 @@ def scaling_signal(inp: ScalingInput) -> dict:
     active = sum(inp.agents_by_state.get(s, 0) for s in ACTIVE_AGENT_STATES)
     desired = min(pending + in_flight, inp.max_agents)
     idle = all_idle(inp)
-    return {
+    doc = {
         "town": inp.town,
         "timestamp": to_rfc3339(inp.now),
         "queue_depth": pending + in_flight,
@@ -99,3 +104,12 @@ def scaling_signal(inp: ScalingInput) -> dict:
         "busy_agents": inp.agents_by_state.get(AGENT_WORKING_STATE, 0),
         "dead_agents": inp.dead_agents,
     }
+    doc["version"] = signal_version(doc)
+    return doc
+
+
+def signal_version(doc: Mapping) -> str:
+    """What a long-poll (``GET /api/scaling?wait=&since=``) compares: 16 hex digits that change
+    whenever any field but the timestamp (and the version itself) does."""
+    stable = {k: v for k, v in doc.items() if k not in ("timestamp", "version")}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]

@@ -34,6 +34,7 @@ from tinytown.missions.notes import apply_note
 from tinytown.store import Town
 from tinytown.store.duty import run_duty
 from tinytown.store.lease import Lease
+from tinytown.store.pump import EventPump
 
 log = logging.getLogger("tinytown.missions")
 
@@ -64,9 +65,11 @@ class Dispatcher:
         tick_secs: float = defaults.MISSION_TICK_SECS,
         lease_secs: float = defaults.MISSION_LEASE_SECS,
         only: str | None = None,
+        pump: EventPump | None = None,
     ):
-        """``only``: act on this one mission (``tt mission dispatch --mission``)."""
-        self.town, self.tick_secs, self.only = town, tick_secs, only
+        """``only``: act on this one mission (``tt mission dispatch --mission``); ``pump``: the
+        process's event pump (townhall's), to wait on instead of reading the feed itself."""
+        self.town, self.tick_secs, self.only, self.pump = town, tick_secs, only, pump
         self.lease_ms = int(lease_secs * 1000)
         self.leases: dict[str, Lease] = {}
         self.stopped = threading.Event()
@@ -98,17 +101,31 @@ class Dispatcher:
 
     def run_once(self, wait: bool = True) -> int:
         """One round: step the missions that are due, then wait for events (until the next
-        tick) and note which missions they wake. Returns how many steps wrote something."""
+        tick) and note which missions they wake. Returns how many steps wrote something.
+
+        With the process's event pump, the wait costs Redis nothing: the feed is read from
+        this dispatcher's cursor only when the pump saw something. With no active mission the
+        next tick is ``MISSION_IDLE_RECHECK_SECS`` away (a new mission's event wakes it)."""
         if self.cursor is None:
             self.cursor = self.town.events.last_id()
             self.next_tick = 0.0
+        seen = self.pump.seq if self.pump is not None else -1
         due = self.woken
         self.woken = set()
         if time.monotonic() >= self.next_tick:
-            due |= set(self.active_ids())
-            self.next_tick = time.monotonic() + self.tick_secs
+            active = self.active_ids()
+            due |= set(active)
+            idle = not active and self.pump is not None
+            gap = defaults.MISSION_IDLE_RECHECK_SECS if idle else self.tick_secs
+            self.next_tick = time.monotonic() + gap
         wrote = sum(1 for mission_id in sorted(due) if self.step(mission_id))
+        if due:  # a mission is alive: tick as usual (the next tick reads the active set)
+            self.next_tick = min(self.next_tick, time.monotonic() + self.tick_secs)
         wait_ms = int(max(0.0, self.next_tick - time.monotonic()) * 1000) if wait else 0
+        if self.pump is not None and self.pump.healthy and wait_ms:
+            if self.pump.wait(seen, wait_ms / 1000) == seen:
+                return wrote  # nothing happened: no read
+            wait_ms = 0
         events = self.town.events.read(self.cursor, EVENTS_PER_READ, wait_ms=wait_ms)
         if events:
             self.cursor = events[-1]["id"]

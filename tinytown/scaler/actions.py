@@ -19,12 +19,12 @@ from tinytown.scaler.errors import OutpostError, TownhallError
 from tinytown.scaler.health import drain_veto
 from tinytown.scaler.log import log
 from tinytown.scaler.memory import ContainerMemory, State
+from tinytown.scaler.model import Config
 from tinytown.scaler.notify import notify
 from tinytown.scaler.outposts import DockerOutpost
 from tinytown.scaler.placement import Breaker, OutpostView, choose_outposts
 from tinytown.scaler.policy import Plan, hourly_cost
 from tinytown.scaler.report import Report, worker_ref
-from tinytown.scaler.settings import Config
 from tinytown.scaler.townhall import Townhall
 
 

@@ -1,11 +1,14 @@
 """The command line: ``tinytown-scaler`` (or ``python scaler.py``) ``[run|status|config]``.
 
-``run`` loops every ``interval_secs`` until SIGTERM or SIGINT (it finishes the current pass
-first), or makes one pass with ``--once`` (for cron and systemd timers); ``status`` lists the
-town's containers; ``config`` prints the resolved configuration. Every setting is a flag made
-from the table in :mod:`tinytown.scaler.settings`. Exit codes are ``ExitStatus``
-(:mod:`tinytown.scaler.errors`): the loop never exits on townhall or Docker being down, only
-``--once`` and ``status`` report them.
+``run`` loops until SIGTERM or SIGINT (it finishes the current pass first): between passes it
+long-polls townhall's signal and passes again the moment it changes — at once when work is
+queued — or after ``interval_secs`` with workers running (``SIGNAL_WAIT_SECS`` with none); an
+older townhall that cannot wait is polled every ``interval_secs``. Or it makes one pass with
+``--once`` (for cron and systemd timers). ``status`` lists the town's containers; ``config``
+prints the resolved configuration. Every setting is a flag made from the table in
+:mod:`tinytown.scaler.settings`. Exit codes are ``ExitStatus`` (:mod:`tinytown.scaler.errors`):
+the loop never exits on townhall or Docker being down, only ``--once`` and ``status`` report
+them.
 """
 
 from __future__ import annotations
@@ -17,16 +20,20 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from tinytown.scaler.config import config_summary, load_config
+from tinytown.scaler.defaults import SIGNAL_WAIT_SECS
 from tinytown.scaler.errors import ConfigError, ExitStatus
 from tinytown.scaler.log import log, set_verbose
+from tinytown.scaler.model import Config
 from tinytown.scaler.reconcile import Scaler
 from tinytown.scaler.report import Report
-from tinytown.scaler.settings import ENV_PREFIX, SETTINGS, Config
+from tinytown.scaler.settings import ENV_PREFIX, SETTINGS
 from tinytown.scaler.status import run_status
+from tinytown.scaler.wire import Signal
 
 GROUPS = {
     "townhall": "townhall (the scaling signal and agent list)",
@@ -121,15 +128,44 @@ def run_loop(scaler: Scaler, interval_secs: float, as_json: bool) -> ExitStatus:
         outposts=",".join(o.name for o in scaler.outposts),
         dry_run=scaler.dry_run,
     )
+    sig = None
     while not stop.is_set():
         began = time.monotonic()
+        report = None
         try:
-            print_report(scaler.run_pass(time.time()), as_json, scaler.dry_run)
+            report = scaler.run_pass(time.time(), sig)
+            print_report(report, as_json, scaler.dry_run)
         except Exception as err:  # a bug or a surprise must not end the loop: log, retry
             log("error", "pass_failed", error=f"{type(err).__name__}: {err}")
+        sig = None
+        if report is not None and not stop.is_set():
+            longest = min(scaler.config.signal_wait_secs, SIGNAL_WAIT_SECS)
+            wait_secs = min(longest, round(interval_secs)) if report.workers else longest
+            sig = _unless_stopped(partial(scaler.wait_for_change, report, wait_secs), stop)
+            if sig is not None:
+                continue  # changed, or the wait ended: pass now
         stop.wait(max(0.0, interval_secs - (time.monotonic() - began)))
     log("info", "loop_stopped")
     return ExitStatus.SUCCESS
+
+
+def _unless_stopped(call: Callable[[], Signal | None], stop: threading.Event) -> Signal | None:
+    """``call()`` in a thread of its own, so that SIGTERM during a long-poll stops the loop at
+    once instead of after the wait (the request is left to finish in its daemon thread)."""
+    result: list[Signal | None] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            result.append(call())
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="scaler-signal-wait", daemon=True).start()
+    while not done.wait(0.2):
+        if stop.is_set():
+            return None
+    return result[0] if result else None
 
 
 def print_report(report: Report, as_json: bool, dry_run: bool) -> None:

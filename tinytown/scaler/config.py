@@ -21,14 +21,8 @@ from typing import Any
 
 from tinytown.scaler.defaults import MAX_WORKERS, NO_WORKSPACE_VOLUME
 from tinytown.scaler.errors import ConfigError
-from tinytown.scaler.settings import (
-    ENV_PREFIX,
-    SETTINGS,
-    SETTINGS_BY_KEY,
-    Config,
-    Outpost,
-    Setting,
-)
+from tinytown.scaler.model import Config, Outpost
+from tinytown.scaler.settings import ENV_PREFIX, SETTINGS, SETTINGS_BY_KEY, Setting
 
 RESERVED_ENV = frozenset({"TINYTOWN_AGENT_ID", "TINYTOWN_AGENT_NAME"})
 SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinytown.scaler.epoch import epoch_secs
-from tinytown.scaler.settings import Outpost
+from tinytown.scaler.model import Outpost
 
 ROLE = "agent-worker"
 ROLE_WORKSPACE = "workspace"  # the shared workspace volume

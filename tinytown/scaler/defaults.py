@@ -15,6 +15,10 @@ HTTP_TIMEOUT_SECS = 5.0
 MIN_WORKERS = 0
 MAX_WORKERS = 10
 INTERVAL_SECS = 10.0  # Buildkite's scaler polls every 10 s; Nomad evaluates every 10 s
+# Between passes the scaler long-polls townhall's signal (GET /api/scaling?wait=&since=) and
+# passes again the moment it changes: this long with no worker running (nothing to watch),
+# interval_secs otherwise (running workers' health is checked every pass).
+SIGNAL_WAIT_SECS = 25  # also the longest townhall accepts (its SCALING_WAIT_MAX_SECS)
 # Scale up at once, scale down slowly (peers: 5 min in KEDA, HPA and Nomad).
 SCALE_DOWN_COOLDOWN_SECS = 300.0
 SCALE_DOWN_AFTER_PASSES = 3  # a surplus must persist this many passes in a row (hysteresis)

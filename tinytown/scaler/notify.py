@@ -21,7 +21,7 @@ import requests
 from tinytown.scaler.defaults import NOTIFY_TIMEOUT_SECS
 from tinytown.scaler.errors import TownhallError
 from tinytown.scaler.log import log
-from tinytown.scaler.settings import Config
+from tinytown.scaler.model import Config
 from tinytown.scaler.townhall import Townhall
 
 # The scaler's events that say a worker is unhealthy (townhall hears of these).

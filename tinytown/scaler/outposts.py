@@ -49,7 +49,7 @@ from tinytown.scaler.defaults import (
 from tinytown.scaler.epoch import iso
 from tinytown.scaler.errors import OutpostError, short_reason
 from tinytown.scaler.log import log
-from tinytown.scaler.settings import Config, Outpost
+from tinytown.scaler.model import Config, Outpost
 
 
 def workspace_volume_name(config: Config, town: str) -> str | None:

@@ -29,8 +29,8 @@ from tinytown.scaler.health import (
     next_failure_count,
 )
 from tinytown.scaler.memory import ContainerMemory, State
+from tinytown.scaler.model import Config
 from tinytown.scaler.placement import OutpostView, Placement, choose_outposts
-from tinytown.scaler.settings import Config
 from tinytown.scaler.wire import DOWN_RECOMMENDATIONS, Agent, Signal
 
 

@@ -21,12 +21,13 @@ from tinytown.scaler.errors import ExitStatus, OutpostError, TownhallError
 from tinytown.scaler.health import EVIDENCE_INCONSISTENT
 from tinytown.scaler.log import log
 from tinytown.scaler.memory import ContainerMemory, State
+from tinytown.scaler.model import Config
 from tinytown.scaler.notify import notify
 from tinytown.scaler.outposts import DockerOutpost
 from tinytown.scaler.placement import Breaker, OutpostView
 from tinytown.scaler.policy import Plan, hourly_cost, plan_pass
 from tinytown.scaler.report import Report, describe, worker_ref
-from tinytown.scaler.settings import ENV_PREFIX, Config
+from tinytown.scaler.settings import ENV_PREFIX
 from tinytown.scaler.state_file import (
     StateOfAnotherTown,
     load_state,
@@ -50,10 +51,11 @@ class Scaler:
         self.actions = Actions(config, environ, self.townhall, self.outposts)
         self.memory: State | None = None  # kept across passes only in --dry-run
 
-    def run_pass(self, now: float) -> Report:
+    def run_pass(self, now: float, sig: Signal | None = None) -> Report:
+        """One pass; ``sig``: a signal just read (by :meth:`wait_for_change`), else it is read."""
         report = Report(town=self.config.town)
         # 1. The signal. Without a valid one nothing at all is done, not even to the state file.
-        sig = self._signal(report)
+        sig = self._signal(report, sig)
         if sig is None:
             return report
         path = state_path(self.config, self.environ, sig.town)
@@ -97,22 +99,35 @@ class Scaler:
             report.error, report.exit_status = message, ExitStatus.CONFIG_ERROR
             return report
 
-    def _signal(self, report: Report) -> Signal | None:
-        """The scaling signal of the configured town, or None (logged and reported)."""
-        config = self.config
+    def _signal(self, report: Report, sig: Signal | None) -> Signal | None:
+        """The configured town's signal (``sig``, or read now), or None (logged, reported)."""
         try:
-            sig = self.townhall.scaling_signal()
-            if config.town and sig.town != config.town:
-                raise TownhallError(
-                    f"townhall at {config.url} serves town {sig.town!r}, not the "
-                    f"configured town {config.town!r}"
-                )
+            return self._checked(sig or self.townhall.scaling_signal(), report)
         except TownhallError as err:
             log("error", "signal_unavailable", reason=str(err), action="nothing changed")
             report.error, report.exit_status = str(err), ExitStatus.TOWNHALL_UNAVAILABLE
             return None
+
+    def _checked(self, sig: Signal, report: Report) -> Signal:
+        """``sig`` if it is the configured town's; TownhallError otherwise."""
+        if (town := self.config.town) and sig.town != town:
+            raise TownhallError(
+                f"townhall at {self.config.url} serves town {sig.town!r}, not the configured "
+                f"town {town!r}"
+            )
         report.signal, report.town = sig, sig.town
         return sig
+
+    def wait_for_change(self, last: Report, wait_secs: int) -> Signal | None:
+        """Townhall's long-poll: the signal once it differs from ``last``'s, or after ``wait_secs``;
+        None when townhall cannot wait (no ``version``) or failed: the loop sleeps instead."""
+        sig = last.signal
+        if sig is None or sig.version is None or wait_secs <= 0:
+            return None
+        try:
+            return self.townhall.scaling_signal(wait_secs, sig.version)
+        except TownhallError as err:
+            return log("warning", "signal_wait_failed", reason=str(err), action="polling instead")
 
     def _pass(self, state: State, sig: Signal, now: float, report: Report) -> Report:
         config = self.config
@@ -131,10 +146,11 @@ class Scaler:
 
         views = self._watch_crashes(workers, views, state, sig.town, now, report)
 
-        # 3. The agents, for busy checks and health. Without them: starts only.
-        agents: dict[str, Agent] | None
+        # 3. The agents, for busy checks and health (none running: no request; unknown: starts only)
+        agents: dict[str, Agent] | None = {}
         try:
-            agents = self.townhall.agents()
+            if workers:
+                agents = self.townhall.agents()
         except TownhallError as err:
             agents = None
             report.error = str(err)
@@ -174,6 +190,7 @@ class Scaler:
             self.actions.restart(plan, state, now, report, sig.town)
             self.actions.remove(plan, state, report)
         report.cost = self._cost(workers, state, now)
+        report.workers = len(workers)
         return report
 
     def _log_evidence(self, plan: Plan, town: str) -> None:

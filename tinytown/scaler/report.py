@@ -27,6 +27,7 @@ class Report:
     actions: list[dict[str, Any]] = field(default_factory=list)
     outposts: list[dict[str, Any]] = field(default_factory=list)
     cost: dict[str, Any] | None = None
+    workers: int | None = None  # this town's worker containers the pass saw
 
     def to_json(self, now: float, dry_run: bool) -> dict[str, Any]:
         return {

@@ -21,7 +21,8 @@ from tinytown.scaler.defaults import STATE_FILE
 from tinytown.scaler.errors import ConfigError
 from tinytown.scaler.log import log
 from tinytown.scaler.memory import State
-from tinytown.scaler.settings import ENV_PREFIX, Config
+from tinytown.scaler.model import Config
+from tinytown.scaler.settings import ENV_PREFIX
 
 
 def state_path(config: Config, environ: Mapping[str, str], town: str) -> Path:

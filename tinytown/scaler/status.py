@@ -16,10 +16,10 @@ from tinytown.scaler.errors import ExitStatus, OutpostError, TownhallError
 from tinytown.scaler.health import evidence_conflicts, health_verdict
 from tinytown.scaler.log import log
 from tinytown.scaler.memory import ContainerMemory, State
+from tinytown.scaler.model import Config
 from tinytown.scaler.outposts import DockerOutpost
 from tinytown.scaler.policy import hourly_cost
 from tinytown.scaler.report import worker_ref
-from tinytown.scaler.settings import Config
 from tinytown.scaler.state_file import StateOfAnotherTown, load_state, state_path
 from tinytown.scaler.townhall import Townhall
 

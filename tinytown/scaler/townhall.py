@@ -1,6 +1,7 @@
 """The scaler's one door to the town: HTTP to townhall, never Redis.
 
-``GET /api/scaling`` (public), ``GET /v1/agents`` (scope ``town.read``) and
+``GET /api/scaling`` (public; a long-poll with ``wait`` and ``since``), ``GET /v1/agents`` (scope
+``town.read``) and
 ``POST /v1/agents/{id}/unhealthy`` (scope ``agent.manage``), with the configured API key, CA
 bundle and timeout. Any failure, a status other than the expected one, a body that is not JSON or
 not as the contract says (:mod:`tinytown.scaler.wire`) raises TownhallError saying which.
@@ -15,7 +16,7 @@ from urllib.parse import quote
 import requests
 
 from tinytown.scaler.errors import Malformed, TownhallError, short_reason
-from tinytown.scaler.settings import Config
+from tinytown.scaler.model import Config
 from tinytown.scaler.wire import Agent, Signal, parse_agents, parse_signal
 
 
@@ -32,10 +33,10 @@ class Townhall:
         if config.townhall_ca_file:
             self.session.verify = os.path.expanduser(config.townhall_ca_file)
 
-    def _get(self, path: str) -> Any:
+    def _get(self, path: str, wait_secs: float = 0) -> Any:
         url = self.base + path
         try:
-            response = self.session.get(url, timeout=self.timeout)
+            response = self.session.get(url, timeout=self.timeout + wait_secs)
         except requests.RequestException as err:
             raise TownhallError(
                 f"GET {url} failed ({short_reason(err)}); is townhall running and is --url right?"
@@ -56,8 +57,13 @@ class Townhall:
                 f"GET {url} answered 200 with a body that is not JSON: {response.text[:200]!r}"
             ) from None
 
-    def scaling_signal(self) -> Signal:
-        body = self._get("/api/scaling")
+    def scaling_signal(self, wait_secs: int = 0, since: str | None = None) -> Signal:
+        """The signal; with ``wait_secs`` and ``since`` (a version seen before), townhall
+        answers when the version differs, or after ``wait_secs`` with the same signal."""
+        path = "/api/scaling"
+        if wait_secs and since:
+            path += f"?wait={wait_secs}&since={quote(since, safe='')}"
+        body = self._get(path, wait_secs)
         try:
             return parse_signal(body)
         except Malformed as err:

@@ -43,6 +43,7 @@ class Signal:
     scaling_recommendation: str
     idle_agents: int | None = None
     busy_agents: int | None = None
+    version: str | None = None  # townhall supports ?wait=&since= when it sends one
 
 
 SIGNAL_COUNTS = (
@@ -93,7 +94,16 @@ def parse_signal(body: Any) -> Signal:
         scaling_recommendation=recommendation,
         idle_agents=_count(body, "idle_agents", required=False),
         busy_agents=_count(body, "busy_agents", required=False),
+        version=_version(body.get("version")),
     )
+
+
+def _version(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.isalnum() or len(value) > 64:
+        raise Malformed(f"version={str(value)[:80]!r}: expected up to 64 letters and digits")
+    return value
 
 
 @dataclass(frozen=True)
