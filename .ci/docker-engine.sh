@@ -3,14 +3,18 @@
 #
 #   bash .ci/docker-engine.sh          # safe to run again: each step is skipped when done
 #
-# 1. Installs docker.io and debootstrap (apt-get update only when apt cannot find them).
+# 1. Installs docker.io, docker-compose (Debian's v1 tool, which tests/test_stack_e2e.py drives
+#    compose.yaml with) and debootstrap (apt-get update only when apt cannot find them).
 # 2. Starts dockerd in the background when `docker info` fails, and waits for it.
 # 3. Builds the base image when missing: no registry is reachable in CI, so python:3.11-slim
 #    cannot be pulled; a debootstrap of bookworm with python3 (3.11.2), git and tini stands in
 #    for it (docker build --build-arg BASE_IMAGE=tinytown-base:bookworm).
+# 4. Builds the Redis image when missing, for the same reason: redis:7 cannot be pulled, so
+#    Debian's redis-server (7.0) on the base image stands in for it in compose.yaml's stack.
 #
 # Environment (all optional):
 #   TINYTOWN_BASE_IMAGE     image name to ensure        (default tinytown-base:bookworm)
+#   TINYTOWN_REDIS_IMAGE    Redis image name to ensure  (default tinytown-redis:bookworm)
 #   TINYTOWN_DEBIAN_MIRROR  Debian mirror for debootstrap (default: the one apt uses here)
 #   DOCKERD_LOG             dockerd's log file           (default /var/log/dockerd.log)
 #   DOCKERD_PIDFILE         dockerd's pidfile            (default /var/run/docker.pid)
@@ -19,11 +23,12 @@
 set -euo pipefail
 
 base_image="${TINYTOWN_BASE_IMAGE:-tinytown-base:bookworm}"
+redis_image="${TINYTOWN_REDIS_IMAGE:-tinytown-redis:bookworm}"
 dockerd_log="${DOCKERD_LOG:-/var/log/dockerd.log}"
 dockerd_pidfile="${DOCKERD_PIDFILE:-/var/run/docker.pid}"
 dockerd_wait_secs="${DOCKERD_WAIT_SECS:-60}"
 base_packages="python3,python3-venv,ca-certificates,git,tini"
-host_packages=(docker.io debootstrap debian-archive-keyring iptables ca-certificates)
+host_packages=(docker.io docker-compose debootstrap debian-archive-keyring iptables ca-certificates)
 
 step() { echo "docker-engine: $*"; }
 die() { echo "docker-engine: error: $*" >&2; exit 1; }
@@ -121,7 +126,33 @@ build_base_image() {
     step "base image: $base_image built in $((SECONDS - started))s ($(docker run --rm --pull never "$base_image" python3 --version))"
 }
 
+# Like the official image where compose.yaml relies on it: redis-server and redis-cli on PATH,
+# working directory /data (a volume), run as user redis. apt runs inside the build: Debian's
+# mirror is reachable over plain HTTP from containers here (pip's index is not: TLS).
+build_redis_image() {
+    if docker image inspect "$redis_image" >/dev/null 2>&1; then
+        step "redis image: $redis_image present"
+        return
+    fi
+    local started=$SECONDS
+    step "redis image: building $redis_image from $base_image (apt-get install redis-server)"
+    docker build --pull=false -t "$redis_image" - >/tmp/docker-engine-redis.log 2>&1 <<DOCKERFILE \
+        || die "building $redis_image failed; see /tmp/docker-engine-redis.log"
+FROM $base_image
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/* \\
+ && install -d -o redis -g redis /data
+WORKDIR /data
+USER redis
+EXPOSE 6379
+CMD ["redis-server", "--protected-mode", "no"]
+DOCKERFILE
+    step "redis image: $redis_image built in $((SECONDS - started))s ($(docker run --rm --pull never "$redis_image" redis-server --version | cut -d' ' -f1-3))"
+}
+
 install_host_packages
 start_dockerd
 build_base_image
-step "ready (dockerd pidfile $dockerd_pidfile, base image $base_image)"
+build_redis_image
+step "ready (dockerd pidfile $dockerd_pidfile, base image $base_image, redis image $redis_image)"

@@ -17,6 +17,7 @@ from tinytown.api.startup import startup_errors
 from tinytown.config import load_config
 from tinytown.core import defaults
 from tinytown.core.scaling import ScalingInput, scaling_signal
+from tinytown.scaler import cloudrun
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -208,6 +209,40 @@ def test_keda_trigger_url_is_townhalls_service_in_the_kustomized_namespace():
     )
 
 
+def keda_auth_parameters() -> dict[str, dict]:
+    """The ScaledJob trigger's TriggerAuthentication, as {parameter: secretTargetRef entry}."""
+    trigger = next(t for t in scaled_job()["spec"]["triggers"] if t["type"] == "metrics-api")
+    auth = k8s_object("TriggerAuthentication", trigger["authenticationRef"]["name"])
+    return {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
+
+
+def test_keda_trigger_authenticates_through_a_trigger_authentication_that_names_a_secret_key():
+    # ScaledJob authenticationRef -> TriggerAuthentication -> Secret name and key: one chain.
+    refs = keda_auth_parameters()
+    # KEDA's metrics-api: authMode apiKey reads parameter "apiKey", bearer reads "token".
+    wanted = {"apiKey": "apiKey", "bearer": "token"}[metrics_api_trigger()["authMode"]]
+    assert set(refs) == {wanted}
+    secret = k8s_object("Secret", refs[wanted]["name"])
+    assert refs[wanted]["key"] in secret["stringData"]
+
+
+def test_keda_sends_its_key_in_a_header_townhall_reads():
+    trigger = metrics_api_trigger()
+    if trigger["authMode"] == "apiKey":
+        assert trigger.get("method", "header") == "header"
+        header = trigger["keyParamName"]
+    else:
+        header = "Authorization"  # bearer: Authorization: Bearer <token>
+    auth_code = (ROOT / "tinytown" / "api" / "access.py").read_text()
+    assert f'request.headers.get("{header}")' in auth_code
+
+
+def test_the_town_config_holds_a_read_only_key_for_keda(tmp_path):
+    config = load_toml(shipped_configs()["kubernetes"], tmp_path)
+    (keda,) = [k for k in config.townhall.auth.keys if k.name == "keda"]
+    assert tuple(keda.scopes) == ("town.read",)  # /api/scaling needs no more
+
+
 def test_scaledjob_cap_matches_max_agents(tmp_path):
     config = load_toml(shipped_configs()["kubernetes"], tmp_path)
     assert scaled_job()["spec"]["maxReplicaCount"] == config.max_agents
@@ -289,3 +324,47 @@ def test_cloud_run_townhall_listens_on_the_images_port():
     assert container["startupProbe"]["httpGet"]["path"] == "/livez"
     env = {e["name"]: e for e in container["env"]}
     assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "latest"
+
+
+# --- Cloud Run: the scaling driver is a job users apply -------------------------------------------
+
+
+def scaler_job_container() -> dict:
+    (job,) = documents(CLOUDRUN / "scaler-job.yaml")
+    assert (job["apiVersion"], job["kind"]) == ("run.googleapis.com/v1", "Job")
+    (container,) = job["spec"]["template"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_cloud_run_scaler_job_runs_one_pass_of_the_driver_under_the_images_init():
+    container = scaler_job_container()
+    assert "command" not in container  # the image's ENTRYPOINT (tini) stays
+    python, flag, m, module, *args = container["args"]
+    assert (python, flag, m, module) == ("python", "-P", "-m", cloudrun.__name__)
+    parsed = cloudrun.build_parser().parse_args(args)
+    assert parsed.once is True
+
+
+def test_cloud_run_scaler_job_names_the_worker_job_that_docs_deploy_creates():
+    env = {e["name"]: e["value"] for e in scaler_job_container()["env"]}
+    job = env[cloudrun.ENV["job"]]
+    assert re.fullmatch(r"projects/[^/]+/locations/[^/]+/jobs/[a-z0-9-]+", job)
+    deploy_doc = (ROOT / "docs" / "deploy.md").read_text()
+    assert f"gcloud run jobs deploy {job.rsplit('/', 1)[1]} " in deploy_doc
+    assert env[cloudrun.ENV["url"]].startswith("https://")
+    assert set(env) <= set(cloudrun.ENV.values())
+
+
+def test_cloud_run_scaler_job_is_not_retried_and_outlasts_a_pass():
+    (job,) = documents(CLOUDRUN / "scaler-job.yaml")
+    execution = job["spec"]["template"]["spec"]
+    task = execution["template"]["spec"]
+    assert (execution["taskCount"], execution["parallelism"], task["maxRetries"]) == (1, 1, 0)
+    # token, executions list (one page) and run: three calls at most HTTP_TIMEOUT_SECS each
+    assert int(task["timeoutSeconds"]) > 4 * cloudrun.HTTP_TIMEOUT_SECS
+
+
+def test_cloud_run_scaler_job_cap_matches_max_agents(tmp_path):
+    env = {e["name"]: e["value"] for e in scaler_job_container()["env"]}
+    config = load_toml(shipped_configs()["cloudrun"], tmp_path)
+    assert int(env[cloudrun.ENV["max_workers"]]) == config.max_agents

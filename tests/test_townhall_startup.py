@@ -137,6 +137,33 @@ def test_bootstrap_makes_a_key_file_0600_and_configures_its_hash(tmp_path, redis
     assert key_file.read_text().strip() == raw
 
 
+def test_bootstrap_configures_the_key_an_earlier_bootstrap_left_in_its_file(tmp_path, redis_url):
+    # compose.yaml keeps the key on its own volume: a fresh tinytown.toml must not orphan it.
+    key_file = tmp_path / "secrets" / "api-key"
+    env = {"TINYTOWN_BOOTSTRAP_API_KEY": "1", "TINYTOWN_TOWNHALL_API_KEY_PATH": str(key_file)}
+    first = bootstrap_api_key(config_with(tmp_path, redis_url), env, ["0.0.0.0:8080"])
+    raw = key_file.read_text().strip()
+
+    again = bootstrap_api_key(config_with(tmp_path, redis_url), env, ["0.0.0.0:8080"])
+
+    assert again.townhall.auth.api_key_hash != first.townhall.auth.api_key_hash  # a new salt
+    assert verify_key(again.townhall.auth.api_key_hash, raw)
+    assert key_file.read_text().strip() == raw
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_bootstrap_refuses_a_key_file_that_holds_no_key(tmp_path, redis_url):
+    key_file = tmp_path / "api-key"
+    key_file.write_text("not a key\n")
+    env = {"TINYTOWN_BOOTSTRAP_API_KEY": "1", "TINYTOWN_TOWNHALL_API_KEY_PATH": str(key_file)}
+
+    with pytest.raises(ConfigError, match=r"does not hold an API key .*remove it"):
+        bootstrap_api_key(config_with(tmp_path, redis_url), env, ["0.0.0.0:8080"])
+
+    assert key_file.read_text() == "not a key\n"
+    assert 'mode = "api_key"' not in (tmp_path / "tinytown.toml").read_text()
+
+
 def test_bootstrap_does_nothing_on_loopback_without_the_flag_or_with_auth(tmp_path, redis_url):
     config = config_with(tmp_path, redis_url)
     assert (

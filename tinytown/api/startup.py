@@ -16,8 +16,11 @@ A refusal is one line on stderr and an exit status from :class:`tinytown.core.er
 Container bootstrap: bound to a non-loopback address with no auth configured and
 ``TINYTOWN_BOOTSTRAP_API_KEY=1``, townhall generates an API key, writes its Argon2id hash into
 ``tinytown.toml`` (``mode = "api_key"``) and the raw key to ``.townhall-api-key`` (mode 0600,
-or ``TINYTOWN_TOWNHALL_API_KEY_PATH``). Concurrent workers serialise on a lock file, so exactly
-one key is made.
+or ``TINYTOWN_TOWNHALL_API_KEY_PATH``). The key file is written once: when it already holds a
+key (a ``tinytown.toml`` replaced since), that key is configured again rather than replaced, so
+whoever reads the file (compose.yaml's scaler) keeps a working key. Concurrent workers serialise
+on a lock file, so exactly one key is made. The key itself never reaches a log; the log names
+the file.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from tinytown.core.urls import is_loopback
 
 log = logging.getLogger("tinytown.townhall")
 GUNICORN_CONFIG_MODULE = "tinytown.gunicorn_conf"
+API_KEY_PATTERN = re.compile(r"[0-9a-f]{64}")  # what generate_key makes
 RUN_WITH_CONFIG = (
     "run `gunicorn -c python:tinytown.gunicorn_conf townhall:app`, or `tt init` in the town "
     "directory to write the gunicorn.conf.py that plain `gunicorn townhall:app` reads"
@@ -233,24 +237,46 @@ def bootstrap_api_key(
         current = load_config(config.root, env)
         if current.townhall.auth.mode != "none":
             return current  # another worker got here first
-        key = generate_key()
         path = config.root / defaults.CONFIG_FILENAME
         text = path.read_text(encoding="utf-8") if path.exists() else f'name = "{config.name}"\n'
         key_path = key_file_path(config, env)
-        key_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key + "\n")
-        os.chmod(key_path, 0o600)
+        key, made = bootstrap_key(key_path)
         tmp = path.with_suffix(".toml.tmp")
         tmp.write_text(set_auth_in_toml(text, hash_key(key)), encoding="utf-8")
+        if path.exists():  # keep a chmod 600 (the file may hold a Redis password)
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
         os.replace(tmp, path)
         log.warning(
             "event=api_key_bootstrapped key_file=%s detail=%s",
             key_path,
-            "generated an API key for this non-loopback townhall; its hash is in tinytown.toml",
+            ("generated an API key" if made else "configured the API key already in key_file")
+            + " for this non-loopback townhall; its hash is in tinytown.toml",
         )
         return load_config(config.root, env)
+
+
+def bootstrap_key(key_path: Path) -> tuple[str, bool]:
+    """The key ``key_path`` already holds, else a new one written there (mode 0600, never
+    overwriting); and whether it is new. Raises :class:`ConfigError` for a file that holds
+    something else."""
+    try:
+        existing = key_path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = None
+    if existing is not None:
+        if not API_KEY_PATTERN.fullmatch(existing):
+            raise ConfigError(
+                f"{key_path} (TINYTOWN_TOWNHALL_API_KEY_PATH) exists but does not hold an API key "
+                "(64 lowercase hex characters): remove it, and townhall makes a new key there"
+            )
+        return existing, False
+    key = generate_key()
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    os.chmod(key_path, 0o600)  # whatever the umask
+    return key, True
 
 
 def under_gunicorn(argv: list[str] | None = None) -> bool:

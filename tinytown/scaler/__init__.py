@@ -73,6 +73,8 @@ The rooms, from the command line down:
   :mod:`~tinytown.scaler.notify` — the notification hook;
 - configuration: :mod:`~tinytown.scaler.settings` (the table of settings),
   :mod:`~tinytown.scaler.config` (reading and checking), :mod:`~tinytown.scaler.defaults`;
+- :mod:`~tinytown.scaler.cloudrun` — not Docker: executes a Cloud Run job of workers from the
+  same signal (``python -m tinytown.scaler.cloudrun``, deploy/cloudrun/scaler-job.yaml);
 - :mod:`~tinytown.scaler.errors` (exceptions and ``ExitStatus``), :mod:`~tinytown.scaler.log`,
   :mod:`~tinytown.scaler.epoch` (Unix seconds to and from RFC 3339).
 """
