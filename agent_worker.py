@@ -72,6 +72,7 @@ import traceback
 import redis
 
 from tinytown.config import Config, load_config
+from tinytown.config.exposure import exposure
 from tinytown.core import defaults
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.cost import outpost_from_env
@@ -482,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         log("exit", reason="bad_config", code=int(ExitStatus.CONFIG_ERROR), detail=str(err))
         return int(ExitStatus.CONFIG_ERROR)
+    if (exposed := exposure(config.file)) is not None:
+        log("config_exposed", level="warning", **exposed.fields())
     return Worker(config, redis_retry_secs=args.redis_retry_secs).run()
 
 

@@ -24,6 +24,7 @@ from tinytown.core.apikeys import hash_key
 from tinytown.store import Town
 
 from .conftest import write_town
+from .secrets_seen import remember
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi" / "townhall-v1.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
@@ -140,7 +141,7 @@ def client(app):
 def keyring():
     """One raw API key per scope (and a scope-less one = admin), with their hashes, made once."""
     keys = {name: f"{name}-key-" + "0" * 40 for name in [*SCOPE_KEYS, "upstream"]}
-    return {name: (raw, hash_key(raw)) for name, raw in keys.items()}
+    return {name: (remember(raw), hash_key(raw)) for name, raw in keys.items()}
 
 
 def keyed_tables(keyring, extra: str = "") -> str:

@@ -4,6 +4,7 @@ The session server is started through the project's own embedded-server code
 (:class:`tinytown.connection.embedded.EmbeddedServer`). Each test gets a town directory whose
 ``tinytown.toml`` points at that server and carries a unique town name, so tests never see each
 other's keys. Environment variables that would change configuration are cleared for every test.
+Every log line the suite captures is scanned for secrets (:mod:`tests.log_scan`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ import trustme
 from tinytown.config import load_config
 from tinytown.connection.embedded import EmbeddedServer
 from tinytown.store import Town
+
+# The log scan (tests/log_scan.py): no captured log line or log file holds a secret.
+from .log_scan import (  # noqa: F401 - a plugin's hooks and fixture, found here by name
+    log_scan_basetemp,
+    pytest_runtest_logreport,
+    pytest_runtest_teardown,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
 
 CONFIG_ENV = (
     "REDIS_URL",

@@ -45,6 +45,8 @@ from tinytown.config import load_config
 from tinytown.connection.embedded import EmbeddedServer
 from tinytown.store import Town
 
+from .secrets_seen import remember
+
 # bench/bench_scaler.py imports poll under its old name from here.
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +155,7 @@ class TcpRedis:
     """The project's managed Redis in TCP mode: 127.0.0.1, a free port, a random password."""
 
     def __init__(self, root: Path):
-        self.port, self.password = free_port(), secrets.token_hex(16)
+        self.port, self.password = free_port(), remember(secrets.token_hex(16))
         root.mkdir(parents=True, exist_ok=True)
         (root / "tinytown.toml").write_text(
             f'name = "scaler-redis"\n\n[redis]\nuse_socket = false\nbind = "127.0.0.1"\n'

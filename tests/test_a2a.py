@@ -42,6 +42,7 @@ from tinytown.core.states import MISSION_STATES, TASK_STATES
 
 from .api_support import app, client  # noqa: F401 - fixtures
 from .conftest import free_port
+from .secrets_seen import remember
 from .townhall_support import Townhall
 from .worker_support import Workers, poll, write_worker_town
 
@@ -102,7 +103,7 @@ class Hall:
 def hall(tmp_path_factory, redis_url) -> Hall:
     root = write_worker_town(tmp_path_factory.mktemp("a2a"), redis_url)
     port = free_port()
-    raw = {name: f"{name}-a2a-key-{uuid.uuid4().hex}" for name in KEYS}
+    raw = {name: remember(f"{name}-a2a-key-{uuid.uuid4().hex}") for name in KEYS}
     tables = [f"[townhall]\nrest_port = {port}\nworkers = 1\nmax_body_bytes = {MAX_BODY_BYTES}\n"]
     tables.append('[townhall.auth]\nmode = "api_key"\n')
     for name, scopes in KEYS.items():

@@ -28,6 +28,10 @@ UPSTREAM_HELP = [
 # Added here, after upstream's (issue 13: cost)
 ADDED_HELP = [
     ("tinytown_worker_seconds_total", "Seconds coding CLIs have run, every attempt of every task."),
+    (  # issue 16: the idle cost, as rate(...[5m]) * 60
+        "tinytown_redis_commands_total",
+        "Commands the town's Redis server has processed (all clients).",
+    ),
 ]
 
 
@@ -87,7 +91,8 @@ def test_two_app_instances_report_the_same_numbers(town):
         parse(one.get("/metrics").get_data(as_text=True)),
         parse(two.get("/metrics").get_data(as_text=True)),
     )
-    a.pop("tinytown_redis_latency_seconds"), b.pop("tinytown_redis_latency_seconds")
+    for changing in ("tinytown_redis_latency_seconds", "tinytown_redis_commands_total"):
+        a.pop(changing), b.pop(changing)  # a round trip's time; the scrapes' own commands
     assert a == b and a["tinytown_backlog_tasks"] == 1
 
 
@@ -107,3 +112,12 @@ def test_unreachable_redis_gives_upstreams_503_body(tmp_path):
     )
     last = text.strip().splitlines()[-1]
     assert last.startswith("# tinytown_metrics_error ") and "Connection refused" in last
+
+
+def test_redis_commands_total_counts_what_the_server_processed(client, town):
+    """The idle-cost figure: the server's own count, which grows with every command sent."""
+    first = parse(client.get("/metrics").get_data(as_text=True))["tinytown_redis_commands_total"]
+    for _ in range(25):
+        town.redis.ping()
+    second = parse(client.get("/metrics").get_data(as_text=True))["tinytown_redis_commands_total"]
+    assert second - first >= 25

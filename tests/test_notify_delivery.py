@@ -29,6 +29,7 @@ from tinytown.store import Town
 from tinytown.store.outbox import Outbox
 
 from .conftest import free_port, write_town
+from .secrets_seen import remember
 
 MISSION = "1a2b3c4d-0000-4000-8000-000000000001"
 OTHER_MISSION = "9e9e9e9e-0000-4000-8000-000000000002"
@@ -171,7 +172,10 @@ def attempts(town: Town, mission_id: str | None = None) -> list[dict]:
 def test_each_notification_reaches_the_receiver_once_with_its_key_and_signed_body(
     tmp_path, redis_url, receiver
 ):
-    town = notify_town(tmp_path, redis_url, target("hook", receiver.url("/hook"), 'secret = "s3"'))
+    secret = remember(f"hook-secret-{os.urandom(8).hex()}")
+    town = notify_town(
+        tmp_path, redis_url, target("hook", receiver.url("/hook"), f'secret = "{secret}"')
+    )
     notifier = Notifier(town, FAST)
     notifier.prepare()
     ids = {
@@ -199,7 +203,7 @@ def test_each_notification_reaches_the_receiver_once_with_its_key_and_signed_bod
         assert request["method"] == "POST"
         body = json.loads(request["body"])
         assert body["id"] == request["headers"]["Idempotency-Key"]
-        signed = "sha256=" + hmac.new(b"s3", request["body"], hashlib.sha256).hexdigest()
+        signed = "sha256=" + hmac.new(secret.encode(), request["body"], hashlib.sha256).hexdigest()
         assert hmac.compare_digest(request["headers"]["X-Tinytown-Signature"], signed)
     bodies = {json.loads(r["body"])["kind"]: json.loads(r["body"]) for r in got}
     assert bodies["mission_completed"]["text"] == "Mission 1a2b3c4d completed (4 items)"

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from .conftest import BIN_DIR, CONFIG_ENV, tt_executable
+from .secrets_seen import remember
 
 KEY_HEADER = "API key (shown only once; store it now, it is kept nowhere):"
 
@@ -71,4 +72,4 @@ def add_key(cwd: Path, name: str, *scopes: str) -> tuple[str, str]:
     result = run_tt(cwd, *args)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    return lines[lines.index(KEY_HEADER) + 1], result.stdout
+    return remember(lines[lines.index(KEY_HEADER) + 1]), result.stdout

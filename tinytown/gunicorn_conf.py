@@ -63,13 +63,21 @@ if _th.mtls.enabled or _th.mtls.required:
 
 def on_starting(server):
     """In the master, once, before any worker boots and before gunicorn binds: bootstrap a key if
-    asked, enforce the start-up rules, check that the port is free, start the town's own Redis
-    if needed and check that Redis answers."""
+    asked, enforce the start-up rules, warn once if tinytown.toml holds secrets others may read,
+    check that the port is free, start the town's own Redis if needed and check that Redis
+    answers."""
+    import logging
+
     from tinytown.api.startup import check_addresses_free, inherits_listeners, townhall_config
+    from tinytown.config.exposure import exposure
     from tinytown.connection.client import connect
 
     try:
         config = townhall_config(binds=server.cfg.bind)
+        if (exposed := exposure(config.file)) is not None:
+            logging.getLogger("tinytown.townhall").warning(
+                "event=config_exposed %s", exposed.log_fields()
+            )
         if not inherits_listeners(server):
             check_addresses_free(server.cfg.address)
         connect(config).close()

@@ -8,6 +8,10 @@ window (the same judgement as ``/api/scaling``). Task counts come from the state
 ``tinytown_tasks_assigned_pending`` is tasks assigned to an agent and not yet started (upstream
 counted inbox task messages), ``tinytown_tasks_pending`` adds the backlog to it.
 
+``tinytown_redis_commands_total`` is the Redis server's own count of commands processed (every
+client's, ``INFO stats``): ``rate(tinytown_redis_commands_total[5m]) * 60`` is what the town
+costs a Redis priced per command, a minute — the idle-cost figure of ``bench/bench_idle.py``.
+
 When Redis cannot be read the scrape answers 503 with every value 0, no agent series,
 ``tinytown_ready 0`` and a trailing ``# tinytown_metrics_error <detail>`` line.
 """
@@ -35,6 +39,7 @@ HELP = {
     "tinytown_tasks_assigned_pending": "Pending assigned tasks across all agents.",
     "tinytown_urgent_messages": "Urgent inbox messages across all agents.",
     "tinytown_worker_seconds": "Seconds coding CLIs have run, every attempt of every task.",
+    "tinytown_redis_commands": "Commands the town's Redis server has processed (all clients).",
 }
 
 
@@ -49,6 +54,7 @@ class MetricsSnapshot:
     redis_latency_seconds: float = 0.0
     urgent_messages: int = 0
     worker_seconds: float = 0.0
+    redis_commands: int = 0
 
 
 def read_snapshot(town) -> MetricsSnapshot:
@@ -67,6 +73,7 @@ def read_snapshot(town) -> MetricsSnapshot:
         redis_latency_seconds=round(latency, 6),
         urgent_messages=urgent,
         worker_seconds=town.tasks.worker_seconds_total(),
+        redis_commands=town.commands_processed(),
     )
 
 
@@ -101,6 +108,9 @@ class TownCollector:
         yield gauge("tinytown_urgent_messages", s.urgent_messages)
         yield CounterMetricFamily(  # exposed as tinytown_worker_seconds_total
             "tinytown_worker_seconds", HELP["tinytown_worker_seconds"], value=s.worker_seconds
+        )
+        yield CounterMetricFamily(  # exposed as tinytown_redis_commands_total
+            "tinytown_redis_commands", HELP["tinytown_redis_commands"], value=s.redis_commands
         )
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from tinytown.cli.common import NAME, add_json_flag, guard_redis, open_town, print_json
 from tinytown.config import default_town_name, load_config, town_dir
+from tinytown.config.exposure import exposure
 from tinytown.connection.target import resolve_target
 from tinytown.core import defaults
 from tinytown.core.clis import PRESETS
@@ -152,6 +154,8 @@ def liveness(agent, now_ms: int) -> str:
 @guard_redis
 def cmd_status(args: argparse.Namespace) -> int:
     town = open_town(args)
+    if (exposed := exposure(town.config.file)) is not None:
+        print(f"tt: warning: {exposed.message}", file=sys.stderr)
     version = town.server_version()
     agents = town.agents.all()
     now_ms = town.agents.now_ms()

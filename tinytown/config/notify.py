@@ -29,7 +29,10 @@ NOTIFY_KINDS = ("webhook", "ntfy", "slack")
 NTFY_PRIORITIES = {"min": 1, "low": 2, "default": 3, "high": 4, "urgent": 5}
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ONLY_FOR = {"secret": "webhook", "secret_env": "webhook", "priority": "ntfy", "tags": "ntfy"}
+# Which kind each key is for.
+_ONLY_FOR = dict.fromkeys(("secret", "secret_env"), "webhook") | dict.fromkeys(
+    ("priority", "tags"), "ntfy"
+)
 _TAG = re.compile(r"[A-Za-z0-9_+.:-]{1,64}")
 
 

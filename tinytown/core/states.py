@@ -58,7 +58,8 @@ class Machine:
             unknown = [
                 s for s in (*move.source, move.target) if s is not None and s not in self.states
             ]
-            assert not unknown, f"{self.kind} move {name!r} names unknown states {unknown}"
+            if unknown:
+                raise ValueError(f"{self.kind} move {name!r} names unknown states {unknown}")
 
 
 def rest_state(state: str) -> str:

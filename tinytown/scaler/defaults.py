@@ -62,7 +62,8 @@ WORKSPACE_INIT_MOUNT = "/tinytown-workspace"
 HEALTHCHECK = "python -P -m tinytown.worker.health_file"
 IMAGE_HEALTHCHECK = "image"  # healthcheck = "image": pass none, the image's own applies
 HEALTH_FILE_ENV = "TINYTOWN_HEALTH_FILE"  # read by the worker and by the healthcheck
-HEALTH_FILE = "/tmp/tinytown-worker.health"  # inside the container, never on a shared volume
+# inside the worker's container (its own /tmp, where only the worker runs), never on a shared volume
+HEALTH_FILE = "/tmp/tinytown-worker.health"  # nosec B108
 HEARTBEAT_INTERVAL_SECS = 5.0  # the workers' [agent] heartbeat_interval_secs default
 HEALTHCHECK_TIMEOUT_SECS = 10.0  # a Python start on a loaded VM can take seconds
 HEALTHCHECK_RETRIES = 2  # the file already allows 3 missed heartbeats; 2 checks in a row confirm

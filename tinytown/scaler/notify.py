@@ -72,7 +72,9 @@ def notify(config: Config, event: dict[str, Any]) -> None:
             "TINYTOWN_AGENT_ID": event.get("agent_id") or "",
         }
         try:
-            done = subprocess.run(
+            # the operator's configured hook, split into arguments (no shell); the event goes
+            # on stdin and in the environment, never into the command line
+            done = subprocess.run(  # nosec B603
                 shlex.split(config.notify_command),
                 input=payload,
                 text=True,

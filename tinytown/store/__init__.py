@@ -71,6 +71,10 @@ class Town:
             raise redis.ConnectionError("PING did not answer PONG")
         return (time.perf_counter() - start) * 1000
 
+    def commands_processed(self) -> int:
+        """The Redis server's count of commands processed since it started (every client's)."""
+        return int(self.redis.info("stats").get("total_commands_processed", 0))
+
     def server_version(self) -> str:
         return str(self.redis.info("server").get("redis_version", ""))
 

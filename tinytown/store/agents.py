@@ -319,7 +319,7 @@ class AgentStore:
             set(set_fields) | set(delete_fields)
         ):
             raise ValueError(
-                f"an update may not set or delete {', '.join(sorted(owned))}; "
+                f"may not set or delete {', '.join(sorted(owned))} in an update; "
                 "give a state or a beat"
             )
         allowed = "," + ",".join(rule.narrowed(expect)) + ","

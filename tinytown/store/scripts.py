@@ -52,10 +52,12 @@ def _fill(template: str) -> str:
         "AGENT_STOPPED_STATE": ev.AGENT_STOPPED_STATE,
         "REASON_STATES": "," + ",".join(ev.TASK_REASON_STATES) + ",",
     }
-    assert TASK["take_shared"].target == TASK["take_directed"].target
+    if TASK["take_shared"].target != TASK["take_directed"].target:
+        raise RuntimeError("the scripts' TAKEN state assumes both takes end in the same state")
     for name, value in values.items():
         template = template.replace("{{" + name + "}}", f"'{value}'")
-    assert "{{" not in template, template
+    if "{{" in template:
+        raise RuntimeError(f"a script mark was left unfilled: {template}")
     return template
 
 

@@ -8,6 +8,7 @@ of a task outlives it. (A CLI whose worker died is stopped by :mod:`tinytown.wor
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -31,12 +32,22 @@ def base_env(config: Config, agent_id: str, agent_name: str) -> dict[str, str]:
     }
 
 
+def _every_interface(bind: str) -> bool:
+    """``0.0.0.0``, ``::`` or unset: a townhall bound there is reached on loopback."""
+    if not bind:
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_unspecified
+    except ValueError:  # a host name
+        return False
+
+
 def townhall_url(config: Config) -> str:
     """``TINYTOWN_URL``, else the town's own townhall as seen from this host."""
     if os.environ.get("TINYTOWN_URL"):
         return os.environ["TINYTOWN_URL"]
     th = config.townhall
-    host = "127.0.0.1" if th.bind in ("0.0.0.0", "::", "") else th.bind
+    host = "127.0.0.1" if _every_interface(th.bind) else th.bind
     if ":" in host:  # an IPv6 address goes in brackets in a URL
         host = f"[{host}]"
     scheme = "https" if th.tls.enabled else "http"

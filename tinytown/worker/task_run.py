@@ -203,7 +203,10 @@ class TaskRunner:
         try:
             try:
                 started_at = to_rfc3339(now())  # the task's started_at: just before the CLI starts
-                proc = w.proc = subprocess.Popen(
+                # Running the configured coding CLI is the worker's job: the command line comes
+                # from tinytown.toml ([agent_clis]), written by the operator; the task's text
+                # goes on stdin or in a file, never into the command line.
+                proc = w.proc = subprocess.Popen(  # nosec B603 B607
                     ["sh", "-c", command],
                     cwd=cwd,
                     env=env,
