@@ -90,8 +90,8 @@ MISSION_MAX_ATTEMPTS = 3  # policy default: runs of an item's task (and review r
 MISSION_HELP_AFTER_SECS = 600  # policy default: no progress this long → mission_help_needed
 MISSION_GH_BUDGET_SECS = 15  # POST /v1/missions runs gh for issues at most this long in all
 MISSION_TICK_SECS = 5  # the dispatcher's backstop tick; events wake it at once
-MISSION_IDLE_RECHECK_SECS = 300  # with no active mission, it looks for one this often (events
-# wake it at once)
+MISSION_IDLE_RECHECK_SECS = 1_800  # with no active mission, it looks for one this often (a new
+# mission's event wakes it at once; this is the safety net)
 MISSION_LEASE_SECS = 15  # a dispatcher's lease on one mission; refreshed every tick
 MISSION_EVENTS_SHOWN = 50  # the latest events GET /v1/missions/{id}?include_events=true shows
 SAMPLE_INTERVAL_SECS = 60  # townhall samples queue depth and live agents this often (the chart)
@@ -182,7 +182,8 @@ AGENT_NAME_MAX_CHARS = 64  # the longest name inputs.NAME_RULE allows (a long ho
 # Stopped and errored agent records are deleted by townhall's keeper this long after their last
 # heartbeat window ended ([agent] retention_secs; 0 keeps them), looked for at most this often.
 AGENT_RETENTION_SECS = 86_400
-AGENT_PRUNE_INTERVAL_SECS = 300
+AGENT_PRUNE_INTERVAL_SECS = 3_600  # records are kept a day: an hour late is nothing, and an
+# idle town's keeper then wakes once an hour (a registering worker's event wakes it at once)
 AGENT_PRUNE_BATCH = 1000  # records per state deleted per pass; the next pass takes more
 
 # --- task output: a running task's output in Redis (tt:<town>:task:<id>:output) ----------------

@@ -110,13 +110,13 @@ def run_loop(scaler: Scaler, interval_secs: float, as_json: bool) -> ExitStatus:
     def on_signal(signum: int, _frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt  # a second signal: stop now
+        stop.set()  # before the log line: a second signal that follows it must see it set
         log(
             "info",
             "stopping",
             signal=signal.Signals(signum).name,
             action="finishing the current pass",
         )
-        stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
