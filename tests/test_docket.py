@@ -229,6 +229,20 @@ def test_keep_alive_resets_idle_time_and_never_takes_back_a_reclaimed_entry(town
     )
 
 
+def test_an_old_holder_never_acknowledges_an_entry_taken_over_from_it(town):
+    """A holder judged dead while it still ran (found by the chaos run after a Redis restart)
+    finishes later: its acknowledgement must not remove the new holder's entry."""
+    old, new = docket_for(town, "old"), docket_for(town, "new")
+    town.tasks.add("x")
+    entry = old.read(100).entry
+    town.redis.xclaim(town.keys.docket, "workers", new.agent_id, 0, [entry.entry_id], justid=True)
+
+    assert not old.ack(entry)
+
+    assert holders(town.redis, town.keys.docket) == {new.agent_id: 1}
+    assert new.ack(entry) and holders(town.redis, town.keys.docket) == {}
+
+
 def test_reclaim_takes_only_old_entries_of_dead_holders(town):
     live, dead, rescuer = (
         docket_for(town, "live"),

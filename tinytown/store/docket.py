@@ -72,6 +72,16 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
 """
 
+# Acknowledge an entry only while this consumer holds it. One taken over meanwhile (its holder was
+# judged dead: a pause, or a Redis outage longer than the heartbeat window) is the new holder's
+# to acknowledge after its own run; acknowledging it here would leave its task with no entry, so
+# that a new holder that died too would leave the task running forever, recovered by nobody.
+# KEYS: 1 stream; ARGV: 1 group, 2 consumer, 3 entry id. Returns 1 if acknowledged.
+_ACK_IF_HELD = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then return 0 end
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+"""
+
 
 # Plain slotted records, not frozen: they are built between a task's arrival and its CLI's start,
 # where a frozen dataclass's __init__ costs about four times as much.
@@ -199,6 +209,7 @@ class Docket:
         self.reader_id: int | None = None
         self._release = self.r.register_script(_RELEASE)
         self._keep_alive = self.r.register_script(_KEEP_ALIVE)
+        self._ack_if_held = self.r.register_script(_ACK_IF_HELD)
         self._take_over = self.r.register_script(_TAKE_OVER)
         self._claim_delivered = self.r.register_script(DOCKET_CLAIM)
         self.scripts = (self._keep_alive,)  # for scripts.execute_pipelined after a cache loss
@@ -407,9 +418,11 @@ class Docket:
         is 1 if the entry is still held."""
         queue_script(pipe, self._keep_alive, [entry.stream], [GROUP, self.agent_id, entry.entry_id])
 
-    def ack(self, entry: Entry) -> None:
-        """Acknowledge: call only after the task's final state for this attempt is written."""
-        self.r.xack(entry.stream, GROUP, entry.entry_id)
+    def ack(self, entry: Entry) -> bool:
+        """Acknowledge: call only after the task's final state for this attempt is written.
+        False, and nothing done, when another worker took the entry over meanwhile."""
+        args = [GROUP, self.agent_id, entry.entry_id]
+        return bool(self._ack_if_held(keys=[entry.stream], args=args))
 
     # -- taking over from dead workers ------------------------------------------------------
 
