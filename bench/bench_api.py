@@ -90,6 +90,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def redis_server(tmp: Path, *, tcp: bool = False) -> tuple[subprocess.Popen, str]:
+    """A private redis-server in ``tmp`` (no persistence), once it answers: its process and URL.
+    A unix socket, or with ``tcp`` a loopback port (for what a socket cannot reach)."""
+    import redis
+
+    if tcp:
+        port = free_port()
+        where, url = ["--port", str(port), "--bind", "127.0.0.1"], f"redis://127.0.0.1:{port}/0"
+    else:
+        sock = tmp / "redis.sock"
+        where = ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
+        url = f"unix://{sock}"
+    proc = subprocess.Popen(
+        ["redis-server", *where, "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            if redis.Redis.from_url(url).ping():
+                return proc, url
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    stop(proc)
+    raise SystemExit(f"the private redis-server did not answer at {url}")
+
+
 def wait_http(port: int, path: str, headers: dict | None = None, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -263,6 +289,7 @@ def main() -> int:
         "--settle-secs", type=float, default=3.0, help="pause after filling (default %(default)s)"
     )
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    ap.add_argument("--json-file", type=Path, help="also write the JSON document here")
     args = ap.parse_args()
 
     import redis
@@ -272,35 +299,10 @@ def main() -> int:
     from tinytown.store import Town
 
     tmp = Path(tempfile.mkdtemp(prefix="tt-bench-"))
-    sock = tmp / "redis.sock"
-    redis_proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    redis_proc, url = redis_server(tmp)
     procs: list[subprocess.Popen] = []
     out: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     try:
-        url = f"unix://{sock}"
-        for _ in range(100):
-            try:
-                if redis.Redis.from_url(url).ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         out["machine"]["redis"] = redis.Redis.from_url(url).info("server")["redis_version"]
         town_dir = tmp / "town"
         town_dir.mkdir()
@@ -403,6 +405,8 @@ def main() -> int:
         stop(redis_proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    if args.json_file:
+        args.json_file.write_text(json.dumps(out, indent=2))
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -28,7 +28,6 @@ import platform
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_api import free_port, gunicorn, stop, wait_http  # noqa: E402
+from bench_api import free_port, gunicorn, redis_server, stop, wait_http  # noqa: E402
 
 HEADERS = ("bearer", "x-api-key")
 REFERENCE = ("no key", "right key (cached)")
@@ -114,17 +113,10 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON document instead")
     args = ap.parse_args()
 
-    import redis
-
     from tinytown.core.apikeys import generate_key, hash_key
 
     tmp = Path(tempfile.mkdtemp(prefix="tt-bench-auth-"))
-    sock = tmp / "redis.sock"
-    redis_proc = subprocess.Popen(
-        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "",
-         "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    redis_proc, url = redis_server(tmp)
     townhall = None
     out: dict = {
         "machine": {
@@ -136,13 +128,6 @@ def main() -> int:
         "keys": args.keys,
     }
     try:
-        url = f"unix://{sock}"
-        for _ in range(100):
-            try:
-                if redis.Redis.from_url(url).ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         keys = [generate_key() for _ in range(args.keys)]
         town_dir = tmp / "town"
         town_dir.mkdir()

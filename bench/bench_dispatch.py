@@ -1,46 +1,65 @@
 #!/usr/bin/env python3
-"""Dispatch benchmark: agent_worker vs RQ's SimpleWorker, side by side on one real Redis.
+"""Dispatch benchmark: agent_worker against RQ, Celery and Dramatiq, side by side on one Redis.
 
-    pip install -e '.[bench]'          # RQ is a benchmark-only extra
-    python bench/bench_dispatch.py [--samples 200] [--tasks 300] [--json]
+    pip install -e '.[bench]'          # RQ, Celery and Dramatiq are benchmark-only extras
+    python bench/bench_dispatch.py [--samples 200] [--tasks 300] [--rounds 3] [--json]
+        [--peers rq-simple,rq-fork,celery,dramatiq,floor]
 
-What it measures, in one run on one embedded Redis (the town's own, on a unix socket):
+What it measures, in one run on one embedded Redis (the town's own, on a unix socket; each peer
+keeps its own keys or database number there):
 
 - submit→start latency: the submitter's clock just before it submits, to the moment just before
   the no-op process is spawned. agent_worker: the task's ``started_at``, taken just before the
-  CLI's ``Popen``. RQ, at the same point: the job function notes its clock just before its
-  ``subprocess.run`` (kept in ``job.meta``); RQ's own ``started_at``, written earlier (before
-  the job function runs), is reported beside it. One task at a time, each worker idle and
-  blocked when it arrives; samples alternate between the two systems.
-- throughput of no-op tasks, one and two workers: N tasks submitted at once, first submit to the
-  last completion. agent_worker runs the CLI ``true`` (a real process per task); the RQ job runs
-  ``subprocess.run(["true"])``, so both start one process per task.
+  CLI's ``Popen``. Every peer at the same point: its task function notes its clock on entry, just
+  before its ``subprocess.run(["true"])``, and stores it afterwards, off the measured path (RQ in
+  ``job.meta``, Celery and Dramatiq in a list; ``dispatch_peers.py``). RQ's own ``started_at``,
+  written earlier (before the job function runs), is reported beside it. One task at a time,
+  each worker idle when it arrives; samples go round all systems in turn, so machine noise hits
+  them alike. The peers:
 
-``--floor`` adds a third column measured the same way: a bare Python reader blocked in
-``XREADGROUP`` on a stream of its own, which notes its clock the moment an ``XADD`` wakes it — no
-record, no claim, no process. It is the floor for any Redis-stream dispatcher written in Python on
-this machine, under the same noise.
+  - ``rq-simple``: RQ's ``SimpleWorker`` (the job runs in the worker's process);
+  - ``rq-fork``: RQ's default ``Worker``, which forks a work horse per job;
+  - ``celery``: a ``celery worker --pool=solo --concurrency=1`` subprocess, Redis broker,
+    ``task_acks_late=True``, ``worker_prefetch_multiplier=1``;
+  - ``dramatiq``: a ``dramatiq --processes 1 --threads 1`` subprocess, Redis broker. Its Redis
+    consumer polls with a backoff while idle (5 ms doubling up to 1 s), so its latency grows with
+    the time since its last task; here that is one round of the other systems;
+  - ``floor``: a bare Python reader blocked in ``XREADGROUP`` on a stream of its own, which notes
+    its clock the moment an ``XADD`` wakes it — no record, no claim, no process. It is the floor
+    for any Redis-stream dispatcher written in Python on this machine, under the same noise.
 
-Every wait is bounded (``--timeout-secs``); workers are stopped by PID at the end.
+- throughput of no-op tasks, one and two workers: ``--tasks`` submitted at once, first submit to
+  the last completion, every task a real process; ``--rounds`` rounds, systems taking turns
+  within each, median reported.
+
+Then the ratios issue 16 sets targets for: agent_worker's p50 against the fastest peer's (at
+least 3× lower) and against the floor (at most 1.5×), and its one-worker throughput (at least
+500 tasks/s). Every wait is bounded (``--timeout-secs``); workers are stopped by PID at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from dispatch_peers import PEERS, THROUGHPUT_POLL_SECS, stop, wait_for  # noqa: E402
+from dispatch_report import print_report, summarise  # noqa: E402
 
 from tinytown.config import load_config  # noqa: E402
 from tinytown.connection.embedded import EmbeddedServer, find_server_binary  # noqa: E402
@@ -48,25 +67,25 @@ from tinytown.core.clock import parse_rfc3339  # noqa: E402
 from tinytown.store import Town  # noqa: E402
 
 RQ_QUEUE = "tt-bench"
+RQ_FORK_QUEUE = "tt-bench-fork"
 FLOOR_STREAM = "tt-bench-floor"
-RQ_JOB = "bench_dispatch.run_true"  # by name: the RQ worker imports it from bench/
-POLL_SECS = 0.001
+RQ_JOB = "peer_rq.run_true"  # by name: the RQ worker imports it from bench/
+ALL_PEERS = ("rq-simple", "rq-fork", "celery", "dramatiq", "floor")
+PEER_PACKAGES = {"rq-simple": "rq", "rq-fork": "rq", "celery": "celery", "dramatiq": "dramatiq"}
+WARMUP_SAMPLES = 5
+SAMPLE_PAUSE_SECS = 0.002
 
 
-def run_true() -> None:
-    """The RQ job: start one no-op process, like agent_worker's CLI `true`.
+@dataclass
+class System:
+    """One dispatcher under test: how to start its nth worker, see ``count`` of them ready, and
+    measure one task's latency (seconds, and a reference or None) and a batch's throughput."""
 
-    It notes its clock just before the process starts (the point agent_worker's ``started_at``
-    marks) and stores it in the job's meta afterwards, off the measured path.
-    """
-    from rq import get_current_job
-
-    spawn_at = time.time()
-    subprocess.run(["true"], check=True)
-    job = get_current_job()
-    if job is not None:
-        job.meta["spawn_at"] = spawn_at
-        job.save_meta()
+    name: str
+    start: Callable[[int], subprocess.Popen]
+    wait_ready: Callable[[int, float], None]
+    latency: Callable[[float], tuple[float, float | None]]
+    throughput: Callable[[int, float], float] | None = None  # None: latency only (the floor)
 
 
 # -- set-up ------------------------------------------------------------------------------------
@@ -125,35 +144,27 @@ def start_floor_reader(url: str) -> subprocess.Popen:
     return proc
 
 
-def floor_latency(r, timeout: float) -> tuple[float, float]:
-    """(XADD → the bare reader's wake-up, 0) in seconds."""
+def floor_latency(r, timeout: float) -> tuple[float, None]:
+    """(XADD → the bare reader's wake-up, no reference) in seconds."""
     submitted = time.time()
     n = repr(submitted)
     r.xadd(FLOOR_STREAM, {"n": n})
     woke = wait_for(lambda: r.get(f"{FLOOR_STREAM}:{n}"), timeout, "the floor reader")
-    return float(woke) - submitted, 0.0
+    return float(woke) - submitted, None
 
 
-def start_rq_worker(url: str, n: int, log_dir: Path) -> subprocess.Popen:
+def start_rq_worker(
+    url: str, n: int, log_dir: Path, queue: str = RQ_QUEUE, worker_class: str = "SimpleWorker"
+) -> subprocess.Popen:
     code = (
-        "import redis, rq; from rq.worker import SimpleWorker;"
+        f"import redis, rq; from rq.worker import {worker_class};"
         f"r = redis.Redis.from_url({url!r});"
-        f"SimpleWorker([rq.Queue({RQ_QUEUE!r}, connection=r)], connection=r, name='rq-bench-{n}')"
-        ".work(logging_level='WARNING')"
+        f"{worker_class}([rq.Queue({queue!r}, connection=r)], connection=r,"
+        f" name='{queue}-{n}').work(logging_level='WARNING')"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}
-    with open(log_dir / f"rq-worker-{n}.log", "w") as log:
+    with open(log_dir / f"{queue}-worker-{n}.log", "w") as log:
         return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=log)
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(POLL_SECS)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
 def wait_tt_idle(town: Town, count: int, timeout: float) -> None:
@@ -162,14 +173,14 @@ def wait_tt_idle(town: Town, count: int, timeout: float) -> None:
     )
 
 
-def wait_rq_idle(r, count: int, timeout: float) -> None:
+def wait_rq_idle(queue, count: int, timeout: float) -> None:
     from rq import Worker
 
-    wait_for(
-        lambda: sum(1 for w in Worker.all(connection=r) if w.get_state() == "idle") >= count,
-        timeout,
-        f"{count} idle RQ worker(s)",
-    )
+    def idle() -> int:
+        workers = Worker.all(connection=queue.connection, queue=queue)
+        return sum(1 for w in workers if w.get_state() == "idle") >= count
+
+    wait_for(idle, timeout, f"{count} idle RQ worker(s) on {queue.name}")
 
 
 # -- measurements ------------------------------------------------------------------------------
@@ -198,7 +209,12 @@ def tt_throughput(town: Town, n: int, timeout: float) -> float:
     before = town.tasks.counts()["completed"]
     start = time.time()
     ids = [town.tasks.add("noop").id for _ in range(n)]
-    wait_for(lambda: town.tasks.counts()["completed"] >= before + n, timeout, f"{n} tasks")
+    wait_for(
+        lambda: town.tasks.counts()["completed"] >= before + n,
+        timeout,
+        f"{n} tasks",
+        THROUGHPUT_POLL_SECS,
+    )
     last = max(parse_rfc3339(t.completed_at).timestamp() for t in town.tasks.many(ids))
     return n / (last - start)
 
@@ -210,131 +226,152 @@ def rq_throughput(queue, n: int, timeout: float) -> float:
     before = registry.count
     start = time.time()
     jobs = [queue.enqueue(RQ_JOB) for _ in range(n)]
-    wait_for(lambda: registry.count >= before + n, timeout, f"{n} RQ jobs")
+    wait_for(lambda: registry.count >= before + n, timeout, f"{n} RQ jobs", THROUGHPUT_POLL_SECS)
     for j in jobs:
         j.refresh()
     last = max(j.ended_at.replace(tzinfo=UTC).timestamp() for j in jobs)
     return n / (last - start)
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+def installed() -> set[str]:
+    return {m for m in ("rq", "celery", "dramatiq") if importlib.util.find_spec(m) is not None}
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def build_systems(peers: list[str], town: Town, root: Path, url: str, r) -> list[System]:
+    systems = [
+        System(
+            "agent_worker",
+            lambda n: start_tt_worker(root, n, root),
+            lambda count, t: wait_tt_idle(town, count, t),
+            lambda t: tt_latency(town, t),
+            lambda n, t: tt_throughput(town, n, t),
+        )
+    ]
+    for name, queue_name, worker_class in (
+        ("rq-simple", RQ_QUEUE, "SimpleWorker"),
+        ("rq-fork", RQ_FORK_QUEUE, "Worker"),
+    ):
+        if name in peers:
+            from rq import Queue
+
+            queue = Queue(queue_name, connection=r)
+            systems.append(
+                System(
+                    name,
+                    lambda n, q=queue_name, w=worker_class: start_rq_worker(url, n, root, q, w),
+                    lambda count, t, q=queue: wait_rq_idle(q, count, t),
+                    lambda t, q=queue: rq_latency(q, t),
+                    lambda n, t, q=queue: rq_throughput(q, n, t),
+                )
+            )
+    for name, peer_class in PEERS.items():
+        if name in peers:
+            peer = peer_class(name, url, root)
+            systems.append(System(name, peer.start, peer.wait_ready, peer.latency, peer.throughput))
+    if "floor" in peers:
+        systems.append(
+            System(
+                "floor",
+                lambda n: start_floor_reader(url),
+                lambda count, t: None,
+                lambda t: floor_latency(r, t),
+            )
+        )
+    return systems
+
+
+def measure(systems: list[System], args, procs: list[subprocess.Popen]) -> dict:
+    """Latency samples, then throughput rounds with one and two workers, interleaved."""
+    for system in systems:
+        procs.append(system.start(1))
+    for system in systems:
+        system.wait_ready(1, args.timeout_secs)
+    for _ in range(WARMUP_SAMPLES):  # not recorded
+        for system in systems:
+            system.latency(args.timeout_secs)
+    lat: dict[str, list[float]] = {s.name: [] for s in systems}
+    ref: dict[str, list[float]] = {s.name: [] for s in systems}
+    for _ in range(args.samples):  # in turn, so all see the same machine noise
+        for system in systems:
+            total, reference = system.latency(args.timeout_secs)
+            lat[system.name].append(total)
+            if reference is not None:
+                ref[system.name].append(reference)
+            time.sleep(SAMPLE_PAUSE_SECS)
+    busy = [s for s in systems if s.throughput is not None]
+    thr: dict[str, dict[int, list[float]]] = {s.name: {1: [], 2: []} for s in busy}
+    for workers in (1, 2):
+        if workers == 2:
+            for system in busy:
+                procs.append(system.start(2))
+            for system in busy:
+                system.wait_ready(2, args.timeout_secs)
+        for _ in range(args.rounds):
+            for system in busy:
+                thr[system.name][workers].append(system.throughput(args.tasks, args.timeout_secs))
+    return {"latency": lat, "reference": ref, "throughput": thr}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=200, help="latency samples per system")
-    parser.add_argument("--tasks", type=int, default=300, help="tasks per throughput run")
+    parser.add_argument("--tasks", type=int, default=300, help="tasks per throughput round")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per system")
+    parser.add_argument(
+        "--peers",
+        default=",".join(ALL_PEERS),
+        help=f"comma-separated, from {','.join(ALL_PEERS)} (default: all)",
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="add the floor (in the default --peers already)"
+    )
     parser.add_argument("--timeout-secs", type=float, default=60.0, help="bound on every wait")
     parser.add_argument("--json", action="store_true", help="print JSON only")
-    parser.add_argument(
-        "--floor", action="store_true", help="also measure a bare XREADGROUP reader (the floor)"
-    )
+    parser.add_argument("--json-file", type=Path, help="also write the JSON document here")
     args = parser.parse_args()
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()] + ["floor"] * args.floor
+    if unknown := set(peers) - set(ALL_PEERS):
+        parser.error(f"--peers: unknown {', '.join(sorted(unknown))}; choose from {ALL_PEERS}")
+    missing = sorted({PEER_PACKAGES[p] for p in peers if p in PEER_PACKAGES} - installed())
+    if missing:
+        parser.error(
+            f"{', '.join(missing)} not installed: pip install -e '.[bench]', "
+            "or leave those peers out of --peers"
+        )
     import redis
-    from rq import Queue
 
     root = Path(tempfile.mkdtemp(prefix="ttb-", dir="/tmp"))
     town = make_town(root)
     server = EmbeddedServer(town.config)
     url = server.target.url
     r = redis.Redis.from_url(url)
-    queue = Queue(RQ_QUEUE, connection=r)
     procs: list[subprocess.Popen] = []
     try:
-        procs += [start_tt_worker(root, 1, root), start_rq_worker(url, 1, root)]
-        systems = [("agent_worker", tt_latency, town), ("rq", rq_latency, queue)]
-        if args.floor:
-            procs.append(start_floor_reader(url))
-            systems.append(("floor", floor_latency, r))
-        wait_tt_idle(town, 1, args.timeout_secs)
-        wait_rq_idle(r, 1, args.timeout_secs)
-        for _ in range(5):  # warm-up, not recorded
-            for _, measure, target in systems:
-                measure(target, args.timeout_secs)
-        lat = {name: [] for name, _, _ in systems}
-        rec = {name: [] for name, _, _ in systems}
-        for _ in range(args.samples):  # alternate, so all see the same machine noise
-            for name, measure, target in systems:
-                total, reference = measure(target, args.timeout_secs)
-                lat[name].append(total)
-                rec[name].append(reference)
-            time.sleep(0.002)
-        thr = {"agent_worker": {}, "rq": {}}
-        thr["agent_worker"][1] = tt_throughput(town, args.tasks, args.timeout_secs)
-        thr["rq"][1] = rq_throughput(queue, args.tasks, args.timeout_secs)
-        procs += [start_tt_worker(root, 2, root), start_rq_worker(url, 2, root)]
-        wait_tt_idle(town, 2, args.timeout_secs)
-        wait_rq_idle(r, 2, args.timeout_secs)
-        thr["agent_worker"][2] = tt_throughput(town, args.tasks, args.timeout_secs)
-        thr["rq"][2] = rq_throughput(queue, args.tasks, args.timeout_secs)
+        systems = build_systems(peers, town, root, url, r)
+        raw = measure(systems, args, procs)
     finally:
-        if args.floor:
+        if "floor" in peers:
             r.xadd(FLOOR_STREAM, {"stop": "1"})
         for p in procs:
-            p.send_signal(signal.SIGTERM)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop(p)
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
-    ms = {k: [v * 1000 for v in vals] for k, vals in lat.items()}
-    rec_ms = {k: [v * 1000 for v in vals] for k, vals in rec.items()}
-    result = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "redis": f"embedded {find_server_binary().flavour} {find_server_binary().version_text}"
-        f" on {server.target.display}",
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "samples": args.samples,
-        "tasks": args.tasks,
-        "latency_ms": {
-            k: {
-                "p50": round(statistics.median(v), 3),
-                "p99": round(pct(v, 99), 3),
-                "min": round(min(v), 3),
-            }
-            for k, v in ms.items()
-        },
-        # agent_worker: created_at → started_at; RQ: submit → its own started_at
-        # (before the job runs)
-        "reference_ms": {
-            k: {"p50": round(statistics.median(v), 3), "p99": round(pct(v, 99), 3)}
-            for k, v in rec_ms.items()
-            if k != "floor"
-        },
-        "throughput_tasks_per_sec": {
-            k: {str(w): round(x, 1) for w, x in v.items()} for k, v in thr.items()
-        },
-    }
-    result["p50_ratio_rq_over_agent_worker"] = round(
-        result["latency_ms"]["rq"]["p50"] / result["latency_ms"]["agent_worker"]["p50"], 2
-    )
+    binary = find_server_binary()
+    result = summarise(raw, args, f"embedded {binary.flavour} {binary.version_text}")
+    result["redis"] += f" on {server.target.display}"
+    if args.json_file:
+        args.json_file.write_text(json.dumps(result, indent=2))
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
-    lm, tp = result["latency_ms"], result["throughput_tasks_per_sec"]
-    print(f"{result['when']}  {result['cpus']} CPUs  Python {result['python']}  {result['redis']}")
-    print(f"{'':14}{'p50 ms':>9}{'p99 ms':>9}{'1 worker/s':>12}{'2 workers/s':>13}")
-    for k in ("agent_worker", "rq"):
-        print(
-            f"{k:14}{lm[k]['p50']:>9.3f}{lm[k]['p99']:>9.3f}{tp[k]['1']:>12.1f}{tp[k]['2']:>13.1f}"
-        )
-    print(f"RQ p50 / agent_worker p50 = {result['p50_ratio_rq_over_agent_worker']}x")
-    if "floor" in lm:
-        print(
-            f"{'floor':14}{lm['floor']['p50']:>9.3f}{lm['floor']['p99']:>9.3f}"
-            "   (bare XADD → XREADGROUP wake-up)"
-        )
-    rm = result["reference_ms"]
-    print(
-        f"also: agent_worker created_at→started_at p50 {rm['agent_worker']['p50']:.3f} ms; "
-        f"RQ submit→its own started_at p50 {rm['rq']['p50']:.3f} ms"
-    )
+    else:
+        print_report(result)
     return 0
 
 

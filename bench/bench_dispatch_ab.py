@@ -2,7 +2,7 @@
 """Submit→start latency of two checkouts of Tinytown, side by side in one run (an A/B test).
 
     git worktree add /tmp/tt-base <rev>          # the code to compare against
-    python bench/bench_dispatch_ab.py --baseline /tmp/tt-base [--samples 300] [--rounds 3]
+    python bench/bench_dispatch_ab.py --baseline /tmp/tt-base [--samples 300] [--rounds 3] [--json]
 
 On this shared, noisy machine a change worth a few percent cannot be seen by comparing two
 ``bench_dispatch.py`` runs made minutes apart; it can in one run where the two versions take
@@ -19,6 +19,7 @@ Every wait is bounded; workers and submitters are stopped by PID at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
 import shutil
@@ -141,6 +142,8 @@ def main() -> int:
         "--rounds", type=int, default=3, help="rounds, each with fresh towns and workers"
     )
     parser.add_argument("--timeout-secs", type=float, default=60.0, help="bound on every wait")
+    parser.add_argument("--json", action="store_true", help="print one JSON document at the end")
+    parser.add_argument("--json-file", type=Path, help="also write the JSON document here")
     args = parser.parse_args()
     if not (args.baseline / "agent_worker.py").is_file():
         parser.error(
@@ -148,6 +151,7 @@ def main() -> int:
         )
     import redis
 
+    rounds = []
     for n in range(1, args.rounds + 1):
         base = Path(tempfile.mkdtemp(prefix="ttab-", dir="/tmp"))
         server = EmbeddedServer(make_town(base).config)
@@ -170,10 +174,20 @@ def main() -> int:
             server.stop()
             shutil.rmtree(base, ignore_errors=True)
         p50 = {k: statistics.median(v) for k, v in ms.items()}
-        print(
-            f"round {n}: baseline p50 {p50['baseline']:.3f} ms, this p50 {p50['this']:.3f} ms, "
-            f"this ÷ baseline {p50['this'] / p50['baseline']:.3f}"
+        ratio = p50["this"] / p50["baseline"]
+        rounds.append(
+            {"baseline_p50_ms": p50["baseline"], "this_p50_ms": p50["this"], "ratio": ratio}
         )
+        if not args.json:
+            print(
+                f"round {n}: baseline p50 {p50['baseline']:.3f} ms, this p50 {p50['this']:.3f} ms, "
+                f"this ÷ baseline {ratio:.3f}"
+            )
+    out = {"baseline": str(args.baseline.resolve()), "samples": args.samples, "rounds": rounds}
+    if args.json_file:
+        args.json_file.write_text(json.dumps(out, indent=2))
+    if args.json:
+        print(json.dumps(out, indent=2))
     return 0
 
 

@@ -36,7 +36,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_api import free_port, stop, wait_http  # noqa: E402
+from bench_api import free_port, redis_server, stop, wait_http  # noqa: E402
 
 
 def calls(r) -> dict[str, int]:
@@ -88,28 +88,17 @@ def main() -> int:
     ap.add_argument("--warmup-secs", type=float, default=20.0, help="before each (default 20)")
     ap.add_argument("--workers", type=int, default=1, help="idle workers in phase 2 (default 1)")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
+    ap.add_argument("--json-file", type=Path, help="also write the JSON document here")
     args = ap.parse_args()
 
     import redis
 
     tmp = Path(tempfile.mkdtemp(prefix="tt-bench-idle-"))
-    rport = free_port()
     procs: list[subprocess.Popen] = []
-    redis_proc = subprocess.Popen(
-        ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    redis_proc, url = redis_server(tmp, tcp=True)
     out: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    r = redis.Redis.from_url(url)
     try:
-        url = f"redis://127.0.0.1:{rport}/0"
-        r = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                if r.ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         out["machine"]["redis"] = r.info("server")["redis_version"]
         out["machine"]["docker"] = docker_up()
         town_dir = tmp / "town"
@@ -155,6 +144,8 @@ def main() -> int:
         stop(redis_proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    if args.json_file:
+        args.json_file.write_text(json.dumps(out, indent=2))
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_api import free_port, gunicorn, stop, wait_http  # noqa: E402
+from bench_api import free_port, gunicorn, redis_server, stop, wait_http  # noqa: E402
 
 MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
@@ -99,30 +98,17 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--concurrency", type=int, default=8, help="clients for rps (default 8)")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
+    ap.add_argument("--json-file", type=Path, help="also write the JSON document here")
     args = ap.parse_args()
-
-    import redis
 
     from tinytown.config import load_config
     from tinytown.store import Town
 
     tmp = Path(tempfile.mkdtemp(prefix="tt-bench-mcp-"))
-    sock = tmp / "redis.sock"
-    redis_proc = subprocess.Popen(
-        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "",
-         "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    redis_proc, url = redis_server(tmp)
     townhall = None
     out: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     try:
-        url = f"unix://{sock}"
-        for _ in range(100):
-            try:
-                if redis.Redis.from_url(url).ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         town_dir = tmp / "town"
         town_dir.mkdir()
         (town_dir / "tinytown.toml").write_text(
@@ -190,6 +176,8 @@ def main() -> int:
         stop(redis_proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
+    if args.json_file:
+        args.json_file.write_text(json.dumps(out, indent=2))
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

@@ -104,6 +104,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each (default 3)")
     parser.add_argument("--timeout-secs", type=float, default=120.0, help="bound on every wait")
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--json-file", type=Path, help="also write the JSON document here")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="ttm-", dir="/tmp"))
@@ -145,6 +146,8 @@ def main() -> int:
         "by_hand_secs_per_task": per_task,
         "ratio_median": statistics.median(per_item) / statistics.median(per_task),
     }
+    if args.json_file:
+        args.json_file.write_text(json.dumps(out, indent=2))
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

@@ -208,6 +208,9 @@ def main() -> int:
     parser.add_argument("--task-secs", type=float, default=1.0)
     parser.add_argument("--round-timeout-secs", type=float, default=90.0)
     parser.add_argument("--image", help="an agent-worker image already built (default: build one)")
+    parser.add_argument(
+        "--json-file", type=Path, help="also write machine, rounds and summary here"
+    )
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in MODES for m in modes):
@@ -264,6 +267,9 @@ def main() -> int:
             for key in keys
         }
     print(json.dumps({"summary": summary}))
+    if args.json_file:
+        doc = {"machine": machine(), "rounds": rows, "summary": summary}
+        args.json_file.write_text(json.dumps(doc, indent=2))
     for mode in modes:
         s = summary[mode]["scale_from_zero"]
         verdict = "meets" if s["p50"] <= 0.6 and s["max"] <= 1.0 else "misses"
