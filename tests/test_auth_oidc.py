@@ -13,7 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tinytown.api import create_app
-from tinytown.api.auth import AuthError, OidcVerifier
+from tinytown.api.auth import AuthError
+from tinytown.api.oidc import OidcVerifier
 from tinytown.config import AuthConfig, load_config
 from tinytown.store import Town
 

@@ -30,7 +30,6 @@ from tinytown.api.write import write
 from tinytown.config import Config
 from tinytown.keeper import Keeper
 from tinytown.missions.dispatcher import Dispatcher
-from tinytown.notify.deliver import Notifier
 from tinytown.sampler import Sampler
 from tinytown.store import Town
 from tinytown.store.pump import EventPump
@@ -47,8 +46,8 @@ def create_app(
     ``background``: start this process's background duties (townhall.py does; tests that build
     an app directly need not): the :class:`tinytown.keeper.Keeper`, which recovers dead agents'
     work; unless ``[missions] dispatcher = false``, the mission
-    :class:`tinytown.missions.dispatcher.Dispatcher`; and the
-    :class:`tinytown.notify.deliver.Notifier`, which sends ``[[notify]]`` notifications; and the
+    :class:`tinytown.missions.dispatcher.Dispatcher`; when ``[[notify]]`` targets exist, the
+    :class:`tinytown.notify.deliver.Notifier`, which sends their notifications; and the
     :class:`tinytown.sampler.Sampler`, which keeps the status page's chart.
     ``auth_options`` go to :class:`tinytown.api.auth.Authenticator` (e.g. ``cache_ttl_secs=0`` to
     measure Argon2 without the verification cache).
@@ -79,6 +78,9 @@ def create_app(
                 lease_secs=config.missions.lease_secs,
                 pump=pump,
             ).start()
-        app.config["NOTIFIER"] = Notifier(town).start()
+        if config.notify:  # requests loads only for it (memory)
+            from tinytown.notify.deliver import Notifier
+
+            app.config["NOTIFIER"] = Notifier(town).start()
         app.config["SAMPLER"] = Sampler(town, pump=pump).start()
     return app
