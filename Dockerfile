@@ -8,7 +8,7 @@
 #       -t tinytown-agent-worker .                            # with a coding CLI baked in
 #
 # Nothing is fetched from a package index during the build: pip installs from the wheels in
-# .docker-wheels/ (--no-index), at the versions requirements.txt names (-c). Builds work where
+# .docker-wheels/ (--no-index), at the versions requirements.lock names (-c). Builds work where
 # the builder has no route to PyPI (CI, air-gapped hosts) and ship what the lock pinned. Rebuild
 # the wheelhouse after changing the package, its dependencies or the lock.
 #
@@ -47,13 +47,13 @@ FROM ${BASE_IMAGE} AS venv
 ARG TINYTOWN_STAGE=venv
 LABEL tinytown.stage=${TINYTOWN_STAGE}
 COPY .docker-wheels/ /tmp/wheels/
-COPY requirements.txt /tmp/requirements.txt
+COPY requirements.lock /tmp/requirements.lock
 # `python3 -m venv`, not a path: python3 is /usr/local/bin in python:*-slim, /usr/bin in Debian.
 # The package and what it needs, at the versions the lock names (a wheel of another version in
 # the wheelhouse makes the build fail rather than ship it).
 RUN python3 -m venv /opt/tinytown \
  && /opt/tinytown/bin/pip install --no-cache-dir --no-index --disable-pip-version-check \
-        --find-links=/tmp/wheels -c /tmp/requirements.txt tinytown
+        --find-links=/tmp/wheels -c /tmp/requirements.lock tinytown
 
 # --- runtime: what the three images share ---------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Audit the lock (requirements.txt) for known vulnerabilities with pip-audit, where its
+"""Audit the lock (requirements.lock) for known vulnerabilities with pip-audit, where its
 database can be reached.
 
     python scripts/audit_lock.py [--pip-audit PATH] [--requirements FILE] [--timeout SECS]
 
-Runs ``pip-audit -r requirements.txt --no-deps --disable-pip -f json`` (every version in the
+Runs ``pip-audit -r requirements.lock --no-deps --disable-pip -f json`` (every version in the
 lock is pinned, so nothing is resolved or installed) against PyPI's JSON API, then decides:
 
 - any known vulnerability: exit 1, each listed with its fix versions. Checked first, so nothing
@@ -109,7 +109,7 @@ def run(pip_audit: str, requirements: Path, timeout: int) -> Verdict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pip-audit", default="pip-audit", help="the pip-audit executable")
-    ap.add_argument("--requirements", type=Path, default=ROOT / "requirements.txt")
+    ap.add_argument("--requirements", type=Path, default=ROOT / "requirements.lock")
     ap.add_argument(
         "--timeout",
         type=int,

@@ -35,7 +35,7 @@ _PACKAGE_SOURCES = (
     "setup.cfg",
     "setup.py",
     "pyproject.toml",
-    "requirements.txt",
+    "requirements.lock",
     "townhall.py",
     "agent_worker.py",
     "scaler.py",

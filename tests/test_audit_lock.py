@@ -62,7 +62,7 @@ def test_a_connection_error_is_a_skip_naming_it():
 
 
 def test_any_other_failure_fails_with_pip_audit_output():
-    result = audit_lock.verdict(1, None, "ERROR:pip_audit._cli:requirements.txt: invalid pin\n")
+    result = audit_lock.verdict(1, None, "ERROR:pip_audit._cli:requirements.lock: invalid pin\n")
     assert result.exit_status == 1 and "invalid pin" in result.lines[1]
 
 

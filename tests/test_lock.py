@@ -1,4 +1,4 @@
-"""Installs stay reproducible: ranges in setup.cfg, exact versions in requirements.txt, and every
+"""Installs stay reproducible: ranges in setup.cfg, exact versions in requirements.lock, and every
 install path (README commands, CI, the Docker build) taking its versions from the lock."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCK = ROOT / "requirements.txt"
+LOCK = ROOT / "requirements.lock"
 # Installers' own tools and the project itself are not dependencies.
 NOT_LOCKED = {"pip", "setuptools", "wheel", "tinytown"}
 
@@ -51,7 +51,7 @@ def test_the_lock_satisfies_every_range_in_setup_cfg():
     pins = locked()
     for req in declared():
         name = canonicalize_name(req.name)
-        assert name in pins, f"{req.name} is in setup.cfg but not in requirements.txt"
+        assert name in pins, f"{req.name} is in setup.cfg but not in requirements.lock"
         assert req.specifier.contains(pins[name][0], prereleases=True), (
             f"lock pins {name}=={pins[name][0]}, setup.cfg says {req}"
         )
@@ -65,7 +65,7 @@ def test_this_environment_holds_exactly_the_locked_versions():
         name = canonicalize_name(dist.metadata["Name"])
         if name in NOT_LOCKED:
             continue
-        assert name in pins, f"{name} {dist.version} is installed but not in requirements.txt"
+        assert name in pins, f"{name} {dist.version} is installed but not in requirements.lock"
         version, req = pins[name]
         if req.marker is None or req.marker.evaluate(env):
             assert dist.version == version, f"{name}: installed {dist.version}, locked {version}"
@@ -76,7 +76,9 @@ def test_every_install_path_takes_its_versions_from_the_lock():
     commands = [
         c for c in re.findall(r"```sh\n(.+?)\n```", readme, flags=re.S) if "pip install" in c
     ]
-    assert len(commands) >= 2 and all("-c requirements.txt" in c for c in commands)
-    assert "-c requirements.txt" in (ROOT / ".ci" / "run").read_text()
-    assert "-c /tmp/requirements.txt" in (ROOT / "Dockerfile").read_text()
-    assert '-c "$repo_root/requirements.txt"' in (ROOT / "scripts" / "build-wheelhouse").read_text()
+    assert len(commands) >= 2 and all("-c requirements.lock" in c for c in commands)
+    assert "-c requirements.lock" in (ROOT / ".ci" / "run").read_text()
+    assert "-c /tmp/requirements.lock" in (ROOT / "Dockerfile").read_text()
+    assert (
+        '-c "$repo_root/requirements.lock"' in (ROOT / "scripts" / "build-wheelhouse").read_text()
+    )
