@@ -55,7 +55,6 @@ def create_app(
     app = Flask("townhall", static_folder=None)
     app.config["STARTED_MONOTONIC"] = time.monotonic()
     app.config["TOWN"] = town = town or Town.connect(config)
-    app.config["MISSIONS"] = town.missions
     pump = EventPump(town).start() if background else None
     app.config["PUMP"] = pump
     app.config["SIGNALS"] = SignalCache(town, pump)

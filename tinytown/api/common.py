@@ -6,15 +6,10 @@ from flask import current_app
 
 from tinytown import ops
 from tinytown.store import Town
-from tinytown.store.missions import MissionStore
 
 
 def town() -> Town:
     return current_app.config["TOWN"]
-
-
-def missions() -> MissionStore:
-    return current_app.config["MISSIONS"]
 
 
 def run(name: str, body: dict | None = None, /, **values) -> tuple[dict, int]:

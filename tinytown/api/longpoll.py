@@ -1,5 +1,6 @@
 """Bounded long-polls, shared by every route that can wait (``GET /v1/events``,
-``GET /v1/tasks/{task_id}/log``).
+``GET /v1/tasks/{task_id}/log``, ``GET /api/scaling?wait=``, whose reads wait on the process's
+event pump instead of Redis).
 
 A long-poll holds one of its process's gunicorn threads (``TOWNHALL_THREADS``) while it waits.
 So that waiting clients never starve the API, at most ``EVENTS_WAITERS_MAX`` requests wait at

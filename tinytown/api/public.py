@@ -85,21 +85,21 @@ def scaling_route():
             return doc
         if cache.pump is None:  # an app without background duties cannot wait for events
             return doc, 200, {longpoll.WAIT_HEADER: "unsupported"}
-        waiters = current_app.extensions[longpoll.WAITERS]
-        if not waiters.acquire(blocking=False):
-            return doc, 200, {longpoll.WAIT_HEADER: "busy"}
-        try:
-            deadline = time.monotonic() + wait_secs
-            while (left := deadline - time.monotonic()) > 0:
-                if longpoll.worker_stopping():
-                    return doc, 200, {longpoll.WAIT_HEADER: "stopping"}
-                seq = cache.pump.wait(seq, min(left, defaults.EVENTS_BLOCK_SLICE_MS / 1000))
-                doc, seq = cache.current()
-                if doc["version"] != since:
-                    break
-        finally:
-            waiters.release()
-        return doc
+        seen = seq
+
+        def changed(wait_ms: int) -> dict | None:
+            """The signal once its version differs from ``since``, waiting on the pump."""
+            nonlocal seen
+            if wait_ms > 0:
+                seen = cache.pump.wait(seen, wait_ms / 1000)
+            now_doc, seen = cache.current()
+            return now_doc if now_doc["version"] != since else None
+
+        found, cut_short = longpoll.wait(changed, wait_secs)
+        if found is not None:
+            return found
+        doc, _ = cache.current()  # unchanged: answered after the wait (or at once, and why)
+        return doc, 200, {longpoll.WAIT_HEADER: cut_short} if cut_short else {}
     except redis.RedisError as err:
         return problem(
             503,

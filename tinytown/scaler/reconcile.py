@@ -102,19 +102,16 @@ class Scaler:
     def _signal(self, report: Report, sig: Signal | None) -> Signal | None:
         """The configured town's signal (``sig``, or read now), or None (logged, reported)."""
         try:
-            return self._checked(sig or self.townhall.scaling_signal(), report)
+            sig = sig or self.townhall.scaling_signal()
+            if (town := self.config.town) and sig.town != town:
+                raise TownhallError(
+                    f"townhall at {self.config.url} serves town {sig.town!r}, not the "
+                    f"configured town {town!r}"
+                )
         except TownhallError as err:
             log("error", "signal_unavailable", reason=str(err), action="nothing changed")
             report.error, report.exit_status = str(err), ExitStatus.TOWNHALL_UNAVAILABLE
             return None
-
-    def _checked(self, sig: Signal, report: Report) -> Signal:
-        """``sig`` if it is the configured town's; TownhallError otherwise."""
-        if (town := self.config.town) and sig.town != town:
-            raise TownhallError(
-                f"townhall at {self.config.url} serves town {sig.town!r}, not the configured "
-                f"town {town!r}"
-            )
         report.signal, report.town = sig, sig.town
         return sig
 
@@ -127,7 +124,8 @@ class Scaler:
         try:
             return self.townhall.scaling_signal(wait_secs, sig.version)
         except TownhallError as err:
-            return log("warning", "signal_wait_failed", reason=str(err), action="polling instead")
+            log("warning", "signal_wait_failed", reason=str(err), action="polling instead")
+            return None
 
     def _pass(self, state: State, sig: Signal, now: float, report: Report) -> Report:
         config = self.config
