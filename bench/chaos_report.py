@@ -37,6 +37,17 @@ def read_starts(runs_log: Path) -> dict[str, list[tuple[str, str]]]:
     return starts
 
 
+def starts_by_agent(runs_log: Path) -> dict[str, list[str]]:
+    """Agent id → the tasks its CLIs started, in order (the CLIs append in time order)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    if runs_log.exists():
+        for line in runs_log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                out[parts[2]].append(parts[0])
+    return out
+
+
 def keeper_recoveries(townhall_log: Path) -> dict[str, int]:
     """What townhall's keeper logged: passes that recovered, agents stopped, tasks returned."""
     found = _RECLAIMED.findall(townhall_log.read_text(errors="replace"))
@@ -82,7 +93,11 @@ def tally(run, town: Town, wall_secs: float | None) -> dict:
     killed = [inc for inc in incarnations if inc.killed_at is not None]
     # A re-run is explained by a kill when the run before it was the killed worker's, with the
     # task still held when it died.
-    killed_holding = {(inc.agent_id(), inc.task_held_at_death()) for inc in killed}
+    by_agent = starts_by_agent(run.runs_log)
+    killed_holding = {
+        (inc.agent_id(), inc.task_held_at_death(by_agent.get(inc.agent_id() or "", [])))
+        for inc in killed
+    }
     duplicates = sum(len(s) - 1 for s in starts.values())
     unexplained = [
         task

@@ -125,14 +125,19 @@ class Incarnation:
             (e["agent"] for e in self.events() if e.get("agent") not in (None, "None")), None
         )
 
-    def task_held_at_death(self) -> str | None:
-        """The task it had started and not finished when it died, from its own log."""
-        held = None
+    def task_held_at_death(self, started: list[str] = ()) -> str | None:
+        """The task it had started and not finished when it died: from its own log, or, when
+        the SIGKILL came before the log line was written, the last task its CLI started
+        (``started``: this agent's task ids in the order the runs log has them)."""
+        held, finished = None, set()
         for e in self.events():
             if e["event"] == "task_started":
                 held = e.get("task")
             elif e["event"] in ("task_finished", "task_handed_back", "task_given_back"):
+                finished.add(e.get("task"))
                 held = None
+        if held is None and started and started[-1] not in finished:
+            held = started[-1]
         return held
 
 
