@@ -22,7 +22,8 @@ The lifecycle, as agent states in Redis (functions below follow it top to bottom
 - Idle: one blocking ``XREADGROUP`` over the shared docket and the agent's own stream, with the
   claim sent right behind it: Redis takes the task (a guarded Lua transition: ``running``,
   attempts + 1) and reads the inbox the moment an entry arrives, in the same round trip. A
-  heartbeat thread writes ``last_heartbeat`` every ``heartbeat_interval_secs``, in every state.
+  heartbeat thread writes ``last_heartbeat`` every ``idle_heartbeat_secs`` while idle and every
+  ``heartbeat_interval_secs`` while working, and asks for a control check when it sees a change.
 - Working: the coding CLI runs with the prompt on stdin, in the task's git workspace if it has
   a ``repo``. ``started_at`` is the moment just before the CLI starts.
   Exit 0 → completed (unless the CLI reported through ``tt task complete``/REST itself);
@@ -133,15 +134,16 @@ class Worker:
         self.wake = threading.Event()  # set by a signal: the heartbeat thread ends an idle read
         self.cost_per_hour = 0.0  # its outpost's rate (TINYTOWN_COST_PER_HOUR), set at register
         self.exiting = threading.Event()  # set when the worker ends: its threads end too
-        self.last_controls = 0.0  # time.monotonic() of the last control check
-        self.controls_due = threading.Event()  # set by a stop nudge or a signal: check them now
+        # set by a heartbeat that saw a change, a stop nudge or a signal: check the controls now
+        self.controls_due = threading.Event()
+        self.controls_due.set()  # and once at the start
         drain_secs = self.agent_cfg.drain_timeout_secs  # (how long to wait for Redis when leaving)
         self.with_redis = RedisRetry(redis_retry_secs, drain_secs, self.log, lambda: self.stopping)
         self.runner = TaskRunner(self)  # runs each claimed task's CLI
         self.controls = Controls(self)  # what operators tell this worker
         self.dead_workers = DeadWorkers(self.with_redis, self.log, self.agent_cfg)
-        self.health_file = health_file.HealthFile.from_env(
-            self.agent_cfg.heartbeat_interval_secs,
+        self.health_file = health_file.HealthFile.from_env(  # judged by the longer cadence
+            self.agent_cfg.idle_heartbeat_secs,
             on_error=lambda **f: self.log("health_file_failed", **f),
         )
 
@@ -247,15 +249,15 @@ class Worker:
             reason = self.stopping or self.due_checks()
             if reason:
                 return reason
-            if self.paused:  # until the next control check, or sooner when a signal or nudge asks
-                self.controls_due.wait(self.agent_cfg.heartbeat_interval_secs)
+            if self.paused:  # until a heartbeat sees it resumed, or a signal or nudge asks
+                self.controls_due.wait(self.agent_cfg.idle_heartbeat_secs)
                 continue
             # the next task's log file, made while idle
             self.logs.prepare(self.runner.log_header(1))
             delivery = self.next_delivery()
             if delivery is not None and delivery.refused:  # stopped or paused from outside
                 self.log("delivery_refused", agent_state=delivery.refused)
-                self.last_controls = 0.0  # look now
+                self.controls_due.set()  # look now
                 continue
             for entry, why in delivery.skipped if delivery else ():
                 self.log("entry_skipped", task=entry.task_id, entry=entry.entry_id, reason=why)
@@ -270,12 +272,11 @@ class Worker:
                 return "idle_timeout"
 
     def due_checks(self) -> str:
-        """Every heartbeat interval, between reads: the controls, then dead workers' work."""
+        """Between reads: the controls when something asked for them (a heartbeat that saw a
+        change, a nudge, a signal), then dead workers' work when it is due."""
         t = time.monotonic()
-        interval = self.agent_cfg.heartbeat_interval_secs
-        if self.controls_due.is_set() or t - self.last_controls >= interval:
+        if self.controls_due.is_set():
             self.controls_due.clear()
-            self.last_controls = t
             reason = self.with_redis("controls", self.controls.check)
             if reason:
                 return reason
@@ -286,9 +287,10 @@ class Worker:
         return ""
 
     def next_delivery(self) -> Delivery | None:
-        """Block on the docket until an entry arrives (its task taken with the read), the
-        heartbeat interval passes, or a signal."""
-        block_secs = self.agent_cfg.heartbeat_interval_secs
+        """Block on the docket until an entry arrives (its task taken with the read), dead
+        workers' work is due a look (``DeadWorkers.due_in``), the idle timeout, or a signal or a
+        heartbeat ends the read."""
+        block_secs = self.dead_workers.due_in(time.monotonic())
         if self.agent_cfg.idle_timeout_secs:
             left = self.agent_cfg.idle_timeout_secs - (time.monotonic() - self.idle_since)
             block_secs = max(0.001, min(block_secs, left))
@@ -303,7 +305,7 @@ class Worker:
                 raise
             self.log("docket_group_missing", detail=str(err))
             self.with_redis("ensure_groups", self.docket.ensure_groups)
-            self.last_controls = 0.0  # and check the agent record at once
+            self.controls_due.set()  # and check the agent record at once
         return None
 
     def resume_held_entries(self, *, lost_reply: bool = False) -> None:
@@ -381,8 +383,8 @@ class Worker:
     def finish(self, entry: Entry, task: Task, outcome: Outcome, fields: dict[str, str]) -> None:
         """Write the task's final state for this attempt, then (only then) acknowledge the entry."""
         final = self.runner.write_final_state(entry, task, outcome, fields)
+        self.held = None  # (its state is final: a heartbeat need not keep the entry any more)
         self.with_redis("ack", self.docket.ack, entry)
-        self.held = None
         self.after_task(completed=final in ("completed", "kept:completed"))
         reason = None if outcome.succeeded else outcome.reason(self.config)
         attempt = task.attempts

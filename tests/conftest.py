@@ -19,10 +19,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 import trustme
 
 from tinytown.config import load_config
 from tinytown.connection.embedded import EmbeddedServer
+from tinytown.core import defaults
 from tinytown.store import Town
 
 # The log scan (tests/log_scan.py): no captured log line or log file holds a secret.
@@ -98,6 +100,13 @@ def redis_url(tmp_path_factory) -> str:
     (root / "tinytown.toml").write_text('name = "session-redis"\n')
     server = EmbeddedServer(load_config(root, env={}))
     server.ensure_running()
+    # Nobody is judged dead while Redis has been up for less than one dead-after window of a
+    # town's interval (AgentStore.settled: after a restart, live agents get it to beat again).
+    # Tests judge agents with backdated beats, so the session's server starts settled.
+    client = redis.Redis.from_url(server.target.url)
+    uptime = int(client.info("server")["uptime_in_seconds"])
+    client.close()
+    time.sleep(max(0, defaults.HEARTBEAT_INTERVAL_SECS * defaults.DEAD_AFTER_HEARTBEATS - uptime))
     yield server.target.url
     server.stop()
 

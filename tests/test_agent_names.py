@@ -94,6 +94,54 @@ def test_a_second_worker_with_a_live_workers_name_exits_3_saying_why(
     assert first.alive()
 
 
+def test_a_live_looking_agent_whose_worker_is_gone_gives_up_its_name(town):
+    """Its window has not ended, but nobody listens on its control channel and it registered
+    well before (a worker killed and started again under its name): the name is free, and the
+    old agent is dead from then on. One that listens keeps its name."""
+    from datetime import timedelta
+
+    from tinytown.core.clock import now, to_rfc3339
+
+    listening = town.agents.register("keeper-of-name", "claude", unique_name=True)
+    gone = town.agents.register("restarted", "claude", unique_name=True)
+    long_ago = to_rfc3339(now() - timedelta(hours=1))
+    for agent in (listening, gone):
+        town.redis.hset(town.keys.agent(agent.id), "created_at", long_ago)
+    subscriber = town.redis.pubsub()
+    subscriber.subscribe(town.keys.control(listening.id))
+
+    with pytest.raises(NameTaken):
+        town.agents.register("keeper-of-name", "claude", unique_name=True)
+    again = town.agents.register("restarted", "claude", unique_name=True)
+
+    now_ms = town.agents.now_ms()
+    assert again.id != gone.id and not town.agents.get(gone.id).alive(now_ms)
+    assert town.agents.resolve("restarted").id == again.id
+    subscriber.close()
+
+
+def test_a_worker_killed_and_started_again_under_its_name_is_not_refused(
+    worker_town,
+    workers,  # noqa: F811
+):
+    import signal
+    import time
+
+    root = worker_town(idle_timeout_secs=0)
+    first = workers.start(root, name="builder")
+    first.wait_event("agent_state", state="idle")
+    time.sleep(2.5)  # past two heartbeat intervals (1 s in these towns) since it registered
+    first.signal(signal.SIGKILL)
+    first.popen.wait(timeout=10)
+
+    second = workers.start(root, name="builder")  # as a restart policy would, at once
+    second.wait_event("agent_state", state="idle")
+    assert second.agent_id != first.agent_id and second.alive()
+    town = Town.connect(load_config(root, env={}))
+    assert not town.agents.get(first.agent_id).alive(town.agents.now_ms())
+    town.redis.close()
+
+
 @pytest.fixture
 def worker_town(tmp_path, redis_url):
     def make(**agent):

@@ -25,6 +25,7 @@ def test_no_file_means_every_default_and_the_directory_name(tmp_path):
     assert cfg.agent.idle_timeout_secs == defaults.IDLE_TIMEOUT_SECS
     assert cfg.agent.heartbeat_interval_secs == defaults.HEARTBEAT_INTERVAL_SECS
     assert cfg.agent.claim_timeout_secs == defaults.CLAIM_TIMEOUT_SECS
+    assert cfg.agent.idle_heartbeat_secs == 30  # 6 × the 5 s heartbeat
     assert cfg.agent.max_attempts == defaults.MAX_ATTEMPTS
     assert cfg.townhall.auth.mode == "none"
     assert resolve_target(cfg).url == f"unix://{root}/.tt/redis.sock"
@@ -192,6 +193,12 @@ BAD_VALUES = [
         "agent.claim_timeout_secs = 5",
         "more than heartbeat_interval_secs",
     ),
+    (
+        "[agent]\nheartbeat_interval_secs = 10\nidle_heartbeat_secs = 5",
+        "agent.idle_heartbeat_secs = 5",
+        "at least heartbeat_interval_secs (10)",
+    ),
+    ("[agent]\nidle_heartbeat_secs = 0", "agent.idle_heartbeat_secs = 0", "an integer ≥ 1"),
     ("[agent_clis.x]\ncommand = ''", "agent_clis.x.command = ''", "a non-empty command line"),
     (
         "[agent_clis.x]\ncommand = 'x'\nenv = { A = 1 }",
@@ -251,3 +258,10 @@ def test_duplicate_key_names_are_refused(tmp_path):
     )
     with pytest.raises(ConfigError, match="unique key names"):
         load_config(tmp_path, env={})
+
+
+def test_the_idle_heartbeat_follows_the_working_one_unless_set(tmp_path):
+    write(tmp_path, "[agent]\nheartbeat_interval_secs = 2\n")
+    assert load_config(tmp_path, env={}).agent.idle_heartbeat_secs == 12
+    write(tmp_path, "[agent]\nheartbeat_interval_secs = 2\nidle_heartbeat_secs = 2\n")
+    assert load_config(tmp_path, env={}).agent.idle_heartbeat_secs == 2  # one cadence

@@ -14,7 +14,8 @@ from tinytown.core.clock import now, parse_rfc3339, to_rfc3339
 from tinytown.core.liveness import Beat
 from tinytown.core.records import Agent
 from tinytown.store import Town
-from tinytown.store.docket import Docket, holders, is_dead
+from tinytown.store.docket import Docket
+from tinytown.store.dockets import holders, is_dead
 
 from .conftest import write_town
 
@@ -263,6 +264,15 @@ def test_reclaim_takes_only_old_entries_of_dead_holders(town):
     assert (taken.task_id, taken.reclaimed_from) == (held_dead.task_id, dead.agent_id)
     claim = rescuer.claim(taken)
     assert claim.task.assigned_to == rescuer.agent_id and claim.task.attempts == 2
+    starts = [
+        e
+        for e in town.events.latest(50)
+        if e["event_type"] == "task_started" and e["task_id"] == taken.task_id
+    ]
+    assert [(e["old_state"], e["agent_id"], e.get("attempt")) for e in starts] == [
+        ("pending", dead.agent_id, 1),
+        ("running", rescuer.agent_id, 2),  # the take-over is in the feed too
+    ]
     assert rescuer.reclaim_one() is None
     assert holders(town.redis, town.keys.docket) == {
         live.agent_id: 1,
@@ -302,8 +312,10 @@ def test_dead_consumers_that_hold_nothing_leave_the_group(town):
     kill(town, holder.agent_id)
     kill(town, empty.agent_id)
 
-    removed = live.forget_dead_consumers()
+    kept = live.forget_dead_consumers(60_000)  # both read a moment ago: not looked at
+    removed = live.forget_dead_consumers(0)
 
+    assert kept == []
     assert removed == [empty.agent_id]
     names = {c["name"] for c in town.redis.xinfo_consumers(town.keys.docket, "workers")}
     assert names == {holder.agent_id}  # it still holds an entry: reclaim first

@@ -18,7 +18,8 @@ from tinytown.core.liveness import Beat
 from tinytown.core.scaling import ScalingInput, scaling_signal
 from tinytown.keeper import Keeper
 from tinytown.store import Town
-from tinytown.store.docket import Docket, is_dead
+from tinytown.store.docket import Docket
+from tinytown.store.dockets import is_dead
 from tinytown.store.lease import Lease
 
 from .api_support import app, client  # noqa: F401 - fixtures
@@ -118,6 +119,48 @@ def test_a_town_whose_only_agents_died_holding_work_asks_for_workers(client, tow
     assert s["scaling_recommendation"] == "scale_up" and s["desired_agents"] == 5
 
 
+# --- a Redis that has just started -------------------------------------------------------------
+
+
+def test_nobody_is_judged_dead_until_redis_has_been_up_for_one_window(tmp_path):
+    """After a restart every live agent's window may have run out while it could not beat: no
+    judge (the keeper's recovery, an idle worker's take-over) calls anyone dead until Redis has
+    been up for one dead-after window of the town's interval (1 s here: 3 s)."""
+    from tinytown.connection.embedded import EmbeddedServer
+
+    from .worker_support import write_worker_town
+
+    root = write_worker_town(tmp_path / "fresh", None, heartbeat_interval_secs=1)
+    server = EmbeddedServer(load_config(root, env={}))
+    try:
+        server.ensure_running()  # a fresh server: up for less than 3 s
+        town = open_town(root)
+        gone = beating(town, "gone", "working", interval=1, age_ms=LONG_AGO_MS)
+        gone_docket = Docket(town, gone.id)
+        gone_docket.ensure_groups()
+        town.tasks.add("x")
+        gone_docket.read(100)  # it holds the task's entry, idle long past the claim timeout
+        held = town.redis.xpending_range(town.keys.docket, "workers", "-", "+", 10)
+        town.redis.xclaim(
+            town.keys.docket, "workers", gone.id, 0, [held[0]["message_id"]], idle=60_000
+        )
+        looker = Docket(town, town.agents.register("looker", "fake").id)
+
+        assert not town.agents.settled()
+        assert town.agents.dead() == []
+        assert looker.reclaim_one() is None
+
+        poll(town.agents.settled, timeout=6, message="Redis up for 3 s")
+        assert [a.id for a in town.agents.dead()] == [gone.id]
+        taken = looker.reclaim_one()
+        assert taken is not None and taken.reclaimed_from == gone.id
+        for d in (gone_docket, looker):
+            d.close()
+        town.redis.close()
+    finally:
+        server.stop()
+
+
 # --- the agent's own interval -----------------------------------------------------------------
 
 
@@ -159,7 +202,7 @@ def test_death_is_judged_by_the_agents_own_interval_not_the_lookers(tmp_path, re
     assert not is_dead(town.agents.get(slow.id), town.agents.now_ms())
     assert looker.reclaim_one() is None  # its entry stays with it
     town.redis.xgroup_createconsumer(town.keys.docket, "workers", "idle-slow")
-    assert slow.id not in looker.forget_dead_consumers()
+    assert slow.id not in looker.forget_dead_consumers(0)
     assert town.agents.dead() == []
     town.redis.close()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
-from tinytown.core.states import AGENT_STATES
+from tinytown.core.liveness import Beat
+from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT_STATES
 
 
 def assert_agent_indexes_exact(town):
@@ -18,6 +19,14 @@ def assert_agent_indexes_exact(town):
         for agent_id in members:
             assert town.redis.hget(town.keys.agent(agent_id), "state") == state
     assert seen == ids
+    # the deadlines index: exactly the agents in an active state, each at its alive_until
+    deadlines = dict(town.redis.zrange(town.keys.agents_alive, 0, -1, withscores=True))
+    active = {
+        i: int(town.redis.hget(town.keys.agent(i), "alive_until") or 0)
+        for state in ACTIVE_AGENT_STATES
+        for i in town.redis.zrange(town.keys.agents_in_state(state), 0, -1)
+    }
+    assert {i: int(v) for i, v in deadlines.items()} == active
 
 
 def test_register_writes_record_indexes_and_its_docket_group(town):
@@ -124,3 +133,60 @@ def test_a_town_with_the_old_state_sets_is_upgraded_on_connect(town):
     assert upgraded.agents.get(agent.id).alive(upgraded.agents.now_ms())
     assert_agent_indexes_exact(town)
     upgraded.redis.close()
+
+
+def test_the_deadlines_index_follows_beats_moves_and_deletes(town):
+    a = town.agents.register("alice", "claude")
+    b = town.agents.register("bob", "claude")
+    town.agents.update(a.id, "ready")
+    town.agents.heartbeat(b.id, 30)
+    assert_agent_indexes_exact(town)
+    deadline, now_ms = town.agents.next_deadline_ms()
+    assert deadline == town.agents.get(a.id).alive_until and deadline > now_ms
+
+    town.agents.update(a.id, "stop")
+    assert_agent_indexes_exact(town)
+    assert town.agents.next_deadline_ms()[0] == town.agents.get(b.id).alive_until
+    town.agents.delete(b.id)
+    assert_agent_indexes_exact(town)
+    assert town.agents.next_deadline_ms()[0] is None
+
+
+def test_a_missing_deadlines_index_is_rebuilt_on_connect_and_stale_scores_are_set_right(town):
+    from tinytown.store import Town
+
+    a = town.agents.register("alice", "claude")
+    town.agents.register("bob", "claude")
+    town.redis.delete(town.keys.agents_alive)  # a town kept by a version without the index
+
+    Town(town.config, town.redis).agents.upgrade_index()
+    assert_agent_indexes_exact(town)
+
+    town.redis.zadd(town.keys.agents_alive, {a.id: 1})  # stale: an older worker's beat
+    assert town.agents.dead() == []  # the record says alive
+    assert_agent_indexes_exact(town)
+
+
+def test_a_worker_beat_reads_its_controls_and_never_recreates_a_record(town):
+    from tinytown.store.worker import WorkerStore
+
+    a = town.agents.register("alice", "claude")
+    store = WorkerStore(town, a.id, 1)
+    docket = town.docket(a.id)
+    quiet = store.beat(docket, None, 30)
+    assert (quiet.state, quiet.stop_requested, quiet.has_messages) == ("starting", False, False)
+    record = town.agents.get(a.id)
+    assert record.heartbeat_interval_secs == 30
+    assert record.alive_until - town.agents.now_ms() > 80_000  # 3 × 30 s from now
+    assert_agent_indexes_exact(town)
+
+    town.redis.set(town.keys.stop(a.id), "1")
+    town.inbox.send(a.id, "hello")
+    loud = store.beat(docket, None, 30)
+    assert (loud.stop_requested, loud.has_messages) == (True, True)
+
+    town.agents.delete(a.id)
+    assert store.beat(docket, None, 30).state is None
+    assert not town.redis.exists(town.keys.agent(a.id))
+    assert town.redis.zscore(town.keys.agents_alive, a.id) is None
+    docket.close()

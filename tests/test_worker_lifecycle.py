@@ -366,6 +366,8 @@ def test_a_running_worker_keeps_its_health_file_fresh_after_each_heartbeat(
     )
 
     assert later > first and worker.alive()
-    assert json.loads(health.read_text())["heartbeat_interval_secs"] == 1
+    # judged by the longer of its cadences (idle_heartbeat_secs, 2 in these towns), not the 1 s
+    # it beats at while working
+    assert json.loads(health.read_text())["heartbeat_interval_secs"] == 2
     assert check.returncode == 0, check.stdout
     assert worker.events("health_file_failed") == []

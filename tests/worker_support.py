@@ -26,6 +26,7 @@ FAKE_CLI = Path(__file__).resolve().parent / "fake_cli.py"
 FAST_AGENT = {
     "idle_timeout_secs": 0,
     "heartbeat_interval_secs": 1,
+    "idle_heartbeat_secs": 2,  # (default: 6 × the interval; tests of the idle cadence set it)
     "claim_timeout_secs": 2,
     "max_attempts": 3,
     "task_timeout_secs": 30,
@@ -35,6 +36,10 @@ FAST_AGENT = {
 
 def agent_table(**overrides) -> str:
     values = {**FAST_AGENT, **overrides}
+    if "idle_heartbeat_secs" not in overrides:  # never below the (overridden) working interval
+        values["idle_heartbeat_secs"] = max(
+            values["idle_heartbeat_secs"], values["heartbeat_interval_secs"]
+        )
     lines = ["[agent]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     lines += ["", "[agent_clis.fake]", f'command = "{sys.executable} {FAKE_CLI}"']
     return "\n".join(lines) + "\n"

@@ -7,11 +7,15 @@ keeper then finishes the job: it marks the agent ``stopped`` and returns the doc
 held — to the backlog, or failed past ``max_attempts`` (:func:`tinytown.recovery.recover`).
 
 One daemon thread per townhall process. It sleeps until the earliest moment an agent's window
-can run out (the lowest ``alive_until`` in the index, Redis clock), at least
-``KEEPER_MIN_SLEEP_SECS`` and at most one dead-after window of the town's own
-``heartbeat_interval_secs`` (15 s by default), so an agent that registers meanwhile is looked at
-in time. With no live agent at all it waits on the process's event pump instead (a worker that
-registers appends an event), so an empty town costs it nothing. When an
+can run out (the lowest score of the deadlines index, ``Keys.agents_alive``, Redis clock: one
+look is two commands), at least ``KEEPER_MIN_SLEEP_SECS``. It waits on the process's event pump
+meanwhile: an agent that registers, takes a task or ends one changes state, which appends an
+event, and its window may have moved earlier (a worker that takes a task shortens its window
+from an idle one, 90 s by default, to a working one, 15 s), so an event makes it look again, at
+most once per ``KEEPER_MIN_SLEEP_SECS``. With no live agent at all it waits for an event alone,
+so an empty town, or one whose workers are idle, costs it almost nothing. Without a working
+pump it looks at least once per dead-after window of the town's own
+``heartbeat_interval_secs`` (15 s by default), as it did before the pump. When an
 agent is past its window it takes the town's keeper lease, so one process recovers at a time,
 and a process that dies holding it loses it after ``KEEPER_LEASE_SECS``. Redis errors are logged
 once and retried a window later; the thread never ends before its process.
@@ -67,9 +71,11 @@ class Keeper:
         run_duty("keeper", self.tend, self.stopped, log, retry_secs=self.max_sleep_secs)
 
     def tend(self) -> float | None:
-        """Recover what is due (under the lease); returns the seconds until it may be due again
-        (None when it waited on the pump itself)."""
+        """Recover what is due (under the lease), then wait on the pump until the next deadline
+        or an event; returns the seconds to sleep before the next look (the pump's absence:
+        polling)."""
         seen = self.pump.seq if self.pump is not None else -1
+        looked = time.monotonic()
         deadline, now_ms = self.town.agents.next_deadline_ms()
         if deadline is not None and deadline <= now_ms and self.lease.acquire():
             try:
@@ -85,15 +91,16 @@ class Keeper:
                 )
             deadline, now_ms = self.town.agents.next_deadline_ms()
         self.prune()
-        if deadline is None:
-            if self.pump is None or not self.pump.healthy:
-                return self.max_sleep_secs
-            # No live agent: nothing can die until one registers, which appends an event.
-            self.pump.wait(seen, defaults.AGENT_PRUNE_INTERVAL_SECS)
-            return None
-        # Just past the deadline, so the agent is dead by then if it has not beaten.
-        due = (deadline - now_ms) / 1000 + defaults.KEEPER_MIN_SLEEP_SECS / 10
-        return min(self.max_sleep_secs, max(defaults.KEEPER_MIN_SLEEP_SECS, due))
+        due = defaults.AGENT_PRUNE_INTERVAL_SECS
+        if deadline is not None:  # just past it, so the agent is dead by then if it has not beaten
+            due = (deadline - now_ms) / 1000 + defaults.KEEPER_MIN_SLEEP_SECS / 10
+            due = max(defaults.KEEPER_MIN_SLEEP_SECS, due)
+        if self.pump is None or not self.pump.healthy or self.pump.stopped.is_set():
+            return min(self.max_sleep_secs, due)
+        if self.pump.wait(seen, due) == seen:
+            return None  # the deadline came: look now
+        # An event: look again, but not sooner than the least sleep after the last look.
+        return max(0.0, looked + defaults.KEEPER_MIN_SLEEP_SECS - time.monotonic())
 
     def prune(self) -> None:
         """Delete agents stopped longer than the retention (when due, and under the lease)."""

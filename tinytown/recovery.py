@@ -22,7 +22,7 @@ from tinytown.core.errors import InvalidTransition
 from tinytown.core.records import Agent
 from tinytown.core.states import BACKLOG_STATE, LIVE_TASK_STATES, TASK, TASK_RUNNING
 from tinytown.store import Town
-from tinytown.store.docket import is_dead
+from tinytown.store.dockets import is_dead
 
 ORPHAN_ACTIONS = ("list", "to_backlog", "backlog", "cancel", "delete")
 _HELD_ENTRIES_PER_PASS = 1000

@@ -76,6 +76,8 @@ mode = "none"
 [agent]
 idle_timeout_secs = {defaults.IDLE_TIMEOUT_SECS}
 heartbeat_interval_secs = {defaults.HEARTBEAT_INTERVAL_SECS}
+# while idle; default 6 × heartbeat_interval_secs (an idle worker's death is seen in 3 of them)
+# idle_heartbeat_secs = {defaults.HEARTBEAT_INTERVAL_SECS * defaults.IDLE_HEARTBEAT_FACTOR}
 claim_timeout_secs = {defaults.CLAIM_TIMEOUT_SECS}
 max_attempts = {defaults.MAX_ATTEMPTS}
 task_timeout_secs = {defaults.TASK_TIMEOUT_SECS}

@@ -108,6 +108,8 @@ class TownhallConfig:
 class AgentConfig:
     idle_timeout_secs: int = defaults.IDLE_TIMEOUT_SECS
     heartbeat_interval_secs: int = defaults.HEARTBEAT_INTERVAL_SECS
+    # while idle (no task held): default IDLE_HEARTBEAT_FACTOR × heartbeat_interval_secs
+    idle_heartbeat_secs: int = defaults.HEARTBEAT_INTERVAL_SECS * defaults.IDLE_HEARTBEAT_FACTOR
     claim_timeout_secs: int = defaults.CLAIM_TIMEOUT_SECS
     max_attempts: int = defaults.MAX_ATTEMPTS
     task_timeout_secs: int = defaults.TASK_TIMEOUT_SECS
@@ -266,10 +268,12 @@ def _townhall(t: Table, env: Mapping[str, str]) -> TownhallConfig:
 
 
 def _agent(t: Table) -> AgentConfig:
+    heartbeat = t.int_range("heartbeat_interval_secs", defaults.HEARTBEAT_INTERVAL_SECS, 1)
     cfg = AgentConfig(
         idle_timeout_secs=t.int_range("idle_timeout_secs", defaults.IDLE_TIMEOUT_SECS, 0),
-        heartbeat_interval_secs=t.int_range(
-            "heartbeat_interval_secs", defaults.HEARTBEAT_INTERVAL_SECS, 1
+        heartbeat_interval_secs=heartbeat,
+        idle_heartbeat_secs=t.int_range(
+            "idle_heartbeat_secs", heartbeat * defaults.IDLE_HEARTBEAT_FACTOR, 1
         ),
         claim_timeout_secs=t.int_range("claim_timeout_secs", defaults.CLAIM_TIMEOUT_SECS, 1),
         max_attempts=t.int_range("max_attempts", defaults.MAX_ATTEMPTS, 1),
@@ -284,6 +288,12 @@ def _agent(t: Table) -> AgentConfig:
             cfg.claim_timeout_secs,
             f"more than heartbeat_interval_secs ({cfg.heartbeat_interval_secs}), "
             "or live work is reclaimed",
+        )
+    if cfg.idle_heartbeat_secs < cfg.heartbeat_interval_secs:
+        raise t._fail(
+            "idle_heartbeat_secs",
+            cfg.idle_heartbeat_secs,
+            f"at least heartbeat_interval_secs ({cfg.heartbeat_interval_secs})",
         )
     t.check_unknown()
     return cfg

@@ -27,7 +27,10 @@ REDIS_SOCKET_TIMEOUT_SECS = 10.0
 # RESP version, also explicit: redis-py 8 moved its default from 2 to 3. RESP2 is what every
 # Redis-compatible server and proxy speaks; the docket's raw reply parsing handles both.
 REDIS_PROTOCOL = 2
-REDIS_HEALTH_CHECK_INTERVAL_SECS = 30  # a connection idle this long is PINGed before reuse
+# A connection idle this long is PINGed before reuse. Longer than any period of an idle worker's
+# connections (its heartbeat every 30 s, its read at most every claim timeout, 60 s), so an idle
+# worker pays no PING; a connection cut meanwhile is reconnected by redis-py's retry anyway.
+REDIS_HEALTH_CHECK_INTERVAL_SECS = 120
 REDIS_READY_TIMEOUT_SECS = 10.0  # how long to wait for a just-started embedded server
 REDIS_READY_POLL_SECS = 0.05
 REDIS_STOP_TIMEOUT_SECS = 10.0
@@ -110,6 +113,10 @@ IDLE_TIMEOUT_SECS = 300
 # "Dead" = no heartbeat for DEAD_AFTER_HEARTBEATS intervals.
 HEARTBEAT_INTERVAL_SECS = 5
 DEAD_AFTER_HEARTBEATS = 3
+# An idle worker (no task held) beats this many times less often: 30 s by default, so its death
+# is seen within 90 s instead of 15 s, and an idle worker costs Redis about 25 commands a minute
+# instead of ~290 (docs/benchmarks.md, "Idle cost"). `[agent] idle_heartbeat_secs` sets it.
+IDLE_HEARTBEAT_FACTOR = 6
 # A pending docket entry idle longer than this, held by an agent whose heartbeat is stale, is
 # taken over by another worker. Live workers refresh their own entries well within it.
 CLAIM_TIMEOUT_SECS = 60

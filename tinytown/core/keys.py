@@ -64,6 +64,12 @@ class Keys:
     def agents_in_state(self, state: str) -> str:
         return self._k("agents", "by_state", state)
 
+    @property
+    def agents_alive(self) -> str:
+        """Agents in an active state, scored by ``alive_until`` (ms, Redis clock): whose window
+        ends first."""
+        return self._k("agents", "alive_until")
+
     def legacy_agents_in_state(self, state: str) -> str:
         """Before liveness was indexed: a plain set per state (read once, to upgrade a town)."""
         return self._k("agents", "state", state)

@@ -18,7 +18,8 @@ from tinytown.config import Config
 from tinytown.core.keys import Keys
 from tinytown.store.agents import AgentStore
 from tinytown.store.counts import TownCounts, town_counts
-from tinytown.store.docket import Docket, Dockets
+from tinytown.store.docket import Docket
+from tinytown.store.dockets import Dockets
 from tinytown.store.events import Events
 from tinytown.store.inbox import InboxStore
 from tinytown.store.lease import Lease

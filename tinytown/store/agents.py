@@ -19,33 +19,18 @@ from tinytown.core.states import (
     PRUNABLE_AGENT_STATES,
 )
 from tinytown.store import control
-from tinytown.store.scripts import AGENT_COUNTS, AGENT_UPDATE, execute_pipelined, queue_script
+from tinytown.store.agent_names import NameTaken, UniqueNames, nickname_for
+from tinytown.store.scripts import (
+    AGENT_BEAT,
+    AGENT_COUNTS,
+    AGENT_UPDATE,
+    execute_pipelined,
+    queue_script,
+)
 from tinytown.store.tasks import Transition, ensure_group
 
-# Deterministic nicknames (upstream picks from 400 names by the id's first two bytes).
-_NICKNAMES = tuple(
-    (
-        "Robert Dorothy John Helen James Margaret William Ruth Charles Mildred George Virginia "
-        "Joseph Elizabeth Richard Frances Edward Anna Donald Evelyn Thomas Marie Frank Alice "
-        "Harold Jean Paul Doris Raymond Irene Walter Louise Jack Florence Henry Lillian Arthur "
-        "Rose Albert Martha"
-    ).split()
-)
 
-
-def nickname_for(agent_id: str) -> str:
-    hexpart = agent_id.replace("-", "")[:4]
-    try:
-        return _NICKNAMES[int(hexpart, 16) % len(_NICKNAMES)]
-    except ValueError:
-        return _NICKNAMES[0]
-
-
-class NameTaken(TinytownError):
-    """A live agent already has the name a worker registers with."""
-
-
-class AgentStore:
+class AgentStore(UniqueNames):
     def __init__(
         self,
         r: redis.Redis,
@@ -57,8 +42,9 @@ class AgentStore:
         self.heartbeat_interval_secs = heartbeat_interval_secs
         self._update = r.register_script(AGENT_UPDATE)
         self._counts = r.register_script(AGENT_COUNTS)
+        self._beat = r.register_script(AGENT_BEAT)
         # for scripts.execute_pipelined after a cache loss
-        self.scripts = (self._update, self._counts)
+        self.scripts = (self._update, self._counts, self._beat)
 
     # -- create -----------------------------------------------------------------------------
 
@@ -122,36 +108,6 @@ class AgentStore:
         ensure_group(self.r, self.keys.agent_docket(agent_id))
         return self.get(agent_id)
 
-    def check_name_free(self, name: str, agent_id: str) -> None:
-        """:class:`NameTaken` if another live agent (not a stopped or dead one) is ``name``."""
-        now_ms = self.now_ms()
-        for a in self.all():
-            if a.id != agent_id and a.name.lower() == name.lower() and a.alive(now_ms):
-                raise NameTaken(
-                    f"agent name {name!r} is taken by live agent {a.id} ({a.state}, last "
-                    f"heartbeat {a.heartbeat_age_secs(now_ms)} s ago); set another "
-                    f"TINYTOWN_AGENT_NAME, or stop it first (tt send {a.id} --kind shutdown)"
-                )
-
-    def create_if_name_free(self, name: str, agent_id: str, record: dict, beat: Beat) -> None:
-        """Create the record unless a live agent has the name, as one atomic step: the look is
-        made under WATCH of the agents set, so an agent registered meanwhile makes it retry."""
-        keys, args = self.update_request(
-            agent_id, "register", set_fields=record, beat=beat, create=True
-        )
-        while True:
-            with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(self.keys.agents)
-                    self.check_name_free(name, agent_id)
-                    pipe.multi()
-                    # EVAL with the text, not EVALSHA: rare, and no NOSCRIPT inside MULTI
-                    pipe.eval(self._update.script, len(keys), *keys, *args)
-                    pipe.execute()
-                    return
-                except redis.WatchError:
-                    continue
-
     # -- read -------------------------------------------------------------------------------
 
     def find(self, agent_id: str) -> Agent | None:
@@ -199,26 +155,43 @@ class AgentStore:
         secs, usecs = self.r.time()
         return secs * 1000 + usecs // 1000
 
+    def settled(self) -> bool:
+        """Whether Redis has been up for one dead-after window of the town's interval. Until
+        then nobody is judged dead: after a restart every live agent's window may have run out
+        while it could not beat, and each beats again within its interval. True when this
+        client may not ask (an ACL user without ``INFO``)."""
+        try:
+            uptime_secs = int(self.r.info("server")["uptime_in_seconds"])
+        except redis.ResponseError:
+            return True
+        return uptime_secs >= self.heartbeat_interval_secs * defaults.DEAD_AFTER_HEARTBEATS
+
     def dead(self, now_ms: int | None = None) -> list[Agent]:
         """Agents in an active state whose heartbeat window has passed (the Redis clock's now,
-        unless given): read from the index, O(dead agents)."""
+        unless given): read from the deadlines index, O(dead agents); none while Redis has just
+        started (:meth:`settled`). An index entry its record contradicts (written by an older
+        worker that kept no such index) is set right."""
         now_ms = self.now_ms() if now_ms is None else now_ms
-        pipe = self.r.pipeline(transaction=False)
-        for state in ACTIVE_AGENT_STATES:
-            pipe.zrangebyscore(self.keys.agents_in_state(state), "-inf", now_ms)
-        ids = sorted(set().union(*pipe.execute()))
-        return [a for a in self.many(ids) if a is not None and a.active and not a.alive(now_ms)]
+        ids = self.r.zrangebyscore(self.keys.agents_alive, "-inf", now_ms)
+        if not ids or not self.settled():
+            return []
+        found = dict(zip(ids, self.many(ids)))
+        if stale := {
+            i: a.alive_until for i, a in found.items() if a and a.active and a.alive(now_ms)
+        }:
+            self.r.zadd(self.keys.agents_alive, stale, xx=True)
+        if gone := [i for i, a in found.items() if a is None or not a.active]:
+            self.r.zrem(self.keys.agents_alive, *gone)
+        return [a for a in found.values() if a and a.active and not a.alive(now_ms)]
 
     def next_deadline_ms(self) -> tuple[int | None, int]:
         """The earliest ``alive_until`` among agents in an active state (None: there are none),
-        and the Redis clock's now: when the next agent could die. One round trip."""
+        and the Redis clock's now: when the next agent could die. One round trip, two commands."""
         pipe = self.r.pipeline(transaction=False)
         pipe.time()
-        for state in ACTIVE_AGENT_STATES:
-            pipe.zrange(self.keys.agents_in_state(state), 0, 0, withscores=True)
-        (secs, usecs), *firsts = pipe.execute()
-        scores = [int(rows[0][1]) for rows in firsts if rows]
-        return (min(scores) if scores else None), secs * 1000 + usecs // 1000
+        pipe.zrange(self.keys.agents_alive, 0, 0, withscores=True)
+        (secs, usecs), first = pipe.execute()
+        return (int(first[0][1]) if first else None), secs * 1000 + usecs // 1000
 
     def active_count(self) -> int:
         """Agents in an active state, alive or not."""
@@ -341,9 +314,8 @@ class AgentStore:
         for k, v in set_fields.items():
             args += [k, v]
         args += delete_fields
-        keys = [self.keys.agent(agent_id), self.keys.agents, self.keys.events] + [
-            self.keys.agents_in_state(s) for s in AGENT_STATES
-        ]
+        keys = [self.keys.agent(agent_id), self.keys.agents, self.keys.events]
+        keys += [self.keys.agents_in_state(s) for s in AGENT_STATES] + [self.keys.agents_alive]
         return keys, args
 
     def set_state(self, agent_id: str, move: str, **fields: str) -> str:
@@ -390,9 +362,16 @@ class AgentStore:
         """A heartbeat now (Redis clock); False if the record is gone (never recreates one)."""
         return self.update(agent_id, beat=Beat(interval_secs or self.heartbeat_interval_secs)).ok
 
-    def queue_heartbeat(self, pipe, agent_id: str, interval_secs: int) -> None:
-        """Queue a :meth:`heartbeat` on ``pipe`` (see ``scripts.execute_pipelined``)."""
-        self.queue_update(pipe, agent_id, beat=Beat(interval_secs))
+    def queue_worker_beat(self, pipe, agent_id: str, interval_secs: int) -> None:
+        """Queue a worker's heartbeat on ``pipe`` (see ``scripts.execute_pipelined``): as
+        :meth:`heartbeat`, and it reads what the worker's controls say. Its reply is
+        ``[status, state, stop flag, lists holding messages]`` (``['missing']``: the record is
+        gone)."""
+        k = self.keys
+        keys = [k.agent(agent_id), k.stop(agent_id), k.urgent(agent_id), k.inbox(agent_id)]
+        keys += [k.agents_in_state(s) for s in AGENT_STATES] + [k.agents_alive]
+        args = [agent_id, str(Beat(interval_secs).dead_after_ms), str(interval_secs)]
+        queue_script(pipe, self._beat, keys, args)
 
     def delete(self, agent_id: str) -> None:
         """Remove an agent record, its indexes, inboxes and flags."""
@@ -407,6 +386,7 @@ class AgentStore:
         pipe.srem(self.keys.agents, agent_id)
         for state in AGENT_STATES:
             pipe.zrem(self.keys.agents_in_state(state), agent_id)
+        pipe.zrem(self.keys.agents_alive, agent_id)
         pipe.execute()
 
     def prune_stopped(self, retention_secs: int) -> list[str]:
@@ -428,10 +408,12 @@ class AgentStore:
 
     def upgrade_index(self) -> int:
         """Rebuild the per-state index from the records if this town still has the sets an
-        earlier version kept (no liveness); returns how many agents were indexed. One EXISTS
+        earlier version kept (no liveness), and the deadlines index from the per-state one if
+        it is missing; returns how many agents were indexed from their records. Two commands
         when there is nothing to do."""
         legacy = [self.keys.legacy_agents_in_state(s) for s in AGENT_STATES]
         if not self.r.exists(*legacy):
+            self.index_deadlines()
             return 0
         agents = self.all()
         pipe = self.r.pipeline(transaction=True)
@@ -448,9 +430,21 @@ class AgentStore:
                 mapping={"alive_until": str(until), "heartbeat_interval_secs": str(interval)},
             )
             pipe.zadd(self.keys.agents_in_state(agent.state), {agent.id: until})
+            if agent.state in ACTIVE_AGENT_STATES:
+                pipe.zadd(self.keys.agents_alive, {agent.id: until})
+            else:
+                pipe.zrem(self.keys.agents_alive, agent.id)
         pipe.delete(*legacy)
         pipe.execute()
+        self.index_deadlines()
         return len(agents)
+
+    def index_deadlines(self) -> None:
+        """The deadlines index (``Keys.agents_alive``) from the per-state one, if it is missing
+        (a town kept by a version without it, whose workers run on): one EXISTS otherwise."""
+        if not self.r.exists(self.keys.agents_alive):
+            active = [self.keys.agents_in_state(s) for s in ACTIVE_AGENT_STATES]
+            self.r.zunionstore(self.keys.agents_alive, active, aggregate="MIN")
 
 
 __all__ = ["AgentStore", "NameTaken", "SUPERVISOR_ID", "nickname_for"]

@@ -22,13 +22,11 @@ import redis
 
 from tinytown.core import defaults
 from tinytown.core.clock import now, to_rfc3339
-from tinytown.core.records import Agent, Task
+from tinytown.core.records import Task
 from tinytown.core.states import AGENT_NO_WORK_STATES, TASK, TASK_STATES
+from tinytown.store.dockets import GROUP, forget_consumer, is_dead
 from tinytown.store.scripts import DOCKET_CLAIM, queue_script
 from tinytown.store.tasks import ensure_group
-
-GROUP = defaults.DOCKET_GROUP
-
 
 # Hand an entry back to its stream: a copy goes to the end (for any reader), the original is
 # acknowledged. Used when one XREADGROUP over two streams returned an entry from each.
@@ -39,15 +37,6 @@ local new = ''
 if #e > 0 then new = redis.call('XADD', KEYS[1], '*', unpack(e[1][2])) end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return new
-"""
-
-# Remove a consumer from the group only if it holds nothing, atomically (DELCONSUMER would
-# otherwise drop the entries it holds from the pending list, and with them their reclaim).
-# KEYS: 1 stream; ARGV: 1 group, 2 consumer. Returns 1 if removed.
-_FORGET_CONSUMER = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return 1
 """
 
 # Take over one entry from the holder judged dead: only if that holder still holds it and it
@@ -116,80 +105,6 @@ class Delivery:
     refused: str = ""  # the agent's state, when it says take no work (what came went back)
 
 
-def is_dead(agent: Agent | None, now_ms: int) -> bool:
-    """Missing, terminal, or no heartbeat within its own window (``Agent.alive``, Redis clock)."""
-    return agent is None or not agent.alive(now_ms)
-
-
-def held_entries(
-    r: redis.Redis, stream: str, consumer: str, *, min_idle_ms: int = 0, count: int = 100
-) -> list[tuple[str, int]]:
-    """``(entry id, idle ms)`` of entries ``consumer`` holds on ``stream`` (oldest first)."""
-    try:
-        rows = r.xpending_range(
-            stream,
-            GROUP,
-            min="-",
-            max="+",
-            count=count,
-            consumername=consumer,
-            idle=min_idle_ms or None,
-        )
-    except redis.ResponseError as err:  # no stream or no group: nothing held
-        if "NOGROUP" in str(err):
-            return []
-        raise
-    return [(row["message_id"], int(row["time_since_delivered"])) for row in rows]
-
-
-def holders(r: redis.Redis, stream: str) -> dict[str, int]:
-    """Consumer → number of entries it holds on ``stream`` (``XPENDING`` summary)."""
-    try:
-        summary = r.xpending(stream, GROUP)
-    except redis.ResponseError as err:
-        if "NOGROUP" in str(err):
-            return {}
-        raise
-    return {c["name"]: int(c["pending"]) for c in summary.get("consumers") or []}
-
-
-def forget_consumer(r: redis.Redis, stream: str, consumer: str) -> bool:
-    """Remove ``consumer`` from the group on ``stream`` if it holds nothing (atomic check)."""
-    try:
-        return bool(r.register_script(_FORGET_CONSUMER)(keys=[stream], args=[GROUP, consumer]))
-    except redis.ResponseError:  # no such stream or group
-        return False
-
-
-def entry_task_id(r: redis.Redis, stream: str, entry_id: str) -> str | None:
-    rows = r.xrange(stream, entry_id, entry_id)
-    return rows[0][1].get("task_id") if rows else None
-
-
-class Dockets:
-    """Every stream of the town's docket, for recovery: who holds what, and giving entries back."""
-
-    def __init__(self, r: redis.Redis, keys):
-        self.r, self.keys = r, keys
-
-    def holders(self, stream: str) -> dict[str, int]:
-        return holders(self.r, stream)
-
-    def held(
-        self, stream: str, consumer: str, *, min_idle_ms: int = 0, count: int = 100
-    ) -> list[tuple[str, int]]:
-        return held_entries(self.r, stream, consumer, min_idle_ms=min_idle_ms, count=count)
-
-    def task_of(self, stream: str, entry_id: str) -> str | None:
-        return entry_task_id(self.r, stream, entry_id)
-
-    def ack(self, stream: str, entry_id: str) -> None:
-        self.r.xack(stream, GROUP, entry_id)
-
-    def forget(self, stream: str, consumer: str) -> bool:
-        return forget_consumer(self.r, stream, consumer)
-
-
 class Docket:
     """One worker's view of the docket: its own stream and the shared one."""
 
@@ -205,8 +120,10 @@ class Docket:
             connection_pool=self.r.connection_pool, single_connection_client=True
         )
         # The reader connection's CLIENT ID during the current read (None between reads), for
-        # CLIENT UNBLOCK from another thread. Taken with every read: redis-py may have reconnected.
+        # CLIENT UNBLOCK from another thread; asked with the first read on each connection.
         self.reader_id: int | None = None
+        self._reader_client_id: int | None = None  # None: not asked on this connection yet
+        self.reader.connection.register_connect_callback(self._reader_connected)
         self._release = self.r.register_script(_RELEASE)
         self._keep_alive = self.r.register_script(_KEEP_ALIVE)
         self._ack_if_held = self.r.register_script(_ACK_IF_HELD)
@@ -231,6 +148,10 @@ class Docket:
             k.task_prefix,
             "," + ",".join(AGENT_NO_WORK_STATES) + ",",
         ]
+
+    def _reader_connected(self, _conn) -> None:
+        """redis-py reconnected the reader: a new connection has a new CLIENT ID."""
+        self._reader_client_id = None
 
     def end_read(self) -> bool:
         """Make a blocking read in progress return now (``CLIENT UNBLOCK``, from another thread);
@@ -290,10 +211,15 @@ class Docket:
             *self._claim_keys,
             *self._claim_args,
         )
-        conn.send_packed_command(conn.pack_commands([("CLIENT", "ID"), read, claim]))
+        conn.connect()  # (a no-op when connected; a reconnect forgets the CLIENT ID)
+        ask_id = self._reader_client_id is None
+        commands = [("CLIENT", "ID"), read, claim] if ask_id else [read, claim]
+        conn.send_packed_command(conn.pack_commands(commands))
         read_error = None
         try:
-            self.reader_id = conn.read_response()  # answered at once, before the read blocks
+            if ask_id:
+                self._reader_client_id = conn.read_response()  # answered before the read blocks
+            self.reader_id = self._reader_client_id
             # raw replies, without redis-py's reply callbacks:
             # stream → [[entry id, [field, value, …]], …]
             try:
@@ -431,9 +357,9 @@ class Docket:
 
         Candidates are entries idle longer than ``claim_timeout_secs`` (``XPENDING … IDLE``);
         one is taken only if its holder's agent is missing, terminal or past its own heartbeat
-        window. The
-        take-over itself is ``XAUTOCLAIM`` from exactly that entry, in one script that first checks
-        the same holder still has it idle, so a holder that refreshed it in the meantime keeps it.
+        window, and never while Redis has just started (``AgentStore.settled``). The take-over
+        itself is ``XAUTOCLAIM`` from exactly that entry, in one script that first checks the
+        same holder still has it idle, so a holder that refreshed it in the meantime keeps it.
         """
         min_idle_ms = self.config.agent.claim_timeout_secs * 1000
         try:
@@ -445,6 +371,7 @@ class Docket:
                 return None
             raise
         verdicts: dict[str, bool] = {}
+        settled: bool | None = None
         now_ms = self.town.agents.now_ms() if rows else 0
         for row in rows:
             holder = row["consumer"]
@@ -454,6 +381,10 @@ class Docket:
                 verdicts[holder] = is_dead(self.town.agents.find(holder), now_ms)
             if not verdicts[holder]:
                 continue
+            if settled is None:  # asked once, and only when a holder is dead
+                settled = self.town.agents.settled()
+            if not settled:
+                return None
             entry_id = row["message_id"]
             flat = self._take_over(
                 keys=[self.shared], args=[GROUP, self.agent_id, min_idle_ms, entry_id, holder]
@@ -465,18 +396,25 @@ class Docket:
                 )
         return None
 
-    def forget_dead_consumers(self) -> list[str]:
-        """Remove consumers of the shared docket that hold nothing and whose agent is dead."""
+    def forget_dead_consumers(self, silent_ms: int) -> list[str]:
+        """Remove consumers of the shared docket that hold nothing, have not read for
+        ``silent_ms`` (a live worker reads at least every claim timeout) and whose agent is
+        dead. One command while every consumer reads: it looks up no agent then."""
         removed = []
         try:
             consumers = self.r.xinfo_consumers(self.shared, GROUP)
         except redis.ResponseError:
             return removed
+        consumers = [
+            c
+            for c in consumers
+            if c["name"] != self.agent_id
+            and int(c.get("pending", 0)) == 0
+            and int(c.get("idle", 0)) >= silent_ms
+        ]
         now_ms = self.town.agents.now_ms() if consumers else 0
         for c in consumers:
             name = c["name"]
-            if name == self.agent_id or int(c.get("pending", 0)) > 0:
-                continue
             if is_dead(self.town.agents.find(name), now_ms) and forget_consumer(
                 self.r, self.shared, name
             ):

@@ -16,6 +16,7 @@ import redis
 from tinytown.core.keys import Keys
 from tinytown.core.messages import build_message, decode
 from tinytown.core.records import SUPERVISOR_ID
+from tinytown.store import control
 
 # Move one message to another agent's list atomically, rewritten (its "to").
 # KEYS: 1 source list, 2 destination list; ARGV: 1 raw message, 2 rewritten message, 3 urgent.
@@ -45,13 +46,17 @@ class InboxStore:
         sender: str = SUPERVISOR_ID,
         urgent: bool = False,
     ) -> dict:
-        """Put a message on an agent's inbox (urgent: at the head of its urgent list)."""
+        """Put a message on an agent's inbox (urgent: at the head of its urgent list). A
+        ``shutdown`` also nudges the agent's worker to look at once (an idle worker otherwise
+        sees new messages only at its next heartbeat, and only if its lists were empty)."""
         message = build_message(sender, to_agent_id, text, kind)
         encoded = json.dumps(message)
         if urgent:
             self.r.lpush(self.keys.urgent(to_agent_id), encoded)
         else:
             self.r.rpush(self.keys.inbox(to_agent_id), encoded)
+        if message.get("type") == "shutdown":
+            control.publish(self.r, self.keys, to_agent_id, control.STOP)
         return message
 
     def peek(self, agent_id: str, limit: int = 100) -> tuple[list[dict], int, int]:

@@ -12,6 +12,7 @@ import redis
 from tinytown.core import defaults
 from tinytown.core import events as ev
 from tinytown.core.states import (
+    ACTIVE_AGENT_STATES,
     AGENT_DEFAULT_STATE,
     AGENT_STATES,
     BACKLOG_STATE,
@@ -24,6 +25,12 @@ from tinytown.core.states import (
 
 def _state_table(states: tuple[str, ...], first_key: int) -> str:
     return "{" + ", ".join(f'["{s}"] = KEYS[{first_key + i}]' for i, s in enumerate(states)) + "}"
+
+
+# Lua: ``active[state]`` is true for the states whose agents beat (ACTIVE_AGENT_STATES).
+_ACTIVE_TABLE = (
+    "local active = {" + ", ".join(f'["{s}"] = true' for s in ACTIVE_AGENT_STATES) + "}\n"
+)
 
 
 def _lua_table(mapping: dict[str, str]) -> str:
@@ -83,7 +90,9 @@ end
 #    5 required assignee ("" = any), 6 incr attempts (0/1), 7 dispatch entry fields count
 #    (0 = no XADD), 8 fields-to-set count, 9 fields-to-delete count, then the pairs/names.
 # A change of state appends its event (TASK_EVENT_BY_STATE), with the task's agent, mission and
-# work item, and for a failed or cancelled task the first line of its result as the reason.
+# work item, and for a failed or cancelled task the first line of its result as the reason; so
+# does a new attempt in the same state (a dead worker's running task taken over: task_started
+# again, with the attempt), and every event of a move that counts an attempt carries it.
 # Returns {status, old_state[, stream entry id, the task hash as a flat list]}; status is
 # ok | missing | state | owner.
 _TRANSITION_FUNCTION = """
@@ -129,10 +138,12 @@ local function transition(K, idx, A)
   if new == {{BACKLOG}} and old ~= {{BACKLOG}} then redis.call('RPUSH', K[3], id) end
   local entry = ''
   if n_xadd > 0 then entry = redis.call('XADD', K[4], '*', unpack(xfields)) end
-  if old ~= new then
+  if old ~= new or A[6] == '1' then  -- (a take-over starts a new attempt in the same state)
     local doc = {event_type = TASK_EVENTS[new], task_id = id, agent_id = rec.assigned_to,
       mission_id = rec.mission_id, work_item_id = rec.work_item_id, old_state = old,
       new_state = new, message = 'task ' .. id .. ' ' .. old .. ' -> ' .. new, timestamp = ts}
+    if A[6] == '1' then doc.attempt = tonumber(rec.attempts) end
+    if old == new then doc.message = doc.message .. ' (attempt ' .. rec.attempts .. ')' end
     if rec.result and string.find({{REASON_STATES}}, ',' .. new .. ',', 1, true) then
       doc.reason = string.sub(string.match(rec.result, '^[^\\n]*'), 1, 300)
       doc.attempt = tonumber(rec.attempts)
@@ -206,19 +217,24 @@ DOCKET_CLAIM = _fill(
     + _NOW_FUNCTION
     + """
 local group, me, prefix = ARGV[1], ARGV[2], ARGV[3]
+local none = {'none', '', '', '', {}, {}, {}, {}}
+-- What this consumer holds, with each entry's fields, own stream first (history, not blocking).
+-- Unlike XPENDING, a history read resets those entries' idle time and adds to their delivery
+-- count: harmless, as only this live holder refreshes its own entries and no code reads counts.
+-- One call for both streams: a missing group fails it whole, and the read reports that error.
+-- Read first, so that a read that brought nothing costs one command more (an idle worker's).
+local ok, held = pcall(redis.call, 'XREADGROUP', 'GROUP', group, me, 'COUNT', 10,
+  'STREAMS', KEYS[1], KEYS[2], '0', '0')
+if not ok then return none end  -- a group is missing: the read failed too, and says so
+local n = 0
+for _, pair in ipairs(held) do n = n + #pair[2] end
+if n == 0 then return none end
 local agent_state = redis.call('HGET', KEYS[7], 'state')
 if agent_state and string.find(ARGV[4], ',' .. agent_state .. ',', 1, true) then
   return {'refused:' .. agent_state, '', '', '', {}, {}, {}, {}}
 end
 local ts = rfc3339_now()
 local skipped = {}
--- What this consumer holds, with each entry's fields, own stream first (history, not blocking).
--- Unlike XPENDING, a history read resets those entries' idle time and adds to their delivery
--- count: harmless, as only this live holder refreshes its own entries and no code reads counts.
--- One call for both streams: a missing group fails it whole, and the read reports that error.
-local ok, held = pcall(redis.call, 'XREADGROUP', 'GROUP', group, me, 'COUNT', 10,
-  'STREAMS', KEYS[1], KEYS[2], '0', '0')
-if not ok then held = {} end  -- a group is missing: the read failed too, and says so
 for s, pair in ipairs(held) do
   local stream = pair[1]
   for _, e in ipairs(pair[2]) do
@@ -250,7 +266,8 @@ for s, pair in ipairs(held) do
     end
   end
 end
-return {'none', '', '', '', {}, {}, {}, skipped}
+none[8] = skipped
+return none
 """
 )
 
@@ -278,7 +295,10 @@ return {'ok', old}
 # Register, update or beat an agent: fields, state and its index in one step. Each agent state
 # has a zset of agent ids scored by ``alive_until`` (ms, Redis clock), so live and dead agents
 # are counted with ZCOUNT on either side of now (AGENT_COUNTS) and a heartbeat is one ZADD.
-# KEYS: 1 agent hash, 2 agents set, 3 event stream, 4.. one zset per agent state
+# Agents in an active state are also in one zset of deadlines (``Keys.agents_alive``, the same
+# scores), so the earliest moment any agent can die is one ZRANGE (townhall's keeper).
+# KEYS: 1 agent hash, 2 agents set, 3 event stream, 4.. one zset per agent state, then the
+#       deadlines zset
 # ARGV: 1 agent id, 2 allowed from-states ",a,b," or "*", 3 new state ("" = keep),
 #       4 dead-after ms ("" = no heartbeat: keep alive_until), 5 the heartbeat's age in ms
 #       (0 = now), 6 "1" = create the record if missing, 7 fields-to-set count,
@@ -290,6 +310,8 @@ return {'ok', old}
 # Returns {status, old_state}; status is ok | missing | state (old_state "" when created).
 AGENT_UPDATE = _fill(
     f"local idx = {_state_table(AGENT_STATES, 4)}\n"
+    + f"local alive_key = KEYS[{4 + len(AGENT_STATES)}]\n"
+    + _ACTIVE_TABLE
     + _EMIT_FUNCTION
     + _NOW_FUNCTION
     + """
@@ -333,7 +355,43 @@ if not exists or state ~= old then
   emit(KEYS[3], doc)
 end
 if idx[state] then redis.call('ZADD', idx[state], string.format('%.0f', score), id) end
+if not active[state] then
+  if active[old] then redis.call('ZREM', alive_key, id) end
+elseif ARGV[4] ~= '' or state ~= old or not exists then
+  redis.call('ZADD', alive_key, string.format('%.0f', score), id)
+end
 return {'ok', old}
+"""
+)
+
+
+# A worker's heartbeat, and what its controls say, in one step (AGENT_UPDATE's beat, leaner: a
+# beat runs every few seconds for every worker, and a per-command price charges each command).
+# KEYS: 1 agent hash, 2 stop flag, 3 urgent list, 4 inbox list, 5.. one zset per agent state,
+#       then the deadlines zset
+# ARGV: 1 agent id, 2 dead-after ms, 3 the beat's interval (secs)
+# Returns {'missing'} when the record is gone (never recreated here), else
+# {'ok', state, stop flag set (0/1), how many of the two lists hold messages}.
+AGENT_BEAT = _fill(
+    f"local idx = {_state_table(AGENT_STATES, 5)}\n"
+    + f"local alive_key = KEYS[{5 + len(AGENT_STATES)}]\n"
+    + _ACTIVE_TABLE
+    + _NOW_FUNCTION
+    + """
+local id = ARGV[1]
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+  state = {{AGENT_DEFAULT}}
+end
+local t = redis.call('TIME')
+local beat_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = string.format('%.0f', beat_ms + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'alive_until', score, 'heartbeat_interval_secs', ARGV[3],
+  'last_heartbeat', rfc3339(math.floor(beat_ms / 1000), (beat_ms % 1000) * 1000))
+if idx[state] then redis.call('ZADD', idx[state], score, id) end
+if active[state] then redis.call('ZADD', alive_key, score, id) end
+return {'ok', state, redis.call('EXISTS', KEYS[2]), redis.call('EXISTS', KEYS[3], KEYS[4])}
 """
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tinytown.core.liveness import Beat
 from tinytown.store.control import Listener
 from tinytown.store.scripts import execute_pipelined
 
@@ -22,6 +23,20 @@ class Controls:
     stop_requested: bool
     state: str | None
     messages: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class BeatReply:
+    """What a heartbeat read: the agent's state (None: the record is gone), whether its stop
+    flag is set, whether its urgent or inbox list holds messages, and while a task runs whether
+    its entry is still this worker's and the task's state (None: deleted); both None while
+    idle."""
+
+    state: str | None
+    stop_requested: bool
+    has_messages: bool
+    still_held: bool | None = None
+    task_state: str | None = None
 
 
 class WorkerStore:
@@ -45,26 +60,36 @@ class WorkerStore:
     def clear_stop(self) -> None:
         self.r.delete(self.keys.stop(self.agent_id))
 
-    def beat(self, docket, entry=None) -> tuple[bool, str | None] | None:
-        """A heartbeat; while a task runs (``entry``: its entry on ``docket``, the worker's
-        :class:`tinytown.store.docket.Docket`), also keep the entry fresh and read the task's
-        state. Returns ``(still held, task state)`` then, else None."""
+    def beat(self, docket, entry=None, interval_secs: int | None = None) -> BeatReply:
+        """A heartbeat at ``interval_secs`` (its window: 3 of them; default: the working
+        interval), which also reads the agent's state and whether its lists hold messages;
+        while a task runs (``entry``: its entry on ``docket``, the worker's
+        :class:`tinytown.store.docket.Docket`), it keeps the entry fresh and reads the task's
+        state too. One round trip."""
         agents = self.town.agents
 
         def build(pipe):
-            agents.queue_heartbeat(pipe, self.agent_id, self.interval)
+            agents.queue_worker_beat(pipe, self.agent_id, interval_secs or self.interval)
             if entry is not None:
                 docket.queue_keep_alive(pipe, entry)
                 pipe.hget(self.keys.task(entry.task_id), "state")
 
-        replies = execute_pipelined(self.r, build, agents.scripts + docket.scripts)
-        return (bool(replies[1]), replies[2]) if entry is not None else None
+        beat, *held = execute_pipelined(self.r, build, agents.scripts + docket.scripts)
+        found = beat[0] == "ok"
+        return BeatReply(
+            state=beat[1] if found else None,
+            stop_requested=found and int(beat[2]) > 0,
+            has_messages=found and int(beat[3]) > 0,
+            still_held=bool(held[0]) if held else None,
+            task_state=held[1] if held else None,
+        )
 
     def cli_started(
         self, task_id: str, started_at: str, *, pgid: int, host: str, taken: list[tuple[str, str]]
     ) -> tuple[str, str]:
         """Once the CLI runs: the task's ``started_at``, the agent ``working`` with its task and
-        the CLI's process group, and the messages its prompt carried off the inbox. Returns the
+        the CLI's process group and a heartbeat (its window the working one from now), and the
+        messages its prompt carried off the inbox. Returns the
         agent move's ``(status, old state)``."""
         tasks, agents = self.town.tasks, self.town.agents
 
@@ -80,6 +105,7 @@ class WorkerStore:
                 pipe,
                 self.agent_id,
                 "work",
+                beat=Beat(self.interval),  # the working window from now (an idle one is longer)
                 set_fields={
                     "current_task": task_id,
                     "last_active_at": started_at,

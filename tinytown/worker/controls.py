@@ -1,7 +1,9 @@
 """What operators tell a worker, and how it hears it at once: its controls, nudges and signals.
 
 The word of record is in Redis, read by the **control check** (:meth:`Controls.check`), which
-the main loop runs between reads every heartbeat interval, and at once when nudged or signalled:
+the main loop runs between reads at the start, when a heartbeat saw a change in what it reads
+(:mod:`tinytown.worker.heartbeat`: state, stop flag, messages arriving), and when nudged or
+signalled:
 
 - the stop flag (``POST /v1/agents/{agent}/kill``): leave (``stop_requested``);
 - the agent's state as others set it: a stop state (``AGENT_STOP_STATES``: stopped, draining,
