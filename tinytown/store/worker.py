@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from tinytown.store.control import Listener
 from tinytown.store.scripts import execute_pipelined
+from tinytown.store.task_tokens import TaskTokens
 
 MESSAGES_PER_CHECK = 100  # inbox messages a control check looks at for a shutdown
 
@@ -29,6 +30,7 @@ class WorkerStore:
         """``town``: the :class:`tinytown.store.Town` the worker serves."""
         self.town, self.r, self.keys = town, town.redis, town.keys
         self.agent_id, self.interval = agent_id, heartbeat_interval_secs
+        self.tokens = TaskTokens(self.r, self.keys)  # its tasks' tokens (made once, not per task)
 
     def controls(self) -> Controls:
         pipe = self.r.pipeline(transaction=False)
@@ -61,14 +63,24 @@ class WorkerStore:
         return (bool(replies[1]), replies[2]) if entry is not None else None
 
     def cli_started(
-        self, task_id: str, started_at: str, *, pgid: int, host: str, taken: list[tuple[str, str]]
+        self,
+        task_id: str,
+        started_at: str,
+        *,
+        pgid: int,
+        host: str,
+        taken: list[tuple[str, str]],
+        token: tuple[str, int] | None = None,
     ) -> tuple[str, str]:
-        """Once the CLI runs: the task's ``started_at``, the agent ``working`` with its task and
-        the CLI's process group, and the messages its prompt carried off the inbox. Returns the
-        agent move's ``(status, old state)``."""
+        """Once the CLI runs: its task token stored (``(token, ttl secs)``), the task's
+        ``started_at``, the agent ``working`` with its task and the CLI's process group, and the
+        messages its prompt carried off the inbox. Returns the agent move's ``(status, old
+        state)``."""
         tasks, agents = self.town.tasks, self.town.agents
 
         def build(pipe):
+            if token is not None:
+                self.tokens.queue_issue(pipe, task_id, *token)
             tasks.queue_transition(
                 pipe,
                 task_id,
@@ -90,7 +102,8 @@ class WorkerStore:
             for key, raw in taken:
                 self.town.inbox.queue_remove(pipe, key, raw)
 
-        _, (status, old), *_ = execute_pipelined(self.r, build, tasks.scripts + agents.scripts)
+        replies = execute_pipelined(self.r, build, tasks.scripts + agents.scripts)
+        status, old = replies[2 if token is not None else 1]
         return status, old
 
     def count_round(self, *, completed: bool) -> None:

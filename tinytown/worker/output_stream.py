@@ -2,10 +2,12 @@
 (:mod:`tinytown.store.output`) so that it can be read from anywhere while the task runs.
 
 Nothing changes for the CLI: it writes to the task's log file as before, and the way to its start
-gains nothing. Once it runs, a thread of the worker's reads what the file gained every
-``TASK_OUTPUT_FLUSH_SECS`` — through a descriptor of its own, from where this attempt's output
-begins — and sends it in chunks of at most ``TASK_OUTPUT_CHUNK_MAX_BYTES``, one XADD (an append
-script) each, all of one pass in one round trip. The header line of the attempt goes first.
+gains nothing. Once it has run for ``TASK_OUTPUT_FLUSH_SECS``, a thread of the worker's reads what
+the file gained, then again every ``TASK_OUTPUT_FLUSH_SECS`` — through a descriptor of its own,
+from where this attempt's output begins — and sends it in chunks of at most
+``TASK_OUTPUT_CHUNK_MAX_BYTES``, one XADD (an append script) each, all of one pass in one round
+trip. The header line of the attempt goes first. A CLI that ends sooner never gets the thread:
+its output is sent once, by the worker, when it has exited.
 
 Redis being slow, away or refusing the writes never reaches the CLI or the task: the thread keeps
 what it could not send in the file (it only moves on after a write succeeded) and tries again
@@ -69,16 +71,29 @@ class OutputStream:
         self.failing = False
         self.retry_at = 0.0
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="output", daemon=True)
+        self.thread: threading.Thread | None = None  # started once the CLI has run a while
 
     def start(self) -> OutputStream:
-        self.thread.start()
+        """Send what the CLI wrote so far, then every ``TASK_OUTPUT_FLUSH_SECS``, from a thread
+        (call when the CLI has run ``TASK_OUTPUT_FLUSH_SECS``; once)."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="output", daemon=True)
+            self.thread.start()
         return self
 
     def stop(self, wait_secs: float = defaults.TASK_OUTPUT_STOP_WAIT_SECS) -> None:
-        """The CLI has exited: send the rest, waiting at most ``wait_secs``."""
+        """The CLI has exited: send the rest, waiting at most ``wait_secs`` (no thread was
+        started: sent here, at most one round trip, bounded by the socket timeout)."""
         self.done.set()
-        self.thread.join(wait_secs)
+        if self.thread is not None:
+            self.thread.join(wait_secs)
+            return
+        try:
+            self._send(final=True)
+        except OSError as err:  # the file is unreadable: the log keeps the output all the same
+            self._failed(err)
+        finally:
+            os.close(self.fd)
 
     def finish(self) -> None:
         """The task is in a final state: mark its output complete (readers stop waiting)."""
@@ -91,9 +106,11 @@ class OutputStream:
 
     def _run(self) -> None:
         try:
-            while not self.done.wait(defaults.TASK_OUTPUT_FLUSH_SECS):
+            while not self.done.is_set():
                 if time.monotonic() >= self.retry_at:
                     self._send()
+                if self.done.wait(defaults.TASK_OUTPUT_FLUSH_SECS):
+                    break
             self._send(final=True)
         except OSError as err:  # the file is unreadable: the log keeps the output all the same
             self._failed(err)

@@ -8,14 +8,15 @@ it writes the task's final state. In between:
 - a task with a ``repo`` gets its git workspace (:mod:`tinytown.worker.workspace`);
 - the CLI starts as ``sh -c COMMAND`` in a process group of its own
   (:mod:`tinytown.worker.cli_process`), its output going to the task's log file
-  (:mod:`tinytown.worker.tasklog`); the leash takes hold of it, the prompt is written to its
-  stdin, and one round trip records ``started_at``, the agent ``working`` and the inbox
-  messages the prompt took;
-- the runner waits for the CLI and stops its group on the task timeout, a drain timeout or a
-  cancel (set by the worker's other threads), and after its exit stops what it left running;
-- meanwhile a thread sends the CLI's output from the log file to the task's Redis stream
-  (:mod:`tinytown.worker.output_stream`), its last part before the final state is written, and
-  the stream is marked finished once the task is in a final state.
+  (:mod:`tinytown.worker.tasklog`); the leash takes hold of it, one round trip stores its task
+  token and records ``started_at``, the agent ``working`` and the inbox messages the prompt
+  took, then the prompt is written to its stdin (a thread only for what the pipe cannot take);
+- the runner waits for the CLI (on a pidfd: no thread) and stops its group on the task timeout,
+  a drain timeout or a cancel (set by the worker's other threads), and after its exit stops what
+  it left running;
+- once the CLI has run ``TASK_OUTPUT_FLUSH_SECS``, a thread sends its output from the log file to
+  the task's Redis stream (:mod:`tinytown.worker.output_stream`), its last part before the final
+  state is written, and the stream is marked finished once the task is in a final state.
 
 The way from a delivery to ``Popen`` is the submit→start latency (``docs/benchmarks.md``): for a
 task without a repository nothing on it can wait — no Redis round trip, no file creation, no
@@ -27,7 +28,6 @@ from __future__ import annotations
 import functools
 import shlex
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +43,7 @@ from tinytown.core.records import Task
 from tinytown.core.states import AGENT, TASK_RUNNING, TERMINAL_TASK_STATES
 from tinytown.store import Town
 from tinytown.store.docket import Entry
-from tinytown.store.task_tokens import TaskTokens, new_token
+from tinytown.store.task_tokens import new_token
 from tinytown.store.worker import WorkerStore
 from tinytown.worker import cli_process, orphan_cli, workspace
 from tinytown.worker.outcome import Inbox, Outcome
@@ -225,20 +225,17 @@ class TaskRunner:
                     self.log_task_started(task, entry)
             leash = w.leash.attach(proc.pid, task.id)
             # Valid before the CLI reads its prompt; expires if this worker dies before revoking.
-            tokens = TaskTokens.of(w.town)
+            tokens = w.store.tokens
             ttl_secs = w.agent_cfg.task_timeout_secs + defaults.TASK_TOKEN_GRACE_SECS
-            w.with_redis("task_token", tokens.issue, task.id, token, ttl_secs)
+            issue = (token, ttl_secs)
+            w.with_redis("cli_started", self.cli_started, task, started_at, inbox, issue)
             if not prompt_path:  # on stdin, written once the process exists
                 try:
                     data = self.prompt_bytes(make_prompt, task)
                 except BaseException:  # a bug: do not leave the CLI waiting on its stdin
                     cli_process.stop_group(proc)
                     raise
-                feed = (proc.stdin, data)
-                threading.Thread(
-                    target=cli_process.feed_prompt, args=feed, name="prompt", daemon=True
-                ).start()
-            w.with_redis("cli_started", self.cli_started, task, started_at, inbox)
+                cli_process.give_prompt(proc.stdin, data)
             w.log(
                 "cli_started",
                 task=task.id,
@@ -251,7 +248,7 @@ class TaskRunner:
             )
             self.output = OutputStream(
                 w.town.output, task.id, out.fd, out.start, self.log_header(task.attempts), w.log
-            ).start()
+            )
             began = time.monotonic()
             outcome = self.wait_for_cli(task, proc)
             outcome.run_secs = time.monotonic() - began
@@ -279,11 +276,14 @@ class TaskRunner:
         )
         return outcome
 
-    def cli_started(self, task: Task, started_at: str, inbox: Inbox) -> None:
-        """One round trip once the CLI runs: ``started_at``, agent ``working``, messages taken."""
+    def cli_started(
+        self, task: Task, started_at: str, inbox: Inbox, token: tuple[str, int]
+    ) -> None:
+        """One round trip once the CLI runs: its task token (``(token, ttl secs)``) stored,
+        ``started_at``, agent ``working``, messages taken."""
         w = self.worker
         status, old = w.store.cli_started(
-            task.id, started_at, pgid=w.proc.pid, host=w.host, taken=inbox.raw
+            task.id, started_at, pgid=w.proc.pid, host=w.host, taken=inbox.raw, token=token
         )
         if status == "ok" and old != AGENT["work"].target:
             w.log("agent_state", state=AGENT["work"].target, previous=old, reason="task")
@@ -291,16 +291,20 @@ class TaskRunner:
     def wait_for_cli(self, task: Task, proc: subprocess.Popen) -> Outcome:
         """Wait for the CLI; stop its process group on the task timeout, a drain timeout or a
         cancel. A drain that begins meanwhile makes the agent ``draining``."""
-        w = self.worker
-        deadline = time.monotonic() + w.agent_cfg.task_timeout_secs
-        drain_deadline = None
-        exited = threading.Event()  # a blocking wait in a thread wakes us the moment the CLI exits
-        threading.Thread(
-            target=lambda: (proc.wait(), exited.set()), name="cli-wait", daemon=True
-        ).start()
+        deadline = time.monotonic() + self.worker.agent_cfg.task_timeout_secs
+        exit_watch = cli_process.ExitWatch(proc)  # wakes us the moment the CLI exits
+        try:
+            return self._wait(task, proc, exit_watch, deadline)
+        finally:
+            exit_watch.close()
+
+    def _wait(self, task: Task, proc, exit_watch, deadline: float) -> Outcome:
+        w, drain_deadline = self.worker, None
         while True:
-            if exited.wait(defaults.CLI_POLL_SECS):
+            if exit_watch.wait(defaults.CLI_POLL_SECS):
                 return Outcome(exit_code=proc.wait())
+            if self.output is not None:  # it runs a while: its output goes out as it comes
+                self.output.start()
             if w.cancelled_task == task.id:
                 w.log("cli_stopping", task=task.id, pid=proc.pid, reason="task_cancelled")
                 return Outcome(exit_code=cli_process.stop_group(proc), cancelled=True)
