@@ -21,6 +21,7 @@ from tinytown.core import defaults
 from tinytown.core.keys import Keys
 from tinytown.core.records import is_uuid
 from tinytown.core.states import TASK_RUNNING
+from tinytown.store.scripts import queue_script
 
 PREFIX = "tttask"
 
@@ -81,3 +82,7 @@ class TaskTokens:
     def revoke(self, task_id: str, token: str) -> bool:
         """Delete the token's hash if it is still stored; True if it was."""
         return bool(self._revoke(keys=[self.keys.task_token(task_id)], args=[digest(token)]))
+
+    def queue_revoke(self, pipe, task_id: str, token: str) -> None:
+        """Queue a :meth:`revoke` on ``pipe`` as a bare ``EVALSHA`` (``scripts.queue_script``)."""
+        queue_script(pipe, self._revoke, [self.keys.task_token(task_id)], [digest(token)])

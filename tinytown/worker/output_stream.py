@@ -72,6 +72,7 @@ class OutputStream:
         self.retry_at = 0.0
         self.done = threading.Event()
         self.thread: threading.Thread | None = None  # started once the CLI has run a while
+        self.rest: tuple[list[str], int] | None = None  # left by stop(defer=True), to be sent
 
     def start(self) -> OutputStream:
         """Send what the CLI wrote so far, then every ``TASK_OUTPUT_FLUSH_SECS``, from a thread
@@ -81,17 +82,25 @@ class OutputStream:
             self.thread.start()
         return self
 
-    def stop(self, wait_secs: float = defaults.TASK_OUTPUT_STOP_WAIT_SECS) -> None:
-        """The CLI has exited: send the rest, waiting at most ``wait_secs`` (no thread was
-        started: sent here, at most one round trip, bounded by the socket timeout)."""
+    def stop(
+        self, wait_secs: float = defaults.TASK_OUTPUT_STOP_WAIT_SECS, *, defer: bool = False
+    ) -> None:
+        """The CLI has exited: send the rest, waiting at most ``wait_secs``. If no thread was
+        started, it is sent here (one round trip, bounded by the socket timeout), or with
+        ``defer`` left in :attr:`rest` as ``(texts, lost bytes)`` for the worker to send with
+        its next writes, ahead of the final state (then :meth:`failed` on an error)."""
         self.done.set()
         if self.thread is not None:
             self.thread.join(wait_secs)
             return
         try:
-            self._send(final=True)
+            if defer:
+                texts, _ = self._unsent(final=True)
+                self.rest = (texts, self.lost) if texts else None
+            else:
+                self._send(final=True)
         except OSError as err:  # the file is unreadable: the log keeps the output all the same
-            self._failed(err)
+            self.failed(err)
         finally:
             os.close(self.fd)
 
@@ -100,7 +109,7 @@ class OutputStream:
         try:
             self.output.finish(self.task_id)
         except redis.RedisError as err:
-            self._failed(err)
+            self.failed(err)
 
     # -- the thread -------------------------------------------------------------------------
 
@@ -113,12 +122,29 @@ class OutputStream:
                     break
             self._send(final=True)
         except OSError as err:  # the file is unreadable: the log keeps the output all the same
-            self._failed(err)
+            self.failed(err)
         finally:
             os.close(self.fd)
 
     def _send(self, final: bool = False) -> None:
         """Send what the file gained since the last write that succeeded."""
+        texts, end = self._unsent(final)
+        if not texts:
+            return
+        try:
+            self.output.append(self.task_id, texts, lost_bytes=self.lost)
+        except redis.RedisError as err:
+            self.retry_at = time.monotonic() + defaults.TASK_OUTPUT_RETRY_SECS
+            self.failed(err)
+            return
+        self.pos, self.lost, self.header = end, 0, ""
+        if self.failing:
+            self.failing = False
+            self.log("task_output_resumed", task=self.task_id)
+
+    def _unsent(self, final: bool) -> tuple[list[str], int]:
+        """The texts the file gained since the last write that succeeded (the header and a lost
+        note first), and the file offset they end at."""
         size = os.fstat(self.fd).st_size
         self.pos = min(self.pos, size)  # (the CLI truncated its log)
         if size - self.pos > defaults.TASK_OUTPUT_MAX_BYTES:  # more than the stream would keep
@@ -138,20 +164,9 @@ class OutputStream:
             texts[:1] = [lost_note(self.lost) + "".join(texts[:1])]
         if self.header:
             texts[:1] = [self.header + "".join(texts[:1])]
-        if not texts:
-            return
-        try:
-            self.output.append(self.task_id, texts, lost_bytes=self.lost)
-        except redis.RedisError as err:
-            self.retry_at = time.monotonic() + defaults.TASK_OUTPUT_RETRY_SECS
-            self._failed(err)
-            return
-        self.pos, self.lost, self.header = end, 0, ""
-        if self.failing:
-            self.failing = False
-            self.log("task_output_resumed", task=self.task_id)
+        return texts, end
 
-    def _failed(self, err: Exception) -> None:
+    def failed(self, err: Exception) -> None:
         if not self.failing:  # once until a write succeeds
             self.failing = True
             detail = f"{type(err).__name__}: {err}"

@@ -80,11 +80,15 @@ class TaskRunner:
     def __init__(self, worker: WorkerState):
         self.worker = worker
         self.output: OutputStream | None = None  # the running (or last) attempt's output stream
+        self.finishing: OutputStream | None = None  # an output to mark finished (final state)
+        self.token: str | None = (
+            None  # the ended attempt's task token, revoked with its final write
+        )
 
     def run(self, task: Task, entry: Entry, inbox: Inbox) -> tuple[Outcome, Workspace | None]:
         """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
         w = self.worker
-        ws = None
+        ws, self.token, self.finishing, self.output = None, None, None, None
         if problem := self.unrunnable(task):
             w.log("task_rejected", task=task.id, attempt=task.attempts, reason=problem)
             return Outcome(error=problem, rejected=True), None
@@ -140,6 +144,11 @@ class TaskRunner:
             source="agent" if entry.directed else "docket",
             reclaimed_from=entry.reclaimed_from,
         )
+
+    def prepare_next_log(self) -> None:
+        """The next task's log file, made while this one's CLI starts (the worker's loop makes
+        it before each read too, a no-op once it is ready)."""
+        self.worker.logs.prepare(self.log_header(1))
 
     def log_header(self, attempt: int) -> str:
         """The first line of an attempt's output in the task's log file."""
@@ -252,7 +261,10 @@ class TaskRunner:
             began = time.monotonic()
             outcome = self.wait_for_cli(task, proc)
             outcome.run_secs = time.monotonic() - began
-            w.with_redis("task_token_revoke", tokens.revoke, task.id, token)
+            if outcome.left_unfinished:  # no final write follows: revoked now
+                w.with_redis("task_token_revoke", tokens.revoke, task.id, token)
+            else:
+                self.token = token
             if not outcome.stopped and cli_process.group_alive(proc):
                 # It left processes running (a background server, say): nothing of a task
                 # outlives it, and its leash is about to let go.
@@ -262,7 +274,8 @@ class TaskRunner:
             if leash is not None:
                 w.leash.release()
             outcome.tail = out.tail()
-            self.output.stop()  # its last output sent before the final state is written
+            # its last output sent before (with) the final state's write
+            self.output.stop(defer=not outcome.left_unfinished)
         finally:  # (not released after an error: this worker is ending; the leash stops the CLI)
             out.close()
             if prompt_path:
@@ -283,7 +296,13 @@ class TaskRunner:
         ``started_at``, agent ``working``, messages taken."""
         w = self.worker
         status, old = w.store.cli_started(
-            task.id, started_at, pgid=w.proc.pid, host=w.host, taken=inbox.raw, token=token
+            task.id,
+            started_at,
+            pgid=w.proc.pid,
+            host=w.host,
+            taken=inbox.raw,
+            token=token,
+            meanwhile=self.prepare_next_log,  # while Redis works: the next task's log file
         )
         if status == "ok" and old != AGENT["work"].target:
             w.log("agent_state", state=AGENT["work"].target, previous=old, reason="task")
@@ -353,9 +372,17 @@ class TaskRunner:
         w, tasks, me = self.worker, self.worker.town.tasks, self.worker.agent_id
         final, text = outcome.verdict(task.attempts, w.config, task.max_attempts)
         charge = outcome.charge(task, w.cost_per_hour)
-        if outcome.run_secs:
-            w.with_redis("count_worker_secs", tasks.add_worker_seconds, outcome.run_secs)
+        token, self.token = self.token, None  # revoked with the final write (one round trip)
+        output = self.output if self.output is not None and self.output.task_id == task.id else None
+        last = output.rest if output is not None else None  # the output's last part, still unsent
+        ended = functools.partial(
+            w.store.attempt_ended, task.id, token=token, run_secs=outcome.run_secs, output=last
+        )
         if final == "retry":
+            if token or outcome.run_secs or last:
+                _, output_error = w.with_redis("attempt_ended", ended)
+                if output_error is not None:
+                    output.failed(output_error)
             to = me if entry.directed else None
             result = w.with_redis(
                 "requeue",
@@ -368,16 +395,10 @@ class TaskRunner:
             )
         else:
             move = "complete" if final == "completed" else "fail"
-            ended = {"result": text, "completed_at": to_rfc3339(now()), **charge, **fields}
-            result = w.with_redis(
-                move,
-                tasks.transition,
-                task.id,
-                move,
-                expect=TASK_RUNNING,
-                assignee=me,
-                set_fields=ended,
-            )
+            ended_fields = {"result": text, "completed_at": to_rfc3339(now()), **charge, **fields}
+            result, output_error = w.with_redis(move, ended, move=move, set_fields=ended_fields)
+            if output_error is not None:
+                output.failed(output_error)
         if result.ok:
             self.output_finished(task, final)
             return final
@@ -396,11 +417,34 @@ class TaskRunner:
         return f"kept:{current.state if current else 'missing'}"
 
     def output_finished(self, task: Task, state: str) -> None:
-        """Once the task is in a final state, mark its output stream finished."""
+        """Once the task is in a final state, its output stream is to be marked finished: with
+        the worker's next writes (``finishing``, ``agent_worker.Worker.finish``)."""
         if self.output is not None and self.output.task_id == task.id:
             if state in TERMINAL_TASK_STATES:
-                self.output.finish()
+                self.finishing = self.output
             self.output = None
+
+    def end_round(self, docket, entry: Entry, completed: bool) -> None:
+        """Once the final state is written, one round trip: the output marked finished (if the
+        task is in a final state), the entry acknowledged, the round counted, the agent ``idle``
+        (one paused, stopping or stopped meanwhile stays so: the move leaves only from its
+        source states)."""
+        w = self.worker
+        output, self.finishing = self.finishing, None
+        (status, old), output_error = w.with_redis(
+            "round_done",
+            w.store.round_done,
+            docket,
+            entry,
+            completed=completed,
+            last_active_at=to_rfc3339(now()),
+            output_of=output.task_id if output is not None else None,
+        )
+        if output_error is not None:
+            output.failed(output_error)
+        idle = AGENT["rest"].target
+        if status == "ok" and old != idle:
+            w.log("agent_state", state=idle, previous=old, reason=None)
 
     def push_wip(self, task: Task, ws: Workspace) -> None:
         """The task is left unfinished: commit and push its work in progress, so the next
