@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import select
+import shutil
 import signal
 import subprocess
 import threading
@@ -32,6 +33,19 @@ def base_env(config: Config, agent_id: str, agent_name: str) -> dict[str, str]:
         "TINYTOWN_URL": townhall_url(config),
         "TINYTOWN_TOWN_DIR": str(config.root),
     }
+
+
+_shells: dict[str | None, str | None] = {}
+
+
+def shell(env: dict[str, str]) -> str | None:
+    """The ``sh`` that ``Popen(["sh", ...], env=env)`` would run, looked up once per ``PATH``:
+    given as ``executable``, the child execs it at once instead of trying each ``PATH`` entry
+    in turn (each miss a failed ``execve`` while the worker waits). None: not found."""
+    path = env.get("PATH")
+    if path not in _shells:
+        _shells[path] = shutil.which("sh", path=os.pathsep.join(os.get_exec_path(env)))
+    return _shells[path]
 
 
 def _every_interface(bind: str) -> bool:

@@ -217,6 +217,7 @@ class TaskRunner:
                 # goes on stdin or in a file, never into the command line.
                 proc = w.proc = subprocess.Popen(  # nosec B603 B607
                     ["sh", "-c", command],
+                    executable=cli_process.shell(env),
                     cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL if prompt_path else subprocess.PIPE,
