@@ -11,13 +11,52 @@ from dataclasses import dataclass
 
 import redis
 
-from tinytown.core.states import TASK_RUNNING
+from tinytown.core.defaults import DOCKET_GROUP as GROUP
+from tinytown.core.states import TASK_RUNNING, TERMINAL_TASK_STATES
 from tinytown.store.control import Listener
-from tinytown.store.scripts import execute_pipelined
+from tinytown.store.scripts import execute_pipelined, queue_script
 from tinytown.store.task_tokens import TaskTokens
 from tinytown.store.tasks import Transition, parse_transition
 
 MESSAGES_PER_CHECK = 100  # inbox messages a control check looks at for a shutdown
+
+# The end of a round, queued right behind the final state's transition in the same round trip:
+# nothing is done if the task is still running for this agent (the transition failed: the entry
+# stays held, as at-least-once needs); else the output's end entry once the task is in a final
+# state (as TaskOutput.finish; its errors ignored: output never breaks a task), the entry
+# acknowledged if still held (as Docket.ack), the round counted, and a completed task counted.
+# KEYS: 1 task hash, 2 docket stream, 3 agent hash, 4 output stream ('' for none)
+# ARGV: 1 group, 2 agent id, 3 entry id, 4 output ttl secs, 5 ',terminal,states,'
+# Returns {'unfinished' | 'done', the task's state ('' if missing)}.
+_END_ROUND = """
+local t = redis.call('HMGET', KEYS[1], 'state', 'assigned_to')
+local state = t[1] or ''
+if state == 'running' and t[2] == ARGV[2] then return {'unfinished', state} end
+if KEYS[4] ~= '' and state ~= '' and string.find(ARGV[5], ',' .. state .. ',', 1, true) then
+  local newest = redis.pcall('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+  if type(newest) == 'table' and not newest.err then
+    local at = newest[1] and tonumber(string.match(newest[1][1], '^%d+')) or 0
+    local added = redis.pcall('XADD', KEYS[4], string.format('%d-*', at), 'end', '1')
+    if type(added) ~= 'table' then redis.pcall('EXPIRE', KEYS[4], ARGV[4]) end
+  end
+end
+if #redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) > 0 then
+  redis.call('XACK', KEYS[2], ARGV[1], ARGV[3])
+end
+redis.call('HINCRBY', KEYS[3], 'rounds_completed', 1)
+if state == 'completed' then redis.call('HINCRBY', KEYS[3], 'tasks_completed', 1) end
+return {'done', state}
+"""
+
+
+@dataclass(frozen=True)
+class RoundEnd:
+    """What ends a round besides the final state: the entry to acknowledge, the task whose output
+    stream to mark finished (None: its CLI never started), the agent's ``last_active_at``."""
+
+    entry: object  # a tinytown.store.docket.Entry
+    output_of: str | None
+    last_active_at: str
 
 
 @dataclass(frozen=True)
@@ -36,6 +75,7 @@ class WorkerStore:
         self.town, self.r, self.keys = town, town.redis, town.keys
         self.agent_id, self.interval = agent_id, heartbeat_interval_secs
         self.tokens = TaskTokens(self.r, self.keys)  # its tasks' tokens (made once, not per task)
+        self._end_round = self.r.register_script(_END_ROUND)
 
     def controls(self) -> Controls:
         pipe = self.r.pipeline(transaction=False)
@@ -120,13 +160,17 @@ class WorkerStore:
         move: str | None = None,
         set_fields: dict[str, str] | None = None,
         output: tuple[list[str], int] | None = None,
-    ) -> tuple[Transition | None, Exception | None]:
+        round_end: RoundEnd | None = None,
+    ) -> tuple[Transition | None, Exception | None, tuple[str, tuple[str, str]] | None]:
         """An attempt's CLI has ended, in one round trip: the last of its output appended to the
         task's stream (``output``: ``(texts, bytes lost before them)``), its task token revoked
         (if one was issued), its seconds counted toward ``worker_seconds``, and (with ``move``,
         ``complete`` or ``fail``) the task's final state written from ``running`` by this
-        agent, with ``set_fields``. Returns that transition (None without ``move``) and the
-        output's error if its write failed (other errors raise)."""
+        agent, with ``set_fields``. Returns that transition (None without ``move``), the output's
+        error if its write failed (other errors raise), and with ``round_end`` (and ``move``)
+        the round's end in the same round trip (else None): what :meth:`round_done` does, only
+        if the transition left the task no longer running for this agent, as ``(the task's
+        state, the agent move's (status, old state))``."""
         tasks, queued, out = self.town.tasks, [], self.town.output
         texts, lost = output or ([], 0)
         for i, text in enumerate(texts):
@@ -147,13 +191,43 @@ class WorkerStore:
                     set_fields=set_fields,
                 )
             )
+        ending = round_end is not None and move is not None
+        if ending:
+            queued += self._queue_round_end(task_id, round_end)
         scripts = tasks.scripts + (self.tokens._revoke, out._append)
+        scripts += (self._end_round, self.town.agents._update)
         replies = each_once(self.r, queued, scripts)
         output_error = next((x for x in replies[: len(texts)] if isinstance(x, Exception)), None)
         for reply in replies[len(texts) :]:
             if isinstance(reply, Exception):
                 raise reply
-        return (parse_transition(replies[-1]) if move is not None else None), output_error
+        if not ending:
+            return (parse_transition(replies[-1]) if move is not None else None), output_error, None
+        (status, state), (agent_status, old) = replies[-2], replies[-1]
+        if status != "done":  # (the transition's error was raised above)
+            raise RuntimeError(f"task {task_id} still running after its final write")
+        return parse_transition(replies[-3]), output_error, (state, (agent_status, old))
+
+    def _queue_round_end(self, task_id: str, end: RoundEnd) -> list[Callable]:
+        keys = [
+            self.keys.task(task_id),
+            end.entry.stream,
+            self.keys.agent(self.agent_id),
+            self.town.output.stream(end.output_of) if end.output_of else "",
+        ]
+        terminal = "," + ",".join(TERMINAL_TASK_STATES) + ","
+        ttl = self.town.output.ttl_secs
+        args = [GROUP, self.agent_id, end.entry.entry_id, ttl, terminal]
+        return [
+            lambda p: queue_script(p, self._end_round, keys, args),
+            lambda p: self.town.agents.queue_update(
+                p,
+                self.agent_id,
+                "rest",
+                set_fields={"last_active_at": end.last_active_at},
+                delete_fields=("current_task", "cli_pgid"),
+            ),
+        ]
 
     def round_done(
         self, docket, entry, *, completed: bool, last_active_at: str, output_of: str | None

@@ -44,7 +44,7 @@ from tinytown.core.states import AGENT, TASK_RUNNING, TERMINAL_TASK_STATES
 from tinytown.store import Town
 from tinytown.store.docket import Entry
 from tinytown.store.task_tokens import new_token
-from tinytown.store.worker import WorkerStore
+from tinytown.store.worker import RoundEnd, WorkerStore
 from tinytown.worker import cli_process, orphan_cli, workspace
 from tinytown.worker.outcome import Inbox, Outcome
 from tinytown.worker.output_stream import OutputStream
@@ -81,14 +81,14 @@ class TaskRunner:
         self.worker = worker
         self.output: OutputStream | None = None  # the running (or last) attempt's output stream
         self.finishing: OutputStream | None = None  # an output to mark finished (final state)
-        self.token: str | None = (
-            None  # the ended attempt's task token, revoked with its final write
-        )
+        self.token: str | None = None  # the ended attempt's, revoked with its final write
+        self.round_ended: tuple[str, str] | None = None  # the agent's move, if ended with it
 
     def run(self, task: Task, entry: Entry, inbox: Inbox) -> tuple[Outcome, Workspace | None]:
         """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
         w = self.worker
         ws, self.token, self.finishing, self.output = None, None, None, None
+        self.round_ended = None
         if problem := self.unrunnable(task):
             w.log("task_rejected", task=task.id, attempt=task.attempts, reason=problem)
             return Outcome(error=problem, rejected=True), None
@@ -381,7 +381,7 @@ class TaskRunner:
         )
         if final == "retry":
             if token or outcome.run_secs or last:
-                _, output_error = w.with_redis("attempt_ended", ended)
+                _, output_error, _ = w.with_redis("attempt_ended", ended)
                 if output_error is not None:
                     output.failed(output_error)
             to = me if entry.directed else None
@@ -396,10 +396,19 @@ class TaskRunner:
             )
         else:
             move = "complete" if final == "completed" else "fail"
-            ended_fields = {"result": text, "completed_at": to_rfc3339(now()), **charge, **fields}
-            result, output_error = w.with_redis(move, ended, move=move, set_fields=ended_fields)
+            ts = to_rfc3339(now())
+            ended_fields = {"result": text, "completed_at": ts, **charge, **fields}
+            # No workspace fields to record afterwards: the round ends in this round trip too.
+            end = None if fields else RoundEnd(entry, output.task_id if output else None, ts)
+            result, output_error, round_end = w.with_redis(
+                move, ended, move=move, set_fields=ended_fields, round_end=end
+            )
             if output_error is not None:
                 output.failed(output_error)
+            if round_end is not None:
+                state, self.round_ended = round_end
+                self.output = None
+                return final if result.ok else f"kept:{state or 'missing'}"
         if result.ok:
             self.output_finished(task, final)
             return final
@@ -430,7 +439,12 @@ class TaskRunner:
         task is in a final state), the entry acknowledged, the round counted, the agent ``idle``
         (one paused, stopping or stopped meanwhile stays so: the move leaves only from its
         source states)."""
-        w = self.worker
+        w, idle = self.worker, AGENT["rest"].target
+        if self.round_ended is not None:  # ended with the final write (write_final_state)
+            (status, old), self.round_ended = self.round_ended, None
+            if status == "ok" and old != idle:
+                w.log("agent_state", state=idle, previous=old, reason=None)
+            return
         output, self.finishing = self.finishing, None
         (status, old), output_error = w.with_redis(
             "round_done",
@@ -443,7 +457,6 @@ class TaskRunner:
         )
         if output_error is not None:
             output.failed(output_error)
-        idle = AGENT["rest"].target
         if status == "ok" and old != idle:
             w.log("agent_state", state=idle, previous=old, reason=None)
 
