@@ -32,9 +32,15 @@ return 0
 """
 
 
-def new_token(task_id: str) -> str:
-    """A fresh token for one attempt of ``task_id``."""
-    return f"{PREFIX}.{task_id}.{secrets.token_urlsafe(defaults.TASK_TOKEN_SECRET_BYTES)}"
+def new_secret() -> str:
+    """A token's random part (made ahead by the worker, off the way to its CLI's start)."""
+    return secrets.token_urlsafe(defaults.TASK_TOKEN_SECRET_BYTES)
+
+
+def new_token(task_id: str, secret: str | None = None) -> str:
+    """A fresh token for one attempt of ``task_id`` (``secret``: from :func:`new_secret`, used
+    once)."""
+    return f"{PREFIX}.{task_id}.{secret or new_secret()}"
 
 
 def task_of(token: str) -> str | None:

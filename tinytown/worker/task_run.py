@@ -43,7 +43,7 @@ from tinytown.core.records import Task
 from tinytown.core.states import AGENT, TASK_RUNNING, TERMINAL_TASK_STATES
 from tinytown.store import Town
 from tinytown.store.docket import Entry
-from tinytown.store.task_tokens import new_token
+from tinytown.store.task_tokens import new_secret, new_token
 from tinytown.store.worker import RoundEnd, WorkerStore
 from tinytown.worker import cli_process, orphan_cli, workspace
 from tinytown.worker.outcome import Inbox, Outcome
@@ -83,6 +83,9 @@ class TaskRunner:
         self.finishing: OutputStream | None = None  # an output to mark finished (final state)
         self.token: str | None = None  # the ended attempt's, revoked with its final write
         self.round_ended: tuple[str, str] | None = None  # the agent's move, if ended with it
+        self.secret: str | None = None  # the next task token's secret, made ahead
+        self.cli_env: dict[str, dict[str, str]] = {}  # per CLI: the env every task of it gets
+        self.env_base: dict[str, str] | None = None  # the worker's base_env cli_env was made of
 
     def run(self, task: Task, entry: Entry, inbox: Inbox) -> tuple[Outcome, Workspace | None]:
         """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
@@ -146,9 +149,10 @@ class TaskRunner:
         )
 
     def prepare_next_log(self) -> None:
-        """The next task's log file, made while this one's CLI starts (the worker's loop makes
-        it before each read too, a no-op once it is ready)."""
+        """The next task's log file and token secret, made while this one's CLI starts (the
+        worker's loop makes the file before each read too, a no-op once it is ready)."""
         self.worker.logs.prepare(self.log_header(1))
+        self.secret = self.secret or new_secret()
 
     def log_header(self, attempt: int) -> str:
         """The first line of an attempt's output in the task's log file."""
@@ -191,10 +195,14 @@ class TaskRunner:
             prompt_path = w.logs.folder / f"{task.id}.prompt.md"
             prompt_path.write_bytes(self.prompt_bytes(make_prompt, task))
             command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
-        token = new_token(task.id)  # reports this attempt over REST; its hash is stored below
+        # reports this attempt over REST; its hash is stored below. Its secret was made ahead.
+        token, self.secret = new_token(task.id, self.secret), None
+        if self.env_base is not w.base_env:  # (registered again: another agent id)
+            self.cli_env, self.env_base = {}, w.base_env
+        if (cli_env := self.cli_env.get(cli.name)) is None:  # (the config is fixed: once per CLI)
+            cli_env = self.cli_env[cli.name] = {**w.base_env, **cli.env}
         env = {
-            **w.base_env,
-            **cli.env,
+            **cli_env,
             "TINYTOWN_TASK_ID": task.id,
             "TINYTOWN_TASK_ATTEMPT": str(task.attempts),
             "TINYTOWN_TASK_TOKEN": token,
