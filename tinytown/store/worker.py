@@ -13,6 +13,7 @@ import redis
 
 from tinytown.core.defaults import DOCKET_GROUP as GROUP
 from tinytown.core.states import TASK_RUNNING, TERMINAL_TASK_STATES
+from tinytown.store import transaction
 from tinytown.store.control import Listener
 from tinytown.store.scripts import execute_pipelined, queue_script
 from tinytown.store.task_tokens import TaskTokens
@@ -292,7 +293,7 @@ class Sent:
         self.pool = r.connection_pool
         self.conn = self.pool.get_connection()
         try:
-            self.conn.send_packed_command(self.conn.pack_commands(self.commands))
+            self.conn.send_packed_command(transaction.pack(self.conn, self.commands))
         except BaseException:
             self._drop()
             raise
