@@ -75,7 +75,6 @@ import redis
 from tinytown.config import Config, load_config
 from tinytown.config.exposure import exposure
 from tinytown.core import defaults
-from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.cost import outpost_from_env
 from tinytown.core.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError
 from tinytown.core.liveness import Beat
@@ -384,8 +383,7 @@ class Worker:
         """Write the task's final state for this attempt, then (only then) acknowledge the entry."""
         final = self.runner.write_final_state(entry, task, outcome, fields)
         self.held = None  # (its state is final: a heartbeat need not keep the entry any more)
-        self.with_redis("ack", self.docket.ack, entry)
-        self.after_task(completed=final in ("completed", "kept:completed"))
+        self.after_task(entry, completed=final in ("completed", "kept:completed"))
         reason = None if outcome.succeeded else outcome.reason(self.config)
         attempt = task.attempts
         self.log(
@@ -419,11 +417,10 @@ class Worker:
         )
         self.held = None  # no longer refreshed: a shared entry is reclaimable after the timeout
 
-    def after_task(self, completed: bool) -> None:
-        self.with_redis("counters", self.store.count_round, completed=completed)
-        self.set_state(
-            "rest", delete=("current_task", "cli_pgid"), last_active_at=to_rfc3339(now())
-        )
+    def after_task(self, entry: Entry, completed: bool) -> None:
+        """Once the final state is written: the entry acknowledged, the round counted, the
+        agent ``idle`` (``TaskRunner.end_round``, one round trip)."""
+        self.runner.end_round(self.docket, entry, completed)
         self.idle_since = time.monotonic()
 
     # -- Draining → Stopped -----------------------------------------------------------------

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 from tinytown.core.clock import now, to_rfc3339
 
 _QUOTE_CHARS = (" ", '"', "=", "\n", "\r", "\t")
+_needs_quotes = re.compile("[" + re.escape("".join(_QUOTE_CHARS)) + "]").search
 
 
 def value_text(value) -> str:
-    if isinstance(value, (list, tuple, dict)):
+    if type(value) is str:  # (the usual case, first: the worker writes lines on its task path)
+        text = value
+    elif isinstance(value, (list, tuple, dict)):
         return json.dumps(value, default=str)
-    text = str(value)
-    if any(c in text for c in _QUOTE_CHARS):
+    else:
+        text = str(value)
+    if _needs_quotes(text):
         return json.dumps(text)
     return text
 

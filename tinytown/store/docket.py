@@ -350,6 +350,13 @@ class Docket:
         args = [GROUP, self.agent_id, entry.entry_id]
         return bool(self._ack_if_held(keys=[entry.stream], args=args))
 
+    def queue_ack(self, pipe, entry: Entry) -> None:
+        """Queue an :meth:`ack` on ``pipe`` (``scripts.queue_script``); its reply is 1 if
+        acknowledged. The same rule: queue it only behind (or after) the final state's write."""
+        queue_script(
+            pipe, self._ack_if_held, [entry.stream], [GROUP, self.agent_id, entry.entry_id]
+        )
+
     # -- taking over from dead workers ------------------------------------------------------
 
     def reclaim_one(self) -> Entry | None:

@@ -164,10 +164,19 @@ class TaskOutput:
 
         return execute_pipelined(self.r, build, (self._append,))
 
+    def queue_append(self, pipe, task_id: str, text: str, lost_bytes: int = 0) -> None:
+        """Queue one chunk of an :meth:`append` on ``pipe`` (``scripts.queue_script``)."""
+        args = [text, lost_bytes, self.max_bytes, self.ttl_secs]
+        queue_script(pipe, self._append, [self.stream(task_id)], args)
+
     def finish(self, task_id: str) -> str:
         """The task reached a final state: append its end entry (waking readers) and let the
         stream expire ``ttl_secs`` from now."""
         return self._finish(keys=[self.stream(task_id)], args=[self.ttl_secs])
+
+    def queue_finish(self, pipe, task_id: str) -> None:
+        """Queue a :meth:`finish` on ``pipe`` as a bare ``EVALSHA`` (``scripts.queue_script``)."""
+        queue_script(pipe, self._finish, [self.stream(task_id)], [self.ttl_secs])
 
     # -- readers ------------------------------------------------------------------------------
 

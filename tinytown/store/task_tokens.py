@@ -21,6 +21,7 @@ from tinytown.core import defaults
 from tinytown.core.keys import Keys
 from tinytown.core.records import is_uuid
 from tinytown.core.states import TASK_RUNNING
+from tinytown.store.scripts import queue_script
 
 PREFIX = "tttask"
 
@@ -31,9 +32,15 @@ return 0
 """
 
 
-def new_token(task_id: str) -> str:
-    """A fresh token for one attempt of ``task_id``."""
-    return f"{PREFIX}.{task_id}.{secrets.token_urlsafe(defaults.TASK_TOKEN_SECRET_BYTES)}"
+def new_secret() -> str:
+    """A token's random part (made ahead by the worker, off the way to its CLI's start)."""
+    return secrets.token_urlsafe(defaults.TASK_TOKEN_SECRET_BYTES)
+
+
+def new_token(task_id: str, secret: str | None = None) -> str:
+    """A fresh token for one attempt of ``task_id`` (``secret``: from :func:`new_secret`, used
+    once)."""
+    return f"{PREFIX}.{task_id}.{secret or new_secret()}"
 
 
 def task_of(token: str) -> str | None:
@@ -62,6 +69,10 @@ class TaskTokens:
         """Store the token's hash for its task (replacing an earlier attempt's)."""
         self.r.set(self.keys.task_token(task_id), digest(token), ex=ttl_secs)
 
+    def queue_issue(self, pipe, task_id: str, token: str, ttl_secs: int) -> None:
+        """Queue an :meth:`issue` on ``pipe``."""
+        pipe.set(self.keys.task_token(task_id), digest(token), ex=ttl_secs)
+
     def valid(self, task_id: str, token: str) -> bool:
         """The token is its task's current one and the task is running. One round trip."""
         pipe = self.r.pipeline(transaction=False)
@@ -77,3 +88,7 @@ class TaskTokens:
     def revoke(self, task_id: str, token: str) -> bool:
         """Delete the token's hash if it is still stored; True if it was."""
         return bool(self._revoke(keys=[self.keys.task_token(task_id)], args=[digest(token)]))
+
+    def queue_revoke(self, pipe, task_id: str, token: str) -> None:
+        """Queue a :meth:`revoke` on ``pipe`` as a bare ``EVALSHA`` (``scripts.queue_script``)."""
+        queue_script(pipe, self._revoke, [self.keys.task_token(task_id)], [digest(token)])

@@ -235,6 +235,10 @@ class TaskStore:
         """Count what one CLI run took toward ``tinytown_worker_seconds_total``."""
         self.r.incrbyfloat(self.keys.worker_seconds, round(secs, 3))
 
+    def queue_add_worker_seconds(self, pipe, secs: float) -> None:
+        """Queue an :meth:`add_worker_seconds` on ``pipe``."""
+        pipe.incrbyfloat(self.keys.worker_seconds, round(secs, 3))
+
     def worker_seconds_total(self) -> float:
         """Seconds coding CLIs have run in this town, every attempt of every task."""
         return float(self.r.get(self.keys.worker_seconds) or 0)

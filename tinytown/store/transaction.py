@@ -20,10 +20,15 @@ except ImportError:  # pragma: no cover
 Command = Sequence[str | int | float]
 
 
-def _pack(conn, commands: list[Command]) -> list[bytes]:
+def pack(conn, commands: list[Command]) -> list[bytes]:
+    """``commands`` packed for ``conn.send_packed_command``, by hiredis when it can (arguments
+    that are str, bytes, int or float), else by redis-py."""
     if pack_command is None:  # pragma: no cover
         return conn.pack_commands(commands)
-    return [b"".join([pack_command(tuple(c)) for c in commands])]
+    try:
+        return [b"".join([pack_command(tuple(c)) for c in commands])]
+    except TypeError:  # an argument hiredis does not take (redis-py says what is wrong with it)
+        return conn.pack_commands(commands)
 
 
 def execute(r: redis.Redis, commands: list[Command]) -> list:
@@ -38,7 +43,7 @@ def execute(r: redis.Redis, commands: list[Command]) -> list:
     pool = r.connection_pool
     conn = pool.get_connection()
     try:
-        conn.send_packed_command(_pack(conn, [("MULTI",), *commands, ("EXEC",)]))
+        conn.send_packed_command(pack(conn, [("MULTI",), *commands, ("EXEC",)]))
         replies = [conn.read_response() for _ in range(len(commands) + 2)]
     except BaseException:
         conn.disconnect()  # replies may be left unread on it

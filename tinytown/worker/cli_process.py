@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import select
+import shutil
 import signal
 import subprocess
+import threading
 import time
 
 from tinytown.config import Config
@@ -30,6 +33,19 @@ def base_env(config: Config, agent_id: str, agent_name: str) -> dict[str, str]:
         "TINYTOWN_URL": townhall_url(config),
         "TINYTOWN_TOWN_DIR": str(config.root),
     }
+
+
+_shells: dict[str | None, str | None] = {}
+
+
+def shell(env: dict[str, str]) -> str | None:
+    """The ``sh`` that ``Popen(["sh", ...], env=env)`` would run, looked up once per ``PATH``:
+    given as ``executable``, the child execs it at once instead of trying each ``PATH`` entry
+    in turn (each miss a failed ``execve`` while the worker waits). None: not found."""
+    path = env.get("PATH")
+    if path not in _shells:
+        _shells[path] = shutil.which("sh", path=os.pathsep.join(os.get_exec_path(env)))
+    return _shells[path]
 
 
 def _every_interface(bind: str) -> bool:
@@ -62,6 +78,63 @@ def feed_prompt(stdin, prompt: bytes) -> None:
         stdin.close()
     except (BrokenPipeError, ValueError, OSError):
         pass
+
+
+def give_prompt(stdin, prompt: bytes) -> None:
+    """Write the prompt to the CLI's stdin and close it, without waiting on the CLI: what the
+    pipe takes at once (all of a usual prompt) is written here, and only a rest that does not
+    fit is left to a thread (:func:`feed_prompt`), so most tasks start no thread for it."""
+    fd = stdin.fileno()
+    written = 0
+    try:
+        os.set_blocking(fd, False)
+        try:
+            written = os.write(fd, prompt) if prompt else 0
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(fd, True)
+    except OSError:  # the CLI is gone already (EPIPE): nothing to give it
+        written = len(prompt)
+    if written >= len(prompt):
+        try:
+            stdin.close()
+        except OSError:
+            pass
+        return
+    rest = (stdin, prompt[written:])
+    threading.Thread(target=feed_prompt, args=rest, name="prompt", daemon=True).start()
+
+
+class ExitWatch:
+    """Waits for the CLI's process to exit, in slices, and wakes the moment it does: on a pidfd
+    (Linux 5.3+), so no thread per task; elsewhere a thread blocked in ``wait()``."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.poller, self.fd, self.exited = proc, None, -1, None
+        try:
+            self.fd = os.pidfd_open(proc.pid)  # (not reaped by anyone yet: still its process)
+            self.poller = select.poll()
+            self.poller.register(self.fd, select.POLLIN)
+        except (AttributeError, OSError):
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+            self.exited = threading.Event()
+            threading.Thread(
+                target=lambda: (proc.wait(), self.exited.set()), name="cli-wait", daemon=True
+            ).start()
+
+    def wait(self, secs: float) -> bool:
+        """Whether the process exited within ``secs``."""
+        if self.poller is None:
+            return self.exited.wait(secs)
+        return bool(self.poller.poll(secs * 1000))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -8,14 +8,15 @@ it writes the task's final state. In between:
 - a task with a ``repo`` gets its git workspace (:mod:`tinytown.worker.workspace`);
 - the CLI starts as ``sh -c COMMAND`` in a process group of its own
   (:mod:`tinytown.worker.cli_process`), its output going to the task's log file
-  (:mod:`tinytown.worker.tasklog`); the leash takes hold of it, the prompt is written to its
-  stdin, and one round trip records ``started_at``, the agent ``working`` and the inbox
-  messages the prompt took;
-- the runner waits for the CLI and stops its group on the task timeout, a drain timeout or a
-  cancel (set by the worker's other threads), and after its exit stops what it left running;
-- meanwhile a thread sends the CLI's output from the log file to the task's Redis stream
-  (:mod:`tinytown.worker.output_stream`), its last part before the final state is written, and
-  the stream is marked finished once the task is in a final state.
+  (:mod:`tinytown.worker.tasklog`); the leash takes hold of it, one round trip stores its task
+  token and records ``started_at``, the agent ``working`` and the inbox messages the prompt
+  took, then the prompt is written to its stdin (a thread only for what the pipe cannot take);
+- the runner waits for the CLI (on a pidfd: no thread) and stops its group on the task timeout,
+  a drain timeout or a cancel (set by the worker's other threads), and after its exit stops what
+  it left running;
+- once the CLI has run ``TASK_OUTPUT_FLUSH_SECS``, a thread sends its output from the log file to
+  the task's Redis stream (:mod:`tinytown.worker.output_stream`), its last part before the final
+  state is written, and the stream is marked finished once the task is in a final state.
 
 The way from a delivery to ``Popen`` is the submit→start latency (``docs/benchmarks.md``): for a
 task without a repository nothing on it can wait — no Redis round trip, no file creation, no
@@ -27,7 +28,6 @@ from __future__ import annotations
 import functools
 import shlex
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,8 +43,8 @@ from tinytown.core.records import Task
 from tinytown.core.states import AGENT, TASK_RUNNING, TERMINAL_TASK_STATES
 from tinytown.store import Town
 from tinytown.store.docket import Entry
-from tinytown.store.task_tokens import TaskTokens, new_token
-from tinytown.store.worker import WorkerStore
+from tinytown.store.task_tokens import new_secret, new_token
+from tinytown.store.worker import RoundEnd, WorkerStore
 from tinytown.worker import cli_process, orphan_cli, workspace
 from tinytown.worker.outcome import Inbox, Outcome
 from tinytown.worker.output_stream import OutputStream
@@ -80,11 +80,18 @@ class TaskRunner:
     def __init__(self, worker: WorkerState):
         self.worker = worker
         self.output: OutputStream | None = None  # the running (or last) attempt's output stream
+        self.finishing: OutputStream | None = None  # an output to mark finished (final state)
+        self.token: str | None = None  # the ended attempt's, revoked with its final write
+        self.round_ended: tuple[str, str] | None = None  # the agent's move, if ended with it
+        self.secret: str | None = None  # the next task token's secret, made ahead
+        self.cli_env: dict[str, dict[str, str]] = {}  # per CLI: the env every task of it gets
+        self.env_base: dict[str, str] | None = None  # the worker's base_env cli_env was made of
 
     def run(self, task: Task, entry: Entry, inbox: Inbox) -> tuple[Outcome, Workspace | None]:
         """Prepare the workspace (if the task has a repo) and run the coding CLI in it."""
         w = self.worker
-        ws = None
+        ws, self.token, self.finishing, self.output = None, None, None, None
+        self.round_ended = None
         if problem := self.unrunnable(task):
             w.log("task_rejected", task=task.id, attempt=task.attempts, reason=problem)
             return Outcome(error=problem, rejected=True), None
@@ -141,6 +148,12 @@ class TaskRunner:
             reclaimed_from=entry.reclaimed_from,
         )
 
+    def prepare_next_log(self) -> None:
+        """The next task's log file and token secret, made while this one's CLI starts (the
+        worker's loop makes the file before each read too, a no-op once it is ready)."""
+        self.worker.logs.prepare(self.log_header(1))
+        self.secret = self.secret or new_secret()
+
     def log_header(self, attempt: int) -> str:
         """The first line of an attempt's output in the task's log file."""
         return f"=== attempt {attempt} by {self.worker.name} ({self.worker.agent_id})\n"
@@ -182,10 +195,14 @@ class TaskRunner:
             prompt_path = w.logs.folder / f"{task.id}.prompt.md"
             prompt_path.write_bytes(self.prompt_bytes(make_prompt, task))
             command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
-        token = new_token(task.id)  # reports this attempt over REST; its hash is stored below
+        # reports this attempt over REST; its hash is stored below. Its secret was made ahead.
+        token, self.secret = new_token(task.id, self.secret), None
+        if self.env_base is not w.base_env:  # (registered again: another agent id)
+            self.cli_env, self.env_base = {}, w.base_env
+        if (cli_env := self.cli_env.get(cli.name)) is None:  # (the config is fixed: once per CLI)
+            cli_env = self.cli_env[cli.name] = {**w.base_env, **cli.env}
         env = {
-            **w.base_env,
-            **cli.env,
+            **cli_env,
             "TINYTOWN_TASK_ID": task.id,
             "TINYTOWN_TASK_ATTEMPT": str(task.attempts),
             "TINYTOWN_TASK_TOKEN": token,
@@ -208,6 +225,7 @@ class TaskRunner:
                 # goes on stdin or in a file, never into the command line.
                 proc = w.proc = subprocess.Popen(  # nosec B603 B607
                     ["sh", "-c", command],
+                    executable=cli_process.shell(env),
                     cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL if prompt_path else subprocess.PIPE,
@@ -225,20 +243,17 @@ class TaskRunner:
                     self.log_task_started(task, entry)
             leash = w.leash.attach(proc.pid, task.id)
             # Valid before the CLI reads its prompt; expires if this worker dies before revoking.
-            tokens = TaskTokens.of(w.town)
+            tokens = w.store.tokens
             ttl_secs = w.agent_cfg.task_timeout_secs + defaults.TASK_TOKEN_GRACE_SECS
-            w.with_redis("task_token", tokens.issue, task.id, token, ttl_secs)
+            issue = (token, ttl_secs)
+            w.with_redis("cli_started", self.cli_started, task, started_at, inbox, issue)
             if not prompt_path:  # on stdin, written once the process exists
                 try:
                     data = self.prompt_bytes(make_prompt, task)
                 except BaseException:  # a bug: do not leave the CLI waiting on its stdin
                     cli_process.stop_group(proc)
                     raise
-                feed = (proc.stdin, data)
-                threading.Thread(
-                    target=cli_process.feed_prompt, args=feed, name="prompt", daemon=True
-                ).start()
-            w.with_redis("cli_started", self.cli_started, task, started_at, inbox)
+                cli_process.give_prompt(proc.stdin, data)
             w.log(
                 "cli_started",
                 task=task.id,
@@ -251,11 +266,14 @@ class TaskRunner:
             )
             self.output = OutputStream(
                 w.town.output, task.id, out.fd, out.start, self.log_header(task.attempts), w.log
-            ).start()
+            )
             began = time.monotonic()
             outcome = self.wait_for_cli(task, proc)
             outcome.run_secs = time.monotonic() - began
-            w.with_redis("task_token_revoke", tokens.revoke, task.id, token)
+            if outcome.left_unfinished:  # no final write follows: revoked now
+                w.with_redis("task_token_revoke", tokens.revoke, task.id, token)
+            else:
+                self.token = token
             if not outcome.stopped and cli_process.group_alive(proc):
                 # It left processes running (a background server, say): nothing of a task
                 # outlives it, and its leash is about to let go.
@@ -265,7 +283,8 @@ class TaskRunner:
             if leash is not None:
                 w.leash.release()
             outcome.tail = out.tail()
-            self.output.stop()  # its last output sent before the final state is written
+            # its last output sent before (with) the final state's write
+            self.output.stop(defer=not outcome.left_unfinished)
         finally:  # (not released after an error: this worker is ending; the leash stops the CLI)
             out.close()
             if prompt_path:
@@ -279,11 +298,20 @@ class TaskRunner:
         )
         return outcome
 
-    def cli_started(self, task: Task, started_at: str, inbox: Inbox) -> None:
-        """One round trip once the CLI runs: ``started_at``, agent ``working``, messages taken."""
+    def cli_started(
+        self, task: Task, started_at: str, inbox: Inbox, token: tuple[str, int]
+    ) -> None:
+        """One round trip once the CLI runs: its task token (``(token, ttl secs)``) stored,
+        ``started_at``, agent ``working``, messages taken."""
         w = self.worker
         status, old = w.store.cli_started(
-            task.id, started_at, pgid=w.proc.pid, host=w.host, taken=inbox.raw
+            task.id,
+            started_at,
+            pgid=w.proc.pid,
+            host=w.host,
+            taken=inbox.raw,
+            token=token,
+            meanwhile=self.prepare_next_log,  # while Redis works: the next task's log file
         )
         if status == "ok" and old != AGENT["work"].target:
             w.log("agent_state", state=AGENT["work"].target, previous=old, reason="task")
@@ -291,16 +319,20 @@ class TaskRunner:
     def wait_for_cli(self, task: Task, proc: subprocess.Popen) -> Outcome:
         """Wait for the CLI; stop its process group on the task timeout, a drain timeout or a
         cancel. A drain that begins meanwhile makes the agent ``draining``."""
-        w = self.worker
-        deadline = time.monotonic() + w.agent_cfg.task_timeout_secs
-        drain_deadline = None
-        exited = threading.Event()  # a blocking wait in a thread wakes us the moment the CLI exits
-        threading.Thread(
-            target=lambda: (proc.wait(), exited.set()), name="cli-wait", daemon=True
-        ).start()
+        deadline = time.monotonic() + self.worker.agent_cfg.task_timeout_secs
+        exit_watch = cli_process.ExitWatch(proc)  # wakes us the moment the CLI exits
+        try:
+            return self._wait(task, proc, exit_watch, deadline)
+        finally:
+            exit_watch.close()
+
+    def _wait(self, task: Task, proc, exit_watch, deadline: float) -> Outcome:
+        w, drain_deadline = self.worker, None
         while True:
-            if exited.wait(defaults.CLI_POLL_SECS):
+            if exit_watch.wait(defaults.CLI_POLL_SECS):
                 return Outcome(exit_code=proc.wait())
+            if self.output is not None:  # it runs a while: its output goes out as it comes
+                self.output.start()
             if w.cancelled_task == task.id:
                 w.log("cli_stopping", task=task.id, pid=proc.pid, reason="task_cancelled")
                 return Outcome(exit_code=cli_process.stop_group(proc), cancelled=True)
@@ -349,9 +381,17 @@ class TaskRunner:
         w, tasks, me = self.worker, self.worker.town.tasks, self.worker.agent_id
         final, text = outcome.verdict(task.attempts, w.config, task.max_attempts)
         charge = outcome.charge(task, w.cost_per_hour)
-        if outcome.run_secs:
-            w.with_redis("count_worker_secs", tasks.add_worker_seconds, outcome.run_secs)
+        token, self.token = self.token, None  # revoked with the final write (one round trip)
+        output = self.output if self.output is not None and self.output.task_id == task.id else None
+        last = output.rest if output is not None else None  # the output's last part, still unsent
+        ended = functools.partial(
+            w.store.attempt_ended, task.id, token=token, run_secs=outcome.run_secs, output=last
+        )
         if final == "retry":
+            if token or outcome.run_secs or last:
+                _, output_error, _ = w.with_redis("attempt_ended", ended)
+                if output_error is not None:
+                    output.failed(output_error)
             to = me if entry.directed else None
             result = w.with_redis(
                 "requeue",
@@ -364,16 +404,19 @@ class TaskRunner:
             )
         else:
             move = "complete" if final == "completed" else "fail"
-            ended = {"result": text, "completed_at": to_rfc3339(now()), **charge, **fields}
-            result = w.with_redis(
-                move,
-                tasks.transition,
-                task.id,
-                move,
-                expect=TASK_RUNNING,
-                assignee=me,
-                set_fields=ended,
+            ts = to_rfc3339(now())
+            ended_fields = {"result": text, "completed_at": ts, **charge, **fields}
+            # No workspace fields to record afterwards: the round ends in this round trip too.
+            end = None if fields else RoundEnd(entry, output.task_id if output else None, ts)
+            result, output_error, round_end = w.with_redis(
+                move, ended, move=move, set_fields=ended_fields, round_end=end
             )
+            if output_error is not None:
+                output.failed(output_error)
+            if round_end is not None:
+                state, self.round_ended = round_end
+                self.output = None
+                return final if result.ok else f"kept:{state or 'missing'}"
         if result.ok:
             self.output_finished(task, final)
             return final
@@ -392,11 +435,38 @@ class TaskRunner:
         return f"kept:{current.state if current else 'missing'}"
 
     def output_finished(self, task: Task, state: str) -> None:
-        """Once the task is in a final state, mark its output stream finished."""
+        """Once the task is in a final state, its output stream is to be marked finished: with
+        the worker's next writes (``finishing``, ``agent_worker.Worker.finish``)."""
         if self.output is not None and self.output.task_id == task.id:
             if state in TERMINAL_TASK_STATES:
-                self.output.finish()
+                self.finishing = self.output
             self.output = None
+
+    def end_round(self, docket, entry: Entry, completed: bool) -> None:
+        """Once the final state is written, one round trip: the output marked finished (if the
+        task is in a final state), the entry acknowledged, the round counted, the agent ``idle``
+        (one paused, stopping or stopped meanwhile stays so: the move leaves only from its
+        source states)."""
+        w, idle = self.worker, AGENT["rest"].target
+        if self.round_ended is not None:  # ended with the final write (write_final_state)
+            (status, old), self.round_ended = self.round_ended, None
+            if status == "ok" and old != idle:
+                w.log("agent_state", state=idle, previous=old, reason=None)
+            return
+        output, self.finishing = self.finishing, None
+        (status, old), output_error = w.with_redis(
+            "round_done",
+            w.store.round_done,
+            docket,
+            entry,
+            completed=completed,
+            last_active_at=to_rfc3339(now()),
+            output_of=output.task_id if output is not None else None,
+        )
+        if output_error is not None:
+            output.failed(output_error)
+        if status == "ok" and old != idle:
+            w.log("agent_state", state=idle, previous=old, reason=None)
 
     def push_wip(self, task: Task, ws: Workspace) -> None:
         """The task is left unfinished: commit and push its work in progress, so the next
