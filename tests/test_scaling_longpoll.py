@@ -23,6 +23,7 @@ from tinytown.store import Town
 from .conftest import free_port, write_town
 from .scaler_stack import SCALER
 from .townhall_support import Townhall
+from .worker_support import poll
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,12 @@ def test_the_signal_carries_a_version_that_changes_with_its_counts(served):
     assert scaling(url)[0].json()["version"] == first["version"]  # nothing changed
     task = town.tasks.add("a version bump")
     try:
-        after = scaling(url)[0].json()
-        assert after["version"] != first["version"]
+        # (kept per process until the add's event reaches its pump: a moment, longer under load)
+        after = poll(
+            lambda: (doc := scaling(url)[0].json())["version"] != first["version"] and doc,
+            timeout=5,
+            message="the signal to follow the add",
+        )
         assert after["pending_tasks"] == first["pending_tasks"] + 1
     finally:
         town.tasks.cancel(task.id, "test done")
