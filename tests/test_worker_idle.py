@@ -17,6 +17,15 @@ def window_secs(town, agent_id) -> float:
     return (town.agents.get(agent_id).alive_until - town.agents.now_ms()) / 1000
 
 
+def beating_at(town, agent_id, interval_secs: int, *, timeout: float, message: str):
+    """The agent's record once its last beat was at ``interval_secs``."""
+    return poll(
+        lambda: (a := town.agents.get(agent_id)).heartbeat_interval_secs == interval_secs and a,
+        timeout=timeout,
+        message=message,
+    )
+
+
 def test_an_idle_worker_beats_at_its_idle_cadence_and_a_working_one_at_the_short_one(
     worker_town, workers
 ):
@@ -25,11 +34,7 @@ def test_an_idle_worker_beats_at_its_idle_cadence_and_a_working_one_at_the_short
     worker = workers.start(root)
     worker.wait_event("agent_state", state="idle")
 
-    idle = poll(
-        lambda: (a := town.agents.get(worker.agent_id)).heartbeat_interval_secs == 4 and a,
-        timeout=5,
-        message="an idle beat",
-    )
+    idle = beating_at(town, worker.agent_id, 4, timeout=5, message="an idle beat")
     assert 8 < window_secs(town, idle.id) <= 12  # 3 idle intervals, less what has passed
 
     task = town.tasks.add("[sleep 3]")
@@ -41,10 +46,8 @@ def test_an_idle_worker_beats_at_its_idle_cadence_and_a_working_one_at_the_short
     assert working.heartbeat_interval_secs == 1 and window_secs(town, working.id) <= 3
 
     assert wait_terminal(town, task.id).state == "completed"
-    poll(
-        lambda: town.agents.get(worker.agent_id).heartbeat_interval_secs == 4,
-        timeout=3,
-        message="the idle cadence again, within one working interval",
+    beating_at(
+        town, worker.agent_id, 4, timeout=3, message="the idle cadence again, within one tick"
     )
     assert window_secs(town, worker.agent_id) > 9
     assert worker.alive()
@@ -73,11 +76,7 @@ def test_a_shutdown_message_nudges_an_idle_worker_without_waiting_for_a_heartbea
     town = open_town(root)
     worker = workers.start(root)
     worker.wait_event("agent_state", state="idle")
-    poll(
-        lambda: town.agents.get(worker.agent_id).heartbeat_interval_secs == 60,
-        timeout=5,
-        message="the first idle beat",
-    )
+    beating_at(town, worker.agent_id, 60, timeout=5, message="the first idle beat")
     sent_at = time.monotonic()
 
     town.inbox.send(worker.agent_id, "", kind="shutdown")

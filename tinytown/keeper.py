@@ -47,11 +47,11 @@ class Keeper:
         """``pump``: the process's event pump; with it, a town without live agents is not
         looked at on a timer but when an event comes (a worker registering makes one)."""
         self.town, self.pump = town, pump
-        self.seen = -1  # the pump seq the last look reflects
         self.lease = town.lease(town.keys.keeper_lease, defaults.KEEPER_LEASE_SECS * 1000)
         self.stopped = threading.Event()
-        # Longest sleep: an agent registered meanwhile (deadline ≥ its beat + its own window) is
-        # seen no later than this after its window ends.
+        # Longest sleep without a working pump (and after a Redis error): an agent registered
+        # meanwhile (deadline ≥ its beat + its own window) is seen no later than this after its
+        # window ends. With the pump, its event wakes the keeper instead.
         self.max_sleep_secs = (
             town.config.agent.heartbeat_interval_secs * defaults.DEAD_AFTER_HEARTBEATS
         )
