@@ -348,7 +348,7 @@ class Worker:
             self.runner.stop_orphan_cli(orphan_holder, task.id)
         # The inbox was read with the claim; the messages leave it once the CLI has them.
         inbox = Inbox([(k, raw) for k, raws in zip(self.inbox_keys, claim.peeked) for raw in raws])
-        if any(m.get("type") == "shutdown" for m in inbox.messages):
+        if inbox.raw and any(m.get("type") == "shutdown" for m in inbox.messages):
             self.stopping = self.stopping or "shutdown_message"
         outcome, ws = self.runner.run(task, entry, inbox)
         if outcome.left_unfinished:

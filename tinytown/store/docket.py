@@ -248,28 +248,33 @@ class Docket:
 
     def _delivery(self, reply: dict | list | None, claimed: list) -> Delivery | None:
         status, stream, entry_id, task_id, record, urgent, inbox, flat = claimed
-        skipped = tuple(
-            (Entry(s, e, t, s == self.own), reason)
-            for s, e, t, reason in zip(flat[::4], flat[1::4], flat[2::4], flat[3::4])
+        skipped = (
+            tuple(
+                (Entry(s, e, t, s == self.own), reason)
+                for s, e, t, reason in zip(flat[::4], flat[1::4], flat[2::4], flat[3::4])
+            )
+            if flat
+            else ()
         )
-        handled = {(e.stream, e.entry_id) for e, _ in skipped} | {(stream, entry_id)}
-        by_stream = (
-            reply.items() if isinstance(reply, dict) else reply or ()
-        )  # RESP3 map or RESP2 pairs
-        for got_stream, rows in by_stream:  # what came and was not taken goes back
-            for got_id, _fields in rows:
+        # What came and was neither taken nor skipped goes back (RESP3 map or RESP2 pairs). The
+        # usual read brought the one entry the claim took: nothing to look up then.
+        came = [
+            (got_stream, got_id)
+            for got_stream, rows in (reply.items() if isinstance(reply, dict) else reply or ())
+            for got_id, _fields in rows
+        ]
+        if came and came != [(stream, entry_id)]:
+            handled = {(e.stream, e.entry_id) for e, _ in skipped} | {(stream, entry_id)}
+            for got_stream, got_id in came:
                 if (got_stream, got_id) not in handled:
                     self._release(keys=[got_stream], args=[GROUP, got_id])
-        if status.startswith("refused:"):
-            return Delivery(None, None, refused=status.partition(":")[2])
+        if status == "ok":
+            task = Task.from_hash(dict(zip(record[::2], record[1::2])))
+            entry = Entry(stream, entry_id, task_id, stream == self.own)
+            return Delivery(entry, Claim(task, peeked=(urgent, inbox)), skipped)
         if status == "none":
             return Delivery(None, None, skipped) if skipped else None
-        task = Task.from_hash(dict(zip(record[::2], record[1::2])))
-        return Delivery(
-            Entry(stream, entry_id, task_id, stream == self.own),
-            Claim(task, peeked=(urgent, inbox)),
-            skipped,
-        )
+        return Delivery(None, None, refused=status.partition(":")[2])  # refused:<agent state>
 
     def held_by_me(self) -> list[Entry]:
         """Entries this agent id received before and never acknowledged (a restarted worker)."""

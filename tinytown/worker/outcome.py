@@ -31,7 +31,7 @@ class Outcome:
     left_unfinished: bool = False
     cancelled: bool = False  # the task was cancelled (tt/REST) while it ran: its CLI was stopped
     error: str = ""  # the CLI could not be started, or its workspace could not be prepared
-    # The task as stored cannot run here (``TaskRunner.unrunnable``): failed, not retried.
+    # The task as stored cannot run here (``TaskRunner.cli_for``): failed, not retried.
     rejected: bool = False
     tail: str = ""
     run_secs: float = 0.0  # how long the CLI ran (monotonic clock)

@@ -4,7 +4,7 @@ The worker's main loop (``agent_worker.py``) hands each task it claimed to :meth
 and gets back the :class:`~tinytown.worker.outcome.Outcome` and the task's workspace, from which
 it writes the task's final state. In between:
 
-- a task that cannot run here as stored (:meth:`TaskRunner.unrunnable`) is rejected at once;
+- a task that cannot run here as stored (:meth:`TaskRunner.cli_for`) is rejected at once;
 - a task with a ``repo`` gets its git workspace (:mod:`tinytown.worker.workspace`);
 - the CLI starts as ``sh -c COMMAND`` in a process group of its own
   (:mod:`tinytown.worker.cli_process`), its output going to the task's log file
@@ -35,7 +35,7 @@ from typing import Protocol
 
 from tinytown.config import AgentConfig, Config
 from tinytown.core import defaults, inputs
-from tinytown.core.clis import INSTRUCTION_FILE_FLAG, UnknownCli
+from tinytown.core.clis import INSTRUCTION_FILE_FLAG, AgentCli, UnknownCli
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.errors import TinytownError
 from tinytown.core.prompt import build_prompt
@@ -92,7 +92,8 @@ class TaskRunner:
         w = self.worker
         ws, self.token, self.finishing, self.output = None, None, None, None
         self.round_ended = None
-        if problem := self.unrunnable(task):
+        cli, problem = self.cli_for(task)
+        if cli is None:
             w.log("task_rejected", task=task.id, attempt=task.attempts, reason=problem)
             return Outcome(error=problem, rejected=True), None
         if task.repo:
@@ -120,22 +121,22 @@ class TaskRunner:
                 )
             except TinytownError as err:
                 return Outcome(error=f"workspace: {err}"), None
-        return self.run_cli(task, entry, inbox, ws), ws
+        return self.run_cli(task, entry, inbox, ws, cli), ws
 
-    def unrunnable(self, task: Task) -> str:
-        """Why a task as stored cannot run here ("" if it can): a CLI this town does not configure
-        (the config changed, or it was stored before the rule), or a repository or branch that
-        breaks the rules townhall applies at submit. Such a task fails at once with the reason;
-        it never stops the worker."""
+    def cli_for(self, task: Task) -> tuple[AgentCli | None, str]:
+        """The CLI to run ``task`` with, or None and why the task as stored cannot run here: a
+        CLI this town does not configure (the config changed, or it was stored before the rule),
+        or a repository or branch that breaks the rules townhall applies at submit. Such a task
+        fails at once with the reason; it never stops the worker."""
         try:
-            self.worker.config.cli(task.cli)
+            cli = self.worker.config.cli(task.cli)
             if task.repo:
                 inputs.repo(task.repo, "repo")
             if task.base_branch:
                 inputs.branch(task.base_branch, "base_branch")
         except (UnknownCli, inputs.InputError) as err:
-            return f"the task as stored cannot run: {inputs.printable(str(err))}"
-        return ""
+            return None, f"the task as stored cannot run: {inputs.printable(str(err))}"
+        return cli, ""
 
     def log_task_started(self, task: Task, entry: Entry) -> None:
         """``task_started``: before the workspace of a task with a repository is prepared, else
@@ -158,30 +159,11 @@ class TaskRunner:
         """The first line of an attempt's output in the task's log file."""
         return f"=== attempt {attempt} by {self.worker.name} ({self.worker.agent_id})\n"
 
-    def prompt_bytes(self, make_prompt, task: Task) -> bytes:
+    def prompt_bytes(self, task: Task, inbox: Inbox, cwd: Path, ws: Workspace | None) -> bytes:
         """The prompt as UTF-8. Text that cannot be encoded (a lone surrogate in a message stored
         before townhall refused them) is replaced with U+FFFD and logged, never fatal."""
-        text = make_prompt()
-        clean = inputs.printable(text)
-        if clean != text:
-            detail = "text that is not valid Unicode was replaced with U+FFFD"
-            self.worker.log("prompt_text_replaced", task=task.id, detail=detail)
-        return clean.encode()
-
-    def run_cli(self, task: Task, entry: Entry, inbox: Inbox, ws: Workspace | None) -> Outcome:
-        """Run the CLI as its own process group, prompt on stdin, output to the task's log file.
-
-        Only what the process needs in order to exist comes before it; the prompt (on stdin) is
-        written after, and the task's ``started_at``, the agent's ``working`` state and the inbox
-        clean-up go in one round trip right after the process exists.
-        """
         w = self.worker
-        cli = w.config.cli(task.cli)
-        cwd = ws.path if ws else w.config.root
-        if cli.workdir:
-            cwd = Path(cli.workdir) if Path(cli.workdir).is_absolute() else cwd / cli.workdir
-        make_prompt = functools.partial(
-            build_prompt,
+        text = build_prompt(
             task,
             agent_name=w.name,
             town_name=w.config.name,
@@ -190,23 +172,40 @@ class TaskRunner:
             workdir=str(cwd),
             branch=ws.branch if ws else "",
         )
+        clean = inputs.printable(text)
+        if clean != text:
+            detail = "text that is not valid Unicode was replaced with U+FFFD"
+            self.worker.log("prompt_text_replaced", task=task.id, detail=detail)
+        return clean.encode()
+
+    def run_cli(
+        self, task: Task, entry: Entry, inbox: Inbox, ws: Workspace | None, cli: AgentCli
+    ) -> Outcome:
+        """Run ``cli`` as its own process group, prompt on stdin, output to the task's log file.
+
+        Only what the process needs in order to exist comes before it; the prompt (on stdin) is
+        made and written after, and the task's ``started_at``, the agent's ``working`` state and
+        the inbox clean-up go in one round trip right after the process exists.
+        """
+        w = self.worker
+        cwd = ws.path if ws else w.config.root
+        if cli.workdir:
+            cwd = Path(cli.workdir) if Path(cli.workdir).is_absolute() else cwd / cli.workdir
         command, prompt_path = cli.command, None
         if cli.name in INSTRUCTION_FILE_FLAG:  # e.g. auggie: the prompt in a file, not on stdin
             prompt_path = w.logs.folder / f"{task.id}.prompt.md"
-            prompt_path.write_bytes(self.prompt_bytes(make_prompt, task))
+            prompt_path.write_bytes(self.prompt_bytes(task, inbox, cwd, ws))
             command = f"{command} {INSTRUCTION_FILE_FLAG[cli.name]} {shlex.quote(str(prompt_path))}"
         # reports this attempt over REST; its hash is stored below. Its secret was made ahead.
         token, self.secret = new_token(task.id, self.secret), None
         if self.env_base is not w.base_env:  # (registered again: another agent id)
             self.cli_env, self.env_base = {}, w.base_env
-        if (cli_env := self.cli_env.get(cli.name)) is None:  # (the config is fixed: once per CLI)
-            cli_env = self.cli_env[cli.name] = {**w.base_env, **cli.env}
-        env = {
-            **cli_env,
-            "TINYTOWN_TASK_ID": task.id,
-            "TINYTOWN_TASK_ATTEMPT": str(task.attempts),
-            "TINYTOWN_TASK_TOKEN": token,
-        }
+        if (env := self.cli_env.get(cli.name)) is None:  # (the config is fixed: once per CLI)
+            env = self.cli_env[cli.name] = {**w.base_env, **cli.env}
+        # One dict per CLI, its task's three values set in place (Popen copies it at the start).
+        env["TINYTOWN_TASK_ID"] = task.id
+        env["TINYTOWN_TASK_ATTEMPT"] = str(task.attempts)
+        env["TINYTOWN_TASK_TOKEN"] = token
         cancelled = w.cancelled_task == task.id
         if w.stopping or cancelled:  # told to leave, or cancelled, while the workspace was made
             if ws is None:
@@ -249,7 +248,7 @@ class TaskRunner:
             w.with_redis("cli_started", self.cli_started, task, started_at, inbox, issue)
             if not prompt_path:  # on stdin, written once the process exists
                 try:
-                    data = self.prompt_bytes(make_prompt, task)
+                    data = self.prompt_bytes(task, inbox, cwd, ws)
                 except BaseException:  # a bug: do not leave the CLI waiting on its stdin
                     cli_process.stop_group(proc)
                     raise
