@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tinytown.core.records import TASK_OPTIONAL_FIELDS, Task
 
 
@@ -53,3 +56,35 @@ def test_unset_optionals_are_left_out_and_read_back_as_none():
 def test_optional_fields_are_exactly_the_ones_that_may_be_none():
     may_be_none = {f.name for f in fields(Task) if "None" in str(f.type)}
     assert set(TASK_OPTIONAL_FIELDS) == may_be_none
+
+
+# The fields a submit may set on a new task (TaskStore.add's options), each present or not.
+_CREATION = {
+    "assigned_to": st.text(min_size=1, max_size=8),
+    "parent_id": st.text(min_size=1, max_size=8),
+    "repo": st.text(min_size=1, max_size=8),
+    "base_branch": st.text(min_size=1, max_size=8),
+    "cli": st.text(min_size=1, max_size=8),
+    "mission_id": st.text(min_size=1, max_size=8),
+    "work_item_id": st.text(min_size=1, max_size=8),
+    "max_attempts": st.integers(min_value=1, max_value=9),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    optional=st.fixed_dictionaries({}, optional={k: v | st.none() for k, v in _CREATION.items()}),
+    tags=st.lists(st.text(max_size=5), max_size=3),
+    push=st.booleans(),
+)
+def test_a_new_tasks_hash_is_what_the_task_stores(optional, tags, push):
+    """``Task.new_hash`` (the submit path's, made without a Task) is ``to_hash`` of that task,
+    and reads back as it."""
+    ts = "2026-01-01T00:00:00+00:00"
+    task = Task(
+        id="t1", description="d", state="pending", created_at=ts, updated_at=ts, tags=tags,
+        push=push, **optional,
+    )  # fmt: skip
+    made = Task.new_hash("t1", "d", "pending", ts, tags, push=push, **optional)
+    assert made == task.to_hash()
+    assert Task.from_hash(made) == task

@@ -103,6 +103,7 @@ OPTIONAL_FIELDS = (
     "items_total",
 )
 _OPTIONAL = frozenset(OPTIONAL_FIELDS)
+_TYPES = frozenset(EVENT_TYPES)
 
 # -- notifications ----------------------------------------------------------------------------
 
@@ -142,7 +143,7 @@ def cursor(text: str) -> str:
 
 def event(event_type: str, message: str, timestamp: str, **fields) -> dict:
     """An event document: type, message, time, and the given optional fields that are set."""
-    if event_type not in EVENT_TYPES:
+    if event_type not in _TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
     if not _OPTIONAL.issuperset(fields):
         raise ValueError(f"unknown event fields {sorted(set(fields) - _OPTIONAL)}")

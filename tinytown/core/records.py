@@ -60,16 +60,20 @@ TASK_OPTIONAL_FIELDS = (
 
 def _amount(text: str | None) -> float | None:
     """A non-negative number as stored (seconds, money); None when absent or unreadable."""
+    if not text:  # (the usual case, checked first: a raised ValueError costs more)
+        return None
     try:
-        value = float(text or "")
+        value = float(text)
     except ValueError:
         return None
     return value if value >= 0 and value == value and value != float("inf") else None
 
 
 def _positive_int(text: str | None) -> int | None:
+    if not text:
+        return None
     try:
-        value = int(text or "")
+        value = int(text)
     except ValueError:
         return None
     return value if value > 0 else None
@@ -129,6 +133,28 @@ class Task:
             if value is not None:
                 out[name] = str(value)
         if self.push:
+            out["push"] = "true"
+        return out
+
+    @staticmethod
+    def new_hash(
+        task_id: str, description: str, state: str, created_at: str, tags: list[str], **optional
+    ) -> dict[str, str]:
+        """The hash a new task is stored as: what ``to_hash`` gives for it, made without the
+        :class:`Task` (a submit builds this before it sends, the Task after). ``optional``: the
+        ``TASK_OPTIONAL_FIELDS`` known at creation (None: left out) and ``push``."""
+        out = {
+            "id": task_id,
+            "description": description,
+            "state": state,
+            "created_at": created_at,
+            "updated_at": created_at,
+            "tags": json.dumps(tags) if tags else "[]",
+            "attempts": "0",
+        }
+        push = optional.pop("push", False)
+        out.update((k, str(v)) for k, v in optional.items() if v is not None)
+        if push:
             out["push"] = "true"
         return out
 

@@ -58,12 +58,14 @@ def ensure_group(r: redis.Redis, stream: str) -> None:
             raise
 
 
-def docket_fields(task: Task, to: str = "", timestamp: str = "") -> dict[str, str]:
+def docket_fields(
+    task_id: str, description: str, to: str = "", timestamp: str = ""
+) -> dict[str, str]:
     """Docket entry fields, in upstream's RAK-compatible layout (spec §4.6)."""
     return {
-        "task_id": task.id,
+        "task_id": task_id,
         "type": "task_assign",
-        "message": task.description,
+        "message": description,
         "priority": "normal",
         "from": "supervisor",
         "to": to,
@@ -79,6 +81,9 @@ class TaskStore:
         self.scripts = (self._transition,)  # for scripts.execute_pipelined after a cache loss
         self._delete = r.register_script(TASK_DELETE)
         self._groups_ready: set[str] = set()
+        # the keys every submit writes, named once
+        self._docket, self._tasks, self._backlog = keys.docket, keys.tasks, keys.backlog
+        self._in_state = {s: keys.tasks_in_state(s) for s in TASK_STATES}
 
     # -- create -----------------------------------------------------------------------------
 
@@ -112,13 +117,14 @@ class TaskStore:
         """
         created = now()
         ts = to_rfc3339(created)
-        task = Task(
-            id=task_id or new_id(),
-            description=description,
-            state=TASK["submit_to_agent" if agent_id else "submit"].target,
-            created_at=ts,
-            updated_at=ts,
-            tags=list(tags),
+        idempotent, task_id = task_id is not None, task_id or new_id()
+        state = TASK["submit_to_agent" if agent_id else "submit"].target
+        record = Task.new_hash(
+            task_id,
+            description,
+            state,
+            ts,
+            list(tags),
             assigned_to=agent_id,
             parent_id=parent_id,
             repo=repo,
@@ -129,34 +135,35 @@ class TaskStore:
             work_item_id=work_item_id,
             max_attempts=max_attempts,
         )
-        stream = self.keys.agent_docket(agent_id) if agent_id else self.keys.docket
+        stream = self.keys.agent_docket(agent_id) if agent_id else self._docket
         self._ensure_group(stream)
         score = epoch_us(created)
-        record = [x for kv in task.to_hash().items() for x in kv]
-        entry = [x for kv in docket_fields(task, agent_id or "", ts).items() for x in kv]
         commands = [
-            ("HSET", self.keys.task(task.id), *record),
-            ("ZADD", self.keys.tasks, score, task.id),
-            ("ZADD", self.keys.tasks_in_state(task.state), score, task.id),
+            ("HSET", self.keys.task(task_id), *[x for kv in record.items() for x in kv]),
+            ("ZADD", self._tasks, score, task_id),
+            ("ZADD", self._in_state[state], score, task_id),
         ]
         if not agent_id:
-            commands.append(("RPUSH", self.keys.backlog, task.id))
+            commands.append(("RPUSH", self._backlog, task_id))
+        entry = [
+            x for kv in docket_fields(task_id, description, agent_id or "", ts).items() for x in kv
+        ]
         commands.append(("XADD", stream, "MAXLEN", "~", defaults.DOCKET_MAXLEN, "*", *entry))
         created_event = ev.event(
             ev.TASK_CREATED,
-            f"task {task.id} created ({task.state})",
+            f"task {task_id} created ({state})",
             ts,
-            task_id=task.id,
+            task_id=task_id,
             agent_id=agent_id,
             mission_id=mission_id,
             work_item_id=work_item_id,
-            new_state=task.state,
+            new_state=state,
         )
         commands += self.events.commands(created_event)
-        if task_id is None:
+        if not idempotent:
             transaction.execute(self.r, commands)
-            return task
-        return self._add_once(task, commands)
+            return Task.from_hash(record)  # (made once the entry is on its way)
+        return self._add_once(Task.from_hash(record), commands)
 
     def _add_once(self, task: Task, commands: list) -> Task:
         """Run ``commands`` unless the task already exists (``WATCH`` on its key)."""
@@ -313,7 +320,7 @@ class TaskStore:
             self._ensure_group(stream)
             task = self.find(task_id)
             if task is not None:
-                for k, v in docket_fields(task, dispatch_to or "").items():
+                for k, v in docket_fields(task.id, task.description, dispatch_to or "").items():
                     xfields += [k, v]
         keys = [self.keys.task(task_id), self.keys.tasks, self.keys.backlog, stream]
         keys += [self.keys.events] + [self.keys.tasks_in_state(s) for s in TASK_STATES]
