@@ -80,9 +80,15 @@ def scaling_route():
     since = request.args.get("since")
     cache: SignalCache = current_app.config["SIGNALS"]
     try:
-        doc, seq = cache.current()
-        if not wait_secs or since != doc["version"]:
+        # An answer given at once counts every write made before the request (confirm: one
+        # command); a wait is woken by the pump, which brings any write it has not seen yet.
+        doc, seq = cache.current(confirm=not wait_secs)
+        if not wait_secs:
             return doc
+        if since != doc["version"]:
+            doc, seq = cache.current(confirm=True)
+            if since != doc["version"]:
+                return doc
         if cache.pump is None:  # an app without background duties cannot wait for events
             return doc, 200, {longpoll.WAIT_HEADER: "unsupported"}
         seen = seq

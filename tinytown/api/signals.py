@@ -3,9 +3,12 @@
 
 A process keeps its last signal (:class:`SignalCache`) for as long as its event pump
 (:mod:`tinytown.store.pump`) has seen no event: every change the signal counts appends an event
-in the same transaction, so an unchanged feed means an unchanged signal, and a scaler or KEDA
-asking again costs Redis nothing. The cache is a convenience, never an authority: without a
-healthy pump, or after ``SCALING_CACHE_MAX_SECS``, the signal is read from Redis again.
+in the same transaction, so an unchanged feed means an unchanged signal, and a long-poll that
+waits costs Redis nothing. An answer given at once first asks whether the pump has every event
+written so far (one command); if not, a write made just before the request has not reached the
+process yet, and the signal is read from Redis, so a read after a write always sees it. The
+cache is a convenience, never an authority: without a healthy pump, or after
+``SCALING_CACHE_MAX_SECS``, the signal is read from Redis again.
 """
 
 from __future__ import annotations
@@ -49,15 +52,18 @@ class SignalCache:
         self.seq = -1
         self.at = 0.0
 
-    def current(self) -> tuple[dict, int]:
-        """The signal now, and the pump ``seq`` it reflects (-1 without a pump)."""
+    def current(self, *, confirm: bool = False) -> tuple[dict, int]:
+        """The signal now, and the pump ``seq`` it reflects (-1 without a pump). ``confirm``: the
+        kept signal only if the pump has every event written before this call (one command), so
+        that the answer counts every write made before the request."""
         pump = self.pump
         if pump is None or not pump.healthy:
             return scaling(self.town), -1
-        seq = pump.seq  # read before Redis: an event during the read makes the next call read
+        # read before Redis: an event during the read makes the next call read
+        seq, caught_up = pump.caught_up() if confirm else (pump.seq, True)
         with self.lock:
             fresh = time.monotonic() - self.at < defaults.SCALING_CACHE_MAX_SECS
-            if self.doc is not None and self.seq == seq and fresh:
+            if caught_up and self.doc is not None and self.seq == seq and fresh:
                 return {**self.doc, "timestamp": to_rfc3339(now())}, seq
         doc = scaling(self.town)
         with self.lock:

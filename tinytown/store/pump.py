@@ -10,9 +10,11 @@ asking Redis on a timer.
 
 Waiters compare ``seq`` numbers, never event ids: ``wait(seen)`` returns as soon as ``seq``
 differs from ``seen`` (or the timeout passes). A waiter that needs the events themselves reads
-them from its own cursor when woken. While Redis is unreachable the pump retries every
-``PUMP_RETRY_SECS``, is not ``healthy`` (so callers ask Redis themselves and get its error), and
-bumps ``seq`` when it is back, since anything may have changed meanwhile.
+them from its own cursor when woken. The pump learns of an event a moment after it is written;
+a reader that must see every write made before it asks :meth:`caught_up` (one command). While
+Redis is unreachable the pump retries every ``PUMP_RETRY_SECS``, is not ``healthy`` (so callers
+ask Redis themselves and get its error), and bumps ``seq`` when it is back, since anything may
+have changed meanwhile.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ class EventPump:
             try:
                 if self.cursor is None:
                     entries = self.reader.xrevrange(self.stream, count=1)
-                    self.cursor = entries[0][0] if entries else OLDEST
+                    with self.cond:
+                        self.cursor = entries[0][0] if entries else OLDEST
                 self.healthy = True
                 if failing:
                     log.info("event=event_pump_resumed")
@@ -85,8 +88,7 @@ class EventPump:
                     block=int(self.block_secs * 1000),
                 )
                 if reply and reply[0][1]:
-                    self.cursor = reply[0][1][-1][0]
-                    self._bump()
+                    self._bump(cursor=reply[0][1][-1][0])
             except redis.RedisError as err:
                 self.healthy = False
                 if not failing:
@@ -96,7 +98,20 @@ class EventPump:
                 self.stopped.wait(defaults.PUMP_RETRY_SECS)
         self.reader.close()
 
-    def _bump(self) -> None:
+    def caught_up(self) -> tuple[int, bool]:
+        """The current ``seq``, and whether the pump has every event the feed holds now: one
+        ``XREVRANGE … COUNT 1`` (on the town's pool, not the pump's blocked connection). False
+        also when it cannot tell (not reading yet, or an event delivered meanwhile)."""
+        newest = self.town.redis.xrevrange(self.stream, count=1)
         with self.cond:
+            if self.cursor is None:
+                return self.seq, False
+            return self.seq, (newest[0][0] if newest else OLDEST) == self.cursor
+
+    def _bump(self, cursor: str | None = None) -> None:
+        """A new ``seq`` (and where the feed was read up to, with it), and every waiter woken."""
+        with self.cond:
+            if cursor is not None:
+                self.cursor = cursor
             self.seq += 1
             self.cond.notify_all()
