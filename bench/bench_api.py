@@ -225,8 +225,11 @@ def median_round(results: list[dict]) -> dict:
 
 
 def fill(town, target: int, batch: int = 5000) -> float:
-    """Queue tasks until ``target`` are pending, with the writes ``TaskStore.add`` makes."""
+    """Queue tasks until ``target`` are pending, with the writes ``TaskStore.add`` makes (its
+    ``task_created`` event too: a townhall keeps its signal while the feed is quiet, so writes
+    without events would leave it counting the queue from before them)."""
     from tinytown.core import defaults
+    from tinytown.core import events as ev
     from tinytown.core.clock import epoch_us, now, to_rfc3339
     from tinytown.core.records import Task, new_id
 
@@ -257,6 +260,15 @@ def fill(town, target: int, batch: int = 5000) -> float:
                 maxlen=defaults.DOCKET_MAXLEN,
                 approximate=True,
             )
+            created_event = ev.event(
+                ev.TASK_CREATED,
+                f"task {task.id} created (pending)",
+                ts,
+                task_id=task.id,
+                new_state="pending",
+            )
+            for command in town.tasks.events.commands(created_event):
+                pipe.execute_command(*command)
         pipe.execute()
         have += n
     return time.perf_counter() - began
