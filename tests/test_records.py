@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -88,3 +89,8 @@ def test_a_new_tasks_hash_is_what_the_task_stores(optional, tags, push):
     made = Task.new_hash("t1", "d", "pending", ts, tags, push=push, **optional)
     assert made == task.to_hash()
     assert Task.from_hash(made) == task
+
+
+def test_a_new_hash_refuses_a_field_a_task_does_not_have():
+    with pytest.raises(TypeError, match="repository"):
+        Task.new_hash("t1", "d", "pending", "2026-01-01T00:00:00+00:00", [], repository="/r")

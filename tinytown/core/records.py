@@ -58,6 +58,9 @@ TASK_OPTIONAL_FIELDS = (
 )
 
 
+_CREATION_FIELDS = frozenset(TASK_OPTIONAL_FIELDS)  # what Task.new_hash may be given
+
+
 def _amount(text: str | None) -> float | None:
     """A non-negative number as stored (seconds, money); None when absent or unreadable."""
     if not text:  # (the usual case, checked first: a raised ValueError costs more)
@@ -153,6 +156,8 @@ class Task:
             "attempts": "0",
         }
         push = optional.pop("push", False)
+        if not _CREATION_FIELDS.issuperset(optional):
+            raise TypeError(f"not a task field: {sorted(set(optional) - _CREATION_FIELDS)}")
         out.update((k, str(v)) for k, v in optional.items() if v is not None)
         if push:
             out["push"] = "true"
