@@ -26,13 +26,20 @@ def beating_at(town, agent_id, interval_secs: int, *, timeout: float, message: s
     )
 
 
-def test_an_idle_worker_beats_at_its_idle_cadence_and_a_working_one_at_the_short_one(
-    worker_town, workers
-):
-    root = worker_town(heartbeat_interval_secs=1, idle_heartbeat_secs=4)
+def idle_worker(worker_town, workers, idle_heartbeat_secs: int):
+    """A town beating every second while working and every ``idle_heartbeat_secs`` while idle,
+    and one worker of it, idle."""
+    root = worker_town(heartbeat_interval_secs=1, idle_heartbeat_secs=idle_heartbeat_secs)
     town = open_town(root)
     worker = workers.start(root)
     worker.wait_event("agent_state", state="idle")
+    return town, worker
+
+
+def test_an_idle_worker_beats_at_its_idle_cadence_and_a_working_one_at_the_short_one(
+    worker_town, workers
+):
+    town, worker = idle_worker(worker_town, workers, 4)
 
     idle = beating_at(town, worker.agent_id, 4, timeout=5, message="an idle beat")
     assert 8 < window_secs(town, idle.id) <= 12  # 3 idle intervals, less what has passed
@@ -55,10 +62,7 @@ def test_an_idle_worker_beats_at_its_idle_cadence_and_a_working_one_at_the_short
 
 
 def test_a_stop_flag_reaches_an_idle_worker_through_its_next_heartbeat(worker_town, workers):
-    root = worker_town(heartbeat_interval_secs=1, idle_heartbeat_secs=3)
-    town = open_town(root)
-    worker = workers.start(root)
-    worker.wait_event("agent_state", state="idle")
+    town, worker = idle_worker(worker_town, workers, 3)
     set_at = time.monotonic()
 
     town.redis.set(town.keys.stop(worker.agent_id), "1")  # no nudge: only a beat can see it
@@ -72,10 +76,7 @@ def test_a_stop_flag_reaches_an_idle_worker_through_its_next_heartbeat(worker_to
 def test_a_shutdown_message_nudges_an_idle_worker_without_waiting_for_a_heartbeat(
     worker_town, workers
 ):
-    root = worker_town(heartbeat_interval_secs=1, idle_heartbeat_secs=60)
-    town = open_town(root)
-    worker = workers.start(root)
-    worker.wait_event("agent_state", state="idle")
+    town, worker = idle_worker(worker_town, workers, 60)
     beating_at(town, worker.agent_id, 60, timeout=5, message="the first idle beat")
     sent_at = time.monotonic()
 
