@@ -15,7 +15,7 @@ def now() -> datetime:
 
 
 def to_rfc3339(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat()
+    return (ts if ts.tzinfo is UTC else ts.astimezone(UTC)).isoformat()
 
 
 def parse_rfc3339(text: str | None, *, require_zone: bool = False) -> datetime | None:

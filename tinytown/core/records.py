@@ -156,9 +156,11 @@ class Task:
             "attempts": "0",
         }
         push = optional.pop("push", False)
-        if not _CREATION_FIELDS.issuperset(optional):
-            raise TypeError(f"not a task field: {sorted(set(optional) - _CREATION_FIELDS)}")
-        out.update((k, str(v)) for k, v in optional.items() if v is not None)
+        for name, value in optional.items():  # (a plain loop: this is on a submit's way)
+            if name not in _CREATION_FIELDS:
+                raise TypeError(f"not a task field: {name!r}")
+            if value is not None:
+                out[name] = str(value)
         if push:
             out["push"] = "true"
         return out

@@ -30,7 +30,7 @@ class Events:
 
     def commands(self, doc: Mapping) -> list[Command]:
         """The XADDs that append ``doc`` (to its mission's stream too), for a transaction."""
-        fields = [x for kv in ev.entry_fields(doc).items() for x in kv]
+        fields = ev.entry_fields(doc)
         out: list[Command] = [
             ("XADD", self.keys.events, "MAXLEN", "~", defaults.EVENTS_MAXLEN, "*", *fields)
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import redis
 
@@ -139,16 +140,15 @@ class TaskStore:
         self._ensure_group(stream)
         score = epoch_us(created)
         commands = [
-            ("HSET", self.keys.task(task_id), *[x for kv in record.items() for x in kv]),
+            ("HSET", self.keys.task(task_id), *chain.from_iterable(record.items())),
             ("ZADD", self._tasks, score, task_id),
             ("ZADD", self._in_state[state], score, task_id),
         ]
         if not agent_id:
             commands.append(("RPUSH", self._backlog, task_id))
-        entry = [
-            x for kv in docket_fields(task_id, description, agent_id or "", ts).items() for x in kv
-        ]
-        commands.append(("XADD", stream, "MAXLEN", "~", defaults.DOCKET_MAXLEN, "*", *entry))
+        entry = docket_fields(task_id, description, agent_id or "", ts)
+        fields = chain.from_iterable(entry.items())
+        commands.append(("XADD", stream, "MAXLEN", "~", defaults.DOCKET_MAXLEN, "*", *fields))
         created_event = ev.event(
             ev.TASK_CREATED,
             f"task {task_id} created ({state})",
