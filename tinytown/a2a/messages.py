@@ -121,7 +121,7 @@ def _context_id(value: Any) -> str | None:
 def _skill(texts: list[str], data: dict | None) -> Skill:
     named = (data or {}).get("skill")
     if named is not None:
-        if named not in SKILLS:
+        if not isinstance(named, str) or named not in SKILLS:  # (a list or object: unhashable)
             raise invalid(
                 f"unknown skill {inputs.printable(str(named))!r}; this agent has "
                 f"{', '.join(SKILLS)}",

@@ -3,8 +3,8 @@
 Blueprints follow the scope groups: ``public`` (no auth: probes, metrics, scaling, the spec),
 ``read`` (``town.read``), ``write`` (``town.write``), ``manage`` (``agent.manage``); ``a2a_card``
 and ``a2a`` serve the A2A agent card and its JSON-RPC endpoint (:mod:`.a2a`). Errors are
-problem details (:mod:`.problems`), bodies are checked by :mod:`.validation`, and auth and the
-audit log live in :mod:`.access`.
+problem details (:mod:`.problems`), bodies are checked by :mod:`.validation`, auth and the
+audit log live in :mod:`.access`, and what a web browser may not ask is in :mod:`.browsers`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 
 from flask import Flask
 
+from tinytown.api import browsers
 from tinytown.api.a2a import a2a, a2a_card
 from tinytown.api.access import install_audit
 from tinytown.api.auth import Authenticator
@@ -65,6 +66,7 @@ def create_app(
     app.json.sort_keys = False
     app.url_map.strict_slashes = False
     register_error_handlers(app)
+    browsers.install(app)  # first: a browser's request townhall must not answer
     install_audit(app)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)

@@ -9,8 +9,9 @@ and CancelTask, whatever its outcome, and every denial leaves one audit line nam
 (its status: what REST would have answered).
 
 Bodies go through the one body reader (:func:`tinytown.api.jsonrpc.read_call`); a malformed one
-is a JSON-RPC error (parse error, invalid request), and one over ``max_body_bytes`` is 413 with
-a JSON-RPC error, so an A2A client always reads an error it understands.
+is a JSON-RPC error (parse error, invalid request), one not sent as ``application/json`` is 415
+and one over ``max_body_bytes`` is 413, each with a JSON-RPC error, so an A2A client always reads
+an error it understands. A web page in a browser is refused before this (:mod:`.browsers`).
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def rpc():
     principal = g.principal
     try:
         call = jsonrpc.read_call()
-    except RpcError as err:
-        return jsonrpc.error(None, err)
+    except jsonrpc.BadCall as err:
+        return jsonrpc.error(err.rid, err, status=err.status or 200)
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         message = f"the request body is larger than {limit} bytes ([townhall] max_body_bytes)"

@@ -3,9 +3,13 @@ it with a result or an error object.
 
 Bodies are read by the one body reader (:func:`tinytown.api.validation.read_body`: the size limit,
 UTF-8, depth and number checks) and answered ``application/json``; a malformed one is answered
-with the JSON-RPC error that names what is wrong (``-32700`` parse error, ``-32600`` invalid
-request) rather than a problem document, because these clients read JSON-RPC errors. Batches are
-refused (neither protocol uses them any more).
+with the JSON-RPC error that names what is wrong rather than a problem document, because these
+clients read JSON-RPC errors: ``-32700`` parse error and ``-32600`` invalid request with a null
+id, as JSON-RPC 2.0 has it; ``-32602`` for ``params`` that are not an object, with the request's
+id. A body must be sent as JSON (``Content-Type: application/json``; else 415, as REST answers),
+so that a web page cannot post a call as a form or as plain text. Batches are refused (neither
+protocol uses them any more), and so is a null ``id`` (MCP forbids it; A2A's clients never send
+one).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 
 from tinytown.api.validation import read_body
 from tinytown.core import inputs
@@ -37,31 +41,45 @@ class Call:
     notification: bool
 
 
+class BadCall(RpcError):
+    """A body that is not a call: its JSON-RPC error, the request's id when the request itself
+    was well formed (else None) and the HTTP status to answer with (None: the endpoint's own)."""
+
+    def __init__(self, code: int, message: str, *, rid=None, status: int | None = None):
+        super().__init__(code, message)
+        self.rid, self.status = rid, status
+
+
 def read_call() -> Call:
-    """The request's JSON-RPC call; :class:`RpcError` if it is not one."""
+    """The request's JSON-RPC call; :class:`BadCall` if it is not one."""
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        sent = inputs.printable(request.content_type or "none")[:100]
+        message = f"Content-Type must be application/json, got {sent!r}"
+        raise BadCall(INVALID_REQUEST, message, status=415)
     try:
         doc = inputs.decode_json(read_body())
     except InputError as err:
-        raise RpcError(PARSE_ERROR, f"parse error: {err}") from None
+        raise BadCall(PARSE_ERROR, f"parse error: {err}") from None
     if isinstance(doc, list):
-        raise RpcError(INVALID_REQUEST, "batches are not supported; send one request per POST")
+        raise BadCall(INVALID_REQUEST, "batches are not supported; send one request per POST")
     if not isinstance(doc, dict):
-        raise RpcError(INVALID_REQUEST, f"a request must be a JSON object, got {type_name(doc)}")
+        raise BadCall(INVALID_REQUEST, f"a request must be a JSON object, got {type_name(doc)}")
+    rid = doc.get("id")
+    if "id" in doc and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
+        message = f"'id' must be a string or an integer, got {type_name(rid)}"
+        raise BadCall(INVALID_REQUEST, message)
     if doc.get("jsonrpc") != "2.0":
-        raise RpcError(INVALID_REQUEST, 'a request must carry "jsonrpc": "2.0"')
+        raise BadCall(INVALID_REQUEST, 'a request must carry "jsonrpc": "2.0"')
     method = doc.get("method")
     if not isinstance(method, str) or not method:
-        raise RpcError(INVALID_REQUEST, "a request must name its 'method' (a string)")
-    rid = doc.get("id")
-    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
-        raise RpcError(
-            INVALID_REQUEST, f"'id' must be a string or an integer, got {type_name(rid)}"
-        )
+        raise BadCall(INVALID_REQUEST, "a request must name its 'method' (a string)")
     params = doc.get("params", {})
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise RpcError(INVALID_PARAMS, f"'params' must be an object, got {type_name(params)}")
+        message = f"'params' must be an object, got {type_name(params)}"
+        raise BadCall(INVALID_PARAMS, message, rid=rid)
     return Call(rid, method, params, notification="id" not in doc)
 
 

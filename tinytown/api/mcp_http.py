@@ -3,13 +3,11 @@
 Auth is REST's: the same keys or tokens, the same 401 sentence (as a JSON-RPC error, with
 ``WWW-Authenticate``), and each tool needs its operation's scope. Every tool call that writes,
 and every denial, leaves one audit line naming the principal and the tool. A browser page on
-another origin is refused (the spec's DNS-rebinding rule). There are no sessions: GET (a
-server-to-client stream) and DELETE (ending a session) answer 405.
+another origin is refused before this (the spec's DNS-rebinding rule; :mod:`.browsers`). There
+are no sessions: GET (a server-to-client stream) and DELETE (ending a session) answer 405.
 """
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, request
 
@@ -19,6 +17,7 @@ from tinytown.api.auth import AuthError
 from tinytown.api.common import town
 from tinytown.core.rpc import INVALID_REQUEST, RpcError
 from tinytown.mcp.protocol import VERSIONS, Session
+from tinytown.mcp.tools import Refused
 
 mcp = Blueprint("mcp", __name__)
 PATH = "/mcp"
@@ -29,8 +28,6 @@ mcp.required_scope = ANY
 @mcp.post(PATH)
 def call() -> Response:
     g.audited = True  # this view writes its own audit lines
-    if (refused := _foreign_origin()) is not None:
-        return refused
     try:
         principal = identify()
     except AuthError as err:
@@ -53,13 +50,16 @@ def call() -> Response:
         )
     try:
         rpc = jsonrpc.read_call()
-    except RpcError as err:
-        return jsonrpc.error(None, err, status=400)
+    except jsonrpc.BadCall as err:
+        return jsonrpc.error(err.rid, err, status=err.status or 400)
     if rpc.notification:
         return jsonrpc.accepted()
     session = Session(town(), principal)
     try:
         result = session.handle(rpc.method, rpc.params)
+    except Refused as err:  # a resource's or prompt's operation refused the caller
+        audit(principal.id, "POST", PATH, err.status, rpc=rpc.method)
+        return jsonrpc.error(rpc.id, err)
     except RpcError as err:
         return jsonrpc.error(rpc.id, err)
     finally:
@@ -78,16 +78,3 @@ def no_stream() -> Response:
     )
     resp.headers["Allow"] = "POST"
     return resp
-
-
-def _foreign_origin() -> Response | None:
-    """A request from a web page on another origin (a browser sends ``Origin``)."""
-    origin = request.headers.get("Origin")
-    if origin is None or urlsplit(origin).netloc == request.host:
-        return None
-    audit("anonymous", "POST", PATH, 403, reason="foreign origin")
-    return jsonrpc.error(
-        None,
-        RpcError(INVALID_REQUEST, f"origin {origin[:100]!r} may not call this server"),
-        status=403,
-    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from tinytown import ops
 from tinytown.core.errors import Problem
 from tinytown.core.rpc import INVALID_PARAMS, RpcError
+from tinytown.mcp.tools import protocol_error
 from tinytown.ops.table import Caller
 from tinytown.store import Town
 
@@ -43,7 +44,7 @@ def get_prompt(town: Town, caller: Caller, name: object, arguments: object) -> d
         else:
             raise RpcError(INVALID_PARAMS, f"unknown prompt {str(name)[:80]!r}; see prompts/list")
     except Problem as err:
-        raise RpcError(INVALID_PARAMS, err.detail) from None
+        raise protocol_error(err, INVALID_PARAMS) from None
     return {
         "description": next(p["description"] for p in PROMPTS if p["name"] == name),
         "messages": [{"role": "user", "content": {"type": "text", "text": text}}],

@@ -9,7 +9,7 @@ import re
 from tinytown import ops
 from tinytown.core.errors import Problem
 from tinytown.core.rpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
-from tinytown.mcp.tools import problem_json
+from tinytown.mcp.tools import problem_json, protocol_error
 from tinytown.ops.table import Caller
 from tinytown.store import Town
 
@@ -81,5 +81,5 @@ def read_resource(town: Town, caller: Caller, uri: object) -> dict:
             if err.status >= 500
             else INVALID_PARAMS
         )
-        raise RpcError(code, err.detail, {"uri": uri, **problem_json(err)}) from None
+        raise protocol_error(err, code, {"uri": uri, **problem_json(err)}) from None
     return {"contents": [{"uri": uri, "mimeType": MIME, "text": json.dumps(data)}]}

@@ -73,6 +73,22 @@ def call_tool(town: Town, caller: Caller, name: object, arguments: object) -> Ou
     return Outcome(tool_result(data), op.status, op)
 
 
+class Refused(RpcError):
+    """The JSON-RPC error for a resource or prompt whose operation refused the caller (401 or
+    403), with that status, so that the transport audits it as the denial it is."""
+
+    def __init__(self, code: int, problem: Problem, data: dict | None = None):
+        super().__init__(code, problem.detail, data)
+        self.status = problem.status
+
+
+def protocol_error(problem: Problem, code: int, data: dict | None = None) -> RpcError:
+    """A resource's or prompt's problem as its JSON-RPC error (:class:`Refused` for a denial)."""
+    if problem.status in (401, 403):
+        return Refused(code, problem, data)
+    return RpcError(code, problem.detail, data)
+
+
 def tool_result(data: dict) -> dict:
     return {
         "content": [{"type": "text", "text": json.dumps(data, ensure_ascii=False)}],

@@ -56,11 +56,14 @@ def field(
         raise Problem(
             422, f"field {name!r} must be {_KIND_NAMES[kind]}, got {type_name(value)}", field=name
         )
-    if kind is int:
-        return inputs.integer(value, name, low, high)
-    if kind is str and rule is None:
-        return inputs.text(value, name)
-    return rule(value, name) if rule is not None else value
+    try:
+        if kind is int:
+            return inputs.integer(value, name, low, high)
+        if kind is str and rule is None:
+            return inputs.text(value, name)
+        return rule(value, name) if rule is not None else value
+    except inputs.InputError as err:  # (the rule's sentence, as the Problem this promises)
+        raise Problem(err.status, str(err), field=err.field) from None
 
 
 def required_text(body: dict, name: str, *, multiline: bool = True) -> str:
