@@ -125,6 +125,7 @@ class Worker:
         self.paused = False  # set by an operator (tt/REST interrupt): take no new work
         self.idle_since = time.monotonic()
         self.held: Entry | None = None  # the entry whose task is running; kept fresh by heartbeats
+        self.tasks_taken = 0  # (a heartbeat that missed a whole task still beats: see heartbeat)
         self.cancelled_task = ""  # set by the heartbeat thread when the running task is cancelled
         self.proc: subprocess.Popen | None = None  # the running CLI (set by the task's run)
         self.logs = TaskLogs(config.path(defaults.TASK_LOG_DIR))
@@ -343,7 +344,7 @@ class Worker:
             self.with_redis("ack", self.docket.ack, entry)
             self.log("entry_skipped", task=entry.task_id, entry=entry.entry_id, reason=claim.reason)
             return
-        self.held = entry
+        self.held, self.tasks_taken = entry, self.tasks_taken + 1
         if orphan_holder:  # its holder died: a CLI it left running here must stop first
             self.runner.stop_orphan_cli(orphan_holder, task.id)
         # The inbox was read with the claim; the messages leave it once the CLI has them.

@@ -26,10 +26,14 @@ def beating_at(town, agent_id, interval_secs: int, *, timeout: float, message: s
     )
 
 
-def idle_worker(worker_town, workers, idle_heartbeat_secs: int):
-    """A town beating every second while working and every ``idle_heartbeat_secs`` while idle,
-    and one worker of it, idle."""
-    root = worker_town(heartbeat_interval_secs=1, idle_heartbeat_secs=idle_heartbeat_secs)
+def idle_worker(worker_town, workers, idle_heartbeat_secs: int, working_secs: int = 1):
+    """A town beating every ``working_secs`` while working and every ``idle_heartbeat_secs``
+    while idle, and one worker of it, idle."""
+    root = worker_town(
+        heartbeat_interval_secs=working_secs,
+        idle_heartbeat_secs=idle_heartbeat_secs,
+        claim_timeout_secs=max(2, 3 * working_secs),  # (more than the working interval)
+    )
     town = open_town(root)
     worker = workers.start(root)
     worker.wait_event("agent_state", state="idle")
@@ -58,6 +62,26 @@ def test_an_idle_worker_beats_at_its_idle_cadence_and_a_working_one_at_the_short
     )
     assert window_secs(town, worker.agent_id) > 9
     assert worker.alive()
+    town.redis.close()
+
+
+def test_a_task_that_came_and_went_between_two_looks_leaves_an_idle_window(worker_town, workers):
+    """The heartbeat thread looks every working interval (2 s here); a quick task starts and ends
+    between two looks. Its start set the working window (3 × 2 s); the next idle beat is due a
+    minute after the last one. The thread beats at its next look all the same, so the idle,
+    healthy worker is never judged dead (it was, 6 s after such a task, before)."""
+    town, worker = idle_worker(worker_town, workers, 60, working_secs=2)
+    beating_at(town, worker.agent_id, 60, timeout=5, message="an idle beat")
+
+    task = town.tasks.add("[print quick]")
+    assert wait_terminal(town, task.id).state == "completed"
+
+    poll(
+        lambda: window_secs(town, worker.agent_id) > 150,  # 3 idle intervals, not 3 working
+        timeout=2 + 3,  # the next look, and the beat's round trip
+        message="an idle beat within one look of the task's end",
+    )
+    assert not town.agents.dead()
     town.redis.close()
 
 

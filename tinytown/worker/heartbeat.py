@@ -9,6 +9,9 @@ so a working worker that dies is seen within 15 s and an idle one within 90 s: a
 holds no task, so only the counts wait longer, and an idle worker costs Redis about 25 commands
 a minute instead of ~290. A worker that takes a task or ends one beats at the new cadence within
 one working interval; taking one also shortens its window at once (``WorkerStore.cli_started``).
+A task that starts and ends between two looks of this thread counts too (``tasks_taken``
+changed): else the working window set as its CLI started would run out before the next idle beat,
+and an idle, healthy worker would be judged dead.
 
 Each beat also reads the agent's state, its stop flag and whether its lists hold messages. When
 they say something the worker has not acted on (the stop flag, a stop state, a pause or resume,
@@ -52,6 +55,7 @@ class WorkerState(Protocol):
     stopping: str  # read: why the worker is draining ("" while it is not)
     paused: bool  # read: whether the worker believes its agent paused
     held: Entry | None  # read: the entry whose task is running
+    tasks_taken: int  # read: how many tasks it has taken (each may have changed its window)
     cancelled_task: str  # set: the running task was cancelled or deleted
     wake: threading.Event  # set by a signal handler: beat now (and end an idle read)
     controls_due: threading.Event  # set: a beat saw something; end_idle_read looks at it too
@@ -68,6 +72,7 @@ class Heartbeat:
         self.last_beat = time.monotonic()  # registering was a beat, at the working interval
         self.last_working = True  # … whose window is the shorter: the first look beats again
         self.had_messages = False  # whether the last beat found messages waiting
+        self.taken_at_beat = 0  # the worker's tasks_taken as of the last beat
 
     def run(self) -> None:
         """The thread: looks every working interval (no Redis command unless a beat is due),
@@ -78,13 +83,14 @@ class Heartbeat:
             w.wake.clear()
             if w.exiting.is_set():
                 return
-            held = w.held
-            if not (woken or self.due(held is not None, time.monotonic())):
+            held, taken = w.held, w.tasks_taken
+            if not (woken or self.due(held is not None, taken, time.monotonic())):
                 continue
             try:
                 if w.stopping:
                     end_idle_read(w)
                 self.beat(held)
+                self.taken_at_beat = taken
                 if failing:
                     w.log("heartbeat_resumed")
                 failing = False
@@ -93,11 +99,16 @@ class Heartbeat:
                     w.log("heartbeat_failed", detail=str(err))
                 failing = True
 
-    def due(self, working: bool, t: float) -> bool:
-        """A beat is due when the work started or ended since the last one (its window changes),
-        or its own interval has passed."""
+    def due(self, working: bool, taken: int, t: float) -> bool:
+        """A beat is due when the work started or ended since the last one, or a task came and
+        went in between (``taken``: the worker's ``tasks_taken``; either way its window
+        changed), or its own interval has passed."""
         interval = self.working_secs if working else self.idle_secs
-        return working != self.last_working or t - self.last_beat >= interval - CADENCE_SLACK_SECS
+        return (
+            working != self.last_working
+            or taken != self.taken_at_beat
+            or t - self.last_beat >= interval - CADENCE_SLACK_SECS
+        )
 
     def beat(self, held: Entry | None) -> None:
         """One round trip at the cadence of the work: ``last_heartbeat`` and what the controls
