@@ -72,7 +72,7 @@ import traceback
 
 import redis
 
-from tinytown.config import Config, load_config
+from tinytown.config import Config, load_config, require_town_to_join
 from tinytown.config.exposure import exposure
 from tinytown.core import defaults
 from tinytown.core.cost import outpost_from_env
@@ -480,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.town)
+        require_town_to_join(config)
     except ConfigError as err:
         log("exit", reason="bad_config", code=int(ExitStatus.CONFIG_ERROR), detail=str(err))
         return int(ExitStatus.CONFIG_ERROR)

@@ -239,6 +239,16 @@ def test_bad_configuration_exits_3(tmp_path, redis_url, workers):
     assert exit_line["reason"] == "bad_config" and "idle_timeout_secs" in exit_line["detail"]
 
 
+def test_a_worker_outside_any_town_exits_3_and_starts_no_redis_of_its_own(tmp_path, workers):
+    elsewhere = tmp_path / "not-a-town"
+    elsewhere.mkdir()
+    worker = workers.start(elsewhere)
+    assert worker.wait_exit(timeout=10) == ExitStatus.CONFIG_ERROR
+    detail = worker.events("exit")[-1]["detail"]
+    assert f"no town in {elsewhere}" in detail and "REDIS_URL" in detail
+    assert list(elsewhere.iterdir()) == []  # no .tt/, no Redis started there
+
+
 def test_an_idle_worker_recovers_when_redis_comes_back_empty(tmp_path, workers):
     # A town of its own: its data is wiped, as after a restart without persistence.
     root = write_worker_town(tmp_path / "wiped", None, heartbeat_interval_secs=1)

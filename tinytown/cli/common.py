@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from tinytown.config import Config, load_config, town_dir
+from tinytown.config import Config, is_town, load_config, town_dir
 from tinytown.connection.target import resolve_target
 from tinytown.core import defaults, inputs
 from tinytown.core.errors import ConfigError, NotFound, RedisUnavailable
@@ -64,12 +64,6 @@ NAME = rule(inputs.name, "name")
 REPO = rule(inputs.repo, "repo")
 BRANCH = rule(inputs.branch, "branch")
 TAGS = rule(lambda v, f: inputs.tags([t.strip() for t in v.split(",") if t.strip()], f), "tags")
-
-
-def is_town(root: Path) -> bool:
-    """A town directory holds ``tinytown.toml`` (``tt init``), or ``.tt/``: a town ran there
-    without one (townhall or a worker on defaults, which every tt command then reaches too)."""
-    return (root / defaults.CONFIG_FILENAME).is_file() or (root / defaults.RUNTIME_DIRNAME).is_dir()
 
 
 def require_town(explicit: str | None) -> Path:
