@@ -49,7 +49,7 @@ def populate(town: Town) -> dict:
     now_ms = town.samples.now_ms()
     for k in range(12):
         town.samples.record(k % 4, 1, 2, at_ms=now_ms - (6 * HOUR_MS) + k * HOUR_MS // 2)
-    return {"alice": alice, "bob": bob, "mission": mission}
+    return {"alice": alice, "bob": bob, "mission": mission, "broken": broken}
 
 
 class Text(HTMLParser):
@@ -104,7 +104,7 @@ def test_a_key_without_town_read_cannot_log_in(keyed_app, keyring):
 def test_the_page_shows_agents_queue_missions_failures_events_and_the_chart(
     keyed_app, keyed_town, keyring
 ):
-    populate(keyed_town)
+    made = populate(keyed_town)
     client = keyed_app.test_client()
     html = client.get("/", headers={"X-API-Key": keyring["read"][0]}).get_data(as_text=True)
     text = text_of(html)
@@ -119,6 +119,9 @@ def test_the_page_shows_agents_queue_missions_failures_events_and_the_chart(
     assert "Break the build" in text and "exit 3: tests failed" in text
     assert "traceback" not in text  # the first line of a reason only
     assert "task_failed" in text  # recent events
+    broken = made["broken"].id  # an event about a task links to its page, as the task's rows do
+    events = html[html.index('<table id="events">') :]
+    assert re.search(rf'<a href="/tasks/{broken}">task {broken[:8]} \w+ -&gt; failed', events)
     assert html.count("<polyline") == 2 and "no samples yet" not in html
 
 

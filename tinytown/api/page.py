@@ -185,6 +185,7 @@ def status_view() -> dict:
                 "time": _clock(e.get("timestamp")),
                 "type": e.get("event_type", ""),
                 "message": _short(e.get("message"), 120),
+                "task_id": e["task_id"] if is_uuid(e.get("task_id")) else "",  # (linked)
             }
             for e in reversed(t.events.latest(EVENTS_SHOWN))
         ],
