@@ -24,6 +24,22 @@ def starts(records):
     return [r for r in read_records(records) if r["event"] == "start"]
 
 
+def test_a_cli_the_shell_cannot_find_fails_saying_so(worker_town, workers):
+    root = worker_town(max_attempts=1)
+    with open(root / "tinytown.toml", "a") as toml:  # a CLI this machine does not have
+        toml.write('\n[agent_clis.missing]\ncommand = "tinytown-no-such-cli --go"\n')
+    town = open_town(root)
+    workers.start(root)
+
+    task = town.tasks.add("anything", cli="missing")
+    done = wait_terminal(town, task.id)
+
+    assert done.state == "failed"
+    assert "exited with code 127 (the shell found no such command" in done.result
+    tail = done.result.splitlines()[-1]  # the shell's own line ("…: not found"), from the tail
+    assert "tinytown-no-such-cli" in tail and "not found" in tail
+
+
 def test_a_failing_task_is_retried_then_failed_with_the_reason_and_stays_listed(
     worker_town, workers, tmp_path
 ):

@@ -20,6 +20,13 @@ class Inbox:
         return [messages.decode(m) for _, m in self.raw]
 
 
+# What the shell's own exit codes mean: the command line never ran the CLI.
+SHELL_CODES = {
+    126: " (the shell found the command but could not run it: is it executable?)",
+    127: " (the shell found no such command: is the CLI installed and on the worker's PATH?)",
+}
+
+
 @dataclass
 class Outcome:
     """How one CLI run ended."""
@@ -81,4 +88,6 @@ class Outcome:
                 f"timed out after {config.agent.task_timeout_secs} s (task_timeout_secs); "
                 "its process group was stopped"
             )
-        return f"the coding CLI exited with code {self.exit_code}"
+        return f"the coding CLI exited with code {self.exit_code}" + SHELL_CODES.get(
+            self.exit_code, ""
+        )
