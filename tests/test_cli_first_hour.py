@@ -150,6 +150,15 @@ def test_an_agent_is_named_by_its_first_8_hex_digits(run_tt, town):
     assert run_tt("agent", "show", "0badc0de").returncode == 5
 
 
+def test_a_live_missions_status_says_when_no_worker_would_take_its_tasks(run_tt, town):
+    mission = make_mission(town)
+    alone = run_tt("mission", "status", mission.id)
+    assert alone.returncode == 0 and "no live worker to take its tasks" in alone.stdout
+    town.agents.set_state(town.agents.register("worker-1", "claude").id, "ready")  # it beats
+    served = run_tt("mission", "status", mission.id)
+    assert served.returncode == 0 and "no live worker" not in served.stdout
+
+
 def test_an_ambiguous_agent_short_id_exits_1(run_tt, town):
     for name, agent_id in (("a1", TWIN_A), ("a2", TWIN_B)):
         town.agents.register(name, "claude", agent_id=agent_id)

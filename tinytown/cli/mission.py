@@ -254,6 +254,11 @@ def render_status(town: Town, mission: Mission) -> list[str]:
         lines.append(f"  reason: {mission.data['blocked_reason']}")
     if mission.data.get("dispatcher_last_help_request_reason"):
         lines.append(f"  needs help: {mission.data['dispatcher_last_help_request_reason']}")
+    if mission.state in LIVE_MISSION_STATES and town.agents.counts().live_active == 0:
+        lines.append(
+            "  no live worker to take its tasks: start one in the town's directory "
+            "(python -m agent_worker), or a scaler"
+        )
     lines.append("")
     width = max((len(i["key"]) for i in items), default=4)
     for item in items:
