@@ -66,9 +66,14 @@ def test_hashes_public_oidc_settings_variable_names_and_paths_are_not_secrets():
             },
             "tls": {"key_file": "server-key.pem"},
         },
-        "notify": [{"name": "hook", "url": "", "secret_env": "HOOK_SECRET"}],
+        "notify": [
+            {"name": "hook", "url": "", "secret_env": "HOOK_SECRET"},
+            {"name": "local", "url": "http://127.0.0.1:9000/"},  # the README's: a bare origin
+        ],
     }
     assert secret_keys(doc) == []
+    topic = {"notify": [{"name": "t", "url": "http://127.0.0.1:9000/?t=x"}]}
+    assert secret_keys(topic) == ["notify[0].url"]  # (a query can be the capability)
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])

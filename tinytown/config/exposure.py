@@ -9,7 +9,8 @@ What counts as a secret — a value that grants access on its own:
 
 - ``[redis] password``, and ``[redis] url`` when it carries one (``redis://user:PASSWORD@…``);
 - ``[[notify]] url`` (an ntfy topic, a Slack incoming webhook or a webhook's key in its URL is
-  the capability itself) and ``[[notify]] secret`` (the HMAC key);
+  the capability itself; a bare origin such as ``http://127.0.0.1:9000/`` carries none) and
+  ``[[notify]] secret`` (the HMAC key);
 - ``[agent_clis.NAME] env`` entries named like a credential (``…KEY``, ``…TOKEN``,
   ``…SECRET``, ``…PASSWORD``): ``ANTHROPIC_API_KEY``, ``GITHUB_TOKEN``.
 
@@ -76,6 +77,23 @@ def _url_has_password(value: Any) -> bool:
         return False
 
 
+def _capability(url: Any) -> bool:
+    """Whether a URL can carry a capability: a secret rides in its credentials, path, query or
+    fragment. A bare origin (``http://127.0.0.1:9000/``, the README's local receiver) says only
+    where; anything unreadable is counted."""
+    if not url:
+        return False
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        return True
+    return (
+        parts is None
+        or bool(parts.username or parts.password or parts.query or parts.fragment)
+        or parts.path not in ("", "/")
+    )
+
+
 def _table(data: Mapping, key: str) -> Mapping:
     value = data.get(key)
     return value if isinstance(value, Mapping) else {}
@@ -93,7 +111,10 @@ def secret_keys(data: Mapping[str, Any]) -> list[str]:
     for i, target in enumerate(targets if isinstance(targets, list) else []):
         if not isinstance(target, Mapping):
             continue
-        found += [f"notify[{i}].{k}" for k in ("url", "secret") if target.get(k)]
+        if _capability(target.get("url")):
+            found.append(f"notify[{i}].url")
+        if target.get("secret"):
+            found.append(f"notify[{i}].secret")
     for name, cli in _table(data, "agent_clis").items():
         env = _table(cli, "env") if isinstance(cli, Mapping) else {}
         found += [
