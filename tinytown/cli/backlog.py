@@ -21,6 +21,7 @@ from tinytown.cli.common import (
     short,
 )
 from tinytown.core.clis import named_cli
+from tinytown.core.inputs import REPO_RULE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,8 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--repo",
         type=REPO,
-        help="git repository the worker clones for this task: an https://, "
-        "ssh://, git:// or file:// URL, user@host:path, or a path on the worker",
+        help=f"git repository the worker clones for this task: {REPO_RULE}",
     )
     a.add_argument(
         "--base-branch",
