@@ -72,8 +72,9 @@ import traceback
 
 import redis
 
-from tinytown.config import Config, load_config, require_town_to_join
+from tinytown.config import Config, load_config
 from tinytown.config.exposure import exposure
+from tinytown.connection.target import require_town_to_join
 from tinytown.core import defaults
 from tinytown.core.cost import outpost_from_env
 from tinytown.core.errors import ConfigError, ExitStatus, RedisUnavailable, TinytownError

@@ -351,17 +351,6 @@ def is_town(root: Path) -> bool:
     return (root / defaults.CONFIG_FILENAME).is_file() or (root / defaults.RUNTIME_DIRNAME).is_dir()
 
 
-def require_town_to_join(config: Config) -> None:
-    """A worker joins a town: its directory (:func:`is_town`) or ``REDIS_URL``. ConfigError if
-    neither, rather than a Redis of the worker's own that no townhall or ``tt`` would see."""
-    if not (is_town(config.root) or config.redis.url):
-        raise ConfigError(
-            f"no town in {config.root}: no {defaults.CONFIG_FILENAME} and no "
-            f"{defaults.RUNTIME_DIRNAME}/ (a town that ran there); run the worker in the town's "
-            "directory (--town DIR), or set REDIS_URL to join a town's Redis"
-        )
-
-
 def default_town_name(root: Path) -> str:
     """The directory name, with characters unsafe in Redis key names replaced by ``-``."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", root.name).strip("-.") or "town"

@@ -2,7 +2,8 @@
 (:func:`client_options`).
 
 Precedence (upstream §2.4): ``REDIS_URL`` → ``[redis].url`` → the town's unix socket →
-``redis[s]://host:port`` built from ``[redis]``. No I/O here.
+``redis[s]://host:port`` built from ``[redis]``. No I/O here but a look at the town directory
+(:func:`require_town_to_join`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from tinytown.config import Config
+from tinytown.config import Config, is_town
 from tinytown.core import defaults
+from tinytown.core.errors import ConfigError
 from tinytown.core.urls import is_loopback, redact_url
 
 
@@ -45,6 +47,17 @@ def resolve_target(config: Config) -> RedisTarget:
         auth = f"{user}:{quote(r.password, safe='')}@"
     host = f"[{r.host}]" if ":" in r.host else r.host
     return RedisTarget(url=f"{scheme}://{auth}{host}:{r.port}/0", managed=is_loopback(r.host))
+
+
+def require_town_to_join(config: Config) -> None:
+    """A worker joins a town: ConfigError if its directory is none (:func:`is_town`) and it
+    would start a Redis of its own there, which no townhall or ``tt`` would see."""
+    if not is_town(config.root) and resolve_target(config).managed:
+        raise ConfigError(
+            f"no town in {config.root}: no {defaults.CONFIG_FILENAME} and no "
+            f"{defaults.RUNTIME_DIRNAME}/ (a town that ran there); run the worker in the town's "
+            "directory (--town DIR), or set REDIS_URL to join a town's Redis"
+        )
 
 
 def client_options(config: Config, target: RedisTarget) -> dict[str, Any]:
