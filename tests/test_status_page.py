@@ -125,6 +125,25 @@ def test_the_page_shows_agents_queue_missions_failures_events_and_the_chart(
     assert html.count("<polyline") == 2 and "no samples yet" not in html
 
 
+def test_every_page_forbids_scripts_frames_and_foreign_forms(keyed_app, keyed_town, keyring):
+    made = populate(keyed_town)
+    client = keyed_app.test_client()
+    key = {"X-API-Key": keyring["read"][0]}
+    for path, headers in (
+        ("/", key),
+        (f"/tasks/{made['broken'].id}", key),
+        ("/tasks/no-such-task", key),
+        ("/login", {}),
+    ):
+        resp = client.get(path, headers=headers)
+        assert resp.status_code in (200, 404) and resp.mimetype == "text/html", path
+        policy = resp.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, path
+        assert "script-src" not in policy  # (none: default-src 'none' forbids every script)
+        assert resp.headers["X-Frame-Options"] == "DENY", path
+        assert resp.headers["X-Content-Type-Options"] == "nosniff", path
+
+
 def test_the_chart_draws_both_lines_within_its_box_and_says_when_empty():
     now = 10 * HOUR_MS
     samples = [Sample(now - k * HOUR_MS // 4, k, 1, 3) for k in range(24)]

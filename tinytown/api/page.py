@@ -7,6 +7,10 @@ or a key entered once on ``/login`` and kept in an ``HttpOnly``, ``SameSite=Stri
 (``Secure`` under TLS); ``POST /logout`` drops it. The cookie holds the key itself, checked like
 a header on every request (the verification cache keeps that cheap), so a key removed from
 ``tinytown.toml`` stops working at the next reload.
+
+Every page says what a browser may do with it (:data:`PAGE_HEADERS`): no script, no frame
+around it (clickjacking the log-out or log-in form), styles only its own inline ones, forms
+posted only back here, no referrer sent with its links.
 """
 
 from __future__ import annotations
@@ -34,6 +38,19 @@ COOKIE = "tinytown_key"
 SCOPE = "town.read"
 KEY_MAX_CHARS = 4096
 EVENTS_SHOWN, FAILURES_SHOWN, MISSIONS_SHOWN = 20, 10, 10
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@page.after_request
+def _page_headers(resp):
+    resp.headers.update(PAGE_HEADERS)
+    return resp
 
 
 def _authenticator() -> Authenticator:
