@@ -22,6 +22,7 @@ error on ``/mcp`` and ``/a2a``, with one audit line.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, request
@@ -37,6 +38,7 @@ from tinytown.core.urls import is_loopback
 JSON_RPC = ("mcp", "a2a")  # the blueprints that answer in JSON-RPC
 
 
+@lru_cache(maxsize=256)  # (a handful of Host values reach a town; this runs on every request)
 def local_host(host: str) -> bool:
     """Whether a ``Host`` header (``name[:port]``, ``[v6][:port]``) names this machine."""
     try:
