@@ -3,11 +3,11 @@ compose.yaml, the REST API on the published port, ``docker compose exec`` into t
 
 ``ComposeStack`` runs ``docker compose`` (the plugin) or Debian's ``docker-compose`` (v1), whichever
 answers, with a project, town, network, workspace volume and image tag of its own, so that it
-never touches a user's stack on the same engine. The only departures from compose.yaml are in a
-small override file, for what this machine cannot do or tests must track: Redis comes from the
-local stand-in image (no registry to pull ``redis:7`` from; ``.ci/docker-engine.sh`` builds it),
-and the images it builds carry the test label and this checkout's stage label (pruned like
-``docker_support.build_image``'s). ``remove`` deletes everything it made, by project label, town
+never touches a user's stack on the same engine. Redis comes from the local stand-in image, named
+by compose.yaml's own ``TINYTOWN_REDIS_IMAGE`` as a user without a registry would (no registry to
+pull ``redis:7`` from; ``.ci/docker-engine.sh`` builds it). The only departures from compose.yaml
+are in a small override file, for what tests must track: the images it builds carry the test
+label and this checkout's stage label (pruned like ``docker_support.build_image``'s). ``remove`` deletes everything it made, by project label, town
 label and its own image tags.
 
 Used by ``tests/test_stack_e2e.py``.
@@ -68,8 +68,7 @@ def compose_command() -> list[str] | None:
 def override_yaml() -> str:
     """The test's only changes to compose.yaml (merged by the compose tool, as ``-f`` files are)."""
     build = {"args": {"TINYTOWN_STAGE": STAGE}, "labels": {TEST_LABEL: "1"}}
-    services: dict[str, Any] = {"redis": {"image": REDIS_IMAGE}}
-    services.update({name: {"build": build} for name in BUILT_SERVICES})
+    services: dict[str, Any] = {name: {"build": build} for name in BUILT_SERVICES}
     return json.dumps({"services": services}, indent=2)  # JSON is YAML
 
 
@@ -105,6 +104,7 @@ class ComposeStack:
         env.update(
             DOCKER_GID=str(DOCKER_SOCKET.stat().st_gid),
             TINYTOWN_BASE_IMAGE=BASE_IMAGE,
+            TINYTOWN_REDIS_IMAGE=REDIS_IMAGE,
             TINYTOWN_TAG=self.tag,
             TINYTOWN_STACK=self.stack,
             TINYTOWN_PUBLISH=f"127.0.0.1:{self.port}",
