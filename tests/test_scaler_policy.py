@@ -550,6 +550,15 @@ def test_a_fresh_heartbeat_is_healthy():
     assert verdict().healthy
 
 
+def test_a_worker_that_stopped_itself_a_moment_ago_is_leaving_not_a_disagreement():
+    # its record says stopped (not alive) while its container runs the last of its exit
+    just = verdict(a=agent(1, "Stopped", heartbeat_age_secs=0.2, alive=False))
+    assert not just.judged and just.unknown is None and "leaves" in just.reason
+    long_ago = verdict(a=agent(1, "Stopped", heartbeat_age_secs=300, alive=False))
+    assert long_ago.unknown == "evidence_inconsistent"  # still running minutes later: say so
+    assert verdict(UNHEALTHY, a=agent(1, "Stopped", heartbeat_age_secs=0.2, alive=False)).judged
+
+
 def test_a_heartbeat_older_than_the_window_is_a_failure_when_docker_agrees():
     v = verdict(UNHEALTHY, a=agent(1, heartbeat_age_secs=91))
     assert v.judged and not v.healthy and "heartbeat 91s old" in v.reason

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tinytown.scaler.containers import Worker
 from tinytown.scaler.defaults import EVIDENCE_TOLERANCE_AGENTS
-from tinytown.scaler.wire import ERROR, IDLE, WORKING, Agent, Signal
+from tinytown.scaler.wire import ERROR, IDLE, STOPPED, WORKING, Agent, Signal
 
 # Why a verdict is unknown (also the names of the events that log it).
 EVIDENCE_INCONSISTENT = "evidence_inconsistent"  # townhall contradicts itself or the engine
@@ -76,6 +76,12 @@ def health_verdict(
     failure = townhall_failure(agent, now, unhealthy_after_secs)
     if worker.health == "starting":
         return Verdict(False, True, "Docker health starting")
+    if (
+        failure is not None
+        and worker.health != "unhealthy"
+        and leaving(agent, now, unhealthy_after_secs)
+    ):
+        return Verdict(False, True, "agent stopped within a heartbeat window: its worker leaves")
     if worker.health is None:
         if failure is None:
             return Verdict(True, True, "ok")
@@ -106,6 +112,18 @@ def health_verdict(
             EVIDENCE_INCONSISTENT,
         )
     return Verdict(True, True, "ok")
+
+
+def leaving(agent: Agent | None, now: float, window_secs: float) -> bool:
+    """Whether the agent's worker stopped itself a moment ago (its record says stopped, with a
+    beat younger than ``window_secs``): its container may still run for the last milliseconds
+    of its exit, which is no disagreement between the witnesses. Later it is one again."""
+    if agent is None or agent.state != STOPPED:
+        return False
+    age = agent.heartbeat_age_secs
+    if age is None and agent.last_heartbeat is not None:
+        age = now - agent.last_heartbeat
+    return age is not None and age < window_secs
 
 
 def next_failure_count(previous: int, verdict: Verdict) -> int:

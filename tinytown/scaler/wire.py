@@ -25,6 +25,7 @@ AGENT_STATES = AGENT_REST_STATES  # every state /v1/agents may report
 ACTIVE_AGENT_STATES = frozenset(map(rest_state, states.ACTIVE_AGENT_STATES))
 IDLE, ERROR = rest_state(states.AGENT_IDLE_STATE), rest_state(states.AGENT_ERROR_STATE)
 WORKING = rest_state(states.AGENT_WORKING_STATE)  # what the signal's busy_agents counts
+STOPPED = rest_state(states.AGENT["stop"].target)  # its worker left (or is on its way out)
 BUSY_AGENT_STATES = frozenset(map(rest_state, states.AGENT_BUSY_STATES))  # never drained
 DOWN_RECOMMENDATIONS = frozenset(SCALE_DOWN_RECOMMENDATIONS)  # a surplus may be drained
 
