@@ -124,7 +124,12 @@ class Scaler:
         try:
             return self.townhall.scaling_signal(wait_secs, sig.version)
         except TownhallError as err:
-            log("warning", "signal_wait_failed", reason=str(err), action="polling instead")
+            log(
+                "warning",
+                "signal_wait_failed",
+                reason=str(err),
+                action="this pass polls; the next waits again",
+            )
             return None
 
     def _pass(self, state: State, sig: Signal, now: float, report: Report) -> Report:
