@@ -124,12 +124,8 @@ class Scaler:
         try:
             return self.townhall.scaling_signal(wait_secs, sig.version)
         except TownhallError as err:
-            log(
-                "warning",
-                "signal_wait_failed",
-                reason=str(err),
-                action="this pass polls; the next waits again",
-            )
+            action = "this pass polls; the next waits again"
+            log("warning", "signal_wait_failed", reason=str(err), action=action)
             return None
 
     def _pass(self, state: State, sig: Signal, now: float, report: Report) -> Report:
