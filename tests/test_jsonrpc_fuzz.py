@@ -498,20 +498,13 @@ def clean_log(hall):
     assert "Traceback" not in new and "event=internal_error" not in new, new[-3000:]
 
 
+@pytest.mark.parametrize("path, requests_of", [("/mcp", mcp_requests), ("/a2a", a2a_requests)])
 @FUZZ
 @given(data=st.data())
-def test_mcp_fuzz(hall, clean_log, data):
-    doc = data.draw(mcp_requests(hall), label="request")
+def test_fuzz(hall, clean_log, path, requests_of, data):
+    doc = data.draw(requests_of(hall), label="request")
     key = data.draw(keys_, label="key")
-    send_and_check(hall, "/mcp", _encode(doc), key)
-
-
-@FUZZ
-@given(data=st.data())
-def test_a2a_fuzz(hall, clean_log, data):
-    doc = data.draw(a2a_requests(hall), label="request")
-    key = data.draw(keys_, label="key")
-    send_and_check(hall, "/a2a", _encode(doc), key)
+    send_and_check(hall, path, _encode(doc), key)
 
 
 HOSTILE_BODIES = [
