@@ -6,6 +6,7 @@ Pure: files and functions only, no cluster, Redis, Docker or network.
 from __future__ import annotations
 
 import re
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from tinytown.config import load_config
 from tinytown.core import defaults
 from tinytown.core.scaling import ScalingInput, scaling_signal
 from tinytown.scaler import cloudrun
+from tinytown.scaler import defaults as scaler_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -111,9 +113,22 @@ def test_every_manifest_parses_as_yaml(path):
 def test_kustomization_lists_exactly_the_manifests_in_its_folder():
     kustomization = documents(K8S / "kustomization.yaml")[0]
     listed = kustomization["resources"]
-    on_disk = [p.name for p in yaml_files(K8S) if p.name != "kustomization.yaml"]
+    on_disk = [
+        p.name
+        for p in yaml_files(K8S)
+        if p.name != "kustomization.yaml" and not p.name.endswith(".example.yaml")
+    ]
     assert sorted(listed) == sorted(on_disk)
     assert len(listed) == len(set(listed))
+
+
+def test_kustomize_never_applies_a_secret_so_apply_k_cannot_overwrite_real_ones():
+    # The Secrets are templates applied on their own (docs/deploy.md step 3); a Secret among
+    # the resources would put its placeholders over the real values at every `apply -k`.
+    listed = documents(K8S / "kustomization.yaml")[0]["resources"]
+    assert not [n for n in listed for d in documents(K8S / n) if d["kind"] == "Secret"]
+    assert {d["kind"] for d in documents(K8S / "secrets.example.yaml")} == {"Secret"}
+    assert "deploy/kubernetes/secrets.yaml" in (ROOT / ".gitignore").read_text().splitlines()
 
 
 def test_kustomization_images_name_the_images_the_manifests_use():
@@ -270,10 +285,27 @@ def test_cloud_run_drain_fits_its_sigterm_window(tmp_path):
     )
 
 
-def test_workers_are_jobs_that_end_on_their_idle_exit(tmp_path):
-    # A Job's pod is not restarted after exit 0, so the idle exit really ends the worker.
-    assert worker_pod()["restartPolicy"] == "Never"
+def test_workers_end_on_their_idle_exit_and_a_failed_one_backs_off_in_its_own_pod(tmp_path):
+    # OnFailure: exit 0 (the idle exit) completes the Job; a failure (exit 3 or 4, OOM, the
+    # liveness probe) restarts the container with back-off while the Job counts as running, so
+    # KEDA does not start a fresh pod for a broken configuration at every poll.
+    assert worker_pod()["restartPolicy"] == "OnFailure"
+    assert scaled_job()["spec"]["jobTargetRef"]["backoffLimit"] >= 1
     assert load_toml(shipped_configs()["kubernetes"], tmp_path).agent.idle_timeout_secs > 0
+
+
+def test_worker_liveness_is_the_scalers_healthcheck_on_a_health_file_it_can_write():
+    (container,) = worker_pod()["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    path = env[scaler_defaults.HEALTH_FILE_ENV]
+    assert path == scaler_defaults.HEALTH_FILE
+    # the root is read-only: the file must be on a mounted, writable volume
+    mounts = [m for m in container["volumeMounts"] if not m.get("readOnly")]
+    assert any(Path(path).is_relative_to(m["mountPath"]) for m in mounts)
+    probe = container["livenessProbe"]
+    assert probe["exec"]["command"] == shlex.split(scaler_defaults.HEALTHCHECK)
+    assert probe["timeoutSeconds"] >= scaler_defaults.HEALTHCHECK_TIMEOUT_SECS
+    assert probe["failureThreshold"] >= 2  # two stale looks in a row, as the Docker healthcheck
 
 
 def test_worker_writes_the_town_directory_on_a_volume_with_the_config_inside(tmp_path):
@@ -324,6 +356,26 @@ def test_cloud_run_townhall_listens_on_the_images_port():
     assert container["startupProbe"]["httpGet"]["path"] == "/livez"
     env = {e["name"]: e for e in container["env"]}
     assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "latest"
+
+
+def test_cloud_run_townhall_keeps_an_instance_with_cpu_between_requests():
+    # Its keeper, mission dispatcher and notifier work between requests: at zero instances or
+    # with CPU only during requests, missions stall and pings wait (docs/deploy.md).
+    service = documents(CLOUDRUN / "townhall.service.yaml")[0]
+    annotations = service["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["autoscaling.knative.dev/minScale"]) >= 1
+    assert annotations["run.googleapis.com/cpu-throttling"] == "false"
+
+
+def test_cloud_run_images_are_the_ones_docs_deploy_builds_and_pushes():
+    deploy_doc = (ROOT / "docs" / "deploy.md").read_text()
+    pushed = set(re.findall(r"docker push \$REGISTRY/([a-z-]+):\$TAG", deploy_doc))
+    assert pushed == {"tinytown-townhall", "tinytown-agent-worker"}
+    for path in (CLOUDRUN / "townhall.service.yaml", CLOUDRUN / "scaler-job.yaml"):
+        (image,) = re.findall(r"(?m)^\s*image:\s*(\S+)", path.read_text())
+        name, tag = image.rsplit("/", 1)[1].split(":")
+        assert (name, tag) == ("tinytown-townhall", "REPLACE_ME_TAG"), path.name
+    assert "--image=$REGISTRY/tinytown-agent-worker:$TAG" in deploy_doc
 
 
 # --- Cloud Run: the scaling driver is a job users apply -------------------------------------------
