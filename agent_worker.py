@@ -128,6 +128,7 @@ class Worker:
         self.held: Entry | None = None  # the entry whose task is running; kept fresh by heartbeats
         self.tasks_taken = 0  # (a heartbeat that missed a whole task still beats: see heartbeat)
         self.cancelled_task = ""  # set by the heartbeat thread when the running task is cancelled
+        self.task_lost = ""  # … or taken over by another run (this worker was judged dead)
         self.proc: subprocess.Popen | None = None  # the running CLI (set by the task's run)
         self.logs = TaskLogs(config.path(defaults.TASK_LOG_DIR))
         # Stops the running CLI if this worker dies.

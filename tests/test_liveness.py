@@ -17,6 +17,7 @@ from tinytown.config import load_config
 from tinytown.core.liveness import Beat
 from tinytown.core.scaling import ScalingInput, scaling_signal
 from tinytown.keeper import Keeper
+from tinytown.recovery import recover
 from tinytown.store import Town
 from tinytown.store.docket import Docket
 from tinytown.store.dockets import is_dead
@@ -138,7 +139,7 @@ def test_nobody_is_judged_dead_until_redis_has_been_up_for_one_window(tmp_path):
         gone = beating(town, "gone", "working", interval=1, age_ms=LONG_AGO_MS)
         gone_docket = Docket(town, gone.id)
         gone_docket.ensure_groups()
-        town.tasks.add("x")
+        task = town.tasks.add("x")
         gone_docket.read(100)  # it holds the task's entry, idle long past the claim timeout
         held = town.redis.xpending_range(town.keys.docket, "workers", "-", "+", 10)
         town.redis.xclaim(
@@ -149,6 +150,9 @@ def test_nobody_is_judged_dead_until_redis_has_been_up_for_one_window(tmp_path):
         assert not town.agents.settled()
         assert town.agents.dead() == []
         assert looker.reclaim_one() is None
+        # nor townhall's keeper (recover), which once took a live worker's task here
+        assert recover(town)["reclaimed"] == 0
+        assert town.tasks.get(task.id).state == "running"
 
         poll(town.agents.settled, timeout=6, message="Redis up for 3 s")
         assert [a.id for a in town.agents.dead()] == [gone.id]

@@ -75,6 +75,26 @@ def test_recover_stops_silent_agents_and_returns_their_task_to_the_backlog(town)
     }
 
 
+def test_recover_puts_back_an_entry_a_dead_worker_read_but_never_took(town):
+    # A worker that dies between its read and putting back what it did not take (a claim
+    # refused while paused, or one entry from each stream) holds an entry whose task is still
+    # pending. It once went nowhere: acknowledged, the task pending with no entry for ever.
+    dead, _ = worker(town, "dead")
+    task = town.tasks.add("read, never taken")
+    town.redis.xreadgroup("workers", dead.id, {town.keys.docket: ">"}, count=1)
+    silence(town, dead.id)
+
+    assert recover(town)["reclaimed"] == 1
+
+    assert shared_pending(town) == 0
+    back = town.tasks.get(task.id)
+    assert back.state == "pending" and back.attempts == 0
+    live, d = worker(town, "live", state="idle")
+    delivery = d.read(100)  # any worker now gets it
+    assert delivery is not None and delivery.claim.task.id == task.id
+    assert town.tasks.get(task.id).state == "running"
+
+
 def test_recover_returns_a_held_directed_task_and_fails_one_past_max_attempts(town):
     dead, d = worker(town, "dead")
     directed = town.tasks.add("for dead", agent_id=dead.id)

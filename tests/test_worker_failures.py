@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+from tinytown.recovery import return_held_entries
 from tinytown.store import control
 
 from .test_worker_dispatch import acked, open_town, wait_terminal
@@ -18,6 +19,18 @@ from .worker_support import (
     worker_town,
     workers,
 )  # noqa: F401
+
+
+def assert_cli_group_stopped(records) -> None:
+    """The recorded CLI and its child are gone within 5 s."""
+    runs = read_records(records)
+    cli = next(r["pid"] for r in runs if r["event"] == "start")
+    child = next(r["child_pid"] for r in runs if r["event"] == "child")
+    assert poll(
+        lambda: process_gone(cli) and process_gone(child),
+        timeout=5,
+        message="the CLI's group to be stopped",
+    )
 
 
 def starts(records):
@@ -146,32 +159,51 @@ def test_task_timeout_stops_the_whole_process_group_and_counts_as_a_failed_attem
     assert poll(lambda: process_gone(child), timeout=5, message="the CLI's child to be killed")
 
 
-def test_cancelling_a_running_task_stops_its_cli_and_the_worker_goes_on(
-    worker_town, workers, tmp_path
-):
+def long_running_task(worker_town, workers, tmp_path):
+    """A worker (1 s heartbeats) running a task whose CLI has a child and sleeps 60 s."""
     root = worker_town(heartbeat_interval_secs=1)
     town = open_town(root)
     records = tmp_path / "runs.jsonl"
     worker = workers.start(root)
     task = town.tasks.add(f"[record {records}] [child] [sleep 60]")
     worker.wait_event("task_started", task=task.id)
+    return town, worker, task, records
+
+
+def test_cancelling_a_running_task_stops_its_cli_and_the_worker_goes_on(
+    worker_town, workers, tmp_path
+):
+    town, worker, task, records = long_running_task(worker_town, workers, tmp_path)
 
     town.tasks.cancel(task.id, "not needed any more")
 
     finished = worker.wait_event("task_finished", task=task.id, timeout=10)
     assert finished["outcome"] == "kept:cancelled"
-    runs = read_records(records)
-    cli = next(r["pid"] for r in runs if r["event"] == "start")
-    child = next(r["child_pid"] for r in runs if r["event"] == "child")
-    assert poll(
-        lambda: process_gone(cli) and process_gone(child),
-        timeout=5,
-        message="the CLI's group to be stopped",
-    )
+    assert_cli_group_stopped(records)
     assert town.tasks.get(task.id).state == "cancelled"  # the worker does not overwrite it
     assert acked(town, town.keys.docket)
     nxt = town.tasks.add(f"[record {records}]")
     assert wait_terminal(town, nxt.id).state == "completed"
+
+
+def test_a_worker_whose_task_went_to_another_run_stops_its_cli_and_writes_nothing_over_it(
+    worker_town, workers, tmp_path
+):
+    # What a keeper does to a worker it judged dead (after a Redis restart it once did so to
+    # live ones): the task back to the queue, the entry acknowledged. The live worker's CLI
+    # used to run on beside the next run; now its heartbeat sees it and stops the CLI.
+    town, worker, task, records = long_running_task(worker_town, workers, tmp_path)
+
+    assert return_held_entries(town, town.keys.docket, worker.agent_id) == 1
+    town.tasks.cancel(task.id, "no second run here")  # (its fresh entry would start one)
+
+    lost = worker.wait_event("entry_lost", task=task.id, timeout=10)
+    assert lost["cli_stopped"] == "True"
+    assert worker.wait_event("cli_stopping", task=task.id)["reason"] == "task_taken_over"
+    assert_cli_group_stopped(records)
+    finished = worker.wait_event("task_finished", task=task.id, timeout=10)
+    assert finished["outcome"].startswith("kept:")
+    assert town.tasks.get(task.id).state == "cancelled"
 
 
 def test_a_directed_task_of_a_killed_worker_goes_back_to_the_backlog_for_others(

@@ -34,7 +34,9 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
     Returns how many tasks went back.
     Each task goes back to the backlog with a fresh shared-docket entry (or is failed when it
     used up ``max_attempts``), then the old entry is acknowledged — in that order, so a crash in
-    between leaves a duplicate entry, never a lost task.
+    between leaves a duplicate entry, never a lost task. A shared-docket entry whose task is
+    still ``pending`` (the holder read it but never took it: it died before putting it back)
+    goes back as it is, a copy added and the original acknowledged in one step.
     """
     returned = 0
     for entry_id, _idle in town.dockets.held(
@@ -42,6 +44,10 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
     ):
         task_id = town.dockets.task_of(stream, entry_id)
         task = town.tasks.find(task_id) if task_id else None
+        if task is not None and task.state == BACKLOG_STATE and stream == town.keys.docket:
+            if town.dockets.release(stream, entry_id):
+                returned += 1
+            continue
         if task is not None and not task.terminal:
             max_attempts = task.attempts_allowed(town.config.agent.max_attempts)
             owned = task.state == BACKLOG_STATE or task.assigned_to == holder
@@ -73,6 +79,10 @@ def recover(town: Town, *, sweep_terminal: bool = True) -> dict:
     for terminal ones that left a directed entry behind (a drain timeout) — what ``tt recover``
     and ``POST /v1/recover`` do; townhall's keeper, which runs this by itself, skips that part.
 
+    Nobody is judged while Redis has just started (``AgentStore.settled``): after a restart
+    every live agent's window may have run out while it could not beat, and taking their
+    entries then would run their tasks twice.
+
     Returns ``{"checked": n, "recovered": n, "agents": [names], "reclaimed": n}``: agents in an
     active state examined, agents marked stopped, their names, and tasks returned to work (or
     failed past ``max_attempts``).
@@ -80,6 +90,8 @@ def recover(town: Town, *, sweep_terminal: bool = True) -> dict:
     now_ms = town.agents.now_ms()
     checked = town.agents.active_count()
     stopped: list[Agent] = []
+    if not town.agents.settled():  # Redis has just started: every window may have run out
+        return {"checked": checked, "recovered": 0, "agents": [], "reclaimed": 0}
     for agent in town.agents.dead(now_ms):
         result = town.agents.update(agent.id, "recover")
         if result.ok:

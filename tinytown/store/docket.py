@@ -24,20 +24,9 @@ from tinytown.core import defaults
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.records import Task
 from tinytown.core.states import AGENT_NO_WORK_STATES, TASK, TASK_STATES
-from tinytown.store.dockets import GROUP, forget_consumer, is_dead
+from tinytown.store.dockets import GROUP, RELEASE_ENTRY, forget_consumer, is_dead
 from tinytown.store.scripts import DOCKET_CLAIM, queue_script
 from tinytown.store.tasks import ensure_group
-
-# Hand an entry back to its stream: a copy goes to the end (for any reader), the original is
-# acknowledged. Used when one XREADGROUP over two streams returned an entry from each.
-# KEYS: 1 stream; ARGV: 1 group, 2 entry id. Returns the new entry id ('' if the entry is gone).
-_RELEASE = """
-local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
-local new = ''
-if #e > 0 then new = redis.call('XADD', KEYS[1], '*', unpack(e[1][2])) end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return new
-"""
 
 # Take over one entry from the holder judged dead: only if that holder still holds it and it
 # is still idle past the claim timeout, then XAUTOCLAIM from exactly that id (COUNT 1, so
@@ -124,7 +113,7 @@ class Docket:
         self.reader_id: int | None = None
         self._reader_client_id: int | None = None  # None: not asked on this connection yet
         self.reader.connection.register_connect_callback(self._reader_connected)
-        self._release = self.r.register_script(_RELEASE)
+        self._release = self.r.register_script(RELEASE_ENTRY)
         self._keep_alive = self.r.register_script(_KEEP_ALIVE)
         self._ack_if_held = self.r.register_script(_ACK_IF_HELD)
         self._take_over = self.r.register_script(_TAKE_OVER)

@@ -22,6 +22,18 @@ redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
+# Hand an entry back to its stream: a copy goes to the end (for any reader), the original is
+# acknowledged, in one step. A worker's read that brought an entry it did not take (one from
+# each stream, or a claim refused); recovery, for an entry a dead holder read but never took.
+# KEYS: 1 stream; ARGV: 1 group, 2 entry id. Returns the new entry id ('' if the entry is gone).
+RELEASE_ENTRY = """
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+local new = ''
+if #e > 0 then new = redis.call('XADD', KEYS[1], '*', unpack(e[1][2])) end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return new
+"""
+
 
 def is_dead(agent: Agent | None, now_ms: int) -> bool:
     """Missing, terminal, or no heartbeat within its own window (``Agent.alive``, Redis clock)."""
@@ -92,6 +104,11 @@ class Dockets:
 
     def ack(self, stream: str, entry_id: str) -> None:
         self.r.xack(stream, GROUP, entry_id)
+
+    def release(self, stream: str, entry_id: str) -> str:
+        """Put an entry back for any reader of ``stream``: a copy added, the original
+        acknowledged (one script). Returns the copy's id ('' if the entry was gone)."""
+        return self.r.register_script(RELEASE_ENTRY)(keys=[stream], args=[GROUP, entry_id])
 
     def forget(self, stream: str, consumer: str) -> bool:
         return forget_consumer(self.r, stream, consumer)

@@ -75,7 +75,7 @@ class Controls:
 class BeatReply:
     """What a heartbeat read: the agent's state (None: the record is gone), whether its stop
     flag is set, whether its urgent or inbox list holds messages, and while a task runs whether
-    its entry is still this worker's and the task's state (None: deleted); both None while
+    its entry is still this worker's, the task's state (None: deleted) and its agent; None while
     idle."""
 
     state: str | None
@@ -83,6 +83,7 @@ class BeatReply:
     has_messages: bool
     still_held: bool | None = None
     task_state: str | None = None
+    task_owner: str | None = None  # the task's assigned_to
 
 
 class WorkerStore:
@@ -120,7 +121,7 @@ class WorkerStore:
             agents.queue_worker_beat(pipe, self.agent_id, interval_secs or self.interval)
             if entry is not None:
                 docket.queue_keep_alive(pipe, entry)
-                pipe.hget(self.keys.task(entry.task_id), "state")
+                pipe.hmget(self.keys.task(entry.task_id), "state", "assigned_to")
 
         beat, *held = execute_pipelined(self.r, build, agents.scripts + docket.scripts)
         found = beat[0] == "ok"
@@ -129,7 +130,8 @@ class WorkerStore:
             stop_requested=found and int(beat[2]) > 0,
             has_messages=found and int(beat[3]) > 0,
             still_held=bool(held[0]) if held else None,
-            task_state=held[1] if held else None,
+            task_state=held[1][0] if held else None,
+            task_owner=held[1][1] if held else None,
         )
 
     def cli_started(

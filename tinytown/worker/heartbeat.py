@@ -34,7 +34,7 @@ from typing import Protocol
 import redis
 
 from tinytown.config import AgentConfig
-from tinytown.core.states import AGENT, AGENT_STOP_STATES, TASK
+from tinytown.core.states import AGENT, AGENT_STOP_STATES, TASK, TASK_RUNNING
 from tinytown.store.docket import Docket, Entry
 from tinytown.store.worker import BeatReply, WorkerStore
 from tinytown.worker.controls import end_idle_read
@@ -56,7 +56,9 @@ class WorkerState(Protocol):
     paused: bool  # read: whether the worker believes its agent paused
     held: Entry | None  # read: the entry whose task is running
     tasks_taken: int  # read: how many tasks it has taken (each may have changed its window)
+    agent_id: str
     cancelled_task: str  # set: the running task was cancelled or deleted
+    task_lost: str  # set (with cancelled_task): its entry went to another run
     wake: threading.Event  # set by a signal handler: beat now (and end an idle read)
     controls_due: threading.Event  # set: a beat saw something; end_idle_read looks at it too
     exiting: threading.Event  # set when the worker ends: so does the heartbeat
@@ -124,7 +126,12 @@ class Heartbeat:
         if held is None:
             return
         if not reply.still_held and w.held is held:  # (not the worker's own ack racing the beat)
-            w.log("entry_lost", task=held.task_id, entry=held.entry_id)
+            # Taken over (this worker was judged dead) or sent back to the queue: another run
+            # has it, and this one's final write would be refused; its CLI stops now.
+            mine = reply.task_state == TASK_RUNNING and reply.task_owner == w.agent_id
+            w.log("entry_lost", task=held.task_id, entry=held.entry_id, cli_stopped=not mine)
+            if not mine:
+                w.task_lost = w.cancelled_task = held.task_id
         if reply.task_state is None or reply.task_state == TASK["cancel"].target:
             w.cancelled_task = held.task_id  # cancelled, or deleted
 

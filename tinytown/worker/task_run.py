@@ -68,6 +68,7 @@ class WorkerState(Protocol):
     with_redis: Callable[..., object]  # a tinytown.worker.retry.RedisRetry
     stopping: str  # read: why the worker is draining ("" while it is not)
     cancelled_task: str  # read: set by the heartbeat or control thread on a cancel
+    task_lost: str  # read: set with cancelled_task when the task's entry went to another run
     proc: subprocess.Popen | None  # set: the running CLI, whose group a second signal kills
     cost_per_hour: float  # its outpost's rate: what a second of a task's CLI costs × 3600
 
@@ -333,7 +334,8 @@ class TaskRunner:
             if self.output is not None:  # it runs a while: its output goes out as it comes
                 self.output.start()
             if w.cancelled_task == task.id:
-                w.log("cli_stopping", task=task.id, pid=proc.pid, reason="task_cancelled")
+                why = "task_taken_over" if w.task_lost == task.id else "task_cancelled"
+                w.log("cli_stopping", task=task.id, pid=proc.pid, reason=why)
                 return Outcome(exit_code=cli_process.stop_group(proc), cancelled=True)
             t = time.monotonic()
             if w.stopping and drain_deadline is None:
