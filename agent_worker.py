@@ -82,12 +82,11 @@ from tinytown.core.liveness import Beat
 from tinytown.core.logfmt import emit, line
 from tinytown.core.records import Task
 from tinytown.core.states import AGENT, TASK_RUNNING
-from tinytown.recovery import return_held_entries
 from tinytown.store import Town
 from tinytown.store.agents import NameTaken
 from tinytown.store.docket import Claim, Delivery, Docket, Entry
 from tinytown.store.worker import WorkerStore
-from tinytown.worker import cli_process, health_file, orphan_cli
+from tinytown.worker import cli_process, hand_back, health_file, orphan_cli
 from tinytown.worker.controls import Controls
 from tinytown.worker.dead_workers import DeadWorkers
 from tinytown.worker.heartbeat import Heartbeat
@@ -95,7 +94,6 @@ from tinytown.worker.outcome import Inbox, Outcome
 from tinytown.worker.retry import RedisGone, RedisRetry
 from tinytown.worker.task_run import TaskRunner
 from tinytown.worker.tasklog import TaskLogs
-from tinytown.worker.workspace import Workspace
 
 
 def default_agent_name(host: str, agent_id: str | None = None) -> str:
@@ -354,8 +352,11 @@ class Worker:
         if inbox.raw and any(m.get("type") == "shutdown" for m in inbox.messages):
             self.stopping = self.stopping or "shutdown_message"
         outcome, ws = self.runner.run(task, entry, inbox)
+        if outcome.never_started:  # told to leave before its CLI started: not an attempt
+            hand_back.give_back(self, task, entry, ws)
+            return
         if outcome.left_unfinished:
-            self.leave_unfinished(task, ws)
+            hand_back.leave_unfinished(self, task, ws)
             return
         fields = self.runner.commit_workspace(task, ws, outcome)
         self.finish(entry, task, outcome, fields)
@@ -372,15 +373,8 @@ class Worker:
             return self.with_redis("claim", self.docket.claim, entry)
 
     def undo_claim(self, delivery: Delivery) -> None:
-        """A task the read claimed just as the worker was told to stop: back to the backlog at
-        once, the attempt not counted, the entry acknowledged."""
-        task, entry, requeue = delivery.claim.task, delivery.entry, self.town.tasks.requeue
-        me, uncounted = self.agent_id, task.attempts - 1
-        self.with_redis(
-            "give_back", requeue, task.id, move="undo_claim", assignee=me, attempts=uncounted
-        )
-        self.with_redis("ack", self.docket.ack, entry)
-        self.log("task_given_back", task=task.id, entry=entry.entry_id, reason=self.stopping)
+        """A task the read claimed just as the worker was told to stop: given back uncounted."""
+        hand_back.give_back(self, delivery.claim.task, delivery.entry)
 
     def finish(self, entry: Entry, task: Task, outcome: Outcome, fields: dict[str, str]) -> None:
         """Write the task's final state for this attempt, then (only then) acknowledge the entry."""
@@ -392,33 +386,6 @@ class Worker:
         self.log(
             "task_finished", task=task.id, attempt=attempt, outcome=final, reason=reason, **fields
         )
-
-    def leave_unfinished(self, task: Task, ws: Workspace | None) -> None:
-        """The worker is leaving before its task finished (a drain timeout): push work in
-        progress, then leave the task for another worker.
-
-        A shared-docket entry stays held, for another worker to take over once it has been idle
-        ``claim_timeout_secs``. An entry on this agent's own stream has no other reader, so its
-        task goes back to the backlog at once (or is failed past ``max_attempts``).
-        """
-        if ws is not None:
-            self.runner.push_wip(task, ws)
-        entry = self.held
-        to = "backlog" if entry is not None and entry.directed else "reclaim"
-        if to == "backlog":
-            self.with_redis(
-                "hand_back", return_held_entries, self.town, entry.stream, self.agent_id
-            )
-        entry_id, attempt = entry.entry_id if entry else None, task.attempts
-        self.log(
-            "task_handed_back",
-            task=task.id,
-            entry=entry_id,
-            attempt=attempt,
-            reason="drain_timeout",
-            to=to,
-        )
-        self.held = None  # no longer refreshed: a shared entry is reclaimable after the timeout
 
     def after_task(self, entry: Entry, completed: bool) -> None:
         """Once the final state is written: the entry acknowledged, the round counted, the

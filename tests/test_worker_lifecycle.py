@@ -305,6 +305,27 @@ def test_an_idle_worker_survives_a_restart_of_the_towns_own_redis(tmp_path, work
         server.stop()
 
 
+def test_a_task_whose_cli_a_stop_came_before_goes_back_at_once_uncounted(worker_town):
+    """A stop seen after the claim but before the CLI starts (while a workspace is made, or a
+    dead holder's CLI stopped): no attempt happened. It once used one up and left the entry for
+    a take-over after claim_timeout_secs, so a task with max_attempts = 1 failed unrun."""
+    root = worker_town(max_attempts=1)
+    town = open_town(root)
+    with in_process_worker(root) as worker:
+        task = town.tasks.add("stopped before it started")
+        delivery = worker.next_delivery()
+        assert delivery.claim.task.id == task.id and town.tasks.get(task.id).attempts == 1
+        worker.stopping = "signal"  # … arrives while the task's workspace is made
+
+        worker.work_on(delivery.entry, delivery.claim)
+
+        assert worker.held is None
+    back = town.tasks.get(task.id)
+    assert (back.state, back.attempts, back.assigned_to) == ("pending", 0, None)
+    assert town.redis.lrange(town.keys.backlog, 0, -1) == [task.id]
+    assert pending_entries(town, town.keys.docket) == 0
+
+
 def test_a_task_the_read_took_just_as_a_stop_signal_came_goes_back_at_once_uncounted(worker_town):
     """The serve loop's answer to a signal racing the read, driven in-process for determinism."""
     root = worker_town()

@@ -34,8 +34,9 @@ class Outcome:
     exit_code: int | None = None
     timed_out: bool = False
     # The worker is leaving (drain timeout, or told to before the CLI started): the task is left
-    # unfinished, its entry for reclaim (``agent_worker.Worker.leave_unfinished``).
+    # unfinished, its entry for reclaim (``tinytown.worker.hand_back``).
     left_unfinished: bool = False
+    never_started: bool = False  # … before its CLI started: not an attempt (given back uncounted)
     cancelled: bool = False  # the task was cancelled (tt/REST) while it ran: its CLI was stopped
     error: str = ""  # the CLI could not be started, or its workspace could not be prepared
     # The task as stored cannot run here (``TaskRunner.cli_for``): failed, not retried.

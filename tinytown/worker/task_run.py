@@ -211,7 +211,9 @@ class TaskRunner:
         if w.stopping or cancelled:  # told to leave, or cancelled, while the workspace was made
             if ws is None:
                 self.log_task_started(task, entry)
-            return Outcome(cancelled=True) if cancelled else Outcome(left_unfinished=True)
+            if cancelled:
+                return Outcome(cancelled=True)
+            return Outcome(left_unfinished=True, never_started=True)
         try:
             out = w.logs.open(task.id, task.attempts, self.log_header(task.attempts))
         except OSError as err:  # e.g. a full disk
