@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
 
+from tinytown.core.clock import now, to_rfc3339
 from tinytown.recovery import return_held_entries
 from tinytown.store import control
+from tinytown.store.task_tokens import new_token
+from tinytown.store.worker import RoundEnd
 
 from .test_worker_dispatch import acked, open_town, wait_terminal
 from .worker_support import (
@@ -497,3 +501,38 @@ def test_bytes_that_are_not_utf8_in_a_stored_task_do_not_stop_the_worker(
     assert wait_terminal(town, task.id).state == "completed"
     assert "caf\ufffd" in prompt.read_text(encoding="utf-8")
     assert worker.alive()
+
+
+def test_an_attempts_end_written_again_after_a_lost_reply_counts_once(worker_town):
+    """The final write's reply lost after Redis applied it: the worker's retry (RedisRetry)
+    sends the same write again. It once counted the round, the completed task and the CLI's
+    seconds twice, and marked the output's end twice. Driven in-process: a reply cannot be
+    lost on demand through a real connection, so the write is simply sent twice."""
+    root = worker_town()
+    town = open_town(root)
+    with in_process_worker(root) as worker:
+        task = town.tasks.add("ends once")
+        delivery = worker.next_delivery()  # claimed, as the read does
+        token = new_token(task.id)
+        worker.store.tokens.issue(task.id, token, 60)
+        ts = to_rfc3339(now())
+        ended = functools.partial(
+            worker.store.attempt_ended,
+            task.id,
+            token=token,
+            run_secs=2.5,
+            move="complete",
+            set_fields={"result": "done", "completed_at": ts},
+            round_end=RoundEnd(delivery.entry, task.id, ts),
+        )
+        first, _, _ = ended()
+        again, _, _ = ended()  # the retry
+        agent = town.agents.get(worker.agent_id)
+
+    assert first.ok and not again.ok  # the task was completed by the first
+    assert town.tasks.get(task.id).state == "completed"
+    assert town.tasks.worker_seconds_total() == 2.5
+    assert (agent.rounds_completed, agent.tasks_completed) == (1, 1)
+    ends = [f for _, f in town.redis.xrange(town.output.stream(task.id)) if "end" in f]
+    assert len(ends) == 1
+    assert acked(town, town.keys.docket)

@@ -25,10 +25,15 @@ from tinytown.store.scripts import queue_script
 
 PREFIX = "tttask"
 
-# Delete the hash only if it is still this token's (a later attempt may have replaced it).
+# Delete the hash only if it is still this token's (a later attempt may have replaced it). With
+# a second key, the attempt's end is counted there once: its CLI's seconds added only by the
+# call that revoked the token (a retry after a lost reply finds it gone and adds nothing).
+# KEYS: 1 the token, [2 a float counter]; ARGV: 1 the token's digest, [2 seconds].
 _REVOKE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if KEYS[2] then redis.call('INCRBYFLOAT', KEYS[2], ARGV[2]) end
+return 1
 """
 
 
@@ -89,6 +94,13 @@ class TaskTokens:
         """Delete the token's hash if it is still stored; True if it was."""
         return bool(self._revoke(keys=[self.keys.task_token(task_id)], args=[digest(token)]))
 
-    def queue_revoke(self, pipe, task_id: str, token: str) -> None:
-        """Queue a :meth:`revoke` on ``pipe`` as a bare ``EVALSHA`` (``scripts.queue_script``)."""
-        queue_script(pipe, self._revoke, [self.keys.task_token(task_id)], [digest(token)])
+    def queue_revoke(
+        self, pipe, task_id: str, token: str, count: tuple[str, float] | None = None
+    ) -> None:
+        """Queue a :meth:`revoke` on ``pipe`` as a bare ``EVALSHA`` (``scripts.queue_script``);
+        ``count``: ``(counter key, seconds)`` added only if this revoke deleted the token."""
+        keys, args = [self.keys.task_token(task_id)], [digest(token)]
+        if count is not None:
+            keys.append(count[0])
+            args.append(round(count[1], 3))
+        queue_script(pipe, self._revoke, keys, args)

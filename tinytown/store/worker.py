@@ -24,9 +24,10 @@ MESSAGES_PER_CHECK = 100  # inbox messages a control check looks at for a shutdo
 
 # The end of a round, queued right behind the final state's transition in the same round trip:
 # nothing is done if the task is still running for this agent (the transition failed: the entry
-# stays held, as at-least-once needs); else the output's end entry once the task is in a final
-# state (as TaskOutput.finish; its errors ignored: output never breaks a task), the entry
-# acknowledged if still held (as Docket.ack), the round counted, and a completed task counted.
+# stays held, as at-least-once needs), nor if the entry is no longer held (this round ended
+# already: a retry after a lost reply; or another worker took it over); else the output's end
+# entry once the task is in a final state (as TaskOutput.finish; its errors ignored: output
+# never breaks a task), the entry acknowledged, the round counted, and a completed task counted.
 # KEYS: 1 task hash, 2 docket stream, 3 agent hash, 4 output stream ('' for none)
 # ARGV: 1 group, 2 agent id, 3 entry id, 4 output ttl secs, 5 ',terminal,states,'
 # Returns {'unfinished' | 'done', the task's state ('' if missing)}.
@@ -34,6 +35,9 @@ _END_ROUND = """
 local t = redis.call('HMGET', KEYS[1], 'state', 'assigned_to')
 local state = t[1] or ''
 if state == 'running' and t[2] == ARGV[2] then return {'unfinished', state} end
+if #redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then
+  return {'done', state}
+end
 if KEYS[4] ~= '' and state ~= '' and string.find(ARGV[5], ',' .. state .. ',', 1, true) then
   local newest = redis.pcall('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
   if type(newest) == 'table' and not newest.err then
@@ -42,9 +46,7 @@ if KEYS[4] ~= '' and state ~= '' and string.find(ARGV[5], ',' .. state .. ',', 1
     if type(added) ~= 'table' then redis.pcall('EXPIRE', KEYS[4], ARGV[4]) end
   end
 end
-if #redis.call('XPENDING', KEYS[2], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) > 0 then
-  redis.call('XACK', KEYS[2], ARGV[1], ARGV[3])
-end
+redis.call('XACK', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HINCRBY', KEYS[3], 'rounds_completed', 1)
 if state == 'completed' then redis.call('HINCRBY', KEYS[3], 'tasks_completed', 1) end
 return {'done', state}
@@ -207,9 +209,10 @@ class WorkerStore:
         for i, text in enumerate(texts):
             lost_now = lost if i == 0 else 0
             queued.append(lambda p, text=text, n=lost_now: out.queue_append(p, task_id, text, n))
-        if token is not None:
-            queued.append(lambda p: self.tokens.queue_revoke(p, task_id, token))
-        if run_secs:
+        if token is not None:  # its seconds counted with it, once (a retry finds it gone)
+            secs = (self.keys.worker_seconds, run_secs) if run_secs else None
+            queued.append(lambda p: self.tokens.queue_revoke(p, task_id, token, secs))
+        elif run_secs:
             queued.append(lambda p: tasks.queue_add_worker_seconds(p, run_secs))
         if move is not None:
             queued.append(
