@@ -26,10 +26,11 @@ from tinytown.core.clock import now, to_rfc3339
 from tinytown.notify.deliver import DeliveryPolicy, Notifier
 from tinytown.notify.message import idempotency_key
 from tinytown.store import Town
-from tinytown.store.outbox import Outbox
+from tinytown.store.outbox import DELIVERY_GROUP, Outbox
 
 from .conftest import free_port, write_town
 from .secrets_seen import remember
+from .townhall_support import Townhall
 
 MISSION = "1a2b3c4d-0000-4000-8000-000000000001"
 OTHER_MISSION = "9e9e9e9e-0000-4000-8000-000000000002"
@@ -393,3 +394,34 @@ def test_a_stopped_notifier_leaves_both_consumer_groups(tmp_path, redis_url, rec
     assert notifier.consumer in consumers()
     notifier.stop()
     assert notifier.consumer not in consumers()
+
+
+def test_a_graceful_stop_of_townhall_finishes_the_notification_it_is_sending(
+    tmp_path, redis_url, receiver
+):
+    # A plain SIGTERM to gunicorn while a ping was on its way used to cut the send off: the
+    # receiver got it, the outbox never heard, and a minute later another townhall sent it again.
+    port = free_port()
+    town = notify_town(
+        tmp_path,
+        redis_url,
+        f"[townhall]\nrest_port = {port}\nworkers = 1\n\n" + target("slow", receiver.url("/slow")),
+    )
+    hall = Townhall(tmp_path, port)
+    try:
+        hall.wait_serving()
+        until(lambda: "event=notify_started" in hall.output)
+
+        def stop_then_answer(path):  # the stop arrives while the request is in flight
+            os.kill(hall.proc.pid, signal.SIGTERM)
+            time.sleep(0.5)
+
+        receiver.on_request = stop_then_answer
+        task_failed(town)
+        assert hall.proc.wait(timeout=DEADLINE_SECS) == 0
+    finally:
+        hall.stop()
+
+    assert len(receiver.at("/slow")) == 1
+    assert town.redis.xpending(Outbox.of(town).outbox, DELIVERY_GROUP)["pending"] == 0
+    assert [a["status"] for a in attempts(town)] == ["delivered"]

@@ -83,3 +83,12 @@ def on_starting(server):
         connect(config).close()
     except TinytownError as err:  # ConfigError → 3, AddressInUse → 6, RedisUnavailable → 4
         refuse_to_start(err)
+
+
+def worker_exit(server, worker):
+    """In each worker as it leaves, after its last request: a notification it is sending is
+    answered and recorded first, within the graceful timeout. A send cut off by the exit would
+    be taken over later and sent again, so a plain restart would ping twice."""
+    notifier = getattr(getattr(worker, "wsgi", None), "config", {}).get("NOTIFIER")
+    if notifier is not None:
+        notifier.finish_sending(max(1, graceful_timeout - 2))

@@ -137,6 +137,8 @@ class Notifier:
         self.claim_idle_ms = int(1000 * max(self.policy.claim_idle_secs, 2 * slowest + 1))
         self.session = requests.Session()
         self.stopped = threading.Event()
+        self.between_attempts = threading.Event()  # clear while an attempt sends and records
+        self.between_attempts.set()
         self.threads: list[threading.Thread] = []
         self._ready = False
         self._next_scan = self._next_router_scan = self._next_forget = 0.0
@@ -171,6 +173,13 @@ class Notifier:
             self.outbox.forget_consumers(NOTIFY_CONSUMER_FORGET_SECS * 1000, self.consumer)
         except redis.RedisError:
             pass
+
+    def finish_sending(self, timeout_secs: float) -> bool:
+        """Start no new attempt, and wait up to ``timeout_secs`` for the one being sent to be
+        answered and recorded (townhall's graceful stop: a notification cut off mid-send would
+        be taken over and sent again). True when none is left in flight."""
+        self.stopped.set()
+        return self.between_attempts.wait(timeout_secs)
 
     def _run(self, name: str, step) -> None:
         def prepared_step() -> None:
@@ -285,7 +294,17 @@ class Notifier:
         return self.claim_idle_ms
 
     def attempt(self, entry: OutboxEntry) -> Outcome | None:
-        """Send one entry held by this notifier and record the outcome (None: not sent)."""
+        """Send one entry held by this notifier and record the outcome (None: not sent; after
+        :meth:`finish_sending`, left held for another deliverer's take-over)."""
+        if self.stopped.is_set():
+            return None
+        self.between_attempts.clear()
+        try:
+            return self._attempt(entry)
+        finally:
+            self.between_attempts.set()
+
+    def _attempt(self, entry: OutboxEntry) -> Outcome | None:
         p = self.policy
         target = self.targets.get(entry.target)
         if target is None:
