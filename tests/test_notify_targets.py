@@ -120,6 +120,28 @@ def test_slack_gets_a_text_message_and_the_key_it_does_not_dedupe_on():
             {"task_id": "9f8e7d6c-1111", "attempt": 3, "reason": "exit 2\ntraceback"},
             "Task 9f8e7d6c failed after 3 attempts: exit 2",
         ),
+        (  # the worker's wording: the count said once, then the CLI's last line
+            ev.NOTIFY_TASK_FAILED,
+            {
+                "task_id": "9f8e7d6c-1111",
+                "attempt": 2,
+                "reason": "failed after 2 attempts (max_attempts = 2); last attempt: the coding "
+                "CLI exited with code 1 | error: 3 tests failed",
+            },
+            "Task 9f8e7d6c failed after 2 attempts: the coding CLI exited with code 1 | "
+            "error: 3 tests failed",
+        ),
+        (  # recovery's wording
+            ev.NOTIFY_TASK_FAILED,
+            {
+                "task_id": "9f8e7d6c-1111",
+                "attempt": 3,
+                "reason": "failed after 3 attempts (max_attempts = 3); the last one ended when "
+                "worker w1 stopped without finishing it",
+            },
+            "Task 9f8e7d6c failed after 3 attempts: the last one ended when worker w1 stopped "
+            "without finishing it",
+        ),
         (
             ev.NOTIFY_TASK_FAILED,
             {"task_id": "9f8e7d6c-1111", "message": "task 9f8e… running -> failed"},

@@ -71,6 +71,8 @@ def test_a_failing_task_is_retried_then_failed_with_the_reason_and_stays_listed(
     assert done.state == "failed" and done.attempts == 3
     assert "failed after 3 attempts" in done.result and "exited with code 2" in done.result
     assert "boom" in done.result  # the output's tail is kept
+    (failed,) = [e for e in town.events.read(limit=1000) if e["event_type"] == "task_failed"]
+    assert failed["reason"].endswith("exited with code 2 | boom")  # the CLI's last word too
     assert [r["attempt"] for r in starts(records)] == ["1", "2", "3"]
     assert task.id in town.redis.zrange(town.keys.tasks_in_state("failed"), 0, -1)
     assert acked(town, town.keys.docket)

@@ -54,7 +54,8 @@ TASK_EVENT_BY_STATE = {
     TASK["fail"].target: TASK_FAILED,
     TASK["cancel"].target: TASK_CANCELLED,
 }
-# A task's move to one of these carries the first line of its result as the event's reason.
+# A task's move to one of these carries its result's first line as the event's reason, with the
+# result's last non-blank line (the CLI's own last word) after ' | ' when it is another line.
 TASK_REASON_STATES = (TASK["fail"].target, TASK["cancel"].target)
 # A new agent record writes AGENT_SPAWNED; a move to this state AGENT_STOPPED, any other change
 # of state AGENT_STATE_CHANGED.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -10,6 +11,11 @@ from tinytown.core import events as ev
 
 TEXT_MAX_CHARS = 300  # a ping is one line; the event document holds the rest
 SHORT_ID_CHARS = 8
+# The start of a task's failure reason that a ping says already ("failed after 3 attempts"):
+# tinytown.worker.outcome.Outcome.verdict and tinytown.recovery word it so.
+_ATTEMPTS_SAID = re.compile(
+    r"^failed after \d+ attempts? \(max_attempts = \d+\); (last attempt: )?"
+)
 
 TITLES = {
     ev.NOTIFY_MISSION_COMPLETED: "mission completed",
@@ -92,7 +98,9 @@ def text(kind: str, doc: Mapping) -> str:
         after = ""
         if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts > 0:
             after = f" after {attempts} attempt{'s' if attempts != 1 else ''}"
-        line = f"Task {task} failed{after}{why}"
+        if after:  # the count is said once, not again by the reason
+            reason = _ATTEMPTS_SAID.sub("", reason)
+        line = f"Task {task} failed{after}" + (f": {reason}" if reason else "")
     elif kind == ev.NOTIFY_WORKER_UNHEALTHY and doc.get("message"):
         line = str(doc["message"])
     elif kind == ev.NOTIFY_WORKER_UNHEALTHY:

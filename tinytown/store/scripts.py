@@ -90,7 +90,8 @@ end
 #    5 required assignee ("" = any), 6 incr attempts (0/1), 7 dispatch entry fields count
 #    (0 = no XADD), 8 fields-to-set count, 9 fields-to-delete count, then the pairs/names.
 # A change of state appends its event (TASK_EVENT_BY_STATE), with the task's agent, mission and
-# work item, and for a failed or cancelled task the first line of its result as the reason; so
+# work item, and for a failed or cancelled task its result's first line (and, joined by ' | ',
+# its last non-blank line: the CLI's own last word) as the reason; so
 # does a new attempt in the same state (a dead worker's running task taken over: task_started
 # again, with the attempt), and every event of a move that counts an attempt carries it.
 # Returns {status, old_state[, stream entry id, the task hash as a flat list]}; status is
@@ -145,7 +146,11 @@ local function transition(K, idx, A)
     if A[6] == '1' then doc.attempt = tonumber(rec.attempts) end
     if old == new then doc.message = doc.message .. ' (attempt ' .. rec.attempts .. ')' end
     if rec.result and string.find({{REASON_STATES}}, ',' .. new .. ',', 1, true) then
-      doc.reason = string.sub(string.match(rec.result, '^[^\\n]*'), 1, 300)
+      -- the first line (what happened) and the last non-blank one (the CLI's own last word)
+      local first = string.match(rec.result, '^[^\\n]*')
+      local last = string.match(rec.result, '([^\\n]*%S[^\\n]*)%s*$')
+      if last and last ~= first then first = first .. ' | ' .. last end
+      doc.reason = string.sub(first, 1, 300)
       doc.attempt = tonumber(rec.attempts)
     end
     emit(K[5], doc)
