@@ -23,6 +23,7 @@ import pytest
 from tinytown.config import load_config
 from tinytown.core import events as ev
 from tinytown.core.clock import now, to_rfc3339
+from tinytown.missions.start import start_mission
 from tinytown.notify.deliver import DeliveryPolicy, Notifier
 from tinytown.notify.message import idempotency_key
 from tinytown.store import Town
@@ -425,3 +426,31 @@ def test_a_graceful_stop_of_townhall_finishes_the_notification_it_is_sending(
     assert len(receiver.at("/slow")) == 1
     assert town.redis.xpending(Outbox.of(town).outbox, DELIVERY_GROUP)["pending"] == 0
     assert [a["status"] for a in attempts(town)] == ["delivered"]
+
+
+def test_a_ping_names_its_mission_and_a_help_ping_for_an_ended_mission_is_not_sent(
+    tmp_path, redis_url, receiver
+):
+    # A help ping parked while its target was down once reached the phone after the mission had
+    # ended; pings named a mission by 8 hex digits only.
+    town = notify_town(tmp_path, redis_url, target("hook", receiver.url("/hook")))
+    notifier = Notifier(town, FAST)
+    notifier.prepare()
+    done, _ = start_mission(town, items=[{"key": "a", "title": "A"}], title="Fix the login bug")
+    ended, _ = start_mission(town, items=[{"key": "b", "title": "B"}], title="Old work")
+    mission_completed(town, done.id)
+    town.missions.stop(ended.id, force=True)  # failed (a ping of its own): it needs nobody now
+    append(town, ev.MISSION_HELP_NEEDED, "help", mission_id=ended.id, reason="stuck")
+
+    until(lambda: len(attempts(town)) >= 3, notifier)
+    settle(notifier)
+
+    texts = [json.loads(r["body"])["text"] for r in receiver.at("/hook")]
+    assert len(texts) == 2
+    assert any(t.startswith(f'Mission {done.id[:8]} "Fix the login bug" completed') for t in texts)
+    assert any(t.startswith(f'Mission {ended.id[:8]} "Old work" failed') for t in texts)
+    skipped = [a for a in attempts(town) if a["status"] == "skipped"]
+    assert [(a["mission_id"], a["reason"]) for a in skipped] == [
+        (ended.id, "the mission is failed now")
+    ]
+    assert town.redis.xpending(Outbox.of(town).outbox, DELIVERY_GROUP)["pending"] == 0

@@ -115,6 +115,21 @@ def test_slack_gets_a_text_message_and_the_key_it_does_not_dedupe_on():
             {"mission_id": MISSION, "reason": "which branch?"},
             "Mission 1a2b3c4d needs help: which branch?",
         ),
+        (  # the deliverer adds the mission's title; a long one is cut
+            ev.NOTIFY_MISSION_COMPLETED,
+            {
+                "mission_id": MISSION,
+                "mission_title": "Fix the login bug\nand more",
+                "items_done": 1,
+                "items_total": 1,
+            },
+            'Mission 1a2b3c4d "Fix the login bug" completed (1 item)',
+        ),
+        (
+            ev.NOTIFY_MISSION_HELP,
+            {"mission_id": MISSION, "mission_title": "x" * 80, "reason": "stuck"},
+            f'Mission 1a2b3c4d "{"x" * 59}…" needs help: stuck',
+        ),
         (
             ev.NOTIFY_TASK_FAILED,
             {"task_id": "9f8e7d6c-1111", "attempt": 3, "reason": "exit 2\ntraceback"},

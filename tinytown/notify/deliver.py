@@ -306,6 +306,17 @@ class Notifier:
 
     def _attempt(self, entry: OutboxEntry) -> Outcome | None:
         p = self.policy
+        event, stale = self._as_of_now(entry)
+        if stale:  # not worth a ping any more: recorded, not sent
+            self.outbox.delivered(entry, attempt_event(entry, "skipped", stale))
+            log.info(
+                "event=notification_skipped target=%s kind=%s key=%s reason=%s",
+                entry.target,
+                entry.kind,
+                entry.key,
+                json.dumps(stale),
+            )
+            return None
         target = self.targets.get(entry.target)
         if target is None:
             self._bury(entry, "the target is no longer configured")
@@ -314,7 +325,7 @@ class Notifier:
             self._bury(entry, f"no answer recorded after {p.max_attempts} attempts")
             return None
         notification = Notification(
-            entry.key, entry.kind, self.town.config.name, entry.event, int(time.time())
+            entry.key, entry.kind, self.town.config.name, event, int(time.time())
         )
         outcome = send(target, notification, self.session)
         if outcome.ok:
@@ -344,6 +355,22 @@ class Notifier:
                 wait,
             )
         return outcome
+
+    def _as_of_now(self, entry: OutboxEntry) -> tuple[dict, str]:
+        """The event to send, with its mission's title (``mission_title``) when it names one
+        that still exists; and why it is not worth sending any more ("" when it is): a mission
+        that asked for help and has ended since (its ping was parked while the target was
+        down)."""
+        event = dict(entry.event)
+        mission_id = event.get("mission_id")
+        mission = self.town.missions.find(mission_id) if mission_id else None
+        if mission is None:
+            return event, ""
+        if mission.data.get("title"):
+            event["mission_title"] = mission.data["title"]
+        if entry.kind == ev.NOTIFY_MISSION_HELP and mission.terminal:
+            return event, f"the mission is {mission.state} now"
+        return event, ""
 
     def _bury(self, entry: OutboxEntry, reason: str) -> None:
         self.outbox.bury(entry, attempt_event(entry, "dead", reason), reason)

@@ -11,6 +11,7 @@ from tinytown.core import events as ev
 
 TEXT_MAX_CHARS = 300  # a ping is one line; the event document holds the rest
 SHORT_ID_CHARS = 8
+TITLE_MAX_CHARS = 60  # a mission's title in a ping (the deliverer adds it as mission_title)
 # The start of a task's failure reason that a ping says already ("failed after 3 attempts"):
 # tinytown.worker.outcome.Outcome.verdict and tinytown.recovery word it so.
 _ATTEMPTS_SAID = re.compile(
@@ -65,16 +66,24 @@ def _short(value) -> str:
     return str(value or "?")[:SHORT_ID_CHARS]
 
 
+def _mission(doc: Mapping) -> str:
+    """``Mission 1a2b3c4d`` and, when the document carries it, ``"its title"``."""
+    title = one_line(doc.get("mission_title"), TITLE_MAX_CHARS)
+    return f"Mission {_short(doc.get('mission_id'))}" + (f' "{title}"' if title else "")
+
+
 def _items(doc: Mapping) -> str:
     """`` (4 items)`` or `` (3/4 items)`` from a mission event's ``items_done``/``items_total``."""
     done, total = doc.get("items_done"), doc.get("items_total")
     if not isinstance(done, int) or not isinstance(total, int) or total <= 0:
         return ""
-    return f" ({total} items)" if done == total else f" ({done}/{total} items)"
+    items = "item" if total == 1 else "items"
+    return f" ({total} {items})" if done == total else f" ({done}/{total} {items})"
 
 
 def text(kind: str, doc: Mapping) -> str:
-    """The one-line summary: ``Mission 1a2b3c4d completed (4 items)``, ``Mission … needs help:
+    """The one-line summary: ``Mission 1a2b3c4d "its title" completed (4 items)`` (the title
+    when the document carries ``mission_title``), ``Mission … needs help:
     <reason>``, ``Task … failed after 3 attempts: <reason>``, ``Worker <name> unhealthy on
     outpost <x>: <reason>``.
 
@@ -86,13 +95,13 @@ def text(kind: str, doc: Mapping) -> str:
     """
     reason = one_line(doc.get("reason"))
     why = f": {reason}" if reason else ""
-    mission, task = _short(doc.get("mission_id")), _short(doc.get("task_id"))
+    mission, task = _mission(doc), _short(doc.get("task_id"))
     if kind == ev.NOTIFY_MISSION_COMPLETED:
-        line = f"Mission {mission} completed{_items(doc)}{why}"
+        line = f"{mission} completed{_items(doc)}{why}"
     elif kind == ev.NOTIFY_MISSION_FAILED:
-        line = f"Mission {mission} failed{_items(doc)}{why}"
+        line = f"{mission} failed{_items(doc)}{why}"
     elif kind == ev.NOTIFY_MISSION_HELP:
-        line = f"Mission {mission} needs help{why}"
+        line = f"{mission} needs help{why}"
     elif kind == ev.NOTIFY_TASK_FAILED:
         attempts = doc.get("attempt")
         after = ""
