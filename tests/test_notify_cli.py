@@ -4,15 +4,27 @@ registered in ``tt`` by tinytown/cli/main.py)."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 
 from tinytown.cli import notify as notify_cli
 from tinytown.cli.common import Parser
 from tinytown.core.errors import NotFound, TinytownError
+from tinytown.notify.deliver import DeliveryPolicy, Notifier
+from tinytown.store.outbox import Outbox
 
 from .conftest import free_port
-from .test_notify_delivery import Receiver
+from .test_notify_delivery import (
+    FAST,
+    Receiver,
+    attempts,
+    notify_town,
+    settle,
+    target,
+    task_failed,
+    until,
+)
 
 
 def tt_notify(town_dir, *argv: str) -> int:
@@ -88,3 +100,37 @@ def test_test_with_an_unknown_name_or_no_targets_is_an_error(tmp_path):
         tt_notify(town_dir, "test", "b")
     with pytest.raises(TinytownError, match="no \\[\\[notify\\]\\] targets in tinytown.toml"):
         tt_notify(write(tmp_path, ""), "test")
+
+
+def test_status_shows_dead_letters_and_retry_sends_them_again(tmp_path, redis_url, capsys):
+    # The dead letters were only visible through redis-cli (on a socket the docs did not name)
+    # and went nowhere after a re-send.
+    failing = Receiver(statuses=[500, 500])
+    try:
+        town = notify_town(tmp_path, redis_url, target("hook", failing.url("/hook")))
+        notifier = Notifier(town, DeliveryPolicy(**{**asdict(FAST), "max_attempts": 2}))
+        notifier.prepare()
+        task_failed(town)
+        until(lambda: Outbox.of(town).dead_count() == 1, notifier)
+
+        assert tt_notify(tmp_path, "status") == 0
+        out = capsys.readouterr().out
+        assert out.startswith("Waiting: 0   Dead letters: 1")
+        assert "hook" in out and "task_failed" in out and "HTTP 500" in out
+        assert tt_notify(tmp_path, "status", "--json") == 0
+        (dead,) = json.loads(capsys.readouterr().out)["dead_letters"]
+
+        with pytest.raises(NotFound, match="no dead letter with id 1-1"):
+            tt_notify(tmp_path, "retry", "1-1", dead["id"])
+        with pytest.raises(TinytownError, match="ids or --all"):
+            tt_notify(tmp_path, "retry")
+        assert Outbox.of(town).dead_count() == 1  # nothing moved
+
+        assert tt_notify(tmp_path, "retry", dead["id"]) == 0
+        assert "1 dead letter(s) back in the outbox" in capsys.readouterr().out
+        until(lambda: len(failing.at("/hook")) == 3, notifier)  # two 500s, then this one: 200
+        settle(notifier)
+        assert [a["status"] for a in attempts(town)][-1] == "delivered"
+        assert Outbox.of(town).dead_count() == 0 and Outbox.of(town).pending(10) == []
+    finally:
+        failing.close()

@@ -1,5 +1,6 @@
-"""``tt notify list|test|listen``: the ``[[notify]]`` targets of tinytown.toml, a test ping, and
-a local receiver to try a webhook with.
+"""``tt notify list|test|listen|status|retry``: the ``[[notify]]`` targets of tinytown.toml, a
+test ping, a local receiver to try a webhook with, what is still waiting to go out (and the dead
+letters), and sending dead letters again.
 
 ``test`` sends through the same request builder townhall's notifier uses, at once and without
 Redis, so a wrong URL, secret or token shows here rather than at the first real failure.
@@ -12,13 +13,22 @@ import argparse
 import sys
 import uuid
 
-from tinytown.cli.common import NAME, add_json_flag, config_of, print_json, print_table
+from tinytown.cli.common import (
+    NAME,
+    add_json_flag,
+    config_of,
+    guard_redis,
+    open_town,
+    print_json,
+    print_table,
+)
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.errors import NotFound, TinytownError
 from tinytown.core.events import NOTIFICATION_KINDS
 from tinytown.notify.message import Notification, idempotency_key
 from tinytown.notify.send import send
 from tinytown.notify.targets import redact
+from tinytown.store.outbox import Outbox
 
 TEST_KIND = "test"
 TEST_TEXT = "Test notification from `tt notify test`: this target works."
@@ -27,9 +37,10 @@ TEST_TEXT = "Test notification from `tt notify test`: this target works."
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "notify",
-        help="list notification targets or send a test ping",
+        help="notification targets: list, test, what is waiting, dead letters",
         description="The [[notify]] targets of tinytown.toml (webhook, ntfy, Slack): list "
-        "them, or send a test notification to check one.",
+        "them, send a test notification to check one, see what townhall has not delivered yet "
+        "(and the dead letters), send dead letters again.",
     )
     nsub = p.add_subparsers(dest="notify_command", metavar="ACTION", required=True)
 
@@ -63,6 +74,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--count", type=int, metavar="N", help="exit after N notifications (default: never)"
     )
     li.set_defaults(func=cmd_listen)
+
+    st = nsub.add_parser(
+        "status",
+        help="what is still waiting to go out, and the dead letters",
+        description="Notifications townhall has not delivered yet: being sent, or waiting for "
+        "their retry after a failure (with their attempts so far), and the newest dead letters "
+        "(out of attempts, or their target gone), with the reason. Send dead letters again "
+        "with `tt notify retry`.",
+    )
+    st.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="rows of each list (default: 20)"
+    )
+    add_json_flag(st)
+    st.set_defaults(func=cmd_status)
+
+    rt = nsub.add_parser(
+        "retry",
+        help="send dead letters again (by id, or --all)",
+        description="Put dead letters back in the outbox, as they were (same key, target and "
+        "event; attempts from 1), and take them out of the dead letters. Townhall's deliverer "
+        "sends them at once. Fix the target first: `tt notify test NAME`.",
+    )
+    rt.add_argument("ids", nargs="*", metavar="ID", help="dead-letter ids (tt notify status)")
+    rt.add_argument("--all", action="store_true", help="every dead letter")
+    rt.set_defaults(func=cmd_retry)
 
 
 def _row(target) -> dict:
@@ -152,4 +188,53 @@ def cmd_listen(args: argparse.Namespace) -> int:
     finally:
         receiver.shutdown()
         receiver.server_close()
+    return 0
+
+
+@guard_redis
+def cmd_status(args: argparse.Namespace) -> int:
+    town = open_town(args)
+    outbox = Outbox.of(town)
+    waiting = [
+        {
+            "outbox_id": row.entry_id,
+            "target": entry.target if entry else "",
+            "kind": entry.kind if entry else "",
+            "key": entry.key if entry else "",
+            "status": "waiting to retry" if row.parked else "being sent",
+            "attempts": row.deliveries,
+            "idle_secs": row.idle_ms // 1000,
+        }
+        for row, entry in outbox.waiting(max(1, args.limit))
+    ]
+    dead = outbox.dead_letters(max(1, args.limit))
+    doc = {"waiting": waiting, "dead_letters": dead, "dead_count": outbox.dead_count()}
+    if args.json:
+        print_json(doc)
+        return 0
+    print(f"Waiting: {len(waiting)}   Dead letters: {doc['dead_count']}")
+    if waiting:
+        print("\nWAITING (being sent, or for the retry after a failure)")
+        rows = [
+            [w["target"], w["kind"], w["status"], str(w["attempts"]), f"{w['idle_secs']} s"]
+            for w in waiting
+        ]
+        print_table(rows, ["TARGET", "KIND", "STATUS", "ATTEMPTS", "SINCE"])
+    if dead:
+        print("\nDEAD LETTERS, newest first (send again: tt notify retry ID … or --all)")
+        rows = [
+            [d["id"], d.get("target", ""), d.get("kind", ""), d.get("attempts", "")]
+            + [d.get("reason", "")]
+            for d in dead
+        ]
+        print_table(rows, ["ID", "TARGET", "KIND", "ATTEMPTS", "REASON"])
+    return 0
+
+
+@guard_redis
+def cmd_retry(args: argparse.Namespace) -> int:
+    if args.all == bool(args.ids):
+        raise TinytownError("give dead-letter ids or --all (not both); see tt notify status")
+    moved = Outbox.of(open_town(args)).requeue_dead(None if args.all else args.ids)
+    print(f"{len(moved)} dead letter(s) back in the outbox; townhall sends them at once")
     return 0

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import redis
 
 from tinytown.core import events as ev
+from tinytown.core.errors import NotFound
 from tinytown.core.keys import Keys
 from tinytown.store.events import Events
 from tinytown.store.transaction import Command, execute
@@ -272,6 +273,43 @@ class Outbox:
     def dead_letters(self, count: int = 100) -> list[dict]:
         """The newest dead letters, newest first, each with its ``id``."""
         return [{"id": i, **f} for i, f in self.r.xrevrange(self.dead, count=count)]
+
+    def dead_count(self) -> int:
+        return int(self.r.xlen(self.dead))
+
+    def waiting(self, count: int) -> list[tuple[Pending, OutboxEntry | None]]:
+        """The oldest ``count`` entries not yet delivered (being sent, or parked until their
+        retry), each with its entry (None if it is gone from the stream)."""
+        rows = self.pending(count)
+        pipe = self.r.pipeline(transaction=False)
+        for row in rows:
+            pipe.xrange(self.outbox, row.entry_id, row.entry_id)
+        found = pipe.execute() if rows else []
+        return [
+            (row, OutboxEntry.decode(row.entry_id, got[0][1], row.deliveries) if got else None)
+            for row, got in zip(rows, found)
+        ]
+
+    def requeue_dead(self, ids: list[str] | None = None) -> list[str]:
+        """Send dead letters again: each back in the outbox as a new entry (its key, target,
+        kind and event as they were; attempts from 1) and out of the dead letters, in one
+        transaction. ``ids``: those letters (all must exist, else nothing moves and NotFound
+        names the missing); None: every one. Returns the ids moved."""
+        letters = {i: f for i, f in self.r.xrange(self.dead)}
+        if ids is None:
+            ids = list(letters)
+        if missing := [i for i in ids if i not in letters]:
+            raise NotFound(f"no dead letter with id {', '.join(missing)}; see tt notify status")
+        commands: list[Command] = []
+        for i in ids:
+            fields = {k: letters[i].get(k, "") for k in ("key", "target", "kind", "event")}
+            commands.append(
+                ("XADD", self.outbox, "MAXLEN", "~", OUTBOX_MAXLEN, "*", *_flat(fields))
+            )
+            commands.append(("XDEL", self.dead, i))
+        if commands:
+            execute(self.r, commands)
+        return ids
 
     def forget_consumers(self, idle_ms: int, consumer: str = "") -> int:
         """Remove consumers of both groups that hold nothing and have been idle ``idle_ms``
