@@ -184,6 +184,21 @@ def test_help_is_asked_once_per_reason_and_again_after_the_backoff():
     assert "made no progress" in with_worker.events[0]["reason"]
 
 
+def test_an_item_whose_task_runs_on_a_live_worker_is_progress_however_long_it_runs():
+    # A healthy agent running a long task used to page the phone every help_after_secs.
+    mission, items = mission_with([{"key": "a", "title": "A"}], help_after_secs=60)
+    items = apply(items, r := step(mission, items))
+    task_id = r.tasks[0].id
+    items = apply(items, step(mission, items, [TaskView(task_id, "running", worker_alive=True)]))
+    late = T0 + timedelta(hours=2)
+    working = step(mission, items, [TaskView(task_id, "running", worker_alive=True)], at=late)
+    assert working.events == []
+    # the same task on a worker that stopped beating: a person may be needed
+    silent = step(mission, items, [TaskView(task_id, "running", worker_alive=False)], at=late)
+    (help_event,) = silent.events
+    assert "made no progress" in help_event["reason"]
+
+
 def test_a_stopped_mission_records_finished_tasks_but_queues_nothing():
     mission, items = mission_with(CHAIN)
     items = apply(items, r := step(mission, items))

@@ -12,7 +12,8 @@ One :func:`plan` step:
    ready items' tasks up to ``max_parallel_items``, and **end** the mission: failed if an item
    failed, completed when every item is done.
 3. **Help**: ready work and no live worker, or an item with no progress, for ``help_after_secs``
-   raises ``mission_help_needed`` (again only when the reason changes, or after a backoff).
+   raises ``mission_help_needed`` (again only when the reason changes, or after a backoff). An
+   item whose task runs on a live worker is making progress, however long it runs.
 
 Task ids derive from the item, stage, round and dispatch, so a step that is cut short and run
 again makes the same tasks (the store creates a task only if its id is new). Pure: no I/O.
@@ -26,7 +27,7 @@ from datetime import datetime
 
 from tinytown.core import events as ev
 from tinytown.core.clock import parse_rfc3339
-from tinytown.core.states import MISSION, TASK, WORK, WORK_IN_FLIGHT_STATUSES
+from tinytown.core.states import MISSION, TASK, TASK_RUNNING, WORK, WORK_IN_FLIGHT_STATUSES
 from tinytown.core.work_items import REVIEWED_KINDS
 
 STAGE_WORK, STAGE_REVIEW, STAGE_FIX = "work", "review", "fix"  # the stages of an item's tasks
@@ -62,6 +63,7 @@ class TaskView:
     result: str | None = None
     worker_secs: float | None = None  # what its runs took, and cost (see records.Task)
     cost: float | None = None
+    worker_alive: bool = False  # the agent it is assigned to beats (heartbeat window not over)
 
 
 @dataclass(frozen=True)
@@ -331,6 +333,7 @@ class _Step:
             i
             for i in self.items
             if i["status"] in WORK_IN_FLIGHT_STATUSES
+            and not self.being_worked_on(i)
             and (self.now - parse_rfc3339(i["progress_at"])).total_seconds() >= after
         ]
         if not stale:
@@ -342,6 +345,12 @@ class _Step:
                 "live: start workers (or a scaler)"
             )
         return f"work item {stale[0]['key']} has made no progress for {after} s or more"
+
+    def being_worked_on(self, item: dict) -> bool:
+        """Its task runs on a worker whose heartbeat is alive: progress however long it takes
+        (a coding CLI may run for an hour; task_timeout_secs bounds one that hangs)."""
+        task = self.tasks.get(item.get("task_id") or "")
+        return task is not None and task.state == TASK_RUNNING and task.worker_alive
 
     def ask_for_help(self, live_workers: int) -> None:
         reason = self.help_reason(live_workers)

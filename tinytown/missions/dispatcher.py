@@ -29,7 +29,7 @@ from tinytown.core.clock import now
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.mission_plan import Plan, TaskView, plan
 from tinytown.core.missions import json_now
-from tinytown.core.states import TERMINAL_MISSION_STATES
+from tinytown.core.states import TASK_RUNNING, TERMINAL_MISSION_STATES
 from tinytown.missions.notes import apply_note
 from tinytown.store import Town
 from tinytown.store.duty import run_duty
@@ -181,11 +181,12 @@ class Dispatcher:
 
     def plan_step(self, mission: dict, items: list[dict]) -> Plan:
         ids = [i["task_id"] for i in items if i.get("task_id")]
-        found = self.town.tasks.many(ids)
+        found = [t for t in self.town.tasks.many(ids) if t is not None]
+        running = [t.assigned_to for t in found if t.state == TASK_RUNNING]
+        alive = self.town.agents.alive_ids(running)
         tasks = {
-            t.id: TaskView(t.id, t.state, t.result, t.worker_secs, t.cost)
+            t.id: TaskView(t.id, t.state, t.result, t.worker_secs, t.cost, t.assigned_to in alive)
             for t in found
-            if t is not None
         }
         live = self.town.agents.counts().live_active
         current = now()

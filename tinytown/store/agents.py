@@ -209,6 +209,15 @@ class AgentStore(UniqueNames):
             pipe.hgetall(self.keys.agent(agent_id))
         return [Agent.from_hash(d) if d else None for d in pipe.execute()]
 
+    def alive_ids(self, agent_ids: list[str | None]) -> set[str]:
+        """Which of ``agent_ids`` are alive now (active, heartbeat window not over, Redis
+        clock); one pipeline."""
+        wanted = sorted({a for a in agent_ids if a})
+        if not wanted:
+            return set()
+        now_ms = self.now_ms()
+        return {a.id for a in self.many(wanted) if a is not None and a.alive(now_ms)}
+
     def counts(self) -> AgentCounts:
         """Agents in each state, live and dead, by the Redis clock (one script, O(log n) per
         state)."""
