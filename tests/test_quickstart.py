@@ -71,4 +71,4 @@ def test_the_readme_quickstart_runs_its_mission_and_prints_the_ping(tmp_path):
     assert '"status":"ok"' in out
     assert "Mission " in out and " started: 2 work item(s)" in out
     assert "2/2 done" in out and "completed" in out
-    assert re.search(r"Mission [0-9a-f]{8} completed \(2 items\)", out), out
+    assert re.search(r'Mission [0-9a-f]{8} "verbose flag" completed \(2 items\)', out), out

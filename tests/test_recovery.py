@@ -16,6 +16,7 @@ from tinytown.store import Town
 from tinytown.store.docket import Docket
 
 from .conftest import write_town
+from .worker_support import poll
 
 AGENT = "[agent]\nheartbeat_interval_secs = 1\nclaim_timeout_secs = 2\nmax_attempts = 2\n"
 LONG_AGO = to_rfc3339(now() - timedelta(minutes=5))
@@ -160,6 +161,27 @@ def test_a_killed_agent_whose_heartbeat_went_stale_loses_its_task_to_recover(tow
 
     assert recover(town)["reclaimed"] == 1
     assert town.tasks.get(task.id).state == "pending"
+
+
+def test_a_directed_task_of_an_agent_killed_while_working_goes_back_once_its_worker_dies(town):
+    # Killed (REST), then its worker died before finishing: the agent was out of the deadlines
+    # index, so the keeper never woke for it and the task stayed running until tt recover.
+    killed, d = worker(town, "killed")
+    task = town.tasks.add("for it", agent_id=killed.id)
+    d.read(100)  # its worker runs it, and beats (1 s here: dead after 3 s)
+    town.agents.update(killed.id, beat=Beat(1), set_fields={"current_task": task.id})
+    town.redis.set(town.keys.stop(killed.id), "1")  # POST /v1/agents/{agent}/kill
+    town.agents.update(killed.id, "kill")
+
+    deadline, _ = town.agents.next_deadline_ms()
+    assert deadline is not None  # the keeper still wakes for it
+    assert recover(town, sweep_terminal=False)["reclaimed"] == 0  # still finishing it
+
+    poll(lambda: recover(town, sweep_terminal=False)["reclaimed"] == 1, timeout=10)
+
+    assert town.tasks.get(task.id).state == "pending"
+    assert town.agents.get(killed.id).current_task is None
+    assert town.agents.next_deadline_ms()[0] is None  # and nothing left to wake for
 
 
 def test_recover_returns_the_task_a_drained_worker_left_behind(town):

@@ -92,7 +92,8 @@ def recover(town: Town, *, sweep_terminal: bool = True) -> dict:
     stopped: list[Agent] = []
     if not town.agents.settled():  # Redis has just started: every window may have run out
         return {"checked": checked, "recovered": 0, "agents": [], "reclaimed": 0}
-    for agent in town.agents.dead(now_ms):
+    deaths = town.agents.deaths(now_ms)
+    for agent in deaths.active:
         result = town.agents.update(agent.id, "recover")
         if result.ok:
             age = "never" if not agent.last_heartbeat else agent.last_heartbeat
@@ -109,6 +110,7 @@ def recover(town: Town, *, sweep_terminal: bool = True) -> dict:
             town.dockets.forget(town.keys.docket, holder)  # dead consumers leave the group
     for agent in stopped:
         reclaimed += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id)
+    reclaimed += return_left_work(town, deaths.left_work)
     if sweep_terminal:
         for agent in town.agents.all():  # terminal agents that left entries behind (drain timeout)
             if not agent.active and agent.current_task and not still_finishing(town, agent, now_ms):
@@ -120,6 +122,18 @@ def recover(town: Town, *, sweep_terminal: bool = True) -> dict:
         "agents": [a.name for a in stopped],
         "reclaimed": reclaimed,
     }
+
+
+def return_left_work(town: Town, agents: list[Agent]) -> int:
+    """Agents stopped from outside (``POST /v1/agents/{agent}/kill``) whose worker died with a
+    task still recorded: the directed entries they hold go back to the backlog (nobody else
+    reads their streams; their shared entries are the holders' loop's), and the task is no
+    longer recorded on them, which takes them out of the deadlines index."""
+    returned = 0
+    for agent in agents:  # (past their window: none is still finishing)
+        returned += return_held_entries(town, town.keys.agent_docket(agent.id), agent.id)
+        town.agents.update(agent.id, delete_fields=("current_task", "cli_pgid"))
+    return returned
 
 
 def still_finishing(town: Town, agent: Agent | None, now_ms: int) -> bool:
@@ -134,17 +148,21 @@ def still_finishing(town: Town, agent: Agent | None, now_ms: int) -> bool:
 def recover_silent_workers(town: Town) -> int:
     """What idle workers run every ``claim_timeout_secs``: return the directed tasks that
     live-state agents with a stale heartbeat hold on their own streams (no other worker reads
-    those), once idle longer than ``claim_timeout_secs``. Their shared-docket entries are taken
-    over by :meth:`Docket.reclaim_one`. Agent states are left to ``tt recover`` (a worker never
-    stops another). Reads only the agent state indexes. Returns how many tasks went back.
+    those), once idle longer than ``claim_timeout_secs``, and those of agents stopped from
+    outside whose worker died with a task recorded (:func:`return_left_work`). Their
+    shared-docket entries are taken over by :meth:`Docket.reclaim_one`. Agent states are left
+    to ``tt recover`` (a worker never stops another). Reads only the deadlines index. Returns
+    how many tasks went back.
     """
     min_idle_ms = town.config.agent.claim_timeout_secs * 1000
+    now_ms = town.agents.now_ms()
+    deaths = town.agents.deaths(now_ms)
     returned = 0
-    for agent in town.agents.dead():
+    for agent in deaths.active:
         returned += return_held_entries(
             town, town.keys.agent_docket(agent.id), agent.id, min_idle_ms=min_idle_ms
         )
-    return returned
+    return returned + return_left_work(town, deaths.left_work)
 
 
 # -- reclaim: inbox messages and directed tasks of terminal agents ----------------------------

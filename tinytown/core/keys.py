@@ -66,8 +66,8 @@ class Keys:
 
     @property
     def agents_alive(self) -> str:
-        """Agents in an active state, scored by ``alive_until`` (ms, Redis clock): whose window
-        ends first."""
+        """Agents in an active state, and agents stopped from outside while their worker still
+        runs a task, scored by ``alive_until`` (ms, Redis clock): whose window ends first."""
         return self._k("agents", "alive_until")
 
     def legacy_agents_in_state(self, state: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import redis
 
@@ -28,6 +29,13 @@ from tinytown.store.scripts import (
     queue_script,
 )
 from tinytown.store.tasks import Transition, ensure_group
+
+
+class Deaths(NamedTuple):
+    """What :meth:`AgentStore.deaths` found past its heartbeat window."""
+
+    active: list[Agent]  # in an active state: to be marked stopped, its work returned
+    left_work: list[Agent]  # stopped from outside, its worker gone with a task still recorded
 
 
 class AgentStore(UniqueNames):
@@ -167,22 +175,27 @@ class AgentStore(UniqueNames):
         return uptime_secs >= self.heartbeat_interval_secs * defaults.DEAD_AFTER_HEARTBEATS
 
     def dead(self, now_ms: int | None = None) -> list[Agent]:
-        """Agents in an active state whose heartbeat window has passed (the Redis clock's now,
-        unless given): read from the deadlines index, O(dead agents); none while Redis has just
-        started (:meth:`settled`). An index entry its record contradicts (written by an older
-        worker that kept no such index) is set right."""
+        """Agents in an active state whose heartbeat window has passed (:meth:`deaths`)."""
+        return self.deaths(now_ms).active
+
+    def deaths(self, now_ms: int | None = None) -> Deaths:
+        """Agents whose heartbeat window has passed (the Redis clock's now, unless given), read
+        from the deadlines index, O(dead agents): those in an active state, and those stopped
+        from outside whose worker died while it still ran a task (``current_task`` set). None
+        while Redis has just started (:meth:`settled`). An index entry its record contradicts
+        (written by an older worker that kept no such index) is set right."""
         now_ms = self.now_ms() if now_ms is None else now_ms
         ids = self.r.zrangebyscore(self.keys.agents_alive, "-inf", now_ms)
         if not ids or not self.settled():
-            return []
+            return Deaths([], [])
         found = dict(zip(ids, self.many(ids)))
-        if stale := {
-            i: a.alive_until for i, a in found.items() if a and a.active and a.alive(now_ms)
-        }:
+        indexed = {i: a for i, a in found.items() if a and (a.active or a.current_task)}
+        if stale := {i: a.alive_until for i, a in indexed.items() if a.alive_until > now_ms}:
             self.r.zadd(self.keys.agents_alive, stale, xx=True)
-        if gone := [i for i, a in found.items() if a is None or not a.active]:
+        if gone := [i for i in found if i not in indexed]:
             self.r.zrem(self.keys.agents_alive, *gone)
-        return [a for a in found.values() if a and a.active and not a.alive(now_ms)]
+        late = [a for a in indexed.values() if a.alive_until <= now_ms]
+        return Deaths([a for a in late if a.active], [a for a in late if not a.active])
 
     def next_deadline_ms(self) -> tuple[int | None, int]:
         """The earliest ``alive_until`` among agents in an active state (None: there are none),

@@ -301,7 +301,9 @@ return {'ok', old}
 # has a zset of agent ids scored by ``alive_until`` (ms, Redis clock), so live and dead agents
 # are counted with ZCOUNT on either side of now (AGENT_COUNTS) and a heartbeat is one ZADD.
 # Agents in an active state are also in one zset of deadlines (``Keys.agents_alive``, the same
-# scores), so the earliest moment any agent can die is one ZRANGE (townhall's keeper).
+# scores), so the earliest moment any agent can die is one ZRANGE (townhall's keeper); so is an
+# agent stopped from outside while its worker still runs a task (``current_task`` set, its
+# window open): if that worker dies, the keeper wakes for it too and returns what it held.
 # KEYS: 1 agent hash, 2 agents set, 3 event stream, 4.. one zset per agent state, then the
 #       deadlines zset
 # ARGV: 1 agent id, 2 allowed from-states ",a,b," or "*", 3 new state ("" = keep),
@@ -360,9 +362,15 @@ if not exists or state ~= old then
   emit(KEYS[3], doc)
 end
 if idx[state] then redis.call('ZADD', idx[state], string.format('%.0f', score), id) end
-if not active[state] then
-  if active[old] then redis.call('ZREM', alive_key, id) end
-elseif ARGV[4] ~= '' or state ~= old or not exists then
+local indexed = active[state]
+if not indexed and redis.call('HEXISTS', KEYS[1], 'current_task') == 1 then
+  -- stopped from outside while its worker runs a task: indexed until its window ends
+  local t = redis.call('TIME')
+  indexed = score > tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+if not indexed then
+  redis.call('ZREM', alive_key, id)
+elseif ARGV[4] ~= '' or state ~= old or not exists or not active[state] then
   redis.call('ZADD', alive_key, string.format('%.0f', score), id)
 end
 return {'ok', old}
@@ -395,7 +403,9 @@ local score = string.format('%.0f', beat_ms + tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'alive_until', score, 'heartbeat_interval_secs', ARGV[3],
   'last_heartbeat', rfc3339(math.floor(beat_ms / 1000), (beat_ms % 1000) * 1000))
 if idx[state] then redis.call('ZADD', idx[state], score, id) end
-if active[state] then redis.call('ZADD', alive_key, score, id) end
+if active[state] or redis.call('HEXISTS', KEYS[1], 'current_task') == 1 then
+  redis.call('ZADD', alive_key, score, id)
+end
 return {'ok', state, redis.call('EXISTS', KEYS[2]), redis.call('EXISTS', KEYS[3], KEYS[4])}
 """
 )
