@@ -125,6 +125,26 @@ def test_rest_refuses_a_dependency_cycle_naming_it_and_stores_nothing(worker_tow
     assert requests.get(th.url + "/v1/missions", timeout=10).json()["total"] == 0
 
 
+def test_an_unknown_cli_in_an_item_is_named_by_its_field_over_rest_and_tt(worker_town, townhalls):
+    root = worker_town()
+    th = townhalls(root)
+    items = [{"key": "a", "title": "A"}, {"key": "b", "title": "B", "cli": "nosuch"}]
+    resp = requests.post(th.url + "/v1/missions", json={"items": items}, timeout=10)
+    assert resp.status_code == 422 and resp.json()["field"] == "items[1].cli"
+    assert "'nosuch' is not a coding CLI" in resp.json()["detail"]
+    (root / "bad.toml").write_text(
+        '[[items]]\nkey = "a"\ntitle = "A"\n\n[[items]]\nkey = "b"\ntitle = "B"\ncli = "nosuch"\n'
+    )
+    refused = run_tt(root, "mission", "start", "--file", str(root / "bad.toml"))
+    assert refused.returncode == 2
+    assert "bad.toml: field 'items[1].cli': 'nosuch' is not a coding CLI" in refused.stderr
+    # (no worker runs here: a mission that starts says so)
+    (root / "good.toml").write_text('[[items]]\nkey = "a"\ntitle = "A"\n')
+    started = run_tt(root, "mission", "start", "--file", str(root / "good.toml"))
+    assert started.returncode == 0 and "warning: no live worker to take its tasks" in started.stderr
+    assert requests.get(th.url + "/v1/missions", timeout=10).json()["total"] == 1
+
+
 def test_a_dispatcher_killed_mid_mission_is_replaced_and_the_mission_completes(
     worker_town, workers
 ):

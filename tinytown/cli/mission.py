@@ -19,6 +19,7 @@ from tinytown.core.work_items import POLICY_DEFAULTS
 from tinytown.missions.dispatcher import Dispatcher
 from tinytown.missions.notes import resume
 from tinytown.missions.start import start_mission
+from tinytown.ops.refs import cli_rule
 from tinytown.store import Town
 
 ITEMS_FILE_HELP = """\
@@ -30,6 +31,12 @@ BAR_WIDTH = 24
 MISSION_ID_HELP = (
     "mission id, or its first 8 or more hex digits "
     "(as printed by `tt mission start` or `tt mission list`)"
+)
+
+
+NO_LIVE_WORKER = (
+    "no live worker to take its tasks: start one in the town's directory "
+    "(python -m agent_worker), or a scaler"
 )
 
 
@@ -207,10 +214,12 @@ def cmd_start(args: argparse.Namespace) -> int:
             objectives=objectives,
             policy=_policy(args, spec.get("policy")),
             title=args.title or spec.get("title"),
-            cli_rule=lambda value, _: town.config.cli(value).name,
+            cli_rule=cli_rule(town),
         )
     except InputError as err:
         raise BadInput(f"{args.file or 'items'}: {err}") from None
+    if town.agents.counts().live_active == 0:
+        more.append(NO_LIVE_WORKER)
     for warning in warnings + more:
         print(f"warning: {warning}", file=sys.stderr)
     summary = town.missions.summary(mission.id)
@@ -255,10 +264,7 @@ def render_status(town: Town, mission: Mission) -> list[str]:
     if mission.data.get("dispatcher_last_help_request_reason"):
         lines.append(f"  needs help: {mission.data['dispatcher_last_help_request_reason']}")
     if mission.state in LIVE_MISSION_STATES and town.agents.counts().live_active == 0:
-        lines.append(
-            "  no live worker to take its tasks: start one in the town's directory "
-            "(python -m agent_worker), or a scaler"
-        )
+        lines.append(f"  {NO_LIVE_WORKER}")
     lines.append("")
     width = max((len(i["key"]) for i in items), default=4)
     for item in items:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tinytown.core import inputs
-from tinytown.core.clis import named_cli
+from tinytown.core.clis import UnknownCli, named_cli
 from tinytown.core.records import SUPERVISOR_ID, Agent
 from tinytown.core.states import rest_state
 from tinytown.ops.args import field, uuid_param
@@ -33,7 +33,10 @@ def cli_rule(t: Town) -> Callable[[str, str], str]:
 
     def rule(value: str, name: str) -> str:
         text = inputs.text(value, name, max_chars=200, multiline=False)
-        return named_cli(text, t.config.agent_clis).name
+        try:
+            return named_cli(text, t.config.agent_clis).name
+        except UnknownCli as err:  # named by its field: a mission's items[2].cli, say
+            raise inputs.InputError(name, f"field {name!r}: {err}") from None
 
     return rule
 
