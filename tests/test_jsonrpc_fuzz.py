@@ -132,7 +132,11 @@ class Hall:
 def _start(root: Path, redis_url: str, tables: str, keys: dict) -> Hall:
     port = free_port()
     head = f"[townhall]\nrest_port = {port}\nworkers = 1\nmax_body_bytes = {MAX_BODY_BYTES}\n\n"
-    write_town(root, redis_url, tables=head + tables + "\n[missions]\ndispatcher = false\n")
+    # The seeded agent has no worker: with the default 5 s heartbeat its window ended mid-run
+    # and the keeper's agent_stopped event changed the fingerprint under an unrelated check.
+    quiet = "\n[agent]\nheartbeat_interval_secs = 3600\nclaim_timeout_secs = 7200\n"
+    quiet += "\n[missions]\ndispatcher = false\n"
+    write_town(root, redis_url, tables=head + tables + quiet)
     townhall = Townhall(root, port)
     townhall.wait_serving()
     return Hall(townhall, root, Town.connect(load_config(root, env={})), keys, {})
