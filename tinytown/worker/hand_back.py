@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from tinytown.core.errors import TinytownError
 from tinytown.core.records import Task
 from tinytown.recovery import return_held_entries
 from tinytown.store import Town
 from tinytown.store.docket import Docket, Entry
+from tinytown.worker import workspace
 from tinytown.worker.workspace import Workspace
 
 
@@ -31,7 +33,7 @@ class WorkerState(Protocol):
     with_redis: Callable[..., object]  # a tinytown.worker.retry.RedisRetry
     stopping: str  # read: why the worker is leaving
     held: Entry | None  # set to None: the entry is no longer this worker's to keep fresh
-    runner: object  # a tinytown.worker.task_run.TaskRunner (push_wip)
+    name: str  # the agent's name, in its commits
 
     def log(self, event: str, **fields) -> None: ...
 
@@ -53,7 +55,7 @@ def leave_unfinished(w: WorkerState, task: Task, ws: Workspace | None) -> None:
     """A task whose CLI was stopped before it finished: work in progress pushed, the task left
     for another worker (see the module's docstring)."""
     if ws is not None:
-        w.runner.push_wip(task, ws)
+        push_wip(w, task, ws)
     entry = w.held
     to = "backlog" if entry is not None and entry.directed else "reclaim"
     if to == "backlog":
@@ -68,3 +70,18 @@ def leave_unfinished(w: WorkerState, task: Task, ws: Workspace | None) -> None:
         to=to,
     )
     w.held = None  # no longer refreshed: a shared entry is reclaimable after the timeout
+
+
+def push_wip(w: WorkerState, task: Task, ws: Workspace) -> None:
+    """Commit and push the work in progress of a task left unfinished, so that the next attempt
+    continues from it; the branch and commit are recorded on the task."""
+    try:
+        head = workspace.commit(ws, task, agent_name=w.name, push=True, wip=True)
+        wip = {"branch": ws.branch, "commit": head}
+        record = w.town.tasks.transition
+        w.with_redis("record_wip", record, task.id, "record", assignee=w.agent_id, set_fields=wip)
+        w.log("wip_pushed", task=task.id, branch=ws.branch, commit=head)
+    except TinytownError as err:
+        w.log("wip_push_failed", task=task.id, detail=str(err))
+    finally:
+        ws.close()

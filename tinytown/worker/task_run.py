@@ -471,23 +471,6 @@ class TaskRunner:
         if status == "ok" and old != idle:
             w.log("agent_state", state=idle, previous=old, reason=None)
 
-    def push_wip(self, task: Task, ws: Workspace) -> None:
-        """The task is left unfinished: commit and push its work in progress, so the next
-        attempt continues from it."""
-        w = self.worker
-        try:
-            head = workspace.commit(ws, task, agent_name=w.name, push=True, wip=True)
-            wip = {"branch": ws.branch, "commit": head}
-            record = w.town.tasks.transition
-            w.with_redis(
-                "record_wip", record, task.id, "record", assignee=w.agent_id, set_fields=wip
-            )
-            w.log("wip_pushed", task=task.id, branch=ws.branch, commit=head)
-        except TinytownError as err:
-            w.log("wip_push_failed", task=task.id, detail=str(err))
-        finally:
-            ws.close()
-
     def stop_orphan_cli(self, holder: str, task_id: str) -> None:
         """Stop the CLI a dead holder left running on this host (``tinytown.worker.orphan_cli``)."""
         w = self.worker
