@@ -86,7 +86,7 @@ BENCHMARKS = (
     Benchmark(
         "idle",
         "Redis commands a minute from an idle town and per idle worker",
-        full=("--minutes", "5", "--warmup-secs", "20"),
+        full=("--minutes", "5", "--warmup-secs", "75"),
         quick=("--minutes", "0.25", "--warmup-secs", "3"),
     ),
     Benchmark(
