@@ -126,7 +126,7 @@ def test_status_shows_dead_letters_and_retry_sends_them_again(tmp_path, redis_ur
             tt_notify(tmp_path, "retry")
         assert Outbox.of(town).dead_count() == 1  # nothing moved
 
-        assert tt_notify(tmp_path, "retry", dead["id"]) == 0
+        assert tt_notify(tmp_path, "retry", dead["id"], dead["id"]) == 0  # (named twice: sent once)
         assert "1 dead letter(s) back in the outbox" in capsys.readouterr().out
         until(lambda: len(failing.at("/hook")) == 3, notifier)  # two 500s, then this one: 200
         settle(notifier)

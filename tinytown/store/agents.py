@@ -228,8 +228,14 @@ class AgentStore(UniqueNames):
         wanted = sorted({a for a in agent_ids if a})
         if not wanted:
             return set()
-        now_ms = self.now_ms()
-        return {a.id for a in self.many(wanted) if a is not None and a.alive(now_ms)}
+        pipe = self.r.pipeline(transaction=False)
+        pipe.time()
+        for agent_id in wanted:
+            pipe.hgetall(self.keys.agent(agent_id))
+        (secs, usecs), *records = pipe.execute()
+        now_ms = secs * 1000 + usecs // 1000
+        agents = (Agent.from_hash(d) for d in records if d)
+        return {a.id for a in agents if a.alive(now_ms)}
 
     def counts(self) -> AgentCounts:
         """Agents in each state, live and dead, by the Redis clock (one script, O(log n) per

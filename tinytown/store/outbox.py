@@ -296,8 +296,7 @@ class Outbox:
         transaction. ``ids``: those letters (all must exist, else nothing moves and NotFound
         names the missing); None: every one. Returns the ids moved."""
         letters = {i: f for i, f in self.r.xrange(self.dead)}
-        if ids is None:
-            ids = list(letters)
+        ids = list(letters) if ids is None else list(dict.fromkeys(ids))  # each letter once
         if missing := [i for i in ids if i not in letters]:
             raise NotFound(f"no dead letter with id {', '.join(missing)}; see tt notify status")
         commands: list[Command] = []
