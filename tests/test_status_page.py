@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import uuid
 from html.parser import HTMLParser
 
 import pytest
@@ -211,7 +212,7 @@ def test_the_page_renders_in_headless_chromium_on_a_phone_sized_screen(
     port = free_port()
     root = write_town(tmp_path, redis_url, tables=f"[townhall]\nrest_port = {port}\nworkers = 1\n")
     town = Town.connect(load_config(root, env={}))
-    populate(town)
+    made = populate(town)
     townhall = Townhall(root, port)
     url = f"{townhall.url}/"
     shot = tmp_path / "status-page.png"
@@ -222,6 +223,9 @@ def test_the_page_renders_in_headless_chromium_on_a_phone_sized_screen(
         assert dom.returncode == 0, dom.stderr[-2000:]
         taken = run_chromium(browser, tmp_path, f"--screenshot={shot}", url)
         assert taken.returncode == 0, taken.stderr[-2000:]
+        mission_url = f"{townhall.url}/missions/{made['mission'].id}"
+        mission_dom = run_chromium(browser, tmp_path, "--dump-dom", mission_url)
+        assert mission_dom.returncode == 0, mission_dom.stderr[-2000:]
     finally:
         townhall.stop()
         town.close()
@@ -231,6 +235,8 @@ def test_the_page_renders_in_headless_chromium_on_a_phone_sized_screen(
     assert rendered.count("<polyline") == 2
     assert shot.exists() and shot.stat().st_size > 5_000
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "release 1.2" in mission_dom.stdout and "First" in mission_dom.stdout
+    assert 'id="items"' in mission_dom.stdout and "1/2 done" in mission_dom.stdout
     print(f"status page screenshot: {shot}")
 
 
@@ -247,3 +253,53 @@ def test_a_tasks_page_shows_its_output_and_cost(keyed_app, keyed_town, keyring):
     assert '<meta http-equiv="refresh"' not in done and "Failed" in done
     assert client.get(f"/tasks/{task.id}").status_code == 302  # no key
     assert client.get("/tasks/not-a-task", headers=headers).status_code == 404
+
+
+def test_a_missions_page_shows_its_items_tasks_agents_and_log(keyed_app, keyed_town, keyring):
+    from tinytown.missions.dispatcher import Dispatcher
+
+    mission, _ = start_mission(
+        keyed_town,
+        items=[
+            {"key": "api", "title": "Build the <b>API</b>"},
+            {"key": "docs", "title": "Write the docs", "depends_on": ["api"]},
+        ],
+        title='ship "1.2" <script>alert(1)</script>',
+    )
+    assert Dispatcher(keyed_town).step(mission.id)  # the first item gets its task
+    api = next(i for i in keyed_town.missions.work_items(mission.id) if i["key"] == "api")
+    assert api["task_id"]
+    worker = keyed_town.agents.register("builder", "claude")
+    keyed_town.tasks.assign(api["task_id"], worker.id)
+    keyed_town.missions.log(mission.id, "asked for help: the <build> is red")
+    client = keyed_app.test_client()
+    headers = {"X-API-Key": keyring["read"][0]}
+
+    home = client.get("/", headers=headers).get_data(as_text=True)
+    assert f'<a href="/missions/{mission.id}">' in home  # the town links to the mission
+
+    resp = client.get(f"/missions/{mission.id}", headers=headers)
+    html, text = resp.get_data(as_text=True), text_of(resp.get_data(as_text=True))
+    assert resp.status_code == 200 and resp.mimetype == "text/html"
+    assert "<script>" not in html and "&lt;script&gt;" in html  # the title is escaped
+    assert '<meta http-equiv="refresh" content="10">' in html  # live: it reloads
+    assert re.search(r"api\s+Build the <b>API</b>", text) and "&lt;b&gt;API" in html
+    items = html[html.index('<table id="items">') :]
+    assert f'<a class="mono" href="/tasks/{api["task_id"]}">{api["task_id"][:8]}</a>' in items
+    assert re.search(r"docs\s+Write the docs\s+pending", text)
+    assert "0/2 done" in text and 'aria-valuenow="0"' in html
+    assert "asked for help: the <build> is red" in text  # the log, escaped in the HTML
+    assert "&lt;build&gt;" in html
+    assert resp.headers["X-Frame-Options"] == "DENY"
+
+    task = client.get(f"/tasks/{api['task_id']}", headers=headers).get_data(as_text=True)
+    assert f'href="/missions/{mission.id}"' in task  # and a mission's task links back
+
+    keyed_town.missions.stop(mission.id, force=True)  # failed: nothing left to reload for
+    ended = client.get(f"/missions/{mission.id}", headers=headers).get_data(as_text=True)
+    assert '<meta http-equiv="refresh"' not in ended and "failed" in text_of(ended)
+
+    assert client.get(f"/missions/{mission.id}").status_code == 302  # no key: log in first
+    for missing in (str(uuid.uuid4()), mission.id[:8], "not-a-mission", "x" * 300):
+        gone = client.get(f"/missions/{missing}", headers=headers)
+        assert gone.status_code == 404 and "Not found" in gone.get_data(as_text=True), missing
