@@ -602,3 +602,20 @@ def test_answers_are_what_the_openapi_document_says(client):
     assert client.post("/a2a", json=unknown).get_json()["error"]["code"] == -32602
     garbage = client.post("/a2a", data=b"{", content_type="application/json")
     assert garbage.get_json()["error"]["code"] == -32700
+
+
+def test_behind_a_proxy_the_card_names_the_public_url(town):
+    """With ``[townhall] public_url`` the card gives that address, not the one the request
+    reached (a proxy's inside address, often plain http)."""
+    from dataclasses import replace
+
+    config = town.config
+    public = replace(config, townhall=replace(config.townhall, public_url="https://town.example"))
+    inside = create_app(config, town=town).test_client()
+    assert inside.get("/.well-known/agent-card.json").get_json()["url"] == "http://localhost/a2a"
+    town.config = public
+    card = create_app(public, town=town).test_client().get("/.well-known/agent-card.json")
+    assert card.get_json()["url"] == "https://town.example/a2a"
+    assert {i["url"] for i in card.get_json()["supportedInterfaces"]} == {
+        "https://town.example/a2a"
+    }

@@ -141,6 +141,14 @@ def test_container_variables_override(tmp_path):
     )
 
 
+def test_the_public_url_loses_its_trailing_slash_and_the_environment_wins(tmp_path):
+    assert load_config(tmp_path, env={}).townhall.public_url is None
+    write(tmp_path, "[townhall]\npublic_url = 'https://town.example.com/tt/'\n")
+    assert load_config(tmp_path, env={}).townhall.public_url == "https://town.example.com/tt"
+    env = {"TINYTOWN_PUBLIC_URL": "http://10.0.0.5:8080"}
+    assert load_config(tmp_path, env=env).townhall.public_url == "http://10.0.0.5:8080"
+
+
 def test_town_dir_precedence_flag_then_env_then_cwd(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
@@ -199,6 +207,19 @@ BAD_VALUES = [
         "at least heartbeat_interval_secs (10)",
     ),
     ("[agent]\nidle_heartbeat_secs = 0", "agent.idle_heartbeat_secs = 0", "an integer ≥ 1"),
+    *(
+        (f"[townhall]\npublic_url = {value}", f"townhall.public_url = {shown}", "https://")
+        for value, shown in (
+            ("'town.example.com'", "'town.example.com'"),
+            ("'ftp://town.example.com'", "'ftp://town.example.com'"),
+            ("'https://town.example.com/?key=1'", "'https://town.example.com/?key=1'"),
+            ("'https://town.example.com/#x'", "'https://town.example.com/#x'"),
+            ("'https://town.example.com/a|b'", "'https://town.example.com/a|b'"),
+            ("'https://me:pw@town.example.com'", "'https://me:****@town.example.com'"),
+            ("'https:///nohost'", "'https:///nohost'"),
+            ("8080", "8080"),
+        )
+    ),
     ("[agent_clis.x]\ncommand = ''", "agent_clis.x.command = ''", "a non-empty command line"),
     (
         "[agent_clis.x]\ncommand = 'x'\nenv = { A = 1 }",
@@ -240,6 +261,10 @@ def test_broken_toml_says_where(tmp_path):
         (
             {"TINYTOWN_REST_PORT": "http"},
             "TINYTOWN_REST_PORT='http' is invalid; expected an integer from 1 to 65535",
+        ),
+        (
+            {"TINYTOWN_PUBLIC_URL": "https://me:secret@town.example/"},
+            "TINYTOWN_PUBLIC_URL='https://me:****@town.example/' is invalid; expected the http",
         ),
     ],
 )

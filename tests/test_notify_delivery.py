@@ -454,3 +454,30 @@ def test_a_ping_names_its_mission_and_a_help_ping_for_an_ended_mission_is_not_se
         (ended.id, "the mission is failed now")
     ]
     assert town.redis.xpending(Outbox.of(town).outbox, DELIVERY_GROUP)["pending"] == 0
+
+
+def test_with_a_public_url_each_ping_links_to_its_page(tmp_path, redis_url, receiver):
+    """A webhook's body names the page (``url``), an ntfy ping opens it when tapped (``Click``)."""
+    phone = target("phone", receiver.url("/phone")).replace('kind = "webhook"', 'kind = "ntfy"')
+    town = notify_town(
+        tmp_path,
+        redis_url,
+        '[townhall]\npublic_url = "https://town.example.com/tt/"\n'
+        + target("hook", receiver.url("/hook"))
+        + phone,
+    )
+    notifier = Notifier(town, FAST)
+    notifier.prepare()
+    mission_completed(town)
+    task_failed(town)
+    until(lambda: len(receiver.requests) >= 4, notifier)
+    settle(notifier)
+
+    pages = {
+        "mission_completed": f"https://town.example.com/tt/missions/{MISSION}",
+        "task_failed": f"https://town.example.com/tt/tasks/{TASK}",
+    }
+    hooks = [json.loads(r["body"]) for r in receiver.at("/hook")]
+    assert {b["kind"]: b["url"] for b in hooks} == pages
+    clicks = sorted(r["headers"]["Click"] for r in receiver.at("/phone"))
+    assert clicks == sorted(pages.values())

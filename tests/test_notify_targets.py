@@ -11,9 +11,9 @@ import pytest
 
 from tinytown.config.notify import NotifyTarget
 from tinytown.core import events as ev
-from tinytown.notify.message import Notification, idempotency_key, text
+from tinytown.notify.message import Notification, idempotency_key, link_for, text
 from tinytown.notify.policy import backoff_secs, wanted_by
-from tinytown.notify.targets import build_request, redact
+from tinytown.notify.targets import build_request, redact, slack_escaped
 
 MISSION = "1a2b3c4d-0000-4000-8000-000000000001"
 EVENT = {
@@ -54,6 +54,7 @@ def test_a_webhook_gets_the_event_as_json_with_the_key():
         "town": "demo",
         "event": EVENT,
         "text": "Mission 1a2b3c4d completed (4 items)",
+        "url": None,  # no [townhall] public_url: nothing to link to
     }
 
 
@@ -100,6 +101,56 @@ def test_slack_gets_a_text_message_and_the_key_it_does_not_dedupe_on():
         "User-Agent": "tinytown-notify",
     }
     assert json.loads(body) == {"text": "[demo] Mission 1a2b3c4d completed (4 items)"}
+
+
+BASE = "https://town.example.com/tt"
+TASK = "5e6f7a8b-0000-4000-8000-000000000002"
+
+
+@pytest.mark.parametrize(
+    ("kind", "doc", "link"),
+    [
+        (ev.NOTIFY_MISSION_COMPLETED, EVENT, f"{BASE}/missions/{MISSION}"),
+        (ev.NOTIFY_MISSION_FAILED, {"mission_id": MISSION}, f"{BASE}/missions/{MISSION}"),
+        (ev.NOTIFY_MISSION_HELP, {"mission_id": MISSION}, f"{BASE}/missions/{MISSION}"),
+        (ev.NOTIFY_TASK_FAILED, {"task_id": TASK, "mission_id": MISSION}, f"{BASE}/tasks/{TASK}"),
+        (ev.NOTIFY_WORKER_UNHEALTHY, {"agent_id": TASK}, f"{BASE}/"),
+        ("notification_test", {"message": "hello"}, f"{BASE}/"),
+        # an id that is not one is never put in a link: the town's page instead
+        (ev.NOTIFY_MISSION_HELP, {"mission_id": "../../v1/keys"}, f"{BASE}/"),
+        (ev.NOTIFY_TASK_FAILED, {"task_id": "x?y=<b>"}, f"{BASE}/"),
+    ],
+)
+def test_each_ping_links_to_the_page_that_shows_more(kind, doc, link):
+    assert link_for(BASE, kind, doc) == link
+    assert link_for(None, kind, doc) == ""  # no public_url: no link
+
+
+def test_with_a_public_url_every_target_carries_the_link():
+    link = f"{BASE}/missions/{MISSION}"
+    note = Notification(KEY, ev.NOTIFY_MISSION_COMPLETED, "demo", EVENT, 1_767_000_000, link)
+    assert json.loads(build_request(webhook(), note)[2])["url"] == link
+    ntfy = NotifyTarget("phone", "ntfy", "https://ntfy.sh/secret-topic")
+    assert build_request(ntfy, note)[1]["Click"] == link
+    assert "Click" not in build_request(ntfy, NOTE)[1]
+    slack = NotifyTarget("team", "slack", "https://hooks.slack.com/services/T/B/x")
+    assert json.loads(build_request(slack, note)[2]) == {
+        "text": f"[demo] Mission 1a2b3c4d completed (4 items) <{link}|Open>"
+    }
+
+
+def test_slack_shows_a_tasks_words_and_never_reads_them_as_markup():
+    """A failing CLI's last line reaches the ping: it must not mention @channel or make a link."""
+    hostile = {
+        "task_id": TASK,
+        "reason": "exit 1 | <!channel> see <https://evil.example|docs> & go",
+    }
+    note = Notification(KEY, ev.NOTIFY_TASK_FAILED, "demo", hostile)
+    slack = NotifyTarget("team", "slack", "https://hooks.slack.com/services/T/B/x")
+    sent = json.loads(build_request(slack, note)[2])["text"]
+    assert "<" not in sent and ">" not in sent
+    assert "&lt;!channel&gt;" in sent and "&amp; go" in sent
+    assert slack_escaped("a<b>&c") == "a&lt;b&gt;&amp;c"
 
 
 @pytest.mark.parametrize(
@@ -219,3 +270,15 @@ def test_the_backoff_doubles_from_the_base_up_to_the_cap():
 )
 def test_redact_keeps_only_scheme_host_and_port(url, shown):
     assert redact(url) == shown
+
+
+def test_tt_notify_listen_prints_the_text_and_the_link():
+    from tinytown.notify.receiver import describe
+
+    link = f"{BASE}/missions/{MISSION}"
+    note = Notification(KEY, ev.NOTIFY_MISSION_COMPLETED, "demo", EVENT, link=link)
+    assert describe(build_request(webhook(), note)[2]) == (
+        f"Mission 1a2b3c4d completed (4 items) {link}"
+    )
+    assert describe(build_request(webhook(), NOTE)[2]) == "Mission 1a2b3c4d completed (4 items)"
+    assert describe(b"plain words\n") == "plain words"

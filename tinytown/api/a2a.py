@@ -43,9 +43,9 @@ def town() -> Town:
 @a2a_card.get("/.well-known/agent-card.json")
 def card():
     authenticator: Authenticator = current_app.config["AUTHENTICATOR"]
-    return agent_card(
-        town().config.name, request.host_url, __version__, secured=authenticator.mode != "none"
-    )
+    config = town().config
+    base_url = config.townhall.public_url or request.host_url  # behind a proxy: public_url
+    return agent_card(config.name, base_url, __version__, secured=authenticator.mode != "none")
 
 
 def _audit(principal: str, status: int, **extra) -> None:

@@ -25,7 +25,7 @@ from tinytown.cli.common import (
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.errors import NotFound, TinytownError
 from tinytown.core.events import NOTIFICATION_KINDS
-from tinytown.notify.message import Notification, idempotency_key
+from tinytown.notify.message import Notification, idempotency_key, link_for
 from tinytown.notify.send import send
 from tinytown.notify.targets import redact
 from tinytown.store.outbox import Outbox
@@ -154,7 +154,14 @@ def cmd_test(args: argparse.Namespace) -> int:
     failed = 0
     for target in targets:
         key = idempotency_key(config.name, event_id, target.name)
-        notification = Notification(key, TEST_KIND, config.name, event, int(now().timestamp()))
+        notification = Notification(
+            key,
+            TEST_KIND,
+            config.name,
+            event,
+            int(now().timestamp()),
+            link_for(config.townhall.public_url, TEST_KIND, event),
+        )
         outcome = send(target, notification)
         if outcome.ok:
             print(f"sent to {target.name} ({outcome.reason})")

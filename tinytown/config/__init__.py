@@ -11,6 +11,7 @@ Environment overrides (they win over the file):
   or for a ``REDIS_URL`` that carries none.
 - ``TINYTOWN_TOWN_NAME`` — the town name when the file sets none.
 - ``TINYTOWN_REST_BIND`` / ``TINYTOWN_REST_PORT`` — townhall's bind address and port.
+- ``TINYTOWN_PUBLIC_URL`` — the address people reach townhall at (``[townhall] public_url``).
 - ``TINYTOWN_AGENT_CLI`` — the default coding CLI (``default_cli``).
 """
 
@@ -32,6 +33,7 @@ from tinytown.config.table import Table
 from tinytown.core import defaults, inputs
 from tinytown.core.clis import AgentCli, UnknownCli, default_cli, resolve_cli
 from tinytown.core.errors import ConfigError
+from tinytown.core.urls import public_base_url, redact_url
 
 AUTH_MODES = ("none", "api_key", "oidc")
 _TOWN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -99,6 +101,10 @@ class TownhallConfig:
     workers: int = defaults.TOWNHALL_WORKERS
     max_body_bytes: int = defaults.TOWNHALL_MAX_BODY_BYTES
     request_read_timeout_secs: int = defaults.TOWNHALL_REQUEST_READ_TIMEOUT_SECS
+    # where people reach townhall (behind a proxy, its outside address): pings link to the
+    # status pages under it and the A2A card names it; None = no links, the card uses the
+    # request's own address
+    public_url: str | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     mtls: MtlsConfig = field(default_factory=MtlsConfig)
@@ -254,17 +260,39 @@ def _townhall(t: Table, env: Mapping[str, str]) -> TownhallConfig:
         request_read_timeout_secs=t.int_range(
             "request_read_timeout_secs", defaults.TOWNHALL_REQUEST_READ_TIMEOUT_SECS, 1, 3600
         ),
+        public_url=_public_url(t.get("public_url", None, str, _PUBLIC_URL_FORM), "public_url", t),
         auth=_auth(t.table("auth")),
         tls=tls,
         mtls=mtls,
     )
     t.check_unknown()
     overrides: dict[str, Any] = {}
+    if env.get("TINYTOWN_PUBLIC_URL"):
+        overrides["public_url"] = _public_url(env["TINYTOWN_PUBLIC_URL"], "TINYTOWN_PUBLIC_URL")
     if env.get("TINYTOWN_REST_BIND"):
         overrides["bind"] = env["TINYTOWN_REST_BIND"]
     if env.get("TINYTOWN_REST_PORT"):
         overrides["rest_port"] = _env_int(env, "TINYTOWN_REST_PORT", 1, 65535)
     return dataclasses.replace(cfg, **overrides)
+
+
+_PUBLIC_URL_FORM = (
+    "the http:// or https:// address people reach townhall at, e.g. "
+    '"https://town.example.com" (no user, password, query or fragment)'
+)
+
+
+def _public_url(value: str | None, name: str, t: Table | None = None) -> str | None:
+    if value is None:
+        return None
+    base = public_base_url(value)
+    if base is None:  # (shown with any password it holds as ****)
+        if t is not None:
+            raise t._fail(name, redact_url(value), _PUBLIC_URL_FORM)
+        raise ConfigError(
+            f"environment: {name}={redact_url(value)!r} is invalid; expected {_PUBLIC_URL_FORM}"
+        )
+    return base
 
 
 def _agent(t: Table) -> AgentConfig:

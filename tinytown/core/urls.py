@@ -55,3 +55,30 @@ def redact_text(text: str, url: str) -> str:
         ):
             text = text.replace(secret, REDACTED)
     return text
+
+
+def public_base_url(value: str) -> str | None:
+    """``value`` as the base of links to townhall's pages (``https://town.example.com`` or
+    ``https://example.com/town``), without a trailing ``/``; None when it is not one: an
+    ``http``/``https`` URL with a host, and no user, password, query, fragment, whitespace,
+    control character or ``<>|"`` (the links are put in pings sent to phones and chat, and Slack
+    marks a link up as ``<url|text>``)."""
+    if not value or any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in '<>|"' for c in value):
+        return None
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a bad port or IPv6 literal
+        return None
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or "@" in parts.netloc
+        or parts.query
+        or parts.fragment
+        or "?" in value
+        or "#" in value
+    ):
+        return None
+    return value.rstrip("/")

@@ -45,7 +45,7 @@ from tinytown.config.notify import NotifyTarget
 from tinytown.core import defaults
 from tinytown.core import events as ev
 from tinytown.core.clock import now, to_rfc3339
-from tinytown.notify.message import Notification, idempotency_key
+from tinytown.notify.message import Notification, idempotency_key, link_for
 from tinytown.notify.policy import backoff_secs, wanted_by
 from tinytown.notify.send import Outcome, send
 from tinytown.store.duty import run_duty
@@ -324,8 +324,10 @@ class Notifier:
         if entry.attempt > p.max_attempts:  # its deliverers died: attempts with no answer
             self._bury(entry, f"no answer recorded after {p.max_attempts} attempts")
             return None
+        config = self.town.config
+        link = link_for(config.townhall.public_url, entry.kind, event)
         notification = Notification(
-            entry.key, entry.kind, self.town.config.name, event, int(time.time())
+            entry.key, entry.kind, config.name, event, int(time.time()), link
         )
         outcome = send(target, notification, self.session)
         if outcome.ok:

@@ -1,5 +1,6 @@
 """What a notification is: the event, its kind, the town and one idempotency key per
-(event, target); and the one-line text a person reads. Pure: no I/O."""
+(event, target); the one-line text a person reads, and the link to the page that shows more
+(under ``[townhall] public_url``). Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tinytown.core import events as ev
+from tinytown.core.records import is_uuid
 
 TEXT_MAX_CHARS = 300  # a ping is one line; the event document holds the rest
 SHORT_ID_CHARS = 8
@@ -27,16 +29,21 @@ TITLES = {
 }
 
 
+_MISSION_KINDS = (ev.NOTIFY_MISSION_COMPLETED, ev.NOTIFY_MISSION_FAILED, ev.NOTIFY_MISSION_HELP)
+
+
 @dataclass(frozen=True)
 class Notification:
     """One notification for one target. ``event`` is the event document with its stream id as
-    ``id``; ``sent_at`` is the attempt's time (Unix seconds), for the webhook's timestamp."""
+    ``id``; ``sent_at`` is the attempt's time (Unix seconds), for the webhook's timestamp;
+    ``link`` the page to open ("" when townhall has no ``public_url``)."""
 
     key: str
     kind: str
     town: str
     event: Mapping = field(default_factory=dict)
     sent_at: int = 0
+    link: str = ""
 
     @property
     def text(self) -> str:
@@ -45,6 +52,20 @@ class Notification:
     @property
     def title(self) -> str:
         return f"{self.town}: {TITLES.get(self.kind, self.kind.replace('_', ' '))}"
+
+
+def link_for(base_url: str | None, kind: str, doc: Mapping) -> str:
+    """The status page a person opens from a ping: the mission's page for a mission's
+    notification, the task's page for a failed task, else the town's page; "" without a
+    ``base_url`` (``[townhall] public_url``). Only a well-formed id is put in a link."""
+    if not base_url:
+        return ""
+    mission_id, task_id = doc.get("mission_id"), doc.get("task_id")
+    if kind in _MISSION_KINDS and is_uuid(mission_id):
+        return f"{base_url}/missions/{mission_id}"
+    if kind == ev.NOTIFY_TASK_FAILED and is_uuid(task_id):
+        return f"{base_url}/tasks/{task_id}"
+    return f"{base_url}/"
 
 
 def idempotency_key(town: str, event_id: str, target: str) -> str:

@@ -39,13 +39,15 @@ class Receiver(ThreadingHTTPServer):
 
 
 def describe(body: bytes) -> str:
-    """The line to print: a webhook's ``text`` (or a Slack body's), else the body itself."""
+    """The line to print: a webhook's ``text`` and ``url`` (or a Slack body's text), else the
+    body itself."""
     try:
         doc = json.loads(body)
     except ValueError:
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("text"), str):
-        return doc["text"]
+        url = doc.get("url")
+        return doc["text"] + (f" {url}" if isinstance(url, str) and url else "")
     return body.decode("utf-8", "replace").strip()
 
 

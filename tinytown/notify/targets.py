@@ -1,10 +1,13 @@
 """The HTTP request each kind of target gets, and a target's URL as it may be logged. Pure.
 
-- ``webhook``: a JSON body ``{"id", "kind", "town", "event", "text"}``; with a secret, the body
-  is signed: ``X-Tinytown-Signature: sha256=<hex HMAC-SHA256 of the raw body>``, plus
+- ``webhook``: a JSON body ``{"id", "kind", "town", "event", "text", "url"}`` (``url``: the page
+  to open, null without ``[townhall] public_url``); with a secret, the body is signed:
+  ``X-Tinytown-Signature: sha256=<hex HMAC-SHA256 of the raw body>``, plus
   ``X-Tinytown-Timestamp`` (the attempt's Unix time; the receiver dedupes on ``id``).
-- ``ntfy``: POST to the topic URL, the text as the body, ``Title``, ``Priority`` and ``Tags``.
-- ``slack``: an incoming webhook's JSON ``{"text": …}``.
+- ``ntfy``: POST to the topic URL, the text as the body, ``Title``, ``Priority``, ``Tags`` and
+  ``Click`` (the page a tap opens, with a ``public_url``).
+- ``slack``: an incoming webhook's JSON ``{"text": …}``, the text escaped as Slack asks (so a
+  task's output cannot write ``<!channel>`` or a link of its own), ``<url|Open>`` after it.
 
 Every request carries ``Idempotency-Key`` (the notification's key). ntfy ignores headers it
 does not know and Slack has no idempotency header: neither dedupes, so a retry after a crash at
@@ -49,7 +52,14 @@ def signature(secret: str, body: bytes) -> str:
 
 def _webhook(target: NotifyTarget, n: Notification) -> Request:
     body = _json(
-        {"id": n.key, "kind": n.kind, "town": n.town, "event": dict(n.event), "text": n.text}
+        {
+            "id": n.key,
+            "kind": n.kind,
+            "town": n.town,
+            "event": dict(n.event),
+            "text": n.text,
+            "url": n.link or None,
+        }
     )
     headers = {"Content-Type": JSON, "Idempotency-Key": n.key, "User-Agent": USER_AGENT}
     if target.secret:
@@ -69,12 +79,23 @@ def _ntfy(target: NotifyTarget, n: Notification) -> Request:
         "Idempotency-Key": n.key,
         "User-Agent": USER_AGENT,
     }
+    if n.link:
+        headers["Click"] = n.link
     return target.url, headers, n.text.encode()
+
+
+def slack_escaped(text: str) -> str:
+    """``text`` as Slack shows it literally: ``&``, ``<`` and ``>`` escaped (Slack reads
+    ``<…>`` as a link or a mention such as ``<!channel>``)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _slack(target: NotifyTarget, n: Notification) -> Request:
     headers = {"Content-Type": JSON, "Idempotency-Key": n.key, "User-Agent": USER_AGENT}
-    return target.url, headers, _json({"text": f"[{n.town}] {n.text}"})
+    text = slack_escaped(f"[{n.town}] {n.text}")
+    if n.link:  # (public_base_url admits no < > | in it)
+        text += f" <{n.link}|Open>"
+    return target.url, headers, _json({"text": text})
 
 
 BUILDERS = {"webhook": _webhook, "ntfy": _ntfy, "slack": _slack}
