@@ -190,3 +190,32 @@ def test_a_worker_beat_reads_its_controls_and_never_recreates_a_record(town):
     assert not town.redis.exists(town.keys.agent(a.id))
     assert town.redis.zscore(town.keys.agents_alive, a.id) is None
     docket.close()
+
+
+def test_a_pause_between_the_claim_and_the_clis_start_holds(town):
+    """The CLI start's move to working does not undo a pause that landed after the claim; the
+    record still names the task and the CLI, with a heartbeat of the working window."""
+    from tinytown.store.worker import WorkerStore
+
+    a = town.agents.register("alice", "claude")
+    town.agents.update(a.id, "ready")
+    task = town.tasks.add("refactor")
+    town.tasks.assign(task.id, a.id)
+    store = WorkerStore(town, a.id, 7)
+    town.agents.update(a.id, "pause")  # an operator, while the workspace is being prepared
+    status, old = store.cli_started(
+        task.id, "2026-12-07T00:00:00+00:00", pgid=4242, host="vm1", taken=[]
+    )
+    assert (status, old) == ("state", "paused")
+    record = town.agents.get(a.id)
+    assert record.state == "paused" and record.current_task == task.id
+    assert town.redis.hget(town.keys.agent(a.id), "cli_pgid") == "4242"
+    assert record.heartbeat_interval_secs == 7
+    assert 0 < record.alive_until - town.agents.now_ms() <= 3 * 7_000 + 1_000
+    assert_agent_indexes_exact(town)
+
+    town.agents.update(a.id, "resume")  # and an agent that is not paused starts working
+    b = WorkerStore(town, a.id, 7).cli_started(
+        task.id, "2026-12-07T00:00:01+00:00", pgid=4243, host="vm1", taken=[]
+    )
+    assert b == ("ok", "idle") and town.agents.get(a.id).state == "working"

@@ -402,3 +402,29 @@ def test_a_running_worker_keeps_its_health_file_fresh_after_each_heartbeat(
     assert json.loads(health.read_text())["heartbeat_interval_secs"] == 2
     assert check.returncode == 0, check.stdout
     assert worker.events("health_file_failed") == []
+
+
+def test_an_agent_paused_while_its_cli_runs_stays_paused_and_lets_go_of_the_task(
+    worker_town, workers
+):
+    """The task finishes; the pause holds (no new work), and the record stops naming the task
+    and the CLI that ended (the status page would show it working on it for ever)."""
+    root = worker_town()
+    town = open_town(root)
+    worker = workers.start(root)
+    worker.wait_event("agent_state", state="idle")
+    task = town.tasks.add("[sleep 1.5][print done]")
+    worker.wait_event("cli_started", task=task.id)
+    town.agents.update(worker.agent_id, "pause")
+    assert wait_terminal(town, task.id).state == "completed"
+
+    def let_go() -> bool:
+        agent = town.agents.get(worker.agent_id)
+        return agent.state == "paused" and not agent.current_task
+
+    assert poll_quiet(let_go, secs=10)
+    assert not town.redis.hexists(town.keys.agent(worker.agent_id), "cli_pgid")
+    after = town.tasks.add("[print after the pause]")
+    assert not poll_quiet(lambda: town.tasks.get(after.id).state != "pending", secs=1.5)
+    town.agents.update(worker.agent_id, "resume")
+    assert wait_terminal(town, after.id).state == "completed"

@@ -143,7 +143,9 @@ AGENT = Machine(
             AGENT_STATES, "starting"
         ),  # a new record, or one adopted by TINYTOWN_AGENT_ID
         "ready": Move(("starting",), "idle"),
-        "work": Move(("idle", "starting", "paused", "working"), "working"),
+        # (not from paused: a pause that lands between a claim and its CLI's start holds; the
+        # CLI runs its task, and the agent takes no new work until resumed)
+        "work": Move(("idle", "starting", "working"), "working"),
         "rest": Move(("working",), "idle"),
         "drain": Move(("starting", "idle", "working", "paused"), "draining"),
         "drain_task": Move(("working",), "draining"),  # told to stop while its CLI runs

@@ -13,7 +13,7 @@ import redis
 
 from tinytown.core.defaults import DOCKET_GROUP as GROUP
 from tinytown.core.liveness import Beat
-from tinytown.core.states import TASK_RUNNING, TERMINAL_TASK_STATES
+from tinytown.core.states import AGENT, TASK_RUNNING, TERMINAL_TASK_STATES
 from tinytown.store import transaction
 from tinytown.store.control import Listener
 from tinytown.store.scripts import execute_pipelined, queue_script
@@ -182,6 +182,10 @@ class WorkerStore:
             if isinstance(reply, Exception):
                 raise reply
         status, old = replies[2 if token is not None else 1]
+        if status == "state" and old == AGENT["pause"].target:
+            # paused since the claim: it stays paused, and its record still names the task, its
+            # CLI and a heartbeat (the working window), as a pause of a working agent leaves them
+            agents.update(self.agent_id, "beat", beat=beat, set_fields=working)
         return status, old
 
     def attempt_ended(

@@ -450,11 +450,10 @@ class TaskRunner:
         task is in a final state), the entry acknowledged, the round counted, the agent ``idle``
         (one paused, stopping or stopped meanwhile stays so: the move leaves only from its
         source states)."""
-        w, idle = self.worker, AGENT["rest"].target
+        w = self.worker
         if self.round_ended is not None:  # ended with the final write (write_final_state)
             (status, old), self.round_ended = self.round_ended, None
-            if status == "ok" and old != idle:
-                w.log("agent_state", state=idle, previous=old, reason=None)
+            self.rested(status, old)
             return
         output, self.finishing = self.finishing, None
         (status, old), output_error = w.with_redis(
@@ -468,8 +467,23 @@ class TaskRunner:
         )
         if output_error is not None:
             output.failed(output_error)
+        self.rested(status, old)
+
+    def rested(self, status: str, old: str) -> None:
+        """After the round's ``rest`` move: logged if it moved; an agent paused meanwhile stays
+        paused, and its record stops naming the task and the CLI that ended (one more write)."""
+        w, idle = self.worker, AGENT["rest"].target
         if status == "ok" and old != idle:
             w.log("agent_state", state=idle, previous=old, reason=None)
+        elif status == "state" and old == AGENT["pause"].target:
+            w.with_redis(
+                "round_done_paused",
+                w.town.agents.update,
+                w.agent_id,
+                "beat",
+                set_fields={"last_active_at": to_rfc3339(now())},
+                delete_fields=("current_task", "cli_pgid"),
+            )
 
     def stop_orphan_cli(self, holder: str, task_id: str) -> None:
         """Stop the CLI a dead holder left running on this host (``tinytown.worker.orphan_cli``)."""
