@@ -380,17 +380,17 @@ class Worker:
         """Write the task's final state for this attempt, then (only then) acknowledge the entry."""
         final = self.runner.write_final_state(entry, task, outcome, fields)
         self.held = None  # (its state is final: a heartbeat need not keep the entry any more)
-        self.after_task(entry, completed=final in ("completed", "kept:completed"))
+        self.after_task(entry)
         reason = None if outcome.succeeded else outcome.reason(self.config)
         attempt = task.attempts
         self.log(
             "task_finished", task=task.id, attempt=attempt, outcome=final, reason=reason, **fields
         )
 
-    def after_task(self, entry: Entry, completed: bool) -> None:
+    def after_task(self, entry: Entry) -> None:
         """Once the final state is written: the entry acknowledged, the round counted, the
         agent ``idle`` (``TaskRunner.end_round``, one round trip)."""
-        self.runner.end_round(self.docket, entry, completed)
+        self.runner.end_round(entry)
         self.idle_since = time.monotonic()
 
     # -- Draining → Stopped -----------------------------------------------------------------

@@ -538,3 +538,30 @@ def test_an_attempts_end_written_again_after_a_lost_reply_counts_once(worker_tow
     ends = [f for _, f in town.redis.xrange(town.output.stream(task.id)) if "end" in f]
     assert len(ends) == 1
     assert acked(town, town.keys.docket)
+
+
+def test_a_rounds_end_after_a_workspace_sent_again_after_a_lost_reply_counts_once(worker_town):
+    """With a workspace (or a retry) after the final write, the round ends in a write of its
+    own (``round_done``); a retry of it after a lost reply once counted the round and the
+    completed task twice. Driven in-process, as above: the write is simply sent twice."""
+    root = worker_town()
+    town = open_town(root)
+    with in_process_worker(root) as worker:
+        task = town.tasks.add("ends once, after its workspace")
+        delivery = worker.next_delivery()
+        ts = to_rfc3339(now())
+        final, _, _ = worker.store.attempt_ended(
+            task.id, token=None, run_secs=0, move="complete", set_fields={"completed_at": ts}
+        )
+        ended = functools.partial(
+            worker.store.round_done, delivery.entry, last_active_at=ts, output_of=task.id
+        )
+        first = ended()
+        again = ended()  # the retry
+        agent = town.agents.get(worker.agent_id)
+
+    assert final.ok and first[0] == again[0] == "completed"
+    assert (agent.rounds_completed, agent.tasks_completed) == (1, 1)
+    ends = [f for _, f in town.redis.xrange(town.output.stream(task.id)) if "end" in f]
+    assert len(ends) == 1
+    assert acked(town, town.keys.docket)

@@ -268,38 +268,27 @@ class WorkerStore:
         ]
 
     def round_done(
-        self, docket, entry, *, completed: bool, last_active_at: str, output_of: str | None
-    ) -> tuple[tuple[str, str], Exception | None]:
-        """After the task's final state is written, in one round trip: its output stream marked
-        finished (``output_of``: the task, when it is in a final state), the docket entry
-        acknowledged (only if still held: :meth:`Docket.ack`), the round counted, and the agent
-        back to ``idle`` (its task and CLI process group dropped). Returns the agent move's
-        ``(status, old state)`` and the output's error, if its write failed (the rest raise)."""
-        agent, agents = self.keys.agent(self.agent_id), self.town.agents
-        queued = (
-            [] if output_of is None else [lambda p: self.town.output.queue_finish(p, output_of)]
+        self, entry, *, last_active_at: str, output_of: str | None
+    ) -> tuple[str, tuple[str, str]]:
+        """After the task's final state is written (and its workspace dealt with), in one round
+        trip, what the final write does itself when nothing follows it (``_END_ROUND``): its
+        output stream marked finished (``output_of``: the task, when it is in a final state),
+        the docket entry acknowledged, the round (and a completed task) counted, all only while
+        the entry is still held, so that a retry after a lost reply counts nothing twice; and
+        the agent back to ``idle`` (its task and CLI process group dropped). Returns the task's
+        state as the script saw it (``unfinished``: still running for this agent, nothing done)
+        and the agent move's ``(status, old state)``."""
+        end = RoundEnd(entry, output_of, last_active_at)
+        replies = each_once(
+            self.r,
+            self._queue_round_end(entry.task_id, end),
+            (self._end_round, self.town.agents._update),
         )
-        queued.append(lambda p: docket.queue_ack(p, entry))
-        queued.append(lambda p: p.hincrby(agent, "rounds_completed", 1))
-        if completed:
-            queued.append(lambda p: p.hincrby(agent, "tasks_completed", 1))
-        queued.append(
-            lambda p: agents.queue_update(
-                p,
-                self.agent_id,
-                "rest",
-                set_fields={"last_active_at": last_active_at},
-                delete_fields=("current_task", "cli_pgid"),
-            )
-        )
-        scripts = (docket._ack_if_held, agents._update, self.town.output._finish)
-        replies = each_once(self.r, queued, scripts)
-        output_error = replies.pop(0) if output_of is not None else None
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        status, old = replies[-1]
-        return (status, old), output_error if isinstance(output_error, Exception) else None
+        (status, state), (agent_status, old) = replies
+        return ("unfinished" if status != "done" else state), (agent_status, old)
 
     def cli_of(self, holder: str) -> tuple[str | None, str | None]:
         """``(host, cli_pgid)`` another agent recorded while its CLI ran."""

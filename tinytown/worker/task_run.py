@@ -445,28 +445,27 @@ class TaskRunner:
                 self.finishing = self.output
             self.output = None
 
-    def end_round(self, docket, entry: Entry, completed: bool) -> None:
+    def end_round(self, entry: Entry) -> None:
         """Once the final state is written, one round trip: the output marked finished (if the
-        task is in a final state), the entry acknowledged, the round counted, the agent ``idle``
-        (one paused, stopping or stopped meanwhile stays so: the move leaves only from its
-        source states)."""
+        task is in a final state), the entry acknowledged and the round counted (only while it
+        is held: a retry after a lost reply counts nothing twice), the agent ``idle`` (one
+        paused, stopping or stopped meanwhile stays so: the move leaves only from its source
+        states)."""
         w = self.worker
         if self.round_ended is not None:  # ended with the final write (write_final_state)
             (status, old), self.round_ended = self.round_ended, None
             self.rested(status, old)
             return
         output, self.finishing = self.finishing, None
-        (status, old), output_error = w.with_redis(
+        state, (status, old) = w.with_redis(
             "round_done",
             w.store.round_done,
-            docket,
             entry,
-            completed=completed,
             last_active_at=to_rfc3339(now()),
             output_of=output.task_id if output is not None else None,
         )
-        if output_error is not None:
-            output.failed(output_error)
+        if state == "unfinished":  # (not expected: its entry stays held for a take-over)
+            w.log("round_not_ended", task=entry.task_id, reason="task still running")
         self.rested(status, old)
 
     def rested(self, status: str, old: str) -> None:
