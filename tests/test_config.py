@@ -217,6 +217,12 @@ BAD_VALUES = [
             ("'https://town.example.com/a|b'", "'https://town.example.com/a|b'"),
             ("'https://me:pw@town.example.com'", "'https://me:****@town.example.com'"),
             ("'https:///nohost'", "'https:///nohost'"),
+            (
+                '"https://evil.example\\\\.town.example.com"',
+                repr("https://evil.example\\.town.example.com"),
+            ),
+            ("'https://例え.jp/tt'", "'https://例え.jp/tt'"),
+            ("'https://town.example.com:'", "'https://town.example.com:'"),
             ("8080", "8080"),
         )
     ),

@@ -100,7 +100,11 @@ def test_slack_gets_a_text_message_and_the_key_it_does_not_dedupe_on():
         "Idempotency-Key": KEY,
         "User-Agent": "tinytown-notify",
     }
-    assert json.loads(body) == {"text": "[demo] Mission 1a2b3c4d completed (4 items)"}
+    assert json.loads(body) == {
+        "text": "[demo] Mission 1a2b3c4d completed (4 items)",
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
 
 
 BASE = "https://town.example.com/tt"
@@ -134,9 +138,9 @@ def test_with_a_public_url_every_target_carries_the_link():
     assert build_request(ntfy, note)[1]["Click"] == link
     assert "Click" not in build_request(ntfy, NOTE)[1]
     slack = NotifyTarget("team", "slack", "https://hooks.slack.com/services/T/B/x")
-    assert json.loads(build_request(slack, note)[2]) == {
-        "text": f"[demo] Mission 1a2b3c4d completed (4 items) <{link}|Open>"
-    }
+    assert json.loads(build_request(slack, note)[2])["text"] == (
+        f"[demo] Mission 1a2b3c4d completed (4 items) <{link}|Open>"
+    )
 
 
 def test_slack_shows_a_tasks_words_and_never_reads_them_as_markup():

@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 import pytest
 import requests
 
+from tinytown.api import create_app
 from tinytown.config import load_config
 from tinytown.core.chart import Sample, chart_svg
 from tinytown.core.liveness import Beat
@@ -84,7 +85,9 @@ def test_the_page_needs_town_read_by_header_or_login_cookie(keyed_app, keyed_tow
     ok = client.post("/login", data={"key": read_key})
     assert ok.status_code == 303 and ok.headers["Location"].endswith("/")
     cookie = ok.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
+    # Lax: a ping's link opened from a chat site finds the page (POSTs from other sites are
+    # refused by their Origin, below)
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
     page = client.get("/")
     assert page.status_code == 200 and page.mimetype == "text/html"
     assert "alice" in text_of(page.get_data(as_text=True))
@@ -303,3 +306,112 @@ def test_a_missions_page_shows_its_items_tasks_agents_and_log(keyed_app, keyed_t
     for missing in (str(uuid.uuid4()), mission.id[:8], "not-a-mission", "x" * 300):
         gone = client.get(f"/missions/{missing}", headers=headers)
         assert gone.status_code == 404 and "Not found" in gone.get_data(as_text=True), missing
+
+
+def prefixed_app(tmp_path, redis_url, keyring):
+    """An api_key town whose people reach it at https://town.example.com/tt (a proxy strips
+    the prefix)."""
+    root = tmp_path / "prefixed"
+    root.mkdir()
+    tables = keyed_tables(keyring, "\n[townhall]\npublic_url = 'https://town.example.com/tt/'\n")
+    write_town(root, redis_url, tables=tables)
+    town = Town.connect(load_config(root, env={}))
+    return town, create_app(town.config, town=town)
+
+
+def test_a_link_from_a_ping_leads_through_the_log_in_to_its_page(keyed_app, keyed_town, keyring):
+    mission, _ = start_mission(keyed_town, items=[{"key": "a", "title": "First"}], title="m")
+    client = keyed_app.test_client()
+    page = f"/missions/{mission.id}"
+    asked = client.get(page)
+    assert asked.status_code == 302 and asked.headers["Location"] == f"/login?next={page}"
+    form = client.get(f"/login?next={page}").get_data(as_text=True)
+    assert f'name="next" value="{page}"' in form
+    done = client.post("/login", data={"key": keyring["read"][0], "next": page})
+    assert done.status_code == 303 and done.headers["Location"] == page
+    assert "First" in text_of(client.get(page).get_data(as_text=True))
+    # only the pages themselves: never another site, another route or a path trick
+    for elsewhere in ("//evil.example", "https://evil.example/", "/v1/keys", "/\\evil", "/x"):
+        back = client.post("/login", data={"key": keyring["read"][0], "next": elsewhere})
+        assert back.headers["Location"] == "/", elsewhere
+        assert 'value="/"' in client.get(f"/login?next={elsewhere}").get_data(as_text=True)
+
+
+def test_forms_posted_from_another_site_are_refused(keyed_app, keyring):
+    """Logging a visitor in with the attacker's key, or out, from a page on another site."""
+    client = keyed_app.test_client()
+    key = {"key": keyring["read"][0]}
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "http://localhost", "Sec-Fetch-Site": "same-site"},
+    ):
+        for path, data in (("/login", key), ("/logout", {})):
+            resp = client.post(path, data=data, headers=headers)
+            assert resp.status_code == 403, (path, headers)
+            assert "Set-Cookie" not in resp.headers and "another site" in resp.get_data(True)
+    same = {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/login", data=key, headers=same).status_code == 303
+    assert client.post("/login", data=key).status_code == 303  # (curl: no Origin)
+
+
+def test_pages_are_kept_in_no_cache_and_logging_out_clears_it(keyed_app, keyed_town, keyring):
+    made = populate(keyed_town)
+    client = keyed_app.test_client()
+    key = {"X-API-Key": keyring["read"][0]}
+    for path in ("/", f"/tasks/{made['broken'].id}", f"/missions/{made['mission'].id}", "/login"):
+        assert client.get(path, headers=key).headers["Cache-Control"] == "no-store", path
+    assert client.post("/logout").headers["Clear-Site-Data"] == '"cache"'
+
+
+def test_behind_a_proxy_links_keep_the_public_urls_path_and_the_cookie_is_secure(
+    tmp_path, redis_url, keyring
+):
+    town, app = prefixed_app(tmp_path, redis_url, keyring)
+    made = populate(town)
+    client = app.test_client()
+    mission = made["mission"].id
+    assert client.get("/").headers["Location"] == "/tt/login"
+    assert client.get(f"/missions/{mission}").headers["Location"] == (
+        f"/tt/login?next=/missions/{mission}"
+    )
+    assert 'action="/tt/login"' in client.get("/login").get_data(as_text=True)
+    proxied = {"Origin": "https://town.example.com"}  # the page's origin, as the browser saw it
+    done = client.post(
+        "/login", data={"key": keyring["read"][0], "next": f"/missions/{mission}"}, headers=proxied
+    )
+    assert done.status_code == 303 and done.headers["Location"] == f"/tt/missions/{mission}"
+    cookie = done.headers["Set-Cookie"]  # TLS ends at the proxy: the cookie is still Secure
+    assert "Secure" in cookie and "Path=/tt" in cookie
+    html = client.get("/", headers={"X-API-Key": keyring["read"][0]}).get_data(as_text=True)
+    assert f'href="/tt/missions/{mission}"' in html and 'action="/tt/logout"' in html
+    assert 'href="/missions/' not in html and 'href="/tasks/' not in html
+    assert client.post("/logout", headers=proxied).headers["Location"] == "/tt/login"
+    town.close()
+
+
+def test_pages_drop_terminal_escapes_and_bidi_overrides(keyed_app, keyed_town, keyring):
+    """Text from outside cannot show reversed, recolour a terminal-styled page or hide itself."""
+    task = keyed_town.tasks.add("Fix \u202egnp.exe\u202c the build")
+    keyed_town.output.append(task.id, ["\x1b[31mred\x1b[0m line\x07\n\x1b]0;title\x07next\tcol\n"])
+    keyed_town.tasks.fail(task.id, "exit 1\n\u2066hidden\u2069 \x1b[2Jcleared")
+    client = keyed_app.test_client()
+    key = {"X-API-Key": keyring["read"][0]}
+    pages = [client.get(p, headers=key).get_data(as_text=True) for p in ("/", f"/tasks/{task.id}")]
+    for html in pages:
+        assert not any(c in html for c in "\u202e\u202c\u2066\u2069\x1b\x07"), html[:200]
+    assert "red line\nnext\tcol" in pages[1] and "hidden cleared" in pages[1]
+
+
+def test_a_short_id_is_told_what_the_pages_take(keyed_app, keyed_town, keyring):
+    mission, _ = start_mission(keyed_town, items=[{"key": "a", "title": "A"}], title="m")
+    client = keyed_app.test_client()
+    key = {"X-API-Key": keyring["read"][0]}
+    short = client.get(f"/missions/{mission.id[:8]}", headers=key)
+    assert short.status_code == 404
+    words = text_of(short.get_data(as_text=True))
+    assert "the full id" in words and f"tt mission status {mission.id[:8]}" in words
+    gone = str(uuid.uuid4())
+    missing = text_of(client.get(f"/tasks/{gone}", headers=key).get_data(as_text=True))
+    assert f"There is no task {gone} in this town" in missing

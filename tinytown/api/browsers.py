@@ -5,9 +5,10 @@ A browser sends requests for whatever page it shows. A page on any site can POST
 or no body at all), and a page whose host name its owner points at 127.0.0.1 after it loaded
 (DNS rebinding) is even on the same origin as townhall, so it may read the answers too.
 
-Keys stop both: a browser never adds a bearer key by itself, and the status page's cookie is
-``SameSite=Strict``. A town without auth (``[townhall.auth] mode = "none"``, which townhall allows
-only on a loopback or unix-socket bind) has no key, so there every request must
+Keys stop both: a browser never adds a bearer key by itself, and the status page's cookie
+(``SameSite=Lax``) opens only its read-only pages, whose forms refuse a foreign ``Origin``
+(:mod:`tinytown.api.page`). A town without auth (``[townhall.auth] mode = "none"``, which
+townhall allows only on a loopback or unix-socket bind) has no key, so there every request must
 
 - name this machine in its ``Host`` header (``localhost``, ``127.0.0.0/8``, ``::1``, any port):
   a rebound name is refused;

@@ -1,8 +1,10 @@
 """What the status pages show, read from the town in a few round trips: the town (``/``) and one
 mission (``/missions/<id>``). The routes, auth and headers are in :mod:`tinytown.api.page`.
 
-Every text from outside (task descriptions, titles, reasons) is cut to one line here, ids
-shortened to their first 8 hex digits as ``tt`` shows them; the templates escape it.
+Every text from outside (task descriptions, titles, reasons, a CLI's output) loses its control
+and format characters here (terminal escapes, bidi overrides that would show text reversed), and
+a line is cut to its width, ids shortened to their first 8 hex digits as ``tt`` shows them; the
+templates escape what is left.
 """
 
 from __future__ import annotations
@@ -23,12 +25,23 @@ EVENTS_SHOWN, FAILURES_SHOWN, MISSIONS_SHOWN = 20, 10, 10
 MISSION_LOG_SHOWN = 20  # a mission's page shows its newest log lines
 
 _UUID = re.compile(r"\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+# a terminal's escape sequences: CSI (colours, cursor moves) and OSC (titles, links)
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?")
 
 
 def shorten(text: str | None, width: int = 80) -> str:
-    """One line of at most ``width`` characters, ids shortened to their first 8 (as tt shows)."""
-    text = _UUID.sub(r"\1", " ".join((text or "").split()))
+    """One line of at most ``width`` printable characters, ids shortened to their first 8 (as
+    tt shows them)."""
+    text = "".join(c if c.isprintable() else " " for c in _ESCAPES.sub("", text or ""))
+    text = _UUID.sub(r"\1", " ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def readable(text: str | None) -> str:
+    """A block of text (a description, a result, a CLI's output) as a page shows it: lines and
+    tabs kept, terminal escapes and every other control or format character dropped."""
+    text = _ESCAPES.sub("", text or "")
+    return "".join(c for c in text if c.isprintable() or c in "\n\t")
 
 
 def _first_line(text: str | None) -> str:
@@ -41,6 +54,11 @@ def _first_line(text: str | None) -> str:
 def _clock(timestamp: str | None) -> str:
     parsed = parse_rfc3339(timestamp or "")
     return parsed.strftime("%H:%M:%S") if parsed else ""
+
+
+def _when(timestamp: str | None) -> str:
+    parsed = parse_rfc3339(timestamp or "")
+    return parsed.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if parsed else ""
 
 
 def _progress(m, counts: dict) -> dict:
@@ -79,7 +97,7 @@ def status_view(t: Town, *, auth: bool) -> dict:
         "agents": [
             {
                 "name": a.name,
-                "id": a.short_id(),
+                "id": a.id[:8],
                 "state": rest_state(a.state),
                 "alive": a.alive(now_ms),
                 "task": shorten(descriptions.get(a.current_task or ""), 60),
@@ -128,7 +146,7 @@ def mission_view(t: Town, mission_id: str) -> dict | None:
     names = {agent.id: agent.name for agent in t.agents.many(agent_ids) if agent is not None}
     return {
         "mission": _progress(mission, summary(items)),
-        "created": shorten(mission.data.get("created_at"), 40),
+        "created": _when(mission.data.get("created_at")),
         "items": [
             {
                 "key": shorten(i.get("key"), 40),

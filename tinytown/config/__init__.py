@@ -278,7 +278,8 @@ def _townhall(t: Table, env: Mapping[str, str]) -> TownhallConfig:
 
 _PUBLIC_URL_FORM = (
     "the http:// or https:// address people reach townhall at, e.g. "
-    '"https://town.example.com" (no user, password, query or fragment)'
+    '"https://town.example.com": ASCII (punycode for an international domain), a host name '
+    'or IP, no user, password, query, fragment, spaces or \\ < > | "'
 )
 
 

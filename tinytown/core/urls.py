@@ -57,13 +57,30 @@ def redact_text(text: str, url: str) -> str:
     return text
 
 
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/\[\]@!$&'()*+,;=%]+")  # RFC 3986, no ? # \\ < > | "
+
+
+def _host_ok(host: str) -> bool:
+    """An IP literal, or a DNS name of ASCII labels (an international one in punycode)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    return len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
 def public_base_url(value: str) -> str | None:
     """``value`` as the base of links to townhall's pages (``https://town.example.com`` or
     ``https://example.com/town``), without a trailing ``/``; None when it is not one: an
-    ``http``/``https`` URL with a host, and no user, password, query, fragment, whitespace,
-    control character or ``<>|"`` (the links are put in pings sent to phones and chat, and Slack
-    marks a link up as ``<url|text>``)."""
-    if not value or any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in '<>|"' for c in value):
+    ``http``/``https`` URL of ASCII URL characters, with a host name (punycode for an
+    international one) or an IP, and no user, password, query or fragment. The links go into
+    pings sent to phones and chat: nothing in them may read differently there (``\\``,
+    which browsers take for ``/``; ``<>|"``, Slack's link markup; whitespace or invisible
+    characters)."""
+    if not value or not _URL_CHARS.fullmatch(value):
         return None
     try:
         parts = urlsplit(value)
@@ -73,12 +90,10 @@ def public_base_url(value: str) -> str | None:
     if (
         parts.scheme.lower() not in ("http", "https")
         or not parts.hostname
+        or not _host_ok(parts.hostname)
         or not port_ok
         or "@" in parts.netloc
-        or parts.query
-        or parts.fragment
-        or "?" in value
-        or "#" in value
+        or parts.netloc.endswith(":")
     ):
         return None
     return value.rstrip("/")

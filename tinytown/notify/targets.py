@@ -7,7 +7,8 @@
 - ``ntfy``: POST to the topic URL, the text as the body, ``Title``, ``Priority``, ``Tags`` and
   ``Click`` (the page a tap opens, with a ``public_url``).
 - ``slack``: an incoming webhook's JSON ``{"text": …}``, the text escaped as Slack asks (so a
-  task's output cannot write ``<!channel>`` or a link of its own), ``<url|Open>`` after it.
+  task's output cannot write ``<!channel>`` or hide a link behind words of its own),
+  ``<url|Open>`` after it, and no link previews.
 
 Every request carries ``Idempotency-Key`` (the notification's key). ntfy ignores headers it
 does not know and Slack has no idempotency header: neither dedupes, so a retry after a crash at
@@ -95,7 +96,9 @@ def _slack(target: NotifyTarget, n: Notification) -> Request:
     text = slack_escaped(f"[{n.town}] {n.text}")
     if n.link:  # (public_base_url admits no < > | in it)
         text += f" <{n.link}|Open>"
-    return target.url, headers, _json({"text": text})
+    # no previews: a link quoted from a task's output must not unfold into a card
+    body = {"text": text, "unfurl_links": False, "unfurl_media": False}
+    return target.url, headers, _json(body)
 
 
 BUILDERS = {"webhook": _webhook, "ntfy": _ntfy, "slack": _slack}
