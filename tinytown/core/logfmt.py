@@ -2,8 +2,10 @@
 
 ``ts=2026-12-06T10:00:00.123456+00:00 [level=warning] event=task_started task=… attempt=2``:
 the time and the event first, then the fields in the order given. A field that is None or ""
-is left out; a value with a space, a quote, ``=`` or a line break is written as a JSON string;
-lists and mappings as JSON; anything else with ``str()``.
+is left out; a value with a space, a quote, ``=``, a line break, any other control character or
+a bidi override is written as a JSON string (those escaped: a value from outside cannot colour a
+terminal, forge a line or show reversed); lists and mappings as JSON; anything else with
+``str()``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import sys
 
 from tinytown.core.clock import now, to_rfc3339
 
-_QUOTE_CHARS = (" ", '"', "=", "\n", "\r", "\t")
-_needs_quotes = re.compile("[" + re.escape("".join(_QUOTE_CHARS)) + "]").search
+_needs_quotes = re.compile(
+    '[ "=\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]'
+).search
 
 
 def value_text(value) -> str:

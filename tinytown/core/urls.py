@@ -38,6 +38,19 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def address_only(url: str) -> str:
+    """``scheme://host[:port]/…``: a URL whose path or query may be its secret (an ntfy topic, a
+    Slack or webhook token) as it may be logged or shown; user and password are dropped too."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "?", parts.port
+    except ValueError:
+        return "?/…"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/…"
+
+
 def _redact_fallback(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", rf"\1{REDACTED}@", url)
 

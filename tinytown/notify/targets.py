@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from urllib.parse import urlsplit
 
 from tinytown.config.notify import NotifyTarget
 from tinytown.core import events as ev
+from tinytown.core.urls import address_only
 from tinytown.notify.message import Notification
 
 USER_AGENT = "tinytown-notify"
@@ -112,11 +112,4 @@ def build_request(target: NotifyTarget, notification: Notification) -> Request:
 def redact(url: str) -> str:
     """``scheme://host[:port]/…``: a target URL safe to log or print (ntfy topics, Slack tokens
     and webhook keys live in the path or query; user and password are dropped too)."""
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "?", parts.port
-    except ValueError:
-        return "?/…"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/…"
+    return address_only(url)

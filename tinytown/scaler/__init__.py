@@ -68,11 +68,15 @@ The rooms, from the command line down:
   :mod:`~tinytown.scaler.health`, :mod:`~tinytown.scaler.crash_loops`,
   :mod:`~tinytown.scaler.memory`;
 - what is read: :mod:`~tinytown.scaler.wire` (townhall's answers) through
-  :mod:`~tinytown.scaler.townhall` (HTTP), :mod:`~tinytown.scaler.containers` (Docker's) through
+  :mod:`~tinytown.scaler.townhall` (HTTP, each answer bounded in time and size by
+  :mod:`~tinytown.scaler.http_answer`), for a pass by :mod:`~tinytown.scaler.signal_reader`
+  (one town, the long-poll); :mod:`~tinytown.scaler.containers` (Docker's) through
   :mod:`~tinytown.scaler.outposts` (the Docker SDK); :mod:`~tinytown.scaler.state_file`;
   :mod:`~tinytown.scaler.notify` — the notification hook;
 - configuration: :mod:`~tinytown.scaler.settings` (the table of settings),
-  :mod:`~tinytown.scaler.config` (reading and checking), :mod:`~tinytown.scaler.defaults`;
+  :mod:`~tinytown.scaler.config` (reading and checking), :mod:`~tinytown.scaler.values` (one
+  value's type and range), :mod:`~tinytown.scaler.outpost_config` (``[[outposts]]``),
+  :mod:`~tinytown.scaler.defaults`;
 - :mod:`~tinytown.scaler.cloudrun` — not Docker: executes a Cloud Run job of workers from the
   same signal (``python -m tinytown.scaler.cloudrun``, deploy/cloudrun/scaler-job.yaml);
 - :mod:`~tinytown.scaler.errors` (exceptions and ``ExitStatus``), :mod:`~tinytown.scaler.log`,

@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
+from tinytown.core.urls import redact_url
 from tinytown.scaler.config import config_summary, load_config
-from tinytown.scaler.defaults import SIGNAL_WAIT_SECS
+from tinytown.scaler.defaults import MIN_PASS_GAP_SECS, SIGNAL_WAIT_SECS
 from tinytown.scaler.errors import ConfigError, ExitStatus
 from tinytown.scaler.log import log, set_verbose
 from tinytown.scaler.model import Config
@@ -124,11 +125,11 @@ def run_loop(scaler: Scaler, interval_secs: float, as_json: bool) -> ExitStatus:
         "info",
         "loop_started",
         interval_secs=interval_secs,
-        url=scaler.config.url,
+        url=redact_url(scaler.config.url),
         outposts=",".join(o.name for o in scaler.outposts),
         dry_run=scaler.dry_run,
     )
-    sig = None
+    sig, waits = None, True
     while not stop.is_set():
         began = time.monotonic()
         report = None
@@ -138,15 +139,33 @@ def run_loop(scaler: Scaler, interval_secs: float, as_json: bool) -> ExitStatus:
         except Exception as err:  # a bug or a surprise must not end the loop: log, retry
             log("error", "pass_failed", error=f"{type(err).__name__}: {err}")
         sig = None
-        if report is not None and not stop.is_set():
+        if report is not None and waits and not stop.is_set():
             longest = min(scaler.config.signal_wait_secs, SIGNAL_WAIT_SECS)
             wait_secs = min(longest, round(interval_secs)) if report.workers else longest
+            asked = time.monotonic()
             sig = _unless_stopped(partial(scaler.wait_for_change, report, wait_secs), stop)
-            if sig is not None:
-                continue  # changed, or the wait ended: pass now
+            if sig is not None and not _waited(report, sig, wait_secs, time.monotonic() - asked):
+                waits, sig = False, None  # it answers at once: poll every interval_secs
+                log(
+                    "warning",
+                    "signal_wait_unsupported",
+                    reason="townhall (or a proxy in front of it) answered the long-poll at once "
+                    "with the same signal",
+                    action=f"polling every {interval_secs:g} s",
+                )
+            if sig is not None:  # changed, or the wait ended: pass now, but never in a spin
+                stop.wait(max(0.0, MIN_PASS_GAP_SECS - (time.monotonic() - began)))
+                continue
         stop.wait(max(0.0, interval_secs - (time.monotonic() - began)))
     log("info", "loop_stopped")
     return ExitStatus.SUCCESS
+
+
+def _waited(last: Report, sig: Signal, wait_secs: int, took_secs: float) -> bool:
+    """Whether a long-poll's answer is one: a new signal, or the same one after the wait (a
+    second's slack). The same signal at once means townhall does not wait."""
+    same = last.signal is not None and sig.version == last.signal.version
+    return not same or took_secs >= wait_secs - 1
 
 
 def _unless_stopped(call: Callable[[], Signal | None], stop: threading.Event) -> Signal | None:
@@ -158,6 +177,8 @@ def _unless_stopped(call: Callable[[], Signal | None], stop: threading.Event) ->
     def run() -> None:
         try:
             result.append(call())
+        except Exception as err:  # (a bug: one line, and the loop sleeps instead)
+            log("error", "signal_wait_failed", error=f"{type(err).__name__}: {err}")
         finally:
             done.set()
 

@@ -32,9 +32,9 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import requests
-
-from tinytown.scaler.errors import ExitStatus, TownhallError, short_reason
+from tinytown.scaler.defaults import RUN_API_MAX_BYTES
+from tinytown.scaler.errors import ExitStatus, TownhallError
+from tinytown.scaler.http_answer import AnswerError, call, watched_session
 from tinytown.scaler.log import log
 from tinytown.scaler.model import Config
 from tinytown.scaler.townhall import Townhall
@@ -50,6 +50,7 @@ SIGNAL_WAIT_SECS = 25  # the longest long-poll townhall serves
 # Passes at least this far apart, even if townhall answers a long-poll at once (an older one, a
 # busy one): the execution list is read every pass.
 MIN_PASS_INTERVAL_SECS = 2.0
+FOR_SECS_MAX = 86_400  # a scheduled job's whole run (Cloud Run jobs stop at 24 h anyway)
 EXECUTIONS_PAGE_SIZE = 100
 EXECUTIONS_MAX_PAGES = 20  # more unfinished history than this is refused, not guessed at
 ENV = {  # flag -> environment variable
@@ -98,28 +99,38 @@ class RunJobs:
         self.job = job
         self.api = environ.get(RUN_API_ENV, RUN_API).rstrip("/")
         self.metadata = environ.get(METADATA_ENV, METADATA).rstrip("/")
-        self.session = requests.Session()
+        self.session = watched_session()
 
     def _call(self, method: str, url: str, what: str, **kwargs: Any) -> dict:
         try:
-            response = self.session.request(method, url, timeout=HTTP_TIMEOUT_SECS, **kwargs)
-        except requests.RequestException as err:
-            raise RunApiError(f"{what}: {method} {url} failed ({short_reason(err)})") from None
-        if response.status_code != 200:
+            answer = call(
+                self.session,
+                method,
+                url,
+                deadline_secs=HTTP_TIMEOUT_SECS,
+                max_bytes=RUN_API_MAX_BYTES,
+                timeout=HTTP_TIMEOUT_SECS,
+                **kwargs,
+            )
+        except AnswerError as err:
+            raise RunApiError(f"{what}: {method} {url} {err}") from None
+        if answer.status != 200:
             hint = (
                 " (the job's service account needs run.jobs.runWithOverrides and "
                 "run.executions.list on the worker job, e.g. roles/run.developer)"
-                if response.status_code == 403
+                if answer.status == 403
                 else ""
             )
             raise RunApiError(
-                f"{what}: {method} {url} answered {response.status_code}{hint}: "
-                f"{response.text[:300]!r}"
+                f"{what}: {method} {url} answered {answer.status}{hint}: {answer.text[:300]!r}"
             )
         try:
-            return response.json()
+            body = answer.json()
         except ValueError:
             raise RunApiError(f"{what}: {method} {url} answered 200 without JSON") from None
+        if not isinstance(body, dict):
+            raise RunApiError(f"{what}: {method} {url} answered 200 with JSON that is no object")
+        return body
 
     def _token(self) -> str:
         body = self._call(
@@ -286,6 +297,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             raise ValueError
     except ValueError:
         problems.append(f"--max-workers={args.max_workers!r}: expected a whole number >= 0")
+    if args.for_secs is not None and not 0 <= args.for_secs <= FOR_SECS_MAX:
+        problems.append(f"--for-secs={args.for_secs!r}: expected 0 to {FOR_SECS_MAX} seconds")
     if problems:
         print(f"{parser.prog}: configuration error: " + "; ".join(problems), file=sys.stderr)
         return ExitStatus.CONFIG_ERROR

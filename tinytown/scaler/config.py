@@ -1,16 +1,15 @@
 """Reading the configuration: flags > ``TINYTOWN_SCALER_*`` environment > TOML file > defaults.
 
-Every value is checked on the way in (:func:`coerce` for its type, :func:`validate` for what spans
-keys); an invalid one raises ConfigError naming the key, the value, where it came from and the
-expected form, e.g. ``invalid max_workers='lots' (from --max-workers): expected a whole number
->= 0``. What can be set is the table in :mod:`tinytown.scaler.settings`.
+Every value is checked on the way in (:func:`~tinytown.scaler.values.coerce` for its type and
+range, :func:`validate` for what spans keys); an invalid one raises ConfigError naming the key,
+the value, where it came from and the expected form, e.g. ``invalid max_workers='lots' (from
+--max-workers): expected a whole number from 0 to 1000000``. What can be set is the table in
+:mod:`tinytown.scaler.settings`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import math
 import os
 import re
 import shlex
@@ -18,95 +17,21 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from tinytown.core.urls import address_only, redact_url
 from tinytown.scaler.defaults import MAX_WORKERS, NO_WORKSPACE_VOLUME
 from tinytown.scaler.errors import ConfigError
-from tinytown.scaler.model import Config, Outpost
-from tinytown.scaler.settings import ENV_PREFIX, SETTINGS, SETTINGS_BY_KEY, Setting
+from tinytown.scaler.model import Config
+from tinytown.scaler.outpost_config import parse_outposts
+from tinytown.scaler.settings import ENV_PREFIX, SETTINGS, SETTINGS_BY_KEY
+from tinytown.scaler.values import coerce, invalid
+from tinytown.scaler.wire import NAME_RE
 
 RESERVED_ENV = frozenset({"TINYTOWN_AGENT_ID", "TINYTOWN_AGENT_NAME"})
 SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")  # Docker's rule
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-OUTPOST_KEYS = {f.name for f in dataclasses.fields(Outpost)}
-EXPECTED = {
-    "str": "a non-empty string",
-    "int": "a whole number",
-    "float": "a number",
-    "bool": "true or false",
-    "list": "a list of strings",
-    "map": 'a table of NAME = "value" strings',
-}
-
-
-BOOL_WORDS = {
-    "true": True,
-    "1": True,
-    "yes": True,
-    "on": True,
-    "false": False,
-    "0": False,
-    "no": False,
-    "off": False,
-}
-
-
-def _invalid(key: str, value: Any, source: str, expected: str) -> ConfigError:
-    return ConfigError(f"invalid {key}={value!r} (from {source}): expected {expected}")
-
-
-def coerce(setting: Setting, value: Any, source: str) -> Any:
-    """Turn a raw value (a string from a flag or env, or a TOML value) into the setting's type."""
-    key, kind = setting.key, setting.kind
-    expected = EXPECTED[kind]
-    if setting.minimum is not None:
-        expected += f" >= {setting.minimum:g}"
-    if kind == "str":
-        if not isinstance(value, str) or not value.strip():
-            raise _invalid(key, value, source, expected)
-        return value.strip()
-    if kind in ("int", "float"):
-        number: float
-        if isinstance(value, str):
-            try:
-                number = int(value) if kind == "int" else float(value)
-            except ValueError:
-                raise _invalid(key, value, source, expected) from None
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _invalid(key, value, source, expected)
-        elif kind == "int" and not isinstance(value, int):
-            raise _invalid(key, value, source, expected)
-        else:
-            number = value
-        if not math.isfinite(number) or (setting.minimum is not None and number < setting.minimum):
-            raise _invalid(key, value, source, expected)
-        return int(number) if kind == "int" else float(number)
-    if kind == "bool":
-        if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
-            return BOOL_WORDS[value.strip().lower()]
-        if not isinstance(value, bool):
-            raise _invalid(key, value, source, expected)
-        return value
-    if kind == "list":
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise _invalid(key, value, source, expected)
-        return [v.strip() for v in value]
-    # map: a TOML table, or a list of KEY=VALUE strings from --env
-    if isinstance(value, list):
-        pairs = {}
-        for item in value:
-            name, sep, val = item.partition("=")
-            if not sep:
-                raise _invalid(key, item, source, "KEY=VALUE")
-            pairs[name.strip()] = val
-        value = pairs
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise _invalid(key, value, source, expected)
-    return dict(value)
 
 
 def read_toml(path: str) -> dict[str, Any]:
@@ -132,7 +57,7 @@ def flatten_toml(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], list[A
             )
     container = doc.get("container", {})
     if not isinstance(container, dict):
-        raise _invalid("container", container, path, "a [container] table")
+        raise invalid("container", container, path, "a [container] table")
     for key in container:
         if key not in known_container:
             raise ConfigError(
@@ -143,76 +68,8 @@ def flatten_toml(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], list[A
     values.update(container)
     outposts = doc.get("outposts", [])
     if not isinstance(outposts, list):
-        raise _invalid("outposts", outposts, path, "[[outposts]] tables")
+        raise invalid("outposts", outposts, path, "[[outposts]] tables")
     return values, outposts
-
-
-def parse_outposts(raw: list[Any], source: str, max_workers: int) -> tuple[Outpost, ...]:
-    if not raw:
-        return (Outpost(max_workers=max_workers),)
-    outposts: list[Outpost] = []
-    for index, table in enumerate(raw):
-        where = f"outposts[{index}]"
-        if not isinstance(table, dict):
-            raise _invalid(where, table, source, "a table")
-        unknown = set(table) - OUTPOST_KEYS
-        if unknown:
-            raise ConfigError(
-                f"unknown key {sorted(unknown)[0]!r} in {where} of {source}; known "
-                f"keys: {', '.join(sorted(OUTPOST_KEYS))}"
-            )
-        name = table.get("name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise _invalid(f"{where}.name", name, source, "letters, digits, '.', '_' or '-'")
-        if any(o.name == name for o in outposts):
-            raise _invalid(f"{where}.name", name, source, "a name not used by another outpost")
-        host = table.get("docker_host")
-        if host is not None and (
-            not isinstance(host, str) or not re.match(r"^(unix|tcp|ssh)://.", host)
-        ):
-            raise _invalid(
-                f"{where}.docker_host",
-                host,
-                source,
-                "unix:///path, tcp://host:port or ssh://user@host",
-            )
-        mw = coerce(
-            Setting("max_workers", "int", "", "", minimum=0),
-            table.get("max_workers", max_workers),
-            f"{source} {where}",
-        )
-        cost = coerce(
-            Setting("cost_per_hour", "float", "", "", minimum=0),
-            table.get("cost_per_hour", 0.0),
-            f"{source} {where}",
-        )
-        tls = {}
-        for key in ("tls_ca", "tls_cert", "tls_key"):
-            value = table.get(key)
-            if value is None:
-                continue
-            if not isinstance(value, str) or not os.path.isfile(os.path.expanduser(value)):
-                raise _invalid(f"{where}.{key}", value, source, "the path of an existing file")
-            if not (host or "").startswith("tcp://"):
-                raise _invalid(f"{where}.{key}", value, source, "TLS files only with tcp://")
-            tls[key] = os.path.expanduser(value)
-        if ("tls_cert" in tls) != ("tls_key" in tls):
-            raise _invalid(
-                f"{where}.tls_cert", table.get("tls_cert"), source, "tls_cert and tls_key together"
-            )
-        if host and host.startswith("ssh://") and importlib.util.find_spec("paramiko") is None:
-            raise _invalid(
-                f"{where}.docker_host",
-                host,
-                source,
-                "an installed paramiko for "
-                "ssh:// (the Docker SDK needs it): pip install 'docker[ssh]'",
-            )
-        verify = table.get("tls_verify", True)
-        if not isinstance(verify, bool):
-            raise _invalid(f"{where}.tls_verify", verify, source, "true or false")
-        outposts.append(Outpost(name, host, mw, cost, tls_verify=verify, **tls))
-    return tuple(outposts)
 
 
 def load_config(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
@@ -288,26 +145,36 @@ def validate(config: Config, origin: Mapping[str, str]) -> None:
     def where(key: str) -> str:
         return origin.get(key, "the defaults")
 
-    if not re.match(r"^https?://[^/\s]+", config.url):
-        raise _invalid("url", config.url, where("url"), "http://host:port or https://host:port")
+    if not _http_url(config.url):
+        shown = redact_url(config.url)
+        raise invalid("url", shown, where("url"), "http://host:port or https://host:port")
+    if (
+        config.api_key is not None
+        and not config.api_key.isprintable()
+        or " " in (config.api_key or "")
+    ):
+        raise ConfigError(
+            f"invalid api_key (from {where('api_key')}): expected one line with no spaces or "
+            "control characters (the file's first line, a comment after it?); not shown here"
+        )
     if config.min_workers > config.max_workers:
-        raise _invalid(
+        raise invalid(
             "min_workers",
             config.min_workers,
             where("min_workers"),
             f"at most max_workers ({config.max_workers})",
         )
     if config.breaker_backoff_max_secs < config.breaker_backoff_secs:
-        raise _invalid(
+        raise invalid(
             "breaker_backoff_max_secs",
             config.breaker_backoff_max_secs,
             where("breaker_backoff_max_secs"),
             "at least breaker_backoff_secs",
         )
     if config.town is not None and not NAME_RE.match(config.town):
-        raise _invalid("town", config.town, where("town"), "a town name (letters, digits, ._-)")
+        raise invalid("town", config.town, where("town"), "a town name (letters, digits, ._-)")
     if config.notify_webhook and not re.match(r"^https?://", config.notify_webhook):
-        raise _invalid(
+        raise invalid(
             "notify_webhook",
             config.notify_webhook,
             where("notify_webhook"),
@@ -321,16 +188,16 @@ def validate(config: Config, origin: Mapping[str, str]) -> None:
             or not parts[1].startswith("/")
             or (len(parts) == 3 and parts[2] not in ("ro", "rw"))
         ):
-            raise _invalid("volumes", spec, where("volumes"), "SOURCE:/container/path[:ro|rw]")
+            raise invalid("volumes", spec, where("volumes"), "SOURCE:/container/path[:ro|rw]")
     if not config.workspace.startswith("/"):
-        raise _invalid("workspace", config.workspace, where("workspace"), "an absolute path")
+        raise invalid("workspace", config.workspace, where("workspace"), "an absolute path")
     if config.workspace_volume != NO_WORKSPACE_VOLUME:
         try:
             sample = config.workspace_volume.format(town="t")
         except (KeyError, IndexError, ValueError):
             sample = ""
         if not VOLUME_NAME_RE.match(sample):
-            raise _invalid(
+            raise invalid(
                 "workspace_volume",
                 config.workspace_volume,
                 where("workspace_volume"),
@@ -343,7 +210,7 @@ def validate(config: Config, origin: Mapping[str, str]) -> None:
             if spec.split(":")[1].rstrip("/") == config.workspace.rstrip("/")
         ]
         if clash:
-            raise _invalid(
+            raise invalid(
                 "volumes",
                 clash[0],
                 where("volumes"),
@@ -354,9 +221,9 @@ def validate(config: Config, origin: Mapping[str, str]) -> None:
     for key, names in (("env", config.env), ("pass_env", config.pass_env)):
         for name in names:
             if not ENV_NAME_RE.match(name):
-                raise _invalid(key, name, where(key), "a variable name like REDIS_URL")
+                raise invalid(key, name, where(key), "a variable name like REDIS_URL")
             if name in RESERVED_ENV:
-                raise _invalid(
+                raise invalid(
                     key,
                     name,
                     where(key),
@@ -366,15 +233,27 @@ def validate(config: Config, origin: Mapping[str, str]) -> None:
     for name in ("townhall_ca_file",):
         value = getattr(config, name)
         if value is not None and not os.path.isfile(os.path.expanduser(value)):
-            raise _invalid(name, value, where(name), "the path of an existing file")
+            raise invalid(name, value, where(name), "the path of an existing file")
     for key in ("command", "healthcheck"):
         value = getattr(config, key)
         try:
             words = shlex.split(value) if value is not None else None
         except ValueError as err:
-            raise _invalid(key, value, where(key), f"shell words ({err})") from None
+            raise invalid(key, value, where(key), f"shell words ({err})") from None
         if words == []:
-            raise _invalid(key, value, where(key), "a command")
+            raise invalid(key, value, where(key), "a command")
+
+
+def _http_url(url: str) -> bool:
+    """An http(s) URL with a host, a valid port and no whitespace."""
+    if any(c.isspace() for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad one)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def redact_value(name: str, value: str) -> str:
@@ -388,5 +267,8 @@ def config_summary(config: Config) -> dict[str, Any]:
     """The resolved configuration as plain data for ``config``, secrets hidden."""
     data = dataclasses.asdict(config)
     data["api_key"] = "****" if config.api_key else None
+    data["url"] = redact_url(config.url)
+    if config.notify_webhook:  # (its path or query is often the secret: Slack, ntfy topics)
+        data["notify_webhook"] = address_only(config.notify_webhook)
     data["env"] = {k: redact_value(k, v) for k, v in config.env.items()}
     return data

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 # --- townhall --------------------------------------------------------------------------------
 TOWNHALL_URL = "http://127.0.0.1:8080"
-HTTP_TIMEOUT_SECS = 5.0
+HTTP_TIMEOUT_SECS = 5.0  # connecting, and each read; a whole call: this (plus a long-poll's wait)
+# The most an answer may hold (tinytown.scaler.http_answer): a signal is ~1 KB, an agent in the
+# list ~0.5 KB (10 000 agents ~5 MB); a Cloud Run Admin API page of executions ~100 KB.
+SIGNAL_MAX_BYTES = 1024 * 1024
+AGENTS_MAX_BYTES = 32 * 1024 * 1024
+REPORT_MAX_BYTES = 64 * 1024
+RUN_API_MAX_BYTES = 8 * 1024 * 1024
+# Passes never follow each other closer than this, even when a long-poll comes back at once
+# (a townhall, or a proxy in front of it, that does not wait).
+MIN_PASS_GAP_SECS = 2.0
 
 # --- scaling -----------------------------------------------------------------------------------
 MIN_WORKERS = 0

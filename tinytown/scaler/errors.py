@@ -42,8 +42,9 @@ class OutpostError(Exception):
 
 
 def short_reason(err: Exception) -> str:
-    """The useful part of a requests or Docker SDK error: its errno text when there is one."""
-    text = str(err)
+    """The useful part of a requests or Docker SDK error: its errno text when there is one; a
+    bearer credential it quotes (an invalid header, say) shown as ``Bearer ****``."""
+    text = re.sub(r"(?i)(bearer\s+)[^\s'\"]+", r"\1****", str(err))
     errno = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
     if errno:
         return errno.group(0).strip()

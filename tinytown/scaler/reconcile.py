@@ -28,6 +28,7 @@ from tinytown.scaler.placement import Breaker, OutpostView
 from tinytown.scaler.policy import Plan, hourly_cost, plan_pass
 from tinytown.scaler.report import Report, describe, worker_ref
 from tinytown.scaler.settings import ENV_PREFIX
+from tinytown.scaler.signal_reader import SignalReader
 from tinytown.scaler.state_file import (
     StateOfAnotherTown,
     load_state,
@@ -47,6 +48,7 @@ class Scaler:
         self.environ = environ
         self.dry_run = dry_run
         self.townhall = Townhall(config)
+        self.signals = SignalReader(self.townhall, self.townhall.shown, config.town)
         self.outposts = [DockerOutpost(o, config.docker_timeout_secs) for o in config.outposts]
         self.actions = Actions(config, environ, self.townhall, self.outposts)
         self.memory: State | None = None  # kept across passes only in --dry-run
@@ -55,7 +57,7 @@ class Scaler:
         """One pass; ``sig``: a signal just read (by :meth:`wait_for_change`), else it is read."""
         report = Report(town=self.config.town)
         # 1. The signal. Without a valid one nothing at all is done, not even to the state file.
-        sig = self._signal(report, sig)
+        sig = self.signals.read(report, sig)
         if sig is None:
             return report
         path = state_path(self.config, self.environ, sig.town)
@@ -99,34 +101,8 @@ class Scaler:
             report.error, report.exit_status = message, ExitStatus.CONFIG_ERROR
             return report
 
-    def _signal(self, report: Report, sig: Signal | None) -> Signal | None:
-        """The configured town's signal (``sig``, or read now), or None (logged, reported)."""
-        try:
-            sig = sig or self.townhall.scaling_signal()
-            if (town := self.config.town) and sig.town != town:
-                raise TownhallError(
-                    f"townhall at {self.config.url} serves town {sig.town!r}, not the "
-                    f"configured town {town!r}"
-                )
-        except TownhallError as err:
-            log("error", "signal_unavailable", reason=str(err), action="nothing changed")
-            report.error, report.exit_status = str(err), ExitStatus.TOWNHALL_UNAVAILABLE
-            return None
-        report.signal, report.town = sig, sig.town
-        return sig
-
     def wait_for_change(self, last: Report, wait_secs: int) -> Signal | None:
-        """Townhall's long-poll: the signal once it differs from ``last``'s, or after ``wait_secs``;
-        None when townhall cannot wait (no ``version``) or failed: the loop sleeps instead."""
-        sig = last.signal
-        if sig is None or sig.version is None or wait_secs <= 0:
-            return None
-        try:
-            return self.townhall.scaling_signal(wait_secs, sig.version)
-        except TownhallError as err:
-            action = "this pass polls; the next waits again"
-            log("warning", "signal_wait_failed", reason=str(err), action=action)
-            return None
+        return self.signals.wait_for_change(last, wait_secs)
 
     def _pass(self, state: State, sig: Signal, now: float, report: Report) -> Report:
         config = self.config

@@ -30,6 +30,7 @@ class Setting:
     section: str = ""  # TOML table ("" = top level)
     metavar: str | None = None
     minimum: float | None = None
+    maximum: float | None = None  # None: values.NUMBER_MAX
     flag: str | None = None  # default --key-with-dashes
     from_env: bool = True
 

@@ -33,7 +33,7 @@ def run_status(config: Config, environ: Mapping[str, str], as_json: bool) -> Exi
         sig = townhall.scaling_signal()
         if town and sig.town != town:
             raise TownhallError(
-                f"townhall at {config.url} serves town {sig.town!r}, not the "
+                f"townhall at {townhall.shown} serves town {sig.town!r}, not the "
                 f"configured town {town!r}"
             )
         town = sig.town

@@ -10,6 +10,7 @@ cannot read the signal does nothing at all.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,12 +59,33 @@ SIGNAL_COUNTS = (
 )
 
 
+# A town's name as townhall and the scaler's config accept it (it names containers, volumes and
+# the state file); the most an agent count may be; the longest id, task or name of an agent.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+COUNT_MAX = 10**9
+TEXT_MAX_CHARS = 256
+
+
 def _count(body: Mapping[str, Any], key: str, required: bool = True) -> int | None:
     if key not in body and not required:
         return None
     value = body.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise Malformed(f"{key}={value!r}: expected a whole number >= 0")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= COUNT_MAX:
+        shown = repr(value) if not isinstance(value, int) or value < 10**12 else "a huge number"
+        raise Malformed(f"{key}={shown[:80]}: expected a whole number from 0 to {COUNT_MAX}")
+    return value
+
+
+def _text(value: Any, where: str, required: bool) -> str | None:
+    """A string of at most ``TEXT_MAX_CHARS`` printable characters (None: absent, if allowed)."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > TEXT_MAX_CHARS:
+        raise Malformed(
+            f"{where}={str(value)[:80]!r}: expected a string of 1-{TEXT_MAX_CHARS} characters"
+        )
+    if not value.isprintable():
+        raise Malformed(f"{where}={value[:80]!r}: expected printable characters only")
     return value
 
 
@@ -76,8 +98,10 @@ def parse_signal(body: Any) -> Signal:
     if not isinstance(body, dict):
         raise Malformed(f"expected a JSON object, got {type(body).__name__}")
     town = body.get("town")
-    if not isinstance(town, str) or not town:
-        raise Malformed(f"town={town!r}: expected a non-empty string")
+    if not isinstance(town, str) or not NAME_RE.match(town):
+        raise Malformed(
+            f"town={str(town)[:80]!r}: expected a town name (1-63 letters, digits, . _ -)"
+        )
     stamp = body.get("timestamp")
     if not isinstance(stamp, str) or epoch_secs(stamp) is None:
         raise Malformed(f"timestamp={stamp!r}: expected an RFC 3339 time")
@@ -155,9 +179,7 @@ def parse_agents(body: Any) -> dict[str, Agent]:
     for index, item in enumerate(body["agents"]):
         if not isinstance(item, dict):
             raise Malformed(f"agents[{index}]: expected an object")
-        agent_id, state = item.get("id"), item.get("state")
-        if not isinstance(agent_id, str) or not agent_id:
-            raise Malformed(f"agents[{index}].id={agent_id!r}: expected a non-empty string")
+        agent_id, state = _text(item.get("id"), f"agents[{index}].id", True), item.get("state")
         if state not in AGENT_STATES:
             raise Malformed(
                 f"agents[{index}].state={state!r}: expected one of "
@@ -166,8 +188,9 @@ def parse_agents(body: Any) -> dict[str, Agent]:
         for key in ("current_task", "last_heartbeat"):
             if key not in item or not (item[key] is None or isinstance(item[key], str)):
                 raise Malformed(
-                    f"agents[{index}].{key}={item.get(key)!r}: expected a string or null"
+                    f"agents[{index}].{key}={str(item.get(key))[:80]!r}: expected a string or null"
                 )
+        task = _text(item["current_task"] or None, f"agents[{index}].current_task", False)
         heartbeat = None
         if item["last_heartbeat"] is not None:
             heartbeat = epoch_secs(item["last_heartbeat"])
@@ -177,6 +200,7 @@ def parse_agents(body: Any) -> dict[str, Agent]:
                     "expected an RFC 3339 time"
                 )
         name = item.get("name") if isinstance(item.get("name"), str) else None
+        name = _text(name or None, f"agents[{index}].name", False)
         alive = item.get("alive")
         if alive is not None and not isinstance(alive, bool):
             raise Malformed(f"agents[{index}].alive={alive!r}: expected true, false or null")
@@ -190,7 +214,7 @@ def parse_agents(body: Any) -> dict[str, Agent]:
         agents[agent_id] = Agent(
             agent_id,
             state,
-            item["current_task"] or None,
+            task,
             heartbeat,
             name,
             alive,
