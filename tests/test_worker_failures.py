@@ -43,8 +43,9 @@ def starts(records):
 
 def test_a_cli_the_shell_cannot_find_fails_saying_so(worker_town, workers):
     root = worker_town(max_attempts=1)
-    with open(root / "tinytown.toml", "a") as toml:  # a CLI this machine does not have
-        toml.write('\n[agent_clis.missing]\ncommand = "tinytown-no-such-cli --go"\n')
+    with open(root / "tinytown.toml", "a") as toml:  # a CLI this machine does not have, named
+        # behind a shell word (a plain name is judged before the start: the test below)
+        toml.write('\n[agent_clis.missing]\ncommand = "exec tinytown-no-such-cli --go"\n')
     town = open_town(root)
     workers.start(root)
 
@@ -476,6 +477,29 @@ def test_a_stored_task_naming_a_command_as_its_cli_fails_at_once_and_runs_nothin
     assert not marker.exists()
     good = town.tasks.add("[print fine]")
     assert wait_terminal(town, good.id).state == "completed" and worker.alive()
+
+
+def test_a_cli_that_is_not_installed_fails_its_task_at_once_saying_so(worker_town, workers):
+    """Its program not on the worker's PATH: one clear failure, not an exit 127 retried
+    max_attempts times; a CLI that is installed still runs, and so does a shell line."""
+    root = worker_town(max_attempts=3)
+    with (root / "tinytown.toml").open("a") as toml:
+        toml.write(
+            '\n[agent_clis.ghost]\ncommand = "tt-ghost-cli-not-installed --print"\n'
+            '\n[agent_clis.shell]\ncommand = "exec true"\n'
+        )
+    town = open_town(root)
+    worker = workers.start(root)
+    worker.wait_event("agent_state", state="idle")
+    ghost = town.tasks.add("x", cli="ghost")
+    done = wait_terminal(town, ghost.id)
+    assert done.state == "failed" and done.attempts == 1
+    assert "'tt-ghost-cli-not-installed' is not on its PATH" in done.result
+    assert "[agent_clis.ghost] command" in done.result
+    worker.wait_event("task_rejected", task=ghost.id)
+    for cli in ("shell", None):
+        ok = town.tasks.add("[print fine]", cli=cli)
+        assert wait_terminal(town, ok.id).state == "completed" and worker.alive()
 
 
 def test_bytes_that_are_not_utf8_in_a_stored_task_do_not_stop_the_worker(

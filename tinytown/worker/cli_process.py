@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,45 @@ def shell(env: dict[str, str]) -> str | None:
     if path not in _shells:
         _shells[path] = shutil.which("sh", path=os.pathsep.join(os.get_exec_path(env)))
     return _shells[path]
+
+
+# Words a command line may start with that are not a program on PATH (run by sh itself).
+_SHELL_WORDS = frozenset(
+    "! { ( . : [ [[ alias bg break case cd command continue eval exec exit export false fg for "
+    "function getopts hash if read readonly return set shift source test times trap true type "
+    "ulimit umask unalias unset until wait while".split()
+)
+_programs: dict[tuple[str, str | None], str | None] = {}
+
+
+def missing_program(command: str, path: str | None) -> str | None:
+    """The program ``command`` starts when it is a plain name (or path) that cannot be run with
+    this ``PATH``, else None: a CLI that is not installed fails at once with that said, instead
+    of exiting 127 attempt after attempt. A line that starts with a shell word, a variable
+    assignment or anything ``sh`` would read first is not judged (None). Looked up once per
+    (command, PATH)."""
+    key = (command, path)
+    if key not in _programs:
+        try:
+            first = shlex.split(command)[0] if command.strip() else ""
+        except ValueError:
+            first = ""
+        plain = first and first not in _SHELL_WORDS and not set(first) & set("=$`*?~;&|<>()")
+        if not plain:
+            _programs[key] = None
+        elif "/" in first:
+            _programs[key] = None if os.access(first, os.X_OK) else first
+        else:
+            search = path if path is not None else os.defpath
+            _programs[key] = None if shutil.which(first, path=search) else first
+    return _programs[key]
+
+
+def not_installed(cli: str, program: str) -> str:
+    return (
+        f"the coding CLI {cli!r} cannot start on this worker: {program!r} is not on its PATH "
+        f"(install it in the worker's image, or fix [agent_clis.{cli}] command)"
+    )
 
 
 def _every_interface(bind: str) -> bool:

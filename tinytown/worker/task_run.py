@@ -16,7 +16,9 @@ it writes the task's final state. In between:
   it left running;
 - once the CLI has run ``TASK_OUTPUT_FLUSH_SECS``, a thread sends its output from the log file to
   the task's Redis stream (:mod:`tinytown.worker.output_stream`), its last part before the final
-  state is written, and the stream is marked finished once the task is in a final state.
+  state is written, and the stream is marked finished once the task is in a final state;
+- the attempt's end (its workspace committed, its final state, the round's end) is
+  :class:`~tinytown.worker.attempt_end.AttemptEnd`'s.
 
 The way from a delivery to ``Popen`` is the submit→start latency (``docs/benchmarks.md``): for a
 task without a repository nothing on it can wait — no Redis round trip, no file creation, no
@@ -25,7 +27,6 @@ log line; the prompt, the log line and the round trip all come once the CLI runs
 
 from __future__ import annotations
 
-import functools
 import shlex
 import subprocess
 import time
@@ -40,12 +41,13 @@ from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.errors import TinytownError
 from tinytown.core.prompt import build_prompt
 from tinytown.core.records import Task
-from tinytown.core.states import AGENT, TASK_RUNNING, TERMINAL_TASK_STATES
+from tinytown.core.states import AGENT
 from tinytown.store import Town
 from tinytown.store.docket import Entry
 from tinytown.store.task_tokens import new_secret, new_token
-from tinytown.store.worker import RoundEnd, WorkerStore
+from tinytown.store.worker import WorkerStore
 from tinytown.worker import cli_process, orphan_cli, workspace
+from tinytown.worker.attempt_end import AttemptEnd
 from tinytown.worker.outcome import Inbox, Outcome
 from tinytown.worker.output_stream import OutputStream
 from tinytown.worker.tasklog import TaskLogs
@@ -77,7 +79,7 @@ class WorkerState(Protocol):
     def set_state(self, move: str, **fields) -> None: ...
 
 
-class TaskRunner:
+class TaskRunner(AttemptEnd):
     def __init__(self, worker: WorkerState):
         self.worker = worker
         self.output: OutputStream | None = None  # the running (or last) attempt's output stream
@@ -125,10 +127,11 @@ class TaskRunner:
         return self.run_cli(task, entry, inbox, ws, cli), ws
 
     def cli_for(self, task: Task) -> tuple[AgentCli | None, str]:
-        """The CLI to run ``task`` with, or None and why the task as stored cannot run here: a
-        CLI this town does not configure (the config changed, or it was stored before the rule),
-        or a repository or branch that breaks the rules townhall applies at submit. Such a task
-        fails at once with the reason; it never stops the worker."""
+        """The CLI to run ``task`` with, or None and why the task cannot run here: a CLI this
+        town does not configure (the config changed, or it was stored before the rule), one whose
+        program is not on this worker's PATH, or a repository or branch that breaks the rules
+        townhall applies at submit. Such a task fails at once with the reason; it never stops
+        the worker."""
         try:
             cli = self.worker.config.cli(task.cli)
             if task.repo:
@@ -137,6 +140,9 @@ class TaskRunner:
                 inputs.branch(task.base_branch, "base_branch")
         except (UnknownCli, inputs.InputError) as err:
             return None, f"the task as stored cannot run: {inputs.printable(str(err))}"
+        path = cli.env.get("PATH", self.worker.base_env.get("PATH"))
+        if program := cli_process.missing_program(cli.command, path):
+            return None, cli_process.not_installed(cli.name, program)
         return cli, ""
 
     def log_task_started(self, task: Task, entry: Entry) -> None:
@@ -351,138 +357,6 @@ class TaskRunner:
                 w.log("cli_stopping", task=task.id, pid=proc.pid, reason=reason)
                 code = cli_process.stop_group(proc)
                 return Outcome(exit_code=code, timed_out=timed_out, left_unfinished=not timed_out)
-
-    def commit_workspace(self, task: Task, ws: Workspace | None, outcome: Outcome) -> dict:
-        """Commit what the CLI left (push when asked); the fields to record on the task."""
-        if ws is None:
-            return {}
-        w = self.worker
-        try:
-            head = workspace.commit(ws, task, agent_name=w.name, push=task.push)
-            w.log(
-                "workspace_committed",
-                task=task.id,
-                branch=ws.branch,
-                commit=head,
-                pushed=task.push,
-            )
-            return {"branch": ws.branch, "commit": head}
-        except TinytownError as err:
-            outcome.error = outcome.error or f"workspace: {err}"
-            w.log("workspace_failed", task=task.id, detail=str(err))
-            return {"branch": ws.branch}
-        finally:
-            ws.close()
-
-    def write_final_state(
-        self, entry: Entry, task: Task, outcome: Outcome, fields: dict[str, str]
-    ) -> str:
-        """The task's final state for this attempt (``Outcome.verdict``), written unless the task
-        moved on meanwhile; returns it: ``completed``, ``failed``, ``retry`` or ``kept:<state>``
-        (the CLI reported through tt/REST, or the task was cancelled or taken over). ``fields``
-        (the workspace's branch and commit) are recorded either way while the task is ours."""
-        w, tasks, me = self.worker, self.worker.town.tasks, self.worker.agent_id
-        final, text = outcome.verdict(task.attempts, w.config, task.max_attempts)
-        charge = outcome.charge(task, w.cost_per_hour)
-        token, self.token = self.token, None  # revoked with the final write (one round trip)
-        output = self.output if self.output is not None and self.output.task_id == task.id else None
-        last = output.rest if output is not None else None  # the output's last part, still unsent
-        ended = functools.partial(
-            w.store.attempt_ended, task.id, token=token, run_secs=outcome.run_secs, output=last
-        )
-        if final == "retry":
-            if token or outcome.run_secs or last:
-                _, output_error, _ = w.with_redis("attempt_ended", ended)
-                if output_error is not None:
-                    output.failed(output_error)
-            to = me if entry.directed else None
-            result = w.with_redis(
-                "requeue",
-                tasks.requeue,
-                task.id,
-                expect=TASK_RUNNING,
-                assignee=me,
-                to_agent=to,
-                set_fields=charge,
-            )
-        else:
-            move = "complete" if final == "completed" else "fail"
-            ts = to_rfc3339(now())
-            ended_fields = {"result": text, "completed_at": ts, **charge, **fields}
-            # No workspace fields to record afterwards: the round ends in this round trip too.
-            end = None if fields else RoundEnd(entry, output.task_id if output else None, ts)
-            result, output_error, round_end = w.with_redis(
-                move, ended, move=move, set_fields=ended_fields, round_end=end
-            )
-            if output_error is not None:
-                output.failed(output_error)
-            if round_end is not None:
-                state, self.round_ended = round_end
-                self.output = None
-                return final if result.ok else f"kept:{state or 'missing'}"
-        if result.ok:
-            self.output_finished(task, final)
-            return final
-        current = w.with_redis("reread", tasks.find, task.id)
-        if fields and current is not None and current.assigned_to == me:
-            w.with_redis(
-                "record_commit",
-                tasks.transition,
-                task.id,
-                "annotate",
-                expect=current.state,
-                assignee=me,
-                set_fields=fields,
-            )
-        self.output_finished(task, current.state if current else "")
-        return f"kept:{current.state if current else 'missing'}"
-
-    def output_finished(self, task: Task, state: str) -> None:
-        """Once the task is in a final state, its output stream is to be marked finished: with
-        the worker's next writes (``finishing``, ``agent_worker.Worker.finish``)."""
-        if self.output is not None and self.output.task_id == task.id:
-            if state in TERMINAL_TASK_STATES:
-                self.finishing = self.output
-            self.output = None
-
-    def end_round(self, entry: Entry) -> None:
-        """Once the final state is written, one round trip: the output marked finished (if the
-        task is in a final state), the entry acknowledged and the round counted (only while it
-        is held: a retry after a lost reply counts nothing twice), the agent ``idle`` (one
-        paused, stopping or stopped meanwhile stays so: the move leaves only from its source
-        states)."""
-        w = self.worker
-        if self.round_ended is not None:  # ended with the final write (write_final_state)
-            (status, old), self.round_ended = self.round_ended, None
-            self.rested(status, old)
-            return
-        output, self.finishing = self.finishing, None
-        state, (status, old) = w.with_redis(
-            "round_done",
-            w.store.round_done,
-            entry,
-            last_active_at=to_rfc3339(now()),
-            output_of=output.task_id if output is not None else None,
-        )
-        if state == "unfinished":  # (not expected: its entry stays held for a take-over)
-            w.log("round_not_ended", task=entry.task_id, reason="task still running")
-        self.rested(status, old)
-
-    def rested(self, status: str, old: str) -> None:
-        """After the round's ``rest`` move: logged if it moved; an agent paused meanwhile stays
-        paused, and its record stops naming the task and the CLI that ended (one more write)."""
-        w, idle = self.worker, AGENT["rest"].target
-        if status == "ok" and old != idle:
-            w.log("agent_state", state=idle, previous=old, reason=None)
-        elif status == "state" and old == AGENT["pause"].target:
-            w.with_redis(
-                "round_done_paused",
-                w.town.agents.update,
-                w.agent_id,
-                "beat",
-                set_fields={"last_active_at": to_rfc3339(now())},
-                delete_fields=("current_task", "cli_pgid"),
-            )
 
     def stop_orphan_cli(self, holder: str, task_id: str) -> None:
         """Stop the CLI a dead holder left running on this host (``tinytown.worker.orphan_cli``)."""
