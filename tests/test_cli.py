@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import tomllib
+import uuid
 
 import pytest
 from argon2 import PasswordHasher
@@ -250,6 +251,19 @@ def test_a_message_that_is_not_utf8_is_a_one_line_usage_error(run_tt, town):
         (("backlog", "add", "x", "--base-branch=--orphan"), "git branch name"),
         (("backlog", "add", "bell\x07"), "control character"),
         (("send", "bad name", "hi"), "a name is 1-64 characters"),
+        (("backlog", "add", "   "), "must not be empty"),
+        (("task", "list", "--limit", "0"), "from 1 to 1000, got '0'"),
+        (("task", "list", "--limit", "-1"), "from 1 to 1000"),
+        (("task", "list", "--limit", "99999999999999999999"), "from 1 to 1000"),
+        (("backlog", "list", "--offset", "-5"), "from 0 to"),
+        (("backlog", "list", "--offset", "999999999999999999999"), "from 0 to"),
+        (("notify", "status", "--limit", "99999999999999999999"), "from 1 to 1000"),
+        (("notify", "listen", "--port", "70000"), "from 0 to 65535"),
+        (("notify", "listen", "--count", "0"), "from 1 to"),
+        (("init", "--name", "bad name", "--force"), "is not a town name"),
+        (("init", "--cli", "nosuch", "--force"), "is not a preset"),
+        (("mission", "start", "--doc", "/nonexistent/doc.md"), "is not a file"),
+        (("mission", "start", "--doc", ""), "is not a file"),
     ],
 )
 def test_arguments_that_break_their_rule_are_one_line_usage_errors(run_tt, town, args, phrase):
@@ -276,3 +290,58 @@ def test_inbox_prints_a_stored_message_that_is_not_valid_text(run_tt, town):
         result = run_tt(*args)
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
         assert "m1" in result.stdout or "x" in result.stdout
+
+
+def test_a_message_without_text_is_refused_unless_it_is_a_shutdown(run_tt, town):
+    alpha = town.agents.register("alpha", "claude")
+    one_line_usage_error(run_tt("send", "alpha", ""), "needs its text")
+    assert town.redis.llen(town.keys.inbox(alpha.id)) == 0
+    assert run_tt("send", "alpha", "--kind", "shutdown").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "phrase"),
+    [
+        ("items.json", b"\xff\xfe[]", "not UTF-8 text"),
+        ("items.TOML", b'[[items]]\nkey = "a"\ntitle = "A"\n', None),  # any case
+        ("items.yaml", b"- a\n", "as .toml or .json, not '.yaml'"),
+        ("items.json", b'{"items": "notalist"}', "whose 'items' is one"),
+        ("items.json", b"[" * 100_000, "not valid JSON"),
+    ],
+)
+def test_an_items_file_is_read_by_its_suffix_in_any_case_or_refused_in_one_line(
+    run_tt, town, tmp_path, name, content, phrase
+):
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = run_tt("mission", "start", "--file", str(path))
+    if phrase is None:
+        assert result.returncode == 0, result.stderr
+        return
+    one_line_usage_error(result, phrase)
+    assert town.missions.list()[1] == 0
+
+
+def test_the_cli_in_the_environment_works_beside_the_files_default_cli(run_tt, town):
+    """tt init writes default_cli; TINYTOWN_AGENT_CLI made every command exit 3."""
+    result = run_tt("task", "list", env={"TINYTOWN_AGENT_CLI": "codex"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_init_that_fails_half_way_puts_the_old_config_back(run_tt, tmp_path):
+    """A .gitignore that is a directory: the write fails after tinytown.toml was written."""
+    town = tmp_path / "half"
+    town.mkdir()
+    (town / ".gitignore").mkdir()
+    (town / "tinytown.toml").write_text('name = "before"\n')
+    result = run_tt("--town", str(town), "init", "--force")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "nothing was changed" in result.stderr
+    assert (town / "tinytown.toml").read_text() == 'name = "before"\n'
+    assert not (town / "gunicorn.conf.py").exists()
+
+
+def test_dispatching_a_mission_that_is_not_there_exits_5(run_tt, town):
+    for ref in ("zz", str(uuid.uuid4())):
+        result = run_tt("mission", "dispatch", "--mission", ref, "--once")
+        assert result.returncode == 5 and "not found" in result.stderr, result.stderr

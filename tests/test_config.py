@@ -149,6 +149,13 @@ def test_the_public_url_loses_its_trailing_slash_and_the_environment_wins(tmp_pa
     assert load_config(tmp_path, env=env).townhall.public_url == "http://10.0.0.5:8080"
 
 
+def test_the_cli_from_the_environment_wins_over_a_file_that_names_one(tmp_path):
+    """tt init writes default_cli; TINYTOWN_AGENT_CLI once made that key 'unknown'."""
+    write(tmp_path, 'default_cli = "claude"\n')
+    assert load_config(tmp_path, env={}).default_cli == "claude"
+    assert load_config(tmp_path, env={"TINYTOWN_AGENT_CLI": "codex"}).default_cli == "codex"
+
+
 def test_town_dir_precedence_flag_then_env_then_cwd(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

@@ -7,11 +7,13 @@ import argparse
 from tinytown.cli.common import (
     AGENT,
     BRANCH,
+    LIMIT,
     NAME,
+    OFFSET,
     REPO,
+    SOME_TEXT,
     TAGS,
     TASK_ID_HELP,
-    TEXT,
     add_json_flag,
     guard_redis,
     open_town,
@@ -37,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="add a task to the backlog (and the shared docket)",
         description="Create a pending task; any idle worker picks it up at once.",
     )
-    a.add_argument("description", type=TEXT, help="what the coding agent should do")
+    a.add_argument("description", type=SOME_TEXT, help="what the coding agent should do")
     a.add_argument(
         "--tags", type=TAGS, default=[], help="comma-separated tags, e.g. backend,urgent"
     )
@@ -67,9 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="List the pending tasks no worker has taken yet, oldest first.",
     )
     ls.add_argument(
-        "--limit", type=int, default=100, help="at most this many (default: %(default)s)"
+        "--limit",
+        type=LIMIT,
+        default=100,
+        help="at most this many, 1 to 1000 (default: %(default)s)",
     )
-    ls.add_argument("--offset", type=int, default=0, help="skip this many first")
+    ls.add_argument("--offset", type=OFFSET, default=0, help="skip this many first (default: 0)")
     add_json_flag(ls)
     ls.set_defaults(func=cmd_list)
 
@@ -116,7 +121,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 @guard_redis
 def cmd_list(args: argparse.Namespace) -> int:
     town = open_town(args)
-    ids, total = town.tasks.backlog(offset=max(args.offset, 0), limit=max(args.limit, 0))
+    ids, total = town.tasks.backlog(offset=args.offset, limit=args.limit)
     tasks = [t for t in town.tasks.many(ids) if t is not None]
     if args.json:
         print_json({"backlog": [t.to_json() for t in tasks], "count": total})

@@ -15,7 +15,13 @@ import redis
 from tinytown.config import Config, is_town, load_config, town_dir
 from tinytown.connection.target import resolve_target
 from tinytown.core import defaults, inputs
-from tinytown.core.errors import ConfigError, NotFound, RedisUnavailable
+from tinytown.core.errors import (
+    ConfigError,
+    ExitStatus,
+    NotFound,
+    RedisUnavailable,
+    TinytownError,
+)
 from tinytown.core.records import Agent
 from tinytown.core.urls import redact_text
 from tinytown.store import Town
@@ -59,11 +65,47 @@ def rule(check: Callable[[str, str], Any], what: str) -> Callable[[str], Any]:
 
 
 TEXT = rule(inputs.text, "text")
+
+
+def _some_text(value: str, field: str) -> str:
+    if not value.strip():
+        raise inputs.InputError(field, f"field {field!r} must not be empty")
+    return inputs.text(value, field)
+
+
+SOME_TEXT = rule(_some_text, "text")  # as TEXT, and not empty (as REST refuses it)
 AGENT = rule(inputs.reference, "agent")
 NAME = rule(inputs.name, "name")
 REPO = rule(inputs.repo, "repo")
 BRANCH = rule(inputs.branch, "branch")
 TAGS = rule(lambda v, f: inputs.tags([t.strip() for t in v.split(",") if t.strip()], f), "tags")
+
+
+class BadInput(TinytownError):
+    """An argument that parses but cannot be used (exit 2, as argparse's own errors)."""
+
+    exit_status = ExitStatus.USAGE
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from ``low`` to ``high`` (one line, exit 2 else)."""
+
+    def parse(value: str) -> int:
+        digits = value.strip().removeprefix("-")
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 12) or not (
+            low <= int(value) <= high
+        ):
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from {low} to {high}, got {value[:40]!r}"
+            )
+        return int(value)
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+LIMIT = whole_number(1, defaults.TOWNHALL_PAGE_LIMIT_MAX)  # as REST's limit
+OFFSET = whole_number(0, 10**9)
 
 
 def require_town(explicit: str | None) -> Path:
@@ -117,6 +159,9 @@ def guard_redis(func):
             raise RedisUnavailable(
                 f"lost Redis at {target.display}: {redact_text(str(err), target.url)}"
             ) from None
+        except redis.ResponseError as err:  # (an input no rule caught: said, not a traceback)
+            target = resolve_target(config_of(args))
+            raise TinytownError(f"Redis refused: {redact_text(str(err), target.url)}") from None
 
     wrapper.__doc__ = func.__doc__
     return wrapper

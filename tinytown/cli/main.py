@@ -46,9 +46,10 @@ COMMAND_GROUPS = (
 EPILOG = """exit codes:
   0    success
   1    the command failed (e.g. a task in the wrong state, an ambiguous short id)
-  2    bad command line
+  2    bad command line (an argument out of range, an empty text, a bad items file)
   3    invalid configuration (tinytown.toml or an environment override), or no
-       town here: run `tt init`, or give --town DIR or TINYTOWN_TOWN_DIR
+       town here: run `tt init`, or give --town DIR or TINYTOWN_TOWN_DIR; or a town
+       directory tt may not read or write
   4    Redis unreachable, refused the credentials, or older than 7.0
   5    the named task, agent or mission does not exist
   6    townhall's address is in use (townhall's start-up, not tt)
@@ -99,6 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitStatus.INTERRUPTED)
     except BrokenPipeError:
         return int(ExitStatus.SUCCESS)
+    except PermissionError as err:  # the town directory, .tt/ or a file in it: not ours to use
+        print(f"tt: error: {_os_error(err)}; check who owns the town directory", file=sys.stderr)
+        return int(ExitStatus.CONFIG_ERROR)
+    except OSError as err:  # (a disk full, a file gone under us: one line, not a traceback)
+        print(f"tt: error: {_os_error(err)}", file=sys.stderr)
+        return int(ExitStatus.FAILURE)
+
+
+def _os_error(err: OSError) -> str:
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}"
 
 
 if __name__ == "__main__":

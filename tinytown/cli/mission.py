@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import tomllib
 from pathlib import Path
 
-from tinytown.cli.common import TEXT, add_json_flag, guard_redis, open_town, print_json, short
-from tinytown.core.errors import ExitStatus, NotFound, TinytownError
+from tinytown.cli.common import (
+    TEXT,
+    BadInput,
+    add_json_flag,
+    guard_redis,
+    open_town,
+    print_json,
+    short,
+    whole_number,
+)
+from tinytown.core.errors import ExitStatus, NotFound
 from tinytown.core.inputs import InputError
 from tinytown.core.missions import Mission
 from tinytown.core.states import LIVE_MISSION_STATES, MISSION, WORK_IN_FLIGHT_STATUSES
@@ -40,10 +50,6 @@ NO_LIVE_WORKER = (
 )
 
 
-class BadInput(TinytownError):
-    exit_status = ExitStatus.USAGE
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "mission",
@@ -66,17 +72,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "-i", "--issue", action="append", default=[], help="an issue: N, owner/repo#N or its URL"
     )
-    s.add_argument("-d", "--doc", action="append", default=[], help="a document path")
+    s.add_argument(
+        "-d", "--doc", action="append", default=[], type=_doc, help="a document (an existing file)"
+    )
     s.add_argument("--title", type=TEXT, help="a title for the mission")
     s.add_argument(
         "--max-parallel",
-        type=int,
+        type=whole_number(1, 100),
         metavar="N",
         help=f"items in flight at once (default {POLICY_DEFAULTS['max_parallel_items']})",
     )
     s.add_argument(
         "--max-attempts",
-        type=int,
+        type=whole_number(1, 20),
         metavar="N",
         help=f"runs of an item's task, and review rounds (default "
         f"{POLICY_DEFAULTS['max_attempts']})",
@@ -88,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument(
         "--help-after",
-        type=int,
+        type=whole_number(10, 604800),
         metavar="SECS",
         help=f"ask for help after this long without progress (default "
         f"{POLICY_DEFAULTS['help_after_secs']})",
@@ -161,19 +169,36 @@ def register(sub: argparse._SubParsersAction) -> None:
 # -- start ----------------------------------------------------------------------------------------
 
 
+ITEMS_FORMATS = {".toml": "TOML", ".json": "JSON", "": "JSON"}
+
+
+def _doc(value: str) -> str:
+    if not value.strip() or not Path(value).is_file():
+        raise argparse.ArgumentTypeError(f"{value[:200]!r} is not a file")
+    return value
+
+
 def read_items_file(path: Path) -> dict:
+    """A work-items file: TOML (``.toml``) or JSON (``.json`` or no suffix, any case)."""
+    form = ITEMS_FORMATS.get(path.suffix.lower())
+    if form is None:
+        raise BadInput(f"{path}: give the work items as .toml or .json, not {path.suffix!r}")
+    if not path.is_file():
+        raise BadInput(f"cannot read {path}: not a file")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise BadInput(f"cannot read {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise BadInput(f"{path}: not UTF-8 text (byte {err.start})") from None
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, ValueError) as err:
-        raise BadInput(f"{path}: not valid {path.suffix[1:].upper() or 'JSON'}: {err}") from None
+        data = tomllib.loads(text) if form == "TOML" else json.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as err:
+        raise BadInput(f"{path}: not valid {form}: {err}") from None
     if isinstance(data, list):
         return {"items": data}
-    if not isinstance(data, dict):
-        raise BadInput(f"{path}: expected a list of items or an object with 'items'")
+    if not isinstance(data, dict) or not isinstance(data.get("items", []), list):
+        raise BadInput(f"{path}: expected a list of items, or an object whose 'items' is one")
     return data
 
 
@@ -363,7 +388,9 @@ def cmd_note(args: argparse.Namespace) -> int:
 def cmd_dispatch(args: argparse.Namespace) -> int:
     town = open_town(args)
     cfg = town.config.missions
-    only = town.missions.resolve(args.only) if args.only else None
+    only = town.missions.resolve(args.only) if args.only is not None else None
+    if only is not None:
+        town.missions.get(only)  # (NotFound, exit 5: no dispatcher for a mission that is not)
     dispatcher = Dispatcher(town, tick_secs=cfg.tick_secs, lease_secs=cfg.lease_secs, only=only)
     if args.once:
         dispatcher.run_once(wait=False)
@@ -371,6 +398,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         print(f"{dispatcher.steps} mission step(s) written")
         return 0
     print("Dispatching missions (Ctrl-C to stop)", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # systemd's stop: as Ctrl-C
     try:
         dispatcher.run()
     finally:

@@ -14,6 +14,7 @@ import sys
 import uuid
 
 from tinytown.cli.common import (
+    LIMIT,
     NAME,
     add_json_flag,
     config_of,
@@ -21,6 +22,7 @@ from tinytown.cli.common import (
     open_town,
     print_json,
     print_table,
+    whole_number,
 )
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.errors import NotFound, TinytownError
@@ -68,10 +70,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "target sends there (a repeat of an Idempotency-Key is skipped, as a receiver should). "
         'Point a target at it: [[notify]] name = "local", url = "http://127.0.0.1:PORT/".',
     )
-    li.add_argument("--port", type=int, default=9000, help="port (default: %(default)s)")
+    li.add_argument(
+        "--port",
+        type=whole_number(0, 65535),
+        default=9000,
+        help="port, 0 for any free one (default: %(default)s)",
+    )
     li.add_argument("--secret", help="check the X-Tinytown-Signature HMAC with this secret")
     li.add_argument(
-        "--count", type=int, metavar="N", help="exit after N notifications (default: never)"
+        "--count",
+        type=whole_number(1, 10**9),
+        metavar="N",
+        help="exit after N notifications (default: never)",
     )
     li.set_defaults(func=cmd_listen)
 
@@ -84,7 +94,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with `tt notify retry`.",
     )
     st.add_argument(
-        "--limit", type=int, default=20, metavar="N", help="rows of each list (default: 20)"
+        "--limit",
+        type=LIMIT,
+        default=20,
+        metavar="N",
+        help="rows of each list, 1 to 1000 (default: 20)",
     )
     add_json_flag(st)
     st.set_defaults(func=cmd_status)
@@ -186,7 +200,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         receiver = Receiver(args.port, show, args.secret)
     except OSError as err:
         raise TinytownError(f"cannot listen on 127.0.0.1:{args.port}: {err.strerror}") from None
-    print(f"Listening on http://127.0.0.1:{args.port}/ (Ctrl-C to stop)", flush=True)
+    port = receiver.server_address[1]  # (--port 0: the one the system chose)
+    print(f"Listening on http://127.0.0.1:{port}/ (Ctrl-C to stop)", flush=True)
     thread = threading.Thread(target=receiver.serve_forever, daemon=True)
     thread.start()
     try:
@@ -212,9 +227,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             "attempts": row.deliveries,
             "idle_secs": row.idle_ms // 1000,
         }
-        for row, entry in outbox.waiting(max(1, args.limit))
+        for row, entry in outbox.waiting(args.limit)
     ]
-    dead = outbox.dead_letters(max(1, args.limit))
+    dead = outbox.dead_letters(args.limit)
     doc = {"waiting": waiting, "dead_letters": dead, "dead_count": outbox.dead_count()}
     if args.json:
         print_json(doc)

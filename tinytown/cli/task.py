@@ -8,6 +8,9 @@ import os
 import sys
 
 from tinytown.cli.common import (
+    LIMIT,
+    OFFSET,
+    SOME_TEXT,
     TASK_ID_HELP,
     TEXT,
     add_json_flag,
@@ -55,9 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"only tasks in this state, in any case: {', '.join(TASK_STATES)}",
     )
     ls.add_argument(
-        "--limit", type=int, default=100, help="at most this many (default: %(default)s)"
+        "--limit",
+        type=LIMIT,
+        default=100,
+        help="at most this many, 1 to 1000 (default: %(default)s)",
     )
-    ls.add_argument("--offset", type=int, default=0, help="skip this many first")
+    ls.add_argument("--offset", type=OFFSET, default=0, help="skip this many first (default: 0)")
     add_json_flag(ls)
     ls.set_defaults(func=cmd_list)
 
@@ -78,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Mark a live task failed with the reason, a final state: it is not retried.",
     )
     f.add_argument("task_id", nargs="?", help=help_id)
-    f.add_argument("--reason", type=TEXT, required=True, help="why it failed")
+    f.add_argument("--reason", type=SOME_TEXT, required=True, help="why it failed")
     f.set_defaults(func=cmd_fail)
 
     x = tsub.add_parser(
@@ -90,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     x.add_argument("task_id", help=TASK_ID_HELP)
     x.add_argument(
-        "--reason", type=TEXT, default="Cancelled via tt", help="why (default: %(default)s)"
+        "--reason", type=SOME_TEXT, default="Cancelled via tt", help="why (default: %(default)s)"
     )
     x.set_defaults(func=cmd_cancel)
 
@@ -156,7 +162,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 @guard_redis
 def cmd_list(args: argparse.Namespace) -> int:
     town = open_town(args)
-    tasks, total = town.tasks.list(args.state, offset=max(args.offset, 0), limit=max(args.limit, 0))
+    tasks, total = town.tasks.list(args.state, offset=args.offset, limit=args.limit)
     if args.json:
         print_json({"tasks": [t.to_json() for t in tasks], "count": total})
         return 0

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from tinytown.cli.common import NAME, add_json_flag, guard_redis, open_town, print_json
-from tinytown.config import default_town_name, load_config, town_dir
+from tinytown.cli.common import add_json_flag, guard_redis, open_town, print_json
+from tinytown.config import TOWN_NAME_RE, default_town_name, load_config, town_dir
 from tinytown.config.exposure import exposure
 from tinytown.connection.target import resolve_target
 from tinytown.core import defaults
@@ -25,12 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and ignore .tt/ in .gitignore. "
         "Nothing else is needed: Redis starts on first use.",
     )
-    p.add_argument("--name", help="town name; namespaces Redis keys (default: the directory name)")
+    p.add_argument(
+        "--name",
+        type=_town_name,
+        help="town name, 1-100 of A-Z a-z 0-9 . _ - starting with a letter or digit; namespaces "
+        "Redis keys (default: the directory name)",
+    )
     p.add_argument(
         "--cli",
-        type=NAME,
+        type=_preset,
         default=defaults.DEFAULT_CLI,
-        help="default coding CLI, a preset (default: %(default)s)",
+        help=f"default coding CLI, a preset: {', '.join(sorted(PRESETS))} (default: %(default)s)",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing tinytown.toml")
     p.set_defaults(func=cmd_init)
@@ -115,6 +120,24 @@ def write_gunicorn_shim(root: Path) -> Path | None:
     return path
 
 
+def _town_name(value: str) -> str:
+    if not TOWN_NAME_RE.match(value):
+        raise argparse.ArgumentTypeError(
+            f"{value[:100]!r} is not a town name (1-100 of A-Z a-z 0-9 . _ -, starting with a "
+            "letter or digit)"
+        )
+    return value
+
+
+def _preset(value: str) -> str:
+    if value not in PRESETS:
+        raise argparse.ArgumentTypeError(
+            f"{value[:100]!r} is not a preset ({', '.join(sorted(PRESETS))}); for a CLI of your "
+            "own, add an [agent_clis.NAME] table to tinytown.toml and set default_cli"
+        )
+    return value
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     root = town_dir(args.town)
     if not root.is_dir():
@@ -124,14 +147,23 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise TinytownError(f"{path} already exists; use --force to overwrite it")
     name = args.name or default_town_name(root)
     text = render_config(name, args.cli)
-    path.write_text(text)
-    try:
-        load_config(root)  # never leave a file behind that the town itself would reject
-    except ConfigError:
-        path.unlink()
+    previous = path.read_text() if path.is_file() else None  # (--force: put back on a failure)
+    try:  # never leave a half-made town, or a file the town itself would reject
+        path.write_text(text)
+        load_config(root)
+        ignored = ignore_runtime_dir(root)
+        shim = write_gunicorn_shim(root)
+    except (ConfigError, OSError) as err:
+        if previous is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(previous)
+        if isinstance(err, OSError):
+            where = err.filename or root
+            raise TinytownError(
+                f"cannot write the town in {root}: {where}: {err.strerror}; nothing was changed"
+            ) from None
         raise
-    ignored = ignore_runtime_dir(root)
-    shim = write_gunicorn_shim(root)
     print(f"Initialised town {name!r} in {root}")
     print(
         f"  wrote {path}"

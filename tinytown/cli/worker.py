@@ -9,6 +9,7 @@ from tinytown import recovery
 from tinytown.cli.common import (
     AGENT,
     TEXT,
+    BadInput,
     add_json_flag,
     guard_redis,
     open_town,
@@ -102,6 +103,8 @@ def _agent_id(town, ref: str | None) -> str:
 
 @guard_redis
 def cmd_send(args: argparse.Namespace) -> int:
+    if args.kind != "shutdown" and not args.message.strip():
+        raise BadInput(f"a {args.kind} message needs its text (only shutdown goes without)")
     town = open_town(args)
     agent = resolve_agent(town, args.agent)
     sent = town.inbox.send(

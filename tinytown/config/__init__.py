@@ -36,7 +36,7 @@ from tinytown.core.errors import ConfigError
 from tinytown.core.urls import public_base_url, redact_url
 
 AUTH_MODES = ("none", "api_key", "oidc")
-_TOWN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+TOWN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -350,6 +350,11 @@ def _agent_clis(t: Table) -> dict[str, AgentCli]:
     return clis
 
 
+def _either(from_file: Any, from_env: str | None) -> Any:
+    """The environment's value when it sets one, else the file's."""
+    return from_env or from_file
+
+
 def _env_int(env: Mapping[str, str], key: str, low: int, high: int) -> int:
     try:
         value = int(env[key])
@@ -408,7 +413,7 @@ def load_config(
     top = Table(data, "", source)
 
     name = top.get("name", None, str) or env.get("TINYTOWN_TOWN_NAME") or default_town_name(root)
-    if not _TOWN_NAME_RE.match(name):
+    if not TOWN_NAME_RE.match(name):
         raise top._fail(
             "name", name, "1-100 characters from A-Z a-z 0-9 . _ - (it namespaces Redis keys)"
         )
@@ -429,8 +434,10 @@ def load_config(
     cfg = Config(
         root=root,
         name=name,
-        default_cli=env.get("TINYTOWN_AGENT_CLI")
-        or top.get("default_cli", defaults.DEFAULT_CLI, str),
+        # (the file's key read first: read, it is known even when the environment wins)
+        default_cli=_either(
+            top.get("default_cli", defaults.DEFAULT_CLI, str), env.get("TINYTOWN_AGENT_CLI")
+        ),
         conductor_cli=top.opt_str("conductor_cli"),
         max_agents=top.int_range("max_agents", defaults.MAX_AGENTS, 0),
         use_central_redis=top.get("use_central_redis", False, bool),
