@@ -361,7 +361,9 @@ class MissionStore:
             m.data["blocked_reason"] = reason
             return False
 
-        return self._change(mission_id, mutate, f"Mission marked failed: {reason}")[0]
+        # (the reason is a caller's text: braces in it are kept, never read as a field)
+        escaped = reason.replace("{", "{{").replace("}", "}}")
+        return self._change(mission_id, mutate, f"Mission marked failed: {escaped}")[0]
 
     def delete(self, mission_id: str, *, force: bool = False) -> None:
         """Delete a mission and its work, watches, log, notes and event stream."""
