@@ -345,3 +345,13 @@ def test_dispatching_a_mission_that_is_not_there_exits_5(run_tt, town):
     for ref in ("zz", str(uuid.uuid4())):
         result = run_tt("mission", "dispatch", "--mission", ref, "--once")
         assert result.returncode == 5 and "not found" in result.stderr, result.stderr
+
+
+def test_a_missing_argument_is_exit_2_and_no_town_is_exit_3(run_tt, town, tmp_path):
+    """Missing arguments (as argparse's own errors), and a key added where there is no town."""
+    assert run_tt("task", "complete").returncode == 2
+    assert run_tt("notify", "retry").returncode == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    added = run_tt("--town", str(empty), "auth", "add-key", "ci")
+    assert added.returncode == 3 and "run `tt init`" in added.stderr

@@ -114,11 +114,11 @@ def cmd_add_key(args: argparse.Namespace) -> int:
     root = town_dir(args.town)
     path = root / defaults.CONFIG_FILENAME
     if not path.is_file():
-        raise TinytownError(f"{path} does not exist; run `tt init` in {root} first")
+        raise ConfigError(f"{path} does not exist; run `tt init` in {root} first")
     try:
         doc = tomlkit.parse(path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise TinytownError(f"cannot read {path}: {err.strerror}") from None
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from None
     except tomlkit.exceptions.ParseError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     key = generate_key()

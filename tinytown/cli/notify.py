@@ -16,6 +16,7 @@ import uuid
 from tinytown.cli.common import (
     LIMIT,
     NAME,
+    BadInput,
     add_json_flag,
     config_of,
     guard_redis,
@@ -256,7 +257,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 @guard_redis
 def cmd_retry(args: argparse.Namespace) -> int:
     if args.all == bool(args.ids):
-        raise TinytownError("give dead-letter ids or --all (not both); see tt notify status")
+        raise BadInput("give dead-letter ids or --all (not both); see tt notify status")
     moved = Outbox.of(open_town(args)).requeue_dead(None if args.all else args.ids)
     print(f"{len(moved)} dead letter(s) back in the outbox; townhall sends them at once")
     return 0

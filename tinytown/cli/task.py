@@ -13,6 +13,7 @@ from tinytown.cli.common import (
     SOME_TEXT,
     TASK_ID_HELP,
     TEXT,
+    BadInput,
     add_json_flag,
     guard_redis,
     open_town,
@@ -22,7 +23,7 @@ from tinytown.cli.common import (
     short,
 )
 from tinytown.core import defaults
-from tinytown.core.errors import NotFound, TinytownError
+from tinytown.core.errors import NotFound
 from tinytown.core.states import TASK_STATES
 from tinytown.store.output import START
 
@@ -141,7 +142,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def _task_id(args: argparse.Namespace) -> str:
     task_id = args.task_id or os.environ.get("TINYTOWN_TASK_ID")
     if not task_id:
-        raise TinytownError("no task id given and TINYTOWN_TASK_ID is not set")
+        raise BadInput("no task id given and TINYTOWN_TASK_ID is not set")
     return task_id
 
 
