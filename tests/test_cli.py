@@ -355,3 +355,22 @@ def test_a_missing_argument_is_exit_2_and_no_town_is_exit_3(run_tt, town, tmp_pa
     empty.mkdir()
     added = run_tt("--town", str(empty), "auth", "add-key", "ci")
     assert added.returncode == 3 and "run `tt init`" in added.stderr
+
+
+def test_task_list_names_the_agent_as_tt_agent_list_does(run_tt, town):
+    alpha = town.agents.register("alpha", "claude")
+    mine = town.tasks.add("assigned")
+    town.tasks.assign(mine.id, alpha.id)
+    gone = town.tasks.add("its agent was pruned")
+    town.tasks.assign(gone.id, "0badc0de-0000-4000-8000-000000000000")
+    rows = {
+        line.split()[0]: line.split()[2] for line in run_tt("task", "list").stdout.splitlines()[1:]
+    }
+    assert rows[mine.id] == "alpha" and rows[gone.id] == "0badc0de"
+
+
+def test_a_tinytown_toml_that_is_a_directory_is_named_so(run_tt, tmp_path):
+    odd = tmp_path / "odd"
+    (odd / "tinytown.toml").mkdir(parents=True)
+    result = run_tt("--town", str(odd), "status")
+    assert result.returncode == 3 and "not a file" in result.stderr, result.stderr

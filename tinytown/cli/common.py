@@ -118,7 +118,14 @@ def require_town(explicit: str | None) -> Path:
         "--town" if explicit else "TINYTOWN_TOWN_DIR" if os.environ.get("TINYTOWN_TOWN_DIR") else ""
     )
     where = f"in {root} (from {named_by})" if named_by else f"here ({root})"
-    what = "does not exist" if not root.is_dir() else f"has no {defaults.CONFIG_FILENAME}"
+    config = root / defaults.CONFIG_FILENAME
+    what = (
+        "does not exist"
+        if not root.is_dir()
+        else f"holds {defaults.CONFIG_FILENAME} as something that is not a file"
+        if config.exists()
+        else f"has no {defaults.CONFIG_FILENAME}"
+    )
     raise ConfigError(
         f"no town {where}: the directory {what}; run `tt init` "
         f"{'there' if named_by else 'here'} to make one, or pass --town DIR or set "

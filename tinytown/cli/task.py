@@ -160,6 +160,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent_shown(agent_id: str | None, names: dict[str, str]) -> str:
+    """An agent as tt agent list shows it: its name, else the first 8 of its id."""
+    if not agent_id:
+        return "-"
+    return names.get(agent_id) or agent_id[:8]
+
+
 @guard_redis
 def cmd_list(args: argparse.Namespace) -> int:
     town = open_town(args)
@@ -170,7 +177,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not tasks:
         print("No tasks" + (f" in state {args.state}" if args.state else ""))
         return 0
-    rows = [[t.id, t.state, t.assigned_to or "-", short(t.description, 50)] for t in tasks]
+    names = town.agents.names({t.assigned_to for t in tasks if t.assigned_to})
+    rows = [
+        [t.id, t.state, _agent_shown(t.assigned_to, names), short(t.description, 50)]
+        for t in tasks
+    ]
     print_table(rows, ["TASK", "STATE", "AGENT", "DESCRIPTION"])
     if total > len(tasks):
         print(f"({len(tasks)} of {total} shown)")
