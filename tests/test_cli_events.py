@@ -9,6 +9,7 @@ import queue
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -109,8 +110,11 @@ def test_bad_arguments_exit_2_with_one_line_naming_them(run_tt):
 def follow(town_dir, *args: str) -> tuple[subprocess.Popen, queue.Queue]:
     """``tt events --follow`` running, and a queue of the lines it prints."""
     env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV}
+    # Ctrl-C at a terminal: SIGINT as the default action, even when this test run was started
+    # in the background with SIGINT ignored (which exec passes on); tt keeps Python's default.
+    shim = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
     proc = subprocess.Popen(
-        [tt_executable(), "events", "--follow", *args],
+        [sys.executable, "-c", shim, tt_executable(), "events", "--follow", *args],
         cwd=town_dir,
         env=env,
         stdout=subprocess.PIPE,
