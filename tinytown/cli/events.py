@@ -8,7 +8,7 @@ import json
 import re
 import sys
 
-from tinytown.cli.common import guard_redis, open_town
+from tinytown.cli.common import guard_redis, open_town, whole_number
 from tinytown.core import defaults
 from tinytown.core import events as ev
 from tinytown.core.clock import parse_rfc3339
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--limit",
-        type=_limit,
+        type=whole_number(1, defaults.EVENTS_PAGE_MAX),
         default=defaults.TOWNHALL_PAGE_LIMIT,
         metavar="N",
         help=f"at most N events, 1 to {defaults.EVENTS_PAGE_MAX} (with --follow: per read) "
@@ -138,13 +138,3 @@ def _mission_id(value: str) -> str:
             f"{value[:40]!r} is not a mission id (a UUID, or its first 8 or more hex digits)"
         )
     return value.lower()
-
-
-def _limit(value: str) -> int:
-    if not (value.isascii() and value.isdigit() and len(value) <= 7) or not (
-        1 <= int(value) <= defaults.EVENTS_PAGE_MAX
-    ):
-        raise argparse.ArgumentTypeError(
-            f"must be an integer from 1 to {defaults.EVENTS_PAGE_MAX}, got {value[:40]!r}"
-        )
-    return int(value)

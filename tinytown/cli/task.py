@@ -179,8 +179,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     names = town.agents.names({t.assigned_to for t in tasks if t.assigned_to})
     rows = [
-        [t.id, t.state, _agent_shown(t.assigned_to, names), short(t.description, 50)]
-        for t in tasks
+        [t.id, t.state, _agent_shown(t.assigned_to, names), short(t.description, 50)] for t in tasks
     ]
     print_table(rows, ["TASK", "STATE", "AGENT", "DESCRIPTION"])
     if total > len(tasks):
