@@ -1,5 +1,5 @@
-"""The status page (GET /): what it shows, its auth (header, or a key kept in a cookie by the
-login form), and how it renders in a real headless Chromium through a real gunicorn."""
+"""The status page (GET /): what it shows, its auth (header, or a page session opened by the
+login form: tests/test_page_sessions.py), and how it renders in a real headless Chromium through a real gunicorn."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_the_page_needs_town_read_by_header_or_login_cookie(keyed_app, keyed_tow
     assert "alice" in text_of(page.get_data(as_text=True))
 
     out = client.post("/logout")
-    assert out.status_code == 303 and "tinytown_key=;" in out.headers["Set-Cookie"]
+    assert out.status_code == 303 and "tinytown_session=;" in out.headers["Set-Cookie"]
     assert client.get("/").status_code == 302
 
     header = keyed_app.test_client().get("/", headers={"Authorization": f"Bearer {read_key}"})

@@ -94,6 +94,26 @@ class ApiKeyVerifier:
                 return principal
         raise AuthError(401, INVALID_CREDENTIALS, "the API key does not match any configured key")
 
+    def fingerprint(self, name: str) -> str | None:
+        """The configured key named ``name``, as a page session is bound to it: a digest of its
+        name and Argon2 hash (nothing that can be checked against a key). None: no such key."""
+        for n, phc, _ in self.keys:
+            if n == name:
+                return _digest(n, phc)
+        return None
+
+    def by_fingerprint(self, fingerprint: str) -> Principal | None:
+        """The principal of the configured key with this fingerprint, with its scopes as now
+        configured; None once that key is removed or replaced."""
+        for name, phc, scopes in self.keys:
+            if hmac.compare_digest(_digest(name, phc), fingerprint):
+                return Principal(name, scopes)
+        return None
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
 
 def credential(authorization: str | None, x_api_key: str | None) -> str | None:
     """``Authorization: Bearer <x>`` first, then ``X-API-Key`` (upstream §11)."""
@@ -151,6 +171,27 @@ class Authenticator:
         if self.oidc is not None:
             return self.oidc.authenticate(token)
         return self.api_keys.authenticate(token)
+
+    def session_binding(self, principal: Principal) -> str | None:
+        """What a status-page log-in by ``principal`` is tied to, so that it ends with it: the
+        configured API key it used (removing or replacing the key ends its sessions), or the
+        OIDC issuer and audience (the session also ends with the token). None: no log-in here.
+        """
+        if self.api_keys is not None:
+            fingerprint = self.api_keys.fingerprint(principal.id)
+            return f"key:{fingerprint}" if fingerprint else None
+        if self.oidc is not None:
+            return "oidc:" + _digest(self.oidc.auth.issuer or "", self.oidc.auth.audience or "")
+        return None
+
+    def resume(self, principal_id: str, scopes: frozenset[str], binding: str) -> Principal | None:
+        """The principal of a page session made with ``binding``, if what it is bound to still
+        holds: an API key's scopes as configured now; an OIDC session's as its token had them."""
+        if self.api_keys is not None and binding.startswith("key:"):
+            return self.api_keys.by_fingerprint(binding[len("key:") :])
+        if self.oidc is not None and binding == self.session_binding(LOCAL):
+            return Principal(principal_id, scopes)
+        return None
 
     def task_principal(self, task_id: str, token: str, target: tuple[str, str]) -> Principal:
         """A task token may report its own task, while that runs: 403 on any other route

@@ -122,7 +122,9 @@ class OidcVerifier:
             if isinstance(raw, list)
             else []
         )
-        principal = Principal(str(claims["sub"]), normalize_scopes(values))
+        principal = Principal(
+            str(claims["sub"]), normalize_scopes(values), expires_at=float(claims["exp"])
+        )
         missing = [s for s in self.auth.required_scopes if s not in principal.scopes]
         if missing:
             raise AuthError(

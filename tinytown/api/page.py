@@ -6,14 +6,17 @@ hours. ``GET /missions/<id>``: one mission, its work items and their tasks, and 
 :mod:`tinytown.api.page_views`.
 
 It sits behind the API's auth (scope ``town.read``): an ``Authorization``/``X-API-Key`` header,
-or a key entered once on ``/login`` and kept in an ``HttpOnly``, ``SameSite=Lax`` cookie
-(``Secure`` under TLS, or when ``[townhall] public_url`` is ``https``); ``POST /logout`` drops
-it. The cookie holds the key itself, checked like a header on every request (the verification
-cache keeps that cheap), so a key removed from ``tinytown.toml`` stops working at the next
-reload. ``Lax``, not ``Strict``: a ping's link opened from a chat or mail site must find the
-page, not the log-in form; the cookie opens only these read-only pages (``/v1`` ignores it), and
-a POST from another site (logging in as somebody else, logging out) is refused by its
-``Origin``. A page asked for without a key leads to ``/login?next=<it>`` and back after.
+or a key (or OIDC token) entered once on ``/login``, which opens a page session
+(:mod:`tinytown.store.page_sessions`) whose random id goes in an ``HttpOnly``, ``SameSite=Lax``
+cookie (``Secure`` under TLS, or when ``[townhall] public_url`` is ``https``). The cookie never
+holds the key: a copied cookie opens only these read-only pages (``/v1`` ignores it), ends at
+``POST /logout`` (the session is deleted, not only the cookie) and with ``tt auth
+end-sessions``, and a session is bound to the key it was made with, so removing or replacing
+that key in ``tinytown.toml`` ends it at the next reload (an OIDC session ends with its token).
+``Lax``, not ``Strict``: a ping's link opened from a chat or mail site must find the page, not
+the log-in form; a POST from another site (logging in as somebody else, logging out) is refused
+by its ``Origin``. A page asked for without a key leads to ``/login?next=<it>`` and back after.
+The cookie of earlier versions, which held the key itself, is deleted wherever it is seen.
 
 Every page says what a browser may do with it (:data:`PAGE_HEADERS`): no script, no frame
 around it (clickjacking the log-out or log-in form), styles only its own inline ones, forms
@@ -25,11 +28,12 @@ that serves townhall under a prefix (and strips it).
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, current_app, g, redirect, render_template, request
 
-from tinytown.api.auth import Authenticator, AuthError
+from tinytown.api.auth import Authenticator, AuthError, Principal
 from tinytown.api.browsers import same_origin
 from tinytown.api.common import town
 from tinytown.api.page_views import mission_view, readable, shorten, status_view
@@ -38,7 +42,8 @@ from tinytown.core.records import is_uuid
 from tinytown.core.states import rest_state
 
 page = Blueprint("page", __name__, template_folder="templates")
-COOKIE = "tinytown_key"
+COOKIE = "tinytown_session"
+OLD_COOKIE = "tinytown_key"  # held the key itself (before page sessions): deleted when seen
 SCOPE = "town.read"
 KEY_MAX_CHARS = 4096
 PAGE_HEADERS = {
@@ -56,7 +61,13 @@ _NEXT = re.compile(r"/(?:(?:missions|tasks)/[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a
 @page.after_request
 def _page_headers(resp):
     resp.headers.update(PAGE_HEADERS)
+    if OLD_COOKIE in request.cookies:
+        _drop_cookie(resp, OLD_COOKIE)
     return resp
+
+
+def _drop_cookie(resp, name: str) -> None:
+    resp.delete_cookie(name, httponly=True, samesite="Lax", secure=_secure(), path=_root() or "/")
 
 
 def _public_url() -> str | None:
@@ -99,22 +110,33 @@ def _authenticator() -> Authenticator:
     return current_app.config["AUTHENTICATOR"]
 
 
-def _allowed(authorization: str | None, key: str | None) -> bool:
+def _principal(authorization: str | None, key: str | None) -> Principal | None:
+    """Whom the credential names, if it is good and has ``town.read``."""
     try:
         principal = _authenticator().authenticate(authorization, key)
     except AuthError as err:
         g.principal = err.principal
-        return False
+        return None
     g.principal = principal
-    return principal.allows(SCOPE)
+    return principal if principal.allows(SCOPE) else None
+
+
+def _session_principal() -> Principal | None:
+    """Whom the request's page session names, if it is live and what it is bound to holds."""
+    session = town().page_sessions.find(request.cookies.get(COOKIE))
+    if session is None:
+        return None
+    principal = _authenticator().resume(session.principal, session.scopes, session.binding)
+    g.principal = principal
+    return principal if principal is not None and principal.allows(SCOPE) else None
 
 
 def _signed_in() -> bool:
-    """The request's key (a header, else the log-in cookie) is good and has ``town.read``."""
+    """The request's key (a header, else the page session) is good and has ``town.read``."""
     header, key = request.headers.get("Authorization"), request.headers.get("X-API-Key")
-    if not (header or key):
-        key = request.cookies.get(COOKIE)
-    return _allowed(header, key)
+    if header or key or _authenticator().mode == "none":
+        return _principal(header, key) is not None
+    return _session_principal() is not None
 
 
 def _missing(what: str, ref: str):
@@ -193,17 +215,25 @@ def login_form():
 def login():
     key = (request.form.get("key") or "").strip()
     back = _next(request.form.get("next"))
-    if not key or len(key) > KEY_MAX_CHARS or not _allowed(None, key):
+    if _authenticator().mode == "none":  # nothing to log in to
+        return redirect(f"{_root()}{back}", code=303)
+    principal = _principal(None, key) if key and len(key) <= KEY_MAX_CHARS else None
+    binding = _authenticator().session_binding(principal) if principal else None
+    ttl = defaults.PAGE_SESSION_MAX_AGE_SECS
+    if principal is not None and principal.expires_at is not None:  # an OIDC token's end
+        ttl = min(ttl, int(principal.expires_at - time.time()))
+    if binding is None or ttl < 1:
         message = "That key is not valid for this town, or lacks the town.read scope."
         return render_template("login.html", error=message, next=back), 401
+    session_id = town().page_sessions.open(principal.id, principal.scopes, binding, ttl)
     resp = redirect(f"{_root()}{back}", code=303)
     resp.set_cookie(
         COOKIE,
-        key,
+        session_id,
         httponly=True,
         samesite="Lax",
         secure=_secure(),
-        max_age=defaults.PAGE_COOKIE_MAX_AGE_SECS,
+        max_age=ttl,
         path=_root() or "/",
     )
     return resp
@@ -211,8 +241,10 @@ def login():
 
 @page.post("/logout")
 def logout():
+    """End the page session (in Redis: a copy of the cookie stops working too) and drop it."""
+    town().page_sessions.end(request.cookies.get(COOKIE))
     after = "/login" if _authenticator().mode != "none" else "/"
     resp = redirect(f"{_root()}{after}", code=303)
-    resp.delete_cookie(COOKIE, httponly=True, samesite="Lax", secure=_secure(), path=_root() or "/")
+    _drop_cookie(resp, COOKIE)
     resp.headers["Clear-Site-Data"] = '"cache"'
     return resp

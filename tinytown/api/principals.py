@@ -3,7 +3,7 @@ with upstream's constant texts — shared by the API-key and OIDC verifiers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tinytown.config import SCOPES
 
@@ -20,6 +20,8 @@ INSUFFICIENT = "Insufficient permissions"
 class Principal:
     id: str
     scopes: frozenset[str]
+    # when the credential stops being good (Unix seconds): an OIDC token's ``exp``; None for keys
+    expires_at: float | None = field(default=None, compare=False)
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes

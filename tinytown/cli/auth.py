@@ -1,4 +1,5 @@
-"""``tt auth add-key`` (a named API key written into tinytown.toml) and ``tt auth gen-key``.
+"""``tt auth add-key`` (a named API key written into tinytown.toml), ``tt auth gen-key`` and
+``tt auth end-sessions`` (every status-page log-in ended).
 
 ``add-key`` edits ``tinytown.toml`` with tomlkit, so everything else in the file — comments,
 order, spacing — stays as it was: it appends a ``[[townhall.auth.keys]]`` entry (name, Argon2id
@@ -19,7 +20,7 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import AoT, Array, InlineTable, Table
 
-from tinytown.cli.common import NAME
+from tinytown.cli.common import NAME, guard_redis, open_town
 from tinytown.config import SCOPES, default_town_name, load_config, town_dir
 from tinytown.core import defaults
 from tinytown.core.apikeys import generate_key, hash_key
@@ -63,6 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "shown only once):' and the line after 'API Key Hash (add to tinytown.toml):'.",
     )
     g.set_defaults(func=cmd_gen_key)
+    e = asub.add_parser(
+        "end-sessions",
+        help="log every browser out of the status pages",
+        description="End every status-page log-in of this town at once (a cookie copied or a "
+        "laptop lost): each browser must log in again. API keys are not changed; to withdraw a "
+        "key, remove its entry from tinytown.toml and reload townhall, which also ends the "
+        "sessions opened with it.",
+    )
+    e.set_defaults(func=cmd_end_sessions)
 
 
 def scope_list(value: str) -> tuple[str, ...]:
@@ -104,6 +114,16 @@ def gen_key_text(key: str, phc: str) -> str:
 def cmd_gen_key(args: argparse.Namespace) -> int:
     key = generate_key()
     print(gen_key_text(key, hash_key(key)), end="")
+    return 0
+
+
+# --- end-sessions -----------------------------------------------------------------------------
+
+
+@guard_redis
+def cmd_end_sessions(args: argparse.Namespace) -> int:
+    ended = open_town(args).page_sessions.end_all()
+    print(f"Ended {ended} status-page session{'' if ended == 1 else 's'}.")
     return 0
 
 

@@ -103,7 +103,9 @@ SAMPLES_MAXLEN = 2_000  # samples kept (about a day and a half at 60 s)
 PAGE_REFRESH_SECS = 10  # the status page reloads itself this often
 PAGE_OUTPUT_CHUNKS = 4  # a task's page shows its newest output chunks (each ≤ 16 KiB)
 PAGE_CHART_HOURS = 6  # the status page's chart spans this many hours
-PAGE_COOKIE_MAX_AGE_SECS = 30 * 86400  # the login cookie (the key itself) is kept this long
+PAGE_SESSION_MAX_AGE_SECS = (
+    30 * 86400
+)  # a status-page log-in (its cookie and session) lasts this long
 MISSION_RETRY_SECS = 2  # after a Redis error, the dispatcher tries again this much later
 
 # --- agent worker -----------------------------------------------------------------------------

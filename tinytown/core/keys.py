@@ -14,6 +14,8 @@ tasks by state and missions listable and countable without scanning the key spac
 | ``stop:<id>`` | string | graceful stop flag |
 | ``task:<id>`` | hash | task record |
 | ``task_token:<id>`` | string | SHA-256 of the running attempt's task token (expires) |
+| ``page_session:<sha256>`` | hash | a status-page log-in: principal, scopes, binding (expires) |
+| ``page_sessions`` | zset | those sessions' digests, scored by expiry (Unix seconds) |
 | ``task:<id>:output`` | stream | the task's CLI output as it runs (capped in bytes, expires) |
 | ``tasks`` | zset | every task id, scored by creation time (µs) |
 | ``tasks:state:<state>`` | zset | task ids in that state, scored by creation time (µs) |
@@ -112,6 +114,15 @@ class Keys:
     def task_token(self, task_id: str) -> str:
         """The SHA-256 of the task token its running attempt's CLI holds (ours; it expires)."""
         return self._k("task_token", task_id)
+
+    def page_session(self, digest: str) -> str:
+        """A status-page log-in, named by its id's SHA-256 (ours; it expires)."""
+        return self._k("page_session", digest)
+
+    @property
+    def page_sessions(self) -> str:
+        """Every page session's digest, scored by its expiry (``tt auth end-sessions``)."""
+        return self._k("page_sessions")
 
     @property
     def task_prefix(self) -> str:

@@ -25,6 +25,7 @@ from tinytown.store.inbox import InboxStore
 from tinytown.store.lease import Lease
 from tinytown.store.missions import MissionStore
 from tinytown.store.output import TaskOutput
+from tinytown.store.page_sessions import PageSessions
 from tinytown.store.samples import Samples
 from tinytown.store.tasks import TaskStore
 
@@ -44,6 +45,7 @@ class Town:
         self.events = Events(self.redis, self.keys)
         self.output = TaskOutput(self.redis, self.keys)  # tasks' CLI output as it runs
         self.samples = Samples(self.redis, self.keys)
+        self.page_sessions = PageSessions(self.redis, self.keys)  # status-page log-ins
 
     @classmethod
     def connect(cls, config: Config, *, start_server: bool = True) -> Town:
