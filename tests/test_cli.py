@@ -374,3 +374,21 @@ def test_a_tinytown_toml_that_is_a_directory_is_named_so(run_tt, tmp_path):
     (odd / "tinytown.toml").mkdir(parents=True)
     result = run_tt("--town", str(odd), "status")
     assert result.returncode == 3 and "not a file" in result.stderr, result.stderr
+
+
+def test_mission_list_pages_with_limit_and_offset_and_counts_them_all(run_tt, town):
+    """It showed the newest 100 and said nothing of the rest."""
+    from tinytown.missions.start import start_mission
+
+    made = [
+        start_mission(town, items=[{"key": "a", "title": "A"}], title=f"m{i}")[0] for i in range(3)
+    ]
+    listed = run_tt("mission", "list", "--limit", "2", "--json")
+    assert listed.returncode == 0, listed.stderr
+    body = json.loads(listed.stdout)
+    assert body["count"] == 3 and [m["id"] for m in body["missions"]] == [made[2].id, made[1].id]
+    rest = json.loads(run_tt("mission", "list", "--limit", "2", "--offset", "2", "--json").stdout)
+    assert [m["id"] for m in rest["missions"]] == [made[0].id]
+    text = run_tt("mission", "list", "--limit", "1")
+    assert text.returncode == 0 and text.stdout.splitlines()[-1] == "(1 of 3 shown)"
+    assert run_tt("mission", "list", "--limit", "0").returncode == 2

@@ -81,6 +81,14 @@ def test_kill_stops_the_agent_as_rest_kill_does(run_tt, town, agents):
     assert town.agents.stop_requested(agents["alive"].id)
 
 
+def test_killing_a_stopped_agent_says_it_was_already_stopped(run_tt, town, agents):
+    assert run_tt("agent", "kill", "alive").returncode == 0
+    again = run_tt("agent", "kill", "alive")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"Agent alive ({agents['alive'].id[:8]}) was already stopped"
+    assert town.agents.get(agents["alive"].id).state == AGENT["kill"].target
+
+
 def test_restart_sets_the_record_back_to_idle_and_clears_the_stop_request(run_tt, town, agents):
     run_tt("agent", "kill", "alive")
     result = run_tt("agent", "restart", "alive")

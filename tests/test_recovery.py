@@ -257,6 +257,17 @@ def test_reclaim_to_an_agent_moves_messages_and_reassigns_directed_tasks(town):
     assert [m["to"] for m in town.inbox.peek(target.id)[0]] == [target.id, target.id]
 
 
+@pytest.mark.parametrize("move", ["kill", "drain"])
+def test_reclaim_to_an_agent_that_takes_no_more_work_is_refused_and_moves_nothing(town, move):
+    agent, directed = stopped_agent_with_work(town)
+    heir = town.agents.register("heir", "fake")
+    town.agents.set_state(heir.id, move)
+    with pytest.raises(InvalidTransition, match="restart it first, or reclaim to the backlog"):
+        reclaim(town, to_agent="heir")
+    assert town.tasks.get(directed.id).assigned_to == agent.id
+    assert town.redis.llen(town.keys.inbox(agent.id)) == 2
+
+
 def test_reclaim_refuses_a_running_agent_and_two_destinations(town):
     town.agents.register("busy", "fake")
     with pytest.raises(InvalidTransition):

@@ -20,7 +20,13 @@ from tinytown.core import messages as inbox
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.errors import InvalidTransition
 from tinytown.core.records import Agent
-from tinytown.core.states import BACKLOG_STATE, LIVE_TASK_STATES, TASK, TASK_RUNNING
+from tinytown.core.states import (
+    AGENT_STOP_STATES,
+    BACKLOG_STATE,
+    LIVE_TASK_STATES,
+    TASK,
+    TASK_RUNNING,
+)
 from tinytown.store import Town
 from tinytown.store.dockets import is_dead
 
@@ -195,7 +201,8 @@ def reclaim(
     messages move to ``to_agent``; with ``to_backlog`` a ``task`` message becomes a backlog task
     and a ``task_assign`` message requeues its task, while other messages stay in the inbox (a
     backlog holds tasks, not conversation). With neither destination nothing moves: everything
-    is listed.
+    is listed. ``to_agent`` stopped, draining or in error is refused (InvalidTransition): what
+    moved there would wait until somebody restarted it.
 
     Returns ``{"reclaimed": n, "destination": "Backlog" | 'Agent("<name>")' | "Listed",
     "messages": [{"agent", "kind", "id", "type", "summary", "outcome"}]}`` where ``reclaimed``
@@ -204,6 +211,13 @@ def reclaim(
     if to_backlog and to_agent:
         raise ValueError("choose one destination: to_backlog or to_agent, not both")
     target = town.agents.resolve(to_agent) if to_agent else None
+    if target is not None and target.state in AGENT_STOP_STATES:  # its work would wait for ever
+        raise InvalidTransition(
+            "agent",
+            target.name,
+            target.state,
+            "given work (restart it first, or reclaim to the backlog)",
+        )
     if from_agent:
         source = town.agents.resolve(from_agent)
         if source.active:

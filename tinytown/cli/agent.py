@@ -19,6 +19,7 @@ from tinytown.cli.common import (
     short,
 )
 from tinytown.core.records import Agent
+from tinytown.core.states import AGENT as AGENT_MOVES
 from tinytown.core.states import (
     AGENT_ERROR_STATE,
     PRUNABLE_AGENT_STATES,
@@ -196,6 +197,9 @@ def cmd_kill(args: argparse.Namespace) -> int:
     town = open_town(args)
     agent = resolve_agent(town, args.agent)
     previous = town.agents.request_stop(agent.id)
+    if previous == AGENT_MOVES["kill"].target:
+        print(f"Agent {agent.name} ({agent.id[:SHORT_ID_SHOWN]}) was already stopped")
+        return 0
     print(
         f"Stopped agent {agent.name} ({agent.id[:SHORT_ID_SHOWN]}, was {previous}); its worker "
         "leaves at once if idle, after its current task if working"

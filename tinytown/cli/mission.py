@@ -12,6 +12,8 @@ import tomllib
 from pathlib import Path
 
 from tinytown.cli.common import (
+    LIMIT,
+    OFFSET,
     TEXT,
     BadInput,
     add_json_flag,
@@ -122,6 +124,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ls = msub.add_parser("list", help="list missions", description="Missions, newest first.")
     ls.add_argument("--all", action="store_true", help="also missions that ended")
+    ls.add_argument(
+        "--limit",
+        type=LIMIT,
+        default=100,
+        help="at most this many, 1 to 1000 (default: %(default)s)",
+    )
+    ls.add_argument("--offset", type=OFFSET, default=0, help="skip this many first (default: 0)")
     add_json_flag(ls)
     ls.set_defaults(func=cmd_list)
 
@@ -338,10 +347,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 @guard_redis
 def cmd_list(args: argparse.Namespace) -> int:
     town = open_town(args)
-    found, total = town.missions.list(active_only=not args.all, limit=100)
+    found, total = town.missions.list(
+        active_only=not args.all, offset=args.offset, limit=args.limit
+    )
     summaries = town.missions.summaries([m.id for m in found])
     if args.json:
-        print_json({"missions": [{**m.data, "summary": summaries[m.id]} for m in found]})
+        rows = [{**m.data, "summary": summaries[m.id]} for m in found]
+        print_json({"missions": rows, "count": total})
         return 0
     if not found:
         print("No active missions" if not args.all else "No missions")
@@ -349,6 +361,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for m in found:
         title = short(m.data.get("title") or "", 40)
         print(f"{m.id}  {m.state:<10} {progress_bar(summaries[m.id])}  {title}".rstrip())
+    if total > len(found):
+        print(f"({len(found)} of {total} shown)")
     return 0
 
 

@@ -128,8 +128,10 @@ class MissionStore:
         self, *, active_only: bool = False, offset: int = 0, limit: int = 100
     ) -> tuple[list[Mission], int]:
         """Missions newest first (or only active ones), a page of them, and the total."""
-        if active_only:
+        if active_only:  # newest first by the index's creation times, then the page
             ids = self.active_ids()
+            made = self.r.zmscore(self.keys.missions, ids) if ids else []
+            ids = [i for _, i in sorted(zip((m or 0 for m in made), ids), reverse=True)]
             total, ids = len(ids), ids[offset : offset + limit]
         else:
             pipe = self.r.pipeline(transaction=False)
@@ -137,10 +139,7 @@ class MissionStore:
             pipe.zcard(self.keys.missions)
             ids, total = pipe.execute()
         docs = self.r.mget([self.keys.mission(i) for i in ids]) if ids else []
-        missions = [m for m in (Mission.decode(d) for d in docs) if m is not None]
-        if active_only:
-            missions.sort(key=lambda m: m.data.get("created_at") or "", reverse=True)
-        return missions, total
+        return [m for m in (Mission.decode(d) for d in docs) if m is not None], total
 
     def snapshot(self, mission_id: str) -> Snapshot:
         """The mission's document and work items as stored, for a dispatcher step."""
