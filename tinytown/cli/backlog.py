@@ -7,14 +7,13 @@ import argparse
 from tinytown.cli.common import (
     AGENT,
     BRANCH,
-    LIMIT,
     NAME,
-    OFFSET,
     REPO,
     SOME_TEXT,
     TAGS,
     TASK_ID_HELP,
     add_json_flag,
+    add_page_flags,
     guard_redis,
     open_town,
     print_json,
@@ -68,13 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list backlog tasks, oldest first",
         description="List the pending tasks no worker has taken yet, oldest first.",
     )
-    ls.add_argument(
-        "--limit",
-        type=LIMIT,
-        default=100,
-        help="at most this many, 1 to 1000 (default: %(default)s)",
-    )
-    ls.add_argument("--offset", type=OFFSET, default=0, help="skip this many first (default: 0)")
+    add_page_flags(ls)
     add_json_flag(ls)
     ls.set_defaults(func=cmd_list)
 

@@ -174,6 +174,19 @@ def guard_redis(func):
     return wrapper
 
 
+def add_page_flags(parser: argparse.ArgumentParser) -> None:
+    """``--limit`` (1–1000, default 100, as REST's) and ``--offset`` for a list command."""
+    parser.add_argument(
+        "--limit",
+        type=LIMIT,
+        default=defaults.TOWNHALL_PAGE_LIMIT,
+        help="at most this many, 1 to 1000 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--offset", type=OFFSET, default=0, help="skip this many first (default: 0)"
+    )
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 

@@ -12,11 +12,10 @@ import tomllib
 from pathlib import Path
 
 from tinytown.cli.common import (
-    LIMIT,
-    OFFSET,
     TEXT,
     BadInput,
     add_json_flag,
+    add_page_flags,
     guard_redis,
     open_town,
     print_json,
@@ -124,13 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ls = msub.add_parser("list", help="list missions", description="Missions, newest first.")
     ls.add_argument("--all", action="store_true", help="also missions that ended")
-    ls.add_argument(
-        "--limit",
-        type=LIMIT,
-        default=100,
-        help="at most this many, 1 to 1000 (default: %(default)s)",
-    )
-    ls.add_argument("--offset", type=OFFSET, default=0, help="skip this many first (default: 0)")
+    add_page_flags(ls)
     add_json_flag(ls)
     ls.set_defaults(func=cmd_list)
 

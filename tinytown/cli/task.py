@@ -8,13 +8,12 @@ import os
 import sys
 
 from tinytown.cli.common import (
-    LIMIT,
-    OFFSET,
     SOME_TEXT,
     TASK_ID_HELP,
     TEXT,
     BadInput,
     add_json_flag,
+    add_page_flags,
     guard_redis,
     open_town,
     print_fields,
@@ -58,13 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="STATE",
         help=f"only tasks in this state, in any case: {', '.join(TASK_STATES)}",
     )
-    ls.add_argument(
-        "--limit",
-        type=LIMIT,
-        default=100,
-        help="at most this many, 1 to 1000 (default: %(default)s)",
-    )
-    ls.add_argument("--offset", type=OFFSET, default=0, help="skip this many first (default: 0)")
+    add_page_flags(ls)
     add_json_flag(ls)
     ls.set_defaults(func=cmd_list)
 
