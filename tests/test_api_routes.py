@@ -108,7 +108,11 @@ def test_prune_removes_stopped_agents_only_unless_all(client, town):
     new_agent(client, "alive")
     dead = new_agent(client, "dead")
     client.post(f"/v1/agents/{dead}/kill")
-    assert client.post("/v1/agents/prune", json={}).get_json() == {"removed": 1, "agents": ["dead"]}
+    assert client.post("/v1/agents/prune", json={}).get_json() == {
+        "removed": 1,
+        "agents": ["dead"],
+        "kept": [],
+    }
     assert client.post("/v1/agents/prune", json={"all": True}).get_json()["agents"] == ["alive"]
     assert town.agents.all() == []
 

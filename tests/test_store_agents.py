@@ -7,6 +7,7 @@ import pytest
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.liveness import Beat
 from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT_STATES
+from tinytown.store.agent_index import upgrade_index
 
 
 def assert_agent_indexes_exact(town):
@@ -159,7 +160,7 @@ def test_a_missing_deadlines_index_is_rebuilt_on_connect_and_stale_scores_are_se
     town.agents.register("bob", "claude")
     town.redis.delete(town.keys.agents_alive)  # a town kept by a version without the index
 
-    Town(town.config, town.redis).agents.upgrade_index()
+    upgrade_index(Town(town.config, town.redis).agents)
     assert_agent_indexes_exact(town)
 
     town.redis.zadd(town.keys.agents_alive, {a.id: 1})  # stale: an older worker's beat

@@ -42,7 +42,9 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
     used up ``max_attempts``), then the old entry is acknowledged — in that order, so a crash in
     between leaves a duplicate entry, never a lost task. A shared-docket entry whose task is
     still ``pending`` (the holder read it but never took it: it died before putting it back)
-    goes back as it is, a copy added and the original acknowledged in one step.
+    goes back as it is, a copy added and the original acknowledged in one step. An entry is
+    acknowledged or put back only while ``holder`` still holds it: an idle worker may take it
+    over between the listing and the acknowledgement, and its run must keep its entry.
     """
     returned = 0
     for entry_id, _idle in town.dockets.held(
@@ -51,7 +53,7 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
         task_id = town.dockets.task_of(stream, entry_id)
         task = town.tasks.find(task_id) if task_id else None
         if task is not None and task.state == BACKLOG_STATE and stream == town.keys.docket:
-            if town.dockets.release(stream, entry_id):
+            if town.dockets.release(stream, entry_id, holder):
                 returned += 1
             continue
         if task is not None and not task.terminal:
@@ -74,7 +76,7 @@ def return_held_entries(town: Town, stream: str, holder: str, *, min_idle_ms: in
                 assignee = "" if task.state == BACKLOG_STATE else holder
                 if town.tasks.requeue(task.id, expect=task.state, assignee=assignee).ok:
                     returned += 1
-        town.dockets.ack(stream, entry_id)
+        town.dockets.ack(stream, entry_id, holder)  # (not if another worker took it over)
     return returned
 
 
@@ -149,6 +151,24 @@ def still_finishing(town: Town, agent: Agent | None, now_ms: int) -> bool:
     if agent is None or agent.active or agent.alive_until <= now_ms:
         return False
     return town.agents.stop_requested(agent.id)
+
+
+def in_use(agent: Agent, now_ms: int) -> bool:
+    """Its worker may still run a task: one is recorded and the heartbeat window is open (a
+    working agent, a paused or draining one, or one stopped from outside whose worker finishes
+    its task). Deleting its record then would let the task run twice."""
+    return bool(agent.current_task) and agent.alive_until > now_ms
+
+
+def keeps_entries_fresh(town: Town, agent_id: str) -> bool:
+    """A worker still keeps an entry of this agent's fresh (idle less than
+    ``claim_timeout_secs``: a live worker refreshes its entries while its CLI runs), whatever
+    the agent's record says — stopped, or deleted by a prune. Two XPENDINGs."""
+    max_idle_ms = town.config.agent.claim_timeout_secs * 1000
+    for stream in (town.keys.docket, town.keys.agent_docket(agent_id)):
+        if any(idle < max_idle_ms for _, idle in town.dockets.held(stream, agent_id, count=10)):
+            return True
+    return False
 
 
 def recover_silent_workers(town: Town) -> int:
@@ -313,7 +333,8 @@ def _message_to_backlog(town: Town, agent: Agent, list_key: str, raw: str, messa
 
 def orphan_tasks(town: Town, action: str = "list") -> dict:
     """Live tasks assigned to an agent that is missing or terminal, and what to do with them
-    (a task still running on a worker whose agent was stopped from outside is not an orphan).
+    (a task still running on a worker whose agent was stopped from outside, or deleted, is not
+    an orphan: :func:`in_use`, :func:`keeps_entries_fresh`).
 
     ``action``: ``list`` (default), ``to_backlog``/``backlog`` (requeue: pending, unassigned,
     fresh shared-docket entry), ``cancel`` (with the reason) or ``delete``. Raises ValueError for
@@ -336,7 +357,14 @@ def orphan_tasks(town: Town, action: str = "list") -> dict:
                 reason = (
                     "agent_missing" if agent is None else None if agent.active else "agent_terminal"
                 )
-                verdicts[task.assigned_to] = (reason, still_finishing(town, agent, now_ms))
+                finishing = reason is not None and (
+                    (
+                        agent is not None
+                        and (in_use(agent, now_ms) or still_finishing(town, agent, now_ms))
+                    )
+                    or keeps_entries_fresh(town, task.assigned_to)
+                )
+                verdicts[task.assigned_to] = (reason, finishing)
             reason, finishing = verdicts[task.assigned_to]
             if reason and not (
                 finishing and task.state == TASK_RUNNING

@@ -220,9 +220,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def prunable(town: Town, agent: Agent, now_ms: int) -> bool:
-    return agent.state in PRUNABLE_AGENT_STATES and not recovery.still_finishing(
-        town, agent, now_ms
-    )
+    return agent.state in PRUNABLE_AGENT_STATES and not recovery.in_use(agent, now_ms)
 
 
 @guard_redis

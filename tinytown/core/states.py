@@ -154,7 +154,9 @@ AGENT = Machine(
         "stop": Move(ACTIVE_AGENT_STATES, "stopped"),  # its worker leaves
         "recover": Move(ACTIVE_AGENT_STATES, "stopped"),  # dead: no heartbeat within its window
         "kill": Move(AGENT_STATES, "stopped"),  # POST /v1/agents/{agent}/kill
-        "restart": Move(AGENT_STATES, "idle"),  # POST /v1/agents/{agent}/restart
+        # POST /v1/agents/{agent}/restart: not while its CLI runs a task (idle would let a scaler
+        # remove the worker, and the round's end could not move it back)
+        "restart": Move(("cold", "starting", "idle", "paused", "stopped", "error"), "idle"),
         "beat": Move(AGENT_STATES, None),  # a heartbeat, counters, current task: fields only
     },
 )

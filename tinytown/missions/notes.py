@@ -13,8 +13,8 @@ def resume(town: Town, mission_id: str, items: list[dict]) -> int:
     """A stopped or failed mission runs again, its failed items with their attempts again.
     Returns how many items were retried."""
     changed, events = notes.retry_failed(mission_id, items, json_now())
+    town.missions.resume(mission_id, move="retry")  # first: a refused resume retries nothing
     town.missions.change_items(mission_id, changed, events)
-    town.missions.resume(mission_id, move="retry")
     return len(changed)
 
 
@@ -24,14 +24,22 @@ def apply_note(
     """Do what ``note`` asks; returns what happened (for the log) and task ids to cancel."""
     action = notes.read_note(note.get("body") or "")
     state, sender = mission.get("state"), note.get("sender") or "someone"
+    # (the state read with the snapshot may change meanwhile: a stop, a resume over REST; the
+    # store's move then refuses, and the note says so instead of failing the dispatcher's round)
     if action.action == notes.RESUME:
         if not MISSION["retry"].allows(state):
             return f"{note['body']!r}: the mission is {state}; nothing to resume", []
-        return f"resumed ({resume(town, mission_id, items)} failed item(s) retried)", []
+        try:
+            return f"resumed ({resume(town, mission_id, items)} failed item(s) retried)", []
+        except TinytownError as err:
+            return f"{note['body']!r}: not resumed: {err}", []
     if action.action == notes.PAUSE:
         if not MISSION["pause"].allows(state):
             return f"{note['body']!r}: the mission is {state}; nothing to pause", []
-        town.missions.pause(mission_id, f"Paused by {sender}: {note['body']}")
+        try:
+            town.missions.pause(mission_id, f"Paused by {sender}: {note['body']}")
+        except TinytownError as err:
+            return f"{note['body']!r}: not paused: {err}", []
         return "paused", []
     if action.action == notes.REDIRECT:
         try:

@@ -89,19 +89,24 @@ def restart_agent(t: Town, args: dict) -> dict:
 @operation(
     "agent.prune",
     MANAGE,
-    "Delete agents that are stopped or in error (all: every agent).",
+    "Delete agents that are stopped or in error (all: every agent), except any whose worker "
+    "may still run a task (listed as kept).",
     params={"all": boolean("delete every agent")},
     rest="POST /v1/agents/prune",
     destructive=True,
 )
 def prune_agents(t: Town, args: dict) -> dict:
     everyone = field(args, "all", bool, default=False)
-    removed = []
+    removed, kept = [], []
+    now_ms = t.agents.now_ms()
     for agent in t.agents.all():
         if everyone or agent.state in PRUNABLE_AGENT_STATES:
+            if recovery.in_use(agent, now_ms):
+                kept.append(agent.name)
+                continue
             t.agents.delete(agent.id)
             removed.append(agent.name)
-    return {"removed": len(removed), "agents": removed}
+    return {"removed": len(removed), "agents": removed, "kept": kept}
 
 
 @operation(

@@ -16,6 +16,7 @@ import redis
 
 from tinytown.config import Config
 from tinytown.core.keys import Keys
+from tinytown.store.agent_index import upgrade_index
 from tinytown.store.agents import AgentStore
 from tinytown.store.counts import TownCounts, town_counts
 from tinytown.store.docket import Docket
@@ -53,7 +54,7 @@ class Town:
         from tinytown.connection.client import connect
 
         town = cls(config, connect(config, start_server=start_server))
-        town.agents.upgrade_index()
+        upgrade_index(town.agents)
         return town
 
     def docket(self, agent_id: str) -> Docket:

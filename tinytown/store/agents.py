@@ -8,7 +8,7 @@ from typing import NamedTuple
 import redis
 
 from tinytown.core import defaults, inputs
-from tinytown.core.clock import now, parse_rfc3339, to_rfc3339
+from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.keys import Keys
 from tinytown.core.liveness import AgentCounts, Beat, parse_counts
@@ -29,6 +29,14 @@ from tinytown.store.scripts import (
     queue_script,
 )
 from tinytown.store.tasks import Transition, ensure_group
+
+# A restart's stop flag is cleared only if the restart took (the agent is now in its target
+# state): a refused restart leaves a kill's flag where it was. KEYS: 1 agent hash, 2 stop flag;
+# ARGV: 1 the restart's target state.
+_CLEAR_STOP = """
+if redis.call('HGET', KEYS[1], 'state') ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[2])
+"""
 
 
 class Deaths(NamedTuple):
@@ -51,6 +59,7 @@ class AgentStore(UniqueNames):
         self._update = r.register_script(AGENT_UPDATE)
         self._counts = r.register_script(AGENT_COUNTS)
         self._beat = r.register_script(AGENT_BEAT)
+        self._clear_stop = r.register_script(_CLEAR_STOP)
         # for scripts.execute_pipelined after a cache loss
         self.scripts = (self._update, self._counts, self._beat)
 
@@ -87,7 +96,11 @@ class AgentStore(UniqueNames):
             raise TinytownError(f"agent id {agent_id!r} is not a UUID")
         ts = to_rfc3339(now())
         beat = Beat(heartbeat_interval_secs or self.heartbeat_interval_secs)
-        if self.find(agent_id) is not None:
+        existing = self.find(agent_id)
+        if existing is not None and not existing.id:  # counters only, left by a write after a
+            self.r.delete(self.keys.agent(agent_id))  # prune: no record to adopt
+            existing = None
+        if existing is not None:
             if unique_name:
                 self.check_name_free(name, agent_id)
             fields = {"name": name, "cli": cli, "last_active_at": ts}
@@ -369,21 +382,31 @@ class AgentStore(UniqueNames):
 
     def restart(self, agent_id: str) -> str:
         """REST restart, as upstream: state ``idle``, ``rounds_completed`` 0, a heartbeat now and
-        the stop flag cleared — one transaction. Returns the previous state; NotFound if missing."""
+        the stop flag cleared — one transaction. Returns the previous state; NotFound if missing,
+        InvalidTransition while its CLI runs a task (working, draining, or paused with a task
+        recorded: idle would let a scaler remove a worker that holds a task)."""
+        agent = self.get(agent_id)
+        busy = "restarted while its CLI runs a task (wait for it to end, or kill the agent)"
+        if agent.current_task and agent.alive(self.now_ms()):
+            raise InvalidTransition("agent", agent.name, agent.state, busy)
         keys, args = self.update_request(
             agent_id,
             "restart",
             set_fields={"rounds_completed": "0", "last_active_at": to_rfc3339(now())},
             beat=Beat(self.heartbeat_interval_secs),
         )
+        flags = [self.keys.agent(agent_id), self.keys.stop(agent_id)]
 
         def build(pipe):
             queue_script(pipe, self._update, keys, args)
-            pipe.delete(self.keys.stop(agent_id))
+            queue_script(pipe, self._clear_stop, flags, [AGENT["restart"].target])
 
-        (status, old), _ = execute_pipelined(self.r, build, (self._update,), transaction=True)
+        scripts = (self._update, self._clear_stop)
+        (status, old), _ = execute_pipelined(self.r, build, scripts, transaction=True)
         if status == "missing":
             raise NotFound(f"agent {agent_id} not found")
+        if status == "state":
+            raise InvalidTransition("agent", agent.name, old, busy)
         return old
 
     def heartbeat(self, agent_id: str, interval_secs: int | None = None) -> bool:
@@ -433,46 +456,6 @@ class AgentStore(UniqueNames):
                 self.delete(agent.id)
                 pruned.append(agent.name)
         return pruned
-
-    def upgrade_index(self) -> int:
-        """Rebuild the per-state index from the records if this town still has the sets an
-        earlier version kept (no liveness), and the deadlines index from the per-state one if
-        it is missing; returns how many agents were indexed from their records. Two commands
-        when there is nothing to do."""
-        legacy = [self.keys.legacy_agents_in_state(s) for s in AGENT_STATES]
-        if not self.r.exists(*legacy):
-            self.index_deadlines()
-            return 0
-        agents = self.all()
-        pipe = self.r.pipeline(transaction=True)
-        for agent in agents:
-            beat = parse_rfc3339(agent.last_heartbeat)
-            interval = agent.heartbeat_interval_secs or self.heartbeat_interval_secs
-            until = (
-                int(beat.timestamp() * 1000) + interval * defaults.DEAD_AFTER_HEARTBEATS * 1000
-                if beat
-                else 0
-            )
-            pipe.hset(
-                self.keys.agent(agent.id),
-                mapping={"alive_until": str(until), "heartbeat_interval_secs": str(interval)},
-            )
-            pipe.zadd(self.keys.agents_in_state(agent.state), {agent.id: until})
-            if agent.state in ACTIVE_AGENT_STATES:
-                pipe.zadd(self.keys.agents_alive, {agent.id: until})
-            else:
-                pipe.zrem(self.keys.agents_alive, agent.id)
-        pipe.delete(*legacy)
-        pipe.execute()
-        self.index_deadlines()
-        return len(agents)
-
-    def index_deadlines(self) -> None:
-        """The deadlines index (``Keys.agents_alive``) from the per-state one, if it is missing
-        (a town kept by a version without it, whose workers run on): one EXISTS otherwise."""
-        if not self.r.exists(self.keys.agents_alive):
-            active = [self.keys.agents_in_state(s) for s in ACTIVE_AGENT_STATES]
-            self.r.zunionstore(self.keys.agents_alive, active, aggregate="MIN")
 
 
 __all__ = ["AgentStore", "NameTaken", "SUPERVISOR_ID", "nickname_for"]

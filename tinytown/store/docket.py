@@ -24,7 +24,7 @@ from tinytown.core import defaults
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.records import Task
 from tinytown.core.states import AGENT_NO_WORK_STATES, TASK, TASK_STATES
-from tinytown.store.dockets import GROUP, RELEASE_ENTRY, forget_consumer, is_dead
+from tinytown.store.dockets import ACK_IF_HELD, GROUP, RELEASE_ENTRY, forget_consumer, is_dead
 from tinytown.store.scripts import DOCKET_CLAIM, queue_script
 from tinytown.store.tasks import ensure_group
 
@@ -55,10 +55,6 @@ return 1
 # to acknowledge after its own run; acknowledging it here would leave its task with no entry, so
 # that a new holder that died too would leave the task running forever, recovered by nobody.
 # KEYS: 1 stream; ARGV: 1 group, 2 consumer, 3 entry id. Returns 1 if acknowledged.
-_ACK_IF_HELD = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then return 0 end
-return redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-"""
 
 
 # Plain slotted records, not frozen: they are built between a task's arrival and its CLI's start,
@@ -115,7 +111,7 @@ class Docket:
         self.reader.connection.register_connect_callback(self._reader_connected)
         self._release = self.r.register_script(RELEASE_ENTRY)
         self._keep_alive = self.r.register_script(_KEEP_ALIVE)
-        self._ack_if_held = self.r.register_script(_ACK_IF_HELD)
+        self._ack_if_held = self.r.register_script(ACK_IF_HELD)
         self._take_over = self.r.register_script(_TAKE_OVER)
         self._claim_delivered = self.r.register_script(DOCKET_CLAIM)
         self.scripts = (self._keep_alive,)  # for scripts.execute_pipelined after a cache loss

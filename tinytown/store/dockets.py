@@ -24,14 +24,28 @@ return 1
 
 # Hand an entry back to its stream: a copy goes to the end (for any reader), the original is
 # acknowledged, in one step. A worker's read that brought an entry it did not take (one from
-# each stream, or a claim refused); recovery, for an entry a dead holder read but never took.
-# KEYS: 1 stream; ARGV: 1 group, 2 entry id. Returns the new entry id ('' if the entry is gone).
+# each stream, or a claim refused); recovery, for an entry a dead holder read but never took —
+# only while that holder (ARGV[3]) still holds it: another worker may have taken it over since.
+# KEYS: 1 stream; ARGV: 1 group, 2 entry id, [3 holder]. Returns the new entry id ('' if the
+# entry is gone, or is no longer the holder's).
 RELEASE_ENTRY = """
+if ARGV[3] and #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3]) == 0 then
+  return ''
+end
 local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 local new = ''
 if #e > 0 then new = redis.call('XADD', KEYS[1], '*', unpack(e[1][2])) end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return new
+"""
+
+
+# Acknowledge an entry only while this consumer holds it (a worker ending its round; recovery,
+# for a dead holder's entry that another worker may have taken over meanwhile).
+# KEYS: 1 stream; ARGV: 1 group, 2 consumer, 3 entry id. Returns 1 if acknowledged.
+ACK_IF_HELD = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2]) == 0 then return 0 end
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 """
 
 
@@ -102,13 +116,18 @@ class Dockets:
     def task_of(self, stream: str, entry_id: str) -> str | None:
         return entry_task_id(self.r, stream, entry_id)
 
-    def ack(self, stream: str, entry_id: str) -> None:
-        self.r.xack(stream, GROUP, entry_id)
+    def ack(self, stream: str, entry_id: str, holder: str) -> bool:
+        """Acknowledge the entry if ``holder`` still holds it (not if another worker took it
+        over since it was listed); True if it did."""
+        script = self.r.register_script(ACK_IF_HELD)
+        return bool(script(keys=[stream], args=[GROUP, holder, entry_id]))
 
-    def release(self, stream: str, entry_id: str) -> str:
-        """Put an entry back for any reader of ``stream``: a copy added, the original
-        acknowledged (one script). Returns the copy's id ('' if the entry was gone)."""
-        return self.r.register_script(RELEASE_ENTRY)(keys=[stream], args=[GROUP, entry_id])
+    def release(self, stream: str, entry_id: str, holder: str) -> str:
+        """Put an entry ``holder`` still holds back for any reader of ``stream``: a copy added,
+        the original acknowledged (one script). Returns the copy's id ('' if the entry was gone
+        or is no longer the holder's)."""
+        script = self.r.register_script(RELEASE_ENTRY)
+        return script(keys=[stream], args=[GROUP, entry_id, holder])
 
     def forget(self, stream: str, consumer: str) -> bool:
         return forget_consumer(self.r, stream, consumer)

@@ -27,7 +27,9 @@ MESSAGES_PER_CHECK = 100  # inbox messages a control check looks at for a shutdo
 # stays held, as at-least-once needs), nor if the entry is no longer held (this round ended
 # already: a retry after a lost reply; or another worker took it over); else the output's end
 # entry once the task is in a final state (as TaskOutput.finish; its errors ignored: output
-# never breaks a task), the entry acknowledged, the round counted, and a completed task counted.
+# never breaks a task), the entry acknowledged, the round counted, and a completed task counted
+# (on the agent's record only while it exists: counting on a deleted one would make a record
+# with no id and no state, which a worker adopting that id would take for its own).
 # KEYS: 1 task hash, 2 docket stream, 3 agent hash, 4 output stream ('' for none)
 # ARGV: 1 group, 2 agent id, 3 entry id, 4 output ttl secs, 5 ',terminal,states,'
 # Returns {'unfinished' | 'done', the task's state ('' if missing)}.
@@ -47,8 +49,10 @@ if KEYS[4] ~= '' and state ~= '' and string.find(ARGV[5], ',' .. state .. ',', 1
   end
 end
 redis.call('XACK', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HINCRBY', KEYS[3], 'rounds_completed', 1)
-if state == 'completed' then redis.call('HINCRBY', KEYS[3], 'tasks_completed', 1) end
+if redis.call('EXISTS', KEYS[3]) == 1 then  -- (a pruned agent's record is not made again)
+  redis.call('HINCRBY', KEYS[3], 'rounds_completed', 1)
+  if state == 'completed' then redis.call('HINCRBY', KEYS[3], 'tasks_completed', 1) end
+end
 return {'done', state}
 """
 

@@ -1,0 +1,161 @@
+"""Concurrent changes an outside race review found unsafe, each driven to its bad interleaving
+deterministically (real Redis, the real stores and worker code, steps taken in the order the
+race takes them):
+
+- a prune deleted an agent whose worker still ran a task; the round's end then counted on the
+  deleted record, making a record with no id that a worker adopting the id took for its own;
+- the orphan-task sweep re-queued such a task while its worker still ran it (two runs at once);
+- recovery acknowledged an entry another worker had just taken over (its task stuck);
+- a restart marked a working agent idle (a scaler may remove it);
+- a mission note racing a stop failed the dispatcher's whole round.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tinytown.core.clock import now, to_rfc3339
+from tinytown.core.errors import InvalidTransition
+from tinytown.core.liveness import Beat
+from tinytown.missions.notes import apply_note
+from tinytown.missions.start import start_mission
+from tinytown.ops import run
+from tinytown.recovery import orphan_tasks
+from tinytown.store.task_tokens import new_token
+from tinytown.store.worker import RoundEnd
+
+from .api_support import app, client  # noqa: F401 - fixtures
+from .test_worker_dispatch import open_town
+from .worker_support import in_process_worker, worker_town  # noqa: F401 - fixtures
+
+
+def working(town, name: str, task_id: str):
+    """An agent whose worker runs ``task_id``: working, the task recorded, a fresh heartbeat."""
+    agent = town.agents.register(name, "fake")
+    town.agents.update(agent.id, "work", set_fields={"current_task": task_id}, beat=Beat(60))
+    return agent
+
+
+def test_prune_keeps_agents_whose_worker_may_still_run_a_task(town):
+    task = town.tasks.add("long")
+    busy = working(town, "busy", task.id)
+    killed = working(town, "killed", task.id)
+    town.agents.request_stop(killed.id)  # stopped from outside, its worker finishes the task
+    done = town.agents.register("done", "fake")
+    town.agents.set_state(done.id, "kill")
+
+    pruned = run("agent.prune", town, {})
+    assert pruned == {"removed": 1, "agents": ["done"], "kept": ["killed"]}
+    everyone = run("agent.prune", town, {"all": True})
+    assert everyone["removed"] == 0 and sorted(everyone["kept"]) == ["busy", "killed"]
+    assert town.agents.find(busy.id) and town.agents.find(killed.id)
+
+
+def test_a_rounds_end_on_a_deleted_agent_makes_no_record(worker_town):
+    """(Before prune kept them, the round's end counted on the deleted record: a hash with
+    counters only, no id, no state, in no index.)"""
+    root = worker_town()
+    town = open_town(root)
+    with in_process_worker(root) as worker:
+        task = town.tasks.add("ends after its agent was deleted")
+        delivery = worker.next_delivery()
+        town.agents.delete(worker.agent_id)
+        token = new_token(task.id)
+        worker.store.tokens.issue(task.id, token, 60)
+        ts = to_rfc3339(now())
+        ended, _, _ = worker.store.attempt_ended(
+            task.id,
+            token=token,
+            run_secs=1.0,
+            move="complete",
+            set_fields={"result": "done", "completed_at": ts},
+            round_end=RoundEnd(delivery.entry, task.id, ts),
+        )
+    assert ended.ok and town.tasks.get(task.id).state == "completed"
+    assert not town.redis.exists(town.keys.agent(worker.agent_id))
+
+
+def test_registering_over_a_record_with_no_id_makes_a_whole_new_one(town):
+    """A worker restarted with TINYTOWN_AGENT_ID of a pruned agent, over such a left-over."""
+    agent_id = "0b6c3f5e-7d4a-4c1e-9a8b-2f1e3d4c5b6a"
+    town.redis.hset(town.keys.agent(agent_id), mapping={"rounds_completed": 1, "name": "old"})
+    agent = town.agents.register("again", "fake", agent_id=agent_id)
+    assert agent.id == agent_id and agent.name == "again" and agent.state == "starting"
+    assert agent.rounds_completed == 0
+    assert agent_id in town.agents.ids()
+
+
+def test_an_orphan_sweep_leaves_a_task_whose_worker_still_keeps_its_entry(worker_town):
+    """Its agent deleted (or stopped) while the worker runs the task: re-queueing it would run
+    it twice at once. Once the entry has gone unrefreshed past claim_timeout_secs, it is an
+    orphan."""
+    root = worker_town()  # claim_timeout_secs = 2
+    town = open_town(root)
+    with in_process_worker(root) as worker:
+        task = town.tasks.add("still running")
+        worker.next_delivery()
+        town.agents.delete(worker.agent_id)
+        kept = orphan_tasks(town, "to_backlog")
+        assert kept["count"] == 0 and town.tasks.get(task.id).state == "running"
+        time.sleep(town.config.agent.claim_timeout_secs + 0.3)  # nobody refreshes the entry
+        swept = orphan_tasks(town, "to_backlog")
+    assert swept["count"] == 1 and swept["orphans"][0]["reason"] == "agent_missing"
+    assert town.tasks.get(task.id).state == "pending"
+
+
+def test_recovery_leaves_an_entry_another_worker_took_over_since_it_was_listed(worker_town):
+    root = worker_town()
+    town = open_town(root)
+    with in_process_worker(root) as holder:
+        task = town.tasks.add("taken over")
+        delivery = holder.next_delivery()
+        entry = delivery.entry
+        taker = town.agents.register("taker", "fake")
+        # the taker's XAUTOCLAIM lands between recovery's listing and its acknowledgement
+        town.redis.xclaim(entry.stream, "workers", taker.id, 0, [entry.entry_id])
+        assert not town.dockets.ack(entry.stream, entry.entry_id, holder.agent_id)
+        assert town.dockets.release(entry.stream, entry.entry_id, holder.agent_id) == ""
+        held = town.dockets.held(entry.stream, taker.id)
+    assert [e for e, _ in held] == [entry.entry_id]  # still the taker's, unacknowledged
+    assert town.redis.xlen(entry.stream) == 1  # and no copy was put back
+    assert town.tasks.get(task.id).state == "running"
+
+
+def test_a_restart_is_refused_while_the_agents_cli_runs_a_task(town):
+    task = town.tasks.add("running")
+    agent = working(town, "busy", task.id)
+    town.redis.set(town.keys.stop(agent.id), "1")
+    with pytest.raises(InvalidTransition, match="while its CLI runs a task"):
+        town.agents.restart(agent.id)
+    assert town.agents.get(agent.id).state == "working"
+    assert town.redis.exists(town.keys.stop(agent.id))  # left as it was
+    town.agents.set_state(agent.id, "pause")  # paused while the CLI runs: still refused
+    with pytest.raises(InvalidTransition):
+        town.agents.restart(agent.id)
+    town.agents.update(agent.id, "resume", delete_fields=("current_task",))
+    assert town.agents.restart(agent.id) == "idle"
+    assert not town.redis.exists(town.keys.stop(agent.id))
+
+
+def test_a_working_agents_restart_over_rest_is_409(client, town):
+    task = town.tasks.add("running")
+    agent = working(town, "busy", task.id)
+    resp = client.post(f"/v1/agents/{agent.id}/restart")
+    assert resp.status_code == 409 and "while its CLI runs a task" in resp.json["detail"]
+
+
+@pytest.mark.parametrize(("body", "move"), [("pause", "stop"), ("resume", "complete")])
+def test_a_note_checked_against_a_state_that_changed_since_says_so(town, body, move):
+    """The dispatcher checks a note against its snapshot; a stop (or the end) over REST can land
+    before the note's move. The note is answered, the round goes on."""
+    mission, _ = start_mission(town, items=[{"key": "a", "title": "A"}], title="race")
+    if body == "resume":
+        town.missions.stop(mission.id)
+    snapshot = town.missions.snapshot(mission.id)
+    getattr(town.missions, move)(mission.id)
+    outcome, cancel = apply_note(
+        town, mission.id, snapshot.mission, snapshot.items, {"body": body, "sender": "op"}
+    )
+    assert outcome.startswith(f"{body!r}: not ") and cancel == []
