@@ -159,3 +159,26 @@ def test_a_note_checked_against_a_state_that_changed_since_says_so(town, body, m
         town, mission.id, snapshot.mission, snapshot.items, {"body": body, "sender": "op"}
     )
     assert outcome.startswith(f"{body!r}: not ") and cancel == []
+
+
+def test_every_delete_appends_its_event(town):
+    """Decision 11: every state change appends its event; deleting records did not."""
+    mission, _ = start_mission(town, items=[{"key": "a", "title": "A"}], title="gone")
+    pending = town.tasks.add("removed from the backlog")
+    town.tasks.remove_from_backlog(pending.id)
+    done = town.tasks.add("deleted when done")
+    town.tasks.complete(done.id, "ok")
+    town.tasks.delete(done.id)
+    agent = town.agents.register("pruned", "fake")
+    town.agents.set_state(agent.id, "kill")
+    run("agent.prune", town, {})
+    town.missions.delete(mission.id, force=True)
+    docs = {
+        (e["event_type"], e.get("task_id") or e.get("agent_id") or e.get("mission_id")): e
+        for e in town.events.latest(50)
+    }
+    assert docs[("task_deleted", pending.id)]["old_state"] == "pending"
+    assert docs[("task_deleted", done.id)]["old_state"] == "completed"
+    assert docs[("agent_deleted", agent.id)]["old_state"] == "stopped"
+    assert docs[("mission_deleted", mission.id)]["old_state"] == mission.state
+    assert not town.redis.exists(town.keys.mission_event_stream(mission.id))  # not made again

@@ -28,11 +28,14 @@ TASK_REQUEUED = "task_requeued"  # added: back to pending / assigned for another
 TASK_COMPLETED = "task_completed"
 TASK_FAILED = "task_failed"
 TASK_CANCELLED = "task_cancelled"  # added
+TASK_DELETED = "task_deleted"  # added: its record was deleted (backlog remove, delete, sweep)
 AGENT_SPAWNED = "agent_spawned"
 AGENT_STATE_CHANGED = "agent_state_changed"
 AGENT_STOPPED = "agent_stopped"
 AGENT_UNHEALTHY = "agent_unhealthy"  # added: the scaler reports a worker it judged unhealthy
+AGENT_DELETED = "agent_deleted"  # added: its record was deleted (prune)
 MISSION_STATE_CHANGED = "mission_state_changed"
+MISSION_DELETED = "mission_deleted"  # added: the mission and its work were deleted
 MISSION_WORK_PROMOTED = "mission_work_promoted"
 MISSION_WORK_ASSIGNED = "mission_work_assigned"
 MISSION_WORK_STARTED = "mission_work_started"  # added: a worker runs the item's task
@@ -69,11 +72,14 @@ EVENT_TYPES = (
     TASK_COMPLETED,
     TASK_FAILED,
     TASK_CANCELLED,
+    TASK_DELETED,
     AGENT_SPAWNED,
     AGENT_STATE_CHANGED,
     AGENT_STOPPED,
     AGENT_UNHEALTHY,
+    AGENT_DELETED,
     MISSION_STATE_CHANGED,
+    MISSION_DELETED,
     MISSION_WORK_PROMOTED,
     MISSION_WORK_ASSIGNED,
     MISSION_WORK_STARTED,

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import redis
 
 from tinytown.core import defaults, inputs
+from tinytown.core import events as ev
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.keys import Keys
@@ -21,6 +22,7 @@ from tinytown.core.states import (
 )
 from tinytown.store import control
 from tinytown.store.agent_names import NameTaken, UniqueNames, nickname_for
+from tinytown.store.events import Events
 from tinytown.store.scripts import (
     AGENT_BEAT,
     AGENT_COUNTS,
@@ -60,6 +62,7 @@ class AgentStore(UniqueNames):
         self._counts = r.register_script(AGENT_COUNTS)
         self._beat = r.register_script(AGENT_BEAT)
         self._clear_stop = r.register_script(_CLEAR_STOP)
+        self._events = Events(r, keys)
         # for scripts.execute_pipelined after a cache loss
         self.scripts = (self._update, self._counts, self._beat)
 
@@ -425,7 +428,16 @@ class AgentStore(UniqueNames):
         queue_script(pipe, self._beat, keys, args)
 
     def delete(self, agent_id: str) -> None:
-        """Remove an agent record, its indexes, inboxes and flags."""
+        """Remove an agent record, its indexes, inboxes and flags, with its agent_deleted event
+        (naming the agent and the state it was in when read just before)."""
+        name, state = self.r.hmget(self.keys.agent(agent_id), "name", "state")
+        doc = ev.event(
+            ev.AGENT_DELETED,
+            f"agent {name or agent_id} deleted" + (f" (was {state})" if state else ""),
+            to_rfc3339(now()),
+            agent_id=agent_id,
+            old_state=state,
+        )
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(
             self.keys.agent(agent_id),
@@ -438,6 +450,7 @@ class AgentStore(UniqueNames):
         for state in AGENT_STATES:
             pipe.zrem(self.keys.agents_in_state(state), agent_id)
         pipe.zrem(self.keys.agents_alive, agent_id)
+        pipe.execute_command(*self._events.commands(doc)[0])
         pipe.execute()
 
     def prune_stopped(self, retention_secs: int) -> list[str]:

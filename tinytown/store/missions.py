@@ -365,7 +365,8 @@ class MissionStore:
         return self._change(mission_id, mutate, f"Mission marked failed: {escaped}")[0]
 
     def delete(self, mission_id: str, *, force: bool = False) -> None:
-        """Delete a mission and its work, watches, log, notes and event stream."""
+        """Delete a mission and its work, watches, log, notes and event stream; the town's
+        stream gets its mission_deleted event."""
         mission = self.get(mission_id)
         if not force and self.r.sismember(self.keys.missions_active, mission_id):
             raise InvalidTransition(
@@ -382,6 +383,14 @@ class MissionStore:
         )
         pipe.srem(self.keys.missions_active, mission_id)
         pipe.zrem(self.keys.missions, mission_id)
+        doc = ev.event(
+            ev.MISSION_DELETED,
+            f"mission {mission_id} deleted (was {mission.state})",
+            json_now(),
+            mission_id=mission_id,
+            old_state=mission.state,
+        )
+        pipe.execute_command(*self.events.commands(doc)[0])  # (the town's stream: not its own)
         pipe.execute()
 
     # -- work items and watches (upstream's manual routes) ----------------------------------

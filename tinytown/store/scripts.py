@@ -58,6 +58,7 @@ def _fill(template: str) -> str:
         "AGENT_STATE_CHANGED": ev.AGENT_STATE_CHANGED,
         "AGENT_STOPPED_STATE": ev.AGENT_STOPPED_STATE,
         "REASON_STATES": "," + ",".join(ev.TASK_REASON_STATES) + ",",
+        "TASK_DELETED": ev.TASK_DELETED,
     }
     if TASK["take_shared"].target != TASK["take_directed"].target:
         raise RuntimeError("the scripts' TAKEN state assumes both takes end in the same state")
@@ -277,14 +278,18 @@ return none
 )
 
 
-# KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4.. one zset per task state
-# ARGV: 1 task id, 2 allowed states as ",a,b," ("" = any)
-# Returns {status, old_state}; deletes the record and removes it from every index.
+# KEYS: 1 task hash, 2 tasks zset, 3 backlog list, 4 event stream, 5.. one zset per task state
+# ARGV: 1 task id, 2 allowed states as ",a,b," ("" = any), 3 now (RFC 3339)
+# Returns {status, old_state}; deletes the record, removes it from every index and appends
+# task_deleted (with its agent, mission and work item).
 TASK_DELETE = _fill(
-    f"local idx = {_state_table(TASK_STATES, 4)}\n"
+    f"local idx = {_state_table(TASK_STATES, 5)}\n"
+    + _EMIT_FUNCTION
     + """
+local rec = redis.call('HMGET', KEYS[1], 'state', 'assigned_to', 'mission_id', 'work_item_id')
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
-local old = redis.call('HGET', KEYS[1], 'state') or {{TASK_DEFAULT}}
+for i = 2, 4 do if rec[i] == '' then rec[i] = false end end  -- (unset: left out of the event)
+local old = rec[1] or {{TASK_DEFAULT}}
 if ARGV[2] ~= '' and not string.find(ARGV[2], ',' .. old .. ',', 1, true) then
   return {'state', old}
 end
@@ -292,6 +297,9 @@ redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 for _, key in pairs(idx) do redis.call('ZREM', key, ARGV[1]) end
 redis.call('LREM', KEYS[3], 1, ARGV[1])
+emit(KEYS[4], {event_type = {{TASK_DELETED}}, task_id = ARGV[1], agent_id = rec[2] or nil,
+  mission_id = rec[3] or nil, work_item_id = rec[4] or nil, old_state = old,
+  message = 'task ' .. ARGV[1] .. ' deleted (was ' .. old .. ')', timestamp = ARGV[3]})
 return {'ok', old}
 """
 )

@@ -434,13 +434,18 @@ class TaskStore:
             redispatch=True,
         )
 
+    def _delete_record(self, task_id: str, allowed: str) -> tuple[str, str]:
+        """``scripts.TASK_DELETE``: the record and its indexes, with its task_deleted event."""
+        k = self.keys
+        return self._delete(
+            keys=[k.task(task_id), k.tasks, k.backlog, k.events]
+            + [k.tasks_in_state(s) for s in TASK_STATES],
+            args=[task_id, allowed, to_rfc3339(now())],
+        )
+
     def delete(self, task_id: str) -> str:
         """Delete a task in any state from its record and every index. Returns the old state."""
-        status, old = self._delete(
-            keys=[self.keys.task(task_id), self.keys.tasks, self.keys.backlog]
-            + [self.keys.tasks_in_state(s) for s in TASK_STATES],
-            args=[task_id, ""],
-        )
+        status, old = self._delete_record(task_id, "")
         if status == "missing":
             raise NotFound(f"task {task_id} not found")
         self.r.delete(self.keys.task_output(task_id))  # its output goes with it
@@ -449,11 +454,7 @@ class TaskStore:
     def remove_from_backlog(self, task_id: str) -> None:
         """Delete a pending task. Its docket entry stays; a worker that reads it skips and acks
         it."""
-        status, old = self._delete(
-            keys=[self.keys.task(task_id), self.keys.tasks, self.keys.backlog]
-            + [self.keys.tasks_in_state(s) for s in TASK_STATES],
-            args=[task_id, "," + ",".join(TASK["remove"].source) + ","],
-        )
+        status, old = self._delete_record(task_id, "," + ",".join(TASK["remove"].source) + ",")
         if status == "missing":
             raise NotFound(f"task {task_id} not found in backlog")
         if status == "state":
