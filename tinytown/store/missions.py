@@ -366,32 +366,40 @@ class MissionStore:
 
     def delete(self, mission_id: str, *, force: bool = False) -> None:
         """Delete a mission and its work, watches, log, notes and event stream; the town's
-        stream gets its mission_deleted event."""
-        mission = self.get(mission_id)
-        if not force and self.r.sismember(self.keys.missions_active, mission_id):
-            raise InvalidTransition(
-                "mission", mission_id, f"{mission.state} and active", "deleted without force"
+        stream gets its mission_deleted event. Without ``force`` an active mission is refused,
+        checked under a WATCH of its document and the active set (a resume landing between the
+        check and the delete makes the check run again)."""
+        key, active = self.keys.mission(mission_id), self.keys.missions_active
+
+        def txn(pipe: redis.client.Pipeline) -> None:
+            mission = Mission.decode(pipe.get(key))
+            if mission is None:
+                raise NotFound(f"mission {mission_id} not found")
+            if not force and pipe.sismember(active, mission_id):
+                raise InvalidTransition(
+                    "mission", mission_id, f"{mission.state} and active", "deleted without force"
+                )
+            doc = ev.event(
+                ev.MISSION_DELETED,
+                f"mission {mission_id} deleted (was {mission.state})",
+                json_now(),
+                mission_id=mission_id,
+                old_state=mission.state,
             )
-        pipe = self.r.pipeline(transaction=True)
-        pipe.delete(
-            self.keys.mission(mission_id),
-            self.keys.mission_work(mission_id),
-            self.keys.mission_watch(mission_id),
-            self.keys.mission_log(mission_id),
-            self.keys.mission_control(mission_id),
-            self.keys.mission_event_stream(mission_id),
-        )
-        pipe.srem(self.keys.missions_active, mission_id)
-        pipe.zrem(self.keys.missions, mission_id)
-        doc = ev.event(
-            ev.MISSION_DELETED,
-            f"mission {mission_id} deleted (was {mission.state})",
-            json_now(),
-            mission_id=mission_id,
-            old_state=mission.state,
-        )
-        pipe.execute_command(*self.events.commands(doc)[0])  # (the town's stream: not its own)
-        pipe.execute()
+            pipe.multi()
+            pipe.delete(
+                key,
+                self.keys.mission_work(mission_id),
+                self.keys.mission_watch(mission_id),
+                self.keys.mission_log(mission_id),
+                self.keys.mission_control(mission_id),
+                self.keys.mission_event_stream(mission_id),
+            )
+            pipe.srem(active, mission_id)
+            pipe.zrem(self.keys.missions, mission_id)
+            pipe.execute_command(*self.events.commands(doc)[0])  # (the town's: not its own)
+
+        self.r.transaction(txn, key, active)
 
     # -- work items and watches (upstream's manual routes) ----------------------------------
 
