@@ -9,6 +9,8 @@ tasks by state and missions listable and countable without scanning the key spac
 | ``agent:<id>`` | hash | agent record |
 | ``agents`` | set | every agent id |
 | ``agents:by_state:<state>`` | zset | agent ids in that state, scored by ``alive_until`` |
+| ``agents:by_name:<name>`` | set | agent ids by lowercased name |
+| ``agents:by_ref:<ref>`` | set | agent ids by lowercased nickname or short id |
 | ``inbox:<id>`` / ``urgent:<id>`` | list | JSON messages for the agent |
 | ``activity:<id>`` | list | last activity lines |
 | ``stop:<id>`` | string | graceful stop flag |
@@ -71,6 +73,19 @@ class Keys:
         """Agents in an active state, and agents stopped from outside while their worker still
         runs a task, scored by ``alive_until`` (ms, Redis clock): whose window ends first."""
         return self._k("agents", "alive_until")
+
+    def agents_named(self, name: str) -> str:
+        """The ids of agents with this name (lowercased): naming one reads only those."""
+        return self._k("agents", "by_name", name.lower())
+
+    def agents_called(self, ref: str) -> str:
+        """The ids of agents with this nickname or 4-character short id (lowercased)."""
+        return self._k("agents", "by_ref", ref.lower())
+
+    @property
+    def agents_refs_indexed(self) -> str:
+        """Set once the two indexes above hold every agent (a town made before them)."""
+        return self._k("agents", "refs_indexed")
 
     def legacy_agents_in_state(self, state: str) -> str:
         """Before liveness was indexed: a plain set per state (read once, to upgrade a town)."""

@@ -1,20 +1,24 @@
 """The agents' indexes as an earlier version kept them, brought up to date when a town connects:
-per-state sets without liveness become zsets scored by ``alive_until``, and a missing deadlines
-index is made from them. Nothing to do costs two commands."""
+per-state sets without liveness become zsets scored by ``alive_until``, a missing deadlines
+index is made from them, and names and nicknames are indexed. Nothing to do costs three
+commands."""
 
 from __future__ import annotations
 
 from tinytown.core import defaults
 from tinytown.core.clock import parse_rfc3339
 from tinytown.core.states import ACTIVE_AGENT_STATES, AGENT_STATES
+from tinytown.store import agent_refs
 from tinytown.store.agents import AgentStore
 
 
 def upgrade_index(store: AgentStore) -> int:
     """Rebuild the per-state index from the records if this town still has the sets an
     earlier version kept (no liveness), and the deadlines index from the per-state one if
-    it is missing; returns how many agents were indexed from their records. Two commands
-    when there is nothing to do."""
+    it is missing; index names and nicknames if they are not (:mod:`.agent_refs`); returns how
+    many agents were indexed from their records. Three commands when there is nothing to do."""
+    if not store.r.exists(store.keys.agents_refs_indexed):
+        agent_refs.build(store.r, store.keys, store.all())
     legacy = [store.keys.legacy_agents_in_state(s) for s in AGENT_STATES]
     if not store.r.exists(*legacy):
         index_deadlines(store)

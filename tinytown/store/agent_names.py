@@ -9,6 +9,7 @@ from tinytown.core.clock import parse_rfc3339
 from tinytown.core.errors import TinytownError
 from tinytown.core.liveness import Beat
 from tinytown.core.records import Agent
+from tinytown.store import agent_refs
 
 # Deterministic nicknames (upstream picks from 400 names by the id's first two bytes).
 _NICKNAMES = tuple(
@@ -35,7 +36,7 @@ class NameTaken(TinytownError):
 
 class UniqueNames:
     """The name checks of :class:`tinytown.store.agents.AgentStore` (its mixin: they use its
-    ``r``, ``keys``, ``heartbeat_interval_secs``, ``now_ms``, ``all``, ``update`` and
+    ``r``, ``keys``, ``heartbeat_interval_secs``, ``now_ms``, ``all``, ``many``, ``update`` and
     ``update_request``)."""
 
     def check_name_free(self, name: str, agent_id: str) -> None:
@@ -46,7 +47,9 @@ class UniqueNames:
         not live: its window is ended now, so every view calls it dead and townhall's keeper
         recovers what it held, and the name is free."""
         now_ms = self.now_ms()
-        for a in self.all():
+        indexed = agent_refs.candidates(self.r, self.keys, name)
+        holders = [a for a in self.many(indexed[0]) if a] if indexed else self.all()
+        for a in holders:
             if a.id != agent_id and a.name.lower() == name.lower() and a.alive(now_ms):
                 if self.worker_gone(a, now_ms):
                     interval = a.heartbeat_interval_secs or self.heartbeat_interval_secs

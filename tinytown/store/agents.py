@@ -20,7 +20,7 @@ from tinytown.core.states import (
     AGENT_STATES,
     PRUNABLE_AGENT_STATES,
 )
-from tinytown.store import control
+from tinytown.store import agent_refs, control
 from tinytown.store.agent_names import NameTaken, UniqueNames, nickname_for
 from tinytown.store.events import Events
 from tinytown.store.scripts import (
@@ -109,9 +109,14 @@ class AgentStore(UniqueNames):
             fields = {"name": name, "cli": cli, "last_active_at": ts}
             if role_id:
                 fields["role_id"] = role_id
+            renamed = existing.name.lower() != name.lower()
+            if renamed:  # (the new name first: a crash leaves an id to skip, not a lost name)
+                agent_refs.add(self.r, self.keys, agent_id, name, "")
             self.update(
                 agent_id, "register", set_fields=fields, delete_fields=("current_task",), beat=beat
             )
+            if renamed:
+                self.r.srem(self.keys.agents_named(existing.name), agent_id)
         else:
             agent = Agent(
                 id=agent_id,
@@ -125,10 +130,15 @@ class AgentStore(UniqueNames):
             )
             owned = ("state", "last_heartbeat", "alive_until")  # the update script's
             record = {k: v for k, v in agent.to_hash().items() if k not in owned}
-            if unique_name:
-                self.create_if_name_free(name, agent_id, record, beat)
-            else:
-                self.update(agent_id, "register", set_fields=record, beat=beat, create=True)
+            agent_refs.add(self.r, self.keys, agent_id, name, agent.nickname or "")
+            try:
+                if unique_name:
+                    self.create_if_name_free(name, agent_id, record, beat)
+                else:
+                    self.update(agent_id, "register", set_fields=record, beat=beat, create=True)
+            except TinytownError:  # (NameTaken): no record, so no names either
+                agent_refs.remove(self.r, self.keys, agent_id, name, agent.nickname or "")
+                raise
         ensure_group(self.r, self.keys.agent_docket(agent_id))
         return self.get(agent_id)
 
@@ -283,12 +293,17 @@ class AgentStore(UniqueNames):
         if is_uuid(ref):
             return self.get(ref.lower())
         wanted = ref.lower()
-        everyone = self.all()
+        indexed = agent_refs.candidates(self.r, self.keys, wanted)
+        everyone = None if indexed else self.all()  # (a town not indexed yet)
         # A name beats a nickname or short id: "alice" is the agent named alice even when another
         # agent's generated nickname is Alice.
-        matches = [a for a in everyone if a.name.lower() == wanted] or [
-            a for a in everyone if wanted in ((a.nickname or "").lower(), a.short_id())
-        ]
+        named = everyone if indexed is None else self.many(indexed[0])
+        matches = [a for a in named if a and a.name.lower() == wanted]
+        if not matches:
+            called = everyone if indexed is None else self.many(indexed[1])
+            matches = [
+                a for a in called if a and wanted in ((a.nickname or "").lower(), a.short_id())
+            ]
         if not matches:
             raise NotFound(f"agent {ref!r} not found")
         if len(matches) > 1:  # the one beating, else the one presumed to run (dead: not yet)
@@ -430,7 +445,7 @@ class AgentStore(UniqueNames):
     def delete(self, agent_id: str) -> None:
         """Remove an agent record, its indexes, inboxes and flags, with its agent_deleted event
         (naming the agent and the state it was in when read just before)."""
-        name, state = self.r.hmget(self.keys.agent(agent_id), "name", "state")
+        name, state, nickname = self.r.hmget(self.keys.agent(agent_id), "name", "state", "nickname")
         doc = ev.event(
             ev.AGENT_DELETED,
             f"agent {name or agent_id} deleted" + (f" (was {state})" if state else ""),
@@ -450,6 +465,7 @@ class AgentStore(UniqueNames):
         for state in AGENT_STATES:
             pipe.zrem(self.keys.agents_in_state(state), agent_id)
         pipe.zrem(self.keys.agents_alive, agent_id)
+        agent_refs.queue_remove(pipe, self.keys, agent_id, name, nickname)
         pipe.execute_command(*self._events.commands(doc)[0])
         pipe.execute()
 
