@@ -182,3 +182,29 @@ def test_every_delete_appends_its_event(town):
     assert docs[("agent_deleted", agent.id)]["old_state"] == "stopped"
     assert docs[("mission_deleted", mission.id)]["old_state"] == mission.state
     assert not town.redis.exists(town.keys.mission_event_stream(mission.id))  # not made again
+
+
+def test_an_earlier_attempts_token_cannot_report_the_task_once_another_attempt_took_it(
+    worker_town,
+):
+    """A frozen worker judged dead: its task went back and another worker took it; the first
+    attempt's CLI, still running, completed it with its token (200) while the second ran."""
+    from tinytown.store.task_tokens import TaskTokens
+
+    root = worker_town()
+    town = open_town(root)
+    tokens = TaskTokens.of(town)
+    with in_process_worker(root) as first:
+        task = town.tasks.add("taken twice")
+        first.next_delivery()
+        old = new_token(task.id)
+        tokens.issue(task.id, old, 60)
+        assert tokens.valid(task.id, old)
+        assert town.tasks.requeue(task.id, expect="running", assignee=first.agent_id).ok
+        second = town.agents.register("second", "fake")
+        docket = town.docket(second.id)
+        docket.ensure_groups()
+        taken = docket.read(1000)
+        docket.close()
+    assert taken.claim.task.id == task.id and town.tasks.get(task.id).assigned_to == second.id
+    assert not tokens.valid(task.id, old)

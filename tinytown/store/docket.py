@@ -132,6 +132,7 @@ class Docket:
             agent_id,
             k.task_prefix,
             "," + ",".join(AGENT_NO_WORK_STATES) + ",",
+            k.task_token(""),
         ]
 
     def _reader_connected(self, _conn) -> None:
@@ -318,6 +319,7 @@ class Docket:
             return Claim(
                 None, result.status if result.status != "state" else f"state:{result.old_state}"
             )
+        self.r.delete(self.keys.task_token(task.id))  # (as the read's claim: the old attempt's)
         return Claim(Task.from_hash(result.record))
 
     # -- while the task runs, and after -----------------------------------------------------

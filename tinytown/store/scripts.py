@@ -212,7 +212,9 @@ TASK_TRANSITION = _fill(
 #       list, 7 agent hash, 8 event stream, 9.. one zset per task state
 # ARGV: 1 group, 2 consumer (the agent id), 3 task hash key prefix (the script builds the task's
 #       key itself, as it learns the id from the entry: one Redis, not a cluster, as everywhere
-#       here), 4 agent states that take no work, as ",a,b,"
+#       here), 4 agent states that take no work, as ",a,b,", 5 task token key prefix (a claim
+#       deletes the task's token: an earlier attempt's CLI, still running somewhere, must not
+#       report the task this attempt now runs)
 # Returns {status, stream, entry id, task id, task hash (flat), urgent, inbox, skipped} with
 # status ok | none | refused:<agent state> and skipped a flat list of (stream, entry id, task
 # id, reason).
@@ -257,6 +259,7 @@ for s, pair in ipairs(held) do
          'started_at', ts})
     end
     if r[1] == 'ok' then
+      redis.call('DEL', ARGV[5] .. task_id)  -- an earlier attempt's token reports nothing now
       local urgent, inbox = {}, {}
       if redis.call('EXISTS', KEYS[5], KEYS[6]) > 0 then
         urgent, inbox = redis.call('LRANGE', KEYS[5], 0, -1), redis.call('LRANGE', KEYS[6], 0, -1)

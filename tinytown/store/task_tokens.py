@@ -5,7 +5,9 @@ the CLI as ``TINYTOWN_TASK_TOKEN`` and stores only its SHA-256 under ``task_toke
 expiring after the task timeout plus ``TASK_TOKEN_GRACE_SECS``. Townhall accepts the token for
 ``POST /v1/tasks/<that id>/complete`` or ``/fail`` only, and only while the stored hash is this
 token's and the task is ``running``; the worker deletes the hash when the CLI exits (only its
-own: an attempt taken over meanwhile has stored another). The secret has 256 random bits, so a
+own: an attempt taken over meanwhile has stored another), and a worker's claim of the task for
+a new attempt deletes it (a frozen worker judged dead, whose CLI still runs, reports nothing
+once another attempt has the task). The secret has 256 random bits, so a
 fast hash is as safe as Argon2 here and costs a townhall request nothing.
 """
 
