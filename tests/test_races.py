@@ -208,3 +208,34 @@ def test_an_earlier_attempts_token_cannot_report_the_task_once_another_attempt_t
         docket.close()
     assert taken.claim.task.id == task.id and town.tasks.get(task.id).assigned_to == second.id
     assert not tokens.valid(task.id, old)
+
+
+def test_a_worker_that_froze_after_its_claim_does_not_run_the_task_another_finished(
+    worker_town, tmp_path
+):
+    """A worker frozen in its read (SIGSTOP, docker pause): Redis served the read and ran the
+    claim; the keeper gave the task back and another worker finished it; thawed, the first
+    started its CLI on the finished task and gave it its prompt."""
+    root = worker_town()
+    town = open_town(root)
+    record = tmp_path / "runs.jsonl"
+    with in_process_worker(root) as frozen:
+        task = town.tasks.add(f"[record {record}] [sleep 5] done elsewhere")
+        delivery = frozen.next_delivery()  # claimed just before the freeze
+        assert town.tasks.requeue(task.id, expect="running", assignee=frozen.agent_id).ok
+        other = town.agents.register("other", "fake")
+        docket = town.docket(other.id)
+        docket.ensure_groups()
+        assert docket.read(1000).claim.task.id == task.id
+        docket.close()
+        assert town.tasks.complete(task.id, "done by the other", agent_id=other.id).ok
+        began = time.monotonic()
+        frozen.work_on(delivery.entry, delivery.claim)  # thawed
+        took = time.monotonic() - began
+    assert took < 3 and not record.exists()  # stopped at once, its prompt never given
+    done = town.tasks.get(task.id)
+    assert (done.state, done.result, done.assigned_to) == (
+        "completed",
+        "done by the other",
+        other.id,
+    )

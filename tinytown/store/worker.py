@@ -150,11 +150,13 @@ class WorkerStore:
         taken: list[tuple[str, str]],
         token: tuple[str, int] | None = None,
         meanwhile: Callable[[], object] | None = None,
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, bool]:
         """Once the CLI runs: its task token stored (``(token, ttl secs)``), the task's
         ``started_at``, the agent ``working`` with its task and the CLI's process group and a
         heartbeat (its window the working one from now: an idle one is longer), and the messages
-        its prompt carried off the inbox. Returns the agent move's ``(status, old state)``.
+        its prompt carried off the inbox. Returns the agent move's ``(status, old state)`` and
+        whether the task was still this agent's running task (False: it was taken from this
+        worker while it could not run — frozen, judged dead — and ended or went to another).
         ``meanwhile`` runs while Redis works on them (:class:`Sent`); it may run again if a
         connection error makes the caller retry."""
         tasks, agents = self.town.tasks, self.town.agents
@@ -185,12 +187,13 @@ class WorkerStore:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
+        recorded = replies[1 if token is not None else 0][0] == "ok"
         status, old = replies[2 if token is not None else 1]
         if status == "state" and old == AGENT["pause"].target:
             # paused since the claim: it stays paused, and its record still names the task, its
             # CLI and a heartbeat (the working window), as a pause of a working agent leaves them
             agents.update(self.agent_id, "beat", beat=beat, set_fields=working)
-        return status, old
+        return status, old, recorded
 
     def attempt_ended(
         self,

@@ -254,8 +254,9 @@ class TaskRunner(AttemptEnd):
             tokens = w.store.tokens
             ttl_secs = w.agent_cfg.task_timeout_secs + defaults.TASK_TOKEN_GRACE_SECS
             issue = (token, ttl_secs)
-            w.with_redis("cli_started", self.cli_started, task, started_at, inbox, issue)
-            if not prompt_path:  # on stdin, written once the process exists
+            if not w.with_redis("cli_started", self.cli_started, task, started_at, inbox, issue):
+                w.task_lost = w.cancelled_task = task.id  # (stopped at once, below)
+            elif not prompt_path:  # on stdin, written once the process exists
                 try:
                     data = self.prompt_bytes(task, inbox, cwd, ws)
                 except BaseException:  # a bug: do not leave the CLI waiting on its stdin
@@ -308,11 +309,12 @@ class TaskRunner(AttemptEnd):
 
     def cli_started(
         self, task: Task, started_at: str, inbox: Inbox, token: tuple[str, int]
-    ) -> None:
+    ) -> bool:
         """One round trip once the CLI runs: its task token (``(token, ttl secs)``) stored,
-        ``started_at``, agent ``working``, messages taken."""
+        ``started_at``, agent ``working``, messages taken. False if the task is no longer this
+        agent's running one (taken while this worker could not run: it must not run here)."""
         w = self.worker
-        status, old = w.store.cli_started(
+        status, old, recorded = w.store.cli_started(
             task.id,
             started_at,
             pgid=w.proc.pid,
@@ -323,6 +325,7 @@ class TaskRunner(AttemptEnd):
         )
         if status == "ok" and old != AGENT["work"].target:
             w.log("agent_state", state=AGENT["work"].target, previous=old, reason="task")
+        return recorded
 
     def wait_for_cli(self, task: Task, proc: subprocess.Popen) -> Outcome:
         """Wait for the CLI; stop its process group on the task timeout, a drain timeout or a
