@@ -12,19 +12,14 @@ from tinytown.core.liveness import Beat
 from tinytown.store import Town
 from tinytown.store.agent_names import NameTaken
 
+from .redis_reads import calls
+
 MANY = 200
 
 
 def reads(town: Town, call) -> int:
     """How many agent records (HGETALLs) ``call()`` reads."""
-
-    def count() -> int:
-        stats = town.redis.info("commandstats").get("cmdstat_hgetall", {})
-        return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
-
-    before = count()
-    call()
-    return count() - before
+    return calls(town, "hgetall", call)
 
 
 @pytest.fixture

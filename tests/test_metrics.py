@@ -23,7 +23,7 @@ UPSTREAM_HELP = [
     ("tinytown_redis_latency_seconds", "Redis round-trip latency for this scrape."),
     ("tinytown_backlog_tasks", "Tasks currently in the global backlog."),
     ("tinytown_tasks_assigned_pending", "Pending assigned tasks across all agents."),
-    ("tinytown_urgent_messages", "Urgent inbox messages across all agents."),
+    ("tinytown_urgent_messages", "Urgent inbox messages across agents in an active state."),
 ]
 # Added here, after upstream's (issue 13: cost)
 ADDED_HELP = [
@@ -63,6 +63,9 @@ def test_values_come_from_the_towns_indexes(client, town):
     done = town.tasks.add("done")
     town.tasks.complete(done.id, "ok")
     town.inbox.send(bob.id, "now", urgent=True)
+    gone = town.agents.register("gone", "claude")
+    town.inbox.send(gone.id, "too late", urgent=True)
+    town.agents.set_state(gone.id, "kill")  # (a stopped agent's are not waiting for anybody)
     client.post("/v1/missions", json={"objectives": [{"type": "doc", "path": "x.md"}]})
     v = parse(client.get("/metrics").get_data(as_text=True))
     assert (

@@ -37,7 +37,7 @@ HELP = {
     "tinytown_redis_latency_seconds": "Redis round-trip latency for this scrape.",
     "tinytown_backlog_tasks": "Tasks currently in the global backlog.",
     "tinytown_tasks_assigned_pending": "Pending assigned tasks across all agents.",
-    "tinytown_urgent_messages": "Urgent inbox messages across all agents.",
+    "tinytown_urgent_messages": "Urgent inbox messages across agents in an active state.",
     "tinytown_worker_seconds": "Seconds coding CLIs have run, every attempt of every task.",
     "tinytown_redis_commands": "Commands the town's Redis server has processed (all clients).",
 }
@@ -61,7 +61,7 @@ def read_snapshot(town) -> MetricsSnapshot:
     """Everything one scrape shows, from Redis (raises redis errors)."""
     latency = town.ping_ms() / 1000
     counts = town.counts()
-    urgent = town.inbox.urgent_total(town.agents.ids())
+    urgent = town.inbox.urgent_total(town.agents.active_ids())  # (not every agent ever made)
     by_state = {**counts.agents.live, "dead": counts.agents.dead_total}
     return MetricsSnapshot(
         ready=True,

@@ -21,7 +21,7 @@ from tinytown.core.records import is_uuid
 from tinytown.core.states import AGENT_STOP_STATES, LIVE_MISSION_STATES, TASK, rest_state
 from tinytown.store import Town
 
-EVENTS_SHOWN, FAILURES_SHOWN, MISSIONS_SHOWN = 20, 10, 10
+EVENTS_SHOWN, FAILURES_SHOWN, MISSIONS_SHOWN, AGENTS_SHOWN = 20, 10, 10, 200
 MISSION_LOG_SHOWN = 20  # a mission's page shows its newest log lines
 
 _UUID = re.compile(r"\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
@@ -82,8 +82,12 @@ def status_view(t: Town, *, auth: bool) -> dict:
     """Everything the town's page shows."""
     now_ms = t.agents.now_ms()
     counts = t.counts()
-    agents = sorted(t.agents.all(), key=lambda a: (not a.alive(now_ms), a.name))
+    # the agents in an active state (and stopped ones still finishing a task), from the
+    # deadlines index: not every record the town ever made (stopped agents are only counted)
+    active = [a for a in t.agents.many(t.agents.active_ids()) if a is not None]
+    agents = sorted(active, key=lambda a: (not a.alive(now_ms), a.name))
     shown_agents = [a for a in agents if a.alive(now_ms) or a.state not in AGENT_STOP_STATES]
+    shown_agents, more = shown_agents[:AGENTS_SHOWN], len(shown_agents) - AGENTS_SHOWN
     descriptions = t.tasks.descriptions([a.current_task for a in shown_agents if a.current_task])
     missions, _ = t.missions.list(limit=MISSIONS_SHOWN)
     summaries = t.missions.summaries([m.id for m in missions])
@@ -105,7 +109,8 @@ def status_view(t: Town, *, auth: bool) -> dict:
             }
             for a in shown_agents
         ],
-        "hidden_agents": len(agents) - len(shown_agents),
+        "hidden_agents": t.agents.total() - len(shown_agents) - max(more, 0),
+        "more_agents": max(more, 0),
         "missions": [_progress(m, summaries[m.id]) for m in missions],
         "events": [
             {

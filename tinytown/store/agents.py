@@ -248,6 +248,15 @@ class AgentStore(UniqueNames):
             pipe.hgetall(self.keys.agent(agent_id))
         return [Agent.from_hash(d) if d else None for d in pipe.execute()]
 
+    def total(self) -> int:
+        """How many agent records there are (SCARD)."""
+        return self.r.scard(self.keys.agents)
+
+    def active_ids(self) -> list[str]:
+        """Agents in an active state (and stopped ones whose worker still finishes a task),
+        from the deadlines index: O(such agents), not every agent ever registered."""
+        return self.r.zrange(self.keys.agents_alive, 0, -1)
+
     def alive_ids(self, agent_ids: list[str | None]) -> set[str]:
         """Which of ``agent_ids`` are alive now (active, heartbeat window not over, Redis
         clock); one pipeline."""
