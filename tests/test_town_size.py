@@ -1,9 +1,14 @@
-"""What the status page and a metrics scrape read does not grow with the agents a town ever had
-(decision 4): both read the agents in an active state from the deadlines index, and count the
-rest. Before, each read every agent record (the page) or two lists per agent (a scrape): 415 ms
-a scrape at 20,000 agents, mostly stopped ones."""
+"""What a big or quiet town costs (decisions 4 and 12). The status page and a metrics scrape
+read the agents in an active state from the deadlines index, and count the rest (each read every
+agent record, or two lists per agent ever registered: 415 ms a scrape at 20,000 agents, mostly
+stopped ones). The mission dispatcher's backstop steps a quiet mission less and less often."""
 
 from __future__ import annotations
+
+import time
+
+from tinytown.missions.dispatcher import Dispatcher
+from tinytown.missions.start import start_mission
 
 from .api_support import keyed_app, keyed_town, keyring  # noqa: F401 - fixtures
 from .redis_reads import calls
@@ -39,3 +44,31 @@ def test_a_metrics_scrape_reads_no_stopped_agents_inbox(keyed_app, keyed_town, k
     few = calls(keyed_town, "llen", lambda: client.get("/metrics", headers=key))
     stop_many(keyed_town, STOPPED)
     assert calls(keyed_town, "llen", lambda: client.get("/metrics", headers=key)) == few
+
+
+def test_a_quiet_mission_is_stepped_less_and_less_often_and_at_once_on_an_event(town):
+    """The backstop stepped every active mission every tick (about 30 commands each), so an
+    idle town with missions waiting on a long run or on a person paid hundreds of commands a
+    minute per mission."""
+    mission, _ = start_mission(
+        town, items=[{"key": "a", "title": "A"}, {"key": "b", "title": "B", "depends_on": ["a"]}]
+    )
+    dispatcher = Dispatcher(town, tick_secs=0.05)
+    dispatcher.run_once(wait=False)  # queues item a's task; nothing else can happen now
+
+    def steps_in(secs: float) -> int:
+        def loop():
+            end = time.monotonic() + secs
+            while time.monotonic() < end:
+                dispatcher.run_once()
+
+        return calls(town, "hvals", loop)  # (each step reads the mission's notes once)
+
+    quiet = steps_in(2.0)
+    assert 2 <= quiet <= 8  # 0.1, 0.2, 0.4, 0.8 s apart …; every 0.05 s it was 40
+    task_a = next(i for i in town.missions.work_items(mission.id) if i["key"] == "a")["task_id"]
+    town.tasks.complete(task_a, "done")  # an event about it: stepped at once
+    dispatcher.run_once(wait=False)
+    dispatcher.run_once(wait=False)
+    items = {i["key"]: i for i in town.missions.work_items(mission.id)}
+    assert items["a"]["status"] == "done" and items["b"]["task_id"]

@@ -93,6 +93,7 @@ MISSION_MAX_ATTEMPTS = 3  # policy default: runs of an item's task (and review r
 MISSION_HELP_AFTER_SECS = 600  # policy default: no progress this long → mission_help_needed
 MISSION_GH_BUDGET_SECS = 15  # POST /v1/missions runs gh for issues at most this long in all
 MISSION_TICK_SECS = 5  # the dispatcher's backstop tick; events wake it at once
+MISSION_QUIET_MAX_SECS = 60  # a mission quiet tick after tick steps less often, down to this
 MISSION_IDLE_RECHECK_SECS = 1_800  # with no active mission, it looks for one this often (a new
 # mission's event wakes it at once; this is the safety net)
 MISSION_LEASE_SECS = 15  # a dispatcher's lease on one mission; refreshed every tick

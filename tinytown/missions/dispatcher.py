@@ -2,7 +2,10 @@
 
 It waits on the town's event feed (a blocking ``XREAD``), so a task that finishes wakes it at
 once and the items that depended on it are queued within milliseconds; a tick every
-``[missions] tick_secs`` (5 s) is only the backstop, and it is when help is looked for. Each
+``[missions] tick_secs`` (5 s) is only the backstop, and it is when help is looked for. The
+backstop steps a quiet mission (nothing changed at its last steps: a long run, a wait for a
+person) less and less often, doubling up to once a minute, so an idle town's active missions
+cost Redis a few commands a minute each; an event about a mission steps it at once. Each
 step of a mission is :func:`tinytown.core.mission_plan.plan` over what the store holds, written
 back only if the mission's document did not change meanwhile. A lease per mission
 (``mission:<id>:dispatch_lock``, refreshed every step, lapsing after ``lease_secs``) keeps one
@@ -77,6 +80,12 @@ class Dispatcher:
         self.cursor: str | None = None
         self.woken: set[str] = set()
         self.next_tick = 0.0
+        # a mission's next backstop step (monotonic), and how many in a row changed nothing:
+        # a quiet mission (waiting on a long run, or for a person) is looked at less and less
+        # often, down to every MISSION_QUIET_MAX_SECS; an event about it steps it at once
+        self.due_at: dict[str, float] = {}
+        self.quiet: dict[str, int] = {}
+        self.live_workers: int | None = None  # read once a round, for every mission it steps
         self.steps = 0  # mission steps that wrote something (for tests and `tt mission dispatch`)
 
     # -- running ----------------------------------------------------------------------------
@@ -110,15 +119,20 @@ class Dispatcher:
             self.cursor = self.town.events.last_id()
             self.next_tick = 0.0
         seen = self.pump.seq if self.pump is not None else -1
-        due = self.woken
-        self.woken = set()
+        due, woken = set(self.woken), self.woken
+        self.woken, self.live_workers = set(), None
         if time.monotonic() >= self.next_tick:
             active = self.active_ids()
-            due |= set(active)
+            t = time.monotonic()
+            due |= {m for m in active if self.due_at.get(m, 0.0) <= t}
             idle = not active and self.pump is not None
             gap = defaults.MISSION_IDLE_RECHECK_SECS if idle else self.tick_secs
             self.next_tick = time.monotonic() + gap
-        wrote = sum(1 for mission_id in sorted(due) if self.step(mission_id))
+        wrote = 0
+        for mission_id in sorted(due):
+            changed = self.step(mission_id)
+            wrote += changed
+            self.backstop_after(mission_id, changed or mission_id in woken)
         if due:  # a mission is alive: tick as usual (the next tick reads the active set)
             self.next_tick = min(self.next_tick, time.monotonic() + self.tick_secs)
         wait_ms = int(max(0.0, self.next_tick - time.monotonic()) * 1000) if wait else 0
@@ -131,6 +145,14 @@ class Dispatcher:
             self.cursor = events[-1]["id"]
             self.woken |= set(self.missions_woken(events))
         return wrote
+
+    def backstop_after(self, mission_id: str, busy: bool) -> None:
+        """When the backstop steps this mission next: a tick from now after a change (or an
+        event), else twice as long as last time, up to ``MISSION_QUIET_MAX_SECS``."""
+        quiet = 0 if busy else self.quiet.get(mission_id, 0) + 1
+        self.quiet[mission_id] = quiet
+        wait = min(self.tick_secs * 2**quiet, max(self.tick_secs, defaults.MISSION_QUIET_MAX_SECS))
+        self.due_at[mission_id] = time.monotonic() + wait
 
     def missions_woken(self, events: Iterable[dict]) -> Iterable[str]:
         for doc in events:
@@ -188,7 +210,9 @@ class Dispatcher:
             t.id: TaskView(t.id, t.state, t.result, t.worker_secs, t.cost, t.assigned_to in alive)
             for t in found
         }
-        live = self.town.agents.counts().live_active
+        if self.live_workers is None:  # (once a round, not once a mission)
+            self.live_workers = self.town.agents.counts().live_active
+        live = self.live_workers
         current = now()
         return plan(mission, items, tasks, now=current, ts=json_now(current), live_workers=live)
 
@@ -224,6 +248,8 @@ class Dispatcher:
             pass  # already finished or gone: nothing to stop
 
     def forget(self, mission_id: str) -> None:
+        self.due_at.pop(mission_id, None)
+        self.quiet.pop(mission_id, None)
         lease = self.leases.pop(mission_id, None)
         if lease is not None:
             lease.release()
