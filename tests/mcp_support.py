@@ -181,6 +181,21 @@ def _(d: Driver) -> None:
     assert d.ok("agent.get", {"agent": name})["state"] == "Idle"
 
 
+@case("agent.pause")
+def _(d: Driver) -> None:
+    name = d.agent()
+    assert d.ok("agent.pause", {"agent": name}) == {"status": "paused", "agent": name}
+    assert d.ok("agent.get", {"agent": name})["state"] == "Paused"
+
+
+@case("agent.resume")
+def _(d: Driver) -> None:
+    name = d.agent()
+    d.ok("agent.pause", {"agent": name})
+    assert d.ok("agent.resume", {"agent": name}) == {"status": "resumed", "agent": name}
+    assert d.ok("agent.get", {"agent": name})["state"] == "Idle"
+
+
 @case("agent.prune")
 def _(d: Driver) -> None:
     kept, pruned = d.agent(), d.agent()

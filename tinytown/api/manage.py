@@ -30,6 +30,16 @@ def restart_agent(agent: str):
     return run("agent.restart", agent=agent)
 
 
+@manage.post("/v1/agents/<agent>/pause")
+def pause_agent(agent: str):
+    return run("agent.pause", agent=agent)
+
+
+@manage.post("/v1/agents/<agent>/resume")
+def resume_agent(agent: str):
+    return run("agent.resume", agent=agent)
+
+
 @manage.post("/v1/agents/prune")
 def prune_agents():
     return run("agent.prune", json_body(optional=True))

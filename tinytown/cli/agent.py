@@ -1,5 +1,6 @@
-"""``tt agent list|show|kill|restart|prune``: the town's agents, alive or dead by their own
-heartbeats, and what REST's ``/v1/agents/{agent}/kill|restart`` and ``/v1/agents/prune`` do."""
+"""``tt agent list|show|kill|restart|pause|resume|prune``: the town's agents, alive or dead by
+their own heartbeats, and what REST's ``/v1/agents/{agent}/kill|restart|pause|resume`` and
+``/v1/agents/prune`` do."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ LEFT_STATES = tuple(s for s in TERMINAL_AGENT_STATES if s != AGENT_ERROR_STATE)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "agent",
-        help="list, show, kill, restart or prune agents",
+        help="list, show, kill, restart, pause, resume or prune agents",
         description="The town's agents: each one's state, whether its worker still beats "
         "(alive) or has missed its heartbeats (dead), and its current task.",
     )
@@ -82,6 +83,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("agent", type=AGENT, help=AGENT_REF_HELP)
     r.set_defaults(func=cmd_restart)
+
+    for action, short_help, func in (
+        ("pause", "stop an agent taking new work until resumed", cmd_pause),
+        ("resume", "let a paused agent take work again", cmd_resume),
+    ):
+        pa = asub.add_parser(
+            action,
+            help=short_help,
+            description=f"As POST /v1/agents/{{agent}}/{action}: "
+            + (
+                "the agent takes no new work until resumed; a task its CLI runs now runs to its "
+                "end."
+                if action == "pause"
+                else "a paused agent takes work again (idle, or working while its CLI still "
+                "runs a task)."
+            ),
+        )
+        pa.add_argument("agent", type=AGENT, help=AGENT_REF_HELP)
+        pa.set_defaults(func=func)
 
     pr = asub.add_parser(
         "prune",
@@ -216,6 +236,28 @@ def cmd_restart(args: argparse.Namespace) -> int:
         f"Restarted agent {agent.name} ({agent.id[:SHORT_ID_SHOWN]}, was {previous}): idle, "
         "stop request cleared; a worker adopts it with TINYTOWN_AGENT_ID"
     )
+    return 0
+
+
+@guard_redis
+def cmd_pause(args: argparse.Namespace) -> int:
+    town = open_town(args)
+    agent = resolve_agent(town, args.agent)
+    previous = town.agents.pause(agent.id)
+    print(
+        f"Paused agent {agent.name} ({agent.id[:SHORT_ID_SHOWN]}, was {previous}): it takes no "
+        "new work until `tt agent resume`"
+    )
+    return 0
+
+
+@guard_redis
+def cmd_resume(args: argparse.Namespace) -> int:
+    town = open_town(args)
+    agent = resolve_agent(town, args.agent)
+    town.agents.resume(agent.id)
+    now = town.agents.get(agent.id).state
+    print(f"Resumed agent {agent.name} ({agent.id[:SHORT_ID_SHOWN]}): {now}")
     return 0
 
 

@@ -151,6 +151,7 @@ AGENT = Machine(
         "drain_task": Move(("working",), "draining"),  # told to stop while its CLI runs
         "pause": Move(("starting", "idle", "working"), "paused"),  # an operator's interrupt
         "resume": Move(("paused",), "idle"),
+        "resume_work": Move(("paused",), "working"),  # a pause lifted while its CLI still runs
         "stop": Move(ACTIVE_AGENT_STATES, "stopped"),  # its worker leaves
         "recover": Move(ACTIVE_AGENT_STATES, "stopped"),  # dead: no heartbeat within its window
         "kill": Move(AGENT_STATES, "stopped"),  # POST /v1/agents/{agent}/kill

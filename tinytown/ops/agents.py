@@ -87,6 +87,34 @@ def restart_agent(t: Town, args: dict) -> dict:
 
 
 @operation(
+    "agent.pause",
+    MANAGE,
+    "Pause an agent: it takes no new work until resumed (a task it runs now runs to its end).",
+    params={"agent": AGENT},
+    required=("agent",),
+    rest="POST /v1/agents/{agent}/pause",
+)
+def pause_agent(t: Town, args: dict) -> dict:
+    agent_id, _ = agent_named(t, args)
+    t.agents.pause(agent_id)
+    return {"status": "paused", "agent": args["agent"]}
+
+
+@operation(
+    "agent.resume",
+    MANAGE,
+    "Resume a paused agent: it takes work again.",
+    params={"agent": AGENT},
+    required=("agent",),
+    rest="POST /v1/agents/{agent}/resume",
+)
+def resume_agent(t: Town, args: dict) -> dict:
+    agent_id, _ = agent_named(t, args)
+    t.agents.resume(agent_id)
+    return {"status": "resumed", "agent": args["agent"]}
+
+
+@operation(
     "agent.prune",
     MANAGE,
     "Delete agents that are stopped or in error (all: every agent), except any whose worker "

@@ -398,6 +398,18 @@ class AgentStore(UniqueNames):
             )
         return result.old_state
 
+    def pause(self, agent_id: str) -> str:
+        """An operator's pause: the agent takes no new work (a CLI running now runs to its end).
+        Returns the previous state; InvalidTransition unless starting, idle or working."""
+        return self.set_state(agent_id, "pause")
+
+    def resume(self, agent_id: str) -> str:
+        """Lift a pause: back to idle, or to working while its CLI still runs a task (idle would
+        let a scaler remove its worker). Returns the previous state."""
+        agent = self.get(agent_id)
+        busy = agent.current_task and agent.alive(self.now_ms())
+        return self.set_state(agent_id, "resume_work" if busy else "resume")
+
     def request_stop(self, agent_id: str) -> str:
         """Stop an agent from outside: the stop flag (an hour, as upstream), state ``stopped``, and
         a nudge so an idle worker leaves at once (a working one after its task). Returns the
