@@ -347,6 +347,8 @@ class Worker:
         self.held, self.tasks_taken = entry, self.tasks_taken + 1
         if orphan_holder:  # its holder died: a CLI it left running here must stop first
             self.runner.stop_orphan_cli(orphan_holder, task.id)
+        elif task.attempts > 1:  # a retry: an earlier run may still go on here (frozen, say)
+            self.runner.stop_earlier_runs(task.id)
         # The inbox was read with the claim; the messages leave it once the CLI has them.
         inbox = Inbox([(k, raw) for k, raws in zip(self.inbox_keys, claim.peeked) for raw in raws])
         if inbox.raw and any(m.get("type") == "shutdown" for m in inbox.messages):

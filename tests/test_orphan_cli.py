@@ -104,3 +104,19 @@ def test_a_leash_never_attached_leaves_quietly_when_let_go():
     leash = orphan_cli.Leash(grace_secs=1)
     leash.close()
     assert leash.proc.returncode == 0
+
+
+def test_earlier_runs_finds_the_groups_running_a_task_whatever_their_agent():
+    runs = [
+        group({"TINYTOWN_AGENT_ID": "frozen", "TINYTOWN_TASK_ID": "t9"}),
+        group({"TINYTOWN_AGENT_ID": "other", "TINYTOWN_TASK_ID": "t8"}),
+    ]
+    try:
+        found = poll(lambda: orphan_cli.earlier_runs("t9") or None, timeout=5)
+        assert found == {runs[0].pid: "frozen"}
+        assert orphan_cli.earlier_runs("t7") == {}
+    finally:
+        for proc in runs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()

@@ -12,6 +12,9 @@ race takes them):
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 
 import pytest
@@ -239,3 +242,27 @@ def test_a_worker_that_froze_after_its_claim_does_not_run_the_task_another_finis
         "done by the other",
         other.id,
     )
+
+
+def test_a_retry_first_stops_an_earlier_run_of_its_task_still_going_on_this_host(worker_town):
+    """A frozen worker (SIGSTOP) judged dead: recovery gave its running task back to the backlog,
+    naming no holder, and another worker ran it beside the first run's CLI, which went on."""
+    root = worker_town()
+    town = open_town(root)
+    with in_process_worker(root) as first:
+        task = town.tasks.add("[sleep 0.2] run again")
+        first.next_delivery()
+        env = {**os.environ, "TINYTOWN_AGENT_ID": first.agent_id, "TINYTOWN_TASK_ID": task.id}
+        earlier = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
+        try:
+            assert town.tasks.requeue(task.id, expect="running", assignee=first.agent_id).ok
+            with in_process_worker(root) as second:
+                delivery = second.next_delivery()
+                assert delivery.claim.task.attempts == 2
+                second.work_on(delivery.entry, delivery.claim)
+            assert earlier.wait(timeout=10) == -signal.SIGTERM
+        finally:
+            if earlier.poll() is None:
+                os.killpg(earlier.pid, signal.SIGKILL)
+                earlier.wait()
+    assert town.tasks.get(task.id).state == "completed"

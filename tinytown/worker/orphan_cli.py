@@ -14,12 +14,17 @@ Two defences:
   while a CLI runs, the kernel closes its end of the pipe, the watchdog reads end-of-file and
   stops the CLI's group (SIGTERM, SIGKILL after the grace period).
 - **The take-over check** (:func:`stop`), for a CLI whose leash is gone too (both killed, or the
-  leash died mid-task). A worker records its CLI's process group and host on its agent record,
-  and a worker that takes a task over from a dead holder on the same host stops what is left of
-  that group first. A process group id can be reused after its processes are gone, so a group is
-  stopped only if one of its processes still carries the dead holder's agent id and the task id
-  in its environment (``TINYTOWN_AGENT_ID``, ``TINYTOWN_TASK_ID``, which every CLI gets). Linux
-  only (``/proc``); elsewhere nothing is found.
+  leash died mid-task), or whose worker is alive but frozen (SIGSTOP, ``docker pause``: the
+  leash sees nothing) and was judged dead. A worker records its CLI's process group and host on
+  its agent record, and a worker that takes a task over from a dead holder on the same host
+  stops what is left of that group first. A process group id can be reused after its processes
+  are gone, so a group is stopped only if one of its processes still carries the dead holder's
+  agent id and the task id in its environment (``TINYTOWN_AGENT_ID``, ``TINYTOWN_TASK_ID``,
+  which every CLI gets). Linux only (``/proc``); elsewhere nothing is found.
+
+A task that recovery gave back to the backlog (rather than a worker taking its entry over)
+names no holder, so before any retry of a task the worker looks for a process of this host
+running that task (:func:`earlier_runs`) and stops its group the same way.
 
 Neither covers a worker killed in the microseconds between starting its CLI and telling its leash
 (the group reaches the agent record only after that).
@@ -67,6 +72,27 @@ def members(pgid: int, agent_id: str, task_id: str) -> list[int]:
         except OSError:
             pass
     return found if ours else []
+
+
+def earlier_runs(task_id: str) -> dict[int, str]:
+    """Process groups on this host running ``task_id`` for some agent (a CLI's environment says
+    ``TINYTOWN_TASK_ID``): group → that agent's id. Reads every process's environment: called
+    only before a retry of the task starts, never on a first attempt's way."""
+    mark = f"TINYTOWN_TASK_ID={task_id}".encode()
+    found: dict[int, str] = {}
+    try:
+        pids = [p for p in os.listdir(PROC) if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            env = (PROC / pid / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if mark in env and (stat := _stat(pid)) is not None and stat[0] != "Z":
+            agent = next((e[18:] for e in env if e.startswith(b"TINYTOWN_AGENT_ID=")), b"")
+            found.setdefault(stat[1], agent.decode(errors="replace"))
+    return found
 
 
 def stop(pgid: int, agent_id: str, task_id: str, grace_secs: float = 5.0) -> list[int]:

@@ -367,7 +367,16 @@ class TaskRunner(AttemptEnd):
         host, pgid = w.with_redis("orphan_lookup", w.store.cli_of, holder)
         if host != w.host or not (pgid or "").isdigit():
             return
-        pids = orphan_cli.stop(int(pgid), holder, task_id, grace_secs=defaults.CLI_STOP_GRACE_SECS)
+        self._stop_group(int(pgid), holder, task_id)
+
+    def stop_earlier_runs(self, task_id: str) -> None:
+        """Before a retry: stop any earlier run of the task still going on this host (a frozen
+        worker judged dead, whose task recovery gave back to the backlog)."""
+        for pgid, holder in orphan_cli.earlier_runs(task_id).items():
+            self._stop_group(pgid, holder, task_id)
+
+    def _stop_group(self, pgid: int, holder: str, task_id: str) -> None:
+        pids = orphan_cli.stop(pgid, holder, task_id, grace_secs=defaults.CLI_STOP_GRACE_SECS)
         if pids:
             pids = ",".join(map(str, pids))
-            w.log("orphan_cli_stopped", task=task_id, holder=holder, pgid=pgid, pids=pids)
+            self.worker.log("orphan_cli_stopped", task=task_id, holder=holder, pgid=pgid, pids=pids)
