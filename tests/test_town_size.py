@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from tinytown.core import defaults
+from tinytown.core.errors import Full
 from tinytown.missions.dispatcher import Dispatcher
 from tinytown.missions.start import start_mission
 
@@ -28,6 +32,7 @@ def test_the_status_page_reads_no_stopped_agents_record(keyed_app, keyed_town, k
     live = keyed_town.agents.register("live-one", "fake")
     keyed_town.agents.set_state(live.id, "ready")
     stop_many(keyed_town, 3)
+    client.get("/", headers=key)  # (the first view also fills what later ones reuse)
     few = calls(keyed_town, "hgetall", lambda: client.get("/", headers=key))
     stop_many(keyed_town, STOPPED)
     page = client.get("/", headers=key)
@@ -41,6 +46,7 @@ def test_a_metrics_scrape_reads_no_stopped_agents_inbox(keyed_app, keyed_town, k
     client = keyed_app.test_client()
     key = {"X-API-Key": keyring["read"][0]}
     stop_many(keyed_town, 3)
+    client.get("/metrics", headers=key)  # (the first scrape also fills what later ones reuse)
     few = calls(keyed_town, "llen", lambda: client.get("/metrics", headers=key))
     stop_many(keyed_town, STOPPED)
     assert calls(keyed_town, "llen", lambda: client.get("/metrics", headers=key)) == few
@@ -72,3 +78,23 @@ def test_a_quiet_mission_is_stepped_less_and_less_often_and_at_once_on_an_event(
     dispatcher.run_once(wait=False)
     items = {i["key"]: i for i in town.missions.work_items(mission.id)}
     assert items["a"]["status"] == "done" and items["b"]["task_id"]
+
+
+def test_an_inbox_takes_a_bounded_number_of_messages_and_a_prompt_a_bounded_share(town):
+    """Sends had no bound, and a worker's claim read both lists whole into one prompt (20,000
+    messages of 1 KiB: 25 MB and 25 ms of Redis per claim)."""
+    agent = town.agents.register("reader", "fake")
+    for _ in range(defaults.INBOX_MAX_MESSAGES):
+        town.inbox.send(agent.id, "read this", kind="info")
+    with pytest.raises(Full, match=f"holds {defaults.INBOX_MAX_MESSAGES} messages"):
+        town.inbox.send(agent.id, "one too many", kind="info")
+    assert town.redis.llen(town.keys.inbox(agent.id)) == defaults.INBOX_MAX_MESSAGES
+    town.inbox.send(agent.id, "urgent still fits", urgent=True)  # (the other list)
+    task = town.tasks.add("with mail", agent_id=agent.id)
+    docket = town.docket(agent.id)
+    docket.ensure_groups()
+    delivery = docket.read(1000)
+    docket.close()
+    urgent, inbox = delivery.claim.peeked
+    assert delivery.claim.task.id == task.id
+    assert (len(urgent), len(inbox)) == (1, defaults.PROMPT_MESSAGES_MAX)

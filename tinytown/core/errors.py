@@ -51,6 +51,10 @@ class AddressInUse(TinytownError):
     exit_status = ExitStatus.ADDRESS_IN_USE
 
 
+class Full(TinytownError):
+    """A bounded store is full (an agent's inbox): nothing was added."""
+
+
 class InvalidTransition(TinytownError):
     """A state change that the record's current state does not allow."""
 

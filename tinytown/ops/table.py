@@ -20,7 +20,7 @@ import redis
 from tinytown.connection.target import resolve_target
 from tinytown.core import defaults
 from tinytown.core.clis import UnknownCli
-from tinytown.core.errors import InvalidTransition, NotFound, Problem, TinytownError
+from tinytown.core.errors import Full, InvalidTransition, NotFound, Problem, TinytownError
 from tinytown.core.inputs import InputError
 from tinytown.core.urls import redact_text
 from tinytown.store import Town
@@ -132,7 +132,7 @@ def as_problem(err: BaseException, town: Town) -> Problem | None:
         return Problem(422, f"field 'cli': {err}", field="cli")
     if isinstance(err, NotFound):
         return Problem(404, str(err))
-    if isinstance(err, InvalidTransition):
+    if isinstance(err, (InvalidTransition, Full)):
         return Problem(409, str(err))
     if isinstance(err, TinytownError):
         return Problem(400, str(err))

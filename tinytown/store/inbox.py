@@ -1,8 +1,10 @@
 """Agents' inboxes (upstream spec §4.4): JSON messages on two lists per agent.
 
 Normal messages are ``RPUSH``ed to ``inbox:<id>`` (FIFO); urgent ones ``LPUSH``ed to
-``urgent:<id>``. A worker reads both with its claim (the docket's script), puts them into the
-task's prompt and removes them once the CLI runs. The documents themselves are built and read
+``urgent:<id>``; each list takes at most ``INBOX_MAX_MESSAGES`` (then a send is refused). A
+worker reads the first ``PROMPT_MESSAGES_MAX`` of both with its claim (the docket's script),
+puts them into the task's prompt and removes them once the CLI runs; the rest wait for its next
+task. The documents themselves are built and read
 by :mod:`tinytown.core.messages`.
 """
 
@@ -13,6 +15,8 @@ from collections.abc import Iterable
 
 import redis
 
+from tinytown.core import defaults
+from tinytown.core.errors import Full
 from tinytown.core.keys import Keys
 from tinytown.core.messages import build_message, decode
 from tinytown.core.records import SUPERVISOR_ID
@@ -28,10 +32,20 @@ return 1
 """
 
 
+# Add a message unless the list already holds the most it takes. KEYS: 1 the list; ARGV: 1 the
+# message, 2 "1" = at the head (urgent), 3 the most. Returns the new length, or -1 (full).
+_PUSH = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
+if ARGV[2] == '1' then return redis.call('LPUSH', KEYS[1], ARGV[1]) end
+return redis.call('RPUSH', KEYS[1], ARGV[1])
+"""
+
+
 class InboxStore:
     def __init__(self, r: redis.Redis, keys: Keys):
         self.r, self.keys = r, keys
         self._move = r.register_script(_MOVE)
+        self._push = r.register_script(_PUSH)
 
     def lists(self, agent_id: str) -> tuple[str, str]:
         """The agent's two lists, urgent first (the order a worker reads them in)."""
@@ -50,11 +64,14 @@ class InboxStore:
         ``shutdown`` also nudges the agent's worker to look at once (an idle worker otherwise
         sees new messages only at its next heartbeat, and only if its lists were empty)."""
         message = build_message(sender, to_agent_id, text, kind)
-        encoded = json.dumps(message)
-        if urgent:
-            self.r.lpush(self.keys.urgent(to_agent_id), encoded)
-        else:
-            self.r.rpush(self.keys.inbox(to_agent_id), encoded)
+        key = self.keys.urgent(to_agent_id) if urgent else self.keys.inbox(to_agent_id)
+        most = defaults.INBOX_MAX_MESSAGES
+        if self._push(keys=[key], args=[json.dumps(message), int(urgent), most]) < 0:
+            raise Full(
+                f"the {'urgent ' if urgent else ''}inbox of agent {to_agent_id} holds {most} "
+                "messages, the most it takes; its worker reads them with its next tasks "
+                f"({defaults.PROMPT_MESSAGES_MAX} a task), or `tt reclaim` moves them"
+            )
         if message.get("type") == "shutdown":
             control.publish(self.r, self.keys, to_agent_id, control.STOP)
         return message

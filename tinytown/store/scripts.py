@@ -59,6 +59,7 @@ def _fill(template: str) -> str:
         "AGENT_STOPPED_STATE": ev.AGENT_STOPPED_STATE,
         "REASON_STATES": "," + ",".join(ev.TASK_REASON_STATES) + ",",
         "TASK_DELETED": ev.TASK_DELETED,
+        "PROMPT_MESSAGES": defaults.PROMPT_MESSAGES_MAX,
     }
     if TASK["take_shared"].target != TASK["take_directed"].target:
         raise RuntimeError("the scripts' TAKEN state assumes both takes end in the same state")
@@ -262,7 +263,8 @@ for s, pair in ipairs(held) do
       redis.call('DEL', ARGV[5] .. task_id)  -- an earlier attempt's token reports nothing now
       local urgent, inbox = {}, {}
       if redis.call('EXISTS', KEYS[5], KEYS[6]) > 0 then
-        urgent, inbox = redis.call('LRANGE', KEYS[5], 0, -1), redis.call('LRANGE', KEYS[6], 0, -1)
+        urgent = redis.call('LRANGE', KEYS[5], 0, {{PROMPT_MESSAGES}} - 1)
+        inbox = redis.call('LRANGE', KEYS[6], 0, {{PROMPT_MESSAGES}} - 1)
       end
       return {'ok', stream, eid, task_id, r[4], urgent, inbox, skipped}
     end
