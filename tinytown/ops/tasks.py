@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tinytown.core import inputs
+from tinytown.core import defaults, inputs
 from tinytown.core.errors import Problem
 from tinytown.core.records import SUPERVISOR_ID, Task
 from tinytown.core.states import TASK, TASK_STATES
@@ -188,7 +188,8 @@ def claim(t: Town, args: dict) -> dict:
 @operation(
     "backlog.assign_all",
     WRITE,
-    "Give every queued task to one agent.",
+    "Give queued tasks to one agent, the oldest first, at most 1,000 a call (remaining: how "
+    "many are left).",
     params={"agent": AGENT},
     required=("agent",),
     rest="POST /v1/backlog/assign-all",
@@ -197,13 +198,15 @@ def assign_all(t: Town, args: dict) -> dict:
     ref = agent_ref(args, "agent", required=True)
     agent_id, _ = agent_id_for(t, ref)
     assigned = []
-    ids, _ = t.tasks.backlog(limit=2**31)
+    # a bounded batch: one request must not run past gunicorn's timeout, or flood the events
+    ids, _ = t.tasks.backlog(limit=defaults.TOWNHALL_PAGE_LIMIT_MAX)
     for tid in ids:
         if t.tasks.transition(
             tid, "assign", set_fields={"assigned_to": agent_id}, dispatch_to=agent_id
         ).ok:
             assigned.append(tid)
-    return {"assigned": len(assigned), "tasks": assigned}
+    remaining = t.tasks.backlog(limit=1)[1]
+    return {"assigned": len(assigned), "tasks": assigned, "remaining": remaining}
 
 
 @operation(
