@@ -266,3 +266,32 @@ def test_a_retry_first_stops_an_earlier_run_of_its_task_still_going_on_this_host
                 os.killpg(earlier.pid, signal.SIGKILL)
                 earlier.wait()
     assert town.tasks.get(task.id).state == "completed"
+
+
+def test_a_thawed_worker_leaves_the_running_attempts_token_and_the_inbox_alone(worker_town):
+    """The same thaw while another attempt still runs the task: the CLI start's writes stored
+    the thawed worker's token over the running attempt's (its CLI then got 401) and removed the
+    inbox messages read with the claim for a prompt never given (messages lost)."""
+    from tinytown.store.task_tokens import TaskTokens
+
+    root = worker_town()
+    town = open_town(root)
+    tokens = TaskTokens.of(town)
+    with in_process_worker(root) as frozen:
+        town.inbox.send(frozen.agent_id, "also read the docs", kind="info")
+        task = town.tasks.add("[sleep 5] still running elsewhere")
+        delivery = frozen.next_delivery()  # claimed, with its inbox, just before the freeze
+        assert delivery.claim.peeked[1]
+        assert town.tasks.requeue(task.id, expect="running", assignee=frozen.agent_id).ok
+        other = town.agents.register("other", "fake")
+        docket = town.docket(other.id)
+        docket.ensure_groups()
+        assert docket.read(1000).claim.task.id == task.id
+        docket.close()
+        live = new_token(task.id)  # the other attempt's CLI runs, with its token
+        tokens.issue(task.id, live, 60)
+        frozen.work_on(delivery.entry, delivery.claim)  # thawed
+        assert tokens.valid(task.id, live)
+        assert town.redis.llen(town.keys.inbox(frozen.agent_id)) == 1
+    running = town.tasks.get(task.id)
+    assert (running.state, running.assigned_to) == ("running", other.id)

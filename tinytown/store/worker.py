@@ -14,7 +14,7 @@ import redis
 from tinytown.core.defaults import DOCKET_GROUP as GROUP
 from tinytown.core.liveness import Beat
 from tinytown.core.states import AGENT, TASK_RUNNING, TERMINAL_TASK_STATES
-from tinytown.store import transaction
+from tinytown.store import task_tokens, transaction
 from tinytown.store.control import Listener
 from tinytown.store.scripts import execute_pipelined, queue_script
 from tinytown.store.task_tokens import TaskTokens
@@ -54,6 +54,22 @@ if redis.call('EXISTS', KEYS[3]) == 1 then  -- (a pruned agent's record is not m
   if state == 'completed' then redis.call('HINCRBY', KEYS[3], 'tasks_completed', 1) end
 end
 return {'done', state}
+"""
+
+
+# What a CLI's start takes for itself, only while the task is still this agent's running one
+# (a worker that thaws after its task went to another attempt must not replace that attempt's
+# token, nor take messages off the inbox for a prompt it will never give): the attempt's token
+# stored, and the messages its prompt carries removed from their lists.
+# KEYS: 1 task hash, 2 token key, 3.. one list per message; ARGV: 1 agent id, 2 the running
+# state, 3 token digest ('' = none), 4 its ttl secs, 5.. the messages (raw), one per list key.
+# Returns 1 if taken, 0 if the task is not this agent's running one.
+_TAKE_IF_MINE = """
+local t = redis.call('HMGET', KEYS[1], 'state', 'assigned_to')
+if t[1] ~= ARGV[2] or t[2] ~= ARGV[1] then return 0 end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) end
+for i = 3, #KEYS do redis.call('LREM', KEYS[i], 1, ARGV[i + 2]) end
+return 1
 """
 
 
@@ -99,6 +115,7 @@ class WorkerStore:
         self.agent_id, self.interval = agent_id, heartbeat_interval_secs
         self.tokens = TaskTokens(self.r, self.keys)  # its tasks' tokens (made once, not per task)
         self._end_round = self.r.register_script(_END_ROUND)
+        self._take_if_mine = self.r.register_script(_TAKE_IF_MINE)
 
     def controls(self) -> Controls:
         pipe = self.r.pipeline(transaction=False)
@@ -160,12 +177,16 @@ class WorkerStore:
         ``meanwhile`` runs while Redis works on them (:class:`Sent`); it may run again if a
         connection error makes the caller retry."""
         tasks, agents = self.town.tasks, self.town.agents
-        queued = [] if token is None else [lambda p: self.tokens.queue_issue(p, task_id, *token)]
-        queued.append(
+        queued = [
             lambda p: tasks.queue_transition(
                 p, task_id, "record", assignee=self.agent_id, set_fields={"started_at": started_at}
             )
-        )
+        ]
+        secret, ttl = (task_tokens.digest(token[0]), token[1]) if token else ("", 0)
+        take_keys = [self.keys.task(task_id), self.keys.task_token(task_id)]
+        take_keys += [key for key, _ in taken]
+        take_args = [self.agent_id, TASK_RUNNING, secret, ttl, *(raw for _, raw in taken)]
+        queued.append(lambda p: queue_script(p, self._take_if_mine, take_keys, take_args))
         working = {
             "current_task": task_id,
             "last_active_at": started_at,
@@ -176,9 +197,7 @@ class WorkerStore:
         queued.append(
             lambda p: agents.queue_update(p, self.agent_id, "work", beat=beat, set_fields=working)
         )
-        for key, raw in taken:
-            queued.append(lambda p, key=key, raw=raw: self.town.inbox.queue_remove(p, key, raw))
-        sent = Sent(self.r, queued, tasks.scripts + agents.scripts)
+        sent = Sent(self.r, queued, tasks.scripts + agents.scripts + (self._take_if_mine,))
         try:
             if meanwhile is not None:
                 meanwhile()
@@ -187,8 +206,8 @@ class WorkerStore:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        recorded = replies[1 if token is not None else 0][0] == "ok"
-        status, old = replies[2 if token is not None else 1]
+        recorded = replies[0][0] == "ok" and replies[1] == 1
+        status, old = replies[2]
         if status == "state" and old == AGENT["pause"].target:
             # paused since the claim: it stays paused, and its record still names the task, its
             # CLI and a heartbeat (the working window), as a pause of a working agent leaves them
