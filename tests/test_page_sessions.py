@@ -132,9 +132,10 @@ def test_a_session_ends_with_the_key_it_was_opened_with(keyed_app, keyed_town, k
 
     assert opens(with_cookie(_app_with_keys(keyed_town, same), session_id))
     for change in (removed, replaced, narrowed):
+        _, session_id = log_in(keyed_app, keyring["read"][0])  # (a session of its own)
         reloaded = _app_with_keys(keyed_town, change)
         assert not opens(with_cookie(reloaded, session_id)), change.__name__
-    assert opens(with_cookie(keyed_app, session_id))  # (the session itself was left alone)
+        assert not opens(with_cookie(keyed_app, session_id))  # refused once: ended for good
 
 
 @pytest.mark.parametrize(
@@ -160,10 +161,11 @@ def test_an_oidc_log_in_lasts_no_longer_than_its_token(oidc_app, rsa_key):
     client = oidc_app()
     app, town = client.app, client.app.config["TOWN"]
     short = token(rsa_key, scope="town.read", exp=int(time.time()) + 120)
-    browser, session_id = log_in(app, short)
+    browser = app.test_client()
+    cookie = browser.post("/login", data={"key": short}).headers["Set-Cookie"]
+    session_id = remember(browser.get_cookie(COOKIE).value)
     assert opens(browser)
-    again = browser.post("/login", data={"key": short}).headers["Set-Cookie"]
-    max_age = int(re.search(r"Max-Age=(\d+)", again)[1])
+    max_age = int(re.search(r"Max-Age=(\d+)", cookie)[1])
     assert 100 <= max_age <= 120
     digest = hashlib.sha256(session_id.encode()).hexdigest()
     assert 100 <= town.redis.ttl(town.keys.page_session(digest)) <= 120
@@ -172,3 +174,21 @@ def test_an_oidc_log_in_lasts_no_longer_than_its_token(oidc_app, rsa_key):
     no_read = token(rsa_key, scope="town.write")
     refused = app.test_client().post("/login", data={"key": no_read})
     assert refused.status_code == 401 and "Set-Cookie" not in refused.headers
+
+
+def test_a_session_refused_once_stays_ended_and_a_new_log_in_ends_the_old_one(
+    keyed_app, keyed_town, keyring
+):
+    _, session_id = log_in(keyed_app, keyring["read"][0])
+
+    def narrowed(keys):
+        return [
+            dataclasses.replace(k, scopes=("town.write",)) if k.name == "read" else k for k in keys
+        ]
+
+    assert not opens(with_cookie(_app_with_keys(keyed_town, narrowed), session_id))
+    assert not opens(with_cookie(keyed_app, session_id))  # the scope back: still ended
+    browser, first = log_in(keyed_app, keyring["read"][0])
+    browser.post("/login", data={"key": keyring["read"][0]})  # logging in again
+    assert not opens(with_cookie(keyed_app, first))  # a copy of the old cookie: ended
+    assert opens(browser)

@@ -130,7 +130,7 @@ def test_a_restart_is_refused_while_the_agents_cli_runs_a_task(town):
     task = town.tasks.add("running")
     agent = working(town, "busy", task.id)
     town.redis.set(town.keys.stop(agent.id), "1")
-    with pytest.raises(InvalidTransition, match="while its CLI runs a task"):
+    with pytest.raises(InvalidTransition, match="while it works on a task"):
         town.agents.restart(agent.id)
     assert town.agents.get(agent.id).state == "working"
     assert town.redis.exists(town.keys.stop(agent.id))  # left as it was
@@ -146,7 +146,7 @@ def test_a_working_agents_restart_over_rest_is_409(client, town):
     task = town.tasks.add("running")
     agent = working(town, "busy", task.id)
     resp = client.post(f"/v1/agents/{agent.id}/restart")
-    assert resp.status_code == 409 and "while its CLI runs a task" in resp.json["detail"]
+    assert resp.status_code == 409 and "while it works on a task" in resp.json["detail"]
 
 
 @pytest.mark.parametrize(("body", "move"), [("pause", "stop"), ("resume", "complete")])

@@ -98,3 +98,42 @@ def test_an_inbox_takes_a_bounded_number_of_messages_and_a_prompt_a_bounded_shar
     urgent, inbox = delivery.claim.peeked
     assert delivery.claim.task.id == task.id
     assert (len(urgent), len(inbox)) == (1, defaults.PROMPT_MESSAGES_MAX)
+
+
+def test_the_conductors_inbox_keeps_its_newest_and_a_shutdown_always_gets_through(town):
+    """Nobody takes from the conductor's inbox, so a bound that refused would refuse for good;
+    and a shutdown behind the bound (or behind 100 messages) was never seen."""
+    from tinytown.core.records import SUPERVISOR_ID
+
+    most = defaults.INBOX_MAX_MESSAGES
+    for i in range(most + 3):
+        town.inbox.send(SUPERVISOR_ID, f"report {i}", kind="info")
+    kept = town.redis.lrange(town.keys.inbox(SUPERVISOR_ID), 0, -1)
+    assert len(kept) == most and "report 3" in kept[0] and f"report {most + 2}" in kept[-1]
+
+    agent = town.agents.register("busy-reader", "fake")
+    for _ in range(most):
+        town.inbox.send(agent.id, "read this", kind="info")
+        town.inbox.send(agent.id, "now", kind="info", urgent=True)
+    town.inbox.send(agent.id, "stop", kind="shutdown")
+    head = town.redis.lindex(town.keys.urgent(agent.id), 0)
+    assert '"shutdown"' in head and town.redis.llen(town.keys.urgent(agent.id)) == most + 1
+
+
+def test_moving_messages_to_a_full_inbox_moves_nothing(town):
+    full = town.agents.register("full", "fake")
+    for _ in range(defaults.INBOX_MAX_MESSAGES):
+        town.inbox.send(full.id, "x", kind="info")
+    gone = town.agents.register("gone", "fake")
+    town.inbox.send(gone.id, "keep me", kind="info")
+    raw = town.redis.lindex(town.keys.inbox(gone.id), 0)
+    assert not town.inbox.move(town.keys.inbox(gone.id), raw, full.id, urgent=False)
+    assert town.redis.llen(town.keys.inbox(gone.id)) == 1
+
+
+def test_a_second_delete_of_an_agent_writes_no_second_event(town):
+    agent = town.agents.register("twice", "fake")
+    town.agents.delete(agent.id)
+    town.agents.delete(agent.id)  # (the keeper's prune racing a REST prune)
+    deleted = [e for e in town.events.latest(20) if e["event_type"] == "agent_deleted"]
+    assert [e["agent_id"] for e in deleted] == [agent.id]

@@ -123,12 +123,16 @@ def _principal(authorization: str | None, key: str | None) -> Principal | None:
 
 def _session_principal() -> Principal | None:
     """Whom the request's page session names, if it is live and what it is bound to holds."""
-    session = town().page_sessions.find(request.cookies.get(COOKIE))
+    sessions, cookie = town().page_sessions, request.cookies.get(COOKIE)
+    session = sessions.find(cookie)
     if session is None:
         return None
     principal = _authenticator().resume(session.principal, session.scopes, session.binding)
     g.principal = principal
-    return principal if principal is not None and principal.allows(SCOPE) else None
+    if principal is None or not principal.allows(SCOPE):
+        sessions.end(cookie)  # ended for good: its key (or scope) coming back does not revive it
+        return None
+    return principal
 
 
 def _signed_in() -> bool:
@@ -225,6 +229,7 @@ def login():
     if binding is None or ttl < 1:
         message = "That key is not valid for this town, or lacks the town.read scope."
         return render_template("login.html", error=message, next=back), 401
+    town().page_sessions.end(request.cookies.get(COOKIE))  # (the browser's previous one)
     session_id = town().page_sessions.open(principal.id, principal.scopes, binding, ttl)
     resp = redirect(f"{_root()}{back}", code=303)
     resp.set_cookie(

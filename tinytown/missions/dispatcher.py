@@ -151,7 +151,9 @@ class Dispatcher:
         event), else twice as long as last time, up to ``MISSION_QUIET_MAX_SECS``."""
         quiet = 0 if busy else self.quiet.get(mission_id, 0) + 1
         self.quiet[mission_id] = quiet
-        wait = min(self.tick_secs * 2**quiet, max(self.tick_secs, defaults.MISSION_QUIET_MAX_SECS))
+        # (never so long that a step and the tick after it pass /ready's freshness window)
+        longest = max(self.tick_secs, defaults.MISSION_QUIET_MAX_SECS - self.tick_secs)
+        wait = min(self.tick_secs * 2**quiet, longest)
         self.due_at[mission_id] = time.monotonic() + wait
 
     def missions_woken(self, events: Iterable[dict]) -> Iterable[str]:

@@ -7,13 +7,13 @@ from typing import NamedTuple
 
 import redis
 
-from tinytown.core import defaults, inputs
+from tinytown.core import defaults
 from tinytown.core import events as ev
 from tinytown.core.clock import now, to_rfc3339
 from tinytown.core.errors import InvalidTransition, NotFound, TinytownError
 from tinytown.core.keys import Keys
 from tinytown.core.liveness import AgentCounts, Beat, parse_counts
-from tinytown.core.records import RESERVED_AGENT_NAMES, SUPERVISOR_ID, Agent, is_uuid, new_id
+from tinytown.core.records import SUPERVISOR_ID, Agent, is_uuid
 from tinytown.core.states import (
     ACTIVE_AGENT_STATES,
     AGENT,
@@ -22,6 +22,7 @@ from tinytown.core.states import (
 )
 from tinytown.store import agent_refs, control
 from tinytown.store.agent_names import NameTaken, UniqueNames, nickname_for
+from tinytown.store.agent_register import Registration
 from tinytown.store.events import Events
 from tinytown.store.scripts import (
     AGENT_BEAT,
@@ -30,7 +31,7 @@ from tinytown.store.scripts import (
     execute_pipelined,
     queue_script,
 )
-from tinytown.store.tasks import Transition, ensure_group
+from tinytown.store.tasks import Transition
 
 # A restart's stop flag is cleared only if the restart took (the agent is now in its target
 # state): a refused restart leaves a kill's flag where it was. KEYS: 1 agent hash, 2 stop flag;
@@ -48,7 +49,7 @@ class Deaths(NamedTuple):
     left_work: list[Agent]  # stopped from outside, its worker gone with a task still recorded
 
 
-class AgentStore(UniqueNames):
+class AgentStore(Registration, UniqueNames):
     def __init__(
         self,
         r: redis.Redis,
@@ -65,82 +66,6 @@ class AgentStore(UniqueNames):
         self._events = Events(r, keys)
         # for scripts.execute_pipelined after a cache loss
         self.scripts = (self._update, self._counts, self._beat)
-
-    # -- create -----------------------------------------------------------------------------
-
-    def register(
-        self,
-        name: str,
-        cli: str,
-        *,
-        agent_id: str | None = None,
-        role_id: str | None = None,
-        nickname: str | None = None,
-        parent_agent_id: str | None = None,
-        heartbeat_interval_secs: int | None = None,
-        unique_name: bool = False,
-    ) -> Agent:
-        """Register a new agent in state ``starting``, or adopt the record ``agent_id`` names.
-
-        Adopting keeps the counters and creation time of an existing record (a restarted
-        container keeps its identity); an unknown ``agent_id`` is created with that id. Either
-        way it counts as one heartbeat, at ``heartbeat_interval_secs`` (the worker's own; default
-        the town's ``[agent]`` setting), which the agent's liveness is judged by from then on.
-        ``unique_name`` (workers): :class:`NameTaken` if another live agent has the name.
-        """
-        try:
-            inputs.name(name, "agent name")
-        except inputs.InputError as err:  # TINYTOWN_AGENT_NAME, or a host name outside the rule
-            raise TinytownError(f"{err} (set TINYTOWN_AGENT_NAME)") from None
-        if name.lower() in RESERVED_AGENT_NAMES:
-            raise TinytownError(f"agent name {name!r} is reserved; choose another name")
-        agent_id = agent_id or new_id()
-        if not is_uuid(agent_id):
-            raise TinytownError(f"agent id {agent_id!r} is not a UUID")
-        ts = to_rfc3339(now())
-        beat = Beat(heartbeat_interval_secs or self.heartbeat_interval_secs)
-        existing = self.find(agent_id)
-        if existing is not None and not existing.id:  # counters only, left by a write after a
-            self.r.delete(self.keys.agent(agent_id))  # prune: no record to adopt
-            existing = None
-        if existing is not None:
-            if unique_name:
-                self.check_name_free(name, agent_id)
-            fields = {"name": name, "cli": cli, "last_active_at": ts}
-            if role_id:
-                fields["role_id"] = role_id
-            renamed = existing.name.lower() != name.lower()
-            if renamed:  # (the new name first: a crash leaves an id to skip, not a lost name)
-                agent_refs.add(self.r, self.keys, agent_id, name, "")
-            self.update(
-                agent_id, "register", set_fields=fields, delete_fields=("current_task",), beat=beat
-            )
-            if renamed:
-                self.r.srem(self.keys.agents_named(existing.name), agent_id)
-        else:
-            agent = Agent(
-                id=agent_id,
-                name=name,
-                cli=cli,
-                created_at=ts,
-                last_active_at=ts,
-                nickname=nickname or nickname_for(agent_id),
-                role_id=role_id,
-                parent_agent_id=parent_agent_id,
-            )
-            owned = ("state", "last_heartbeat", "alive_until")  # the update script's
-            record = {k: v for k, v in agent.to_hash().items() if k not in owned}
-            agent_refs.add(self.r, self.keys, agent_id, name, agent.nickname or "")
-            try:
-                if unique_name:
-                    self.create_if_name_free(name, agent_id, record, beat)
-                else:
-                    self.update(agent_id, "register", set_fields=record, beat=beat, create=True)
-            except TinytownError:  # (NameTaken): no record, so no names either
-                agent_refs.remove(self.r, self.keys, agent_id, name, agent.nickname or "")
-                raise
-        ensure_group(self.r, self.keys.agent_docket(agent_id))
-        return self.get(agent_id)
 
     # -- read -------------------------------------------------------------------------------
 
@@ -425,7 +350,10 @@ class AgentStore(UniqueNames):
         InvalidTransition while its CLI runs a task (working, draining, or paused with a task
         recorded: idle would let a scaler remove a worker that holds a task)."""
         agent = self.get(agent_id)
-        busy = "restarted while its CLI runs a task (wait for it to end, or kill the agent)"
+        busy = (
+            "restarted while it works on a task (wait for the task to end, or, if its worker is "
+            "gone, for the keeper to mark it stopped; or kill the agent)"
+        )
         if agent.current_task and agent.alive(self.now_ms()):
             raise InvalidTransition("agent", agent.name, agent.state, busy)
         keys, args = self.update_request(
@@ -467,6 +395,7 @@ class AgentStore(UniqueNames):
         """Remove an agent record, its indexes, inboxes and flags, with its agent_deleted event
         (naming the agent and the state it was in when read just before)."""
         name, state, nickname = self.r.hmget(self.keys.agent(agent_id), "name", "state", "nickname")
+        gone = name is None and state is None  # (deleted already: a prune raced another)
         doc = ev.event(
             ev.AGENT_DELETED,
             f"agent {name or agent_id} deleted" + (f" (was {state})" if state else ""),
@@ -483,11 +412,12 @@ class AgentStore(UniqueNames):
             self.keys.stop(agent_id),
         )
         pipe.srem(self.keys.agents, agent_id)
-        for state in AGENT_STATES:
-            pipe.zrem(self.keys.agents_in_state(state), agent_id)
+        for each in AGENT_STATES:
+            pipe.zrem(self.keys.agents_in_state(each), agent_id)
         pipe.zrem(self.keys.agents_alive, agent_id)
         agent_refs.queue_remove(pipe, self.keys, agent_id, name, nickname)
-        pipe.execute_command(*self._events.commands(doc)[0])
+        if not gone:
+            pipe.execute_command(*self._events.commands(doc)[0])
         pipe.execute()
 
     def prune_stopped(self, retention_secs: int) -> list[str]:

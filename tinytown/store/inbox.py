@@ -23,8 +23,10 @@ from tinytown.core.records import SUPERVISOR_ID
 from tinytown.store import control
 
 # Move one message to another agent's list atomically, rewritten (its "to").
-# KEYS: 1 source list, 2 destination list; ARGV: 1 raw message, 2 rewritten message, 3 urgent.
+# KEYS: 1 source list, 2 destination list; ARGV: 1 raw message, 2 rewritten message, 3 urgent,
+# 4 the most the destination takes (full: nothing moves, 0 is returned).
 _MOVE = """
+if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[4]) then return 0 end  -- the target is full
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 if ARGV[3] == '1' then redis.call('LPUSH', KEYS[2], ARGV[2])
 else redis.call('RPUSH', KEYS[2], ARGV[2]) end
@@ -32,12 +34,22 @@ return 1
 """
 
 
-# Add a message unless the list already holds the most it takes. KEYS: 1 the list; ARGV: 1 the
-# message, 2 "1" = at the head (urgent), 3 the most. Returns the new length, or -1 (full).
+# Add a message unless the list already holds the most it takes (ARGV[3]; 0 = no bound), or,
+# with ARGV[4] = "1" (nobody takes from it: the conductor's), drop its oldest to make room.
+# KEYS: 1 the list; ARGV: 1 the message, 2 "1" = at the head (urgent), 3 the most, 4 trim.
+# Returns the new length, or -1 (full).
 _PUSH = """
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
-if ARGV[2] == '1' then return redis.call('LPUSH', KEYS[1], ARGV[1]) end
-return redis.call('RPUSH', KEYS[1], ARGV[1])
+local most = tonumber(ARGV[3])
+if most > 0 and ARGV[4] ~= '1' and redis.call('LLEN', KEYS[1]) >= most then return -1 end
+local n
+if ARGV[2] == '1' then n = redis.call('LPUSH', KEYS[1], ARGV[1])
+else n = redis.call('RPUSH', KEYS[1], ARGV[1]) end
+if most > 0 and n > most then
+  if ARGV[2] == '1' then redis.call('LTRIM', KEYS[1], 0, most - 1)
+  else redis.call('LTRIM', KEYS[1], -most, -1) end
+  n = most
+end
+return n
 """
 
 
@@ -60,19 +72,25 @@ class InboxStore:
         sender: str = SUPERVISOR_ID,
         urgent: bool = False,
     ) -> dict:
-        """Put a message on an agent's inbox (urgent: at the head of its urgent list). A
-        ``shutdown`` also nudges the agent's worker to look at once (an idle worker otherwise
-        sees new messages only at its next heartbeat, and only if its lists were empty)."""
+        """Put a message on an agent's inbox (urgent: at the head of its urgent list); Full when
+        that list holds ``INBOX_MAX_MESSAGES``. A ``shutdown`` always goes to the head of the
+        urgent list, whatever the lists hold (the worker looks only at their first messages),
+        and nudges the agent's worker to look at once (an idle worker otherwise sees new
+        messages only at its next heartbeat). The conductor's inbox, which nobody takes from,
+        keeps its newest ``INBOX_MAX_MESSAGES``."""
         message = build_message(sender, to_agent_id, text, kind)
+        shutdown = message.get("type") == "shutdown"
+        urgent = urgent or shutdown
         key = self.keys.urgent(to_agent_id) if urgent else self.keys.inbox(to_agent_id)
-        most = defaults.INBOX_MAX_MESSAGES
-        if self._push(keys=[key], args=[json.dumps(message), int(urgent), most]) < 0:
+        most = 0 if shutdown else defaults.INBOX_MAX_MESSAGES
+        trim = int(to_agent_id == SUPERVISOR_ID)
+        if self._push(keys=[key], args=[json.dumps(message), int(urgent), most, trim]) < 0:
             raise Full(
                 f"the {'urgent ' if urgent else ''}inbox of agent {to_agent_id} holds {most} "
                 "messages, the most it takes; its worker reads them with its next tasks "
                 f"({defaults.PROMPT_MESSAGES_MAX} a task), or `tt reclaim` moves them"
             )
-        if message.get("type") == "shutdown":
+        if shutdown:
             control.publish(self.r, self.keys, to_agent_id, control.STOP)
         return message
 
@@ -118,12 +136,13 @@ class InboxStore:
 
     def move(self, list_key: str, raw: str, target_id: str, *, urgent: bool) -> bool:
         """Move one message to another agent's inbox, addressed to it, atomically; False if it
-        was no longer where it was."""
+        was no longer where it was, or the target's list holds ``INBOX_MAX_MESSAGES``."""
         message = decode(raw)
         message["to"] = target_id
         dest = self.keys.urgent(target_id) if urgent else self.keys.inbox(target_id)
         return bool(
             self._move(
-                keys=[list_key, dest], args=[raw, json.dumps(message), "1" if urgent else "0"]
+                keys=[list_key, dest],
+                args=[raw, json.dumps(message), int(urgent), defaults.INBOX_MAX_MESSAGES],
             )
         )

@@ -69,9 +69,10 @@ class PageSessions:
         pipe.expire(key, ttl)
         pipe.zremrangebyscore(index, "-inf", now)
         pipe.zadd(index, {d: now + ttl})
-        # the index outlives its newest session by nothing (a town nobody logs in to keeps none)
-        pipe.expireat(index, int(now + ttl) + 1, gt=True)
-        pipe.expireat(index, int(now + ttl) + 1, nx=True)
+        # the index outlives its longest session by nothing (a town nobody logs in to keeps
+        # none); relative, so this host's clock cannot end it early
+        pipe.expire(index, ttl + 1, gt=True)
+        pipe.expire(index, ttl + 1, nx=True)
         pipe.execute()
         return session_id
 
