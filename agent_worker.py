@@ -81,6 +81,7 @@ from tinytown.core.errors import ConfigError, ExitStatus, RedisUnavailable, Tiny
 from tinytown.core.liveness import Beat
 from tinytown.core.logfmt import emit, line
 from tinytown.core.records import Task
+from tinytown.core.signal_safe import SignalSafeSetter
 from tinytown.core.states import AGENT, TASK_RUNNING
 from tinytown.store import Town
 from tinytown.store.agents import NameTaken
@@ -137,6 +138,8 @@ class Worker:
         # set by a heartbeat that saw a change, a stop nudge or a signal: check the controls now
         self.controls_due = threading.Event()
         self.controls_due.set()  # and once at the start
+        # what a signal handler sets both through (Event.set in a handler can deadlock)
+        self.signal_relay = SignalSafeSetter(self.wake, self.controls_due)
         drain_secs = self.agent_cfg.drain_timeout_secs  # (how long to wait for Redis when leaving)
         self.with_redis = RedisRetry(redis_retry_secs, drain_secs, self.log, lambda: self.stopping)
         self.runner = TaskRunner(self)  # runs each claimed task's CLI

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
+from tinytown.core.signal_safe import SignalSafeSetter
 from tinytown.core.urls import redact_url
 from tinytown.scaler.config import config_summary, load_config
 from tinytown.scaler.defaults import MIN_PASS_GAP_SECS, SIGNAL_WAIT_SECS
@@ -107,11 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
 def run_loop(scaler: Scaler, interval_secs: float, as_json: bool) -> ExitStatus:
     """Pass after pass until SIGTERM or SIGINT; a second signal during a pass stops at once."""
     stop = threading.Event()
+    stopping = SignalSafeSetter(stop)  # (Event.set in a handler can deadlock: signal_safe)
+    signals = []
 
     def on_signal(signum: int, _frame: Any) -> None:
-        if stop.is_set():
+        if signals:
             raise KeyboardInterrupt  # a second signal: stop now
-        stop.set()  # before the log line: a second signal that follows it must see it set
+        signals.append(signum)  # before the log line: a second signal that follows it sees it
+        stopping.set()
         log(
             "info",
             "stopping",

@@ -37,6 +37,7 @@ import redis
 
 from tinytown.core import defaults, messages
 from tinytown.core.errors import ExitStatus
+from tinytown.core.signal_safe import SignalSafeSetter
 from tinytown.core.states import AGENT_STOP_STATES
 from tinytown.store import Town, control
 from tinytown.store.docket import Docket, Entry
@@ -57,6 +58,7 @@ class WorkerState(Protocol):
     idle_since: float  # set: the idle timeout starts again when the agent is resumed
     cancelled_task: str  # set: the running task was cancelled; its run stops the CLI
     controls_due: threading.Event  # set by a signal or a stop nudge: check the controls now
+    signal_relay: SignalSafeSetter  # sets wake and controls_due for a signal handler
     wake: threading.Event  # set by a signal: the heartbeat thread ends an idle read
     exiting: threading.Event  # set when the worker ends: so does the listener
 
@@ -97,8 +99,9 @@ class Controls:
             os._exit(code)
         w.stopping = w.stopping or f"signal_{name.lower()}"
         w.log("drain_requested", signal=name)
-        w.wake.set()  # the heartbeat thread unblocks the read (no Redis calls in a handler)
-        w.controls_due.set()  # and a paused worker stops waiting
+        # the heartbeat thread unblocks the read (no Redis calls in a handler) and a paused
+        # worker stops waiting: wake and controls_due, set through a pipe (signal_safe)
+        w.signal_relay.set()
 
     def check(self) -> str:
         """Stop flag, external state changes (kill, close, pause) and ``shutdown`` messages; the
