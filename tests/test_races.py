@@ -213,6 +213,18 @@ def test_an_earlier_attempts_token_cannot_report_the_task_once_another_attempt_t
     assert not tokens.valid(task.id, old)
 
 
+def given_to_another(town, task_id: str, frozen_id: str):
+    """What recovery and an idle worker do to a frozen worker's running task: back to the
+    backlog, then claimed by another agent; returns that agent."""
+    assert town.tasks.requeue(task_id, expect="running", assignee=frozen_id).ok
+    other = town.agents.register("other", "fake")
+    docket = town.docket(other.id)
+    docket.ensure_groups()
+    assert docket.read(1000).claim.task.id == task_id
+    docket.close()
+    return other
+
+
 def test_a_worker_that_froze_after_its_claim_does_not_run_the_task_another_finished(
     worker_town, tmp_path
 ):
@@ -225,12 +237,7 @@ def test_a_worker_that_froze_after_its_claim_does_not_run_the_task_another_finis
     with in_process_worker(root) as frozen:
         task = town.tasks.add(f"[record {record}] [sleep 5] done elsewhere")
         delivery = frozen.next_delivery()  # claimed just before the freeze
-        assert town.tasks.requeue(task.id, expect="running", assignee=frozen.agent_id).ok
-        other = town.agents.register("other", "fake")
-        docket = town.docket(other.id)
-        docket.ensure_groups()
-        assert docket.read(1000).claim.task.id == task.id
-        docket.close()
+        other = given_to_another(town, task.id, frozen.agent_id)
         assert town.tasks.complete(task.id, "done by the other", agent_id=other.id).ok
         began = time.monotonic()
         frozen.work_on(delivery.entry, delivery.claim)  # thawed
@@ -282,12 +289,7 @@ def test_a_thawed_worker_leaves_the_running_attempts_token_and_the_inbox_alone(w
         task = town.tasks.add("[sleep 5] still running elsewhere")
         delivery = frozen.next_delivery()  # claimed, with its inbox, just before the freeze
         assert delivery.claim.peeked[1]
-        assert town.tasks.requeue(task.id, expect="running", assignee=frozen.agent_id).ok
-        other = town.agents.register("other", "fake")
-        docket = town.docket(other.id)
-        docket.ensure_groups()
-        assert docket.read(1000).claim.task.id == task.id
-        docket.close()
+        other = given_to_another(town, task.id, frozen.agent_id)
         live = new_token(task.id)  # the other attempt's CLI runs, with its token
         tokens.issue(task.id, live, 60)
         frozen.work_on(delivery.entry, delivery.claim)  # thawed

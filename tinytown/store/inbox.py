@@ -131,9 +131,6 @@ class InboxStore:
         """Take one message off a list; False if it was no longer there."""
         return bool(self.r.lrem(list_key, 1, raw))
 
-    def queue_remove(self, pipe, list_key: str, raw: str) -> None:
-        pipe.lrem(list_key, 1, raw)
-
     def move(self, list_key: str, raw: str, target_id: str, *, urgent: bool) -> bool:
         """Move one message to another agent's inbox, addressed to it, atomically; False if it
         was no longer where it was, or the target's list holds ``INBOX_MAX_MESSAGES``."""

@@ -76,10 +76,6 @@ class TaskTokens:
         """Store the token's hash for its task (replacing an earlier attempt's)."""
         self.r.set(self.keys.task_token(task_id), digest(token), ex=ttl_secs)
 
-    def queue_issue(self, pipe, task_id: str, token: str, ttl_secs: int) -> None:
-        """Queue an :meth:`issue` on ``pipe``."""
-        pipe.set(self.keys.task_token(task_id), digest(token), ex=ttl_secs)
-
     def valid(self, task_id: str, token: str) -> bool:
         """The token is its task's current one and the task is running. One round trip."""
         pipe = self.r.pipeline(transaction=False)
